@@ -1,0 +1,29 @@
+# cpfcte_hf developer commands. Everything runs from the repo-local virtualenv .venv/.
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU build of torch 2.13.0 is a local file here; an unpinned torch pulls GBs of CUDA wheels.
+# Override for a GPU machine, e.g. `make install TORCH_SPEC="torch==2.13.0 --index-url ..."`.
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PYTEST_ARGS ?=
+
+.PHONY: install test clean
+
+# The stamp file is rebuilt when pyproject.toml changes, so `make test` after a dependency
+# change re-installs, and a second `make test` reuses the environment.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(TORCH_SPEC)
+	$(PIP) install --quiet -e ".[dev]"
+	$(PY) -c "import torch, transformers, pydensecrf.densecrf; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -1,0 +1,61 @@
+# Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
+"""CPF-CTE weakly supervised semantic segmentation for the Hugging Face ecosystem.
+
+Importing the package registers the model with transformers' Auto classes, so that
+`AutoModelForSemanticSegmentation.from_pretrained(dir)` and `pipeline("image-segmentation", model=dir)` work on
+a CPF-CTE checkpoint without `trust_remote_code`.
+"""
+
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForSemanticSegmentation
+
+from .configuration_cpfcte import VOC_CLASSES, CPFCTEConfig, vit_b16_384_config
+from .image_processing_cpfcte import (
+    CPFCTEImageProcessor,
+    class_probability_maps,
+    resize_and_normalize,
+    to_rgb_array,
+)
+from .modeling_cpfcte import (
+    ClassTokenFusion,
+    ContextFusionBiLSTM,
+    CPFCTEForWeaklySupervisedSegmentation,
+    CPFCTEPreTrainedModel,
+    CPFCTESegmentationOutput,
+    PatchClassifier,
+    TopKPooling,
+)
+
+
+__version__ = "0.1.0"
+
+
+def _register_auto_classes() -> None:
+    AutoConfig.register(CPFCTEConfig.model_type, CPFCTEConfig, exist_ok=True)
+    AutoModel.register(CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation, exist_ok=True)
+    AutoModelForSemanticSegmentation.register(CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation, exist_ok=True)
+    AutoImageProcessor.register(CPFCTEConfig, image_processor_classes={"pil": CPFCTEImageProcessor}, exist_ok=True)
+    # `save_pretrained` then writes `auto_map` and copies the source files, so that a checkpoint loads with
+    # `trust_remote_code=True` where this package is not installed.
+    CPFCTEConfig.register_for_auto_class()
+    CPFCTEForWeaklySupervisedSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
+    CPFCTEImageProcessor.register_for_auto_class("AutoImageProcessor")
+
+
+_register_auto_classes()
+
+__all__ = [
+    "VOC_CLASSES",
+    "CPFCTEConfig",
+    "CPFCTEForWeaklySupervisedSegmentation",
+    "CPFCTEImageProcessor",
+    "CPFCTEPreTrainedModel",
+    "CPFCTESegmentationOutput",
+    "ClassTokenFusion",
+    "ContextFusionBiLSTM",
+    "PatchClassifier",
+    "TopKPooling",
+    "class_probability_maps",
+    "resize_and_normalize",
+    "to_rgb_array",
+    "vit_b16_384_config",
+]

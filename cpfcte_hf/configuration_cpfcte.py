@@ -1,0 +1,183 @@
+# Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
+"""CPF-CTE model configuration.
+
+This file is copied next to the weights by `save_pretrained` (remote code), so it imports
+only `transformers` and nothing else from this package.
+"""
+
+from transformers import PreTrainedConfig, ViTConfig
+
+
+VOC_CLASSES = (
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
+
+POOLING_TYPES = ("topk", "max", "avg")
+# `auto_map` entries that `save_pretrained` cannot write itself (a class registers for one Auto class only).
+EXTRA_AUTO_MAP = {
+    "AutoModel": "modeling_cpfcte.CPFCTEForWeaklySupervisedSegmentation",
+    "AutoImageProcessor": "image_processing_cpfcte.CPFCTEImageProcessor",
+}
+
+
+def vit_b16_384_config(**kwargs) -> ViTConfig:
+    """The ViT-B/16 backbone at 384x384 that CPF-CTE and ViT-PCM use (`google/vit-base-patch16-384` shapes)."""
+    defaults = dict(
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        image_size=384,
+        patch_size=16,
+        layer_norm_eps=1e-12,
+    )
+    defaults.update(kwargs)
+    return ViTConfig(**defaults)
+
+
+class CPFCTEConfig(PreTrainedConfig):
+    r"""
+    Configuration of a [`CPFCTEForWeaklySupervisedSegmentation`] model: a ViT encoder, learnable class tokens
+    fused after the encoder, a CF-BiLSTM over the patch grid, a patch classifier and Top-K pooling.
+    Defaults reproduce the paper's VOC setup (ViT-B/16 at 384x384, 21 classes with background as class 0).
+
+    Args:
+        backbone_config (`ViTConfig` or `dict`, *optional*):
+            Configuration of the ViT encoder. Defaults to ViT-B/16 at 384x384 (`vit_b16_384_config()`).
+        id2label (`dict[int, str]`, *optional*):
+            Class names, background first (class 0). Defaults to the 21 PASCAL VOC classes.
+            `num_labels` (C) is `len(id2label)`.
+        use_class_tokens (`bool`, *optional*, defaults to `True`):
+            Fuse C learnable class tokens into every patch after the encoder (paper Table 4 ablation).
+        use_context_fusion (`bool`, *optional*, defaults to `True`):
+            Run the CF-BiLSTM over the patch grid (paper Table 4 ablation).
+        pooling (`str`, *optional*, defaults to `"topk"`):
+            How patch probabilities become image scores: `"topk"` (mean of the K largest), `"max"` or `"avg"`
+            (paper Table 5 ablation).
+        pooling_top_k (`int`, *optional*, defaults to 4):
+            K of Top-K pooling. Also accepted as `top_k=` (the name `top_k` itself cannot be stored because
+            transformers reserves it for generation). The paper's K was lost from its text; ViT-PCM used K=1 (max).
+            See the README for the measurement behind the default.
+        class_token_init_std (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the normal initialisation of the class tokens.
+        lstm_hidden_size (`int`, *optional*, defaults to 192):
+            Hidden size of each LSTM direction; the four outputs (row fwd/bwd, column fwd/bwd) concatenate to
+            `4 * lstm_hidden_size` (= 768 = D for ViT-B, as in ViT-PCM) and are projected back to D.
+        context_fusion_dropout (`float`, *optional*, defaults to 0.2):
+            Dropout on the CF-BiLSTM input and on its concatenated hidden states (ViT-PCM's 0.2).
+        classifier_dropout (`float`, *optional*, defaults to 0.2):
+            Dropout before the patch classifier.
+        classifier_init_std (`float`, *optional*, defaults to 0.05):
+            Standard deviation of the normal initialisation of the bias-free patch classifier (ViT-PCM).
+        classifier_l2_weight (`float`, *optional*, defaults to 0.01):
+            Weight of the L2 penalty `sum(W**2)` on the patch classifier, added to the loss (ViT-PCM).
+        bce_epsilon (`float`, *optional*, defaults to 1e-7):
+            Image scores are clipped to `[eps, 1 - eps]` before the binary cross-entropy (Keras' clip, as in ViT-PCM).
+        interpolate_pos_encoding (`bool`, *optional*, defaults to `True`):
+            Interpolate the ViT position embeddings when the input size differs from `backbone_config.image_size`
+            (needed for 960x960 pseudo-label inference and for the `image-segmentation` pipeline).
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the truncated-normal initialisation of the fusion and projection layers.
+
+    Example:
+
+    ```python
+    >>> from cpfcte_hf import CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation
+    >>> config = CPFCTEConfig()  # ViT-B/16, 384x384, VOC classes
+    >>> model = CPFCTEForWeaklySupervisedSegmentation(config)
+    ```
+    """
+
+    model_type = "cpfcte"
+    sub_configs_defaults = {"backbone_config": ViTConfig}
+
+    backbone_config: dict | PreTrainedConfig | None = None
+    use_class_tokens: bool = True
+    use_context_fusion: bool = True
+    pooling: str = "topk"
+    pooling_top_k: int = 4
+    class_token_init_std: float = 0.02
+    lstm_hidden_size: int = 192
+    context_fusion_dropout: float = 0.2
+    classifier_dropout: float = 0.2
+    classifier_init_std: float = 0.05
+    classifier_l2_weight: float = 0.01
+    bce_epsilon: float = 1e-7
+    interpolate_pos_encoding: bool = True
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        # `top_k` is a generation parameter name: PreTrainedConfig would silently drop it, so take it here.
+        top_k = kwargs.pop("top_k", None)
+        if top_k is not None:
+            self.pooling_top_k = top_k
+        if self.backbone_config is None:
+            self.backbone_config = vit_b16_384_config()
+        elif isinstance(self.backbone_config, dict):
+            self.backbone_config = ViTConfig(**{k: v for k, v in self.backbone_config.items() if k != "model_type"})
+        if self.id2label is None and kwargs.get("num_labels") is None:
+            self.id2label = dict(enumerate(VOC_CLASSES))
+        super().__post_init__(**kwargs)
+        if self.id2label.get(0) == "LABEL_0":  # generated from `num_labels`: class 0 is background everywhere
+            self.id2label[0] = "background"
+        if self.label2id is None or set(self.label2id) != set(self.id2label.values()):
+            self.label2id = {name: i for i, name in self.id2label.items()}
+        self._validate_cpfcte_fields()
+
+    def _validate_cpfcte_fields(self):
+        if self.pooling not in POOLING_TYPES:
+            raise ValueError(f"`pooling` must be one of {POOLING_TYPES}, got {self.pooling!r}.")
+        if int(self.pooling_top_k) < 1:
+            raise ValueError(f"`pooling_top_k` (top_k) must be >= 1, got {self.pooling_top_k}.")
+        if self.num_labels < 2:
+            raise ValueError(f"CPF-CTE needs background plus at least one class; got num_labels={self.num_labels}.")
+        if self.lstm_hidden_size < 1:
+            raise ValueError(f"`lstm_hidden_size` must be >= 1, got {self.lstm_hidden_size}.")
+        for name in ("context_fusion_dropout", "classifier_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"`{name}` must be in [0, 1), got {value}.")
+
+    def to_dict(self):
+        output = super().to_dict()
+        # Remote code: `AutoModel` maps to the same class as `AutoModelForSemanticSegmentation`, and
+        # the image processor's `auto_map` entry lives here rather than in preprocessor_config.json.
+        # transformers derives a remote *video* processor from an image processor's `auto_map` and then asks
+        # "Do you wish to run the custom code? [y/N]" in `pipeline("image-segmentation")` even when this package is
+        # installed; from config.json the image processor still resolves (locally, or with trust_remote_code).
+        auto_map = output.get("auto_map")
+        if auto_map and "AutoModelForSemanticSegmentation" in auto_map:
+            output["auto_map"] = {**EXTRA_AUTO_MAP, **auto_map}
+        return output
+
+    @property
+    def patch_size(self) -> int:
+        patch_size = self.backbone_config.patch_size
+        return patch_size if isinstance(patch_size, int) else patch_size[0]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.backbone_config.hidden_size
+
+
+__all__ = ["CPFCTEConfig", "VOC_CLASSES", "vit_b16_384_config"]

@@ -1,0 +1,411 @@
+# Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
+"""PyTorch CPF-CTE: Context Patch Fusion with Class Token Enhancement for weakly supervised segmentation.
+
+The model reads an image, encodes it with a ViT, and predicts a class distribution for every patch;
+it is trained from image-level tags only, through Top-K pooling of the patch probabilities.
+
+    pixel_values (B, 3, H, W)
+      -> ViTModel (final LayerNorm, CLS token dropped)      patches (B, h*w, D), h = H/p, w = W/p
+      -> ClassTokenFusion                                   (B, h*w, D)
+      -> ContextFusionBiLSTM over the (h, w) grid           (B, h, w, D)
+      -> PatchClassifier                                    logits (B, C, h, w)
+      -> softmax over C, TopKPooling over h*w               image_scores (B, C)
+      -> binary cross-entropy against multi-hot labels (B, C), background included, + L2 on the classifier
+
+This file is copied next to the weights by `save_pretrained` (remote code): it imports only torch,
+transformers and, relatively, `configuration_cpfcte`.
+"""
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel, ViTConfig, ViTModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_cpfcte import CPFCTEConfig
+
+
+@dataclass
+class CPFCTESegmentationOutput(ModelOutput):
+    """
+    Output of [`CPFCTEForWeaklySupervisedSegmentation`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
+            Top-K binary cross-entropy against the image-level labels plus the classifier's L2 penalty.
+        logits (`torch.FloatTensor` of shape `(batch_size, num_labels, height / patch_size, width / patch_size)`):
+            Patch scores before the softmax. `logits.softmax(1)` are the per-patch class probabilities.
+        image_scores (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
+            Image-level class probabilities: the pooled (Top-K / max / avg) patch probabilities.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+            The ViT encoder's hidden states (embeddings and every layer), each `(batch_size, 1 + h*w, hidden_size)`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+            The ViT encoder's attention maps, each `(batch_size, num_heads, 1 + h*w, 1 + h*w)`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    image_scores: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class ClassTokenFusion(nn.Module):
+    r"""
+    Fuses C learnable class tokens into every patch token (paper section 3.2).
+
+    Each patch attends over the class tokens; the attended token is concatenated to the patch and projected back:
+
+        a_pc    = softmax_c( q(p) . k(t_c) / sqrt(D) )
+        e_p     = sum_c a_pc v(t_c)
+        fused_p = W [p ; e_p] + b
+
+    Concatenating the same constant token to every patch would only add a bias; the soft assignment makes the
+    fused feature depend on the patch, which is the "attention between class tokens and patch tokens" of the paper.
+
+    Input `(B, N, D)` patch tokens; output `(B, N, D)` fused tokens and `(B, N, C)` assignment weights.
+    """
+
+    def __init__(self, hidden_size: int, num_classes: int):
+        super().__init__()
+        self.class_tokens = nn.Parameter(torch.zeros(num_classes, hidden_size))
+        self.query = nn.Linear(hidden_size, hidden_size)
+        self.key = nn.Linear(hidden_size, hidden_size)
+        self.value = nn.Linear(hidden_size, hidden_size)
+        self.projection = nn.Linear(2 * hidden_size, hidden_size)
+        self.scale = hidden_size**-0.5
+
+    def forward(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        query = self.query(patches)
+        key = self.key(self.class_tokens)
+        value = self.value(self.class_tokens)
+        assignment = torch.softmax(torch.matmul(query, key.t()) * self.scale, dim=-1)
+        class_context = torch.matmul(assignment, value)
+        return self.projection(torch.cat([patches, class_context], dim=-1)), assignment
+
+
+class ContextFusionBiLSTM(nn.Module):
+    """
+    CF-BiLSTM (paper section 3.3, ViT-PCM's HV-BiLSTM): a bidirectional LSTM along every row and one along every
+    column of the patch grid, both reading the same input; `[h_fwd; h_bwd; v_fwd; v_bwd]` is projected back to D (eq. 6).
+
+    All rows of all images go through one batched LSTM call (and likewise all columns).
+    Input and output `(B, h, w, D)`.
+    """
+
+    def __init__(self, hidden_size: int, lstm_hidden_size: int, dropout: float):
+        super().__init__()
+        self.input_dropout = nn.Dropout(dropout)
+        self.row_lstm = nn.LSTM(hidden_size, lstm_hidden_size, batch_first=True, bidirectional=True)
+        self.column_lstm = nn.LSTM(hidden_size, lstm_hidden_size, batch_first=True, bidirectional=True)
+        self.output_dropout = nn.Dropout(dropout)
+        self.projection = nn.Linear(4 * lstm_hidden_size, hidden_size)
+
+    def forward(self, grid: torch.Tensor) -> torch.Tensor:
+        batch_size, height, width, hidden_size = grid.shape
+        grid = self.input_dropout(grid)
+        rows, _ = self.row_lstm(grid.reshape(batch_size * height, width, hidden_size))
+        rows = rows.reshape(batch_size, height, width, -1)
+        columns = grid.transpose(1, 2).reshape(batch_size * width, height, hidden_size)
+        columns, _ = self.column_lstm(columns)
+        columns = columns.reshape(batch_size, width, height, -1).transpose(1, 2)
+        return self.projection(self.output_dropout(torch.cat([rows, columns], dim=-1)))
+
+
+class PatchClassifier(nn.Module):
+    """Dropout then a bias-free linear map D -> C (paper eq. 7; ViT-PCM). Input `(..., D)`, output `(..., C)`."""
+
+    def __init__(self, hidden_size: int, num_classes: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.weight = nn.Parameter(torch.zeros(num_classes, hidden_size))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.dropout(features), self.weight)
+
+    def l2_penalty(self) -> torch.Tensor:
+        """`sum(W**2)`, the Keras `L2` regulariser of ViT-PCM (scaled by `classifier_l2_weight` in the loss)."""
+        return self.weight.float().pow(2).sum()
+
+
+class TopKPooling(nn.Module):
+    """
+    Image score per class from patch probabilities (paper eq. 8): the mean of the K largest (`"topk"`),
+    the largest (`"max"`, = topk with K=1) or the mean of all (`"avg"`, = topk with K=h*w).
+    K larger than the number of patches uses all patches. Input `(B, C, N)`, output `(B, C)`.
+    """
+
+    def __init__(self, pooling: str = "topk", top_k: int = 1):
+        super().__init__()
+        self.pooling = pooling
+        self.top_k = top_k
+
+    def forward(self, probabilities: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "max":
+            return probabilities.amax(dim=-1)
+        if self.pooling == "avg":
+            return probabilities.mean(dim=-1)
+        k = min(self.top_k, probabilities.shape[-1])
+        return probabilities.topk(k, dim=-1).values.mean(dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"pooling={self.pooling!r}, top_k={self.top_k}"
+
+
+def top_k_bce_loss(image_scores: torch.Tensor, labels: torch.Tensor, epsilon: float = 1e-7) -> torch.Tensor:
+    """
+    Multi-label binary cross-entropy (paper eq. 9) between pooled image scores `(B, C)` in [0, 1] and multi-hot
+    labels `(B, C)`, averaged over classes and images. Computed in float32 with scores clipped to
+    `[epsilon, 1 - epsilon]` (what Keras does in ViT-PCM); written out because `F.binary_cross_entropy`
+    refuses to run under CUDA autocast.
+    """
+    scores = image_scores.float().clamp(epsilon, 1.0 - epsilon)
+    labels = labels.to(scores.dtype)
+    return -(labels * scores.log() + (1.0 - labels) * (1.0 - scores).log()).mean()
+
+
+@contextmanager
+def _eager_attention(backbone: nn.Module, enabled: bool):
+    """SDPA and flash attention return no attention maps: run the backbone eagerly while maps are requested."""
+    previous = backbone.config._attn_implementation
+    switch = enabled and previous != "eager"
+    if switch:
+        backbone.config._attn_implementation = "eager"
+    try:
+        yield
+    finally:
+        if switch:
+            backbone.config._attn_implementation = previous
+
+
+class CPFCTEPreTrainedModel(PreTrainedModel):
+    config_class = CPFCTEConfig
+    config: CPFCTEConfig
+    base_model_prefix = "vit"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["ViTEmbeddings", "ViTLayer", "ContextFusionBiLSTM"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    # The loss is a plain mean over the batch: the Trainer must scale it for gradient accumulation itself.
+    accepts_loss_kwargs = False
+
+    def _init_weights(self, module):
+        config = self.config
+        if isinstance(module, ClassTokenFusion):
+            init.normal_(module.class_tokens, mean=0.0, std=config.class_token_init_std)
+        elif isinstance(module, PatchClassifier):
+            init.normal_(module.weight, mean=0.0, std=config.classifier_init_std)
+        elif isinstance(module, nn.LSTM):
+            # Keras' LSTM defaults, as in ViT-PCM: Glorot input weights, orthogonal recurrent weights,
+            # zero biases with the forget gate's set to 1.
+            for name, param in module.named_parameters():
+                if name.startswith("weight_ih"):
+                    init.xavier_uniform_(param)
+                elif name.startswith("weight_hh"):
+                    init.orthogonal_(param)
+                elif name.startswith("bias_ih"):
+                    hidden = module.hidden_size
+                    init.constant_(param, 0.0)
+                    if not getattr(param, "_is_hf_initialized", False):
+                        with torch.no_grad():
+                            param[hidden : 2 * hidden].fill_(1.0)
+                elif name.startswith("bias_hh"):
+                    init.zeros_(param)
+        elif isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, mean=0.0, std=config.initializer_range)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
+
+
+class CPFCTEForWeaklySupervisedSegmentation(CPFCTEPreTrainedModel):
+    """
+    CPF-CTE: a ViT encoder, class-token fusion, CF-BiLSTM, patch classifier and Top-K pooling, trained from
+    image-level labels. `logits` are per-patch class scores `(B, C, h, w)`, usable wherever a semantic
+    segmentation model's logits are (e.g. `pipeline("image-segmentation")`).
+    """
+
+    def __init__(self, config: CPFCTEConfig):
+        super().__init__(config)
+        hidden_size = config.backbone_config.hidden_size
+        self.vit = ViTModel(config.backbone_config, add_pooling_layer=False)
+        self.class_token_fusion = (
+            ClassTokenFusion(hidden_size, config.num_labels) if config.use_class_tokens else None
+        )
+        self.context_fusion = (
+            ContextFusionBiLSTM(hidden_size, config.lstm_hidden_size, config.context_fusion_dropout)
+            if config.use_context_fusion
+            else None
+        )
+        self.patch_classifier = PatchClassifier(hidden_size, config.num_labels, config.classifier_dropout)
+        self.pooling = TopKPooling(config.pooling, config.pooling_top_k)
+        self.post_init()
+
+    @classmethod
+    def from_pretrained_backbone(
+        cls,
+        backbone_name_or_path: str,
+        config: CPFCTEConfig | None = None,
+        cache_dir: str | None = None,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
+        **config_kwargs,
+    ) -> "CPFCTEForWeaklySupervisedSegmentation":
+        """
+        A CPF-CTE model whose encoder is loaded from a ViT checkpoint and whose heads are freshly initialised.
+
+        `backbone_name_or_path` is a Hub id (e.g. `"google/vit-base-patch16-384"`, the paper's ViT-B/16) or a local
+        directory holding a `ViTModel` or `ViTForImageClassification` checkpoint. `config_kwargs` (e.g.
+        `id2label=...`, `pooling_top_k=...`) build the `CPFCTEConfig`; alternatively pass `config`, whose
+        `backbone_config` is replaced by the checkpoint's.
+
+        ```python
+        >>> model = CPFCTEForWeaklySupervisedSegmentation.from_pretrained_backbone(
+        ...     "google/vit-base-patch16-384", id2label=dict(enumerate(VOC_CLASSES)))
+        ```
+        """
+        hub_kwargs = dict(cache_dir=cache_dir, revision=revision, token=token, local_files_only=local_files_only)
+        backbone_config = ViTConfig.from_pretrained(backbone_name_or_path, **hub_kwargs)
+        # The checkpoint's own task head (e.g. 1000 ImageNet labels) does not belong to the backbone.
+        backbone_config.architectures = None
+        backbone_config.id2label = None
+        backbone_config.num_labels = 2
+        if config is None:
+            config = CPFCTEConfig(backbone_config=backbone_config, **config_kwargs)
+        else:
+            if config_kwargs:
+                raise ValueError("Pass either `config` or config keyword arguments, not both.")
+            config = config.__class__.from_dict({**config.to_dict(), "backbone_config": backbone_config.to_dict()})
+        return cls.from_pretrained(backbone_name_or_path, config=config, **hub_kwargs)
+
+    def _check_pixel_values(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool) -> None:
+        if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
+            shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values)
+            raise ValueError(f"`pixel_values` must be a (batch, channels, height, width) tensor, got {shape}.")
+        channels = self.config.backbone_config.num_channels
+        if pixel_values.shape[1] != channels:
+            raise ValueError(
+                f"`pixel_values` has {pixel_values.shape[1]} channels; the model expects {channels} "
+                "(use the image processor, which converts any image to RGB)."
+            )
+        height, width = pixel_values.shape[-2:]
+        patch = self.config.patch_size
+        if height % patch or width % patch or height < patch or width < patch:
+            suggestion = f"{max(1, round(height / patch)) * patch}x{max(1, round(width / patch)) * patch}"
+            raise ValueError(
+                f"Input size {height}x{width} is not a multiple of the patch size {patch}: resize the image to a "
+                f"multiple of {patch} (e.g. {suggestion}); CPFCTEImageProcessor does this."
+            )
+        image_size = self.config.backbone_config.image_size
+        image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if not interpolate_pos_encoding and (height, width) != image_size:
+            raise ValueError(
+                f"Input size {height}x{width} differs from the backbone's {image_size[0]}x{image_size[1]} and "
+                "`interpolate_pos_encoding` is False; set it to True to interpolate the position embeddings."
+            )
+
+    def compute_loss(self, image_scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Top-K BCE (eq. 9) against multi-hot `labels` `(B, C)` plus `classifier_l2_weight * sum(W**2)`."""
+        if labels.shape != image_scores.shape:
+            raise ValueError(
+                f"`labels` must be multi-hot of shape (batch_size, num_labels) = {tuple(image_scores.shape)} with "
+                f"background as class 0; got shape {tuple(labels.shape)}."
+            )
+        loss = top_k_bce_loss(image_scores, labels, self.config.bce_epsilon)
+        return loss + self.config.classifier_l2_weight * self.patch_classifier.l2_penalty()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> CPFCTESegmentationOutput | tuple:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`):
+                Images normalised by [`CPFCTEImageProcessor`]; height and width multiples of the patch size.
+            labels (`torch.Tensor` of shape `(batch_size, num_labels)`, *optional*):
+                Multi-hot image-level labels, background (class 0) included. When given, `loss` is returned.
+            output_hidden_states (`bool`, *optional*):
+                Return the ViT encoder's hidden states.
+            output_attentions (`bool`, *optional*):
+                Return the ViT encoder's attention maps (the encoder runs with eager attention for that call).
+            interpolate_pos_encoding (`bool`, *optional*):
+                Interpolate the position embeddings to the input size. Defaults to `config.interpolate_pos_encoding`.
+            return_dict (`bool`, *optional*):
+                Return a [`CPFCTESegmentationOutput`] (default) or a plain tuple.
+
+        Example:
+
+        ```python
+        >>> import torch
+        >>> from cpfcte_hf import CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation
+        >>> model = CPFCTEForWeaklySupervisedSegmentation(CPFCTEConfig()).eval()
+        >>> outputs = model(torch.randn(1, 3, 384, 384))
+        >>> outputs.logits.shape, outputs.image_scores.shape
+        (torch.Size([1, 21, 24, 24]), torch.Size([1, 21]))
+        ```
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_attentions = bool(output_attentions)
+        if interpolate_pos_encoding is None:
+            interpolate_pos_encoding = self.config.interpolate_pos_encoding
+        self._check_pixel_values(pixel_values, interpolate_pos_encoding)
+        batch_size = pixel_values.shape[0]
+        grid_height = pixel_values.shape[-2] // self.config.patch_size
+        grid_width = pixel_values.shape[-1] // self.config.patch_size
+
+        with _eager_attention(self.vit, output_attentions):
+            encoder_outputs = self.vit(
+                pixel_values,
+                interpolate_pos_encoding=interpolate_pos_encoding,
+                output_hidden_states=output_hidden_states,
+                output_attentions=output_attentions,
+            )
+        patches = encoder_outputs.last_hidden_state[:, 1:]  # drop CLS; row-major (h, w) order
+
+        if self.class_token_fusion is not None:
+            patches, _ = self.class_token_fusion(patches)
+        grid = patches.reshape(batch_size, grid_height, grid_width, -1)
+        if self.context_fusion is not None:
+            grid = self.context_fusion(grid)
+
+        logits = self.patch_classifier(grid).permute(0, 3, 1, 2)  # (B, C, h, w)
+        probabilities = logits.float().softmax(dim=1)
+        image_scores = self.pooling(probabilities.flatten(2))
+
+        loss = self.compute_loss(image_scores, labels) if labels is not None else None
+
+        output = CPFCTESegmentationOutput(
+            loss=loss,
+            logits=logits,
+            image_scores=image_scores,
+            hidden_states=encoder_outputs.hidden_states,
+            attentions=encoder_outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = [
+    "CPFCTEForWeaklySupervisedSegmentation",
+    "CPFCTEPreTrainedModel",
+    "CPFCTESegmentationOutput",
+    "ClassTokenFusion",
+    "ContextFusionBiLSTM",
+    "PatchClassifier",
+    "TopKPooling",
+    "top_k_bce_loss",
+]

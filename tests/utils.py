@@ -1,0 +1,73 @@
+"""Small builders shared by the tests: tiny configs and checkpoints that run in milliseconds on a CPU."""
+
+import os
+import sys
+import textwrap
+
+from transformers import ViTConfig
+
+from cpfcte_hf import CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation, CPFCTEImageProcessor
+
+
+def tiny_vit_config(**overrides) -> ViTConfig:
+    """A 2-layer, 32-wide ViT with 8-pixel patches at 32x32 (a 4x4 patch grid)."""
+    values = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+    )
+    values.update(overrides)
+    return ViTConfig(**values)
+
+
+def tiny_config(num_labels: int = 4, **overrides) -> CPFCTEConfig:
+    """A CPF-CTE config on the tiny ViT; class 0 is background, then `class_1`..."""
+    id2label = {0: "background", **{i: f"class_{i}" for i in range(1, num_labels)}}
+    values = dict(backbone_config=tiny_vit_config(), id2label=id2label, lstm_hidden_size=8, pooling_top_k=2)
+    values.update(overrides)
+    return CPFCTEConfig(**values)
+
+
+def save_tiny_checkpoint(directory, num_labels: int = 4, image_size: int = 32, seed: int = 0, **overrides):
+    """Saves a randomly initialised tiny model and its image processor; returns (model, processor)."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = CPFCTEForWeaklySupervisedSegmentation(tiny_config(num_labels, **overrides)).eval()
+    processor = CPFCTEImageProcessor(size={"height": image_size, "width": image_size})
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return model, processor
+
+
+# Prepended to a subprocess's code: makes `import cpfcte_hf` fail there, as on a machine without the package.
+BLOCK_PACKAGE_IMPORT = textwrap.dedent(
+    """
+    import sys
+    class _BlockCpfcte:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "cpfcte_hf":
+                raise ImportError("cpfcte_hf is blocked in this process")
+    sys.meta_path.insert(0, _BlockCpfcte())
+    try:
+        import cpfcte_hf
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("cpfcte_hf was importable")
+    """
+)
+
+
+def subprocess_env() -> dict:
+    """Environment for subprocesses: offline, unbuffered, and without the repo on the import path."""
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+PYTHON = sys.executable
