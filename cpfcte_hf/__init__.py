@@ -42,6 +42,7 @@ def _register_auto_classes() -> None:
 
 
 _register_auto_classes()
+from . import deeplab  # noqa: E402  registers DeepLab-v2 with the Auto classes
 
 __all__ = [
     "VOC_CLASSES",
