@@ -1,0 +1,316 @@
+# Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
+"""Training CPF-CTE with `transformers.Trainer`: the Top-K BCE objective and the paper's two-stage schedule.
+
+Schedule (paper section 4.2 with ViT-PCM's freezing; SPEC section 2):
+
+* stage 1, the first `stage1_epochs` epochs (2): learning rate `stage1_learning_rate` (1e-3); with
+  `stage1_freeze_encoder` the whole ViT is frozen and only the heads (class tokens, CF-BiLSTM, classifier) train;
+* stage 2, the rest: learning rate `learning_rate` (1e-4, constant); the heads plus the last
+  `trainable_encoder_blocks` (5) encoder blocks and the final LayerNorm train. `-1` trains the whole encoder
+  (embeddings included), which is what training from scratch needs.
+
+Adam without weight decay (`optim="adamw_torch"` with `weight_decay=0` is exactly Adam). Evaluation computes the
+pseudo-label mIoU of the validation split (patch probabilities masked by the image-level labels, per-class max
+normalised, upsampled, argmax; the same `class_probability_maps` as pseudo-labelling) with a streaming confusion
+matrix, and the best checkpoint is chosen by it.
+
+Parameters that no stage trains are frozen before the model is wrapped for distributed training, so DDP never
+registers them; the stage-2 encoder blocks are registered and only switched off during stage 1 (DDP runs with
+`find_unused_parameters=True` for that).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.utils import logging
+
+from .image_processing_cpfcte import class_probability_maps
+from .metrics import SegmentationMetric
+
+
+logger = logging.get_logger(__name__)
+
+MODEL_INPUT_NAMES = ("pixel_values", "labels")
+
+
+@dataclass
+class CPFCTETrainingArguments(TrainingArguments):
+    """
+    `TrainingArguments` with the paper's defaults and the two-stage schedule.
+
+    Defaults that differ from `TrainingArguments`: `learning_rate=1e-4` (stage 2), `num_train_epochs=50`,
+    `per_device_train_batch_size=8` (16 over 2 GPUs in the paper), `weight_decay=0`, `optim="adamw_torch"`
+    (= Adam), `seed=1234`, evaluation and saving every epoch, best checkpoint by `eval_mean_iou`,
+    `remove_unused_columns=False` (the datasets use `set_transform`), `label_names=["labels", "masks"]`,
+    streaming evaluation metrics, TensorBoard logging.
+    """
+
+    stage1_epochs: float = field(
+        default=2.0, metadata={"help": "Length of stage 1 in epochs (paper: 2). 0 trains in one stage."}
+    )
+    stage1_steps: int | None = field(
+        default=None, metadata={"help": "Length of stage 1 in optimizer steps; overrides `stage1_epochs`."}
+    )
+    stage1_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of stage 1 (paper: 1e-3)."})
+    stage1_freeze_encoder: bool = field(
+        default=True, metadata={"help": "Freeze the whole ViT encoder during stage 1 (ViT-PCM)."}
+    )
+    trainable_encoder_blocks: int = field(
+        default=5,
+        metadata={
+            "help": "Encoder blocks (from the top) trained in stage 2, with the final LayerNorm (ViT-PCM: 5). "
+            "-1 trains the whole encoder, embeddings included (training from scratch)."
+        },
+    )
+    learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of stage 2 (paper: 1e-4)."})
+    num_train_epochs: float = field(default=50.0, metadata={"help": "Epochs in total (paper: at most 50)."})
+    per_device_train_batch_size: int = 8
+    per_device_eval_batch_size: int = 8
+    weight_decay: float = 0.0
+    optim: str = "adamw_torch"
+    lr_scheduler_type: str = "constant"
+    seed: int = 1234
+    eval_strategy: str = "epoch"
+    save_strategy: str = "epoch"
+    logging_steps: float = 10
+    save_total_limit: int | None = 3
+    load_best_model_at_end: bool = True
+    metric_for_best_model: str | None = "mean_iou"
+    greater_is_better: bool | None = True
+    remove_unused_columns: bool = False
+    label_names: list[str] | None = field(default_factory=lambda: ["labels", "masks"])
+    batch_eval_metrics: bool = True
+    report_to: str | list[str] | None = "tensorboard"
+    dataloader_num_workers: int = 2
+
+
+class StageLearningRate:
+    """`LambdaLR` multiplier: `stage1_factor` for the first `stage1_steps` optimizer steps, then 1."""
+
+    def __init__(self, stage1_steps: int, stage1_factor: float):
+        self.stage1_steps = stage1_steps
+        self.stage1_factor = stage1_factor
+
+    def __call__(self, step: int) -> float:
+        return self.stage1_factor if step < self.stage1_steps else 1.0
+
+
+def encoder_parameter_groups(model, trainable_encoder_blocks: int) -> tuple[list, list]:
+    """
+    Splits the ViT encoder's parameters into (never trained, trained in stage 2).
+
+    The stage-2 set is the last `trainable_encoder_blocks` blocks plus the final LayerNorm; `-1` means every
+    encoder parameter, embeddings included.
+    """
+    vit = model.vit
+    if trainable_encoder_blocks < 0:
+        return [], list(vit.parameters())
+    num_layers = len(vit.layers)
+    if trainable_encoder_blocks > num_layers:
+        raise ValueError(
+            f"`trainable_encoder_blocks={trainable_encoder_blocks}` but the encoder has {num_layers} blocks "
+            "(use -1 to train all of it)."
+        )
+    trained_modules = [vit.layernorm, *vit.layers[num_layers - trainable_encoder_blocks :]]
+    trained = {id(p) for module in trained_modules for p in module.parameters()}
+    params = list(vit.parameters())
+    return [p for p in params if id(p) not in trained], [p for p in params if id(p) in trained]
+
+
+class TwoStageScheduleCallback(TrainerCallback):
+    """Switches the stage-2 encoder blocks off during stage 1 and on after it (also when resuming mid-run)."""
+
+    def __init__(self, trainer: CPFCTETrainer):
+        self.trainer = trainer
+        self.stage = None
+
+    def _apply(self, state) -> None:
+        trainer = self.trainer
+        stage = 1 if state.global_step < trainer.stage1_steps else 2
+        if stage == self.stage:
+            return
+        frozen = stage == 1 and trainer.args.stage1_freeze_encoder
+        for param in trainer.stage2_encoder_parameters:
+            param.requires_grad_(not frozen)
+        if self.stage is not None or state.global_step > 0:
+            logger.info(f"Step {state.global_step}: entering training stage {stage}.")
+        self.stage = stage
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._apply(state)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._apply(state)
+
+
+class SegmentationEvalMetrics:
+    """
+    `compute_metrics` for `Trainer`: a confusion matrix over the whole evaluation split (streamed batch by batch
+    with `batch_eval_metrics=True`, or all at once), returning `mean_iou`, `pixel_accuracy` and `iou_<class>`.
+
+    Expects `EvalPrediction.predictions` to be class-id maps `(B, H, W)` (see `make_preprocess_logits_for_metrics`)
+    and `label_ids` to be `(image_labels, masks)` or `masks`.
+    """
+
+    def __init__(self, num_labels: int, class_names=None, ignore_index: int = 255):
+        self.metric = SegmentationMetric(num_labels, ignore_index=ignore_index)
+        self.class_names = list(class_names) if class_names is not None else None
+
+    def __call__(self, eval_prediction, compute_result: bool = True) -> dict | None:
+        masks = eval_prediction.label_ids
+        if isinstance(masks, (tuple, list)):
+            masks = masks[-1]
+        predictions = eval_prediction.predictions
+        if isinstance(predictions, (tuple, list)):
+            predictions = predictions[0]
+        if isinstance(predictions, torch.Tensor):
+            predictions = predictions.detach().cpu().numpy()
+        if isinstance(masks, torch.Tensor):
+            masks = masks.detach().cpu().numpy()
+        self.metric.update(np.asarray(predictions), np.asarray(masks))
+        if not compute_result:
+            return None
+        scores = self.metric.compute()
+        self.metric.reset()
+        return scores.to_dict(self.class_names)
+
+
+def make_preprocess_logits_for_metrics(mask_by_image_labels: bool = True):
+    """
+    `preprocess_logits_for_metrics` for `Trainer`: patch logits `(B, C, h, w)` -> class ids at the mask size
+    `(B, H, W)` (int32), per batch, so that only small integer maps are gathered. With `mask_by_image_labels`
+    the image-level labels suppress absent classes and each present class is max-normalised (pseudo-label
+    quality, as in ViT-PCM's validation); without, it is the plain argmax.
+    """
+
+    def preprocess_logits_for_metrics(logits, labels):
+        if isinstance(logits, (tuple, list)):
+            logits = logits[0]
+        image_labels, masks = (labels[0], labels[-1]) if isinstance(labels, (tuple, list)) else (None, labels)
+        probabilities = class_probability_maps(
+            logits, image_labels if mask_by_image_labels else None, target_size=tuple(masks.shape[-2:])
+        )
+        return probabilities.argmax(dim=1).to(torch.int32)
+
+    return preprocess_logits_for_metrics
+
+
+class ConvertedCheckpointMixin:
+    """
+    Makes `Trainer` resume from and reload its best checkpoint through `from_pretrained`.
+
+    transformers 5.x saves some models' weights under their original names (for ViT: `encoder.layer.N.attention...`)
+    and renames them when `from_pretrained` loads them; `Trainer`'s own loaders read the weight file raw, which
+    would leave the encoder of a resumed run, or of `load_best_model_at_end`, silently un-loaded. Here the
+    checkpoint goes through `from_pretrained` and is loaded strictly.
+    """
+
+    def _load_converted_checkpoint(self, checkpoint: str, model=None) -> None:
+        target = self.accelerator.unwrap_model(model if model is not None else self.model)
+        loaded = type(target).from_pretrained(checkpoint, config=target.config)
+        target.load_state_dict(loaded.state_dict(), strict=True)
+        logger.info(f"Loaded model weights from {checkpoint}.")
+
+    def _uses_plain_checkpoints(self) -> bool:
+        return not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        if not self._uses_plain_checkpoints():
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self._load_converted_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self):
+        if not self._uses_plain_checkpoints():
+            return super()._load_best_model()
+        logger.info(f"Loading best model from {self.state.best_model_checkpoint} (score: {self.state.best_metric}).")
+        self._load_converted_checkpoint(self.state.best_model_checkpoint)
+
+
+class CPFCTETrainer(ConvertedCheckpointMixin, Trainer):
+    """
+    `transformers.Trainer` for CPF-CTE: Top-K BCE loss (the model's own), the two-stage schedule of
+    `CPFCTETrainingArguments`, pseudo-label mIoU evaluation, and a stop with a clear message when the loss stops
+    being finite.
+
+    `compute_metrics` and `preprocess_logits_for_metrics` default to the pseudo-label mIoU when the evaluation
+    batches carry `masks`; pass your own to override.
+    """
+
+    def __init__(self, model=None, args: CPFCTETrainingArguments | None = None, **kwargs):
+        if args is None:
+            raise ValueError("CPFCTETrainer needs `args` (a CPFCTETrainingArguments).")
+        if not isinstance(args, CPFCTETrainingArguments):
+            raise TypeError(f"`args` must be a CPFCTETrainingArguments, got {type(args).__name__}.")
+        config = model.config
+        if kwargs.get("compute_metrics") is None and "masks" in (args.label_names or []):
+            kwargs["compute_metrics"] = SegmentationEvalMetrics(
+                config.num_labels, [config.id2label[i] for i in range(config.num_labels)]
+            )
+            if kwargs.get("preprocess_logits_for_metrics") is None:
+                kwargs["preprocess_logits_for_metrics"] = make_preprocess_logits_for_metrics(True)
+        if args.stage1_freeze_encoder and args.ddp_find_unused_parameters is None:
+            # The stage-2 encoder blocks are registered with DDP but get no gradient during stage 1.
+            args.ddp_find_unused_parameters = True
+
+        never_trained, self.stage2_encoder_parameters = encoder_parameter_groups(model, args.trainable_encoder_blocks)
+        for param in model.parameters():
+            param.requires_grad_(True)
+        for param in never_trained:
+            param.requires_grad_(False)
+
+        super().__init__(model=model, args=args, **kwargs)
+        self.stage1_steps = 0
+        self.add_callback(TwoStageScheduleCallback(self))
+
+    def _compute_stage1_steps(self) -> int:
+        if self.args.stage1_steps is not None:
+            return max(0, int(self.args.stage1_steps))
+        if self.args.stage1_epochs <= 0:
+            return 0
+        batches_per_epoch = len(self.get_train_dataloader())
+        steps_per_epoch = max(1, batches_per_epoch // self.args.gradient_accumulation_steps)
+        return int(math.ceil(self.args.stage1_epochs * steps_per_epoch))
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        if self.lr_scheduler is None:
+            optimizer = optimizer if optimizer is not None else self.optimizer
+            self.stage1_steps = self._compute_stage1_steps()
+            factor = self.args.stage1_learning_rate / self.args.learning_rate
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, StageLearningRate(self.stage1_steps, factor)
+            )
+            logger.info(
+                f"Two-stage schedule: stage 1 = {self.stage1_steps} steps at lr {self.args.stage1_learning_rate:g}"
+                f"{' with the encoder frozen' if self.args.stage1_freeze_encoder else ''}; stage 2 at lr "
+                f"{self.args.learning_rate:g} with {self.args.trainable_encoder_blocks} encoder blocks trainable."
+            )
+        return self.lr_scheduler
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        model_inputs = {name: inputs[name] for name in MODEL_INPUT_NAMES if name in inputs}
+        outputs = model(**model_inputs)
+        loss = outputs.loss
+        if model.training and not torch.isfinite(loss.detach()).all():
+            raise FloatingPointError(
+                f"The training loss became {loss.item()} at step {self.state.global_step + 1} (epoch "
+                f"{self.state.epoch or 0:.2f}); stopping instead of training on garbage. Lower the learning rate, "
+                f"check the inputs for NaN/inf, or resume from the last checkpoint in {self.args.output_dir}."
+            )
+        return (loss, outputs) if return_outputs else loss
+
+
+__all__ = [
+    "ConvertedCheckpointMixin",
+    "CPFCTETrainer",
+    "CPFCTETrainingArguments",
+    "SegmentationEvalMetrics",
+    "StageLearningRate",
+    "TwoStageScheduleCallback",
+    "encoder_parameter_groups",
+    "make_preprocess_logits_for_metrics",
+]
