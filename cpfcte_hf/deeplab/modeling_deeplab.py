@@ -91,11 +91,12 @@ class DeepLabV2PreTrainedModel(PreTrainedModel):
     accepts_loss_kwargs = False
 
     def _init_weights(self, module):
-        # The ResNet backbone is a PreTrainedModel of its own and is initialised by ResNet's `_init_weights`.
-        if isinstance(module, AtrousSpatialPyramidClassifier):
-            for branch in module.branches:
-                init.normal_(branch.weight, mean=0.0, std=self.config.classifier_init_std)
-                init.zeros_(branch.bias)
+        # The ResNet backbone is a PreTrainedModel of its own and is initialised by ResNet's `_init_weights`, so the
+        # only convolutions that reach this method are the ASPP branches (DeepLab-v2: N(0, 0.01), zero bias).
+        if isinstance(module, nn.Conv2d):
+            init.normal_(module.weight, mean=0.0, std=self.config.classifier_init_std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
         else:
             super()._init_weights(module)
 

@@ -1,0 +1,207 @@
+"""DeepLab-v2 (stage 2): shapes, dilation, loss and ignore index, frozen BatchNorm, config, backbone initialisation."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import ResNetConfig, ResNetForImageClassification, ResNetModel
+
+import cpfcte_hf
+from cpfcte_hf.deeplab import (
+    AtrousSpatialPyramidClassifier,
+    DeepLabV2Config,
+    DeepLabV2ForSemanticSegmentation,
+    resnet101_config,
+)
+from cpfcte_hf.deeplab import configuration_deeplab
+from tests.deeplab_helpers import tiny_deeplab_config, tiny_resnet_config
+
+
+@pytest.mark.parametrize("output_stride, size, expected", [(8, 65, 9), (8, 33, 5), (8, 64, 8), (16, 65, 5), (32, 65, 3)])
+def test_logits_have_the_configured_output_stride(output_stride, size, expected):
+    model = DeepLabV2ForSemanticSegmentation(tiny_deeplab_config(output_stride=output_stride)).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, size, size + 8)).logits
+    expected_width = {8: -(-(size + 8) // 8), 16: -(-(size + 8) // 16), 32: -(-(size + 8) // 32)}[output_stride]
+    assert logits.shape == (2, 3, expected, expected_width)
+
+
+def test_last_two_stages_are_dilated_2_and_4_and_keep_their_resolution():
+    model = DeepLabV2ForSemanticSegmentation(tiny_deeplab_config())
+    assert model.backbone_dilations == [1, 1, 2, 4]
+    for stage, dilation in zip(model.resnet.encoder.stages, [1, 1, 2, 4]):
+        convs = [m for m in stage.modules() if isinstance(m, nn.Conv2d)]
+        for conv in convs:
+            if conv.kernel_size == (3, 3):
+                assert conv.dilation == (dilation, dilation) and conv.padding == (dilation, dilation)
+            if dilation > 1:
+                assert conv.stride == (1, 1)
+    with torch.no_grad():
+        hidden = model.resnet(torch.randn(1, 3, 64, 64), output_hidden_states=True).hidden_states
+    assert [h.shape[-1] for h in hidden] == [16, 16, 8, 8, 8]
+
+
+def test_output_stride_32_is_the_plain_resnet():
+    """With nothing dilated, the backbone computes exactly transformers' ResNetModel."""
+    model = DeepLabV2ForSemanticSegmentation(tiny_deeplab_config(output_stride=32)).eval()
+    plain = ResNetModel(tiny_resnet_config()).eval()
+    plain.load_state_dict(model.resnet.state_dict())
+    pixel_values = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model.resnet(pixel_values).last_hidden_state, plain(pixel_values).last_hidden_state)
+
+
+def test_aspp_sums_its_atrous_branches():
+    aspp = AtrousSpatialPyramidClassifier(in_channels=4, num_labels=3, atrous_rates=[1, 2, 3])
+    features = torch.randn(1, 4, 9, 9)
+    expected = sum(
+        F.conv2d(features, branch.weight, branch.bias, padding=rate, dilation=rate)
+        for branch, rate in zip(aspp.branches, [1, 2, 3])
+    )
+    assert [b.dilation for b in aspp.branches] == [(1, 1), (2, 2), (3, 3)]
+    torch.testing.assert_close(aspp(features), expected)
+
+
+def test_loss_is_cross_entropy_of_upsampled_logits():
+    model = DeepLabV2ForSemanticSegmentation(tiny_deeplab_config()).eval()
+    pixel_values = torch.randn(2, 3, 33, 33)
+    labels = torch.randint(0, 3, (2, 33, 33))
+    with torch.no_grad():
+        outputs = model(pixel_values, labels=labels)
+    upsampled = F.interpolate(outputs.logits, size=(33, 33), mode="bilinear", align_corners=True)
+    torch.testing.assert_close(outputs.loss, F.cross_entropy(upsampled, labels))
+
+
+def test_ignore_index_pixels_do_not_count():
+    model = DeepLabV2ForSemanticSegmentation(tiny_deeplab_config()).eval()
+    pixel_values = torch.randn(1, 3, 33, 33)
+    labels = torch.randint(0, 3, (1, 33, 33))
+    labels[:, :, 20:] = 255
+    other = labels.clone()
+    other[:, :, 20:] = 255
+    with torch.no_grad():
+        outputs = model(pixel_values, labels=labels)
+        upsampled = F.interpolate(outputs.logits, size=(33, 33), mode="bilinear", align_corners=True)
+    # Mean over the labelled pixels only.
+    by_hand = F.cross_entropy(upsampled[..., :20], labels[..., :20])
+    torch.testing.assert_close(outputs.loss, by_hand)
+    # Fully ignored labels: a zero loss that still backpropagates, not NaN.
+    model.train()
+    loss = model(pixel_values, labels=torch.full((1, 33, 33), 255)).loss
+    assert loss.item() == 0.0
+    loss.backward()
+
+
+def test_bad_labels_and_inputs_raise_clear_errors():
+    model = DeepLabV2ForSemanticSegmentation(tiny_deeplab_config()).eval()
+    pixel_values = torch.randn(1, 3, 33, 33)
+    with pytest.raises(ValueError, match=r"class ids 3\.\.3; expected 0\.\.2 or 255"):
+        model(pixel_values, labels=torch.full((1, 33, 33), 3))
+    with pytest.raises(ValueError, match="shape \\(batch_size, height, width\\)"):
+        model(pixel_values, labels=torch.zeros(1, 3, 33, 33, dtype=torch.long))
+    with pytest.raises(ValueError, match="integer tensor"):
+        model(pixel_values, labels=torch.zeros(1, 33, 33))
+    with pytest.raises(ValueError, match="channels"):
+        model(torch.randn(1, 4, 33, 33))
+    with pytest.raises(ValueError, match=r"\(batch, channels, height, width\)"):
+        model(torch.randn(3, 33, 33))
+
+
+def test_return_dict_false_and_hidden_states():
+    model = DeepLabV2ForSemanticSegmentation(tiny_deeplab_config()).eval()
+    pixel_values, labels = torch.randn(1, 3, 33, 33), torch.randint(0, 3, (1, 33, 33))
+    with torch.no_grad():
+        loss, logits = model(pixel_values, labels=labels, return_dict=False)
+        outputs = model(pixel_values, output_hidden_states=True)
+    torch.testing.assert_close(logits, outputs.logits)
+    assert loss.ndim == 0
+    assert len(outputs.hidden_states) == 5 and outputs.hidden_states[-1].shape[1] == 32
+
+
+def test_batch_norm_stays_frozen_in_training_mode():
+    model = DeepLabV2ForSemanticSegmentation(tiny_deeplab_config()).train()
+    batch_norms = [m for m in model.resnet.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert batch_norms and all(not m.training for m in batch_norms)
+    assert all(not p.requires_grad for m in batch_norms for p in m.parameters())
+    before = [m.running_mean.clone() for m in batch_norms]
+    model(torch.randn(2, 3, 33, 33), labels=torch.randint(0, 3, (2, 33, 33))).loss.backward()
+    assert all(torch.equal(b, m.running_mean) for b, m in zip(before, batch_norms))
+    assert model.aspp.branches[0].weight.grad is not None
+    assert model.resnet.embedder.embedder.convolution.weight.grad is not None
+
+    trainable = DeepLabV2ForSemanticSegmentation(tiny_deeplab_config(freeze_batch_norm=False)).train()
+    batch_norms = [m for m in trainable.resnet.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(m.training and m.weight.requires_grad for m in batch_norms)
+
+
+def test_aspp_is_initialised_as_configured():
+    config = tiny_deeplab_config(backbone_config=tiny_resnet_config(hidden_sizes=[8, 16, 16, 256]))
+    model = DeepLabV2ForSemanticSegmentation(config)
+    weights = torch.cat([b.weight.flatten() for b in model.aspp.branches])
+    assert abs(weights.std().item() - 0.01) < 0.001
+    assert all(torch.count_nonzero(b.bias) == 0 for b in model.aspp.branches)
+
+
+def test_config_defaults_follow_the_spec():
+    config = DeepLabV2Config()
+    assert config.atrous_rates == [6, 12, 18, 24]
+    assert config.output_stride == 8
+    assert config.semantic_loss_ignore_index == 255
+    assert config.num_labels == 21 and config.id2label[0] == "background" and config.id2label[20] == "tvmonitor"
+    assert config.backbone_config.depths == [3, 4, 23, 3] and config.backbone_config.layer_type == "bottleneck"
+    assert config.backbone_config.to_dict() == resnet101_config().to_dict()
+    # The remote-code copy of the class names must not drift from the package's.
+    assert configuration_deeplab.VOC_CLASSES == cpfcte_hf.VOC_CLASSES
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="output_stride"):
+        tiny_deeplab_config(output_stride=4)
+    with pytest.raises(ValueError, match="atrous_rates"):
+        tiny_deeplab_config(atrous_rates=[])
+    with pytest.raises(ValueError, match="semantic_loss_ignore_index"):
+        tiny_deeplab_config(semantic_loss_ignore_index=1)
+    with pytest.raises(ValueError, match="4-stage"):
+        tiny_deeplab_config(backbone_config=tiny_resnet_config(hidden_sizes=[8, 16, 32], depths=[1, 1, 1]))
+    with pytest.raises(TypeError, match="ResNetConfig"):
+        DeepLabV2Config(backbone_config=cpfcte_hf.vit_b16_384_config())
+    assert DeepLabV2Config(num_labels=5).id2label[0] == "background"
+
+
+@pytest.mark.parametrize("checkpoint_class", [ResNetForImageClassification, ResNetModel])
+def test_backbone_loads_bit_identical_from_a_resnet_checkpoint(tmp_path, checkpoint_class):
+    torch.manual_seed(1)
+    resnet_config = tiny_resnet_config(num_labels=10)
+    checkpoint = checkpoint_class(resnet_config)
+    # Non-trivial BatchNorm statistics, so that buffers are checked too.
+    for module in checkpoint.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 2)
+    checkpoint.save_pretrained(tmp_path)
+    source = checkpoint.resnet if checkpoint_class is ResNetForImageClassification else checkpoint
+
+    id2label = {0: "background", 1: "cat", 2: "dog"}
+    model = DeepLabV2ForSemanticSegmentation.from_pretrained_backbone(str(tmp_path), id2label=id2label)
+
+    loaded, expected = model.resnet.state_dict(), source.state_dict()
+    assert loaded.keys() == expected.keys()
+    for key, value in expected.items():
+        assert torch.equal(loaded[key], value), key
+    assert model.config.num_labels == 3 and model.config.backbone_config.hidden_sizes == [8, 16, 16, 32]
+    assert model.config.backbone_config.architectures is None
+    assert model.backbone_dilations == [1, 1, 2, 4]
+    # The ASPP is freshly initialised (N(0, 0.01), zero bias), not taken from the checkpoint's classifier.
+    weights = torch.cat([branch.weight.flatten() for branch in model.aspp.branches])
+    assert abs(weights.std().item() - 0.01) < 0.002
+    assert all(torch.count_nonzero(branch.bias) == 0 for branch in model.aspp.branches)
+
+    # Same thing with a config passed whole: its backbone_config is replaced by the checkpoint's.
+    config = DeepLabV2Config(id2label=id2label, atrous_rates=[1, 2])
+    model = DeepLabV2ForSemanticSegmentation.from_pretrained_backbone(str(tmp_path), config=config)
+    assert len(model.aspp.branches) == 2 and torch.equal(
+        model.resnet.embedder.embedder.convolution.weight, source.embedder.embedder.convolution.weight
+    )
+    with pytest.raises(ValueError, match="either `config`"):
+        DeepLabV2ForSemanticSegmentation.from_pretrained_backbone(str(tmp_path), config=config, atrous_rates=[1])
