@@ -42,6 +42,7 @@ def _register_auto_classes() -> None:
 
 
 _register_auto_classes()
+from . import pipelines  # noqa: E402  registers the "weakly-supervised-pseudo-labelling" pipeline task
 from . import deeplab  # noqa: E402  registers DeepLab-v2 with the Auto classes
 
 __all__ = [
