@@ -1,0 +1,69 @@
+# Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
+"""Size and speed of DeepLab-v2: parameter counts and the time of one training step (forward + backward)."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+
+import torch
+
+from .modeling_deeplab import DeepLabV2ForSemanticSegmentation
+
+
+def count_parameters(model: torch.nn.Module) -> dict[str, int]:
+    """`{"total", "trainable", "backbone", "classifier"}` parameter counts (frozen BatchNorm is not trainable)."""
+    return {
+        "total": sum(p.numel() for p in model.parameters()),
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "backbone": sum(p.numel() for p in model.resnet.parameters()),
+        "classifier": sum(p.numel() for p in model.aspp.parameters()),
+    }
+
+
+def time_forward_backward(
+    model: DeepLabV2ForSemanticSegmentation,
+    batch_size: int = 2,
+    size: int = 321,
+    steps: int = 3,
+    warmup: int = 1,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> dict:
+    """
+    Seconds per training step (forward with the loss, backward; no optimizer step) on random `size`x`size` inputs
+    and labels, in training mode. Returns the median, min and max over `steps` timed steps after `warmup` untimed ones.
+    """
+    if steps < 1:
+        raise ValueError(f"`steps` must be >= 1, got {steps}.")
+    generator = torch.Generator().manual_seed(seed)
+    model = model.to(device).train()
+    pixel_values = torch.randn(batch_size, 3, size, size, generator=generator).to(device)
+    labels = torch.randint(0, model.config.num_labels, (batch_size, size, size), generator=generator).to(device)
+    times = []
+    for step in range(warmup + steps):
+        model.zero_grad(set_to_none=True)
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        model(pixel_values, labels=labels).loss.backward()
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+    return {
+        "batch_size": batch_size,
+        "size": size,
+        "steps": steps,
+        "seconds_median": statistics.median(times),
+        "seconds_min": min(times),
+        "seconds_max": max(times),
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+    }
+
+
+__all__ = ["count_parameters", "time_forward_backward"]

@@ -1,0 +1,301 @@
+# Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
+"""`scripts/train_deeplab.py` as a library: its arguments, and the run (train, save, multi-scale + CRF evaluation).
+
+    python scripts/train_deeplab.py --config scripts/configs/deeplab_voc.yaml \
+        --data_root data/VOCdevkit/VOC2012 --pseudo_labels pseudo/voc_train_aug --output_dir runs/deeplab_voc
+    accelerate launch --num_processes 2 scripts/train_deeplab.py --config ...      # DDP; same flags
+
+Arguments are four dataclasses parsed together (`cpfcte_hf.cli.parse_args_with_presets`: YAML preset, then the
+command line): `DeepLabDataArguments`, `DeepLabModelArguments`, `DeepLabTestArguments` (+ the CRF parameters as
+`crf_<field>`) and `DeepLabV2TrainingArguments` (every `TrainingArguments` option plus the DeepLab recipe).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import ResNetConfig, default_data_collator
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..cli import describe, parse_args_with_presets
+from ..crf import DenseCRFConfig
+from ..pseudo_labeling import dataset_class_names, format_report, load_split
+from ..visualization import atomic_write_text
+from .configuration_deeplab import DeepLabV2Config, resnet101_config
+from .modeling_deeplab import DeepLabV2ForSemanticSegmentation
+from .processing import DEEPLAB_IMAGE_SIZE, deeplab_image_processor
+from .training import (
+    MULTI_SCALE,
+    DeepLabV2Trainer,
+    DeepLabV2TrainingArguments,
+    MultiScaleEvalConfig,
+    PseudoLabelDataset,
+    predict_split,
+    resolve_pseudo_label_dir,
+)
+
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DeepLabDataArguments:
+    """Where the images, the pseudo-labels and the ground truth come from."""
+
+    dataset: str | None = field(default=None, metadata={"help": "Dataset kind for cpfcte_hf.data (voc, coco, shapes)."})
+    data_root: str | None = field(default=None, metadata={"help": "Dataset root directory (or Hub id)."})
+    train_split: str = field(default="train_aug", metadata={"help": "Split whose images the pseudo-labels cover."})
+    pseudo_labels: str | None = field(
+        default=None,
+        metadata={"help": "Output directory of scripts/pseudo_label.py (its crf/ masks are used), or a folder of <id>.png."},
+    )
+    pseudo_label_set: str = field(
+        default="crf", metadata={"help": "Which masks of a pseudo_label.py output directory: 'crf' or 'bpm'."}
+    )
+    eval_split: str | None = field(
+        default="val", metadata={"help": "Split with ground truth for the final evaluation (empty: none)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Evaluate on the first N images only (quick checks)."}
+    )
+
+
+@dataclass
+class DeepLabModelArguments:
+    """The network: ImageNet initialisation from a transformers ResNet checkpoint, or a DeepLab checkpoint."""
+
+    backbone: str | None = field(
+        default="microsoft/resnet-101",
+        metadata={"help": "transformers ResNet checkpoint (Hub id or dir) for the backbone; 'none' = random init."},
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A DeepLab-v2 checkpoint to start from (fine-tuning, or evaluation only)."}
+    )
+    output_stride: int = field(default=8, metadata={"help": "8 (dilation 2, 4 in the last stages), 16 or 32."})
+    atrous_rates: list[int] = field(default_factory=lambda: [6, 12, 18, 24], metadata={"help": "ASPP rates."})
+    freeze_batch_norm: bool = field(default=True, metadata={"help": "Keep the backbone's BatchNorm fixed."})
+    resnet_depths: list[int] = field(
+        default_factory=lambda: [3, 4, 23, 3], metadata={"help": "Blocks per stage when --backbone none."}
+    )
+    resnet_hidden_sizes: list[int] = field(
+        default_factory=lambda: [256, 512, 1024, 2048], metadata={"help": "Stage widths when --backbone none."}
+    )
+    resnet_embedding_size: int = field(default=64, metadata={"help": "Stem width when --backbone none."})
+    resnet_layer_type: str = field(default="bottleneck", metadata={"help": "'bottleneck' or 'basic' (--backbone none)."})
+    image_size: int = field(
+        default=DEEPLAB_IMAGE_SIZE, metadata={"help": "Size the saved image processor (the pipeline) resizes to."}
+    )
+
+
+@dataclass
+class DeepLabTestArguments:
+    """Test-time inference of the final evaluation (SPEC section 4)."""
+
+    test_scales: list[float] = field(
+        default_factory=lambda: list(MULTI_SCALE), metadata={"help": "Scales fused by max (1.0 0.75 0.5)."}
+    )
+    test_flip: bool = field(default=False, metadata={"help": "Also run each scale flipped left-right."})
+    test_crf: bool = field(default=True, metadata={"help": "Refine the fused probabilities with the dense CRF."})
+    crf_workers: int | None = field(default=None, metadata={"help": "CRF processes per process (0 = serial)."})
+    num_overlays: int = field(default=4, metadata={"help": "Overlay panels written with the report."})
+
+
+_TYPES = {"int": int, "float": float, "bool": bool}
+# The CRF parameters as `crf_<field>` options, generated from `DenseCRFConfig` so that the two never drift apart.
+DenseCRFArguments = dataclasses.make_dataclass(
+    "DenseCRFArguments",
+    [
+        (f"crf_{f.name}", _TYPES.get(f.type, f.type), field(default=f.default, metadata={"help": f"DenseCRFConfig.{f.name}"}))
+        for f in dataclasses.fields(DenseCRFConfig)
+    ],
+)
+
+
+def crf_config_from(arguments) -> DenseCRFConfig:
+    return DenseCRFConfig(**{f.name: getattr(arguments, f"crf_{f.name}") for f in dataclasses.fields(DenseCRFConfig)})
+
+
+def build_model(model_args: DeepLabModelArguments, class_names: list[str]) -> DeepLabV2ForSemanticSegmentation:
+    """The DeepLab-v2 to train: from `model_name_or_path`, else ImageNet `backbone` + a fresh ASPP, else random."""
+    id2label = dict(enumerate(class_names))
+    if model_args.model_name_or_path:
+        model = DeepLabV2ForSemanticSegmentation.from_pretrained(model_args.model_name_or_path)
+        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        if names != list(class_names):
+            raise ValueError(
+                f"{model_args.model_name_or_path} predicts classes {names[:6]}... ({len(names)}), the dataset has "
+                f"{list(class_names)[:6]}... ({len(class_names)})."
+            )
+        return model
+    head = dict(
+        id2label=id2label,
+        output_stride=model_args.output_stride,
+        atrous_rates=list(model_args.atrous_rates),
+        freeze_batch_norm=model_args.freeze_batch_norm,
+    )
+    if model_args.backbone and model_args.backbone.lower() != "none":
+        return DeepLabV2ForSemanticSegmentation.from_pretrained_backbone(model_args.backbone, **head)
+    backbone_config = resnet101_config(
+        depths=list(model_args.resnet_depths),
+        hidden_sizes=list(model_args.resnet_hidden_sizes),
+        embedding_size=model_args.resnet_embedding_size,
+        layer_type=model_args.resnet_layer_type,
+    )
+    logger.warning("No --backbone: the ResNet starts from random weights (fine for toy data, not for VOC/COCO).")
+    return DeepLabV2ForSemanticSegmentation(DeepLabV2Config(backbone_config=backbone_config, **head))
+
+
+def _resume_checkpoint(training_args: DeepLabV2TrainingArguments) -> str | None:
+    """`--resume_from_checkpoint last` = the newest checkpoint in `output_dir` (none yet: start fresh)."""
+    value = training_args.resume_from_checkpoint
+    if value in (None, "", "false", "False"):
+        return None
+    if value in ("last", "true", "True"):
+        last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+        if last is None:
+            logger.info(f"No checkpoint in {training_args.output_dir} yet: training from the start.")
+        return last
+    if not os.path.isdir(value):
+        raise FileNotFoundError(f"--resume_from_checkpoint {value!r} is not a checkpoint directory.")
+    return value
+
+
+def run_deeplab(
+    data_args: DeepLabDataArguments,
+    model_args: DeepLabModelArguments,
+    test_args: DeepLabTestArguments,
+    crf_args,
+    training_args: DeepLabV2TrainingArguments,
+    train_dataset=None,
+    eval_dataset=None,
+) -> dict:
+    """
+    Trains DeepLab-v2 on the pseudo-labels (with `training_args.do_train`), saves it (model + image processor, so
+    that `pipeline("image-segmentation", model=output_dir)` works), and evaluates it on `eval_split` at the test
+    scales with the CRF. `train_dataset` / `eval_dataset` (`datasets.Dataset`) replace loading the splits.
+
+    Returns `{"train": train metrics | None, "report": the evaluation report | None, "model_dir": output_dir}`.
+    """
+    output_dir = Path(training_args.output_dir)
+    need_train_split = training_args.do_train or not model_args.model_name_or_path
+    with training_args.main_process_first(desc="loading the dataset splits"):
+        if train_dataset is None and need_train_split:
+            if not data_args.dataset:
+                raise ValueError("--dataset is required (voc, coco, shapes, ...).")
+            train_dataset = load_split(data_args.dataset, data_args.data_root, data_args.train_split)
+        if eval_dataset is None and data_args.eval_split:
+            if not data_args.dataset:
+                raise ValueError("--dataset is required (voc, coco, shapes, ...).")
+            eval_dataset = load_split(data_args.dataset, data_args.data_root, data_args.eval_split)
+    if eval_dataset is not None and data_args.max_eval_samples:
+        eval_dataset = eval_dataset.select(range(min(len(eval_dataset), data_args.max_eval_samples)))
+
+    reference = train_dataset if train_dataset is not None else eval_dataset
+    if reference is None:
+        raise ValueError("Nothing to do: no training (--do_train false) and no --eval_split.")
+    class_names = dataset_class_names(reference)
+    model = build_model(model_args, class_names)
+    processor = deeplab_image_processor(model_args.image_size)
+
+    result = {"train": None, "report": None, "model_dir": str(output_dir)}
+    if training_args.do_train:
+        if not data_args.pseudo_labels:
+            raise ValueError("--pseudo_labels is required for training (the output directory of scripts/pseudo_label.py).")
+        mask_dir = resolve_pseudo_label_dir(data_args.pseudo_labels, data_args.pseudo_label_set)
+        train_set = PseudoLabelDataset(
+            train_dataset,
+            mask_dir,
+            num_labels=model.config.num_labels,
+            crop_size=training_args.crop_size,
+            scale_range=(training_args.min_scale, training_args.max_scale),
+            flip_prob=training_args.flip_prob,
+            image_mean=processor.image_mean,
+            image_std=processor.image_std,
+            ignore_index=model.config.semantic_loss_ignore_index,
+        )
+        if training_args.should_save:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(
+                output_dir / "run_args.json",
+                describe(data_args, model_args, test_args, crf_args, training_args) + "\n",
+            )
+        trainer = DeepLabV2Trainer(
+            model=model,
+            args=training_args,
+            train_dataset=train_set,
+            eval_dataset=eval_dataset if training_args.eval_strategy != "no" else None,
+            processing_class=processor,
+            data_collator=default_data_collator,
+        )
+        train_output = trainer.train(resume_from_checkpoint=_resume_checkpoint(training_args))
+        trainer.save_model(str(output_dir))
+        trainer.save_state()
+        result["train"] = train_output.metrics
+        model = trainer.accelerator.unwrap_model(trainer.model)
+
+    if eval_dataset is not None:
+        model = model.to(training_args.device)
+        config = MultiScaleEvalConfig(
+            scales=tuple(test_args.test_scales),
+            flip=test_args.test_flip,
+            crf=test_args.test_crf,
+            crf_config=crf_config_from(crf_args),
+            crf_workers=test_args.crf_workers,
+            num_overlays=test_args.num_overlays,
+        )
+        split = data_args.eval_split or "eval"
+        prediction = predict_split(
+            model,
+            eval_dataset,
+            output_dir / "predictions" / split,
+            config,
+            image_processor=processor,
+            dataset_name=data_args.dataset,
+            split=split,
+        )
+        result["report"] = prediction["report"]
+        if training_args.process_index == 0 and prediction["report"] is not None:
+            print(format_report(prediction["report"]))
+            print(f"Report in {output_dir / 'predictions' / split / 'report'}")
+    if training_args.process_index == 0 and result["train"] is not None:
+        print(json.dumps(result["train"], indent=2))
+    return result
+
+
+def parse_arguments(argv=None):
+    """(data, model, test, crf, training) arguments from `argv` and an optional `--config` YAML preset."""
+    return parse_args_with_presets(
+        (DeepLabDataArguments, DeepLabModelArguments, DeepLabTestArguments, DenseCRFArguments, DeepLabV2TrainingArguments),
+        argv,
+        description="Train DeepLab-v2 on CPF-CTE pseudo-labels and evaluate it (multi-scale + CRF).",
+    )
+
+
+def main(argv=None) -> int:
+    data_args, model_args, test_args, crf_args, training_args = parse_arguments(argv)
+    logging.basicConfig(level=logging.INFO if training_args.process_index == 0 else logging.WARNING)
+    try:
+        run_deeplab(data_args, model_args, test_args, crf_args, training_args)
+    except (OSError, ValueError) as error:  # bad arguments or inputs: a clear message, no traceback
+        print(f"error: {error}", flush=True)
+        return 2
+    return 0
+
+
+__all__ = [
+    "DeepLabDataArguments",
+    "DeepLabModelArguments",
+    "DeepLabTestArguments",
+    "DenseCRFArguments",
+    "build_model",
+    "crf_config_from",
+    "main",
+    "parse_arguments",
+    "run_deeplab",
+]

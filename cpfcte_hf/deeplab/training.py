@@ -1,0 +1,586 @@
+# Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
+"""Training and evaluating DeepLab-v2 on CPF-CTE's pseudo-labels (stage 2; SPEC section 4).
+
+Training reads image + pseudo-label pairs: the images of a dataset split (`cpfcte_hf.data`, through
+`pseudo_labeling.load_split`) and the masks `scripts/pseudo_label.py` wrote for it (`<out>/crf/<id>.png`, class
+ids, 255 = ignore). Each sample is randomly rescaled (0.5-1.5), padded (image with the mean colour, labels with
+255) and cropped to 321x321, and flipped left-right with probability 0.5. `DeepLabV2Trainer` is a
+`transformers.Trainer` with the DeepLab-v2 recipe: SGD with momentum 0.9 and weight decay 5e-4, learning rate
+2.5e-4 for the backbone and 10x for the ASPP classifier, poly decay `(1 - step / max_steps) ** 0.9`, batch 10,
+20k steps. It resumes from its checkpoints (`Trainer.train(resume_from_checkpoint=...)`), also under
+`accelerate launch`.
+
+Test-time inference (`multi_scale_probabilities`) runs the image at scales 1.0, 0.75 and 0.5 of its own size,
+upsamples each view's logits to the image size and fuses them by their maximum before the softmax (DeepLab-v2's
+MSC); `predict_split` writes the argmax and the dense-CRF-refined masks (the shared `crf.CRFPool`, SPEC CRF
+parameters) and `evaluate_predictions` (stage 1's report: one confusion matrix per split, `metrics.py`) scores
+them:
+
+```
+OUTPUT_DIR/
+  config.json, model.safetensors, preprocessor_config.json, *.py     the final model (pipeline-ready)
+  checkpoint-<step>/                                                 Trainer checkpoints (resumable)
+  predictions/<split>/ms/<id>.png                                    multi-scale argmax
+  predictions/<split>/ms_crf/<id>.png                                multi-scale + CRF
+  predictions/<split>/report/                                        metrics.json, per_class_iou.{csv,png}, overlays/
+```
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers import Trainer, TrainingArguments
+
+from ..crf import CRFPool, DenseCRFConfig, default_num_workers
+from ..image_processing_cpfcte import resize_and_normalize, to_rgb_array
+from ..metrics import IGNORE_INDEX, SegmentationMetric
+from ..pipelines import inference_sizes, make_views
+from ..pseudo_labeling import (
+    OutputLayout,
+    _distributed_state,
+    _progress,
+    _safe_id,
+    evaluate_predictions,
+    prepare_output_dir,
+)
+from ..trainer import ConvertedCheckpointMixin
+from ..visualization import read_mask, save_mask
+from .modeling_deeplab import DeepLabV2ForSemanticSegmentation
+from .processing import IMAGENET_MEAN, IMAGENET_STD
+
+
+logger = logging.getLogger(__name__)
+
+MODEL_INPUT_NAMES = ("pixel_values", "labels")
+MULTI_SCALE = (1.0, 0.75, 0.5)
+
+
+# ----------------------------------------------------------------------------------------------------- training data
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`(H, W)` uint8 class ids -> `(size[0], size[1])`, nearest neighbour (ids are never blended)."""
+    height, width = int(size[0]), int(size[1])
+    if mask.shape == (height, width):
+        return mask
+    return np.asarray(Image.fromarray(mask).resize((width, height), resample=Image.NEAREST))
+
+
+def random_scale_crop_flip(
+    image: np.ndarray,
+    mask: np.ndarray,
+    crop_size: int = 321,
+    scale_range: tuple[float, float] = (0.5, 1.5),
+    flip_prob: float = 0.5,
+    image_mean: Sequence[float] = IMAGENET_MEAN,
+    image_std: Sequence[float] = IMAGENET_STD,
+    ignore_index: int = IGNORE_INDEX,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    DeepLab's training augmentation of one image and its mask.
+
+    1. rescale both by a factor drawn uniformly from `scale_range` (image bilinear through `resize_and_normalize`,
+       which also normalises it; mask nearest);
+    2. pad to at least `crop_size` on each side, bottom and right (the image with zeros, i.e. the mean colour after
+       normalisation; the mask with `ignore_index`);
+    3. take a random `crop_size` x `crop_size` crop;
+    4. flip left-right with probability `flip_prob`.
+
+    Random numbers come from torch (`generator`, else the global generator), which `DataLoader` seeds per worker.
+
+    Args:
+        image: `(H, W, 3)` uint8 RGB. mask: `(H, W)` class ids, same size.
+
+    Returns:
+        `pixel_values` `(3, crop_size, crop_size)` float32 and `labels` `(crop_size, crop_size)` int64.
+    """
+    if image.shape[:2] != mask.shape:
+        raise ValueError(f"Image {image.shape[:2]} and mask {mask.shape} sizes differ.")
+    low, high = float(scale_range[0]), float(scale_range[1])
+    scale = low + (high - low) * torch.rand((), generator=generator).item()
+    height, width = mask.shape
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    pixel_values = resize_and_normalize(image, size, image_mean, image_std)[0]
+    labels = torch.from_numpy(resize_mask(np.ascontiguousarray(mask, dtype=np.uint8), size).astype(np.int64))
+
+    pad_height, pad_width = max(0, crop_size - size[0]), max(0, crop_size - size[1])
+    if pad_height or pad_width:
+        pixel_values = F.pad(pixel_values, (0, pad_width, 0, pad_height), value=0.0)
+        labels = F.pad(labels, (0, pad_width, 0, pad_height), value=ignore_index)
+    top = int(torch.randint(0, labels.shape[0] - crop_size + 1, (), generator=generator))
+    left = int(torch.randint(0, labels.shape[1] - crop_size + 1, (), generator=generator))
+    pixel_values = pixel_values[:, top : top + crop_size, left : left + crop_size]
+    labels = labels[top : top + crop_size, left : left + crop_size]
+    if torch.rand((), generator=generator).item() < flip_prob:
+        pixel_values, labels = pixel_values.flip(-1), labels.flip(-1)
+    return pixel_values.contiguous(), labels.contiguous()
+
+
+def resolve_pseudo_label_dir(path: str | os.PathLike, pseudo_label_set: str = "crf") -> Path:
+    """
+    The folder of `<id>.png` masks to train on: `path/<pseudo_label_set>` when `path` is an output directory of
+    `scripts/pseudo_label.py` (it has `crf/` and `bpm/`), else `path` itself.
+
+    Raises:
+        NotADirectoryError / FileNotFoundError naming the path when there is no such folder or no PNG in it.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise NotADirectoryError(f"Pseudo-label directory {str(root)!r} does not exist or is not a directory.")
+    layout = OutputLayout(root)
+    subfolders = {"crf": layout.crf_dir, "bpm": layout.bpm_dir}
+    if pseudo_label_set not in subfolders:
+        raise ValueError(f"`pseudo_label_set` must be 'crf' or 'bpm', got {pseudo_label_set!r}.")
+    if any(folder.is_dir() for folder in subfolders.values()):
+        folder = subfolders[pseudo_label_set]
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{str(root)!r} is a pseudo-label output directory without {pseudo_label_set}/ "
+                f"(was scripts/pseudo_label.py run{' without --crf' if pseudo_label_set == 'crf' else ''}?)."
+            )
+        root = folder
+    if not any(root.glob("*.png")):
+        raise FileNotFoundError(f"No <id>.png masks in {str(root)!r}.")
+    return root
+
+
+class PseudoLabelDataset(torch.utils.data.Dataset):
+    """
+    Training pairs for stage 2: the images of a `datasets.Dataset` (columns `image`, `id`) and the masks
+    `<mask_dir>/<id>.png`, augmented by `random_scale_crop_flip`. Images without a mask (e.g. failed in
+    pseudo-labelling) are left out with a warning; none at all is an error.
+
+    Items are `{"pixel_values": (3, crop, crop) float32, "labels": (crop, crop) int64}`.
+    """
+
+    def __init__(
+        self,
+        dataset,
+        mask_dir: str | os.PathLike,
+        num_labels: int,
+        crop_size: int = 321,
+        scale_range: tuple[float, float] = (0.5, 1.5),
+        flip_prob: float = 0.5,
+        image_mean: Sequence[float] = IMAGENET_MEAN,
+        image_std: Sequence[float] = IMAGENET_STD,
+        ignore_index: int = IGNORE_INDEX,
+    ):
+        for column in ("image", "id"):
+            if column not in dataset.column_names:
+                raise ValueError(f"The training dataset needs an {column!r} column; it has {dataset.column_names}.")
+        if crop_size < 1 or not 0 < scale_range[0] <= scale_range[1] or not 0.0 <= flip_prob <= 1.0:
+            raise ValueError(
+                f"Bad augmentation: crop_size={crop_size}, scale_range={scale_range}, flip_prob={flip_prob}."
+            )
+        self.mask_dir = Path(mask_dir)
+        ids = [str(i) for i in dataset["id"]]
+        keep, missing = [], []
+        for index, image_id in enumerate(ids):
+            (keep if (self.mask_dir / f"{_safe_id(image_id)}.png").is_file() else missing).append(index)
+        if not keep:
+            raise FileNotFoundError(
+                f"None of the {len(ids)} images (e.g. {ids[:3]}) has a pseudo-label <id>.png in {str(self.mask_dir)!r}:"
+                " wrong directory or wrong split?"
+            )
+        if missing:
+            logger.warning(
+                f"{len(missing)} of {len(ids)} images have no pseudo-label in {self.mask_dir} and are left out "
+                f"(e.g. {[ids[i] for i in missing[:5]]})."
+            )
+        self.images = dataset.select_columns(["image", "id"]).select(keep)
+        self.num_labels = int(num_labels)
+        self.crop_size = int(crop_size)
+        self.scale_range = (float(scale_range[0]), float(scale_range[1]))
+        self.flip_prob = float(flip_prob)
+        self.image_mean = tuple(image_mean)
+        self.image_std = tuple(image_std)
+        self.ignore_index = int(ignore_index)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def read_pair(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """`(H, W, 3)` uint8 image, `(H, W)` uint8 mask and the id of item `index`, before augmentation."""
+        row = self.images[index]
+        image_id = str(row["id"])
+        path = self.mask_dir / f"{image_id}.png"
+        image = to_rgb_array(row["image"])
+        mask = read_mask(path)
+        if mask.shape != image.shape[:2]:
+            raise ValueError(f"{path}: mask is {mask.shape[::-1]} (w x h) but image {image_id!r} is {image.shape[1::-1]}.")
+        bad = (mask >= self.num_labels) & (mask != self.ignore_index)
+        if bad.any():
+            raise ValueError(
+                f"{path}: values {np.unique(mask[bad]).tolist()[:10]} are neither class ids 0..{self.num_labels - 1} "
+                f"nor {self.ignore_index} (ignore)."
+            )
+        return image, mask, image_id
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        image, mask, _ = self.read_pair(index)
+        pixel_values, labels = random_scale_crop_flip(
+            image,
+            mask,
+            self.crop_size,
+            self.scale_range,
+            self.flip_prob,
+            self.image_mean,
+            self.image_std,
+            self.ignore_index,
+        )
+        return {"pixel_values": pixel_values, "labels": labels}
+
+
+# ----------------------------------------------------------------------------------------------------- inference
+
+
+@torch.no_grad()
+def multi_scale_probabilities(
+    model: DeepLabV2ForSemanticSegmentation,
+    image: np.ndarray,
+    scales: Sequence[float] = MULTI_SCALE,
+    flip: bool = False,
+    image_mean: Sequence[float] = IMAGENET_MEAN,
+    image_std: Sequence[float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """
+    Class probabilities `(C, H, W)` (float32, CPU) of one `(H, W, 3)` uint8 image by DeepLab-v2's multi-scale
+    inference: the image at each scale of its own size (and flipped, with `flip`), every view's logits bilinearly
+    upsampled to `(H, W)` (`config.align_corners`), fused by their element-wise maximum, then the softmax.
+    """
+    height, width = image.shape[:2]
+    views, flipped = make_views([image], inference_sizes((height, width), scales, 1), flip, image_mean, image_std)
+    device = next(model.parameters()).device
+    align_corners = model.config.align_corners
+    fused = None
+    for pixel_values, is_flipped in zip(views, flipped):
+        logits = model(pixel_values=pixel_values.to(device)).logits.float()
+        if is_flipped:
+            logits = logits.flip(-1)
+        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=align_corners)
+        fused = logits if fused is None else torch.maximum(fused, logits)
+    return fused.softmax(dim=1)[0].cpu()
+
+
+@dataclass
+class MultiScaleEvalConfig:
+    """
+    Test-time settings of stage 2 (SPEC section 4).
+
+    Attributes:
+        scales: multipliers of the image's own size, fused by max (`(1.0, 0.75, 0.5)`; `(1.0,)` = single scale).
+        flip: also run each scale flipped left-right (not in the SPEC recipe).
+        crf: refine the fused probabilities with the dense CRF (`crf_config`, SPEC parameters).
+        crf_workers: CRF worker processes per process (`None`: the CPUs divided by the processes; 0: serial).
+        overwrite: recompute masks that exist (otherwise a rerun only does the missing ones).
+        num_overlays: image | ground truth | predictions panels written with the report.
+        progress: show a progress bar on the main process.
+    """
+
+    scales: tuple[float, ...] = MULTI_SCALE
+    flip: bool = False
+    crf: bool = True
+    crf_config: DenseCRFConfig = field(default_factory=DenseCRFConfig)
+    crf_workers: int | None = None
+    overwrite: bool = False
+    num_overlays: int = 4
+    progress: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.crf_config, dict):
+            self.crf_config = DenseCRFConfig(**self.crf_config)
+        self.scales = tuple(float(s) for s in self.scales)
+        if not self.scales or min(self.scales) <= 0:
+            raise ValueError(f"`scales` must be positive numbers, got {self.scales}.")
+
+
+def _image_statistics(image_processor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    mean = getattr(image_processor, "image_mean", None) or IMAGENET_MEAN
+    std = getattr(image_processor, "image_std", None) or IMAGENET_STD
+    return tuple(mean), tuple(std)
+
+
+def predict_split(
+    model: DeepLabV2ForSemanticSegmentation,
+    dataset,
+    out_dir: str | os.PathLike,
+    config: MultiScaleEvalConfig | None = None,
+    image_processor=None,
+    dataset_name: str | None = None,
+    split: str | None = None,
+) -> dict:
+    """
+    Segments every image of `dataset` (columns `image`, `id`, optional `mask`) into `out_dir/ms/<id>.png`
+    (multi-scale argmax) and, with `config.crf`, `out_dir/ms_crf/<id>.png`; when the dataset has ground truth,
+    scores them with `evaluate_predictions` into `out_dir/report/`.
+
+    Under several processes each takes every N-th image and the report is written once. Existing masks are kept
+    (a killed run resumes) unless `config.overwrite`.
+
+    Returns:
+        `{"written", "already_done", "failed": [(id, reason)], "report": dict | None}` (counts of this process;
+        the report covers the whole split).
+    """
+    config = config or MultiScaleEvalConfig()
+    out_dir = prepare_output_dir(out_dir, ["ms"] + (["ms_crf"] if config.crf else []))
+    ms_dir, crf_dir = out_dir / "ms", out_dir / "ms_crf"
+    state = _distributed_state()
+    rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
+    mean, std = _image_statistics(image_processor)
+    model.eval()
+
+    ids = [str(i) for i in dataset["id"]]
+    images = dataset.select_columns(["image", "id"])
+
+    def done(image_id: str) -> bool:
+        if config.overwrite or not (ms_dir / f"{image_id}.png").is_file():
+            return False
+        return not config.crf or (crf_dir / f"{image_id}.png").is_file()
+
+    shard = list(range(rank, len(dataset), world))
+    todo = [i for i in shard if not done(ids[i])]
+    written, failed = 0, []
+    crf_workers = config.crf_workers if config.crf_workers is not None else max(1, default_num_workers() // world)
+    progress = _progress(len(shard), len(shard) - len(todo), config.progress and rank == 0, "deeplab predict")
+
+    def collect(results) -> int:
+        count = 0
+        for result in results:
+            if result.ok:
+                save_mask(result.mask, crf_dir / f"{result.key}.png")
+                count += 1
+            else:
+                logger.warning(f"[{result.key}] CRF failed: {result.error}")
+                failed.append((result.key, f"crf: {result.error}"))
+            progress.update(1)
+        return count
+
+    with CRFPool(config.crf_config, num_workers=crf_workers) if config.crf else nullcontext() as pool:
+        for index in todo:
+            image_id = ids[index]
+            try:
+                _safe_id(image_id)
+                image = to_rgb_array(images[index]["image"])
+                probabilities = multi_scale_probabilities(model, image, config.scales, config.flip, mean, std).numpy()
+                save_mask(probabilities.argmax(axis=0).astype(np.uint8), ms_dir / f"{image_id}.png")
+            except Exception as error:  # noqa: BLE001 - one bad image must not stop the split
+                logger.warning(f"[{image_id}] prediction failed: {type(error).__name__}: {error}")
+                failed.append((image_id, f"{type(error).__name__}: {error}"))
+                progress.update(1)
+                continue
+            if config.crf:
+                # A writable copy: pydensecrf refuses the read-only arrays PIL decodes into (serial pool, workers=0).
+                pool.submit(image_id, np.array(image), probabilities)
+                while pool.num_pending >= pool.max_pending:
+                    written += collect(pool.poll(block=True))
+                written += collect(pool.poll())
+            else:
+                written += 1
+                progress.update(1)
+        if config.crf:
+            written += collect(pool.drain())
+    progress.close()
+    if state is not None:
+        state.wait_for_everyone()
+
+    report = None
+    if "mask" in dataset.column_names:
+        predictions = {"MS": ms_dir}
+        if config.crf:
+            predictions["MS+CRF"] = crf_dir
+        report = evaluate_predictions(
+            dataset,
+            predictions,
+            out_dir / "report",
+            class_names=[model.config.id2label[i] for i in range(model.config.num_labels)],
+            num_overlays=config.num_overlays,
+            dataset_name=dataset_name,
+            split=split,
+        )
+    return {"written": written, "already_done": len(shard) - len(todo), "failed": failed, "report": report}
+
+
+# ----------------------------------------------------------------------------------------------------- trainer
+
+
+@dataclass
+class DeepLabV2TrainingArguments(TrainingArguments):
+    """
+    `TrainingArguments` with the DeepLab-v2 recipe (SPEC section 4) as defaults, and its augmentation.
+
+    Defaults that differ from `TrainingArguments`: `do_train=True`, `per_device_train_batch_size=10`, `max_steps=20000`,
+    `learning_rate=2.5e-4` (backbone; the classifier gets `classifier_lr_multiplier` x), `weight_decay=5e-4`,
+    `seed=1234`, checkpoints every 1000 steps (the last 3 kept), no evaluation during training (the final model is
+    evaluated), `remove_unused_columns=False`, TensorBoard logging.
+    """
+
+    crop_size: int = field(default=321, metadata={"help": "Side of the square training crops (DeepLab: 321)."})
+    min_scale: float = field(default=0.5, metadata={"help": "Smallest random rescaling factor (0.5)."})
+    max_scale: float = field(default=1.5, metadata={"help": "Largest random rescaling factor (1.5)."})
+    flip_prob: float = field(default=0.5, metadata={"help": "Probability of a left-right flip."})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum (0.9)."})
+    classifier_lr_multiplier: float = field(
+        default=10.0, metadata={"help": "Learning-rate multiplier of the ASPP classifier (DeepLab-v2: 10)."}
+    )
+    poly_power: float = field(default=0.9, metadata={"help": "Power of the poly decay (1 - step / max_steps) ** p."})
+    eval_scales: list[float] = field(
+        default_factory=lambda: [1.0],
+        metadata={"help": "Scales of the evaluations during training (fast; the final evaluation has its own)."},
+    )
+    do_train: bool = True
+    per_device_train_batch_size: int = 10
+    max_steps: int = 20000
+    learning_rate: float = 2.5e-4
+    weight_decay: float = 5e-4
+    lr_scheduler_type: str = "constant"  # replaced by the poly schedule in `DeepLabV2Trainer.create_scheduler`
+    seed: int = 1234
+    eval_strategy: str = "no"
+    save_strategy: str = "steps"
+    save_steps: float = 1000
+    save_total_limit: int | None = 3
+    logging_steps: float = 20
+    metric_for_best_model: str | None = "mean_iou"
+    greater_is_better: bool | None = True
+    remove_unused_columns: bool = False
+    report_to: None | str | list[str] = "tensorboard"
+    dataloader_num_workers: int = 2
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 < self.min_scale <= self.max_scale:
+            raise ValueError(f"Need 0 < min_scale <= max_scale, got {self.min_scale}, {self.max_scale}.")
+        if self.crop_size < 1:
+            raise ValueError(f"`crop_size` must be >= 1, got {self.crop_size}.")
+        if self.max_steps is None or self.max_steps <= 0:
+            raise ValueError("DeepLab-v2 trains for a number of steps: set `max_steps` (SPEC: 20000).")
+
+
+class PolyLearningRate:
+    """`LambdaLR` multiplier `(1 - step / max_steps) ** power` (0 from `max_steps` on)."""
+
+    def __init__(self, max_steps: int, power: float = 0.9):
+        self.max_steps = int(max_steps)
+        self.power = float(power)
+
+    def __call__(self, step: int) -> float:
+        return max(0.0, 1.0 - step / max(1, self.max_steps)) ** self.power
+
+
+def sgd_parameter_groups(model: DeepLabV2ForSemanticSegmentation, learning_rate: float, weight_decay: float,
+                         classifier_lr_multiplier: float = 10.0) -> list[dict]:
+    """SGD parameter groups: the trainable backbone at `learning_rate`, the ASPP at `classifier_lr_multiplier` x."""
+    classifier = [p for p in model.aspp.parameters() if p.requires_grad]
+    classifier_ids = {id(p) for p in classifier}
+    backbone = [p for p in model.parameters() if p.requires_grad and id(p) not in classifier_ids]
+    return [
+        {"params": backbone, "lr": learning_rate, "weight_decay": weight_decay, "name": "backbone"},
+        {
+            "params": classifier,
+            "lr": learning_rate * classifier_lr_multiplier,
+            "weight_decay": weight_decay,
+            "name": "classifier",
+        },
+    ]
+
+
+class DeepLabV2Trainer(ConvertedCheckpointMixin, Trainer):
+    """
+    `transformers.Trainer` for DeepLab-v2: SGD with a 10x classifier learning rate and poly decay
+    (`DeepLabV2TrainingArguments`), a stop with a clear message when the loss stops being finite, and evaluation by
+    mIoU: `eval_dataset` is a `datasets.Dataset` with `image` and `mask` columns, scored image by image at each
+    image's own size (`args.eval_scales`, max-fused, no CRF) into one confusion matrix (summed over processes).
+    """
+
+    def __init__(self, model=None, args: DeepLabV2TrainingArguments | None = None, **kwargs):
+        if not isinstance(args, DeepLabV2TrainingArguments):
+            raise TypeError(f"`args` must be a DeepLabV2TrainingArguments, got {type(args).__name__}.")
+        super().__init__(model=model, args=args, **kwargs)
+
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            groups = sgd_parameter_groups(
+                model if model is not None else self.model,
+                self.args.learning_rate,
+                self.args.weight_decay,
+                self.args.classifier_lr_multiplier,
+            )
+            self.optimizer = torch.optim.SGD(groups, lr=self.args.learning_rate, momentum=self.args.momentum)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        if self.lr_scheduler is None:
+            optimizer = optimizer if optimizer is not None else self.optimizer
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, PolyLearningRate(num_training_steps, self.args.poly_power)
+            )
+        return self.lr_scheduler
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**{name: inputs[name] for name in MODEL_INPUT_NAMES if name in inputs})
+        loss = outputs.loss
+        if model.training and not torch.isfinite(loss.detach()).all():
+            raise FloatingPointError(
+                f"The training loss became {loss.item()} at step {self.state.global_step + 1}; stopping instead of "
+                f"training on garbage. Lower the learning rate or resume from the last checkpoint in "
+                f"{self.args.output_dir}."
+            )
+        return (loss, outputs) if return_outputs else loss
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if dataset is None:
+            raise ValueError("DeepLabV2Trainer.evaluate needs an `eval_dataset` with `image` and `mask` columns.")
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        config = model.config
+        metric = SegmentationMetric(config.num_labels, config.semantic_loss_ignore_index)
+        mean, std = _image_statistics(self.processing_class)
+        rank, world = self.args.process_index, self.args.world_size
+        rows = dataset.select_columns(["image", "mask"])
+        for index in range(rank, len(rows), world):
+            row = rows[index]
+            image = to_rgb_array(row["image"])
+            probabilities = multi_scale_probabilities(model, image, self.args.eval_scales, False, mean, std)
+            metric.update(probabilities.argmax(dim=0).numpy(), np.asarray(row["mask"]))
+        if world > 1:
+            matrix = torch.from_numpy(metric.confusion_matrix).to(self.args.device)
+            count = torch.tensor([metric.num_images], device=self.args.device)
+            metric.load(
+                self.accelerator.reduce(matrix, reduction="sum").cpu().numpy(),
+                int(self.accelerator.reduce(count, reduction="sum").item()),
+            )
+        model.train(was_training)
+        names = [config.id2label[i] for i in range(config.num_labels)]
+        metrics = metric.compute().to_dict(names, prefix=f"{metric_key_prefix}_")
+        metrics = {key: (float("nan") if value is None else value) for key, value in metrics.items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+__all__ = [
+    "MULTI_SCALE",
+    "DeepLabV2Trainer",
+    "DeepLabV2TrainingArguments",
+    "MultiScaleEvalConfig",
+    "PolyLearningRate",
+    "PseudoLabelDataset",
+    "multi_scale_probabilities",
+    "predict_split",
+    "random_scale_crop_flip",
+    "resize_mask",
+    "resolve_pseudo_label_dir",
+    "sgd_parameter_groups",
+]
