@@ -1,0 +1,131 @@
+# Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
+"""Data for CPF-CTE: loaders that return `datasets` objects, the training/eval transforms and the collator.
+
+Every loader returns a `datasets.Dataset` (one split) or `datasets.DatasetDict` (several) with the columns
+
+    image   datasets.Image
+    mask    datasets.Image of class ids, 255 = ignore          (only where the source has masks)
+    labels  List(ClassLabel(names=[background, ...]))          class ids; background 0 always present
+    id      string
+
+Class names: `ds.features["labels"].feature.names` (background first); C = `...feature.num_classes`.
+
+Sources: `load_voc` (VOC 2012 + SBD, and anything in that layout, e.g. `scripts/make_shapes.py` output),
+`load_coco` (ToCo layout or official instances JSON), `load_tagged_images` (folder + CSV/JSON tags, no masks),
+`load_hub_dataset` (Hub or local parquet), `load_shapes` (procedural, in memory). `build_dataset(name, ...)`
+picks one by name, for scripts whose dataset is an argument.
+
+Typical use::
+
+    ds = build_dataset("voc", root="data/VOCdevkit", split="train_aug")
+    C = ds.features["labels"].feature.num_classes
+    train = ds.with_transform(TrainTransform(C, image_processor))
+    loader = DataLoader(train, batch_size=16, shuffle=True, num_workers=2, collate_fn=WeakSegmentationCollator())
+"""
+
+from collections.abc import Callable
+
+import datasets
+
+from .coco import COCO_CLASSES, load_coco, paint_coco_masks
+from .hub import load_hub_dataset
+from .shapes import SHAPE_NAMES, ShapesConfig, load_shapes, make_shapes_dataset, render_shapes_sample, write_shapes_voc
+from .tagged import load_tagged_images, read_tag_file
+from .transforms import (
+    AugmentationConfig,
+    EvalTransform,
+    SegmentationAugmentation,
+    TrainTransform,
+    WeakSegmentationCollator,
+    labels_to_multi_hot,
+    resize_mask,
+)
+from .voc import find_voc_dir, load_voc
+
+
+def _build_voc(root=None, split="train_aug", **kwargs):
+    return load_voc(root, split, **kwargs)
+
+
+def _build_coco(root=None, split="train", **kwargs):
+    return load_coco(root, split, **kwargs)
+
+
+def _build_shapes(root=None, split="train", **kwargs):
+    if root is not None:  # a folder written by scripts/make_shapes.py: read it like VOC
+        return load_voc(root, split, **kwargs)
+    return load_shapes(split, **kwargs)
+
+
+def _build_tagged(root=None, split="train", **kwargs):
+    return load_tagged_images(root, split=split, **kwargs)
+
+
+def _build_hub(root=None, split="train", **kwargs):
+    if root is None:
+        raise ValueError("The hub source needs root= a Hub repo id, a local folder or a .parquet file.")
+    return load_hub_dataset(root, split, **kwargs)
+
+
+DATASET_BUILDERS: dict[str, Callable] = {
+    "voc": _build_voc,
+    "coco": _build_coco,
+    "shapes": _build_shapes,
+    "tagged": _build_tagged,
+    "hub": _build_hub,
+}
+
+
+def build_dataset(name: str, root: str | None = None, split="train", **kwargs) -> datasets.Dataset | datasets.DatasetDict:
+    """Builds a dataset by source name, for scripts that take "the dataset" as an argument.
+
+    Args:
+        name: `"voc"`, `"coco"`, `"shapes"`, `"tagged"` or `"hub"`.
+        root: the dataset folder (VOC/COCO/tagged), a Hub id or parquet path (hub); for `"shapes"`, None generates
+            the set in memory and a folder reads one written by `scripts/make_shapes.py` (VOC layout).
+        split: a split name or a list of them. `"train_aug"` on a shapes folder is its train list.
+        **kwargs: passed to the loader (`cache_dir=`, `class_names=`, `num_train=`, `image_size=`, ...).
+
+    Example:
+        >>> ds = build_dataset("shapes", split="train", num_train=64, image_size=64)
+        >>> ds.features["labels"].feature.names[:3]
+        ['background', 'disc', 'square']
+    """
+    if name not in DATASET_BUILDERS:
+        raise ValueError(f"Unknown dataset {name!r}; choose one of {sorted(DATASET_BUILDERS)}.")
+    return DATASET_BUILDERS[name](root=root, split=split, **kwargs)
+
+
+def class_names_of(dataset) -> list[str]:
+    """Class names (background first) of a dataset or dataset dict built by this package."""
+    if isinstance(dataset, (datasets.DatasetDict, dict)):
+        dataset = next(iter(dataset.values()))
+    return list(dataset.features["labels"].feature.names)
+
+
+__all__ = [
+    "COCO_CLASSES",
+    "DATASET_BUILDERS",
+    "SHAPE_NAMES",
+    "AugmentationConfig",
+    "EvalTransform",
+    "SegmentationAugmentation",
+    "ShapesConfig",
+    "TrainTransform",
+    "WeakSegmentationCollator",
+    "build_dataset",
+    "class_names_of",
+    "find_voc_dir",
+    "labels_to_multi_hot",
+    "load_coco",
+    "load_hub_dataset",
+    "load_shapes",
+    "load_tagged_images",
+    "load_voc",
+    "make_shapes_dataset",
+    "paint_coco_masks",
+    "read_tag_file",
+    "render_shapes_sample",
+    "resize_mask",
+    "write_shapes_voc",
+]

@@ -1,0 +1,192 @@
+# Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
+"""Your own images with image-level tags (no masks): a folder of images plus a CSV, JSON or JSON-lines file.
+
+Tag file formats (the file is `tags=`, or the first of `tags.csv`, `tags.json`, `tags.jsonl`, `metadata.csv`,
+`metadata.jsonl`, `labels.csv`, `labels.json` found in the image folder):
+
+* CSV with a header: a file column (`file_name`, `filename`, `image`, `file`, `path` or `id`) and
+    - a tags column (`tags`, `labels`, `classes` or `label`) holding names separated by `;`, `|` or `,`
+      (`separator=` to choose), e.g. `cat_01.jpg,"cat;sofa"`; or
+    - one column per class holding 0/1 (`file_name,cat,dog,sofa` / `cat_01.jpg,1,0,1`).
+* JSON: `{"cat_01.jpg": ["cat", "sofa"], ...}` or `[{"file_name": "cat_01.jpg", "tags": ["cat", "sofa"]}, ...]`.
+* JSON lines (`.jsonl`, as `datasets`' imagefolder `metadata.jsonl`): one `{"file_name": ..., "tags": [...]}` a line.
+
+File names are relative to the image folder (sub-folders allowed); the id is that path without its extension.
+Class names are `class_names=` (background is prepended when missing), else `background` + the sorted set of tags.
+A tag `background` is accepted and ignored: the background is always class 0.
+
+Bad input: a missing folder, tag file or listed image -> `FileNotFoundError` naming the path; a file name with
+`..` or an absolute path, a duplicated file name, a tag not in `class_names=`, or a tag file in none of the formats
+above -> `ValueError` naming the file (and row); an image with no tag -> kept as a background-only example
+(`drop_background_only=True` leaves it out); corrupt images -> skipped, one warning; odd modes -> converted.
+Images in the folder that the tag file does not list are not loaded.
+"""
+
+import csv
+import json
+import os
+import re
+from collections.abc import Sequence
+
+import datasets
+
+from ._common import BACKGROUND, as_splits, build_from_records, check_class_names, check_relative_id, check_root
+
+
+TAG_FILES = ("tags.csv", "tags.json", "tags.jsonl", "metadata.csv", "metadata.jsonl", "labels.csv", "labels.json")
+FILE_COLUMNS = ("file_name", "filename", "image", "file", "path", "id")
+TAG_COLUMNS = ("tags", "labels", "classes", "label")
+TRUE_VALUES = {"1", "1.0", "true", "yes", "y", "x"}
+FALSE_VALUES = {"", "0", "0.0", "false", "no", "n"}
+
+
+def _split_tags(value, separator: str | None) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(tag).strip() for tag in value if str(tag).strip()]
+    pattern = re.escape(separator) if separator else r"[;|,]"
+    return [tag.strip() for tag in re.split(pattern, str(value)) if tag.strip()]
+
+
+def _pick(columns: Sequence[str], candidates: Sequence[str]) -> str | None:
+    lowered = {column.strip().lower(): column for column in columns}
+    for candidate in candidates:
+        if candidate in lowered:
+            return lowered[candidate]
+    return None
+
+
+def _read_csv(path: str, separator: str | None) -> list[tuple[str, list[str], str]]:
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        file_column = _pick(columns, FILE_COLUMNS)
+        if file_column is None:
+            raise ValueError(f"{path}: no file column; name one of {list(FILE_COLUMNS)} in the header.")
+        tag_column = _pick(columns, TAG_COLUMNS)
+        class_columns = [c for c in columns if c != file_column] if tag_column is None else []
+        rows = []
+        for number, row in enumerate(reader, start=2):
+            where = f"{path}, line {number}"
+            if tag_column is not None:
+                tags = _split_tags(row.get(tag_column), separator)
+            else:
+                tags = []
+                for column in class_columns:
+                    value = (row.get(column) or "").strip().lower()
+                    if value in TRUE_VALUES:
+                        tags.append(column.strip())
+                    elif value not in FALSE_VALUES:
+                        raise ValueError(f"{where}: column {column!r} must be 0/1, got {row.get(column)!r}.")
+            rows.append(((row.get(file_column) or "").strip(), tags, where))
+    return rows
+
+
+def _read_json(path: str, separator: str | None) -> list[tuple[str, list[str], str]]:
+    with open(path, encoding="utf-8") as handle:
+        if path.lower().endswith(".jsonl"):
+            entries = [json.loads(line) for line in handle if line.strip()]
+        else:
+            entries = json.load(handle)
+    if isinstance(entries, dict):
+        return [(str(name), _split_tags(tags, separator), f"{path}, key {name!r}") for name, tags in entries.items()]
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected an object file -> tags or a list of objects, got {type(entries).__name__}.")
+    rows = []
+    for number, entry in enumerate(entries, start=1):
+        where = f"{path}, entry {number}"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: expected an object with a file name and tags.")
+        file_key, tag_key = _pick(list(entry), FILE_COLUMNS), _pick(list(entry), TAG_COLUMNS)
+        if file_key is None:
+            raise ValueError(f"{where}: no file name key; use one of {list(FILE_COLUMNS)}.")
+        rows.append((str(entry[file_key]).strip(), _split_tags(entry.get(tag_key) if tag_key else None, separator), where))
+    return rows
+
+
+def read_tag_file(path: str, separator: str | None = None) -> list[tuple[str, list[str], str]]:
+    """Rows `(file name, tags, "file, line/entry")` of a CSV, JSON or JSON-lines tag file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Tag file not found: {path}")
+    if path.lower().endswith(".csv"):
+        return _read_csv(path, separator)
+    if path.lower().endswith((".json", ".jsonl")):
+        return _read_json(path, separator)
+    raise ValueError(f"{path}: tag files must end in .csv, .json or .jsonl.")
+
+
+def load_tagged_images(
+    image_dir: str,
+    tags: str | None = None,
+    *,
+    class_names: Sequence[str] | None = None,
+    split: str = "train",
+    separator: str | None = None,
+    drop_background_only: bool = False,
+    cache_dir: str | None = None,
+    num_proc: int | None = None,
+) -> datasets.Dataset:
+    """Loads a folder of images with image-level tags (no masks) as a `datasets.Dataset`.
+
+    Args:
+        image_dir: the folder of images.
+        tags: the tag file (CSV, JSON or JSONL; see the module docstring); default: looked up in `image_dir`.
+        class_names: the classes, background first or not (it is prepended); default: the sorted set of tags.
+        split: a name for the split (for the cache and messages only).
+        separator: the tag separator inside a CSV cell or a JSON string (default any of `;`, `|`, `,`).
+        drop_background_only: leave out images without tags.
+        cache_dir, num_proc: Arrow cache folder; processes used to validate images at build time.
+
+    Returns:
+        Columns `image`, `labels` (`List(ClassLabel)`, background first and always present), `id`. No `mask`.
+    """
+    image_dir = check_root(image_dir)
+    if tags is None:
+        found = [os.path.join(image_dir, name) for name in TAG_FILES if os.path.isfile(os.path.join(image_dir, name))]
+        if not found:
+            raise FileNotFoundError(f"No tag file in {image_dir}: pass tags= or add one of {list(TAG_FILES)}.")
+        tags = found[0]
+    rows = read_tag_file(tags, separator)
+    if not rows:
+        raise ValueError(f"{tags} lists no images.")
+    all_tags = sorted({tag for _, row_tags, _ in rows for tag in row_tags if tag != BACKGROUND})
+    if class_names is None:
+        names = (BACKGROUND, *all_tags)
+    else:
+        names = tuple(class_names)
+        names = names if names and names[0] == BACKGROUND else (BACKGROUND, *names)
+    names = check_class_names(names, f"class names for {tags}")
+    index = {name: i for i, name in enumerate(names)}
+    records, seen = [], {}
+    for file_name, row_tags, where in rows:
+        if not file_name:
+            raise ValueError(f"{where}: empty file name.")
+        check_relative_id(file_name, where)
+        if file_name in seen:
+            raise ValueError(f"{where}: {file_name!r} is listed twice (first at {seen[file_name]}).")
+        seen[file_name] = where
+        unknown = [tag for tag in row_tags if tag != BACKGROUND and tag not in index]
+        if unknown:
+            raise ValueError(f"{where}: tags {unknown} are not among the classes {list(names)}.")
+        labels = sorted({0, *(index[tag] for tag in row_tags if tag != BACKGROUND)})
+        path = os.path.join(image_dir, file_name)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Image not found ({where}): {path}")
+        item_id = os.path.splitext(file_name.replace("\\", "/"))[0]
+        records.append({"id": item_id, "image": path, "mask": None, "labels": labels})
+    splits, _ = as_splits(split)
+    return build_from_records(
+        records,
+        names,
+        with_mask=False,
+        source=f"tagged images of {image_dir} ({tags})",
+        split=splits[0],
+        cache_dir=cache_dir,
+        num_proc=num_proc,
+        drop_background_only=drop_background_only,
+        extra_files=[tags],
+    )
+
+
+__all__ = ["load_tagged_images", "read_tag_file"]

@@ -1,0 +1,320 @@
+# Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
+"""Training and evaluation transforms (applied lazily with `ds.with_transform`) and the batch collator.
+
+Pipeline of `TrainTransform` (ViT-PCM, SPEC section 2), on a batch of rows of any loader of this package:
+
+    decode -> to_rgb_array -> resize_and_normalize(mean=0, std=1)    # the package's one resize, to [0, 1]
+           -> colour jitter -> grayscale -> flip LR -> flip UD -> transpose
+           -> round to uint8 -> resize_and_normalize(mean, std)      # the package's one normalisation
+
+so resizing and normalisation stay in `cpfcte_hf.image_processing_cpfcte.resize_and_normalize`, as in the image
+processor, the pipeline and pseudo-labelling. Like ViT-PCM, the augmentation runs after the resize to the training
+resolution, on the whole batch at once.
+
+Colour jitter uses `kornia.enhance` with ViT-PCM's fixed order and its TensorFlow semantics where kornia has
+them: brightness adds a delta in [-0.2, 0.2] (on images in [0, 1]), saturation scales the HSV saturation by
+[0.5, 1.5], hue shifts by [-0.1, 0.1] of the hue circle; contrast blends with the grey mean by a factor in
+[0.5, 2] (torchvision's formula; TensorFlow uses the per-channel mean). Flips and the transpose are exact tensor
+ops written here (kornia has no transpose), drawn once per image and applied to the image and its mask alike.
+
+Output of both transforms, per row: `pixel_values` (3, H, W) float32, `labels` (C,) float32 multi-hot with the
+background (index 0) always set, `id` (str), and `masks` (H, W) int64 (class ids, 255 = ignore) when asked for and
+the dataset has masks: resized with NEAREST to the same H, W; a row without a mask gets an all-255 mask.
+`WeakSegmentationCollator` stacks rows into a batch and leaves `id` out unless `return_ids=True`.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from kornia.color import rgb_to_grayscale
+from kornia.enhance import adjust_brightness, adjust_contrast_with_mean_subtraction, adjust_hue, adjust_saturation
+from PIL import Image
+
+from ..image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, resize_and_normalize, to_rgb_array
+from ._common import IGNORE_INDEX
+
+
+DEFAULT_SIZE = (384, 384)
+
+
+@dataclass
+class AugmentationConfig:
+    """ViT-PCM's training augmentation (SPEC section 2). Set a probability to 0 to switch a step off.
+
+    Attributes:
+        brightness: additive delta drawn from [-brightness, brightness] (images in [0, 1]).
+        contrast: contrast factor range (1 = unchanged).
+        saturation: saturation factor range (1 = unchanged).
+        hue: hue shift drawn from [-hue, hue], in turns of the hue circle (at most 0.5).
+        colour_jitter_p: probability that an image gets the colour jitter (ViT-PCM: always).
+        grayscale_p: probability of converting to grey (3 equal channels).
+        hflip_p, vflip_p: probabilities of a left-right and an up-down flip.
+        transpose_p: probability of swapping height and width (needs a square training size).
+    """
+
+    brightness: float = 0.2
+    contrast: tuple[float, float] = (0.5, 2.0)
+    saturation: tuple[float, float] = (0.5, 1.5)
+    hue: float = 0.1
+    colour_jitter_p: float = 1.0
+    grayscale_p: float = 0.1
+    hflip_p: float = 0.5
+    vflip_p: float = 0.5
+    transpose_p: float = 0.5
+
+    def __post_init__(self):
+        self.contrast = tuple(self.contrast)
+        self.saturation = tuple(self.saturation)
+        if not 0 <= self.hue <= 0.5:
+            raise ValueError(f"hue must be in [0, 0.5], got {self.hue}.")
+        if self.brightness < 0 or min(self.contrast) < 0 or min(self.saturation) < 0:
+            raise ValueError("brightness, contrast and saturation must be non-negative.")
+        for name in ("colour_jitter_p", "grayscale_p", "hflip_p", "vflip_p", "transpose_p"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be a probability, got {getattr(self, name)}.")
+
+
+def _uniform(low: float, high: float, count: int) -> torch.Tensor:
+    return low + (high - low) * torch.rand(count)
+
+
+class SegmentationAugmentation:
+    """Applies `AugmentationConfig` to a batch: `(images (B,3,H,W) in [0,1], masks (B,H,W) | None)` -> same.
+
+    Random draws use torch's global generator, which `torch.utils.data.DataLoader` seeds differently in every
+    worker; call `torch.manual_seed` for a reproducible sequence in the main process.
+    """
+
+    def __init__(self, config: AugmentationConfig | None = None):
+        self.config = config or AugmentationConfig()
+
+    def __call__(self, images: torch.Tensor, masks: torch.Tensor | None = None):
+        config = self.config
+        count = images.shape[0]
+        images = images.clamp(0, 1)
+        jitter = torch.rand(count) < config.colour_jitter_p
+        if jitter.any():
+            brightness = torch.where(jitter, _uniform(-config.brightness, config.brightness, count), 0.0)
+            contrast = torch.where(jitter, _uniform(*config.contrast, count), 1.0)
+            saturation = torch.where(jitter, _uniform(*config.saturation, count), 1.0)
+            hue = torch.where(jitter, _uniform(-config.hue, config.hue, count), 0.0)
+            images = adjust_brightness(images, brightness).clamp(0, 1)
+            images = adjust_contrast_with_mean_subtraction(images, contrast).clamp(0, 1)
+            images = adjust_saturation(images, saturation).clamp(0, 1)
+            images = adjust_hue(images, hue * 2 * torch.pi).clamp(0, 1)
+        grey = torch.rand(count) < config.grayscale_p
+        if grey.any():
+            images = torch.where(grey[:, None, None, None], rgb_to_grayscale(images).expand_as(images), images)
+        images, masks = self._geometric(images, masks)
+        return images.contiguous(), None if masks is None else masks.contiguous()
+
+    def _geometric(self, images, masks):
+        config = self.config
+        count = images.shape[0]
+        steps = (
+            (config.hflip_p, lambda x: x.flip(-1)),
+            (config.vflip_p, lambda x: x.flip(-2)),
+            (config.transpose_p, lambda x: x.transpose(-1, -2)),
+        )
+        for step, (probability, operation) in enumerate(steps):
+            chosen = torch.rand(count) < probability
+            if not chosen.any():
+                continue
+            if step == 2 and images.shape[-1] != images.shape[-2]:
+                raise ValueError(f"transpose needs square images, got {tuple(images.shape[-2:])}; set transpose_p=0.")
+            images = images.clone()
+            images[chosen] = operation(images[chosen])
+            if masks is not None:
+                masks = masks.clone()
+                masks[chosen] = operation(masks[chosen])
+        return images, masks
+
+
+def labels_to_multi_hot(labels: Sequence[Sequence[int]], num_labels: int) -> torch.Tensor:
+    """Lists of class ids -> `(B, num_labels)` float32 multi-hot; background (0) is always set."""
+    multi_hot = torch.zeros(len(labels), num_labels, dtype=torch.float32)
+    multi_hot[:, 0] = 1.0
+    for row, ids in enumerate(labels):
+        ids = [int(i) for i in ids]
+        if any(not 0 <= i < num_labels for i in ids):
+            raise ValueError(f"Label ids {ids} out of range for {num_labels} classes.")
+        multi_hot[row, ids] = 1.0
+    return multi_hot
+
+
+def resize_mask(mask, size: tuple[int, int]) -> np.ndarray:
+    """A mask (PIL image of class ids, or array) -> `(H, W)` uint8 resized with NEAREST to `size = (H, W)`."""
+    array = np.asarray(mask)
+    if array.ndim != 2:
+        raise ValueError(f"A mask must have one channel, got shape {array.shape}.")
+    array = array.astype(np.uint8)
+    if array.shape != tuple(size):
+        array = np.asarray(Image.fromarray(array, mode="L").resize((size[1], size[0]), resample=Image.NEAREST))
+    return array
+
+
+def _resolve_size(size, image_processor) -> tuple[int, int]:
+    if size is None and image_processor is not None:
+        processor_size = image_processor.size
+        size = (processor_size["height"], processor_size["width"])
+    if size is None:
+        return DEFAULT_SIZE
+    if isinstance(size, int):
+        return (size, size)
+    if isinstance(size, dict):
+        return (int(size["height"]), int(size["width"]))
+    height, width = size
+    return (int(height), int(width))
+
+
+class _SegmentationTransform:
+    def __init__(
+        self,
+        num_labels: int,
+        image_processor=None,
+        *,
+        size=None,
+        image_mean: Sequence[float] | None = None,
+        image_std: Sequence[float] | None = None,
+        resample=None,
+        with_masks: bool = False,
+    ):
+        if num_labels < 2:
+            raise ValueError(f"num_labels counts the background too and must be at least 2, got {num_labels}.")
+        self.num_labels = int(num_labels)
+        self.size = _resolve_size(size, image_processor)
+        processor_mean = getattr(image_processor, "image_mean", None) if image_processor is not None else None
+        processor_std = getattr(image_processor, "image_std", None) if image_processor is not None else None
+        self.image_mean = tuple(image_mean or processor_mean or VIT_PCM_MEAN)
+        self.image_std = tuple(image_std or processor_std or VIT_PCM_STD)
+        if resample is None and image_processor is not None:
+            resample = getattr(image_processor, "resample", None)
+        self.resample = Image.BILINEAR if resample is None else resample
+        self.with_masks = with_masks
+
+    @classmethod
+    def for_dataset(cls, dataset, image_processor=None, **kwargs):
+        """Builds the transform with `num_labels` read from `dataset.features["labels"]`."""
+        features = dataset.features if hasattr(dataset, "features") else next(iter(dataset.values())).features
+        return cls(features["labels"].feature.num_classes, image_processor, **kwargs)
+
+    def _rgb(self, batch) -> list[np.ndarray]:
+        return [to_rgb_array(image) for image in batch["image"]]
+
+    def _masks(self, batch) -> torch.Tensor | None:
+        if not self.with_masks or "mask" not in batch:
+            return None
+        masks = [
+            np.full(self.size, IGNORE_INDEX, np.uint8) if mask is None else resize_mask(mask, self.size)
+            for mask in batch["mask"]
+        ]
+        return torch.from_numpy(np.stack(masks)).long()
+
+    def _output(self, batch, pixel_values, masks) -> dict:
+        output = {
+            "pixel_values": pixel_values,
+            "labels": labels_to_multi_hot(batch["labels"], self.num_labels),
+        }
+        if "id" in batch:
+            output["id"] = list(batch["id"])
+        if masks is not None:
+            output["masks"] = masks
+        return output
+
+
+class EvalTransform(_SegmentationTransform):
+    """Resize + normalise (no augmentation); with `with_masks=True` (default) also the NEAREST-resized masks.
+
+    Use as `ds.with_transform(EvalTransform(num_labels, image_processor))` or `EvalTransform.for_dataset(ds, ...)`.
+    """
+
+    def __init__(self, num_labels: int, image_processor=None, *, with_masks: bool = True, **kwargs):
+        super().__init__(num_labels, image_processor, with_masks=with_masks, **kwargs)
+
+    def __call__(self, batch: dict) -> dict:
+        pixel_values = resize_and_normalize(self._rgb(batch), self.size, self.image_mean, self.image_std, self.resample)
+        return self._output(batch, pixel_values, self._masks(batch))
+
+
+class TrainTransform(_SegmentationTransform):
+    """Resize + ViT-PCM augmentation + normalise. Masks (off by default) get the same flips and transposes.
+
+    Args:
+        num_labels: C, background included (`ds.features["labels"].feature.num_classes`).
+        image_processor: a `CPFCTEImageProcessor` whose `size`, `image_mean`, `image_std`, `resample` are used.
+        size: `(height, width)`, an int, or `{"height", "width"}`; overrides the processor's (default 384x384).
+        augmentation: an `AugmentationConfig`; None for the defaults.
+        with_masks: also return `masks`, augmented like the images.
+    """
+
+    def __init__(
+        self,
+        num_labels: int,
+        image_processor=None,
+        *,
+        augmentation: AugmentationConfig | None = None,
+        with_masks: bool = False,
+        **kwargs,
+    ):
+        super().__init__(num_labels, image_processor, with_masks=with_masks, **kwargs)
+        self.augmentation = SegmentationAugmentation(augmentation)
+        if self.augmentation.config.transpose_p > 0 and self.size[0] != self.size[1]:
+            raise ValueError(f"transpose_p > 0 needs a square training size, got {self.size}.")
+
+    def __call__(self, batch: dict) -> dict:
+        unit = resize_and_normalize(self._rgb(batch), self.size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), self.resample)
+        augmented, masks = self.augmentation(unit, self._masks(batch))
+        as_uint8 = (augmented * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        pixel_values = resize_and_normalize(list(as_uint8), self.size, self.image_mean, self.image_std)
+        return self._output(batch, pixel_values, masks)
+
+
+class WeakSegmentationCollator:
+    """Stacks transformed rows into a model batch.
+
+    Returns `{"pixel_values": (B,3,H,W) float32, "labels": (B,C) float32}` plus `"masks": (B,H,W) int64` when the
+    rows carry masks (eval transform) and `"ids": list[str]` when `return_ids=True`. Rows whose `labels` are still
+    lists of class ids are turned into multi-hot vectors (then `num_labels` is required).
+
+    The model's `forward` takes only `pixel_values` and `labels`: a trainer must pop `masks` and `ids` first.
+    """
+
+    def __init__(self, num_labels: int | None = None, return_ids: bool = False, return_masks: bool = True):
+        self.num_labels = num_labels
+        self.return_ids = return_ids
+        self.return_masks = return_masks
+
+    def __call__(self, examples: Sequence[dict]) -> dict:
+        if not examples:
+            raise ValueError("Cannot collate an empty list of examples.")
+        if "pixel_values" not in examples[0]:
+            raise KeyError(
+                "Examples have no 'pixel_values': apply TrainTransform or EvalTransform first, e.g. "
+                "`ds.with_transform(TrainTransform.for_dataset(ds, image_processor))`."
+            )
+        batch = {"pixel_values": torch.stack([torch.as_tensor(e["pixel_values"]) for e in examples]).float()}
+        labels = [e["labels"] for e in examples]
+        if isinstance(labels[0], torch.Tensor) and labels[0].dtype.is_floating_point:
+            batch["labels"] = torch.stack(labels).float()
+        else:
+            if self.num_labels is None:
+                raise ValueError("Rows carry label ids, not multi-hot vectors: pass num_labels to the collator.")
+            batch["labels"] = labels_to_multi_hot(labels, self.num_labels)
+        if self.return_masks and all("masks" in e for e in examples):
+            batch["masks"] = torch.stack([torch.as_tensor(e["masks"]) for e in examples]).long()
+        if self.return_ids:
+            batch["ids"] = [e.get("id") for e in examples]
+        return batch
+
+
+__all__ = [
+    "AugmentationConfig",
+    "EvalTransform",
+    "SegmentationAugmentation",
+    "TrainTransform",
+    "WeakSegmentationCollator",
+    "labels_to_multi_hot",
+    "resize_mask",
+]

@@ -1,0 +1,193 @@
+# Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
+"""PASCAL VOC 2012 (+ SBD) from the standard layout, as `datasets` objects (SPEC section 6).
+
+Layout read (`root` may be the folder holding `VOCdevkit/`, `VOCdevkit/` itself, or the `VOC2012/` folder)::
+
+    VOC2012/JPEGImages/<id>.jpg                    (.jpeg / .png accepted too)
+    VOC2012/SegmentationClassAug/<id>.png          palette or grey index PNG, 255 = ignore (preferred)
+    VOC2012/SegmentationClass/<id>.png             used when there is no SegmentationClassAug/
+    VOC2012/ImageSets/Segmentation/<split>.txt     one id per line; `train_aug` is also found as `trainaug.txt`
+    VOC2012/class_names.txt                        optional: one name per line, background first
+    VOC2012/cls_labels_onehot.npy                  optional (or pass `cls_labels=`): AFA/ToCo dict id -> float[C-1]
+
+The same loader reads the procedural set written by `scripts/make_shapes.py` (its `class_names.txt` carries the
+class list), and any custom data put in this layout.
+
+Image-level labels come from `cls_labels` where given, else from the mask's values (255 ignored). Background (0)
+is always in `labels`.
+
+What happens with bad input (decided per case; everything is checked when the dataset is built, never inside a
+DataLoader worker):
+
+* missing root, split file, image, or class-label file: `FileNotFoundError` naming the path;
+* a mask missing for an id: `FileNotFoundError` naming the path, unless labels come from `cls_labels` (then the
+  row has no mask, `mask` is None, and the eval transform gives it an all-ignore mask);
+* an id with `..` or an absolute path in the split file: `ValueError` naming the file and line (the whole load
+  is refused: a split file like that is wrong, or hostile);
+* a corrupt or truncated image, a mask whose size differs from its image, a mask with values outside 0..C-1 and
+  255, or a colour-coded (RGB) mask: the item is skipped, and all skipped items are reported in one warning;
+  if nothing is left, `ValueError`;
+* CMYK, RGBA, grayscale, palette and 16-bit images: kept, converted to RGB by `to_rgb_array` in the transforms
+  (alpha dropped, grey repeated, 16 bits scaled to 8);
+* an image with no foreground label: kept, with `labels == [0]` (a valid negative example);
+  `drop_background_only=True` leaves such images out (reported at INFO level).
+"""
+
+import os
+from collections.abc import Sequence
+
+import datasets
+
+from ..configuration_cpfcte import VOC_CLASSES
+from ._common import (
+    as_splits,
+    build_from_records,
+    check_class_names,
+    check_root,
+    find_file,
+    load_cls_labels,
+    read_class_names,
+    read_id_list,
+)
+
+
+SPLIT_ALIASES = {"train_aug": ("train_aug", "trainaug"), "trainaug": ("trainaug", "train_aug")}
+CLASS_NAMES_FILE = "class_names.txt"
+CLS_LABELS_FILE = "cls_labels_onehot.npy"
+
+
+def find_voc_dir(root: str) -> str:
+    """The folder holding `JPEGImages/`: `root`, `root/VOC2012` or `root/VOCdevkit/VOC2012`."""
+    root = check_root(root)
+    for candidate in (root, os.path.join(root, "VOC2012"), os.path.join(root, "VOCdevkit", "VOC2012")):
+        if os.path.isdir(os.path.join(candidate, "JPEGImages")):
+            return candidate
+    raise FileNotFoundError(
+        f"No VOC layout under {root}: expected JPEGImages/ in it, in VOC2012/ or in VOCdevkit/VOC2012/."
+    )
+
+
+def voc_split_file(voc_dir: str, split: str) -> str:
+    """Path of the split list; `split` may also be a path to a list file."""
+    if split.endswith(".txt") and os.path.isfile(split):
+        return split
+    list_dir = os.path.join(voc_dir, "ImageSets", "Segmentation")
+    tried = [os.path.join(list_dir, f"{name}.txt") for name in SPLIT_ALIASES.get(split, (split,))]
+    for path in tried:
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"Split file not found: {' or '.join(tried)}")
+
+
+def _mask_dir(voc_dir: str, mask_dir) -> str | None:
+    if mask_dir is None:
+        return None
+    if mask_dir != "auto":
+        path = mask_dir if os.path.isabs(mask_dir) else os.path.join(voc_dir, mask_dir)
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"Mask directory not found: {path}")
+        return path
+    for name in ("SegmentationClassAug", "SegmentationClass"):
+        path = os.path.join(voc_dir, name)
+        if os.path.isdir(path):
+            return path
+    return None
+
+
+def voc_class_names(root: str, class_names: Sequence[str] | None = None) -> tuple[str, ...]:
+    """`class_names` if given, else `class_names.txt` of the layout if present, else the 21 VOC classes."""
+    if class_names is not None:
+        return check_class_names(class_names)
+    voc_dir = find_voc_dir(root)
+    for folder in (voc_dir, check_root(root)):
+        path = os.path.join(folder, CLASS_NAMES_FILE)
+        if os.path.isfile(path):
+            return read_class_names(path)
+    return tuple(VOC_CLASSES)
+
+
+def load_voc(
+    root: str,
+    split: str | Sequence[str] = "train_aug",
+    *,
+    class_names: Sequence[str] | None = None,
+    cls_labels: str | bool | None = None,
+    mask_dir: str | None = "auto",
+    drop_background_only: bool = False,
+    cache_dir: str | None = None,
+    num_proc: int | None = None,
+) -> datasets.Dataset | datasets.DatasetDict:
+    """Loads VOC-layout data as a `datasets.Dataset` (one split) or `DatasetDict` (a list of splits).
+
+    Args:
+        root: the dataset folder (see the module docstring for what it may point at).
+        split: `"train_aug"` (alias `"trainaug"`), `"train"`, `"val"`, any list name under
+            `ImageSets/Segmentation/`, a path to a list file, or a list of those.
+        class_names: class names, background first; default `class_names.txt` of the layout, else VOC's 21.
+        cls_labels: path to an AFA/ToCo `cls_labels_onehot.npy`; None looks for one in the VOC folder; False
+            never uses one (labels then come from the masks).
+        mask_dir: `"auto"` (SegmentationClassAug, else SegmentationClass), a folder name or path, or None for
+            no masks (then labels must come from `cls_labels`).
+        drop_background_only: leave out images whose labels are only the background.
+        cache_dir: Arrow cache folder (default: the `datasets` cache).
+        num_proc: processes used to validate the files at build time.
+
+    Returns:
+        Columns `image`, `mask` (when masks exist), `labels` (`List(ClassLabel)`), `id`.
+    """
+    voc_dir = find_voc_dir(root)
+    names = voc_class_names(root, class_names)
+    extra_files = [p for p in (os.path.join(voc_dir, CLASS_NAMES_FILE),) if class_names is None and os.path.isfile(p)]
+    if cls_labels is None:
+        candidate = os.path.join(voc_dir, CLS_LABELS_FILE)
+        cls_labels = candidate if os.path.isfile(candidate) else False
+    label_table = load_cls_labels(cls_labels, len(names)) if cls_labels else None
+    if cls_labels:
+        extra_files.append(cls_labels)
+    masks = _mask_dir(voc_dir, mask_dir)
+    if masks is None and label_table is None:
+        raise FileNotFoundError(
+            f"No masks under {voc_dir} (SegmentationClassAug/ or SegmentationClass/) and no cls_labels file: "
+            "image-level labels cannot be derived."
+        )
+    splits, as_dict = as_splits(split)
+    result = {}
+    for split_name in splits:
+        list_file = voc_split_file(voc_dir, split_name)
+        records = []
+        for item_id in read_id_list(list_file):
+            image = find_file(os.path.join(voc_dir, "JPEGImages"), item_id, (".jpg", ".jpeg", ".png"))
+            if image is None:
+                raise FileNotFoundError(
+                    f"Image not found for id {item_id!r} (listed in {list_file}): "
+                    f"{os.path.join(voc_dir, 'JPEGImages', item_id + '.jpg')}"
+                )
+            labels = None
+            if label_table is not None:
+                labels = label_table.get(item_id)
+            mask = None
+            if masks is not None:
+                mask = os.path.join(masks, item_id + ".png")
+                if not os.path.isfile(mask):
+                    if labels is None:
+                        raise FileNotFoundError(f"Mask not found for id {item_id!r} (listed in {list_file}): {mask}")
+                    mask = None
+            if mask is None and labels is None:
+                raise ValueError(f"Id {item_id!r} of {list_file} is neither in {cls_labels} nor has a mask.")
+            records.append({"id": item_id, "image": image, "mask": mask, "labels": labels})
+        name = os.path.splitext(os.path.basename(split_name))[0] if split_name.endswith(".txt") else split_name
+        result[name] = build_from_records(
+            records,
+            names,
+            with_mask=masks is not None,
+            source=f"VOC split {name!r} of {voc_dir}",
+            split=name,
+            cache_dir=cache_dir,
+            num_proc=num_proc,
+            drop_background_only=drop_background_only,
+            extra_files=[list_file, *extra_files],
+        )
+    return datasets.DatasetDict(result) if as_dict else next(iter(result.values()))
+
+
+__all__ = ["find_voc_dir", "load_voc", "voc_class_names", "voc_split_file"]
