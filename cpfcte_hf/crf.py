@@ -129,7 +129,8 @@ def dense_crf(
     crf.addPairwiseBilateral(
         sxy=config.bilateral_sxy,
         srgb=config.bilateral_srgb,
-        rgbim=np.ascontiguousarray(image, dtype=np.uint8),
+        # pydensecrf's memoryview refuses read-only buffers (e.g. `np.asarray(pil_image)`): "W" copies those.
+        rgbim=np.require(image, dtype=np.uint8, requirements=["C", "W"]),
         compat=config.bilateral_compat,
     )
     marginals = np.asarray(crf.inference(int(config.iterations)), dtype=np.float32).reshape(len(classes), height, width)

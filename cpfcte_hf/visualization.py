@@ -162,12 +162,12 @@ def save_overlay_panels(
     masks: Mapping[str, np.ndarray | None],
     class_names: Sequence[str] | None = None,
     title: str | None = None,
-    alpha: float = 0.6,
+    alpha: float | None = None,
 ) -> str:
     """
-    Saves a row of panels as PNG (atomically): the image, then each mask blended over it (e.g.
-    `{"ground truth": gt, "BPM": bpm, "CRF": crf}`), with a legend of the classes that appear.
-    `None` masks are drawn as an empty panel titled "missing".
+    Saves a row of panels as PNG (atomically): the image, then each mask (e.g.
+    `{"ground truth": gt, "BPM": bpm, "CRF": crf}`) in VOC colours, or blended over the image with weight `alpha`,
+    with a legend of the classes that appear. `None` masks are drawn as an empty panel titled "missing".
     """
     image = np.asarray(image, dtype=np.uint8)
     panels = [("image", image)]
@@ -178,7 +178,9 @@ def save_overlay_panels(
             continue
         mask = _as_mask(mask)
         present.update(int(v) for v in np.unique(mask))
-        panels.append((name, overlay_mask(image, mask, alpha)))
+        if mask.shape != image.shape[:2]:
+            raise ValueError(f"Mask {name!r} is {mask.shape}, the image {image.shape[:2]}.")
+        panels.append((name, colorize_mask(mask) if alpha is None else overlay_mask(image, mask, alpha)))
 
     height, width = image.shape[:2]
     panel_width = 3.2

@@ -61,6 +61,14 @@ def test_dropping_empty_classes_gives_the_same_mask():
     np.testing.assert_allclose(fast.sum(0), 1.0, atol=1e-4)
 
 
+def test_read_only_inputs_are_accepted():
+    image, probabilities, _ = two_region_example(0)
+    expected = crf_mask(image, probabilities)
+    image.setflags(write=False)
+    probabilities.setflags(write=False)
+    np.testing.assert_array_equal(crf_mask(image, probabilities), expected)
+
+
 def test_single_class_and_zero_iterations():
     image, probabilities, _ = two_region_example(0)
     only_background = np.zeros_like(probabilities)

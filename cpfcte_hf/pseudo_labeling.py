@@ -1,0 +1,780 @@
+# Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
+"""Stage 1's product: a directory of pseudo-label masks for a dataset split, and a report of how good they are.
+
+`generate_pseudo_labels` runs SPEC section 3 over a `datasets.Dataset` (columns `image`, `labels`, `id`, optional
+`mask`; the schema of `cpfcte_hf.data`): high-resolution inference, class masking by the image-level labels,
+per-class max normalisation, bilinear upsampling, argmax (BPM), dense CRF over a process pool. It writes
+
+```
+OUT/
+  bpm/<id>.png                   baseline pseudo masks (argmax before the CRF), VOC palette PNG, values = class ids
+  crf/<id>.png                   CRF-refined masks (the pseudo-labels for stage 2); absent with crf=False
+  summary.json                   counts (written, already done, failed), failures with reasons, the settings used
+  report/                        only when the split has ground-truth masks (see `evaluate_predictions`)
+    metrics.json                 mIoU, pixel accuracy, per-class IoU for BPM and CRF
+    per_class_iou.csv            one row per class: id, name, ground-truth pixels, IoU per prediction set
+    per_class_iou.png            bar plot of the per-class IoU
+    overlays/<id>.png            image | ground truth | BPM | CRF panels for the first few images
+```
+
+Every PNG and report file is written to a temporary file in its folder and renamed into place, so a killed run
+leaves only complete files; a rerun skips the images whose masks exist and redoes the rest. Under
+`accelerate launch` (or `torchrun`) each process takes every N-th image and the confusion matrices are summed
+over processes before the report is written once.
+
+`evaluate_predictions` gives the same report for any directories of masks (`scripts/evaluate.py`).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+import io
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .crf import CRFPool, DenseCRFConfig, default_num_workers
+from .image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, to_rgb_array
+from .metrics import IGNORE_INDEX, SegmentationMetric
+from .pipelines import DEFAULT_INFERENCE_SIZE, check_image_size, multi_hot, predict_class_probabilities
+from .visualization import (
+    atomic_write_text,
+    plot_per_class_iou,
+    read_mask,
+    save_mask,
+    save_overlay_panels,
+)
+
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+@dataclass
+class PseudoLabelConfig:
+    """
+    Settings of a pseudo-labelling run.
+
+    Attributes:
+        size: inference resolution (square side, a multiple of the patch size after rounding), 960 as in ViT-PCM.
+        scales: multipliers of `size`; the views' probability maps are averaged (`(1.0,)` = single scale).
+        flip: also run the left-right flipped image and average.
+        use_image_labels: mask absent classes with the image-level labels and max-normalise each class
+            (training-set pseudo-labels). Off: every class competes (e.g. for images without tags).
+        crf: refine with the dense CRF and write `crf/`.
+        crf_config: CRF parameters (SPEC defaults).
+        crf_workers: CRF worker processes per process; `None` = the CPUs available divided by the number of
+            processes; 0 = serial in the main process.
+        batch_size: images per model call.
+        overwrite: recompute masks that already exist.
+        num_overlays: overlay panels written in the report.
+        progress: show a tqdm bar (main process only).
+    """
+
+    size: int = DEFAULT_INFERENCE_SIZE
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    use_image_labels: bool = True
+    crf: bool = True
+    crf_config: DenseCRFConfig = field(default_factory=DenseCRFConfig)
+    crf_workers: int | None = None
+    batch_size: int = 1
+    overwrite: bool = False
+    num_overlays: int = 4
+    progress: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.crf_config, Mapping):
+            self.crf_config = DenseCRFConfig(**self.crf_config)
+        self.scales = tuple(float(s) for s in self.scales)
+        if int(self.size) < 1 or not self.scales or min(self.scales) <= 0:
+            raise ValueError(f"`size` must be >= 1 and `scales` positive, got size={self.size}, scales={self.scales}.")
+        if int(self.batch_size) < 1:
+            raise ValueError(f"`batch_size` must be >= 1, got {self.batch_size}.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class OutputLayout:
+    """Where a run writes (see the module docstring)."""
+
+    root: Path
+
+    @property
+    def bpm_dir(self) -> Path:
+        return self.root / "bpm"
+
+    @property
+    def crf_dir(self) -> Path:
+        return self.root / "crf"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.root / "summary.json"
+
+
+@dataclass
+class Failure:
+    """One image that could not be processed: which, at what stage, why."""
+
+    id: str
+    stage: str
+    error: str
+
+
+@dataclass
+class PseudoLabelSummary:
+    """Counts of a run, over all processes."""
+
+    total: int = 0
+    written: int = 0
+    already_done: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    seconds: float = 0.0
+    written_per_process: list[int] = field(default_factory=list)
+    report: dict | None = None
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    def to_dict(self) -> dict:
+        return {
+            "total": self.total,
+            "written": self.written,
+            "already_done": self.already_done,
+            "failed": self.failed,
+            "failures": [asdict(f) for f in self.failures],
+            "seconds": round(self.seconds, 3),
+            "written_per_process": list(self.written_per_process),
+        }
+
+
+# ----------------------------------------------------------------------------------------------------- inputs
+
+
+def prepare_output_dir(path: str | os.PathLike, subdirectories: Sequence[str] = ()) -> Path:
+    """
+    Creates the output directory (and `subdirectories`) and checks it can be written.
+
+    Raises:
+        NotADirectoryError: `path` (or a parent) exists and is a file.
+        PermissionError: it cannot be written.
+    """
+    root = Path(path)
+    for candidate in [root, *root.parents]:
+        if candidate.exists() and not candidate.is_dir():
+            raise NotADirectoryError(f"Output directory {str(root)!r}: {str(candidate)!r} exists and is not a directory.")
+    for sub in ["", *subdirectories]:
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    if not os.access(root, os.W_OK):
+        raise PermissionError(f"Output directory {str(root)!r} is not writable.")
+    return root
+
+
+def load_model(model_name_or_path: str | os.PathLike, device: str | torch.device | None = None, **hub_kwargs):
+    """
+    Loads a CPF-CTE checkpoint (a local directory or a Hub id) and its image processor, in eval mode.
+
+    Raises:
+        FileNotFoundError: a local directory without `config.json` or without weights (the message names the
+            directory and the files looked for).
+    """
+    from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+
+    from .image_processing_cpfcte import CPFCTEImageProcessor
+
+    name = os.fspath(model_name_or_path)
+    if os.path.isdir(name):
+        if not os.path.isfile(os.path.join(name, "config.json")):
+            raise FileNotFoundError(f"Model directory {name!r} has no config.json: not a saved checkpoint.")
+        if not any(os.path.isfile(os.path.join(name, f)) for f in WEIGHT_FILES):
+            raise FileNotFoundError(
+                f"Model directory {name!r} has no weights (looked for {', '.join(WEIGHT_FILES)}). "
+                "Point --model at a directory written by `save_pretrained` / the trainer's best checkpoint."
+            )
+    elif os.path.exists(name):
+        raise NotADirectoryError(f"--model {name!r} is a file; give a checkpoint directory or a Hub id.")
+    try:
+        model = AutoModelForSemanticSegmentation.from_pretrained(name, **hub_kwargs)
+    except OSError as error:
+        raise OSError(f"Could not load a model from {name!r}: {error}") from error
+    try:
+        processor = AutoImageProcessor.from_pretrained(name, **hub_kwargs)
+    except (OSError, ValueError) as error:
+        logger.warning(f"No image processor in {name!r} ({error}); using CPFCTEImageProcessor defaults.")
+        processor = CPFCTEImageProcessor()
+    if device is not None:
+        model = model.to(device)
+    return model.eval(), processor
+
+
+def load_split(dataset: str, data_root: str | os.PathLike | None = None, split: str = "train", **kwargs):
+    """`cpfcte_hf.data.build_dataset(name=dataset, root=data_root, split=split, **kwargs)` (see `cpfcte_hf.data`)."""
+    from .data import build_dataset
+
+    return build_dataset(name=dataset, root=data_root, split=split, **kwargs)
+
+
+def dataset_class_names(dataset, fallback: Mapping[int, str] | None = None) -> list[str]:
+    """Class names from the `labels` (List(ClassLabel)) or `mask` feature, else from `fallback` (id2label)."""
+    features = getattr(dataset, "features", None) or {}
+    labels = features.get("labels")
+    names = getattr(getattr(labels, "feature", None), "names", None)
+    if names:
+        return list(names)
+    if fallback is not None:
+        return [str(fallback[i]) for i in sorted(int(k) for k in fallback)]
+    raise ValueError("The dataset has no `labels` ClassLabel names; pass `class_names`.")
+
+
+def _safe_id(image_id) -> str:
+    image_id = str(image_id)
+    if not image_id or image_id in (".", "..") or os.path.basename(image_id) != image_id or "\x00" in image_id:
+        raise ValueError(f"Image id {image_id!r} cannot be a file name.")
+    return image_id
+
+
+def _distributed_state():
+    """accelerate's PartialState when launched with several processes, else None (plain single process)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    # Without `cpu=True` on a machine without CUDA, PartialState ignores the launcher and every process believes
+    # it is alone (each would then do the whole split).
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+# ------------------------------------------------------------------------------------------------- generation
+
+
+def generate_pseudo_labels(
+    model,
+    dataset,
+    out_dir: str | os.PathLike,
+    config: PseudoLabelConfig | None = None,
+    image_processor=None,
+    class_names: Sequence[str] | None = None,
+    evaluate: bool | None = None,
+    dataset_name: str | None = None,
+    split: str | None = None,
+) -> PseudoLabelSummary:
+    """
+    Writes `bpm/<id>.png` (and `crf/<id>.png`) for every image of `dataset` under `out_dir`, then, when the
+    dataset has a `mask` column (and `evaluate` is not False), the report of `evaluate_predictions`.
+
+    Args:
+        model: a CPF-CTE model (`load_model`), on the device to use.
+        dataset: a `datasets.Dataset` with `image`, `id`, and `labels` (class ids; needed for class masking) and
+            optionally `mask` columns.
+        out_dir: output directory (created; must not be a file).
+        config: `PseudoLabelConfig`.
+        image_processor: supplies `image_mean` / `image_std` (ViT-PCM's 0.5 / 0.5 if `None`).
+        class_names: names of the C classes (default: the dataset's ClassLabel names, else the model's id2label).
+
+    Returns:
+        `PseudoLabelSummary` (over all processes; `report` holds the metrics when ground truth exists). Bad images
+        (unreadable, smaller than a patch, id unusable as a file name, labels outside the classes, CRF failure) are
+        logged with their id and counted in `failures`; the run goes on.
+    """
+    config = config or PseudoLabelConfig()
+    layout = OutputLayout(prepare_output_dir(out_dir, ["bpm"] + (["crf"] if config.crf else [])))
+    state = _distributed_state()
+    rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
+    is_main = rank == 0
+    started = time.perf_counter()
+
+    num_labels = model.config.num_labels
+    names = list(class_names) if class_names is not None else dataset_class_names(dataset, model.config.id2label)
+    if len(names) != num_labels:
+        raise ValueError(
+            f"The dataset has {len(names)} classes ({names[:5]}...) but the model predicts {num_labels} "
+            f"({[model.config.id2label[i] for i in range(min(5, num_labels))]}...): wrong model for this dataset?"
+        )
+    columns = set(dataset.column_names)
+    for required in ("image", "id"):
+        if required not in columns:
+            raise ValueError(f"The dataset needs an {required!r} column; it has {sorted(columns)}.")
+    use_labels = config.use_image_labels and "labels" in columns
+    if config.use_image_labels and not use_labels:
+        logger.warning("The dataset has no `labels` column: pseudo-labels are made without class masking.")
+
+    ids = [str(i) for i in dataset["id"]]
+    duplicates = [i for i, n in Counter(ids).items() if n > 1]
+    if duplicates:
+        raise ValueError(f"Image ids must be unique (they are file names); repeated: {sorted(duplicates)[:10]}.")
+
+    def done(image_id: str) -> bool:
+        if config.overwrite:
+            return False
+        if not (layout.bpm_dir / f"{image_id}.png").is_file():
+            return False
+        return not config.crf or (layout.crf_dir / f"{image_id}.png").is_file()
+
+    shard = list(range(rank, len(dataset), world))
+    todo = [i for i in shard if not done(ids[i])]
+    already_done = len(shard) - len(todo)
+    failures: list[Failure] = []
+    written = 0
+
+    mean = getattr(image_processor, "image_mean", None) or VIT_PCM_MEAN
+    std = getattr(image_processor, "image_std", None) or VIT_PCM_STD
+    crf_workers = config.crf_workers
+    if crf_workers is None:
+        crf_workers = max(1, default_num_workers() // world)
+    progress = _progress(len(shard), initial=already_done, enabled=config.progress and is_main, desc="pseudo-labels")
+
+    def record_failure(image_id: str, stage: str, error) -> None:
+        message = str(error) if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        logger.warning(f"[{image_id}] {stage} failed: {message}")
+        failures.append(Failure(image_id, stage, message))
+
+    def collect(results) -> int:
+        count = 0
+        for result in results:
+            if result.ok:
+                try:
+                    save_mask(result.mask, layout.crf_dir / f"{result.key}.png")
+                    count += 1
+                except OSError as error:
+                    record_failure(result.key, "write", error)
+            else:
+                record_failure(result.key, "crf", result.error)
+            progress.update(1)
+        return count
+
+    def run_model(items):
+        """[(id, rgb, labels)] -> [(item, (C, H, W) map)]; a failed batch is retried image by image."""
+        try:
+            labels = torch.stack([item[2] for item in items]) if use_labels else None
+            maps, _ = predict_class_probabilities(
+                model, [item[1] for item in items], labels, config.size, config.scales, config.flip, mean, std
+            )
+            return list(zip(items, maps))
+        except Exception as error:  # noqa: BLE001
+            if len(items) > 1:
+                return [pair for item in items for pair in run_model([item])]
+            record_failure(items[0][0], "model", error)
+            progress.update(1)
+            return []
+
+    pool_context = CRFPool(config.crf_config, num_workers=crf_workers) if config.crf else nullcontext()
+    with pool_context as pool:
+        for start in range(0, len(todo), config.batch_size):
+            batch = []
+            for index in todo[start : start + config.batch_size]:
+                image_id = ids[index]
+                try:
+                    _safe_id(image_id)
+                    row = dataset[index]
+                    rgb = to_rgb_array(row["image"])
+                    check_image_size(rgb, model.config.patch_size, name=f"Image {image_id!r}")
+                    labels = None
+                    if use_labels:
+                        labels = multi_hot(sorted({0, *(int(c) for c in row["labels"])}), num_labels)
+                    batch.append((image_id, rgb, labels))
+                except Exception as error:  # noqa: BLE001 - one bad image must not stop the split
+                    record_failure(image_id, "read", error)
+                    progress.update(1)
+            if not batch:
+                continue
+            for (image_id, rgb, _), probabilities in run_model(batch):
+                probabilities = probabilities.numpy()
+                try:
+                    save_mask(probabilities.argmax(axis=0).astype(np.uint8), layout.bpm_dir / f"{image_id}.png")
+                except OSError as error:
+                    record_failure(image_id, "write", error)
+                    progress.update(1)
+                    continue
+                if config.crf:
+                    pool.submit(image_id, rgb, probabilities)
+                else:
+                    written += 1
+                    progress.update(1)
+            if config.crf:
+                while pool.num_pending >= pool.max_pending:
+                    written += collect(pool.poll(block=True))
+                written += collect(pool.poll())
+        if config.crf:
+            written += collect(pool.drain())
+    progress.close()
+
+    summary = _gather_summary(state, len(dataset), written, already_done, failures)
+    summary.seconds = time.perf_counter() - started
+
+    if evaluate is None:
+        evaluate = "mask" in columns
+    if evaluate:
+        predictions = {"BPM": layout.bpm_dir}
+        if config.crf:
+            predictions["CRF"] = layout.crf_dir
+        summary.report = evaluate_predictions(
+            dataset,
+            predictions,
+            layout.report_dir,
+            class_names=names,
+            num_overlays=config.num_overlays,
+            dataset_name=dataset_name,
+            split=split,
+            progress=config.progress,
+        )
+    if is_main:
+        payload = {
+            **summary.to_dict(),
+            "dataset": dataset_name,
+            "split": split,
+            "model": getattr(model.config, "_name_or_path", None),
+            "num_processes": world,
+            "crf_workers_per_process": crf_workers if config.crf else 0,
+            "config": config.to_dict(),
+            "layout": {"bpm": "bpm/<id>.png", "crf": "crf/<id>.png" if config.crf else None, "report": "report/"},
+        }
+        atomic_write_text(layout.summary_path, json.dumps(payload, indent=2) + "\n")
+    return summary
+
+
+def _progress(total: int, initial: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit="img", dynamic_ncols=True)
+
+
+def _gather_summary(state, total, written, already_done, failures) -> PseudoLabelSummary:
+    if state is None:
+        return PseudoLabelSummary(
+            total=total, written=written, already_done=already_done, failures=list(failures), written_per_process=[written]
+        )
+    from accelerate.utils import gather_object
+
+    counts = gather_object([(written, already_done, [asdict(f) for f in failures])])
+    all_failures = [Failure(**f) for _, _, fs in counts for f in fs]
+    return PseudoLabelSummary(
+        total=total,
+        written=sum(c[0] for c in counts),
+        already_done=sum(c[1] for c in counts),
+        failures=all_failures,
+        written_per_process=[c[0] for c in counts],
+    )
+
+
+# ------------------------------------------------------------------------------------------------- evaluation
+
+
+def evaluate_predictions(
+    dataset,
+    predictions: Mapping[str, str | os.PathLike],
+    report_dir: str | os.PathLike | None,
+    class_names: Sequence[str] | None = None,
+    num_overlays: int = 4,
+    dataset_name: str | None = None,
+    split: str | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    progress: bool = True,
+) -> dict:
+    """
+    Scores directories of mask PNGs (`<dir>/<id>.png`, class ids, e.g. from `generate_pseudo_labels`, stage 2, or
+    any other method) against the dataset's `mask` column, over the whole split.
+
+    Args:
+        dataset: a `datasets.Dataset` with `id` and `mask` columns (and `image` for the overlays).
+        predictions: `{name: directory}`, e.g. `{"BPM": out/"bpm", "CRF": out/"crf"}`.
+        report_dir: where to write `metrics.json`, `per_class_iou.csv`, `per_class_iou.png`, `overlays/`
+            (`None`: compute only).
+        class_names: the C class names (default: the dataset's ClassLabel names).
+
+    Returns:
+        The content of `metrics.json`: per prediction set the mIoU, pixel accuracy, per-class IoU, and how many
+        images were scored, had no prediction file (`missing`) or could not be scored (`failed`, with reasons).
+        Under several processes each scores its share and the confusion matrices are summed.
+    """
+    names = list(class_names) if class_names is not None else dataset_class_names(dataset)
+    num_labels = len(names)
+    if "mask" not in dataset.column_names:
+        raise ValueError("The dataset has no `mask` column: there is no ground truth to evaluate against.")
+    predictions = {str(name): Path(directory) for name, directory in predictions.items()}
+    for name, directory in predictions.items():
+        if not directory.is_dir():
+            raise NotADirectoryError(f"Prediction directory {str(directory)!r} ({name}) does not exist or is not a directory.")
+
+    state = _distributed_state()
+    rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
+    metrics = {name: SegmentationMetric(num_labels, ignore_index) for name in predictions}
+    missing = {name: [] for name in predictions}
+    failed: dict[str, list[dict]] = {name: [] for name in predictions}
+    gt_failed: list[dict] = []
+
+    masks_only = dataset.select_columns([c for c in ("id", "mask") if c in dataset.column_names])
+    indices = list(range(rank, len(dataset), world))
+    progress = _progress(len(indices), 0, enabled=progress and rank == 0, desc="evaluate")
+    for index in indices:
+        row = masks_only[index]
+        image_id = str(row["id"])
+        progress.update(1)
+        if row["mask"] is None:
+            gt_failed.append({"id": image_id, "error": "no ground-truth mask"})
+            continue
+        try:
+            reference = _mask_array(row["mask"])
+        except Exception as error:  # noqa: BLE001
+            gt_failed.append({"id": image_id, "error": f"{type(error).__name__}: {error}"})
+            continue
+        for name, directory in predictions.items():
+            path = directory / f"{image_id}.png"
+            if not path.is_file():
+                missing[name].append(image_id)
+                continue
+            try:
+                prediction = read_mask(path)
+                metrics[name].update(prediction, reference)
+            except Exception as error:  # noqa: BLE001 - a bad file is reported, the rest is scored
+                failed[name].append({"id": image_id, "error": f"{path}: {error}"})
+    progress.close()
+
+    if state is not None:
+        from accelerate.utils import gather_object, reduce
+
+        for name, metric in metrics.items():
+            matrix = torch.from_numpy(metric.confusion_matrix).to(state.device)
+            count = torch.tensor([metric.num_images], device=state.device)
+            metric.load(reduce(matrix, reduction="sum").cpu().numpy(), int(reduce(count, reduction="sum").item()))
+        gathered = gather_object([(missing, failed, gt_failed)])
+        missing = {n: sorted(i for m, _, _ in gathered for i in m[n]) for n in predictions}
+        failed = {n: [f for _, fl, _ in gathered for f in fl[n]] for n in predictions}
+        gt_failed = [g for _, _, gl in gathered for g in gl]
+
+    report = {
+        "dataset": dataset_name,
+        "split": split,
+        "num_images": len(dataset),
+        "num_labels": num_labels,
+        "class_names": names,
+        "ignore_index": ignore_index,
+        "ground_truth_unreadable": gt_failed,
+        "predictions": {},
+    }
+    for name, metric in metrics.items():
+        scores = metric.compute()
+        report["predictions"][name] = {
+            "directory": str(predictions[name]),
+            "mean_iou": _finite(scores.mean_iou),
+            "pixel_accuracy": _finite(scores.pixel_accuracy),
+            "mean_accuracy": _finite(scores.mean_accuracy),
+            "num_scored": scores.num_images,
+            "num_missing": len(missing[name]),
+            "num_failed": len(failed[name]),
+            "missing_ids": missing[name][:50],
+            "failures": failed[name][:50],
+            "per_class": scores.per_class_table(names),
+        }
+        if missing[name] or failed[name]:
+            logger.warning(
+                f"{name}: {len(missing[name])} image(s) without a prediction in {predictions[name]}, "
+                f"{len(failed[name])} unreadable or of the wrong size; scored {scores.num_images}."
+            )
+
+    if rank == 0 and report_dir is not None:
+        write_report(report, report_dir)
+        if num_overlays > 0 and "image" in dataset.column_names:
+            _write_overlays(dataset, predictions, Path(report_dir) / "overlays", names, num_overlays)
+    return report
+
+
+def _mask_array(mask) -> np.ndarray:
+    if hasattr(mask, "mode"):  # PIL: palette and grey PNGs hold the class ids
+        if mask.mode not in ("P", "L", "I", "I;16"):
+            raise ValueError(f"ground-truth mask has mode {mask.mode!r}, not class ids")
+        return np.asarray(mask).astype(np.uint8)
+    array = np.asarray(mask)
+    if array.ndim != 2:
+        raise ValueError(f"ground-truth mask has shape {array.shape}, expected (H, W)")
+    return array
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def write_report(report: dict, report_dir: str | os.PathLike) -> None:
+    """Writes `metrics.json`, `per_class_iou.csv` and `per_class_iou.png` (each atomically) for `report`."""
+    report_dir = prepare_output_dir(report_dir)
+    atomic_write_text(report_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(report_dir / "per_class_iou.csv", report_csv(report))
+    names = report["class_names"]
+    series = {name: [row["iou"] for row in entry["per_class"]] for name, entry in report["predictions"].items()}
+    title = " ".join(str(v) for v in (report.get("dataset"), report.get("split")) if v) or None
+    plot_per_class_iou(report_dir / "per_class_iou.png", series, names, title=title)
+
+
+def report_csv(report: dict) -> str:
+    """Per-class table: `class_id,class_name,gt_pixels,<set>_iou...` and a final `mean` row (IoU in [0, 1])."""
+    sets = list(report["predictions"])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["class_id", "class_name", "gt_pixels", *[f"{s}_iou" for s in sets]])
+    first = report["predictions"][sets[0]]["per_class"] if sets else []
+    for i, name in enumerate(report["class_names"]):
+        values = [report["predictions"][s]["per_class"][i]["iou"] for s in sets]
+        gt_pixels = first[i]["gt_pixels"] if first else ""
+        writer.writerow([i, name, gt_pixels, *["" if v is None else f"{v:.6f}" for v in values]])
+    means = [report["predictions"][s]["mean_iou"] for s in sets]
+    writer.writerow(["", "mean", "", *["" if v is None else f"{v:.6f}" for v in means]])
+    return buffer.getvalue()
+
+
+def format_report(report: dict) -> str:
+    """The per-class table as text (IoU in %), for the console."""
+    sets = list(report["predictions"])
+    width = max([len(n) for n in report["class_names"]] + [10])
+    lines = [f"{'class':<{width}} " + " ".join(f"{s:>8}" for s in sets)]
+    for i, name in enumerate(report["class_names"]):
+        cells = []
+        for s in sets:
+            value = report["predictions"][s]["per_class"][i]["iou"]
+            cells.append(f"{'-':>8}" if value is None else f"{100 * value:8.2f}")
+        lines.append(f"{name:<{width}} " + " ".join(cells))
+    cells = []
+    for s in sets:
+        value = report["predictions"][s]["mean_iou"]
+        cells.append(f"{'-':>8}" if value is None else f"{100 * value:8.2f}")
+    lines.append(f"{'mIoU':<{width}} " + " ".join(cells))
+    for s in sets:
+        entry = report["predictions"][s]
+        lines.append(
+            f"{s}: scored {entry['num_scored']} image(s), missing {entry['num_missing']}, failed {entry['num_failed']}"
+        )
+    return "\n".join(lines)
+
+
+def _write_overlays(dataset, predictions, directory: Path, class_names, count: int) -> None:
+    written = 0
+    for index in range(len(dataset)):
+        if written >= count:
+            break
+        row = dataset[index]
+        if row.get("mask") is None:
+            continue
+        image_id = str(row["id"])
+        try:
+            image = to_rgb_array(row["image"])
+            panels = {"ground truth": _mask_array(row["mask"])}
+            for name, folder in predictions.items():
+                path = Path(folder) / f"{image_id}.png"
+                panels[name] = read_mask(path) if path.is_file() else None
+            save_overlay_panels(directory / f"{image_id}.png", image, panels, class_names, title=image_id)
+            written += 1
+        except Exception as error:  # noqa: BLE001 - an overlay is a nicety, never a reason to fail the report
+            logger.warning(f"[{image_id}] overlay not written: {error}")
+
+
+# ------------------------------------------------------------------------------------------------ entry points
+
+
+def run_pseudo_labeling(
+    model: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    dataset=None,
+    dataset_name: str | None = None,
+    data_root: str | os.PathLike | None = None,
+    split: str = "train",
+    config: PseudoLabelConfig | None = None,
+    device: str | None = None,
+    dataset_kwargs: dict | None = None,
+) -> PseudoLabelSummary:
+    """
+    `scripts/pseudo_label.py` in one call: checks the output directory, loads the model (directory or Hub id) and
+    the split (`load_split`, unless `dataset` is given), runs `generate_pseudo_labels`, prints the report table
+    and the counts.
+    """
+    prepare_output_dir(out_dir)
+    state = _distributed_state()
+    if device is None:
+        device = state.device if state is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    loaded, processor = load_model(model, device=device)
+    if dataset is None:
+        dataset = load_split(dataset_name, data_root, split, **(dataset_kwargs or {}))
+    summary = generate_pseudo_labels(
+        loaded, dataset, out_dir, config, image_processor=processor, dataset_name=dataset_name, split=split
+    )
+    if state is None or state.is_main_process:
+        if summary.report is not None:
+            print(format_report(summary.report))
+        print(
+            f"{summary.total} image(s): {summary.written} written, {summary.already_done} already done, "
+            f"{summary.failed} failed ({summary.seconds:.1f}s). Masks in {out_dir}; summary in "
+            f"{OutputLayout(Path(out_dir)).summary_path}."
+        )
+        for failure in summary.failures[:20]:
+            print(f"  failed: {failure.id} [{failure.stage}] {failure.error}")
+    return summary
+
+
+def run_evaluation(
+    predictions: Sequence[str | os.PathLike],
+    dataset=None,
+    dataset_name: str | None = None,
+    data_root: str | os.PathLike | None = None,
+    split: str = "val",
+    report_dir: str | os.PathLike | None = None,
+    num_overlays: int = 4,
+    dataset_kwargs: dict | None = None,
+) -> dict:
+    """
+    `scripts/evaluate.py` in one call: scores each prediction directory (named by its folder name) against the
+    split and writes the report to `report_dir` (default: `<first prediction dir>/report`).
+    """
+    directories = [Path(p) for p in predictions]
+    named = {}
+    for directory in directories:
+        name = directory.name or str(directory)
+        while name in named:
+            name = f"{directory.parent.name}/{name}"
+        named[name] = directory
+    report_dir = Path(report_dir) if report_dir is not None else directories[0] / "report"
+    prepare_output_dir(report_dir)
+    if dataset is None:
+        dataset = load_split(dataset_name, data_root, split, **(dataset_kwargs or {}))
+    report = evaluate_predictions(
+        dataset, named, report_dir, num_overlays=num_overlays, dataset_name=dataset_name, split=split
+    )
+    state = _distributed_state()
+    if state is None or state.is_main_process:
+        print(format_report(report))
+        print(f"Report in {report_dir}")
+    return report
+
+
+__all__ = [
+    "Failure",
+    "OutputLayout",
+    "PseudoLabelConfig",
+    "PseudoLabelSummary",
+    "dataset_class_names",
+    "evaluate_predictions",
+    "format_report",
+    "generate_pseudo_labels",
+    "load_model",
+    "load_split",
+    "prepare_output_dir",
+    "report_csv",
+    "run_evaluation",
+    "run_pseudo_labeling",
+    "write_report",
+]

@@ -1,0 +1,296 @@
+"""Pseudo-label generation end to end on a tiny model: masks, resume, bad input, report, several processes."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cpfcte_hf.crf import crf_mask
+from cpfcte_hf.metrics import SegmentationMetric
+from cpfcte_hf.pipelines import predict_class_probabilities
+from cpfcte_hf.pseudo_labeling import (
+    PseudoLabelConfig,
+    evaluate_predictions,
+    generate_pseudo_labels,
+    load_model,
+    prepare_output_dir,
+)
+from cpfcte_hf.visualization import read_mask, save_mask
+
+from .utils import PYTHON, save_tiny_checkpoint, subprocess_env
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASS_NAMES = ["background", "class_1", "class_2", "class_3"]
+
+
+def make_dataset(count=5, seed=0, extra_rows=()):
+    """Rows of the `cpfcte_hf.data` schema: images of different sizes, a square object, its tag, 255 borders."""
+    rng = np.random.default_rng(seed)
+    rows = {"id": [], "image": [], "mask": [], "labels": []}
+    for i in range(count):
+        height, width = 26 + 3 * i, 40 - 2 * i
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        mask = np.zeros((height, width), np.uint8)
+        cls = 1 + i % 3
+        mask[5:20, 8:28] = cls
+        image[mask == cls] = (image[mask == cls] // 4 + [180, 20, 20]).astype(np.uint8)
+        mask[0] = 255
+        rows["id"].append(f"img_{i}")
+        rows["image"].append(Image.fromarray(image))
+        rows["mask"].append(Image.fromarray(mask))
+        rows["labels"].append([0, cls])
+    for row in extra_rows:
+        for key in rows:
+            rows[key].append(row[key])
+    features = datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "image": datasets.Image(),
+            "mask": datasets.Image(),
+            "labels": datasets.List(datasets.ClassLabel(names=CLASS_NAMES)),
+        }
+    )
+    return datasets.Dataset.from_dict(rows, features=features)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tiny_model")
+    # A wide classifier init makes the random model's class maps far from uniform, so that masks vary.
+    save_tiny_checkpoint(directory, classifier_init_std=50.0)  # logits of std ~1
+    return str(directory)
+
+
+@pytest.fixture(scope="module")
+def model_and_processor(checkpoint):
+    return load_model(checkpoint)
+
+
+def tiny_config(**overrides):
+    values = dict(size=32, crf_workers=1, progress=False, num_overlays=2)
+    values.update(overrides)
+    return PseudoLabelConfig(**values)
+
+
+def png_mtimes(directory):
+    return {name: os.stat(os.path.join(directory, name)).st_mtime_ns for name in sorted(os.listdir(directory))}
+
+
+def test_masks_follow_the_image_processor_path_and_the_image_labels(tmp_path, model_and_processor):
+    model, processor = model_and_processor
+    dataset = make_dataset()
+    summary = generate_pseudo_labels(model, dataset, tmp_path, tiny_config(), image_processor=processor)
+    assert (summary.total, summary.written, summary.failed) == (5, 5, 0)
+
+    processor.size = {"height": 32, "width": 32}
+    for row in dataset:
+        image = np.asarray(row["image"])
+        bpm = read_mask(tmp_path / "bpm" / f"{row['id']}.png")
+        crf = read_mask(tmp_path / "crf" / f"{row['id']}.png")
+        assert bpm.shape == crf.shape == image.shape[:2]
+        assert set(np.unique(bpm)) <= set(row["labels"]) and set(np.unique(crf)) <= set(row["labels"])
+
+        # The same mask through the image processor and post_process_semantic_segmentation.
+        labels = torch.zeros(1, 4)
+        labels[0, row["labels"]] = 1
+        with torch.no_grad():
+            outputs = model(**processor(row["image"], return_tensors="pt"))
+        expected = processor.post_process_semantic_segmentation(outputs, [image.shape[:2]], labels=labels)[0]
+        np.testing.assert_array_equal(bpm, expected.numpy())
+        # And the CRF output is the CRF of those probabilities.
+        (probabilities,), _ = predict_class_probabilities(model, [image], labels, size=32)
+        np.testing.assert_array_equal(crf, crf_mask(image, probabilities.numpy()))
+        assert (probabilities.numpy().argmax(0) == bpm).all()
+
+
+def test_report_files_agree_with_the_masks_on_disk(tmp_path, model_and_processor):
+    model, processor = model_and_processor
+    dataset = make_dataset()
+    summary = generate_pseudo_labels(
+        model, dataset, tmp_path, tiny_config(), image_processor=processor, dataset_name="toy", split="train"
+    )
+    report = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert report == json.loads(json.dumps(summary.report))
+    for name, folder in (("BPM", "bpm"), ("CRF", "crf")):
+        metric = SegmentationMetric(4)
+        for row in dataset:
+            metric.update(read_mask(tmp_path / folder / f"{row['id']}.png"), np.asarray(row["mask"]))
+        scores = metric.compute()
+        entry = report["predictions"][name]
+        assert entry["mean_iou"] == pytest.approx(scores.mean_iou)
+        assert entry["num_scored"] == 5 and entry["num_missing"] == 0
+        assert [c["iou"] for c in entry["per_class"]] == pytest.approx(list(scores.per_class_iou))
+
+    with open(tmp_path / "report" / "per_class_iou.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["class_name"] for r in rows] == CLASS_NAMES + ["mean"]
+    assert float(rows[-1]["CRF_iou"]) == pytest.approx(report["predictions"]["CRF"]["mean_iou"], abs=1e-6)
+    assert int(rows[0]["gt_pixels"]) == sum(int((np.asarray(r["mask"]) == 0).sum()) for r in dataset)
+    assert Image.open(tmp_path / "report" / "per_class_iou.png").format == "PNG"
+    assert sorted(os.listdir(tmp_path / "report" / "overlays")) == ["img_0.png", "img_1.png"]
+    summary_file = json.loads((tmp_path / "summary.json").read_text())
+    assert summary_file["written"] == 5 and summary_file["config"]["size"] == 32
+    assert summary_file["config"]["crf_config"]["bilateral_sxy"] == 67.0
+
+
+def test_rerun_skips_finished_images_and_redoes_missing_ones(tmp_path, model_and_processor):
+    model, processor = model_and_processor
+    dataset = make_dataset()
+    generate_pseudo_labels(model, dataset, tmp_path, tiny_config(num_overlays=0), image_processor=processor)
+    first = {folder: {n: read_mask(tmp_path / folder / n) for n in os.listdir(tmp_path / folder)} for folder in ("bpm", "crf")}
+    # A run killed mid-way: a CRF mask missing, a BPM mask missing, a half-written temporary file left behind.
+    os.remove(tmp_path / "crf" / "img_1.png")
+    os.remove(tmp_path / "bpm" / "img_2.png")
+    (tmp_path / "crf" / ".tmp-abc.png").write_bytes(b"\x89PNG partial")
+    redone = {"img_1.png", "img_2.png"}
+    untouched = {k: v for k, v in png_mtimes(tmp_path / "crf").items() if k.startswith("img_") and k not in redone}
+    assert len(untouched) == 3
+
+    summary = generate_pseudo_labels(model, dataset, tmp_path, tiny_config(num_overlays=0), image_processor=processor)
+    assert (summary.written, summary.already_done, summary.failed) == (2, 3, 0)
+    after = png_mtimes(tmp_path / "crf")
+    for name, mtime in untouched.items():
+        assert after[name] == mtime, f"{name} was rewritten"
+    for folder in ("bpm", "crf"):
+        for name, mask in first[folder].items():
+            np.testing.assert_array_equal(read_mask(tmp_path / folder / name), mask)
+    assert summary.report["predictions"]["CRF"]["num_scored"] == 5  # the stray temp file is not a prediction
+
+    again = generate_pseudo_labels(
+        model, dataset, tmp_path, tiny_config(num_overlays=0, overwrite=True), image_processor=processor
+    )
+    assert (again.written, again.already_done) == (5, 0)
+
+
+def test_bad_images_are_reported_and_the_rest_is_written(tmp_path, model_and_processor):
+    model, processor = model_and_processor
+    tiny = np.zeros((4, 6, 3), np.uint8)
+    extra = [
+        {"id": "too_small", "image": Image.fromarray(tiny), "mask": Image.fromarray(tiny[..., 0]), "labels": [0]},
+        {"id": "../escape", "image": Image.fromarray(np.zeros((20, 20, 3), np.uint8)), "mask": None, "labels": [0]},
+    ]
+    dataset = make_dataset(count=4, extra_rows=extra)
+    prepare_output_dir(tmp_path, ["crf"])
+    (tmp_path / "crf" / "img_3.png").mkdir()  # the CRF mask of img_3 cannot be written
+    summary = generate_pseudo_labels(model, dataset, tmp_path, tiny_config(num_overlays=0), image_processor=processor)
+
+    failures = {f.id: f for f in summary.failures}
+    assert sorted(failures) == ["../escape", "img_3", "too_small"]
+    assert "6x4 pixels, smaller than one 8x8 patch" in failures["too_small"].error
+    assert failures["img_3"].stage == "write"
+    assert "cannot be a file name" in failures["../escape"].error
+    assert summary.written == 3
+    assert sorted(os.listdir(tmp_path / "crf")) == ["img_0.png", "img_1.png", "img_2.png", "img_3.png"]
+    assert (tmp_path / "bpm" / "img_3.png").is_file()
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["failed"] == 3 and {f["id"] for f in saved["failures"]} == set(failures)
+    report = summary.report["predictions"]["CRF"]
+    assert report["num_scored"] == 3 and report["num_missing"] == 2  # img_3 and too_small; no GT for ../escape
+    assert summary.report["ground_truth_unreadable"] == [{"id": "../escape", "error": "no ground-truth mask"}]
+
+
+def test_output_dir_that_is_a_file_and_model_without_weights(tmp_path, model_and_processor, checkpoint):
+    model, processor = model_and_processor
+    target = tmp_path / "out"
+    target.write_text("not a directory")
+    with pytest.raises(NotADirectoryError, match="out"):
+        generate_pseudo_labels(model, make_dataset(1), target, tiny_config())
+    with pytest.raises(NotADirectoryError, match="out"):
+        prepare_output_dir(target / "sub")
+
+    no_weights = tmp_path / "no_weights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text(open(os.path.join(checkpoint, "config.json")).read())
+    with pytest.raises(FileNotFoundError, match="no_weights.*no weights"):
+        load_model(no_weights)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_model(tmp_path)
+
+
+def test_flip_averaging_is_flip_equivariant_and_no_crf_writes_bpm_only(tmp_path, model_and_processor):
+    model, processor = model_and_processor
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    labels = torch.tensor([[1.0, 1.0, 0.0, 1.0]])
+    (direct,), _ = predict_class_probabilities(model, [image], labels, size=32, scales=(1.0, 1.5), flip=True)
+    (mirrored,), _ = predict_class_probabilities(
+        model, [np.ascontiguousarray(image[:, ::-1])], labels, size=32, scales=(1.0, 1.5), flip=True
+    )
+    np.testing.assert_allclose(mirrored.numpy()[:, :, ::-1], direct.numpy(), atol=1e-5)
+    (single,), _ = predict_class_probabilities(model, [image], labels, size=32)
+    (single_mirrored,), _ = predict_class_probabilities(model, [np.ascontiguousarray(image[:, ::-1])], labels, size=32)
+    # Without the flipped view the model is not equivariant, and the extra views change the maps.
+    assert np.abs(single_mirrored.numpy()[:, :, ::-1] - single.numpy()).max() > 0.05
+    assert np.abs(single.numpy() - direct.numpy()).max() > 0.05
+    np.testing.assert_allclose(direct.sum(0).numpy(), 1.0, atol=1e-5)
+    assert float(direct[2].abs().max()) == 0.0  # class 2 is not among the labels
+
+    summary = generate_pseudo_labels(
+        model, make_dataset(2), tmp_path, tiny_config(crf=False, scales=(1.0, 1.5), flip=True, num_overlays=0),
+        image_processor=processor,
+    )
+    assert summary.written == 2 and not (tmp_path / "crf").exists()
+    assert list(summary.report["predictions"]) == ["BPM"]
+
+
+def test_evaluate_any_directory_counts_missing_and_wrong_sizes(tmp_path):
+    dataset = make_dataset(3)
+    predictions = tmp_path / "pred"
+    for row in dataset:
+        save_mask(np.asarray(row["mask"]), predictions / f"{row['id']}.png")
+    os.remove(predictions / "img_2.png")
+    save_mask(np.zeros((3, 3), np.uint8), predictions / "img_1.png")
+    report = evaluate_predictions(dataset, {"mine": predictions}, tmp_path / "report", class_names=CLASS_NAMES)
+    entry = report["predictions"]["mine"]
+    assert entry["mean_iou"] == 1.0  # img_0 is the ground truth itself; absent classes do not count
+    assert entry["num_scored"] == 1 and entry["missing_ids"] == ["img_2"]
+    assert entry["num_failed"] == 1 and "shapes differ" in entry["failures"][0]["error"]
+    assert [c["iou"] for c in entry["per_class"]] == [1.0, 1.0, None, None]
+    with pytest.raises(NotADirectoryError, match="nowhere"):
+        evaluate_predictions(dataset, {"x": tmp_path / "nowhere"}, None, class_names=CLASS_NAMES)
+
+
+DISTRIBUTED_SCRIPT = """
+import json, sys
+import datasets
+from cpfcte_hf.pseudo_labeling import PseudoLabelConfig, generate_pseudo_labels, load_model
+dataset = datasets.load_from_disk(sys.argv[1])
+model, processor = load_model(sys.argv[2])
+config = PseudoLabelConfig(size=32, crf_workers=1, progress=False, num_overlays=0)
+summary = generate_pseudo_labels(model, dataset, sys.argv[3], config, image_processor=processor)
+print("SUMMARY", json.dumps(summary.to_dict()))
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_split_and_sum_the_metrics(tmp_path, checkpoint, model_and_processor):
+    dataset = make_dataset(7)
+    dataset.save_to_disk(tmp_path / "data")
+    script = tmp_path / "run.py"
+    script.write_text(DISTRIBUTED_SCRIPT)
+    command = [
+        PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        str(script), str(tmp_path / "data"), checkpoint, str(tmp_path / "out2"),
+    ]
+    result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summaries = [json.loads(line.split(" ", 1)[1]) for line in result.stdout.splitlines() if line.startswith("SUMMARY")]
+    assert len(summaries) == 2
+    assert summaries[0]["written_per_process"] == [4, 3]  # every other image each
+    assert summaries[0]["written"] == 7 and summaries[0]["total"] == 7
+
+    model, processor = model_and_processor
+    single = generate_pseudo_labels(model, dataset, tmp_path / "out1", tiny_config(num_overlays=0), image_processor=processor)
+    two = json.loads((tmp_path / "out2" / "report" / "metrics.json").read_text())
+    assert two["predictions"]["CRF"]["per_class"] == single.report["predictions"]["CRF"]["per_class"]
+    assert two["predictions"]["CRF"]["num_scored"] == 7
+    for name in os.listdir(tmp_path / "out1" / "crf"):
+        np.testing.assert_array_equal(read_mask(tmp_path / "out1" / "crf" / name), read_mask(tmp_path / "out2" / "crf" / name))
