@@ -171,12 +171,12 @@ def _convert_labels(values: list, feature, class_names, label_offset) -> tuple[t
     return names, [[int(i) + shift for i in ids] for ids in as_lists]
 
 
-def _validate_batch(batch, indices, *, image_column, mask_column, id_column, num_classes, derive_labels,
+def _validate_batch(batch, *, image_column, mask_column, id_column, num_classes, derive_labels,
                     drop_background_only):
     labels_out, errors = [], []
     for row in range(len(batch[image_column])):
         record = {
-            "id": str(batch[id_column][row]) if id_column else str(indices[row]),
+            "id": str(batch[id_column][row]),
             "image": batch[image_column][row],
             "mask": batch[mask_column][row] if mask_column else None,
             "labels": None if derive_labels else batch["labels"][row],
@@ -207,7 +207,8 @@ def _prepare_split(dataset, *, columns, class_names, label_offset, validate, dro
     dataset = dataset.rename_columns({k: v for k, v in rename.items() if k is not None and k != v})
     if labels is not None:
         dataset = dataset.add_column("labels", labels)
-    id_present = "id" in dataset.column_names
+    if "id" not in dataset.column_names:  # the source row index, given before any row is dropped
+        dataset = dataset.add_column("id", [str(i) for i in range(len(dataset))])
     if validate or derive:
         dataset = dataset.cast_column("image", datasets.Image(decode=False))
         if mask_column:
@@ -216,12 +217,11 @@ def _prepare_split(dataset, *, columns, class_names, label_offset, validate, dro
             _validate_batch,
             batched=True,
             batch_size=64,
-            with_indices=True,
             num_proc=num_proc,
             fn_kwargs=dict(
                 image_column="image",
                 mask_column="mask" if mask_column else None,
-                id_column="id" if id_present else None,
+                id_column="id",
                 num_classes=len(names),
                 derive_labels=derive,
                 drop_background_only=drop_background_only,
@@ -234,8 +234,6 @@ def _prepare_split(dataset, *, columns, class_names, label_offset, validate, dro
             dataset = dataset.cast_column("mask", datasets.Image())
     elif drop_background_only:
         dataset = dataset.filter(lambda ids: len(ids) > 1, input_columns="labels")
-    if not id_present:
-        dataset = dataset.add_column("id", [str(i) for i in range(len(dataset))])
     features = make_features(names, with_mask=bool(mask_column))
     dataset = dataset.select_columns(list(features))
     return dataset.cast(features)
