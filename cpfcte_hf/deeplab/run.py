@@ -270,11 +270,12 @@ def run_deeplab(
 
 def parse_arguments(argv=None):
     """(data, model, test, crf, training) arguments from `argv` and an optional `--config` YAML preset."""
-    return parse_args_with_presets(
-        (DeepLabDataArguments, DeepLabModelArguments, DeepLabTestArguments, DenseCRFArguments, DeepLabV2TrainingArguments),
-        argv,
-        description="Train DeepLab-v2 on CPF-CTE pseudo-labels and evaluate it (multi-scale + CRF).",
+    types = (DeepLabDataArguments, DeepLabModelArguments, DeepLabTestArguments, DenseCRFArguments, DeepLabV2TrainingArguments)
+    parsed = parse_args_with_presets(
+        types, argv, description="Train DeepLab-v2 on CPF-CTE pseudo-labels and evaluate it (multi-scale + CRF)."
     )
+    # `parse_args_with_presets` may also return the argparse Namespace holding `--config`: keep the dataclasses.
+    return tuple(value for value in parsed if isinstance(value, types))
 
 
 def main(argv=None) -> int:

@@ -38,10 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from transformers import Trainer, TrainingArguments
 
 from ..crf import CRFPool, DenseCRFConfig, default_num_workers
+from ..data.transforms import resize_mask
 from ..image_processing_cpfcte import resize_and_normalize, to_rgb_array
 from ..metrics import IGNORE_INDEX, SegmentationMetric
 from ..pipelines import inference_sizes, make_views
@@ -66,14 +66,6 @@ MULTI_SCALE = (1.0, 0.75, 0.5)
 
 
 # ----------------------------------------------------------------------------------------------------- training data
-
-
-def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """`(H, W)` uint8 class ids -> `(size[0], size[1])`, nearest neighbour (ids are never blended)."""
-    height, width = int(size[0]), int(size[1])
-    if mask.shape == (height, width):
-        return mask
-    return np.asarray(Image.fromarray(mask).resize((width, height), resample=Image.NEAREST))
 
 
 def random_scale_crop_flip(
@@ -112,7 +104,7 @@ def random_scale_crop_flip(
     height, width = mask.shape
     size = (max(1, round(height * scale)), max(1, round(width * scale)))
     pixel_values = resize_and_normalize(image, size, image_mean, image_std)[0]
-    labels = torch.from_numpy(resize_mask(np.ascontiguousarray(mask, dtype=np.uint8), size).astype(np.int64))
+    labels = torch.from_numpy(resize_mask(mask, size).astype(np.int64))
 
     pad_height, pad_width = max(0, crop_size - size[0]), max(0, crop_size - size[1])
     if pad_height or pad_width:
@@ -580,7 +572,6 @@ __all__ = [
     "multi_scale_probabilities",
     "predict_split",
     "random_scale_crop_flip",
-    "resize_mask",
     "resolve_pseudo_label_dir",
     "sgd_parameter_groups",
 ]
