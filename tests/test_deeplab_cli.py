@@ -113,13 +113,16 @@ def test_two_processes_train_with_ddp_and_share_the_evaluation(stage1_output, tm
     command = [
         PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
         os.path.join(REPO, "scripts", "train_deeplab.py"), *_argv(stage1_output, output), *DISTRIBUTED_ARGS,
-        "--per_device_train_batch_size", "1",
+        "--per_device_train_batch_size", "1", "--eval_strategy", "steps", "--eval_steps", "3",
     ]
     result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     state = json.loads((output / "trainer_state.json").read_text())
     # 3 steps of 1 image on each of 2 processes = 6 of the 4 training images: 1.5 epochs (0.75 with one process).
     assert state["global_step"] == 3 and state["epoch"] == pytest.approx(1.5)
+    # The evaluation during training scores each process's share and sums the confusion matrices.
+    evaluations = [entry for entry in state["log_history"] if "eval_mean_iou" in entry]
+    assert len(evaluations) == 1 and evaluations[0]["eval_num_images"] == 2
     report = json.loads((output / "predictions" / "val" / "report" / "metrics.json").read_text())
     assert report["predictions"]["MS+CRF"]["num_scored"] == 2  # one image per process, metrics summed
     assert len(list((output / "predictions" / "val" / "ms_crf").glob("*.png"))) == 2

@@ -372,8 +372,7 @@ def predict_split(
                 progress.update(1)
                 continue
             if config.crf:
-                # A writable copy: pydensecrf refuses the read-only arrays PIL decodes into (serial pool, workers=0).
-                pool.submit(image_id, np.array(image), probabilities)
+                pool.submit(image_id, image, probabilities)
                 while pool.num_pending >= pool.max_pending:
                     written += collect(pool.poll(block=True))
                 written += collect(pool.poll())
