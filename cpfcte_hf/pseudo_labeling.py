@@ -245,6 +245,19 @@ def dataset_class_names(dataset, fallback: Mapping[int, str] | None = None) -> l
     raise ValueError("The dataset has no `labels` ClassLabel names; pass `class_names`.")
 
 
+def parse_key_values(options: Sequence[str]) -> dict:
+    """`["num_val=20", "image_size=64"]` -> `{"num_val": 20, "image_size": 64}` (values read as YAML scalars)."""
+    import yaml
+
+    parsed = {}
+    for option in options:
+        key, separator, value = option.partition("=")
+        if not separator or not key.strip():
+            raise ValueError(f"Expected KEY=VALUE, got {option!r}.")
+        parsed[key.strip()] = yaml.safe_load(value)
+    return parsed
+
+
 def _safe_id(image_id) -> str:
     image_id = str(image_id)
     if not image_id or image_id in (".", "..") or os.path.basename(image_id) != image_id or "\x00" in image_id:
@@ -772,6 +785,7 @@ __all__ = [
     "generate_pseudo_labels",
     "load_model",
     "load_split",
+    "parse_key_values",
     "prepare_output_dir",
     "report_csv",
     "run_evaluation",

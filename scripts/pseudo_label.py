@@ -17,7 +17,7 @@ import sys
 
 from cpfcte_hf.cli import load_preset
 from cpfcte_hf.crf import DenseCRFConfig
-from cpfcte_hf.pseudo_labeling import PseudoLabelConfig, run_pseudo_labeling
+from cpfcte_hf.pseudo_labeling import parse_key_values, PseudoLabelConfig, run_pseudo_labeling
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", help="dataset kind for cpfcte_hf.data (voc, coco, shapes, ...)")
     parser.add_argument("--data-root", "--data_root", dest="data_root", help="dataset root directory (or Hub id)")
     parser.add_argument("--split", default="train")
+    parser.add_argument(
+        "--dataset-option", "--dataset_option", dest="dataset_options", action="append", default=[],
+        metavar="KEY=VALUE", help="extra loader argument, e.g. num_val=20 for shapes (repeatable; YAML values)",
+    )
     parser.add_argument("--out", help="output directory (required)")
     parser.add_argument("--size", type=int, default=PseudoLabelConfig.size, help="inference resolution (960)")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multipliers of --size, averaged")
@@ -109,6 +113,7 @@ def main(argv=None) -> int:
             dataset_name=args.dataset,
             data_root=args.data_root,
             split=args.split,
+            dataset_kwargs=parse_key_values(args.dataset_options),
             config=config,
             device=args.device,
         )
