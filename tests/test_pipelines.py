@@ -1,0 +1,164 @@
+"""The registered pseudo-labelling pipeline: tags, outputs, bad input, save_pretrained + remote code without the package."""
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import pipeline
+
+from cpfcte_hf.crf import DenseCRFConfig, crf_mask
+from cpfcte_hf.pipelines import (
+    PSEUDO_LABELLING_TASK,
+    WeaklySupervisedPseudoLabelingPipeline,
+    class_ids_from_tags,
+    predict_class_probabilities,
+)
+
+from .utils import BLOCK_PACKAGE_IMPORT, PYTHON, save_tiny_checkpoint, subprocess_env
+
+
+CLASS_NAMES = ["background", "class_1", "class_2", "class_3"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tiny_model")
+    save_tiny_checkpoint(directory, classifier_init_std=50.0)  # logits of std ~1: masks with several classes
+    return str(directory)
+
+
+@pytest.fixture(scope="module")
+def labeller(checkpoint):
+    return pipeline(PSEUDO_LABELLING_TASK, model=checkpoint)
+
+
+@pytest.fixture
+def image():
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, (36, 52, 3), dtype=np.uint8)
+    array[8:28, 10:40] = [220, 30, 30]
+    return array
+
+
+def test_tags_by_name_id_or_both():
+    id2label = dict(enumerate(CLASS_NAMES))
+    assert class_ids_from_tags(["class_2"], id2label) == [0, 2]
+    assert class_ids_from_tags([3, "CLASS_1", "2"], id2label) == [0, 1, 2, 3]
+    assert class_ids_from_tags("background", id2label) == [0]
+    with pytest.raises(ValueError) as error:
+        class_ids_from_tags(["class_1", "dog", 9], id2label)
+    assert "['dog', 9]" in str(error.value) and "class_3" in str(error.value)
+    with pytest.raises(ValueError):
+        class_ids_from_tags([True], id2label)
+
+
+def test_pipeline_output_matches_the_library_steps(labeller, image):
+    assert isinstance(labeller, WeaklySupervisedPseudoLabelingPipeline)
+    result = labeller(Image.fromarray(image), tags=["class_1", 3], size=32)
+    assert set(result) == {"mask", "bpm", "labels", "scores", "tags"}
+    assert result["mask"].mode == "P" and result["mask"].size == (52, 36)
+    mask, bpm = np.asarray(result["mask"]), np.asarray(result["bpm"])
+    assert set(np.unique(mask)) <= {0, 1, 3} and set(np.unique(bpm)) <= {0, 1, 3}
+    assert result["tags"] == ["background", "class_1", "class_3"]
+    assert result["labels"] == [CLASS_NAMES[c] for c in np.unique(mask)]
+
+    labels = torch.tensor([[1.0, 1.0, 0.0, 1.0]])
+    (probabilities,), scores = predict_class_probabilities(labeller.model, [image], labels, size=32)
+    np.testing.assert_array_equal(bpm, probabilities.numpy().argmax(0))
+    np.testing.assert_array_equal(mask, crf_mask(image, probabilities.numpy()))
+    assert list(result["scores"]) == CLASS_NAMES
+    assert [result["scores"][n] for n in CLASS_NAMES] == pytest.approx(scores[0].tolist(), abs=1e-6)
+    assert len(np.unique(bpm)) > 1  # the fixture model is not degenerate
+
+
+def test_pipeline_options_and_batches(labeller, image):
+    no_crf = labeller(image, tags=[2], size=32, crf=False)
+    np.testing.assert_array_equal(np.asarray(no_crf["mask"]), np.asarray(no_crf["bpm"]))
+    untagged = labeller(image, size=32)
+    assert untagged["tags"] is None
+    batch = labeller([{"image": image, "tags": ["class_2"]}, {"image": image[:, ::-1], "tags": ["class_3"]}], size=32)
+    assert [r["tags"] for r in batch] == [["background", "class_2"], ["background", "class_3"]]
+    flipped = labeller(image, tags=[1, 2], size=32, scales=[1.0, 1.5], flip=True)
+    mirrored = labeller(np.ascontiguousarray(image[:, ::-1]), tags=[1, 2], size=32, scales=[1.0, 1.5], flip=True)
+    np.testing.assert_array_equal(np.asarray(flipped["bpm"])[:, ::-1], np.asarray(mirrored["bpm"]))
+    softer = labeller(image, tags=[1, 2], size=32, crf_config={"iterations": 0})
+    np.testing.assert_array_equal(np.asarray(softer["mask"]), np.asarray(softer["bpm"]))
+    assert labeller(image, tags=[1, 2], size=32, crf_config=DenseCRFConfig())["mask"].size == (52, 36)
+
+
+def test_pipeline_bad_input(labeller, image, tmp_path):
+    with pytest.raises(ValueError, match=r"Unknown class tag\(s\) \['dog'\].*class_1"):
+        labeller(image, tags=["dog"], size=32)
+    with pytest.raises(ValueError, match="5x3 pixels, smaller than one 8x8 patch"):
+        labeller(np.zeros((3, 5, 3), np.uint8), tags=[1], size=32)
+    with pytest.raises(ValueError, match="'image' key"):
+        labeller({"tags": [1]}, size=32)
+    with pytest.raises(TypeError, match="colour"):
+        labeller(image, colour="red")
+    path = tmp_path / "photo.png"
+    Image.fromarray(image).save(path)
+    assert labeller(str(path), tags=[1], size=32, crf=False)["mask"].size == (52, 36)
+
+
+def test_image_segmentation_pipeline_still_works(checkpoint, image):
+    segmenter = pipeline("image-segmentation", model=checkpoint)
+    segments = segmenter(Image.fromarray(image))
+    assert segments and {s["label"] for s in segments} <= set(CLASS_NAMES)
+    assert segments[0]["mask"].size == (52, 36)
+
+
+REMOTE_SCRIPT = """
+import json, sys
+import numpy as np
+from PIL import Image
+from transformers import pipeline
+image = np.asarray(Image.open(sys.argv[2]).convert("RGB"))
+labeller = pipeline("weakly-supervised-pseudo-labelling", model=sys.argv[1], trust_remote_code=True)
+result = labeller(image, tags=["class_1", "class_3"], size=32)
+segments = pipeline("image-segmentation", model=sys.argv[1], trust_remote_code=True)(Image.fromarray(image))
+print("RESULT", json.dumps({
+    "pipeline_module": type(labeller).__module__,
+    "model_module": type(labeller.model).__module__,
+    "mask": np.asarray(result["mask"]).tolist(),
+    "labels": result["labels"],
+    "segments": sorted(s["label"] for s in segments),
+}))
+"""
+
+
+@pytest.mark.slow
+def test_saved_pipeline_loads_as_remote_code_without_the_package(labeller, image, tmp_path):
+    saved = tmp_path / "saved"
+    labeller.save_pretrained(saved)
+    files = set(os.listdir(saved))
+    assert {"pipelines.py", "crf.py", "visualization.py", "image_processing_cpfcte.py", "modeling_cpfcte.py"} <= files
+    assert not {"pseudo_labeling.py", "metrics.py", "__init__.py"} & files
+    config = json.loads((saved / "config.json").read_text())
+    assert config["custom_pipelines"][PSEUDO_LABELLING_TASK]["impl"] == "pipelines.WeaklySupervisedPseudoLabelingPipeline"
+    assert config["custom_pipelines"][PSEUDO_LABELLING_TASK]["pt"] == ["AutoModelForSemanticSegmentation"]
+
+    Image.fromarray(image).save(tmp_path / "image.png")
+    code = BLOCK_PACKAGE_IMPORT + REMOTE_SCRIPT
+    result = subprocess.run(
+        [PYTHON, "-c", code, str(saved), str(tmp_path / "image.png")],
+        env=subprocess_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
+    remote = json.loads(line[len("RESULT ") :])
+    assert remote["pipeline_module"].startswith("transformers_modules.")
+    assert remote["model_module"].startswith("transformers_modules.")
+    local = labeller(image, tags=["class_1", "class_3"], size=32)
+    np.testing.assert_array_equal(np.array(remote["mask"], dtype=np.uint8), np.asarray(local["mask"]))
+    assert remote["labels"] == local["labels"]
+    assert set(remote["segments"]) <= set(CLASS_NAMES)
+
+    # With the package installed, the saved directory loads through the registered class (transformers insists on
+    # `trust_remote_code` for a directory that declares a custom pipeline unless the class is given).
+    again = pipeline(PSEUDO_LABELLING_TASK, model=str(saved), pipeline_class=WeaklySupervisedPseudoLabelingPipeline)
+    np.testing.assert_array_equal(np.asarray(again(image, tags=[1, 3], size=32)["mask"]), np.asarray(local["mask"]))
+    assert pipeline("image-segmentation", model=str(saved))(Image.fromarray(image))
