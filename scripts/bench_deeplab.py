@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Parameter count and forward+backward time of DeepLab-v2 ResNet-101 (random weights, no download).
+"""Parameter count, FLOPs and forward+backward time of DeepLab-v2 ResNet-101 (random weights, no download).
 
     python scripts/bench_deeplab.py --batch_size 2 --size 321 --steps 3 [--device cuda] [--output bench.json]
 """
@@ -10,7 +10,7 @@ import json
 import torch
 
 from cpfcte_hf.deeplab import DeepLabV2Config, DeepLabV2ForSemanticSegmentation
-from cpfcte_hf.deeplab.benchmark import count_parameters, time_forward_backward
+from cpfcte_hf.deeplab.benchmark import count_parameters, time_forward_backward, training_step_flops
 
 
 def main() -> None:
@@ -31,6 +31,8 @@ def main() -> None:
     model = DeepLabV2ForSemanticSegmentation(config)
     result = {"parameters": count_parameters(model)}
     result.update(time_forward_backward(model, args.batch_size, args.size, args.steps, args.warmup, args.device))
+    result["gflops_per_step"] = round(training_step_flops(model, args.batch_size, args.size) / 1e9, 1)
+    result["achieved_gflops_per_second"] = round(result["gflops_per_step"] / result["seconds_min"], 1)
     if torch.device(args.device).type == "cuda":
         result["gpu"] = torch.cuda.get_device_name()
     print(json.dumps(result, indent=2))

@@ -205,3 +205,18 @@ def test_backbone_loads_bit_identical_from_a_resnet_checkpoint(tmp_path, checkpo
     )
     with pytest.raises(ValueError, match="either `config`"):
         DeepLabV2ForSemanticSegmentation.from_pretrained_backbone(str(tmp_path), config=config, atrous_rates=[1])
+
+
+def test_benchmark_helpers_count_and_time_a_training_step():
+    from cpfcte_hf.deeplab.benchmark import count_parameters, time_forward_backward, training_step_flops
+
+    model = DeepLabV2ForSemanticSegmentation(tiny_deeplab_config())
+    counts = count_parameters(model)
+    batch_norm = sum(p.numel() for n, p in model.named_parameters() if "normalization" in n)
+    assert counts["total"] == counts["backbone"] + counts["classifier"] == sum(p.numel() for p in model.parameters())
+    assert counts["trainable"] == counts["total"] - batch_norm
+    assert counts["classifier"] == 4 * (32 * 3 * 9 + 3)
+    timing = time_forward_backward(model, batch_size=1, size=33, steps=2)
+    assert timing["steps"] == 2 and 0 < timing["seconds_min"] <= timing["seconds_median"] <= timing["seconds_max"]
+    # The ASPP alone: 4 branches x 2 flops x (32 x 9) x 3 outputs x 5 x 5 positions, forward; backward adds about 2x.
+    assert training_step_flops(model, batch_size=1, size=33) > 3 * 4 * 2 * 32 * 9 * 3 * 25

@@ -22,6 +22,20 @@ def count_parameters(model: torch.nn.Module) -> dict[str, int]:
     }
 
 
+def training_step_flops(model: DeepLabV2ForSemanticSegmentation, batch_size: int = 2, size: int = 321) -> int:
+    """Floating-point operations of one forward (with the loss) + backward, counted by `torch.utils.flop_counter`."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = model.train()
+    device = next(model.parameters()).device
+    pixel_values = torch.randn(batch_size, 3, size, size, device=device)
+    labels = torch.randint(0, model.config.num_labels, (batch_size, size, size), device=device)
+    with FlopCounterMode(display=False) as counter:
+        model(pixel_values, labels=labels).loss.backward()
+    model.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())
+
+
 def time_forward_backward(
     model: DeepLabV2ForSemanticSegmentation,
     batch_size: int = 2,
@@ -66,4 +80,4 @@ def time_forward_backward(
     }
 
 
-__all__ = ["count_parameters", "time_forward_backward"]
+__all__ = ["count_parameters", "time_forward_backward", "training_step_flops"]
