@@ -174,3 +174,27 @@ def test_dataloader_with_two_workers_over_shapes(tmp_path):
     for i in range(8):  # labels agree with the (resized) masks: every present class is tagged
         present = set(batch["masks"][i].unique().tolist()) - {255}
         assert present <= set(torch.nonzero(batch["labels"][i]).flatten().tolist())
+
+
+def test_colour_jitter_is_kornias_four_steps_in_vit_pcm_order():
+    # Same draws, replayed: brightness (additive), contrast, saturation, hue, each as kornia.enhance defines them.
+    from kornia.enhance import adjust_brightness, adjust_contrast_with_mean_subtraction, adjust_hue, adjust_saturation
+
+    from cpfcte_hf.data import SegmentationAugmentation
+
+    images = torch.rand(6, 3, 12, 12)
+    config = AugmentationConfig(grayscale_p=0, hflip_p=0, vflip_p=0, transpose_p=0)
+    torch.manual_seed(5)
+    augmented, _ = SegmentationAugmentation(config)(images)
+    torch.manual_seed(5)
+    torch.rand(6)  # the per-image "apply jitter" draw
+
+    def uniform(low, high):
+        return low + (high - low) * torch.rand(6)
+
+    brightness, contrast, saturation, hue = uniform(-0.2, 0.2), uniform(0.5, 2.0), uniform(0.5, 1.5), uniform(-0.1, 0.1)
+    expected = adjust_brightness(images, brightness).clamp(0, 1)
+    expected = adjust_contrast_with_mean_subtraction(expected, contrast).clamp(0, 1)
+    expected = adjust_saturation(expected, saturation).clamp(0, 1)
+    expected = adjust_hue(expected, hue * 2 * torch.pi).clamp(0, 1)
+    torch.testing.assert_close(augmented, expected, rtol=0, atol=1e-5)
