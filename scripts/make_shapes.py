@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Writes the procedural shapes set to disk in the VOC layout (read it back with `load_voc` / `--dataset shapes`).
 
-    python scripts/make_shapes.py --out data/shapes --num-train 2000 --num-val 300 --image-size 96
+python scripts/make_shapes.py --out data/shapes --num-train 2000 --num-val 300 --image-size 96
 """
 
 import argparse

@@ -141,7 +141,9 @@ def write_coco_toco_tree(directory, *, num_train: int = 3, num_val: int = 2, jpe
             item_id = f"COCO_{split}2014_{counter:012d}"
             classes = sorted({1 + (17 * counter) % 80, 80 if counter % 2 else 1 + counter})
             image, mask = object_image_and_mask(counter, (36, 44), classes)
-            image_dir = os.path.join(root, "JPEGImages", f"{split}2014") if jpeg_folder else os.path.join(root, f"{split}2014")
+            image_dir = (
+                os.path.join(root, "JPEGImages", f"{split}2014") if jpeg_folder else os.path.join(root, f"{split}2014")
+            )
             save_jpeg(os.path.join(image_dir, item_id + ".jpg"), image)
             save_palette_png(os.path.join(root, "SegmentationClass", f"{split}2014", item_id + ".png"), mask)
             info["masks"][item_id] = mask
@@ -188,10 +190,17 @@ def write_coco_instances_tree(directory, *, split: str = "val") -> dict:
 
     def box(annotation_id, image_id, category, x0, y0, x1, y1):
         polygon = [x0, y0, x1, y0, x1, y1, x0, y1]
-        annotations.append({
-            "id": annotation_id, "image_id": image_id, "category_id": category, "iscrowd": 0,
-            "segmentation": [polygon], "area": float((x1 - x0) * (y1 - y0)), "bbox": [x0, y0, x1 - x0, y1 - y0],
-        })  # fmt: skip
+        annotations.append(
+            {
+                "id": annotation_id,
+                "image_id": image_id,
+                "category_id": category,
+                "iscrowd": 0,
+                "segmentation": [polygon],
+                "area": float((x1 - x0) * (y1 - y0)),
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+            }
+        )
 
     add_image(1, 48, 64)
     box(10, 1, 1, 4, 4, 40, 44)  # person, large
@@ -202,10 +211,17 @@ def write_coco_instances_tree(directory, *, split: str = "val") -> dict:
     crowd[5:25, 8:30] = 1
     rle = mask_utils.encode(np.asfortranarray(crowd))
     rle["counts"] = rle["counts"].decode("ascii")
-    annotations.append({
-        "id": 20, "image_id": 2, "category_id": 3, "iscrowd": 1, "segmentation": rle, "area": float(crowd.sum()),
-        "bbox": [8, 5, 22, 20],
-    })  # fmt: skip
+    annotations.append(
+        {
+            "id": 20,
+            "image_id": 2,
+            "category_id": 3,
+            "iscrowd": 1,
+            "segmentation": rle,
+            "area": float(crowd.sum()),
+            "bbox": [8, 5, 22, 20],
+        }
+    )
     add_image(3, 48, 48)
     add_image(4, 20, 30)
     box(40, 4, 1, 2, 2, 20, 15)
@@ -279,6 +295,7 @@ def write_tagged_tree(directory, *, tag_format: str = "csv", file_name: str | No
             for name, row_tags in TAGGED_ROWS:
                 handle.write(json.dumps({"file_name": name, "labels": row_tags}) + "\n")
     labels = {
-        os.path.splitext(name)[0]: sorted({0, *(class_names.index(t) for t in row_tags)}) for name, row_tags in TAGGED_ROWS
+        os.path.splitext(name)[0]: sorted({0, *(class_names.index(t) for t in row_tags)})
+        for name, row_tags in TAGGED_ROWS
     }
     return {"root": root, "tags": tags, "class_names": class_names, "labels": labels, "ids": list(labels)}

@@ -33,8 +33,11 @@ def _load(tree, tmp_path, **kwargs):
 
 def test_missing_root_is_named(tmp_path):
     missing = str(tmp_path / "no_such_dir")
-    for loader in (lambda: load_voc(missing, "train"), lambda: load_coco(missing, "train"),
-                   lambda: load_tagged_images(missing)):  # fmt: skip
+    for loader in (
+        lambda: load_voc(missing, "train"),
+        lambda: load_coco(missing, "train"),
+        lambda: load_tagged_images(missing),
+    ):
         with pytest.raises(FileNotFoundError, match="no_such_dir"):
             loader()
 
@@ -174,8 +177,9 @@ def test_nothing_left_is_an_error(tmp_path):
 def test_background_only_image_is_kept_unless_asked(tmp_path):
     tree = _voc(tmp_path)
     empty = tree["ids"]["train"][2]
-    save_palette_png(os.path.join(tree["voc_dir"], "SegmentationClassAug", empty + ".png"),
-                     np.zeros_like(tree["masks"][empty]))  # fmt: skip
+    save_palette_png(
+        os.path.join(tree["voc_dir"], "SegmentationClassAug", empty + ".png"), np.zeros_like(tree["masks"][empty])
+    )
     ds = _load(tree, tmp_path)
     assert ds[2]["labels"] == [0]
     dropped = _load(tree, tmp_path, drop_background_only=True)
@@ -207,11 +211,17 @@ def test_cmyk_rgba_grey_palette_and_16bit_images_are_converted(tmp_path):
             rgba = np.concatenate([block, np.full((height, width, 1), 7, np.uint8)], axis=2)
             replace(item_id, Image.fromarray(rgba, "RGBA"), block)
         elif index == 1:  # grey: repeated
-            replace(item_id, Image.fromarray(np.full((height, width), 90, np.uint8), "L"),
-                    np.full((height, width, 3), 90, np.uint8))  # fmt: skip
+            replace(
+                item_id,
+                Image.fromarray(np.full((height, width), 90, np.uint8), "L"),
+                np.full((height, width, 3), 90, np.uint8),
+            )
         elif index == 2:  # 16-bit: scaled to 8
-            replace(item_id, Image.fromarray(np.full((height, width), 65535, np.uint16)),
-                    np.full((height, width, 3), 255, np.uint8))  # fmt: skip
+            replace(
+                item_id,
+                Image.fromarray(np.full((height, width), 65535, np.uint16)),
+                np.full((height, width, 3), 255, np.uint8),
+            )
         elif index == 3:  # palette: its own colours (the web palette quantises the block)
             palette_image = Image.fromarray(block).convert("P")
             replace(item_id, palette_image, np.asarray(palette_image.convert("RGB")))

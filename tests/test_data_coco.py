@@ -88,10 +88,17 @@ def test_changed_annotations_rewrite_the_masks(tmp_path):
     for annotation in data["annotations"]:
         if annotation["image_id"] == 3:
             raise AssertionError("image 3 has no annotation in the fixture")
-    data["annotations"].append({
-        "id": 99, "image_id": 3, "category_id": 90, "iscrowd": 0, "segmentation": [[5, 5, 30, 5, 30, 30, 5, 30]],
-        "area": 625.0, "bbox": [5, 5, 25, 25],
-    })  # fmt: skip
+    data["annotations"].append(
+        {
+            "id": 99,
+            "image_id": 3,
+            "category_id": 90,
+            "iscrowd": 0,
+            "segmentation": [[5, 5, 30, 5, 30, 30, 5, 30]],
+            "area": 625.0,
+            "bbox": [5, 5, 25, 25],
+        }
+    )
     with open(tree["annotation_file"], "w") as handle:
         json.dump(data, handle)
     after = load_coco(tree["root"], "val", **kwargs)

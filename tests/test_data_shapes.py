@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cpfcte_hf.data import SHAPE_NAMES, ShapesConfig, class_names_of, load_shapes, load_voc, render_shapes_sample
+from cpfcte_hf.data import (
+    SHAPE_NAMES,
+    ShapesConfig,
+    build_dataset,
+    class_names_of,
+    load_shapes,
+    load_voc,
+    render_shapes_sample,
+)
 from cpfcte_hf.data.shapes import encode_sample
 from tests.utils import PYTHON
 
@@ -38,8 +46,12 @@ def test_same_seed_same_bytes_other_seed_other_images(tmp_path):
 
 def test_image_i_does_not_depend_on_the_count_and_splits_differ():
     config = ShapesConfig(image_size=40)
-    assert np.array_equal(render_shapes_sample(config, "train", 7)["image"], render_shapes_sample(config, "train", 7)["image"])
-    assert not np.array_equal(render_shapes_sample(config, "train", 7)["image"], render_shapes_sample(config, "val", 7)["image"])
+    assert np.array_equal(
+        render_shapes_sample(config, "train", 7)["image"], render_shapes_sample(config, "train", 7)["image"]
+    )
+    assert not np.array_equal(
+        render_shapes_sample(config, "train", 7)["image"], render_shapes_sample(config, "val", 7)["image"]
+    )
     small = load_shapes("train", num_train=3, image_size=40, cache_dir=None)
     large = load_shapes("train", num_train=6, image_size=40, cache_dir=None)
     assert _raw_bytes(small) == _raw_bytes(large)[:3]
@@ -92,7 +104,9 @@ def _pixels(config: ShapesConfig, split: str, count: int):
 
 
 def _miou(prediction, truth, num_classes):
-    confusion = np.bincount(truth * num_classes + prediction, minlength=num_classes**2).reshape(num_classes, num_classes)
+    confusion = np.bincount(truth * num_classes + prediction, minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )
     intersection = np.diag(confusion)
     union = confusion.sum(0) + confusion.sum(1) - intersection
     return float(np.mean(intersection / np.maximum(union, 1)))
@@ -117,7 +131,11 @@ def colour_classifier_miou(config: ShapesConfig, num_train: int = 150, num_val: 
     histogram = _miou(counts[:, cell(val_rgb)].argmax(0), val_y, num_classes)
     means = np.stack([train_rgb[train_y == c].mean(0) for c in range(num_classes)])
     nearest = ((val_rgb[:, None, :] - means[None]) ** 2).sum(-1).argmin(1)
-    return {"histogram": histogram, "nearest_mean": _miou(nearest, val_y, num_classes), "ground_truth": _miou(val_y, val_y, num_classes)}
+    return {
+        "histogram": histogram,
+        "nearest_mean": _miou(nearest, val_y, num_classes),
+        "ground_truth": _miou(val_y, val_y, num_classes),
+    }
 
 
 def test_a_per_pixel_colour_classifier_stays_far_below_ground_truth():
@@ -147,11 +165,31 @@ def _tree_digest(root):
 @pytest.mark.slow
 def test_make_shapes_script_writes_a_voc_tree_the_voc_loader_reads(tmp_path):
     out = tmp_path / "shapes"
-    command = [PYTHON, os.path.join(REPO, "scripts", "make_shapes.py"), "--out", str(out), "--num-train", "6",
-               "--num-val", "3", "--image-size", "48", "--num-classes", "4", "--seed", "2"]  # fmt: skip
+    command = [
+        PYTHON,
+        os.path.join(REPO, "scripts", "make_shapes.py"),
+        "--out",
+        str(out),
+        "--num-train",
+        "6",
+        "--num-val",
+        "3",
+        "--image-size",
+        "48",
+        "--num-classes",
+        "4",
+        "--seed",
+        "2",
+    ]
     subprocess.run(command, check=True, cwd=REPO, capture_output=True)
-    for path in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation/train.txt",
-                 "ImageSets/Segmentation/train_aug.txt", "ImageSets/Segmentation/val.txt", "class_names.txt"):  # fmt: skip
+    for path in (
+        "JPEGImages",
+        "SegmentationClass",
+        "ImageSets/Segmentation/train.txt",
+        "ImageSets/Segmentation/train_aug.txt",
+        "ImageSets/Segmentation/val.txt",
+        "class_names.txt",
+    ):
         assert (out / path).exists(), path
     digest = _tree_digest(out)
     # Second run in-process (the CLI start-up was checked above): same seed, same bytes.
@@ -162,11 +200,32 @@ def test_make_shapes_script_writes_a_voc_tree_the_voc_loader_reads(tmp_path):
     assert _tree_digest(out) == digest
     dd = load_voc(str(out), ["train_aug", "val"], cache_dir=str(tmp_path / "cache"))
     assert class_names_of(dd) == ["background", "disc", "square", "triangle", "ring"]
-    memory = load_shapes(["train", "val"], num_train=6, num_val=3, image_size=48, num_classes=4, seed=2,
-                         cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    memory = load_shapes(
+        ["train", "val"],
+        num_train=6,
+        num_val=3,
+        image_size=48,
+        num_classes=4,
+        seed=2,
+        cache_dir=str(tmp_path / "cache"),
+    )
     for split, memory_split in (("train_aug", "train"), ("val", "val")):
         assert dd[split]["id"] == memory[memory_split]["id"]
         assert dd[split]["labels"] == memory[memory_split]["labels"]
         for disk_row, memory_row in zip(dd[split], memory[memory_split]):
             assert np.array_equal(np.asarray(disk_row["image"]), np.asarray(memory_row["image"]))
             assert np.array_equal(np.asarray(disk_row["mask"]), np.asarray(memory_row["mask"]))
+
+
+def test_build_dataset_shapes_in_memory_or_through_a_folder(tmp_path):
+    cache = str(tmp_path / "cache")
+    memory = build_dataset("shapes", split="train_aug", num_train=5, image_size=32, cache_dir=cache)
+    assert memory["id"][0] == "shapes_train_000000"
+    folder = str(tmp_path / "shapes")
+    disk = build_dataset(
+        "shapes", root=folder, split="train_aug", num_train=5, num_val=2, image_size=32, cache_dir=cache
+    )
+    assert disk["id"] == memory["id"] and disk["labels"] == memory["labels"]
+    assert os.path.isfile(os.path.join(folder, "class_names.txt"))
+    again = build_dataset("shapes", root=folder, split="val", cache_dir=cache)  # already written: just read
+    assert len(again) == 2

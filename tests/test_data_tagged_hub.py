@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cpfcte_hf.data import EvalTransform, WeakSegmentationCollator, build_dataset, class_names_of, load_hub_dataset, load_tagged_images
+from cpfcte_hf.data import (
+    EvalTransform,
+    WeakSegmentationCollator,
+    build_dataset,
+    class_names_of,
+    load_hub_dataset,
+    load_tagged_images,
+)
 from tests.data_trees import write_tagged_tree
 
 
@@ -30,8 +37,9 @@ def test_tagged_folder_in_every_format(tmp_path, tag_format):
 
 def test_tagged_class_names_fix_the_order_and_background_is_prepended(tmp_path):
     tree = write_tagged_tree(tmp_path / "tagged")
-    ds = load_tagged_images(tree["root"], tree["tags"], class_names=["sofa", "dog", "cat", "bird"],
-                            cache_dir=_cache(tmp_path))  # fmt: skip
+    ds = load_tagged_images(
+        tree["root"], tree["tags"], class_names=["sofa", "dog", "cat", "bird"], cache_dir=_cache(tmp_path)
+    )
     assert class_names_of(ds) == ["background", "sofa", "dog", "cat", "bird"]
     assert ds[0]["labels"] == [0, 1, 3]  # cat + sofa
     dropped = load_tagged_images(tree["root"], drop_background_only=True, cache_dir=_cache(tmp_path))
@@ -65,8 +73,9 @@ def _hub_rows(count=4):
 
 def test_parquet_with_string_tags(tmp_path):
     images, _ = _hub_rows()
-    features = datasets.Features({"img": datasets.Image(), "tags": datasets.List(datasets.Value("string")),
-                                  "name": datasets.Value("string")})  # fmt: skip
+    features = datasets.Features(
+        {"img": datasets.Image(), "tags": datasets.List(datasets.Value("string")), "name": datasets.Value("string")}
+    )
     table = {"img": images, "tags": [["b"], ["a", "b"], [], ["a"]], "name": ["w", "x", "y", "z"]}
     path = str(tmp_path / "data.parquet")
     datasets.Dataset.from_dict(table, features=features).to_parquet(path)
@@ -80,10 +89,16 @@ def test_parquet_with_string_tags(tmp_path):
 
 def test_class_label_without_background_is_shifted(tmp_path):
     images, masks = _hub_rows()
-    features = datasets.Features({"image": datasets.Image(), "annotation": datasets.Image(),
-                                  "objects": datasets.List(datasets.ClassLabel(names=["cat", "dog"]))})  # fmt: skip
-    ds = datasets.Dataset.from_dict({"image": images, "annotation": masks, "objects": [[0], [1], [0, 1], []]},
-                                    features=features)  # fmt: skip
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "annotation": datasets.Image(),
+            "objects": datasets.List(datasets.ClassLabel(names=["cat", "dog"])),
+        }
+    )
+    ds = datasets.Dataset.from_dict(
+        {"image": images, "annotation": masks, "objects": [[0], [1], [0, 1], []]}, features=features
+    )
     ds.save_to_disk(str(tmp_path / "saved"))
     loaded = load_hub_dataset(str(tmp_path / "saved"), cache_dir=_cache(tmp_path))
     assert loaded.column_names == ["image", "mask", "labels", "id"]
@@ -96,9 +111,15 @@ def test_class_label_without_background_is_shifted(tmp_path):
 def test_labels_from_masks_with_an_explicit_column_mapping(tmp_path):
     images, masks = _hub_rows()
     features = datasets.Features({"photo": datasets.Image(), "seg": datasets.Image()})
-    datasets.Dataset.from_dict({"photo": images, "seg": masks}, features=features).to_parquet(str(tmp_path / "m.parquet"))
-    ds = load_hub_dataset(str(tmp_path / "m.parquet"), columns={"image": "photo", "mask": "seg"},
-                          class_names=["background", "one", "two"], cache_dir=_cache(tmp_path))  # fmt: skip
+    datasets.Dataset.from_dict({"photo": images, "seg": masks}, features=features).to_parquet(
+        str(tmp_path / "m.parquet")
+    )
+    ds = load_hub_dataset(
+        str(tmp_path / "m.parquet"),
+        columns={"image": "photo", "mask": "seg"},
+        class_names=["background", "one", "two"],
+        cache_dir=_cache(tmp_path),
+    )
     assert ds["labels"] == [[0, 1], [0, 2], [0, 1], [0, 2]]
 
 

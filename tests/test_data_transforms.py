@@ -69,7 +69,11 @@ def test_train_without_augmentation_equals_eval():
 
 @pytest.mark.parametrize(
     "field, operation",
-    [("hflip_p", lambda x: x.flip(-1)), ("vflip_p", lambda x: x.flip(-2)), ("transpose_p", lambda x: x.transpose(-1, -2))],
+    [
+        ("hflip_p", lambda x: x.flip(-1)),
+        ("vflip_p", lambda x: x.flip(-2)),
+        ("transpose_p", lambda x: x.transpose(-1, -2)),
+    ],
 )
 def test_each_geometric_step_moves_image_and_mask_together(field, operation):
     batch = _batch()
@@ -112,8 +116,9 @@ def test_grayscale_and_brightness():
     torch.testing.assert_close(out[:, 1], out[:, 2], rtol=0, atol=0)
 
     flat = {"image": [Image.new("RGB", (8, 8), (128, 128, 128))] * 64, "labels": [[0]] * 64}
-    bright = AugmentationConfig(brightness=0.2, contrast=(1, 1), saturation=(1, 1), hue=0.0, grayscale_p=0,
-                                hflip_p=0, vflip_p=0, transpose_p=0)  # fmt: skip
+    bright = AugmentationConfig(
+        brightness=0.2, contrast=(1, 1), saturation=(1, 1), hue=0.0, grayscale_p=0, hflip_p=0, vflip_p=0, transpose_p=0
+    )
     torch.manual_seed(0)
     shifted = TrainTransform(2, size=(8, 8), augmentation=bright)(flat)["pixel_values"]
     delta = shifted - EvalTransform(2, size=(8, 8))(flat)["pixel_values"]
@@ -144,8 +149,10 @@ def test_invalid_augmentation_settings_are_rejected():
 
 
 def test_collator_stacks_and_converts():
-    rows = [{"pixel_values": torch.zeros(3, 4, 4), "labels": [0, 2], "id": "a"},
-            {"pixel_values": torch.ones(3, 4, 4), "labels": [0, 1, 3], "id": "b"}]  # fmt: skip
+    rows = [
+        {"pixel_values": torch.zeros(3, 4, 4), "labels": [0, 2], "id": "a"},
+        {"pixel_values": torch.ones(3, 4, 4), "labels": [0, 1, 3], "id": "b"},
+    ]
     batch = WeakSegmentationCollator(num_labels=4, return_ids=True)(rows)
     assert batch["labels"].tolist() == [[1, 0, 1, 0], [1, 1, 0, 1]]
     assert batch["pixel_values"].shape == (2, 3, 4, 4) and batch["ids"] == ["a", "b"]
@@ -192,7 +199,12 @@ def test_colour_jitter_is_kornias_four_steps_in_vit_pcm_order():
     def uniform(low, high):
         return low + (high - low) * torch.rand(6)
 
-    brightness, contrast, saturation, hue = uniform(-0.2, 0.2), uniform(0.5, 2.0), uniform(0.5, 1.5), uniform(-0.1, 0.1)
+    brightness, contrast, saturation, hue = (
+        uniform(-0.2, 0.2),
+        uniform(0.5, 2.0),
+        uniform(0.5, 1.5),
+        uniform(-0.1, 0.1),
+    )
     expected = adjust_brightness(images, brightness).clamp(0, 1)
     expected = adjust_contrast_with_mean_subtraction(expected, contrast).clamp(0, 1)
     expected = adjust_saturation(expected, saturation).clamp(0, 1)

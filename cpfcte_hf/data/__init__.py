@@ -23,6 +23,8 @@ Typical use::
     loader = DataLoader(train, batch_size=16, shuffle=True, num_workers=2, collate_fn=WeakSegmentationCollator())
 """
 
+import dataclasses
+import os
 from collections.abc import Callable
 
 import datasets
@@ -51,10 +53,19 @@ def _build_coco(root=None, split="train", **kwargs):
     return load_coco(root, split, **kwargs)
 
 
+_SHAPES_WRITE_OPTIONS = {"num_train", "num_val", "config", *(f.name for f in dataclasses.fields(ShapesConfig))}
+
+
 def _build_shapes(root=None, split="train", **kwargs):
-    if root is not None:  # a folder written by scripts/make_shapes.py: read it like VOC
-        return load_voc(root, split, **kwargs)
-    return load_shapes(split, **kwargs)
+    if root is None:
+        return load_shapes(split, **kwargs)
+    # A folder: generation options (num_train=, image_size=, ...) write the set there first (idempotent: files with
+    # the same bytes are left alone); it is then read like VOC, as a folder made by scripts/make_shapes.py.
+    generation = {k: kwargs.pop(k) for k in list(kwargs) if k in _SHAPES_WRITE_OPTIONS}
+    kwargs.pop("num_test", None)
+    if generation or not os.path.isdir(os.path.join(root, "JPEGImages")):
+        write_shapes_voc(root, **generation)
+    return load_voc(root, split, **kwargs)
 
 
 def _build_tagged(root=None, split="train", **kwargs):
@@ -76,14 +87,18 @@ DATASET_BUILDERS: dict[str, Callable] = {
 }
 
 
-def build_dataset(name: str, root: str | None = None, split="train", **kwargs) -> datasets.Dataset | datasets.DatasetDict:
+def build_dataset(
+    name: str, root: str | None = None, split="train", **kwargs
+) -> datasets.Dataset | datasets.DatasetDict:
     """Builds a dataset by source name, for scripts that take "the dataset" as an argument.
 
     Args:
         name: `"voc"`, `"coco"`, `"shapes"`, `"tagged"` or `"hub"`.
-        root: the dataset folder (VOC/COCO/tagged), a Hub id or parquet path (hub); for `"shapes"`, None generates
-            the set in memory and a folder reads one written by `scripts/make_shapes.py` (VOC layout).
-        split: a split name or a list of them. `"train_aug"` on a shapes folder is its train list.
+        root: the dataset folder (VOC/COCO/tagged), a Hub id or parquet path (hub). For `"shapes"`: None generates
+            the set in memory (`load_shapes`); a folder is read through `load_voc` (the layout of
+            `scripts/make_shapes.py`), after writing the set there if generation options (`num_train=`,
+            `image_size=`, `seed=`, ...) are given or the folder holds no `JPEGImages/` yet.
+        split: a split name or a list of them. For shapes, `"train_aug"` is the train split.
         **kwargs: passed to the loader (`cache_dir=`, `class_names=`, `num_train=`, `image_size=`, ...).
 
     Example:

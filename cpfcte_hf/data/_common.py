@@ -337,8 +337,10 @@ def drop_failed_rows(dataset: datasets.Dataset, source: str) -> datasets.Dataset
     if problems:
         warnings.warn(summarize_problems(problems, len(errors), source), UserWarning, stacklevel=3)
     if not keep:
-        raise ValueError(f"No usable images in {source}: every one of the {len(errors)} items was left out.\n"
-                         + summarize_problems(problems + policy, len(errors), source))
+        raise ValueError(
+            f"No usable images in {source}: every one of the {len(errors)} items was left out.\n"
+            + summarize_problems(problems + policy, len(errors), source)
+        )
     if len(keep) < len(errors):
         dataset = dataset.select(keep, keep_in_memory=True)
     return dataset.remove_columns(ERROR_COLUMN)

@@ -57,15 +57,88 @@ from ._common import (
 logger = logging.getLogger(__name__)
 
 COCO_CLASSES = (
-    "background", "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep",
-    "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
-    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
-    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich",
-    "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant", "bed",
-    "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone", "microwave", "oven",
-    "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
-)  # fmt: skip
+    "background",
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "dining table",
+    "toilet",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
+)
 MARKER_FILE = ".cpfcte_masks.json"
 MASKS_VERSION = "coco-masks-1"
 
@@ -127,7 +200,9 @@ def _load_toco(root, split, *, class_names, cls_labels, split_file, year, drop_b
     mask_root = os.path.join(root, "SegmentationClass")
     with_mask = os.path.isdir(mask_root)
     if not with_mask and label_table is None:
-        raise FileNotFoundError(f"No masks ({mask_root}) and no cls_labels file: image-level labels cannot be derived.")
+        raise FileNotFoundError(
+            f"No masks ({mask_root}) and no cls_labels file: image-level labels cannot be derived."
+        )
     records = []
     for item_id in read_id_list(list_file):
         folder = _split_folder(item_id, split, year)
@@ -213,7 +288,9 @@ def paint_coco_masks(coco, image_ids: Sequence[int], mask_dir: str, annotation_f
     if previous != marker:
         stale = [name for name in os.listdir(mask_dir) if name.endswith(".png")]
         if stale:
-            logger.warning("%s: annotations changed since its masks were written; rewriting %d masks.", mask_dir, len(stale))
+            logger.warning(
+                "%s: annotations changed since its masks were written; rewriting %d masks.", mask_dir, len(stale)
+            )
         for name in stale:
             os.remove(os.path.join(mask_dir, name))
         with open(marker_path, "w", encoding="utf-8") as handle:

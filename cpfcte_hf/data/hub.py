@@ -56,7 +56,12 @@ BACKGROUND_NAMES = {"background", "_background_", "__background__", "bg"}
 
 
 def _is_local(path: str) -> bool:
-    return os.path.exists(path) or path.startswith((".", "/", "~")) or path.endswith(".parquet") or os.sep + os.sep in path
+    return (
+        os.path.exists(path)
+        or path.startswith((".", "/", "~"))
+        or path.endswith(".parquet")
+        or os.sep + os.sep in path
+    )
 
 
 def _load_raw(path, split, *, name, data_files, cache_dir, revision, load_kwargs):
@@ -105,13 +110,21 @@ def _resolve_columns(dataset: datasets.Dataset, columns: dict | None) -> dict:
         raise ValueError(f"No image column found among {list(features)}: pass columns={{'image': ...}}.")
     if "mask" not in columns:
         columns["mask"] = next(
-            (lowered[c] for c in MASK_COLUMNS if c in lowered and is_image(lowered[c]) and lowered[c] != columns["image"]),
+            (
+                lowered[c]
+                for c in MASK_COLUMNS
+                if c in lowered and is_image(lowered[c]) and lowered[c] != columns["image"]
+            ),
             None,
         )
     if "labels" not in columns:
-        columns["labels"] = next((lowered[c] for c in LABEL_COLUMNS if c in lowered and not is_image(lowered[c])), None)
+        columns["labels"] = next(
+            (lowered[c] for c in LABEL_COLUMNS if c in lowered and not is_image(lowered[c])), None
+        )
     if "id" not in columns:
-        columns["id"] = next((lowered[c] for c in ID_COLUMNS if c in lowered and lowered[c] not in columns.values()), None)
+        columns["id"] = next(
+            (lowered[c] for c in ID_COLUMNS if c in lowered and lowered[c] not in columns.values()), None
+        )
     if columns["labels"] is None and columns["mask"] is None:
         raise ValueError(f"No labels or mask column found among {list(features)}: pass columns={{'labels': ...}}.")
     return columns
@@ -158,21 +171,26 @@ def _convert_labels(values: list, feature, class_names, label_offset) -> tuple[t
     if class_names is None:
         raise ValueError("Integer or multi-hot labels carry no class names: pass class_names= (background first).")
     names = check_class_names(class_names)
-    if dtype is not None and (dtype.startswith("float") or dtype == "bool") and isinstance(feature, (datasets.List, datasets.LargeList)):
+    if (
+        dtype is not None
+        and (dtype.startswith("float") or dtype == "bool")
+        and isinstance(feature, (datasets.List, datasets.LargeList))
+    ):
         lengths = {len(ids) for ids in as_lists}
         if lengths == {len(names)}:
             shift = 0
         elif lengths == {len(names) - 1}:
             shift = 1
         else:
-            raise ValueError(f"Multi-hot labels of lengths {sorted(lengths)} fit neither {len(names)} nor {len(names) - 1} classes.")
+            raise ValueError(
+                f"Multi-hot labels of lengths {sorted(lengths)} fit neither {len(names)} nor {len(names) - 1} classes."
+            )
         return names, [[i + shift for i, v in enumerate(ids) if float(v) > 0.5] for ids in as_lists]
     shift = int(label_offset or 0)
     return names, [[int(i) + shift for i in ids] for ids in as_lists]
 
 
-def _validate_batch(batch, *, image_column, mask_column, id_column, num_classes, derive_labels,
-                    drop_background_only):
+def _validate_batch(batch, *, image_column, mask_column, id_column, num_classes, derive_labels, drop_background_only):
     labels_out, errors = [], []
     for row in range(len(batch[image_column])):
         record = {
@@ -271,8 +289,15 @@ def load_hub_dataset(
     splits, as_dict = as_splits(split)
     result = {}
     for split_name in splits:
-        raw = _load_raw(path, split_name, name=name, data_files=data_files, cache_dir=cache_dir, revision=revision,
-                        load_kwargs=load_kwargs)
+        raw = _load_raw(
+            path,
+            split_name,
+            name=name,
+            data_files=data_files,
+            cache_dir=cache_dir,
+            revision=revision,
+            load_kwargs=load_kwargs,
+        )
         result[split_name] = _prepare_split(
             raw,
             columns=columns,

@@ -39,6 +39,7 @@ SHAPE_NAMES = ("disc", "square", "triangle", "ring", "cross", "star", "crescent"
 OBJECT_TEXTURES = ("flat", "stripes", "checker", "dots", "gradient", "grain")
 BACKGROUND_TEXTURES = ("smooth", "stripes", "checker", "gradient")
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+TRAIN_ALIASES = ("train_aug", "trainaug")
 JPEG_OPTIONS = {"quality": 95, "subsampling": 0}
 SHAPES_VERSION = "shapes-1"
 
@@ -119,8 +120,27 @@ def _shape_parts(name: str, rng: np.random.Generator) -> list[tuple[np.ndarray, 
         return [(_regular(48, 1.0), 1), (_regular(48, rng.uniform(0.5, 0.62)), 0)]
     if name == "cross":
         a, w = 1.0, 0.3
-        return [(np.array([[-w, -a], [w, -a], [w, -w], [a, -w], [a, w], [w, w], [w, a], [-w, a], [-w, w],
-                           [-a, w], [-a, -w], [-w, -w]]), 1)]
+        return [
+            (
+                np.array(
+                    [
+                        [-w, -a],
+                        [w, -a],
+                        [w, -w],
+                        [a, -w],
+                        [a, w],
+                        [w, w],
+                        [w, a],
+                        [-w, a],
+                        [-w, w],
+                        [-a, w],
+                        [-a, -w],
+                        [-w, -w],
+                    ]
+                ),
+                1,
+            )
+        ]
     if name == "star":
         return [(_star(5, 1.15, 0.48), 1)]
     if name == "crescent":
@@ -128,8 +148,14 @@ def _shape_parts(name: str, rng: np.random.Generator) -> list[tuple[np.ndarray, 
     if name == "bar":
         return [(np.array([[-1.1, -0.36], [1.1, -0.36], [1.1, 0.36], [-1.1, 0.36]]), 1)]
     if name == "arrow":
-        return [(np.array([[-1.0, -0.22], [0.2, -0.22], [0.2, -0.6], [1.05, 0.0], [0.2, 0.6], [0.2, 0.22],
-                           [-1.0, 0.22]]), 1)]
+        return [
+            (
+                np.array(
+                    [[-1.0, -0.22], [0.2, -0.22], [0.2, -0.6], [1.05, 0.0], [0.2, 0.6], [0.2, 0.22], [-1.0, 0.22]]
+                ),
+                1,
+            )
+        ]
     if name == "hexagon":
         return [(_regular(6, 0.88), 1)]
     raise ValueError(f"Unknown shape {name!r}.")
@@ -193,7 +219,9 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     first = _hsv(rng.uniform(), rng.uniform(0.0, 0.7), rng.uniform(0.15, 0.95))
     if rng.uniform() < 0.6:
         h, s, v = colorsys.rgb_to_hsv(*(first / 255.0))
-        second = _hsv(h + rng.normal(0, 0.12), np.clip(s + rng.normal(0, 0.2), 0, 1), np.clip(v + rng.normal(0, 0.3), 0.05, 1))
+        second = _hsv(
+            h + rng.normal(0, 0.12), np.clip(s + rng.normal(0, 0.2), 0, 1), np.clip(v + rng.normal(0, 0.3), 0.05, 1)
+        )
     else:
         second = _hsv(rng.uniform(), rng.uniform(0.0, 0.7), rng.uniform(0.15, 0.95))
     x, y = _grid(size)
@@ -347,8 +375,8 @@ def load_shapes(
     """Generates the shapes set in memory (Arrow-cached) as `datasets` objects.
 
     Args:
-        split: `"train"`, `"val"` or `"test"` (a `Dataset`), a list of them, or None for train and val
-            (a `DatasetDict`).
+        split: `"train"` (alias `"train_aug"`), `"val"` or `"test"` (a `Dataset`), a list of them, or None for
+            train and val (a `DatasetDict`).
         num_train, num_val, num_test: images per split. Image `i` does not depend on the count.
         config: a `ShapesConfig`; keyword arguments (`num_classes=`, `image_size=`, `seed=`, ...) override fields.
         cache_dir: where `datasets` keeps the Arrow files (default: the `datasets` cache).
@@ -366,6 +394,7 @@ def load_shapes(
     config = _config_from(config, config_overrides)
     counts = {"train": num_train, "val": num_val, "test": num_test}
     names = ["train", "val"] if split is None else [split] if isinstance(split, str) else list(split)
+    names = ["train" if name in TRAIN_ALIASES else name for name in names]  # so VOC-style defaults work too
     features = make_features(config.class_names, with_mask=True)
     result = {}
     for name in names:
@@ -385,7 +414,7 @@ def load_shapes(
             ),
         )
     if isinstance(split, str):
-        return result[split]
+        return result[names[0]]
     return datasets.DatasetDict(result)
 
 

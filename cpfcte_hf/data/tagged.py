@@ -92,7 +92,9 @@ def _read_json(path: str, separator: str | None) -> list[tuple[str, list[str], s
     if isinstance(entries, dict):
         return [(str(name), _split_tags(tags, separator), f"{path}, key {name!r}") for name, tags in entries.items()]
     if not isinstance(entries, list):
-        raise ValueError(f"{path}: expected an object file -> tags or a list of objects, got {type(entries).__name__}.")
+        raise ValueError(
+            f"{path}: expected an object file -> tags or a list of objects, got {type(entries).__name__}."
+        )
     rows = []
     for number, entry in enumerate(entries, start=1):
         where = f"{path}, entry {number}"
@@ -101,7 +103,9 @@ def _read_json(path: str, separator: str | None) -> list[tuple[str, list[str], s
         file_key, tag_key = _pick(list(entry), FILE_COLUMNS), _pick(list(entry), TAG_COLUMNS)
         if file_key is None:
             raise ValueError(f"{where}: no file name key; use one of {list(FILE_COLUMNS)}.")
-        rows.append((str(entry[file_key]).strip(), _split_tags(entry.get(tag_key) if tag_key else None, separator), where))
+        rows.append(
+            (str(entry[file_key]).strip(), _split_tags(entry.get(tag_key) if tag_key else None, separator), where)
+        )
     return rows
 
 

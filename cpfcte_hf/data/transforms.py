@@ -29,7 +29,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from kornia.color import hsv_to_rgb, rgb_to_grayscale, rgb_to_hsv
-from kornia.enhance import adjust_brightness, adjust_contrast_with_mean_subtraction, adjust_hue_raw, adjust_saturation_raw
+from kornia.enhance import (
+    adjust_brightness,
+    adjust_contrast_with_mean_subtraction,
+    adjust_hue_raw,
+    adjust_saturation_raw,
+)
 from PIL import Image
 
 from ..image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, resize_and_normalize, to_rgb_array
@@ -236,7 +241,9 @@ class EvalTransform(_SegmentationTransform):
         super().__init__(num_labels, image_processor, with_masks=with_masks, **kwargs)
 
     def __call__(self, batch: dict) -> dict:
-        pixel_values = resize_and_normalize(self._rgb(batch), self.size, self.image_mean, self.image_std, self.resample)
+        pixel_values = resize_and_normalize(
+            self._rgb(batch), self.size, self.image_mean, self.image_std, self.resample
+        )
         return self._output(batch, pixel_values, self._masks(batch))
 
 
