@@ -5,11 +5,14 @@ import os
 import runpy
 import subprocess
 
+import numpy as np
 import pytest
 from transformers import ResNetForImageClassification
 
+from cpfcte_hf.data import build_dataset
 from cpfcte_hf.deeplab import DeepLabV2ForSemanticSegmentation
 from cpfcte_hf.deeplab.run import parse_arguments
+from cpfcte_hf.visualization import save_mask
 from tests.data_trees import write_voc_tree
 from tests.deeplab_helpers import tiny_resnet_config
 from tests.utils import PYTHON, save_tiny_checkpoint, subprocess_env
@@ -83,6 +86,28 @@ def test_bad_pseudo_label_directory_is_a_clear_error(stage1_output, tmp_path, ca
     argv[argv.index("--pseudo_labels") + 1] = str(missing)
     assert script_main("train_deeplab.py")(argv) == 2
     assert f"Pseudo-label directory {str(missing)!r} does not exist" in capsys.readouterr().out
+
+
+def test_shapes_generated_with_dataset_options_and_a_sample_limit(tmp_path):
+    """`--dataset shapes` built in memory with loader options, pseudo-labels for part of it, eval-sample limit."""
+    options = ["num_train=6", "num_val=4", "image_size=48", "num_classes=2"]
+    train = build_dataset("shapes", split="train", num_train=6, image_size=48, num_classes=2, cache_dir=str(tmp_path))
+    for row in train:
+        save_mask(np.asarray(row["mask"]), tmp_path / "pseudo" / f"{row['id']}.png")
+    argv = [
+        "--dataset", "shapes", "--train_split", "train", "--dataset_option", *options, "--cache_dir", str(tmp_path),
+        "--max_train_samples", "5",
+        "--max_eval_samples", "3", "--pseudo_labels", str(tmp_path / "pseudo"), "--backbone", "none",
+        "--resnet_layer_type", "basic", "--resnet_depths", "1", "1", "1", "1", "--resnet_hidden_sizes", "8", "8", "16",
+        "16", "--resnet_embedding_size", "8", "--atrous_rates", "1", "--max_steps", "2", "--per_device_train_batch_size",
+        "1", "--crop_size", "33", "--use_cpu", "true", "--report_to", "none", "--dataloader_num_workers", "0",
+        "--test_crf", "false", "--num_overlays", "0", "--output_dir", str(tmp_path / "out"),
+    ]
+    assert script_main("train_deeplab.py")(argv) == 0
+    report = json.loads((tmp_path / "out" / "predictions" / "val" / "report" / "metrics.json").read_text())
+    assert report["num_images"] == 3 and report["class_names"] == ["background", "disc", "square"]
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    assert state["epoch"] == pytest.approx(2 / 5)  # 2 steps of 1 image; 5 training images kept of 6
 
 
 @pytest.mark.parametrize("preset", ["deeplab_voc", "deeplab_coco", "deeplab_shapes"])

@@ -25,7 +25,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..cli import describe, parse_args_with_presets
 from ..crf import DenseCRFConfig
-from ..pseudo_labeling import dataset_class_names, format_report, load_split
+from ..pseudo_labeling import dataset_class_names, format_report, load_split, parse_key_values
 from ..visualization import atomic_write_text
 from .configuration_deeplab import DeepLabV2Config, resnet101_config
 from .modeling_deeplab import DeepLabV2ForSemanticSegmentation
@@ -61,9 +61,23 @@ class DeepLabDataArguments:
     eval_split: str | None = field(
         default="val", metadata={"help": "Split with ground truth for the final evaluation (empty: none)."}
     )
+    dataset_option: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Extra loader arguments KEY=VALUE (YAML values), e.g. num_train=512 image_size=64."},
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Arrow cache of the loaders."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N images only."})
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Evaluate on the first N images only (quick checks)."}
     )
+
+    def loader_options(self) -> dict:
+        """`dataset_option` (a list of KEY=VALUE, or a mapping from a YAML preset) and `cache_dir` as loader kwargs."""
+        options = self.dataset_option
+        options = dict(options) if isinstance(options, dict) else parse_key_values(options or [])
+        if self.cache_dir:
+            options.setdefault("cache_dir", self.cache_dir)
+        return options
 
 
 @dataclass
@@ -184,15 +198,18 @@ def run_deeplab(
     """
     output_dir = Path(training_args.output_dir)
     need_train_split = training_args.do_train or not model_args.model_name_or_path
+    load_train = train_dataset is None and need_train_split
+    load_eval = eval_dataset is None and bool(data_args.eval_split)
+    if (load_train or load_eval) and not data_args.dataset:
+        raise ValueError("--dataset is required (voc, coco, shapes, ...).")
     with training_args.main_process_first(desc="loading the dataset splits"):
-        if train_dataset is None and need_train_split:
-            if not data_args.dataset:
-                raise ValueError("--dataset is required (voc, coco, shapes, ...).")
-            train_dataset = load_split(data_args.dataset, data_args.data_root, data_args.train_split)
-        if eval_dataset is None and data_args.eval_split:
-            if not data_args.dataset:
-                raise ValueError("--dataset is required (voc, coco, shapes, ...).")
-            eval_dataset = load_split(data_args.dataset, data_args.data_root, data_args.eval_split)
+        options = data_args.loader_options()
+        if load_train:
+            train_dataset = load_split(data_args.dataset, data_args.data_root, data_args.train_split, **options)
+        if load_eval:
+            eval_dataset = load_split(data_args.dataset, data_args.data_root, data_args.eval_split, **options)
+    if train_dataset is not None and data_args.max_train_samples:
+        train_dataset = train_dataset.select(range(min(len(train_dataset), data_args.max_train_samples)))
     if eval_dataset is not None and data_args.max_eval_samples:
         eval_dataset = eval_dataset.select(range(min(len(eval_dataset), data_args.max_eval_samples)))
 
