@@ -44,7 +44,7 @@ def test_same_seed_same_bytes_other_seed_other_images(tmp_path):
     assert encode_sample(first) == encode_sample(second)
 
 
-def test_image_i_does_not_depend_on_the_count_and_splits_differ():
+def test_image_i_does_not_depend_on_the_count_and_splits_differ(tmp_path):
     config = ShapesConfig(image_size=40)
     assert np.array_equal(
         render_shapes_sample(config, "train", 7)["image"], render_shapes_sample(config, "train", 7)["image"]
@@ -52,8 +52,8 @@ def test_image_i_does_not_depend_on_the_count_and_splits_differ():
     assert not np.array_equal(
         render_shapes_sample(config, "train", 7)["image"], render_shapes_sample(config, "val", 7)["image"]
     )
-    small = load_shapes("train", num_train=3, image_size=40, cache_dir=None)
-    large = load_shapes("train", num_train=6, image_size=40, cache_dir=None)
+    small = load_shapes("train", num_train=3, image_size=40, cache_dir=str(tmp_path))
+    large = load_shapes("train", num_train=6, image_size=40, cache_dir=str(tmp_path))
     assert _raw_bytes(small) == _raw_bytes(large)[:3]
 
 

@@ -144,3 +144,14 @@ def test_deeplab_style_list_lines_are_read(tmp_path):
     lines = [f"/JPEGImages/{i}.jpg /SegmentationClassAug/{i}.png" for i in ids]
     write_split_file(os.path.join(tree["voc_dir"], "ImageSets", "Segmentation", "train.txt"), lines)
     assert load_voc(tree["root"], "train", cache_dir=_cache(tmp_path))["id"] == ids
+
+
+def test_parallel_validation_gives_the_same_rows(tmp_path):
+    tree = write_voc_tree(tmp_path / "data", splits={"train": 6})
+    with open(tree["images"][tree["ids"]["train"][4]], "wb") as handle:
+        handle.write(b"broken")
+    with pytest.warns(UserWarning, match="Skipped 1 of 6"):
+        serial = load_voc(tree["root"], "train", cache_dir=_cache(tmp_path))
+    with pytest.warns(UserWarning, match="Skipped 1 of 6"):
+        parallel = load_voc(tree["root"], "train", num_proc=2, cache_dir=str(tmp_path / "cache2"))
+    assert parallel["id"] == serial["id"] and parallel["labels"] == serial["labels"]
