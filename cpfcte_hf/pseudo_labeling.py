@@ -258,6 +258,15 @@ def parse_key_values(options: Sequence[str]) -> dict:
     return parsed
 
 
+def _check_single_split(dataset) -> None:
+    if isinstance(dataset, Mapping) or not hasattr(dataset, "column_names"):
+        raise ValueError(
+            f"Expected one split (a datasets.Dataset), got {type(dataset).__name__}"
+            + (f" with splits {list(dataset)}" if isinstance(dataset, Mapping) else "")
+            + ": pass a single --split."
+        )
+
+
 def _safe_id(image_id) -> str:
     image_id = str(image_id)
     if not image_id or image_id in (".", "..") or os.path.basename(image_id) != image_id or "\x00" in image_id:
@@ -315,13 +324,18 @@ def generate_pseudo_labels(
     is_main = rank == 0
     started = time.perf_counter()
 
+    _check_single_split(dataset)
     num_labels = model.config.num_labels
+    model_names = [str(model.config.id2label[i]) for i in range(num_labels)]
     names = list(class_names) if class_names is not None else dataset_class_names(dataset, model.config.id2label)
     if len(names) != num_labels:
         raise ValueError(
             f"The dataset has {len(names)} classes ({names[:5]}...) but the model predicts {num_labels} "
-            f"({[model.config.id2label[i] for i in range(min(5, num_labels))]}...): wrong model for this dataset?"
+            f"({model_names[:5]}...): wrong model for this dataset?"
         )
+    renamed = [(i, a, b) for i, (a, b) in enumerate(zip(names, model_names)) if a.lower() != b.lower()]
+    if renamed:
+        logger.warning(f"Dataset and model name classes differently (id, dataset, model): {renamed[:5]}; ids are used.")
     columns = set(dataset.column_names)
     for required in ("image", "id"):
         if required not in columns:
@@ -518,6 +532,7 @@ def evaluate_predictions(
         images were scored, had no prediction file (`missing`) or could not be scored (`failed`, with reasons).
         Under several processes each scores its share and the confusion matrices are summed.
     """
+    _check_single_split(dataset)
     names = list(class_names) if class_names is not None else dataset_class_names(dataset)
     num_labels = len(names)
     if "mask" not in dataset.column_names:
@@ -736,6 +751,7 @@ def run_pseudo_labeling(
         )
         for failure in summary.failures[:20]:
             print(f"  failed: {failure.id} [{failure.stage}] {failure.error}")
+    _finish_distributed(state)
     return summary
 
 
@@ -771,7 +787,16 @@ def run_evaluation(
     if state is None or state.is_main_process:
         print(format_report(report))
         print(f"Report in {report_dir}")
+    _finish_distributed(state)
     return report
+
+
+def _finish_distributed(state) -> None:
+    """End of a script run: wait for every process, then tear the process group down before the interpreter
+    exits (a process group left to interpreter shutdown can abort a rank whose peer has already gone)."""
+    if state is not None:
+        state.wait_for_everyone()
+        state.destroy_process_group()
 
 
 __all__ = [
