@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Parameter count, FLOPs and forward+backward time of DeepLab-v2 ResNet-101 (random weights, no download).
 
-    python scripts/bench_deeplab.py --batch_size 2 --size 321 --steps 3 [--device cuda] [--output bench.json]
+python scripts/bench_deeplab.py --batch_size 2 --size 321 --steps 3 [--device cuda] [--output bench.json]
 """
 
 import argparse

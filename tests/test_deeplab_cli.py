@@ -17,7 +17,6 @@ from tests.data_trees import write_voc_tree
 from tests.deeplab_helpers import tiny_resnet_config
 from tests.utils import PYTHON, save_tiny_checkpoint, subprocess_env
 
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASS_NAMES = ["background", "class_1", "class_2", "class_3"]
 
@@ -34,8 +33,23 @@ def stage1_output(tmp_path_factory):
     save_tiny_checkpoint(root / "cpfcte", num_labels=4, classifier_init_std=50.0)
     pseudo = root / "pseudo"
     code = script_main("pseudo_label.py")(
-        ["--model", str(root / "cpfcte"), "--dataset", "voc", "--data_root", tree["root"], "--split", "train_aug",
-         "--out", str(pseudo), "--size", "32", "--crf_workers", "0", "--no_progress"]
+        [
+            "--model",
+            str(root / "cpfcte"),
+            "--dataset",
+            "voc",
+            "--data_root",
+            tree["root"],
+            "--split",
+            "train_aug",
+            "--out",
+            str(pseudo),
+            "--size",
+            "32",
+            "--crf_workers",
+            "0",
+            "--no_progress",
+        ]
     )
     assert code == 0 and len(list((pseudo / "crf").glob("*.png"))) == 4
     ResNetForImageClassification(tiny_resnet_config(num_labels=5)).save_pretrained(root / "resnet")
@@ -44,11 +58,42 @@ def stage1_output(tmp_path_factory):
 
 def _argv(stage1, output_dir, *extra):
     return [
-        "--dataset", "voc", "--data_root", stage1["tree"]["root"], "--pseudo_labels", str(stage1["pseudo"]),
-        "--backbone", str(stage1["resnet"]), "--atrous_rates", "1", "2", "--image_size", "33",
-        "--max_steps", "3", "--per_device_train_batch_size", "2", "--crop_size", "33", "--save_steps", "3",
-        "--learning_rate", "1e-3", "--use_cpu", "true", "--report_to", "none", "--dataloader_num_workers", "0",
-        "--crf_workers", "0", "--num_overlays", "1", "--output_dir", str(output_dir), *extra,
+        "--dataset",
+        "voc",
+        "--data_root",
+        stage1["tree"]["root"],
+        "--pseudo_labels",
+        str(stage1["pseudo"]),
+        "--backbone",
+        str(stage1["resnet"]),
+        "--atrous_rates",
+        "1",
+        "2",
+        "--image_size",
+        "33",
+        "--max_steps",
+        "3",
+        "--per_device_train_batch_size",
+        "2",
+        "--crop_size",
+        "33",
+        "--save_steps",
+        "3",
+        "--learning_rate",
+        "1e-3",
+        "--use_cpu",
+        "true",
+        "--report_to",
+        "none",
+        "--dataloader_num_workers",
+        "0",
+        "--crf_workers",
+        "0",
+        "--num_overlays",
+        "1",
+        "--output_dir",
+        str(output_dir),
+        *extra,
     ]
 
 
@@ -72,8 +117,18 @@ def test_train_deeplab_script_trains_on_pseudo_label_output_and_evaluates(stage1
     # Evaluation only, from the saved model, single scale without CRF, into the same layout.
     evaluation = tmp_path / "eval_only"
     code = script_main("train_deeplab.py")(
-        _argv(stage1_output, evaluation, "--do_train", "false", "--model_name_or_path", str(output),
-              "--test_scales", "1.0", "--test_crf", "false")
+        _argv(
+            stage1_output,
+            evaluation,
+            "--do_train",
+            "false",
+            "--model_name_or_path",
+            str(output),
+            "--test_scales",
+            "1.0",
+            "--test_crf",
+            "false",
+        )
     )
     assert code == 0
     report = json.loads((evaluation / "predictions" / "val" / "report" / "metrics.json").read_text())
@@ -95,13 +150,56 @@ def test_shapes_generated_with_dataset_options_and_a_sample_limit(tmp_path):
     for row in train:
         save_mask(np.asarray(row["mask"]), tmp_path / "pseudo" / f"{row['id']}.png")
     argv = [
-        "--dataset", "shapes", "--train_split", "train", "--dataset_option", *options, "--cache_dir", str(tmp_path),
-        "--max_train_samples", "5",
-        "--max_eval_samples", "3", "--pseudo_labels", str(tmp_path / "pseudo"), "--backbone", "none",
-        "--resnet_layer_type", "basic", "--resnet_depths", "1", "1", "1", "1", "--resnet_hidden_sizes", "8", "8", "16",
-        "16", "--resnet_embedding_size", "8", "--atrous_rates", "1", "--max_steps", "2", "--per_device_train_batch_size",
-        "1", "--crop_size", "33", "--use_cpu", "true", "--report_to", "none", "--dataloader_num_workers", "0",
-        "--test_crf", "false", "--num_overlays", "0", "--output_dir", str(tmp_path / "out"),
+        "--dataset",
+        "shapes",
+        "--train_split",
+        "train",
+        "--dataset_option",
+        *options,
+        "--cache_dir",
+        str(tmp_path),
+        "--max_train_samples",
+        "5",
+        "--max_eval_samples",
+        "3",
+        "--pseudo_labels",
+        str(tmp_path / "pseudo"),
+        "--backbone",
+        "none",
+        "--resnet_layer_type",
+        "basic",
+        "--resnet_depths",
+        "1",
+        "1",
+        "1",
+        "1",
+        "--resnet_hidden_sizes",
+        "8",
+        "8",
+        "16",
+        "16",
+        "--resnet_embedding_size",
+        "8",
+        "--atrous_rates",
+        "1",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "1",
+        "--crop_size",
+        "33",
+        "--use_cpu",
+        "true",
+        "--report_to",
+        "none",
+        "--dataloader_num_workers",
+        "0",
+        "--test_crf",
+        "false",
+        "--num_overlays",
+        "0",
+        "--output_dir",
+        str(tmp_path / "out"),
     ]
     assert script_main("train_deeplab.py")(argv) == 0
     report = json.loads((tmp_path / "out" / "predictions" / "val" / "report" / "metrics.json").read_text())
@@ -112,7 +210,9 @@ def test_shapes_generated_with_dataset_options_and_a_sample_limit(tmp_path):
 
 @pytest.mark.parametrize("preset", ["deeplab_voc", "deeplab_coco", "deeplab_shapes"])
 def test_presets_parse_and_carry_the_recipe(preset):
-    data, model, test, crf, training = parse_arguments(["--config", os.path.join(REPO, "scripts", "configs", f"{preset}.yaml")])
+    data, model, test, crf, training = parse_arguments(
+        ["--config", os.path.join(REPO, "scripts", "configs", f"{preset}.yaml")]
+    )
     assert training.min_scale <= 1.0 <= training.max_scale and training.flip_prob == 0.5
     assert training.momentum == 0.9 and training.weight_decay == 5e-4 and training.poly_power == 0.9
     assert training.classifier_lr_multiplier == 10.0 and training.per_device_train_batch_size == 10
@@ -136,9 +236,22 @@ DISTRIBUTED_ARGS = ["--ddp_backend", "gloo"]
 def test_two_processes_train_with_ddp_and_share_the_evaluation(stage1_output, tmp_path):
     output = tmp_path / "ddp"
     command = [
-        PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-        os.path.join(REPO, "scripts", "train_deeplab.py"), *_argv(stage1_output, output), *DISTRIBUTED_ARGS,
-        "--per_device_train_batch_size", "1", "--eval_strategy", "steps", "--eval_steps", "3",
+        PYTHON,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        os.path.join(REPO, "scripts", "train_deeplab.py"),
+        *_argv(stage1_output, output),
+        *DISTRIBUTED_ARGS,
+        "--per_device_train_batch_size",
+        "1",
+        "--eval_strategy",
+        "steps",
+        "--eval_steps",
+        "3",
     ]
     result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -113,7 +113,9 @@ def test_remote_code_load_without_the_package(checkpoint, tmp_path):
     with torch.no_grad():
         expected = model(pixel_values).logits
     torch.save(pixel_values, tmp_path / "input.pt")
-    code = BLOCK_PACKAGE_IMPORT + f"""
+    code = (
+        BLOCK_PACKAGE_IMPORT
+        + f"""
 import builtins
 def refuse(*args, **kwargs):
     raise SystemExit("transformers prompted for input")
@@ -134,6 +136,7 @@ results = segmenter(Image.fromarray(np.full((24, 40, 3), 127, dtype=np.uint8)))
 assert results and all(r["mask"].size == (40, 24) for r in results)
 print("remote ok")
 """
+    )
     result = subprocess.run(
         [PYTHON, "-c", code], env=subprocess_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300
     )

@@ -4,20 +4,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import ResNetConfig, ResNetForImageClassification, ResNetModel
+from transformers import ResNetForImageClassification, ResNetModel
 
 import cpfcte_hf
 from cpfcte_hf.deeplab import (
     AtrousSpatialPyramidClassifier,
     DeepLabV2Config,
     DeepLabV2ForSemanticSegmentation,
+    configuration_deeplab,
     resnet101_config,
 )
-from cpfcte_hf.deeplab import configuration_deeplab
 from tests.deeplab_helpers import tiny_deeplab_config, tiny_resnet_config
 
 
-@pytest.mark.parametrize("output_stride, size, expected", [(8, 65, 9), (8, 33, 5), (8, 64, 8), (16, 65, 5), (32, 65, 3)])
+@pytest.mark.parametrize(
+    "output_stride, size, expected", [(8, 65, 9), (8, 33, 5), (8, 64, 8), (16, 65, 5), (32, 65, 3)]
+)
 def test_logits_have_the_configured_output_stride(output_stride, size, expected):
     model = DeepLabV2ForSemanticSegmentation(tiny_deeplab_config(output_stride=output_stride)).eval()
     with torch.no_grad():

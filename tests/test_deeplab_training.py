@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from safetensors.torch import load_file
 from transformers import TrainerCallback, default_data_collator, pipeline
 
@@ -35,7 +34,6 @@ from cpfcte_hf.metrics import SegmentationMetric
 from cpfcte_hf.visualization import save_mask
 from tests.deeplab_helpers import tiny_deeplab_config
 
-
 NUM_CLASSES = 3  # background, disc, square
 
 
@@ -43,7 +41,9 @@ NUM_CLASSES = 3  # background, disc, square
 def shapes(tmp_path_factory):
     """A tiny procedural split (64x64, 2 foreground classes) and a pseudo-label directory made from its masks."""
     root = tmp_path_factory.mktemp("deeplab_shapes")
-    train = load_shapes("train", num_train=8, image_size=64, num_classes=NUM_CLASSES - 1, cache_dir=str(root / "cache"))
+    train = load_shapes(
+        "train", num_train=8, image_size=64, num_classes=NUM_CLASSES - 1, cache_dir=str(root / "cache")
+    )
     val = load_shapes("val", num_val=3, image_size=64, num_classes=NUM_CLASSES - 1, cache_dir=str(root / "cache"))
     pseudo = root / "pseudo"
     for row in train:
@@ -95,7 +95,11 @@ def test_augmentation_without_randomness_is_resize_and_normalize():
         image, mask, crop_size=40, scale_range=(1.0, 1.0), flip_prob=1.0, generator=torch.Generator().manual_seed(3)
     )
     assert flipped_labels.shape == (40, 40) and flipped_values.shape == (3, 40, 40)
-    left = next(x for x in range(17) if torch.equal(flipped_labels, torch.from_numpy(mask[:, x : x + 40][:, ::-1].copy()).long()))
+    left = next(
+        x
+        for x in range(17)
+        if torch.equal(flipped_labels, torch.from_numpy(mask[:, x : x + 40][:, ::-1].copy()).long())
+    )
     assert torch.equal(flipped_values, expected[:, :, left : left + 40].flip(-1))
 
 
@@ -217,7 +221,9 @@ def test_trainer_rejects_plain_training_arguments(tmp_path):
     from transformers import TrainingArguments
 
     with pytest.raises(TypeError, match="DeepLabV2TrainingArguments"):
-        DeepLabV2Trainer(model=DeepLabV2ForSemanticSegmentation(tiny_deeplab_config()), args=TrainingArguments(str(tmp_path)))
+        DeepLabV2Trainer(
+            model=DeepLabV2ForSemanticSegmentation(tiny_deeplab_config()), args=TrainingArguments(str(tmp_path))
+        )
 
 
 # ------------------------------------------------------------------------------------------ inference, evaluation

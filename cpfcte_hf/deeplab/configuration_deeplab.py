@@ -7,7 +7,6 @@ and nothing else from this package.
 
 from transformers import PreTrainedConfig, ResNetConfig
 
-
 # The PASCAL VOC classes, background first. A copy of `cpfcte_hf.configuration_cpfcte.VOC_CLASSES`: remote code
 # cannot import outside its own folder. `tests/test_deeplab_modeling.py` checks that the two stay identical.
 VOC_CLASSES = (
@@ -135,7 +134,8 @@ class DeepLabV2Config(PreTrainedConfig):
             raise ValueError(f"`output_stride` must be 8, 16 or 32, got {self.output_stride}.")
         if len(self.backbone_config.depths) != 4:
             raise ValueError(
-                f"DeepLab-v2 needs a 4-stage ResNet backbone; `backbone_config.depths` is {self.backbone_config.depths}."
+                "DeepLab-v2 needs a 4-stage ResNet backbone; `backbone_config.depths` is "
+                f"{self.backbone_config.depths}."
             )
         if not self.atrous_rates or any(rate < 1 for rate in self.atrous_rates):
             raise ValueError(f"`atrous_rates` must be a non-empty list of positive ints, got {self.atrous_rates}.")

@@ -28,7 +28,8 @@ from .configuration_deeplab import DeepLabV2Config
 def dilate_resnet(resnet: ResNetModel, output_stride: int) -> list[int]:
     """
     Turns the strides of a transformers `ResNetModel`'s later stages into dilations, in place, so that its features
-    have `output_stride` (8, 16 or 32) instead of 32. Only stride, dilation and padding of existing convolutions change:
+    have `output_stride` (8, 16 or 32) instead of 32. Only stride, dilation and padding of existing convolutions
+    change:
     the parameters and their names are untouched, so the model still loads any ResNet checkpoint of its config.
 
     Every 3x3 convolution of a dilated stage gets that stage's dilation (DeepLab-v2: 2 in the third stage and 4 in
@@ -49,7 +50,10 @@ def dilate_resnet(resnet: ResNetModel, output_stride: int) -> list[int]:
                     module.stride = (1, 1)
                     if module.kernel_size[0] > 1:
                         module.dilation = (dilation, dilation)
-                        module.padding = (dilation * (module.kernel_size[0] // 2), dilation * (module.kernel_size[1] // 2))
+                        module.padding = (
+                            dilation * (module.kernel_size[0] // 2),
+                            dilation * (module.kernel_size[1] // 2),
+                        )
         elif downsamples:
             stride *= 2
         dilations.append(dilation)
@@ -165,7 +169,7 @@ class DeepLabV2ForSemanticSegmentation(DeepLabV2PreTrainedModel):
                     parameter.requires_grad_(False)
 
     def train(self, mode: bool = True):
-        """As `nn.Module.train`, but the backbone's BatchNorm layers stay in eval mode if `config.freeze_batch_norm`."""
+        """`nn.Module.train`, but the backbone's BatchNorm layers stay in eval mode if `config.freeze_batch_norm`."""
         super().train(mode)
         self._freeze_batch_norm()
         return self
@@ -198,7 +202,8 @@ class DeepLabV2ForSemanticSegmentation(DeepLabV2PreTrainedModel):
         valid = labels[labels != ignore_index]
         if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= self.config.num_labels):
             raise ValueError(
-                f"`labels` holds class ids {int(valid.min())}..{int(valid.max())}; expected 0..{self.config.num_labels - 1}"
+                f"`labels` holds class ids {int(valid.min())}..{int(valid.max())}; "
+                f"expected 0..{self.config.num_labels - 1}"
                 f" or {ignore_index} (ignored)."
             )
         if valid.numel() == 0:

@@ -19,8 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from transformers import ResNetConfig, default_data_collator
+from transformers import default_data_collator
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..cli import describe, parse_args_with_presets
@@ -40,7 +39,6 @@ from .training import (
     resolve_pseudo_label_dir,
 )
 
-
 logger = logging.getLogger(__name__)
 
 
@@ -48,12 +46,16 @@ logger = logging.getLogger(__name__)
 class DeepLabDataArguments:
     """Where the images, the pseudo-labels and the ground truth come from."""
 
-    dataset: str | None = field(default=None, metadata={"help": "Dataset kind for cpfcte_hf.data (voc, coco, shapes)."})
+    dataset: str | None = field(
+        default=None, metadata={"help": "Dataset kind for cpfcte_hf.data (voc, coco, shapes)."}
+    )
     data_root: str | None = field(default=None, metadata={"help": "Dataset root directory (or Hub id)."})
     train_split: str = field(default="train_aug", metadata={"help": "Split whose images the pseudo-labels cover."})
     pseudo_labels: str | None = field(
         default=None,
-        metadata={"help": "Output directory of scripts/pseudo_label.py (its crf/ masks are used), or a folder of <id>.png."},
+        metadata={
+            "help": "Output directory of scripts/pseudo_label.py (its crf/ masks are used), or a folder of <id>.png."
+        },
     )
     pseudo_label_set: str = field(
         default="crf", metadata={"help": "Which masks of a pseudo_label.py output directory: 'crf' or 'bpm'."}
@@ -101,7 +103,9 @@ class DeepLabModelArguments:
         default_factory=lambda: [256, 512, 1024, 2048], metadata={"help": "Stage widths when --backbone none."}
     )
     resnet_embedding_size: int = field(default=64, metadata={"help": "Stem width when --backbone none."})
-    resnet_layer_type: str = field(default="bottleneck", metadata={"help": "'bottleneck' or 'basic' (--backbone none)."})
+    resnet_layer_type: str = field(
+        default="bottleneck", metadata={"help": "'bottleneck' or 'basic' (--backbone none)."}
+    )
     image_size: int = field(
         default=DEEPLAB_IMAGE_SIZE, metadata={"help": "Size the saved image processor (the pipeline) resizes to."}
     )
@@ -125,7 +129,11 @@ _TYPES = {"int": int, "float": float, "bool": bool}
 DenseCRFArguments = dataclasses.make_dataclass(
     "DenseCRFArguments",
     [
-        (f"crf_{f.name}", _TYPES.get(f.type, f.type), field(default=f.default, metadata={"help": f"DenseCRFConfig.{f.name}"}))
+        (
+            f"crf_{f.name}",
+            _TYPES.get(f.type, f.type),
+            field(default=f.default, metadata={"help": f"DenseCRFConfig.{f.name}"}),
+        )
         for f in dataclasses.fields(DenseCRFConfig)
     ],
 )
@@ -223,7 +231,9 @@ def run_deeplab(
     result = {"train": None, "report": None, "model_dir": str(output_dir)}
     if training_args.do_train:
         if not data_args.pseudo_labels:
-            raise ValueError("--pseudo_labels is required for training (the output directory of scripts/pseudo_label.py).")
+            raise ValueError(
+                "--pseudo_labels is required for training (the output directory of scripts/pseudo_label.py)."
+            )
         mask_dir = resolve_pseudo_label_dir(data_args.pseudo_labels, data_args.pseudo_label_set)
         train_set = PseudoLabelDataset(
             train_dataset,
@@ -287,7 +297,13 @@ def run_deeplab(
 
 def parse_arguments(argv=None):
     """(data, model, test, crf, training) arguments from `argv` and an optional `--config` YAML preset."""
-    types = (DeepLabDataArguments, DeepLabModelArguments, DeepLabTestArguments, DenseCRFArguments, DeepLabV2TrainingArguments)
+    types = (
+        DeepLabDataArguments,
+        DeepLabModelArguments,
+        DeepLabTestArguments,
+        DenseCRFArguments,
+        DeepLabV2TrainingArguments,
+    )
     parsed = parse_args_with_presets(
         types, argv, description="Train DeepLab-v2 on CPF-CTE pseudo-labels and evaluate it (multi-scale + CRF)."
     )

@@ -58,7 +58,6 @@ from ..visualization import read_mask, save_mask
 from .modeling_deeplab import DeepLabV2ForSemanticSegmentation
 from .processing import IMAGENET_MEAN, IMAGENET_STD
 
-
 logger = logging.getLogger(__name__)
 
 MODEL_INPUT_NAMES = ("pixel_values", "labels")
@@ -182,7 +181,8 @@ class PseudoLabelDataset(torch.utils.data.Dataset):
             (keep if (self.mask_dir / f"{_safe_id(image_id)}.png").is_file() else missing).append(index)
         if not keep:
             raise FileNotFoundError(
-                f"None of the {len(ids)} images (e.g. {ids[:3]}) has a pseudo-label <id>.png in {str(self.mask_dir)!r}:"
+                f"None of the {len(ids)} images (e.g. {ids[:3]}) has a pseudo-label <id>.png in "
+                f"{str(self.mask_dir)!r}:"
                 " wrong directory or wrong split?"
             )
         if missing:
@@ -210,7 +210,9 @@ class PseudoLabelDataset(torch.utils.data.Dataset):
         image = to_rgb_array(row["image"])
         mask = read_mask(path)
         if mask.shape != image.shape[:2]:
-            raise ValueError(f"{path}: mask is {mask.shape[::-1]} (w x h) but image {image_id!r} is {image.shape[1::-1]}.")
+            raise ValueError(
+                f"{path}: mask is {mask.shape[::-1]} (w x h) but image {image_id!r} is {image.shape[1::-1]}."
+            )
         bad = (mask >= self.num_labels) & (mask != self.ignore_index)
         if bad.any():
             raise ValueError(
@@ -410,10 +412,10 @@ class DeepLabV2TrainingArguments(TrainingArguments):
     """
     `TrainingArguments` with the DeepLab-v2 recipe (SPEC section 4) as defaults, and its augmentation.
 
-    Defaults that differ from `TrainingArguments`: `do_train=True`, `per_device_train_batch_size=10`, `max_steps=20000`,
-    `learning_rate=2.5e-4` (backbone; the classifier gets `classifier_lr_multiplier` x), `weight_decay=5e-4`,
-    `seed=1234`, checkpoints every 1000 steps (the last 3 kept), no evaluation during training (the final model is
-    evaluated), `remove_unused_columns=False`, TensorBoard logging.
+    Defaults that differ from `TrainingArguments`: `do_train=True`, `per_device_train_batch_size=10`,
+    `max_steps=20000`, `learning_rate=2.5e-4` (backbone; the classifier gets `classifier_lr_multiplier` x),
+    `weight_decay=5e-4`, `seed=1234`, checkpoints every 1000 steps (the last 3 kept), no evaluation during training
+    (the final model is evaluated), `remove_unused_columns=False`, TensorBoard logging.
     """
 
     crop_size: int = field(default=321, metadata={"help": "Side of the square training crops (DeepLab: 321)."})
@@ -468,8 +470,12 @@ class PolyLearningRate:
         return max(0.0, 1.0 - step / max(1, self.max_steps)) ** self.power
 
 
-def sgd_parameter_groups(model: DeepLabV2ForSemanticSegmentation, learning_rate: float, weight_decay: float,
-                         classifier_lr_multiplier: float = 10.0) -> list[dict]:
+def sgd_parameter_groups(
+    model: DeepLabV2ForSemanticSegmentation,
+    learning_rate: float,
+    weight_decay: float,
+    classifier_lr_multiplier: float = 10.0,
+) -> list[dict]:
     """SGD parameter groups: the trainable backbone at `learning_rate`, the ASPP at `classifier_lr_multiplier` x."""
     classifier = [p for p in model.aspp.parameters() if p.requires_grad]
     classifier_ids = {id(p) for p in classifier}
