@@ -24,7 +24,14 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..cli import describe, parse_args_with_presets
 from ..crf import DenseCRFConfig
-from ..pseudo_labeling import dataset_class_names, format_report, load_split, parse_key_values
+from ..pseudo_labeling import (
+    _distributed_state,
+    _finish_distributed,
+    dataset_class_names,
+    format_report,
+    load_split,
+    parse_key_values,
+)
 from ..visualization import atomic_write_text
 from .configuration_deeplab import DeepLabV2Config, resnet101_config
 from .modeling_deeplab import DeepLabV2ForSemanticSegmentation
@@ -319,6 +326,7 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as error:  # bad arguments or inputs: a clear message, no traceback
         print(f"error: {error}", flush=True)
         return 2
+    _finish_distributed(_distributed_state())  # as pseudo_label.py: tear the process group down before exiting
     return 0
 
 
