@@ -706,7 +706,7 @@ def _write_overlays(dataset, predictions, directory: Path, class_names, count: i
             for name, folder in predictions.items():
                 path = Path(folder) / f"{image_id}.png"
                 panels[name] = read_mask(path) if path.is_file() else None
-            save_overlay_panels(directory / f"{image_id}.png", image, panels, class_names, title=image_id)
+            save_overlay_panels(directory / f"{image_id}.png", image, panels, class_names, title=image_id, alpha=0.6)
             written += 1
         except Exception as error:  # noqa: BLE001 - an overlay is a nicety, never a reason to fail the report
             logger.warning(f"[{image_id}] overlay not written: {error}")
