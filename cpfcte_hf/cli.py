@@ -54,10 +54,11 @@ def parse_args_with_presets(dataclass_types: Sequence[type], args: Sequence[str]
         if unknown:
             raise ValueError(f"Unknown key(s) in {known.config}: {', '.join(unknown)}.")
         parser.set_defaults(**preset)
-    *instances, namespace = parser.parse_args_into_dataclasses(args=remaining, return_remaining_strings=True)
-    if namespace:
-        parser.error(f"unrecognised arguments: {' '.join(namespace)}")
-    return tuple(instances)
+    *outputs, unknown = parser.parse_args_into_dataclasses(args=remaining, return_remaining_strings=True)
+    if unknown:
+        parser.error(f"unrecognised arguments: {' '.join(unknown)}")
+    # HfArgumentParser also returns a Namespace for arguments that are no dataclass field (here `--config`).
+    return tuple(output for output in outputs if dataclasses.is_dataclass(output))
 
 
 def describe(*instances) -> str:

@@ -22,11 +22,15 @@ registers them; the stage-2 encoder blocks are registered and only switched off 
 from __future__ import annotations
 
 import math
+import os
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
+from transformers.training_args import OptimizerNames
 from transformers.utils import logging
 
 from .image_processing_cpfcte import class_probability_maps
@@ -72,11 +76,11 @@ class CPFCTETrainingArguments(TrainingArguments):
     per_device_train_batch_size: int = 8
     per_device_eval_batch_size: int = 8
     weight_decay: float = 0.0
-    optim: str = "adamw_torch"
-    lr_scheduler_type: str = "constant"
+    optim: OptimizerNames | str = "adamw_torch"
+    lr_scheduler_type: SchedulerType | str = "constant"
     seed: int = 1234
-    eval_strategy: str = "epoch"
-    save_strategy: str = "epoch"
+    eval_strategy: IntervalStrategy | str = "epoch"
+    save_strategy: SaveStrategy | str = "epoch"
     logging_steps: float = 10
     save_total_limit: int | None = 3
     load_best_model_at_end: bool = True
@@ -85,8 +89,33 @@ class CPFCTETrainingArguments(TrainingArguments):
     remove_unused_columns: bool = False
     label_names: list[str] | None = field(default_factory=lambda: ["labels", "masks"])
     batch_eval_metrics: bool = True
-    report_to: str | list[str] | None = "tensorboard"
+    report_to: None | str | list[str] = "tensorboard"
     dataloader_num_workers: int = 2
+
+
+_CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+
+
+def is_complete_checkpoint(path: str) -> bool:
+    """`Trainer` writes `trainer_state.json` last: a checkpoint without it was cut off while being written."""
+    return os.path.isfile(os.path.join(path, "trainer_state.json"))
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest `checkpoint-N` in `output_dir` that was written completely (a killed run may leave a partial one)."""
+    if not os.path.isdir(output_dir):
+        return None
+    steps = sorted(
+        (int(match.group(1)), name)
+        for name in os.listdir(output_dir)
+        if (match := _CHECKPOINT_PATTERN.match(name)) and os.path.isdir(os.path.join(output_dir, name))
+    )
+    for _, name in reversed(steps):
+        path = os.path.join(output_dir, name)
+        if is_complete_checkpoint(path):
+            return path
+        logger.warning(f"Skipping {path}: it was not written completely (no trainer_state.json).")
+    return None
 
 
 class StageLearningRate:
@@ -253,9 +282,10 @@ class CPFCTETrainer(ConvertedCheckpointMixin, Trainer):
             )
             if kwargs.get("preprocess_logits_for_metrics") is None:
                 kwargs["preprocess_logits_for_metrics"] = make_preprocess_logits_for_metrics(True)
-        if args.stage1_freeze_encoder and args.ddp_find_unused_parameters is None:
-            # The stage-2 encoder blocks are registered with DDP but get no gradient during stage 1.
-            args.ddp_find_unused_parameters = True
+        if args.ddp_find_unused_parameters is None:
+            # The stage-2 encoder blocks are registered with DDP but get no gradient during a frozen stage 1;
+            # otherwise every registered parameter gets one, and the search for unused ones is wasted work.
+            args.ddp_find_unused_parameters = bool(args.stage1_freeze_encoder)
 
         never_trained, self.stage2_encoder_parameters = encoder_parameter_groups(model, args.trainable_encoder_blocks)
         for param in model.parameters():
@@ -312,5 +342,7 @@ __all__ = [
     "StageLearningRate",
     "TwoStageScheduleCallback",
     "encoder_parameter_groups",
+    "is_complete_checkpoint",
+    "last_complete_checkpoint",
     "make_preprocess_logits_for_metrics",
 ]

@@ -1,0 +1,272 @@
+# Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
+"""The stage-1 training recipe behind `scripts/train.py`: model + data + `CPFCTETrainer`, from three dataclasses.
+
+    accelerate launch scripts/train.py --config scripts/configs/voc.yaml
+    accelerate launch --multi_gpu --num_processes 2 scripts/train.py --config scripts/configs/shapes.yaml
+
+The dataset is an argument (`--dataset voc|coco|shapes|tagged|hub`), never a copied script. The output directory
+ends up holding a checkpoint that `from_pretrained` and `pipeline("image-segmentation")` load directly (weights,
+config, image processor, source files), the checkpoints of the run, `run_config.json`, `train_results.json`,
+`eval_results.json` and TensorBoard logs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from transformers import ViTConfig, set_seed
+from transformers.utils import logging
+
+from .cli import describe
+from .configuration_cpfcte import CPFCTEConfig
+from .data import EvalTransform, TrainTransform, WeakSegmentationCollator, build_dataset, class_names_of
+from .data.transforms import AugmentationConfig
+from .image_processing_cpfcte import CPFCTEImageProcessor
+from .modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
+from .trainer import CPFCTETrainer, CPFCTETrainingArguments, is_complete_checkpoint, last_complete_checkpoint
+
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    """Which model to train: from a ViT checkpoint (the paper), from scratch, or from a CPF-CTE checkpoint."""
+
+    backbone: str | None = field(
+        default=None,
+        metadata={"help": "ViT checkpoint for the encoder (Hub id or dir), e.g. google/vit-base-patch16-384."},
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A CPF-CTE checkpoint to continue from (instead of --backbone)."}
+    )
+    image_size: int = field(default=384, metadata={"help": "Training resolution (square), a multiple of the patch."})
+    patch_size: int = field(default=16, metadata={"help": "From scratch only: ViT patch size."})
+    hidden_size: int = field(default=768, metadata={"help": "From scratch only: ViT width D."})
+    num_hidden_layers: int = field(default=12, metadata={"help": "From scratch only: ViT depth."})
+    num_attention_heads: int = field(default=12, metadata={"help": "From scratch only: attention heads."})
+    intermediate_size: int = field(default=3072, metadata={"help": "From scratch only: MLP width."})
+    use_class_tokens: bool = field(default=True, metadata={"help": "Class-token fusion (paper Table 4)."})
+    use_context_fusion: bool = field(default=True, metadata={"help": "CF-BiLSTM (paper Table 4)."})
+    pooling: str = field(default="topk", metadata={"help": "topk, max or avg (paper Table 5)."})
+    top_k: int = field(default=4, metadata={"help": "K of Top-K pooling."})
+    lstm_hidden_size: int | None = field(
+        default=None, metadata={"help": "Hidden size per LSTM direction; default D/4 (192 for ViT-B)."}
+    )
+    context_fusion_dropout: float = 0.2
+    classifier_dropout: float = 0.2
+    classifier_l2_weight: float = 0.01
+    attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2."})
+
+
+@dataclass
+class DataArguments:
+    """Which data: a source name, its root, the splits, and extra loader options."""
+
+    dataset: str = field(default="shapes", metadata={"help": "voc, coco, shapes, tagged or hub."})
+    data_root: str | None = field(
+        default=None, metadata={"help": "Dataset root (VOCdevkit, coco2014, ...), Hub id or parquet path."}
+    )
+    train_split: str = field(default="train", metadata={"help": "e.g. train_aug for VOC, train for COCO."})
+    eval_split: str | None = field(default="val", metadata={"help": "Split with masks for mIoU; empty: none."})
+    dataset_option: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Extra loader argument KEY=VALUE (YAML value), repeatable; e.g. num_train=512."},
+    )
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    augment: bool = field(default=True, metadata={"help": "ViT-PCM augmentation (colour jitter, flips, ...)."})
+    aug_brightness: float = field(default=0.2, metadata={"help": "Brightness delta range (images in [0, 1])."})
+    aug_contrast: list[float] = field(default_factory=lambda: [0.5, 2.0], metadata={"help": "Contrast factors."})
+    aug_saturation: list[float] = field(default_factory=lambda: [0.5, 1.5], metadata={"help": "Saturation factors."})
+    aug_hue: float = field(default=0.1, metadata={"help": "Hue shift range, in turns."})
+    aug_grayscale_p: float = 0.1
+    aug_hflip_p: float = 0.5
+    aug_vflip_p: float = 0.5
+    aug_transpose_p: float = 0.5
+    cache_dir: str | None = field(default=None, metadata={"help": "Arrow cache of the loaders."})
+
+    def augmentation_config(self) -> AugmentationConfig:
+        return AugmentationConfig(
+            brightness=self.aug_brightness,
+            contrast=tuple(self.aug_contrast),
+            saturation=tuple(self.aug_saturation),
+            hue=self.aug_hue,
+            grayscale_p=self.aug_grayscale_p,
+            hflip_p=self.aug_hflip_p,
+            vflip_p=self.aug_vflip_p,
+            transpose_p=self.aug_transpose_p,
+        )
+
+
+def parse_dataset_options(options) -> dict:
+    """`["num_val=20", "image_size=64"]` -> `{"num_val": 20, "image_size": 64}`; a YAML mapping passes through."""
+    import yaml
+
+    if isinstance(options, dict):
+        return dict(options)
+    parsed = {}
+    for option in options or []:
+        key, separator, value = str(option).partition("=")
+        if not separator or not key.strip():
+            raise ValueError(f"Expected KEY=VALUE, got {option!r}.")
+        parsed[key.strip()] = yaml.safe_load(value)
+    return parsed
+
+
+def build_datasets(data_args: DataArguments):
+    """(train, eval or None) `datasets.Dataset`s for `data_args`."""
+    options = parse_dataset_options(data_args.dataset_option)
+    if data_args.cache_dir:
+        options.setdefault("cache_dir", data_args.cache_dir)
+    def load(split):
+        try:
+            return build_dataset(data_args.dataset, data_args.data_root, split, **options)
+        except TypeError as error:
+            if "unexpected keyword argument" not in str(error):
+                raise
+            raise ValueError(
+                f"--dataset_option {sorted(options)} does not fit the {data_args.dataset!r} loader: {error}"
+            ) from error
+
+    train = load(data_args.train_split)
+    evaluation = load(data_args.eval_split) if data_args.eval_split else None
+    if data_args.max_train_samples is not None:
+        train = train.select(range(min(data_args.max_train_samples, len(train))))
+    if evaluation is not None and data_args.max_eval_samples is not None:
+        evaluation = evaluation.select(range(min(data_args.max_eval_samples, len(evaluation))))
+    return train, evaluation
+
+
+def build_model(model_args: ModelArguments, class_names: list[str]) -> CPFCTEForWeaklySupervisedSegmentation:
+    """The model of `model_args` for these classes (background first)."""
+    id2label = dict(enumerate(class_names))
+    head_kwargs = dict(
+        id2label=id2label,
+        use_class_tokens=model_args.use_class_tokens,
+        use_context_fusion=model_args.use_context_fusion,
+        pooling=model_args.pooling,
+        pooling_top_k=model_args.top_k,
+        context_fusion_dropout=model_args.context_fusion_dropout,
+        classifier_dropout=model_args.classifier_dropout,
+        classifier_l2_weight=model_args.classifier_l2_weight,
+    )
+    attn = {"attn_implementation": model_args.attn_implementation}
+    if model_args.model_name_or_path:
+        if model_args.backbone:
+            raise ValueError("Pass either --model_name_or_path (a CPF-CTE checkpoint) or --backbone, not both.")
+        model = CPFCTEForWeaklySupervisedSegmentation.from_pretrained(model_args.model_name_or_path, **attn)
+        if model.config.id2label != id2label:
+            raise ValueError(
+                f"{model_args.model_name_or_path} was trained on classes {list(model.config.id2label.values())}, "
+                f"the dataset has {class_names}."
+            )
+        return model
+    if model_args.backbone:
+        vit_hidden = ViTConfig.from_pretrained(model_args.backbone).hidden_size
+        head_kwargs["lstm_hidden_size"] = model_args.lstm_hidden_size or vit_hidden // 4
+        model = CPFCTEForWeaklySupervisedSegmentation.from_pretrained_backbone(model_args.backbone, **head_kwargs)
+        model.config._attn_implementation = model_args.attn_implementation
+        return model
+    backbone_config = ViTConfig(
+        hidden_size=model_args.hidden_size,
+        num_hidden_layers=model_args.num_hidden_layers,
+        num_attention_heads=model_args.num_attention_heads,
+        intermediate_size=model_args.intermediate_size,
+        image_size=model_args.image_size,
+        patch_size=model_args.patch_size,
+    )
+    head_kwargs["lstm_hidden_size"] = model_args.lstm_hidden_size or model_args.hidden_size // 4
+    config = CPFCTEConfig(backbone_config=backbone_config, **head_kwargs)
+    config._attn_implementation = model_args.attn_implementation
+    return CPFCTEForWeaklySupervisedSegmentation(config)
+
+
+def _resolve_resume(training_args: CPFCTETrainingArguments) -> str | None:
+    resume = training_args.resume_from_checkpoint
+    if resume is None or str(resume).lower() in ("", "false", "none"):
+        return None
+    if str(resume).lower() in ("true", "last", "latest"):
+        last = last_complete_checkpoint(training_args.output_dir)
+        if last is None:
+            raise FileNotFoundError(
+                f"--resume_from_checkpoint {resume}: no complete checkpoint in {training_args.output_dir}."
+            )
+        return last
+    if not os.path.isdir(resume):
+        raise FileNotFoundError(f"--resume_from_checkpoint: {resume} is not a checkpoint directory.")
+    if not is_complete_checkpoint(resume):
+        raise ValueError(f"--resume_from_checkpoint: {resume} was not written completely (no trainer_state.json).")
+    return resume
+
+
+def run_training(
+    model_args: ModelArguments, data_args: DataArguments, training_args: CPFCTETrainingArguments
+) -> CPFCTETrainer:
+    """Builds everything, trains (resuming if asked), saves the final model and its processor; returns the trainer."""
+    set_seed(training_args.seed)
+    resume = _resolve_resume(training_args)
+    if training_args.should_log:
+        print(describe(model_args, data_args, training_args), flush=True)
+        print(f"Outputs: {os.path.abspath(training_args.output_dir)}", flush=True)
+
+    # Every process says where it runs, so a multi-process launch shows all its ranks.
+    print(
+        f"[rank {training_args.process_index}/{training_args.world_size}] device {training_args.device}",
+        flush=True,
+    )
+    train_dataset, eval_dataset = build_datasets(data_args)
+    class_names = class_names_of(train_dataset)
+    num_labels = len(class_names)
+    processor = CPFCTEImageProcessor(size={"height": model_args.image_size, "width": model_args.image_size})
+    model = build_model(model_args, class_names)
+
+    if data_args.augment:
+        train_transform = TrainTransform(num_labels, processor, augmentation=data_args.augmentation_config())
+    else:
+        train_transform = EvalTransform(num_labels, processor, with_masks=False)
+    train_dataset = train_dataset.with_transform(train_transform)
+    has_masks = eval_dataset is not None and "mask" in eval_dataset.column_names
+    if eval_dataset is not None:
+        eval_dataset = eval_dataset.with_transform(EvalTransform(num_labels, processor, with_masks=has_masks))
+    if not has_masks:
+        # Without ground truth there is no mIoU: evaluate the loss only and keep the last checkpoint.
+        training_args.label_names = ["labels"]
+        if training_args.metric_for_best_model == "mean_iou":
+            training_args.metric_for_best_model = "loss" if eval_dataset is not None else None
+            training_args.greater_is_better = False
+        if eval_dataset is None:
+            training_args.eval_strategy = "no"
+            training_args.load_best_model_at_end = False
+
+    trainer = CPFCTETrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=WeakSegmentationCollator(num_labels),
+        processing_class=processor,
+    )
+    if trainer.is_world_process_zero():
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        with open(os.path.join(training_args.output_dir, "run_config.json"), "w") as handle:
+            handle.write(describe(model_args, data_args, training_args) + "\n")
+
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+    if eval_dataset is not None:
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+    if trainer.is_world_process_zero():
+        print(f"Saved the model to {os.path.abspath(training_args.output_dir)}", flush=True)
+        print(json.dumps({"best_checkpoint": trainer.state.best_model_checkpoint}), flush=True)
+    return trainer
+
+
+__all__ = ["DataArguments", "ModelArguments", "build_datasets", "build_model", "parse_dataset_options", "run_training"]
