@@ -199,7 +199,8 @@ class CRFPool:
 
     `map(items)` takes `(key, image, probabilities)` triples and yields one `CRFResult` per item in completion
     order. A failing image gives a result with `error` set; if a worker process dies (e.g. a crash inside
-    pydensecrf), the images it had in flight are reported failed and a fresh pool takes the rest.
+    pydensecrf), the images queued at that moment are reported failed (a rerun of a pseudo-labelling job retries
+    them) and a fresh pool takes the rest.
     """
 
     def __init__(
@@ -217,6 +218,7 @@ class CRFPool:
         self.mp_context = mp_context or _default_context()
         self._executor: ProcessPoolExecutor | None = None
         self._pending: dict[Future, Any] = {}
+        self._ready: list[CRFResult] = []  # serial mode: computed at submit, handed out by poll
 
     def __enter__(self) -> "CRFPool":
         return self
@@ -229,6 +231,7 @@ class CRFPool:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
         self._pending.clear()
+        self._ready.clear()
 
     def _ensure_executor(self) -> ProcessPoolExecutor:
         if self._executor is None:
@@ -248,25 +251,25 @@ class CRFPool:
     def submit(self, key, image: np.ndarray, probabilities: np.ndarray) -> None:
         """Queues one image; collect results with `poll` / `drain` (or use `map`)."""
         if self.num_workers == 0:
-            self._pending[key] = _crf_task(key, image, probabilities, None, self.config)
+            self._ready.append(_crf_task(key, image, probabilities, None, self.config))
             return
         subset, classes = self._prepare(probabilities)
         try:
             future = self._ensure_executor().submit(_crf_task, key, image, subset, classes, self.config)
         except BrokenProcessPool:
+            self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
             future = self._ensure_executor().submit(_crf_task, key, image, subset, classes, self.config)
         self._pending[future] = key
 
     @property
     def num_pending(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._ready)
 
     def poll(self, block: bool = False) -> list[CRFResult]:
         """Results finished so far (with `block=True`, waits for at least one if any is pending)."""
-        if self.num_workers == 0:
-            results = list(self._pending.values())
-            self._pending.clear()
+        if self._ready:
+            results, self._ready = self._ready, []
             return results
         if not self._pending:
             return []
@@ -279,17 +282,18 @@ class CRFPool:
                 results.append(future.result())
             except BrokenProcessPool as error:
                 broken = True
-                results.append(CRFResult(key, error=f"CRF worker process died ({error})"))
+                results.append(CRFResult(key, error=f"a CRF worker process died while this image was queued ({error})"))
             except Exception as error:  # noqa: BLE001 - e.g. an unpicklable input
                 results.append(CRFResult(key, error=f"{type(error).__name__}: {error}"))
-        if broken:
+        if broken and self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None  # the next submit starts a fresh pool
         return results
 
     def drain(self) -> list[CRFResult]:
         """Waits for everything queued."""
         results = []
-        while self._pending:
+        while self.num_pending:
             results.extend(self.poll(block=True))
         return results
 

@@ -1,5 +1,7 @@
 """Dense CRF through the real pydensecrf: it snaps masks to image edges, the pool equals the serial path, failures stay local."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -124,3 +126,22 @@ def test_pool_streams_with_bounded_pending_and_is_reusable():
         (result,) = pool.drain()
         assert result.key == "again" and result.ok
     assert default_num_workers() >= 1
+
+
+class _KillsTheWorker:
+    """A key whose unpickling ends the worker process, as a crash inside the C++ CRF would."""
+
+    def __reduce__(self):
+        return (os._exit, (3,))
+
+
+def test_a_dying_worker_is_reported_and_a_fresh_pool_takes_the_rest():
+    image, probabilities, _ = two_region_example(0, height=20, width=24)
+    killer = _KillsTheWorker()
+    with CRFPool(num_workers=1) as pool:
+        pool.submit(killer, image, probabilities)
+        (result,) = pool.drain()
+        assert result.key is killer and not result.ok and "worker process died" in result.error
+        results = list(pool.map([("a", image, probabilities), ("b", image, probabilities)]))
+    assert sorted(r.key for r in results) == ["a", "b"] and all(r.ok for r in results)
+    np.testing.assert_array_equal(results[0].mask, crf_mask(image, probabilities))
