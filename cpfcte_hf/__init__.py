@@ -42,8 +42,11 @@ def _register_auto_classes() -> None:
 
 
 _register_auto_classes()
-from . import pipelines  # noqa: E402  registers the "weakly-supervised-pseudo-labelling" pipeline task
-from . import deeplab  # noqa: E402  registers DeepLab-v2 with the Auto classes
+
+# Imported for their registrations: DeepLab-v2 with the Auto classes, and the
+# "weakly-supervised-pseudo-labelling" pipeline task.
+from . import deeplab, pipelines  # noqa: E402, F401
+
 
 __all__ = [
     "VOC_CLASSES",

@@ -238,9 +238,7 @@ class CPFCTEForWeaklySupervisedSegmentation(CPFCTEPreTrainedModel):
         super().__init__(config)
         hidden_size = config.backbone_config.hidden_size
         self.vit = ViTModel(config.backbone_config, add_pooling_layer=False)
-        self.class_token_fusion = (
-            ClassTokenFusion(hidden_size, config.num_labels) if config.use_class_tokens else None
-        )
+        self.class_token_fusion = ClassTokenFusion(hidden_size, config.num_labels) if config.use_class_tokens else None
         self.context_fusion = (
             ContextFusionBiLSTM(hidden_size, config.lstm_hidden_size, config.context_fusion_dropout)
             if config.use_context_fusion

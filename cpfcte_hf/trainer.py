@@ -71,6 +71,10 @@ class CPFCTETrainingArguments(TrainingArguments):
             "-1 trains the whole encoder, embeddings included (training from scratch)."
         },
     )
+    eval_pictures: int = field(
+        default=4,
+        metadata={"help": "Validation images drawn (image | ground truth | pseudo-label) at each evaluation."},
+    )
     learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of stage 2 (paper: 1e-4)."})
     num_train_epochs: float = field(default=50.0, metadata={"help": "Epochs in total (paper: at most 50)."})
     per_device_train_batch_size: int = 8
@@ -229,6 +233,81 @@ def make_preprocess_logits_for_metrics(mask_by_image_labels: bool = True):
     return preprocess_logits_for_metrics
 
 
+class EvalPicturesCallback(TrainerCallback):
+    """
+    After each evaluation with a mIoU, draws what a person looks at: the per-class IoU as a bar plot, and the first
+    `num_examples` validation images as panels (image | ground truth | pseudo-label). The PNGs go to
+    `output_dir/eval_pictures/step-N/` and, when TensorBoard logging is on, into TensorBoard.
+    """
+
+    def __init__(self, trainer: Trainer, num_examples: int = 4):
+        self.trainer = trainer
+        self.num_examples = num_examples
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        trainer = self.trainer
+        if not metrics or "eval_mean_iou" not in metrics or not trainer.is_world_process_zero():
+            return
+        from PIL import Image
+
+        from .visualization import plot_per_class_iou, save_overlay_panels
+
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        directory = os.path.join(args.output_dir, "eval_pictures", f"step-{state.global_step}")
+        iou = [metrics.get(f"eval_iou_{name}") for name in names]
+        paths = {
+            "per_class_iou": plot_per_class_iou(
+                os.path.join(directory, "per_class_iou.png"),
+                {"pseudo-label": iou},
+                names,
+                title=f"step {state.global_step}",
+            )
+        }
+        paths.update(self._example_panels(model, names, directory, save_overlay_panels))
+        writer = next(
+            (
+                getattr(cb, "tb_writer", None)
+                for cb in trainer.callback_handler.callbacks
+                if getattr(cb, "tb_writer", None)
+            ),
+            None,
+        )
+        if writer is not None:
+            for tag, path in paths.items():
+                picture = np.asarray(Image.open(path).convert("RGB"))
+                writer.add_image(f"eval/{tag}", picture, state.global_step, dataformats="HWC")
+            writer.flush()
+
+    def _example_panels(self, model, names, directory, save_overlay_panels) -> dict:
+        dataset = self.trainer.eval_dataset
+        if dataset is None or self.num_examples <= 0:
+            return {}
+        processor = self.trainer.processing_class
+        mean = torch.tensor(getattr(processor, "image_mean", (0.5, 0.5, 0.5))).view(3, 1, 1)
+        std = torch.tensor(getattr(processor, "image_std", (0.5, 0.5, 0.5))).view(3, 1, 1)
+        paths = {}
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            for index in range(min(self.num_examples, len(dataset))):
+                item = dataset[index]
+                if "masks" not in item:
+                    break
+                pixel_values = item["pixel_values"][None].to(device)
+                logits = model(pixel_values).logits
+                prediction = class_probability_maps(
+                    logits, item["labels"][None].to(device), tuple(item["masks"].shape)
+                )
+                image = ((item["pixel_values"] * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0)
+                path = os.path.join(directory, f"example_{index}.png")
+                panels = {"ground truth": item["masks"].numpy(), "pseudo-label": prediction.argmax(1)[0].cpu().numpy()}
+                paths[f"example_{index}"] = save_overlay_panels(path, image.numpy(), panels, names)
+        model.train(was_training)
+        return paths
+
+
 class ConvertedCheckpointMixin:
     """
     Makes `Trainer` resume from and reload its best checkpoint through `from_pretrained`.
@@ -296,6 +375,7 @@ class CPFCTETrainer(ConvertedCheckpointMixin, Trainer):
         super().__init__(model=model, args=args, **kwargs)
         self.stage1_steps = 0
         self.add_callback(TwoStageScheduleCallback(self))
+        self.add_callback(EvalPicturesCallback(self, num_examples=args.eval_pictures))
 
     def _compute_stage1_steps(self) -> int:
         if self.args.stage1_steps is not None:
@@ -338,6 +418,7 @@ __all__ = [
     "ConvertedCheckpointMixin",
     "CPFCTETrainer",
     "CPFCTETrainingArguments",
+    "EvalPicturesCallback",
     "SegmentationEvalMetrics",
     "StageLearningRate",
     "TwoStageScheduleCallback",

@@ -121,6 +121,7 @@ def build_datasets(data_args: DataArguments):
     options = parse_dataset_options(data_args.dataset_option)
     if data_args.cache_dir:
         options.setdefault("cache_dir", data_args.cache_dir)
+
     def load(split):
         try:
             return build_dataset(data_args.dataset, data_args.data_root, split, **options)

@@ -67,13 +67,13 @@ def main() -> None:
     for name, model, loss_fn in (("full", full, full_loss), ("backbone", backbone, backbone_loss)):
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
-        def forward_backward():
+        def forward_backward(model=model, loss_fn=loss_fn):
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 loss = loss_fn()
             loss.backward()
             model.zero_grad(set_to_none=True)
 
-        def train_step():
+        def train_step(loss_fn=loss_fn, optimizer=optimizer):
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 loss = loss_fn()
             loss.backward()

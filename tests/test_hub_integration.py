@@ -19,7 +19,14 @@ from transformers import (
 )
 
 from cpfcte_hf import CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation, CPFCTEImageProcessor
-from tests.utils import BLOCK_PACKAGE_IMPORT, PYTHON, save_tiny_checkpoint, subprocess_env, tiny_config, tiny_vit_config
+from tests.utils import (
+    BLOCK_PACKAGE_IMPORT,
+    PYTHON,
+    save_tiny_checkpoint,
+    subprocess_env,
+    tiny_config,
+    tiny_vit_config,
+)
 
 
 @pytest.fixture
@@ -102,7 +109,9 @@ def test_remote_code_load_without_the_package(checkpoint):
     with torch.no_grad():
         expected = model(pixel_values).logits
     torch.save(pixel_values, directory.parent / "input.pt")
-    code = BLOCK_PACKAGE_IMPORT + f"""
+    code = (
+        BLOCK_PACKAGE_IMPORT
+        + f"""
 import numpy as np, torch
 from PIL import Image
 from transformers import AutoModel, AutoModelForSemanticSegmentation, pipeline
@@ -119,6 +128,7 @@ results = segmenter(Image.fromarray(np.full((24, 40, 3), 127, dtype=np.uint8)))
 assert results and all(r["mask"].size == (40, 24) for r in results)
 print("REMOTE_OK", len(results))
 """
+    )
     result = subprocess.run(
         [PYTHON, "-c", code], capture_output=True, text=True, env=subprocess_env(), cwd=directory.parent, timeout=300
     )

@@ -300,7 +300,7 @@ def test_activation_checkpointing_recomputes_the_encoder_and_gives_the_same_grad
             model.activation_checkpointing_enable()
             assert model.is_activation_checkpointing
         calls = []
-        model.vit.layers[0].attention.q_proj.register_forward_hook(lambda *a: calls.append(1))
+        model.vit.layers[0].attention.q_proj.register_forward_hook(lambda *a, calls=calls: calls.append(1))
         model(pixel_values, labels=labels).loss.backward()
         grads.append(model.vit.layers[0].mlp.fc1.weight.grad.clone())
         layer_calls.append(len(calls))

@@ -1,7 +1,6 @@
 """scripts/train.py end to end: presets, saved checkpoint, `accelerate launch` on 2 processes, SIGKILL + resume."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -43,7 +42,9 @@ def run(command, **kwargs):
 
 def test_train_script_saves_a_checkpoint_that_loads_everywhere(tmp_path):
     out = tmp_path / "run"
-    result = run([sys.executable, TRAIN, *tiny_args(tmp_path, out, "--num_train_epochs", "2", "--report_to", "tensorboard")])
+    result = run(
+        [sys.executable, TRAIN, *tiny_args(tmp_path, out, "--num_train_epochs", "2", "--report_to", "tensorboard")]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Outputs: {out}" in result.stdout
     resolved = json.loads((out / "run_config.json").read_text())
@@ -52,13 +53,24 @@ def test_train_script_saves_a_checkpoint_that_loads_everywhere(tmp_path):
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "eval_results.json"):
         assert (out / name).is_file(), name
     assert "eval_mean_iou" in json.loads((out / "eval_results.json").read_text())
-    assert list(out.rglob("events.out.tfevents*")), "TensorBoard logs"
+    events = list(out.rglob("events.out.tfevents*"))
+    assert events, "TensorBoard logs"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = {}
+    for event_file in events:
+        accumulator = EventAccumulator(str(event_file))
+        accumulator.Reload()
+        for kind, names in accumulator.Tags().items():
+            if isinstance(names, list):
+                tags.setdefault(kind, set()).update(names)
+    assert {"train/loss", "train/learning_rate", "eval/mean_iou"} <= tags["scalars"]
+    assert {"eval/per_class_iou", "eval/example_0"} <= tags["images"]
 
     model = CPFCTEForWeaklySupervisedSegmentation.from_pretrained(out)
     assert model.config.id2label[1] == "disc" and model.config.num_labels == 6
-    from transformers import pipeline
-
     from PIL import Image
+    from transformers import pipeline
 
     results = pipeline("image-segmentation", model=str(out))(Image.new("RGB", (40, 30), (90, 40, 200)))
     assert results and all(r["mask"].size == (40, 30) for r in results)
@@ -127,8 +139,10 @@ def test_resume_skips_a_checkpoint_that_was_cut_off(tmp_path):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--dataset", "voc", "--data_root", "/no/such/VOCdevkit", "--dataset_option", "cls_labels=false"],
-         "/no/such/VOCdevkit"),
+        (
+            ["--dataset", "voc", "--data_root", "/no/such/VOCdevkit", "--dataset_option", "cls_labels=false"],
+            "/no/such/VOCdevkit",
+        ),
         (["--dataset", "voc", "--data_root", "/no/such/VOCdevkit"], "does not fit the 'voc' loader"),
         (["--resume_from_checkpoint", "last"], "no complete checkpoint"),
         (["--pooling", "median"], "pooling"),

@@ -158,6 +158,10 @@ def test_evaluation_reports_the_pseudo_label_miou_of_the_split(tmp_path):
     assert metrics["eval_mean_iou"] == pytest.approx(expected.mean_iou)
     assert metrics["eval_num_images"] == 5
     assert metrics["eval_iou_background"] == pytest.approx(expected.per_class_iou[0])
+    # ...and the pictures a person looks at.
+    pictures = tmp_path / "run" / "eval_pictures" / "step-0"
+    assert (pictures / "per_class_iou.png").is_file()
+    assert sorted(p.name for p in pictures.glob("example_*.png")) == [f"example_{i}.png" for i in range(4)]
 
 
 def test_best_checkpoint_by_miou_is_reloaded_with_its_encoder(tmp_path):
