@@ -1,0 +1,375 @@
+"""Model cards and Hub sharing: scripts/push_to_hub.py --dry-run on a tiny checkpoint trained for real, the card's
+metadata and numbers against the results files the project's scripts wrote, remote-code loading of the folder
+without the package, and clear errors (bad inputs, offline, no token, Hub unreachable)."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from huggingface_hub import ModelCard, constants
+from PIL import Image
+
+from cpfcte_hf import VOC_CLASSES, CPFCTEForWeaklySupervisedSegmentation
+from cpfcte_hf.hub import (
+    MEASUREMENTS,
+    NOT_MEASURED,
+    HubPushError,
+    HubSharingError,
+    available_cards,
+    build_hub_folder,
+    push_to_hub,
+)
+from cpfcte_hf.pseudo_labeling import PseudoLabelConfig, run_pseudo_labeling
+from cpfcte_hf.trainer import CPFCTETrainingArguments
+from cpfcte_hf.training import DataArguments, ModelArguments, run_training
+
+from .data_trees import write_voc_tree
+from .utils import BLOCK_PACKAGE_IMPORT, PYTHON, save_tiny_checkpoint, subprocess_env
+
+
+REPO = Path(__file__).resolve().parents[1]
+PUSH = str(REPO / "scripts" / "push_to_hub.py")
+PAPER_HEADING = "## Paper's reported results (not reproduced by this checkpoint)"
+PAPER_NUMBERS = {"voc": ("67.1", "70.8", "69.5"), "coco": ("41.3", "45.4")}
+SOURCE_FILES = {"configuration_cpfcte.py", "modeling_cpfcte.py", "image_processing_cpfcte.py"}
+
+
+def front_matter(text: str) -> tuple[dict, str]:
+    assert text.startswith("---\n")
+    head, body = text[4:].split("\n---\n", 1)
+    return yaml.safe_load(head), body
+
+
+def model_index_values(metadata: dict) -> dict[str, tuple[float, str | None]]:
+    """{metric name: (value, split)} of a card's model-index."""
+    found = {}
+    for model in metadata.get("model-index") or []:
+        for result in model["results"]:
+            for metric in result["metrics"]:
+                assert metric["name"] not in found
+                found[metric["name"]] = (metric["value"], result["dataset"].get("split"))
+    return found
+
+
+def assert_paper_numbers_only_in_their_section(text: str, card: str) -> None:
+    start = text.index(PAPER_HEADING)
+    end = text.index("\n## ", start + 1)
+    for number in PAPER_NUMBERS[card]:
+        assert text.count(number) == text[start:end].count(number) >= 1, number
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny CPF-CTE trained for real on a tiny VOC-layout tree by `run_training` (scripts/train.py), then
+    pseudo-labelled with CRF and scored by `run_pseudo_labeling` (scripts/pseudo_label.py): the checkpoint and the
+    results files those write (eval_results.json, run_config.json, report/metrics.json)."""
+    root = tmp_path_factory.mktemp("hub_sharing")
+    tree = write_voc_tree(root / "data", splits={"train_aug": 8, "val": 20})
+    # Every class has ground truth in val, so that every per-class IoU is defined.
+    assert {c for i in tree["ids"]["val"] for c in tree["labels"][i]} == set(range(21))
+    cache = str(root / "cache")
+    run_training(
+        ModelArguments(
+            image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+        ),
+        DataArguments(
+            dataset="voc", data_root=tree["root"], train_split="train_aug", eval_split="val", cache_dir=cache
+        ),
+        CPFCTETrainingArguments(
+            output_dir=str(root / "run"), num_train_epochs=1, stage1_epochs=0, trainable_encoder_blocks=-1,
+            learning_rate=1e-3, per_device_train_batch_size=4, per_device_eval_batch_size=4, eval_strategy="no",
+            save_strategy="no", load_best_model_at_end=False, report_to="none", dataloader_num_workers=0,
+            use_cpu=True, eval_pictures=0,
+        ),
+    )  # fmt: skip
+    run_pseudo_labeling(
+        str(root / "run"),
+        str(root / "pseudo"),
+        dataset_name="voc",
+        data_root=tree["root"],
+        split="val",
+        config=PseudoLabelConfig(size=32, crf_workers=0, num_overlays=0, progress=False),
+        dataset_kwargs={"cache_dir": cache},
+    )
+    return SimpleNamespace(root=root, run=root / "run", pseudo=root / "pseudo")
+
+
+@pytest.fixture(scope="module")
+def dry_run(trained):
+    """`scripts/push_to_hub.py --dry-run` on the trained checkpoint with its pseudo-label report."""
+    out = trained.root / "hub"
+    command = [
+        PYTHON, PUSH, "--model", str(trained.run), "--repo-id", "someone/cpf-cte-voc-tiny",
+        "--results", str(trained.pseudo), "--dry-run", str(out),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "card: voc" in result.stdout and "Dry run: nothing pushed" in result.stdout
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_voc(tmp_path_factory):
+    """An untrained tiny checkpoint with the 21 VOC classes and no results files."""
+    directory = tmp_path_factory.mktemp("tiny_voc") / "model"
+    save_tiny_checkpoint(directory, num_labels=21, id2label=dict(enumerate(VOC_CLASSES)))
+    return directory
+
+
+@pytest.mark.slow
+def test_dry_run_folder_holds_the_model_its_code_and_the_results(dry_run, trained):
+    files = {str(p.relative_to(dry_run)) for p in dry_run.rglob("*") if p.is_file()}
+    expected = {"README.md", "config.json", "model.safetensors", "preprocessor_config.json", "results.json"}
+    assert expected | SOURCE_FILES <= files
+    assert {"results/training/eval_results.json", "results/pseudo_labels/metrics.json"} <= files
+    assert "training_args.bin" not in files and not any(name.startswith("checkpoint-") for name in files)
+    auto_map = json.loads((dry_run / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModelForSemanticSegmentation"] == "modeling_cpfcte.CPFCTEForWeaklySupervisedSegmentation"
+    assert auto_map["AutoImageProcessor"] == "image_processing_cpfcte.CPFCTEImageProcessor"
+    for name in SOURCE_FILES:
+        assert (dry_run / name).read_text() == (REPO / "cpfcte_hf" / name).read_text()
+    # The copied results files are the ones the scripts wrote, byte for byte, and results.json says so.
+    assert (dry_run / "results/pseudo_labels/metrics.json").read_bytes() == (
+        trained.pseudo / "report" / "metrics.json"
+    ).read_bytes()
+    record = json.loads((dry_run / "results.json").read_text())
+    assert set(record["measurements"]) == {"training_eval_miou", "pseudo_label_bpm_miou", "pseudo_label_crf_miou"}
+    assert set(record["not_measured"]) == {"deeplab_ms_miou", "deeplab_ms_crf_miou"}
+    import hashlib
+
+    for entry in record["measurements"].values():
+        assert hashlib.sha256((dry_run / entry["source_file"]).read_bytes()).hexdigest() == entry["source_sha256"]
+
+
+@pytest.mark.slow
+def test_card_shows_exactly_the_measured_values(dry_run, trained):
+    text = (dry_run / "README.md").read_text()
+    metadata, body = front_matter(text)
+    assert metadata["library_name"] == "transformers" and metadata["pipeline_tag"] == "image-segmentation"
+    assert metadata["license"] == "apache-2.0"
+    assert {"weakly-supervised-semantic-segmentation", "vit", "cpf-cte"} <= set(metadata["tags"])
+    assert "base_model" not in metadata  # this run trained its ViT from scratch (run_config.json says so)
+
+    evaluation = json.loads((trained.run / "eval_results.json").read_text())
+    report = json.loads((trained.pseudo / "report" / "metrics.json").read_text())
+    expected = {
+        "Validation pseudo-label mIoU (trainer, no CRF)": evaluation["eval_mean_iou"],
+        "Pseudo-label mIoU without CRF (BPM)": report["predictions"]["BPM"]["mean_iou"],
+        "Pseudo-label mIoU with CRF": report["predictions"]["CRF"]["mean_iou"],
+    }
+    values = model_index_values(metadata)
+    assert set(values) == set(expected)  # nothing DeepLab: it was not measured
+    for name, measured in expected.items():
+        assert values[name] == (round(100 * measured, 2), "val"), name
+    assert len(ModelCard(text).data.eval_results) == 3  # the Hub's own parser agrees
+
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in body.splitlines() if line.startswith("| ")}
+    assert f"| {100 * report['predictions']['CRF']['mean_iou']:.2f} |" in rows[MEASUREMENTS["pseudo_label_crf_miou"]]
+    for key in ("deeplab_ms_miou", "deeplab_ms_crf_miou"):
+        assert f"| {NOT_MEASURED} |" in rows[MEASUREMENTS[key]]
+    background = report["predictions"]["CRF"]["per_class"][0]["iou"]
+    assert rows["background"].startswith(f"| background | {100 * background:.2f} |")  # first column: CRF
+    assert "${" not in text and "someone/cpf-cte-voc-tiny" in body
+    assert "| Encoder initialisation | from scratch (random ViT) |" in body
+    assert_paper_numbers_only_in_their_section(text, "voc")
+
+
+@pytest.mark.slow
+def test_dry_run_folder_loads_as_remote_code_without_the_package(dry_run, trained, tmp_path):
+    model = CPFCTEForWeaklySupervisedSegmentation.from_pretrained(trained.run).eval()
+    pixel_values = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(pixel_values).logits
+    torch.save(pixel_values, tmp_path / "input.pt")
+    code = (
+        BLOCK_PACKAGE_IMPORT
+        + f"""
+import numpy as np, torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, pipeline
+folder = {str(dry_run)!r}
+model = AutoModelForSemanticSegmentation.from_pretrained(folder, trust_remote_code=True).eval()
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+assert type(AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)).__module__.startswith("transformers_modules")
+with torch.no_grad():
+    torch.save(model(torch.load({str(tmp_path / "input.pt")!r})).logits, {str(tmp_path / "output.pt")!r})
+segmenter = pipeline("image-segmentation", model=folder, trust_remote_code=True)
+segments = segmenter(Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 44, 3), dtype=np.uint8)))
+union = sum((np.asarray(s["mask"]) > 0).astype(int) for s in segments)
+assert segments and union.shape == (30, 44) and (union == 1).all()
+assert {{s["label"] for s in segments}} <= set(model.config.id2label.values())
+print("REMOTE_OK", len(segments))
+"""
+    )
+    result = subprocess.run(
+        [PYTHON, "-c", code], capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "REMOTE_OK" in result.stdout
+    assert torch.equal(torch.load(tmp_path / "output.pt"), expected)
+
+
+def test_card_without_results_says_not_measured_everywhere(tiny_voc, tmp_path):
+    folder = build_hub_folder(tiny_voc, tmp_path / "hub", "someone/untrained")
+    assert folder.card == "voc" and folder.measurements == {} and folder.not_measured == list(MEASUREMENTS)
+    text = (tmp_path / "hub" / "README.md").read_text()
+    metadata, body = front_matter(text)
+    assert "model-index" not in metadata and not ModelCard(text).data.eval_results
+    assert "base_model" not in metadata  # how the encoder was initialised is not recorded
+    for description in MEASUREMENTS.values():
+        line = next(line for line in body.splitlines() if line.startswith(f"| {description} |"))
+        assert f"| {NOT_MEASURED} |" in line
+    assert f"Per-class IoU: {NOT_MEASURED}." in body and "training run was not recorded" in body
+    assert json.loads((tmp_path / "hub" / "results.json").read_text())["measurements"] == {}
+    assert_paper_numbers_only_in_their_section(text, "voc")
+
+
+def test_coco_card_renders_for_an_81_class_checkpoint(tmp_path):
+    save_tiny_checkpoint(tmp_path / "model", num_labels=81)
+    folder = build_hub_folder(tmp_path / "model", tmp_path / "hub", "someone/coco-tiny")
+    assert folder.card == "coco" and set(available_cards()) == {"voc", "coco"}
+    text = (tmp_path / "hub" / "README.md").read_text()
+    metadata, body = front_matter(text)
+    assert metadata["pipeline_tag"] == "image-segmentation" and "coco" in metadata["tags"]
+    assert "model-index" not in metadata and body.lstrip().startswith("# CPF-CTE (ViT) on MS COCO 2014")
+    assert_paper_numbers_only_in_their_section(text, "coco")
+
+
+def _copy(source: Path, destination: Path) -> Path:
+    shutil.copytree(source, destination)
+    return destination
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no_weights", "no weights in it"),
+        ("no_config", "no config.json"),
+        ("no_processor", "no preprocessor_config.json"),
+        ("unknown_card", "Unknown model card 'ade20k'. Available cards: coco, voc"),
+        ("card_for_other_classes", "is for 81-class models; this checkpoint has 21 classes"),
+        ("unknown_results_file", "unknown results file"),
+        ("empty_results_dir", "no results in this directory"),
+        ("results_of_other_classes", "these results are not this model's"),
+        ("training_results_without_miou", "has no `eval_mean_iou`"),
+        ("typed_number_in_template", "has the literal value 70.8"),
+        ("bad_repo_id", "expected USER/NAME"),
+        ("output_not_empty", "exists and is not empty"),
+    ],
+)
+def test_bad_inputs_get_a_clear_error_naming_them(tiny_voc, tmp_path, case, message):
+    model, out, card, results, repo_id = tiny_voc, tmp_path / "hub", "auto", [], "someone/model"
+    if case == "no_weights":
+        model = _copy(tiny_voc, tmp_path / "model")
+        (model / "model.safetensors").unlink()
+    elif case == "no_config":
+        model = _copy(tiny_voc, tmp_path / "model")
+        (model / "config.json").unlink()
+    elif case == "no_processor":
+        model = _copy(tiny_voc, tmp_path / "model")
+        (model / "preprocessor_config.json").unlink()
+    elif case == "unknown_card":
+        card = "ade20k"
+    elif case == "card_for_other_classes":
+        card = "coco"
+    elif case == "unknown_results_file":
+        results = [tmp_path / "scores.json"]
+        results[0].write_text("{}")
+    elif case == "empty_results_dir":
+        results = [tmp_path / "nothing"]
+        results[0].mkdir()
+    elif case == "results_of_other_classes":
+        (tmp_path / "report").mkdir()
+        report = {"class_names": ["background", "cat"], "predictions": {"CRF": {"mean_iou": 0.5, "per_class": []}}}
+        (tmp_path / "report" / "metrics.json").write_text(json.dumps(report))
+        results = [tmp_path / "report"]
+    elif case == "training_results_without_miou":
+        results = [tmp_path / "eval_results.json"]
+        results[0].write_text(json.dumps({"eval_loss": 0.3}))
+    elif case == "typed_number_in_template":
+        template = (REPO / "model_cards" / "cpf-cte-voc" / "README.md").read_text()
+        card = str(tmp_path / "README.md")
+        Path(card).write_text(template.replace("value: ${pseudo_label_crf_miou}", "value: 70.8"))
+    elif case == "bad_repo_id":
+        repo_id = "just-a-name"
+    elif case == "output_not_empty":
+        out.mkdir()
+        (out / "keep.txt").write_text("mine")
+    with pytest.raises(HubSharingError) as error:
+        build_hub_folder(model, out, repo_id, card=card, results=results)
+    assert message in str(error.value)
+    if case.startswith("no_"):
+        assert str(model) in str(error.value)
+    if case == "output_not_empty":
+        assert (out / "keep.txt").read_text() == "mine"
+    else:
+        assert not out.exists()
+
+
+@pytest.mark.slow
+def test_push_script_offline_exits_with_a_clear_message(tiny_voc, tmp_path):
+    env = {**subprocess_env(), "HF_HUB_OFFLINE": "1", "HF_TOKEN": "hf_not_a_real_token"}
+    command = [PYTHON, PUSH, "--model", str(tiny_voc), "--repo-id", "someone/model"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert result.returncode == 3
+    assert "error: HF_HUB_OFFLINE is set: pushing needs the network" in result.stderr
+    assert "Traceback" not in result.stderr and "--dry-run" in result.stderr
+
+
+@pytest.fixture
+def online(monkeypatch, tmp_path):
+    """huggingface_hub as if online, with no stored token and none in the environment."""
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_push_without_a_token_says_how_to_log_in(tiny_voc, online):
+    with pytest.raises(HubPushError, match="No Hugging Face token: log in with `hf auth login` or set HF_TOKEN"):
+        push_to_hub(tiny_voc, "someone/model")
+
+
+def test_push_to_an_unreachable_hub_names_the_repo_and_the_cause(tiny_voc, online):
+    # A closed local port: the real create_repo call fails at once, and no request leaves the machine.
+    with pytest.raises(HubPushError) as error:
+        push_to_hub(tiny_voc, "someone/model", token="hf_not_a_real_token", endpoint="http://127.0.0.1:9")
+    assert "Could not push to http://127.0.0.1:9/someone/model: ConnectError" in str(error.value)
+
+
+def test_push_checks_inputs_before_the_token(tmp_path, online):
+    with pytest.raises(HubSharingError, match="no such directory"):
+        push_to_hub(tmp_path / "missing", "someone/model")
+
+
+@pytest.mark.slow
+def test_card_usage_examples_run_on_the_folder(dry_run, monkeypatch):
+    """The card's examples with the package installed: processor + model + post-processing, and the
+    pseudo-labelling pipeline with tags; transformers never asks to run remote code."""
+    import builtins
+
+    from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, pipeline
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"transformers prompted for input: {args}")
+
+    monkeypatch.setattr(builtins, "input", refuse)
+
+    image = Image.fromarray(np.full((20, 28, 3), 90, dtype=np.uint8))
+    model = AutoModelForSemanticSegmentation.from_pretrained(dry_run).eval()
+    processor = AutoImageProcessor.from_pretrained(dry_run)
+    with torch.no_grad():
+        outputs = model(**processor(images=image, return_tensors="pt"))
+    mask = processor.post_process_semantic_segmentation(outputs, target_sizes=[image.size[::-1]])[0]
+    assert tuple(mask.shape) == (20, 28) and int(mask.max()) < 21
+    assert type(model) is CPFCTEForWeaklySupervisedSegmentation  # the installed package's class, no remote code
+
+    labeller = pipeline("weakly-supervised-pseudo-labelling", model=str(dry_run))
+    result = labeller(image, tags=["aeroplane", "person"], size=32)
+    assert result["mask"].size == (28, 20) and set(result["labels"]) <= {"background", "aeroplane", "person"}
