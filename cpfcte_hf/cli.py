@@ -61,6 +61,22 @@ def parse_args_with_presets(dataclass_types: Sequence[type], args: Sequence[str]
     return tuple(output for output in outputs if dataclasses.is_dataclass(output))
 
 
+def parse_key_values(options) -> dict:
+    """
+    Loader options from the command line: `["num_val=20", "image_size=64"]` -> `{"num_val": 20, "image_size": 64}`
+    (values read as YAML scalars); a mapping (e.g. from a YAML preset) passes through.
+    """
+    if isinstance(options, dict):
+        return dict(options)
+    parsed = {}
+    for option in options or []:
+        key, separator, value = str(option).partition("=")
+        if not separator or not key.strip():
+            raise ValueError(f"Expected KEY=VALUE, got {option!r}.")
+        parsed[key.strip()] = yaml.safe_load(value)
+    return parsed
+
+
 def describe(*instances) -> str:
     """The resolved arguments as readable JSON (printed at start-up and saved next to the outputs)."""
     resolved = {}

@@ -28,13 +28,13 @@ over processes before the report is written once.
 from __future__ import annotations
 
 import csv
-from collections import Counter
 import io
 import json
 import logging
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cli import parse_key_values  # noqa: F401  (re-exported: scripts and stage 2 import it from here)
 from .crf import CRFPool, DenseCRFConfig, default_num_workers
 from .image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, to_rgb_array
 from .metrics import IGNORE_INDEX, SegmentationMetric
@@ -58,7 +59,12 @@ from .visualization import (
 
 logger = logging.getLogger(__name__)
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 @dataclass
@@ -181,7 +187,9 @@ def prepare_output_dir(path: str | os.PathLike, subdirectories: Sequence[str] = 
     root = Path(path)
     for candidate in [root, *root.parents]:
         if candidate.exists() and not candidate.is_dir():
-            raise NotADirectoryError(f"Output directory {str(root)!r}: {str(candidate)!r} exists and is not a directory.")
+            raise NotADirectoryError(
+                f"Output directory {str(root)!r}: {str(candidate)!r} exists and is not a directory."
+            )
     for sub in ["", *subdirectories]:
         (root / sub).mkdir(parents=True, exist_ok=True)
     if not os.access(root, os.W_OK):
@@ -245,19 +253,6 @@ def dataset_class_names(dataset, fallback: Mapping[int, str] | None = None) -> l
     raise ValueError("The dataset has no `labels` ClassLabel names; pass `class_names`.")
 
 
-def parse_key_values(options: Sequence[str]) -> dict:
-    """`["num_val=20", "image_size=64"]` -> `{"num_val": 20, "image_size": 64}` (values read as YAML scalars)."""
-    import yaml
-
-    parsed = {}
-    for option in options:
-        key, separator, value = option.partition("=")
-        if not separator or not key.strip():
-            raise ValueError(f"Expected KEY=VALUE, got {option!r}.")
-        parsed[key.strip()] = yaml.safe_load(value)
-    return parsed
-
-
 def _check_single_split(dataset) -> None:
     if isinstance(dataset, Mapping) or not hasattr(dataset, "column_names"):
         raise ValueError(
@@ -267,14 +262,15 @@ def _check_single_split(dataset) -> None:
         )
 
 
-def _safe_id(image_id) -> str:
+def safe_file_id(image_id) -> str:
+    """`image_id` if it can be used as a file name in an output directory (no path parts), else `ValueError`."""
     image_id = str(image_id)
     if not image_id or image_id in (".", "..") or os.path.basename(image_id) != image_id or "\x00" in image_id:
         raise ValueError(f"Image id {image_id!r} cannot be a file name.")
     return image_id
 
 
-def _distributed_state():
+def distributed_state():
     """accelerate's PartialState when launched with several processes, else None (plain single process)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
@@ -319,7 +315,7 @@ def generate_pseudo_labels(
     """
     config = config or PseudoLabelConfig()
     layout = OutputLayout(prepare_output_dir(out_dir, ["bpm"] + (["crf"] if config.crf else [])))
-    state = _distributed_state()
+    state = distributed_state()
     rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
     is_main = rank == 0
     started = time.perf_counter()
@@ -335,7 +331,9 @@ def generate_pseudo_labels(
         )
     renamed = [(i, a, b) for i, (a, b) in enumerate(zip(names, model_names)) if a.lower() != b.lower()]
     if renamed:
-        logger.warning(f"Dataset and model name classes differently (id, dataset, model): {renamed[:5]}; ids are used.")
+        logger.warning(
+            f"Dataset and model name classes differently (id, dataset, model): {renamed[:5]}; ids are used."
+        )
     columns = set(dataset.column_names)
     for required in ("image", "id"):
         if required not in columns:
@@ -367,7 +365,9 @@ def generate_pseudo_labels(
     crf_workers = config.crf_workers
     if crf_workers is None:
         crf_workers = max(1, default_num_workers() // world)
-    progress = _progress(len(shard), initial=already_done, enabled=config.progress and is_main, desc="pseudo-labels")
+    progress = progress_bar(
+        len(shard), initial=already_done, enabled=config.progress and is_main, desc="pseudo-labels"
+    )
 
     def record_failure(image_id: str, stage: str, error) -> None:
         message = str(error) if isinstance(error, str) else f"{type(error).__name__}: {error}"
@@ -410,7 +410,7 @@ def generate_pseudo_labels(
             for index in todo[start : start + config.batch_size]:
                 image_id = ids[index]
                 try:
-                    _safe_id(image_id)
+                    safe_file_id(image_id)
                     row = dataset[index]
                     rgb = to_rgb_array(row["image"])
                     check_image_size(rgb, model.config.patch_size, name=f"Image {image_id!r}")
@@ -478,7 +478,8 @@ def generate_pseudo_labels(
     return summary
 
 
-def _progress(total: int, initial: int, enabled: bool, desc: str):
+def progress_bar(total: int, initial: int, enabled: bool, desc: str):
+    """The tqdm bar of per-image jobs (shown on the main process only: pass `enabled=False` elsewhere)."""
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit="img", dynamic_ncols=True)
@@ -487,7 +488,11 @@ def _progress(total: int, initial: int, enabled: bool, desc: str):
 def _gather_summary(state, total, written, already_done, failures) -> PseudoLabelSummary:
     if state is None:
         return PseudoLabelSummary(
-            total=total, written=written, already_done=already_done, failures=list(failures), written_per_process=[written]
+            total=total,
+            written=written,
+            already_done=already_done,
+            failures=list(failures),
+            written_per_process=[written],
         )
     from accelerate.utils import gather_object
 
@@ -540,9 +545,11 @@ def evaluate_predictions(
     predictions = {str(name): Path(directory) for name, directory in predictions.items()}
     for name, directory in predictions.items():
         if not directory.is_dir():
-            raise NotADirectoryError(f"Prediction directory {str(directory)!r} ({name}) does not exist or is not a directory.")
+            raise NotADirectoryError(
+                f"Prediction directory {str(directory)!r} ({name}) does not exist or is not a directory."
+            )
 
-    state = _distributed_state()
+    state = distributed_state()
     rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
     metrics = {name: SegmentationMetric(num_labels, ignore_index) for name in predictions}
     missing = {name: [] for name in predictions}
@@ -551,7 +558,7 @@ def evaluate_predictions(
 
     masks_only = dataset.select_columns([c for c in ("id", "mask") if c in dataset.column_names])
     indices = list(range(rank, len(dataset), world))
-    progress = _progress(len(indices), 0, enabled=progress and rank == 0, desc="evaluate")
+    progress = progress_bar(len(indices), 0, enabled=progress and rank == 0, desc="evaluate")
     for index in indices:
         row = masks_only[index]
         image_id = str(row["id"])
@@ -579,7 +586,7 @@ def evaluate_predictions(
     if state is not None:
         from accelerate.utils import gather_object, reduce
 
-        for name, metric in metrics.items():
+        for metric in metrics.values():
             matrix = torch.from_numpy(metric.confusion_matrix).to(state.device)
             count = torch.tensor([metric.num_images], device=state.device)
             metric.load(reduce(matrix, reduction="sum").cpu().numpy(), int(reduce(count, reduction="sum").item()))
@@ -732,7 +739,7 @@ def run_pseudo_labeling(
     and the counts.
     """
     prepare_output_dir(out_dir)
-    state = _distributed_state()
+    state = distributed_state()
     if device is None:
         device = state.device if state is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     loaded, processor = load_model(model, device=device)
@@ -751,7 +758,7 @@ def run_pseudo_labeling(
         )
         for failure in summary.failures[:20]:
             print(f"  failed: {failure.id} [{failure.stage}] {failure.error}")
-    _finish_distributed(state)
+    finish_distributed(state)
     return summary
 
 
@@ -783,15 +790,15 @@ def run_evaluation(
     report = evaluate_predictions(
         dataset, named, report_dir, num_overlays=num_overlays, dataset_name=dataset_name, split=split
     )
-    state = _distributed_state()
+    state = distributed_state()
     if state is None or state.is_main_process:
         print(format_report(report))
         print(f"Report in {report_dir}")
-    _finish_distributed(state)
+    finish_distributed(state)
     return report
 
 
-def _finish_distributed(state) -> None:
+def finish_distributed(state) -> None:
     """End of a script run: wait for every process, then tear the process group down before the interpreter
     exits (a process group left to interpreter shutdown can abort a rank whose peer has already gone)."""
     if state is not None:
@@ -805,15 +812,18 @@ __all__ = [
     "PseudoLabelConfig",
     "PseudoLabelSummary",
     "dataset_class_names",
+    "distributed_state",
     "evaluate_predictions",
+    "finish_distributed",
     "format_report",
     "generate_pseudo_labels",
     "load_model",
     "load_split",
-    "parse_key_values",
     "prepare_output_dir",
+    "progress_bar",
     "report_csv",
     "run_evaluation",
     "run_pseudo_labeling",
+    "safe_file_id",
     "write_report",
 ]

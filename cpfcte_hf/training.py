@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from transformers import ViTConfig, set_seed
 from transformers.utils import logging
 
-from .cli import describe
+from .cli import describe, parse_key_values
 from .configuration_cpfcte import CPFCTEConfig
 from .data import EvalTransform, TrainTransform, WeakSegmentationCollator, build_dataset, class_names_of
 from .data.transforms import AugmentationConfig
@@ -101,24 +101,9 @@ class DataArguments:
         )
 
 
-def parse_dataset_options(options) -> dict:
-    """`["num_val=20", "image_size=64"]` -> `{"num_val": 20, "image_size": 64}`; a YAML mapping passes through."""
-    import yaml
-
-    if isinstance(options, dict):
-        return dict(options)
-    parsed = {}
-    for option in options or []:
-        key, separator, value = str(option).partition("=")
-        if not separator or not key.strip():
-            raise ValueError(f"Expected KEY=VALUE, got {option!r}.")
-        parsed[key.strip()] = yaml.safe_load(value)
-    return parsed
-
-
 def build_datasets(data_args: DataArguments):
     """(train, eval or None) `datasets.Dataset`s for `data_args`."""
-    options = parse_dataset_options(data_args.dataset_option)
+    options = parse_key_values(data_args.dataset_option)
     if data_args.cache_dir:
         options.setdefault("cache_dir", data_args.cache_dir)
 
@@ -270,4 +255,4 @@ def run_training(
     return trainer
 
 
-__all__ = ["DataArguments", "ModelArguments", "build_datasets", "build_model", "parse_dataset_options", "run_training"]
+__all__ = ["DataArguments", "ModelArguments", "build_datasets", "build_model", "run_training"]

@@ -12,7 +12,8 @@ prints the per-class table. Images without a prediction file are counted as miss
 import argparse
 import sys
 
-from cpfcte_hf.pseudo_labeling import parse_key_values, run_evaluation
+from cpfcte_hf.cli import parse_key_values
+from cpfcte_hf.pseudo_labeling import run_evaluation
 
 
 def main(argv=None) -> int:
@@ -22,8 +23,13 @@ def main(argv=None) -> int:
     parser.add_argument("--data-root", "--data_root", dest="data_root", help="dataset root directory (or Hub id)")
     parser.add_argument("--split", default="val")
     parser.add_argument(
-        "--dataset-option", "--dataset_option", dest="dataset_options", action="append", default=[],
-        metavar="KEY=VALUE", help="extra loader argument, e.g. num_val=20 for shapes (repeatable; YAML values)",
+        "--dataset-option",
+        "--dataset_option",
+        dest="dataset_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra loader argument, e.g. num_val=20 for shapes (repeatable; YAML values)",
     )
     parser.add_argument("--out", help="report directory (default: <first --pred>/report)")
     parser.add_argument("--num-overlays", "--num_overlays", dest="num_overlays", type=int, default=4)

@@ -15,9 +15,9 @@ import argparse
 import dataclasses
 import sys
 
-from cpfcte_hf.cli import load_preset
+from cpfcte_hf.cli import load_preset, parse_key_values
 from cpfcte_hf.crf import DenseCRFConfig
-from cpfcte_hf.pseudo_labeling import parse_key_values, PseudoLabelConfig, run_pseudo_labeling
+from cpfcte_hf.pseudo_labeling import PseudoLabelConfig, run_pseudo_labeling
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,20 +28,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", "--data_root", dest="data_root", help="dataset root directory (or Hub id)")
     parser.add_argument("--split", default="train")
     parser.add_argument(
-        "--dataset-option", "--dataset_option", dest="dataset_options", action="append", default=[],
-        metavar="KEY=VALUE", help="extra loader argument, e.g. num_val=20 for shapes (repeatable; YAML values)",
+        "--dataset-option",
+        "--dataset_option",
+        dest="dataset_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra loader argument, e.g. num_val=20 for shapes (repeatable; YAML values)",
     )
     parser.add_argument("--out", help="output directory (required)")
     parser.add_argument("--size", type=int, default=PseudoLabelConfig.size, help="inference resolution (960)")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multipliers of --size, averaged")
     parser.add_argument("--flip", action="store_true", help="also average the left-right flipped image")
     parser.add_argument(
-        "--no-label-masking", "--no_label_masking", dest="use_image_labels", action="store_false",
+        "--no-label-masking",
+        "--no_label_masking",
+        dest="use_image_labels",
+        action="store_false",
         help="do not restrict masks to the image-level labels",
     )
     parser.add_argument("--no-crf", "--no_crf", dest="crf", action="store_false", help="write BPM only")
-    parser.add_argument("--crf-workers", "--crf_workers", dest="crf_workers", type=int, default=None,
-                        help="CRF processes per process (default: CPUs / processes; 0 = serial)")
+    parser.add_argument(
+        "--crf-workers",
+        "--crf_workers",
+        dest="crf_workers",
+        type=int,
+        default=None,
+        help="CRF processes per process (default: CPUs / processes; 0 = serial)",
+    )
     parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=1)
     parser.add_argument("--overwrite", action="store_true", help="recompute masks that exist")
     parser.add_argument("--num-overlays", "--num_overlays", dest="num_overlays", type=int, default=4)

@@ -22,15 +22,14 @@ from pathlib import Path
 from transformers import default_data_collator
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..cli import describe, parse_args_with_presets
+from ..cli import describe, parse_args_with_presets, parse_key_values
 from ..crf import DenseCRFConfig
 from ..pseudo_labeling import (
-    _distributed_state,
-    _finish_distributed,
     dataset_class_names,
+    distributed_state,
+    finish_distributed,
     format_report,
     load_split,
-    parse_key_values,
 )
 from ..visualization import atomic_write_text
 from .configuration_deeplab import DeepLabV2Config, resnet101_config
@@ -45,6 +44,7 @@ from .training import (
     predict_split,
     resolve_pseudo_label_dir,
 )
+
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class DeepLabDataArguments:
     def loader_options(self) -> dict:
         """`dataset_option` (a list of KEY=VALUE, or a mapping from a YAML preset) and `cache_dir` as loader kwargs."""
         options = self.dataset_option
-        options = dict(options) if isinstance(options, dict) else parse_key_values(options or [])
+        options = parse_key_values(options)
         if self.cache_dir:
             options.setdefault("cache_dir", self.cache_dir)
         return options
@@ -326,7 +326,7 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as error:  # bad arguments or inputs: a clear message, no traceback
         print(f"error: {error}", flush=True)
         return 2
-    _finish_distributed(_distributed_state())  # as pseudo_label.py: tear the process group down before exiting
+    finish_distributed(distributed_state())  # as pseudo_label.py: tear the process group down before exiting
     return 0
 
 

@@ -47,16 +47,17 @@ from ..metrics import IGNORE_INDEX, SegmentationMetric
 from ..pipelines import inference_sizes, make_views
 from ..pseudo_labeling import (
     OutputLayout,
-    _distributed_state,
-    _progress,
-    _safe_id,
+    distributed_state,
     evaluate_predictions,
     prepare_output_dir,
+    progress_bar,
+    safe_file_id,
 )
 from ..trainer import ConvertedCheckpointMixin
 from ..visualization import read_mask, save_mask
 from .modeling_deeplab import DeepLabV2ForSemanticSegmentation
 from .processing import IMAGENET_MEAN, IMAGENET_STD
+
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ class PseudoLabelDataset(torch.utils.data.Dataset):
         ids = [str(i) for i in dataset["id"]]
         keep, missing = [], []
         for index, image_id in enumerate(ids):
-            (keep if (self.mask_dir / f"{_safe_id(image_id)}.png").is_file() else missing).append(index)
+            (keep if (self.mask_dir / f"{safe_file_id(image_id)}.png").is_file() else missing).append(index)
         if not keep:
             raise FileNotFoundError(
                 f"None of the {len(ids)} images (e.g. {ids[:3]}) has a pseudo-label <id>.png in "
@@ -329,7 +330,7 @@ def predict_split(
     config = config or MultiScaleEvalConfig()
     out_dir = prepare_output_dir(out_dir, ["ms"] + (["ms_crf"] if config.crf else []))
     ms_dir, crf_dir = out_dir / "ms", out_dir / "ms_crf"
-    state = _distributed_state()
+    state = distributed_state()
     rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
     mean, std = _image_statistics(image_processor)
     model.eval()
@@ -346,7 +347,7 @@ def predict_split(
     todo = [i for i in shard if not done(ids[i])]
     written, failed = 0, []
     crf_workers = config.crf_workers if config.crf_workers is not None else max(1, default_num_workers() // world)
-    progress = _progress(len(shard), len(shard) - len(todo), config.progress and rank == 0, "deeplab predict")
+    progress = progress_bar(len(shard), len(shard) - len(todo), config.progress and rank == 0, "deeplab predict")
 
     def collect(results) -> int:
         count = 0
@@ -364,7 +365,7 @@ def predict_split(
         for index in todo:
             image_id = ids[index]
             try:
-                _safe_id(image_id)
+                safe_file_id(image_id)
                 image = to_rgb_array(images[index]["image"])
                 probabilities = multi_scale_probabilities(model, image, config.scales, config.flip, mean, std).numpy()
                 save_mask(probabilities.argmax(axis=0).astype(np.uint8), ms_dir / f"{image_id}.png")
