@@ -81,7 +81,10 @@ class CPFCTETrainingArguments(TrainingArguments):
     per_device_eval_batch_size: int = 8
     weight_decay: float = 0.0
     optim: OptimizerNames | str = "adamw_torch"
-    lr_scheduler_type: SchedulerType | str = "constant"
+    lr_scheduler_type: SchedulerType | str = field(
+        default="constant",
+        metadata={"help": "Stage 2: constant (paper), linear or cosine decay to 0. Stage 1 is always constant."},
+    )
     seed: int = 1234
     eval_strategy: IntervalStrategy | str = "epoch"
     save_strategy: SaveStrategy | str = "epoch"
@@ -122,15 +125,43 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
     return None
 
 
-class StageLearningRate:
-    """`LambdaLR` multiplier: `stage1_factor` for the first `stage1_steps` optimizer steps, then 1."""
+STAGE2_DECAYS = ("constant", "linear", "cosine")
 
-    def __init__(self, stage1_steps: int, stage1_factor: float):
+
+class StageLearningRate:
+    """
+    `LambdaLR` multiplier: `stage1_factor` for the first `stage1_steps` optimizer steps, then 1 (the paper's
+    constant stage 2), or a `"linear"` / `"cosine"` decay to 0 over the stage-2 steps up to `total_steps`. With
+    `warmup_steps`, a linear ramp from 1/warmup_steps to 1 over the first steps of the run.
+    """
+
+    def __init__(
+        self,
+        stage1_steps: int,
+        stage1_factor: float,
+        warmup_steps: int = 0,
+        stage2_decay: str = "constant",
+        total_steps: int | None = None,
+    ):
+        if stage2_decay not in STAGE2_DECAYS:
+            raise ValueError(f"The stage-2 schedule must be one of {STAGE2_DECAYS}, got {stage2_decay!r}.")
         self.stage1_steps = stage1_steps
         self.stage1_factor = stage1_factor
+        self.warmup_steps = warmup_steps
+        self.stage2_decay = stage2_decay
+        self.total_steps = total_steps
 
     def __call__(self, step: int) -> float:
-        return self.stage1_factor if step < self.stage1_steps else 1.0
+        if step < self.stage1_steps:
+            factor = self.stage1_factor
+        elif self.stage2_decay == "constant" or not self.total_steps or self.total_steps <= self.stage1_steps:
+            factor = 1.0
+        else:
+            progress = min(1.0, (step - self.stage1_steps) / (self.total_steps - self.stage1_steps))
+            factor = 1.0 - progress if self.stage2_decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+        if step < self.warmup_steps:
+            factor *= (step + 1) / self.warmup_steps
+        return factor
 
 
 def encoder_parameter_groups(model, trainable_encoder_blocks: int) -> tuple[list, list]:
@@ -210,7 +241,9 @@ class SegmentationEvalMetrics:
             return None
         scores = self.metric.compute()
         self.metric.reset()
-        return scores.to_dict(self.class_names)
+        # A class absent from both the ground truth and the predictions has no IoU: leave it out rather than
+        # report None, which the Trainer's logging cannot format.
+        return {key: value for key, value in scores.to_dict(self.class_names).items() if value is not None}
 
 
 def make_preprocess_logits_for_metrics(mask_by_image_labels: bool = True):
@@ -391,9 +424,14 @@ class CPFCTETrainer(ConvertedCheckpointMixin, Trainer):
             optimizer = optimizer if optimizer is not None else self.optimizer
             self.stage1_steps = self._compute_stage1_steps()
             factor = self.args.stage1_learning_rate / self.args.learning_rate
-            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, StageLearningRate(self.stage1_steps, factor)
+            schedule = StageLearningRate(
+                self.stage1_steps,
+                factor,
+                warmup_steps=self.args.get_warmup_steps(num_training_steps),
+                stage2_decay=str(getattr(self.args.lr_scheduler_type, "value", self.args.lr_scheduler_type)),
+                total_steps=num_training_steps,
             )
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
             logger.info(
                 f"Two-stage schedule: stage 1 = {self.stage1_steps} steps at lr {self.args.stage1_learning_rate:g}"
                 f"{' with the encoder frozen' if self.args.stage1_freeze_encoder else ''}; stage 2 at lr "

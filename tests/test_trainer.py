@@ -7,7 +7,13 @@ from transformers import TrainerCallback, TrainingArguments, default_data_collat
 from cpfcte_hf import CPFCTEForWeaklySupervisedSegmentation
 from cpfcte_hf.image_processing_cpfcte import class_probability_maps
 from cpfcte_hf.metrics import SegmentationMetric
-from cpfcte_hf.trainer import CPFCTETrainer, CPFCTETrainingArguments, encoder_parameter_groups
+from cpfcte_hf.trainer import (
+    CPFCTETrainer,
+    CPFCTETrainingArguments,
+    SegmentationEvalMetrics,
+    StageLearningRate,
+    encoder_parameter_groups,
+)
 from tests.utils import tiny_config
 
 
@@ -164,6 +170,17 @@ def test_evaluation_reports_the_pseudo_label_miou_of_the_split(tmp_path):
     assert sorted(p.name for p in pictures.glob("example_*.png")) == [f"example_{i}.png" for i in range(4)]
 
 
+def test_classes_absent_from_the_split_are_left_out_of_the_metrics(tmp_path):
+    from transformers import EvalPrediction
+
+    metrics = SegmentationEvalMetrics(4, ["background", "a", "b", "c"])
+    masks = torch.zeros(2, 8, 8, dtype=torch.long)
+    masks[:, :4] = 1
+    result = metrics(EvalPrediction(predictions=masks.clone(), label_ids=(torch.ones(2, 4), masks)))
+    assert result["mean_iou"] == 1.0 and result["iou_a"] == 1.0
+    assert "iou_b" not in result and "iou_c" not in result  # no ground truth, no prediction: no IoU
+
+
 def test_best_checkpoint_by_miou_is_reloaded_with_its_encoder(tmp_path):
     trainer = _trainer(tmp_path, stage1_epochs=0, stage1_freeze_encoder=False, learning_rate=5e-3)
     trainer.train()
@@ -194,3 +211,14 @@ def test_wrong_arguments_are_refused(tmp_path):
     model = CPFCTEForWeaklySupervisedSegmentation(tiny_config())
     with pytest.raises(TypeError, match="CPFCTETrainingArguments"):
         CPFCTETrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path)))
+
+
+def test_stage_learning_rate_warmup_and_stage2_decays():
+    constant = StageLearningRate(stage1_steps=2, stage1_factor=10.0, warmup_steps=4)
+    assert [constant(step) for step in range(6)] == [2.5, 5.0, 0.75, 1.0, 1.0, 1.0]
+    cosine = StageLearningRate(stage1_steps=2, stage1_factor=10.0, stage2_decay="cosine", total_steps=6)
+    assert cosine(1) == 10.0 and cosine(2) == 1.0 and cosine(4) == pytest.approx(0.5) and cosine(6) == 0.0
+    linear = StageLearningRate(stage1_steps=0, stage1_factor=1.0, stage2_decay="linear", total_steps=4)
+    assert [linear(step) for step in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]
+    with pytest.raises(ValueError, match="stage-2 schedule"):
+        StageLearningRate(0, 1.0, stage2_decay="polynomial")
