@@ -372,7 +372,27 @@ class ConvertedCheckpointMixin:
         self._load_converted_checkpoint(self.state.best_model_checkpoint)
 
 
-class CPFCTETrainer(ConvertedCheckpointMixin, Trainer):
+class FiniteLossMixin:
+    """
+    `compute_loss` that feeds the model only its inputs (`model_input_names`; batches also carry e.g. `masks` for
+    the metrics) and stops the run with a clear message, naming the step, when the training loss is NaN or inf.
+    """
+
+    model_input_names: tuple[str, ...] = MODEL_INPUT_NAMES
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**{name: inputs[name] for name in self.model_input_names if name in inputs})
+        loss = outputs.loss
+        if model.training and not torch.isfinite(loss.detach()).all():
+            raise FloatingPointError(
+                f"The training loss became {loss.item()} at step {self.state.global_step + 1} (epoch "
+                f"{self.state.epoch or 0:.2f}); stopping instead of training on garbage. Lower the learning rate, "
+                f"check the inputs for NaN/inf, or resume from the last checkpoint in {self.args.output_dir}."
+            )
+        return (loss, outputs) if return_outputs else loss
+
+
+class CPFCTETrainer(FiniteLossMixin, ConvertedCheckpointMixin, Trainer):
     """
     `transformers.Trainer` for CPF-CTE: Top-K BCE loss (the model's own), the two-stage schedule of
     `CPFCTETrainingArguments`, pseudo-label mIoU evaluation, and a stop with a clear message when the loss stops
@@ -439,24 +459,13 @@ class CPFCTETrainer(ConvertedCheckpointMixin, Trainer):
             )
         return self.lr_scheduler
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        model_inputs = {name: inputs[name] for name in MODEL_INPUT_NAMES if name in inputs}
-        outputs = model(**model_inputs)
-        loss = outputs.loss
-        if model.training and not torch.isfinite(loss.detach()).all():
-            raise FloatingPointError(
-                f"The training loss became {loss.item()} at step {self.state.global_step + 1} (epoch "
-                f"{self.state.epoch or 0:.2f}); stopping instead of training on garbage. Lower the learning rate, "
-                f"check the inputs for NaN/inf, or resume from the last checkpoint in {self.args.output_dir}."
-            )
-        return (loss, outputs) if return_outputs else loss
-
 
 __all__ = [
     "ConvertedCheckpointMixin",
     "CPFCTETrainer",
     "CPFCTETrainingArguments",
     "EvalPicturesCallback",
+    "FiniteLossMixin",
     "SegmentationEvalMetrics",
     "StageLearningRate",
     "TwoStageScheduleCallback",

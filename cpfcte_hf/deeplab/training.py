@@ -53,7 +53,7 @@ from ..pseudo_labeling import (
     progress_bar,
     safe_file_id,
 )
-from ..trainer import ConvertedCheckpointMixin
+from ..trainer import ConvertedCheckpointMixin, FiniteLossMixin
 from ..visualization import read_mask, save_mask
 from .modeling_deeplab import DeepLabV2ForSemanticSegmentation
 from .processing import IMAGENET_MEAN, IMAGENET_STD
@@ -61,7 +61,6 @@ from .processing import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
 
-MODEL_INPUT_NAMES = ("pixel_values", "labels")
 MULTI_SCALE = (1.0, 0.75, 0.5)
 
 
@@ -492,7 +491,7 @@ def sgd_parameter_groups(
     ]
 
 
-class DeepLabV2Trainer(ConvertedCheckpointMixin, Trainer):
+class DeepLabV2Trainer(FiniteLossMixin, ConvertedCheckpointMixin, Trainer):
     """
     `transformers.Trainer` for DeepLab-v2: SGD with a 10x classifier learning rate and poly decay
     (`DeepLabV2TrainingArguments`), a stop with a clear message when the loss stops being finite, and evaluation by
@@ -523,17 +522,6 @@ class DeepLabV2Trainer(ConvertedCheckpointMixin, Trainer):
                 optimizer, PolyLearningRate(num_training_steps, self.args.poly_power)
             )
         return self.lr_scheduler
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(**{name: inputs[name] for name in MODEL_INPUT_NAMES if name in inputs})
-        loss = outputs.loss
-        if model.training and not torch.isfinite(loss.detach()).all():
-            raise FloatingPointError(
-                f"The training loss became {loss.item()} at step {self.state.global_step + 1}; stopping instead of "
-                f"training on garbage. Lower the learning rate or resume from the last checkpoint in "
-                f"{self.args.output_dir}."
-            )
-        return (loss, outputs) if return_outputs else loss
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
