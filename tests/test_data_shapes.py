@@ -229,3 +229,18 @@ def test_build_dataset_shapes_in_memory_or_through_a_folder(tmp_path):
     assert os.path.isfile(os.path.join(folder, "class_names.txt"))
     again = build_dataset("shapes", root=folder, split="val", cache_dir=cache)  # already written: just read
     assert len(again) == 2
+
+
+def test_difficulty_knobs_change_backgrounds_and_textures():
+    def spread(config, region):
+        values = []
+        for index in range(20):
+            sample = render_shapes_sample(config, "train", index)
+            inside = sample["mask"] > 0 if region == "objects" else sample["mask"] == 0
+            values.append(sample["image"][inside].astype(float).std(axis=0).mean())
+        return float(np.mean(values))
+
+    default = ShapesConfig(image_size=48)
+    flat = ShapesConfig(image_size=48, background_contrast=0.0, texture_strength=0.0)
+    assert spread(flat, "background") < 0.6 * spread(default, "background")
+    assert spread(flat, "objects") < spread(default, "objects")

@@ -60,6 +60,8 @@ class ShapesConfig:
         max_occlusion: largest fraction of an object that later objects may cover.
         min_background: smallest fraction of the image left to the background.
         min_contrast: smallest RGB distance (0..255 scale) between an object's colour and the background under it.
+        background_contrast: how strongly the background texture mixes its two colours (0 = a flat blend, 1 = full).
+        texture_strength: scale of the brightness modulation of object textures (0 = flat objects).
         seed: the seed; `(seed, split, index)` determines each image.
     """
 
@@ -75,6 +77,8 @@ class ShapesConfig:
     max_occlusion: float = 0.35
     min_background: float = 0.25
     min_contrast: float = 70.0
+    background_contrast: float = 1.0
+    texture_strength: float = 1.0
     seed: int = 0
 
     def __post_init__(self):
@@ -214,7 +218,7 @@ def _object_texture(kind: str, rng: np.random.Generator, size: int) -> np.ndarra
     raise ValueError(kind)
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def _background(rng: np.random.Generator, size: int, contrast: float = 1.0) -> np.ndarray:
     """A `(size, size, 3)` float image in 0..255: two random colours mixed by a random texture, plus grain."""
     first = _hsv(rng.uniform(), rng.uniform(0.0, 0.7), rng.uniform(0.15, 0.95))
     if rng.uniform() < 0.6:
@@ -240,6 +244,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         angle = rng.uniform(0, 2 * math.pi)
         ramp = x * math.cos(angle) + y * math.sin(angle)
         mix = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
+    mix = 0.5 + contrast * (mix - 0.5)
     image = first * (1 - mix[..., None]) + second * mix[..., None]
     return image + rng.normal(0, rng.uniform(3, 10), size=image.shape).astype(np.float32)
 
@@ -272,7 +277,7 @@ def render_shapes_sample(config: ShapesConfig, split: str, index: int) -> dict:
     """
     rng = np.random.default_rng([config.seed, _split_code(split), index])
     size = config.image_size
-    image = _background(rng, size)
+    image = _background(rng, size, config.background_contrast)
     mask = np.zeros((size, size), np.uint8)
     owner = np.full((size, size), -1, np.int16)  # which placed object each pixel shows
     areas: list[int] = []
@@ -310,7 +315,7 @@ def render_shapes_sample(config: ShapesConfig, split: str, index: int) -> dict:
             texture = OBJECT_TEXTURES[(class_id - 1) % len(OBJECT_TEXTURES)]
         else:
             texture = OBJECT_TEXTURES[rng.integers(len(OBJECT_TEXTURES))]
-        amplitude = 0.0 if texture == "flat" else rng.uniform(0.2, 0.4)
+        amplitude = 0.0 if texture == "flat" else rng.uniform(0.2, 0.4) * config.texture_strength
         field = _object_texture(texture, rng, size)
         fill = colour[None, None, :] * (1.0 + amplitude * field[..., None])
         fill = fill + rng.normal(0, 3.0, size=fill.shape).astype(np.float32)
