@@ -83,6 +83,10 @@ class CPFCTEConfig(PreTrainedConfig):
         lstm_hidden_size (`int`, *optional*, defaults to 192):
             Hidden size of each LSTM direction; the four outputs (row fwd/bwd, column fwd/bwd) concatenate to
             `4 * lstm_hidden_size` (= 768 = D for ViT-B, as in ViT-PCM) and are projected back to D.
+        context_fusion_residual (`bool`, *optional*, defaults to `False`):
+            Add the CF-BiLSTM's projection to its input (`x + W[h; v]`) instead of replacing the input (paper eq. 6
+            replaces it). Not in the paper: it keeps each patch's own evidence, which a ViT trained from scratch
+            otherwise loses along the rows and columns (measured in the README's demo section).
         context_fusion_dropout (`float`, *optional*, defaults to 0.2):
             Dropout on the CF-BiLSTM input and on its concatenated hidden states (ViT-PCM's 0.2).
         classifier_dropout (`float`, *optional*, defaults to 0.2):
@@ -118,6 +122,7 @@ class CPFCTEConfig(PreTrainedConfig):
     pooling_top_k: int = 4
     class_token_init_std: float = 0.02
     lstm_hidden_size: int = 192
+    context_fusion_residual: bool = False
     context_fusion_dropout: float = 0.2
     classifier_dropout: float = 0.2
     classifier_init_std: float = 0.05

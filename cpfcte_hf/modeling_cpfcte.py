@@ -94,11 +94,13 @@ class ContextFusionBiLSTM(nn.Module):
     column of the patch grid, both reading the same input; `[h_fwd; h_bwd; v_fwd; v_bwd]` is projected back to D (eq. 6).
 
     All rows of all images go through one batched LSTM call (and likewise all columns).
-    Input and output `(B, h, w, D)`.
+    With `residual=True` the projection is added to the input instead of replacing it (not in the paper; see
+    `CPFCTEConfig.context_fusion_residual`). Input and output `(B, h, w, D)`.
     """
 
-    def __init__(self, hidden_size: int, lstm_hidden_size: int, dropout: float):
+    def __init__(self, hidden_size: int, lstm_hidden_size: int, dropout: float, residual: bool = False):
         super().__init__()
+        self.residual = residual
         self.input_dropout = nn.Dropout(dropout)
         self.row_lstm = nn.LSTM(hidden_size, lstm_hidden_size, batch_first=True, bidirectional=True)
         self.column_lstm = nn.LSTM(hidden_size, lstm_hidden_size, batch_first=True, bidirectional=True)
@@ -107,13 +109,15 @@ class ContextFusionBiLSTM(nn.Module):
 
     def forward(self, grid: torch.Tensor) -> torch.Tensor:
         batch_size, height, width, hidden_size = grid.shape
+        inputs = grid
         grid = self.input_dropout(grid)
         rows, _ = self.row_lstm(grid.reshape(batch_size * height, width, hidden_size))
         rows = rows.reshape(batch_size, height, width, -1)
         columns = grid.transpose(1, 2).reshape(batch_size * width, height, hidden_size)
         columns, _ = self.column_lstm(columns)
         columns = columns.reshape(batch_size, width, height, -1).transpose(1, 2)
-        return self.projection(self.output_dropout(torch.cat([rows, columns], dim=-1)))
+        fused = self.projection(self.output_dropout(torch.cat([rows, columns], dim=-1)))
+        return inputs + fused if self.residual else fused
 
 
 class PatchClassifier(nn.Module):
@@ -240,7 +244,9 @@ class CPFCTEForWeaklySupervisedSegmentation(CPFCTEPreTrainedModel):
         self.vit = ViTModel(config.backbone_config, add_pooling_layer=False)
         self.class_token_fusion = ClassTokenFusion(hidden_size, config.num_labels) if config.use_class_tokens else None
         self.context_fusion = (
-            ContextFusionBiLSTM(hidden_size, config.lstm_hidden_size, config.context_fusion_dropout)
+            ContextFusionBiLSTM(
+                hidden_size, config.lstm_hidden_size, config.context_fusion_dropout, config.context_fusion_residual
+            )
             if config.use_context_fusion
             else None
         )

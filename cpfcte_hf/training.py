@@ -55,6 +55,9 @@ class ModelArguments:
     lstm_hidden_size: int | None = field(
         default=None, metadata={"help": "Hidden size per LSTM direction; default D/4 (192 for ViT-B)."}
     )
+    context_fusion_residual: bool = field(
+        default=False, metadata={"help": "x + CF-BiLSTM(x) instead of CF-BiLSTM(x) (not in the paper)."}
+    )
     context_fusion_dropout: float = 0.2
     classifier_dropout: float = 0.2
     classifier_l2_weight: float = 0.01
@@ -135,6 +138,7 @@ def build_model(model_args: ModelArguments, class_names: list[str]) -> CPFCTEFor
         use_context_fusion=model_args.use_context_fusion,
         pooling=model_args.pooling,
         pooling_top_k=model_args.top_k,
+        context_fusion_residual=model_args.context_fusion_residual,
         context_fusion_dropout=model_args.context_fusion_dropout,
         classifier_dropout=model_args.classifier_dropout,
         classifier_l2_weight=model_args.classifier_l2_weight,

@@ -139,6 +139,16 @@ def test_context_fusion_carries_information_along_rows_and_columns_only():
     assert column_changed[0, :, column].all() and column_changed.sum() == 5
 
 
+def test_residual_context_fusion_adds_the_projection_to_the_input():
+    torch.manual_seed(0)
+    plain = ContextFusionBiLSTM(hidden_size=8, lstm_hidden_size=4, dropout=0.0).eval()
+    residual = ContextFusionBiLSTM(hidden_size=8, lstm_hidden_size=4, dropout=0.0, residual=True).eval()
+    residual.load_state_dict(plain.state_dict())
+    grid = torch.randn(2, 3, 5, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(residual(grid), grid + plain(grid))
+
+
 def test_context_fusion_runs_one_batched_lstm_call_per_axis():
     model = _model().eval()
     calls = {"rows": 0, "columns": 0}
@@ -169,6 +179,7 @@ def test_top_k_pooling_is_max_at_k1_and_mean_at_all_patches():
     [
         {"use_class_tokens": False},
         {"use_context_fusion": False},
+        {"context_fusion_residual": True},
         {"pooling": "max"},
         {"pooling": "avg"},
         {"pooling_top_k": 5},
@@ -187,7 +198,7 @@ def test_each_ablation_switch_changes_the_computation(switch):
         torch.testing.assert_close(a.logits, b.logits)  # same patches, different pooling
         assert not torch.allclose(a.image_scores, b.image_scores)
     else:
-        assert unexpected  # the disabled module's weights are not used
+        assert unexpected or "context_fusion_residual" in switch  # a disabled module's weights are unused
         assert not torch.allclose(a.logits, b.logits)
 
 
