@@ -133,7 +133,9 @@ def dense_crf(
         rgbim=np.require(image, dtype=np.uint8, requirements=["C", "W"]),
         compat=config.bilateral_compat,
     )
-    marginals = np.asarray(crf.inference(int(config.iterations)), dtype=np.float32).reshape(len(classes), height, width)
+    marginals = np.asarray(crf.inference(int(config.iterations)), dtype=np.float32).reshape(
+        len(classes), height, width
+    )
     refined = np.zeros_like(probabilities)
     refined[classes] = marginals
     return refined
@@ -220,7 +222,7 @@ class CRFPool:
         self._pending: dict[Future, Any] = {}
         self._ready: list[CRFResult] = []  # serial mode: computed at submit, handed out by poll
 
-    def __enter__(self) -> "CRFPool":
+    def __enter__(self) -> CRFPool:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -282,7 +284,9 @@ class CRFPool:
                 results.append(future.result())
             except BrokenProcessPool as error:
                 broken = True
-                results.append(CRFResult(key, error=f"a CRF worker process died while this image was queued ({error})"))
+                results.append(
+                    CRFResult(key, error=f"a CRF worker process died while this image was queued ({error})")
+                )
             except Exception as error:  # noqa: BLE001 - e.g. an unpicklable input
                 results.append(CRFResult(key, error=f"{type(error).__name__}: {error}"))
         if broken and self._executor is not None:

@@ -199,7 +199,7 @@ class SegmentationMetric:
         self.confusion_matrix = np.zeros((self.num_labels, self.num_labels + 1), dtype=np.int64)
         self.num_images = 0
 
-    def update(self, predictions, references) -> "SegmentationMetric":
+    def update(self, predictions, references) -> SegmentationMetric:
         """Adds masks: arrays `(H, W)` or `(B, H, W)`, or equal-length sequences of `(H, W)` arrays."""
         if _is_sequence_of_arrays(predictions) or _is_sequence_of_arrays(references):
             if len(predictions) != len(references):
@@ -213,7 +213,7 @@ class SegmentationMetric:
         self.num_images += 1 if references.ndim <= 2 else int(np.prod(references.shape[:-2]))
         return self
 
-    def load(self, matrix: np.ndarray, num_images: int = 0) -> "SegmentationMetric":
+    def load(self, matrix: np.ndarray, num_images: int = 0) -> SegmentationMetric:
         """Replaces the state with a `(C, C + 1)` matrix (e.g. the all-reduced sum over processes)."""
         matrix = np.asarray(matrix, dtype=np.int64)
         if matrix.shape != self.confusion_matrix.shape:
@@ -222,14 +222,14 @@ class SegmentationMetric:
         self.num_images = int(num_images)
         return self
 
-    def merge(self, other: "SegmentationMetric") -> "SegmentationMetric":
+    def merge(self, other: SegmentationMetric) -> SegmentationMetric:
         if other.num_labels != self.num_labels:
             raise ValueError(f"Cannot merge metrics over {other.num_labels} and {self.num_labels} classes.")
         self.confusion_matrix += other.confusion_matrix
         self.num_images += other.num_images
         return self
 
-    def __add__(self, other: "SegmentationMetric") -> "SegmentationMetric":
+    def __add__(self, other: SegmentationMetric) -> SegmentationMetric:
         result = SegmentationMetric(self.num_labels, self.ignore_index)
         return result.merge(self).merge(other)
 

@@ -82,9 +82,7 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
             return np.asarray(image, dtype=np.uint8).copy()
         if image.mode in ("I", "I;16", "I;16B", "I;16L"):
             return np.asarray(image).astype(np.uint8)
-        raise ValueError(
-            f"{path}: a mask must be a palette or greyscale PNG of class ids, got mode {image.mode!r}."
-        )
+        raise ValueError(f"{path}: a mask must be a palette or greyscale PNG of class ids, got mode {image.mode!r}.")
 
 
 def _atomic_write(path: str | os.PathLike, write) -> str:
@@ -215,7 +213,9 @@ def plot_per_class_iou(
     draws no bar.
     """
     names = list(class_names)
-    series = {label: np.array([np.nan if v is None else float(v) for v in values]) for label, values in per_class_iou.items()}
+    series = {
+        label: np.array([np.nan if v is None else float(v) for v in values]) for label, values in per_class_iou.items()
+    }
     for label, values in series.items():
         if len(values) != len(names):
             raise ValueError(f"{label!r} has {len(values)} IoU values for {len(names)} classes.")

@@ -19,5 +19,6 @@ import sys
 
 from cpfcte_hf.deeplab.run import main
 
+
 if __name__ == "__main__":
     sys.exit(main())

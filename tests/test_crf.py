@@ -23,7 +23,9 @@ def two_region_example(seed: int, height: int = 48, width: int = 64, boundary: i
 
 
 def mean_iou(prediction, truth):
-    return np.mean([((prediction == c) & (truth == c)).sum() / ((prediction == c) | (truth == c)).sum() for c in (0, 1)])
+    return np.mean(
+        [((prediction == c) & (truth == c)).sum() / ((prediction == c) | (truth == c)).sum() for c in (0, 1)]
+    )
 
 
 def test_spec_defaults():

@@ -17,6 +17,7 @@ from tests.data_trees import write_voc_tree
 from tests.deeplab_helpers import tiny_resnet_config
 from tests.utils import PYTHON, save_tiny_checkpoint, subprocess_env
 
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASS_NAMES = ["background", "class_1", "class_2", "class_3"]
 

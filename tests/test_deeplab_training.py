@@ -34,6 +34,7 @@ from cpfcte_hf.metrics import SegmentationMetric
 from cpfcte_hf.visualization import save_mask
 from tests.deeplab_helpers import tiny_deeplab_config
 
+
 NUM_CLASSES = 3  # background, disc, square
 
 

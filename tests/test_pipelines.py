@@ -138,14 +138,21 @@ def test_saved_pipeline_loads_as_remote_code_without_the_package(labeller, image
     assert {"pipelines.py", "crf.py", "visualization.py", "image_processing_cpfcte.py", "modeling_cpfcte.py"} <= files
     assert not {"pseudo_labeling.py", "metrics.py", "__init__.py"} & files
     config = json.loads((saved / "config.json").read_text())
-    assert config["custom_pipelines"][PSEUDO_LABELLING_TASK]["impl"] == "pipelines.WeaklySupervisedPseudoLabelingPipeline"
+    assert (
+        config["custom_pipelines"][PSEUDO_LABELLING_TASK]["impl"] == "pipelines.WeaklySupervisedPseudoLabelingPipeline"
+    )
     assert config["custom_pipelines"][PSEUDO_LABELLING_TASK]["pt"] == ["AutoModelForSemanticSegmentation"]
 
     Image.fromarray(image).save(tmp_path / "image.png")
     code = BLOCK_PACKAGE_IMPORT + REMOTE_SCRIPT
     result = subprocess.run(
         [PYTHON, "-c", code, str(saved), str(tmp_path / "image.png")],
-        env=subprocess_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path, stdin=subprocess.DEVNULL,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))

@@ -146,7 +146,10 @@ def test_rerun_skips_finished_images_and_redoes_missing_ones(tmp_path, model_and
     model, processor = model_and_processor
     dataset = make_dataset()
     generate_pseudo_labels(model, dataset, tmp_path, tiny_config(num_overlays=0), image_processor=processor)
-    first = {folder: {n: read_mask(tmp_path / folder / n) for n in os.listdir(tmp_path / folder)} for folder in ("bpm", "crf")}
+    first = {
+        folder: {n: read_mask(tmp_path / folder / n) for n in os.listdir(tmp_path / folder)}
+        for folder in ("bpm", "crf")
+    }
     # A run killed mid-way: a CRF mask missing, a BPM mask missing, a half-written temporary file left behind.
     os.remove(tmp_path / "crf" / "img_1.png")
     os.remove(tmp_path / "bpm" / "img_2.png")
@@ -235,7 +238,10 @@ def test_flip_averaging_is_flip_equivariant_and_no_crf_writes_bpm_only(tmp_path,
     assert float(direct[2].abs().max()) == 0.0  # class 2 is not among the labels
 
     summary = generate_pseudo_labels(
-        model, make_dataset(2), tmp_path, tiny_config(crf=False, scales=(1.0, 1.5), flip=True, num_overlays=0),
+        model,
+        make_dataset(2),
+        tmp_path,
+        tiny_config(crf=False, scales=(1.0, 1.5), flip=True, num_overlays=0),
         image_processor=processor,
     )
     assert summary.written == 2 and not (tmp_path / "crf").exists()
@@ -271,7 +277,16 @@ def voc_tree(tmp_path_factory):
 
 
 def voc_args(voc_tree, cache, split="train_aug"):
-    return ["--dataset", "voc", "--data-root", voc_tree["root"], "--split", split, "--dataset-option", f"cache_dir={cache}"]
+    return [
+        "--dataset",
+        "voc",
+        "--data-root",
+        voc_tree["root"],
+        "--split",
+        split,
+        "--dataset-option",
+        f"cache_dir={cache}",
+    ]
 
 
 def test_scripts_on_a_voc_tree_then_evaluate_the_same_directories(tmp_path, checkpoint, voc_tree, capsys):
@@ -327,11 +342,36 @@ def test_scripts_reject_bad_arguments_with_a_clear_message(tmp_path, checkpoint,
 @pytest.mark.slow
 def test_accelerate_launch_shares_the_split_and_sums_the_metrics(tmp_path, checkpoint, voc_tree):
     data_args = voc_args(voc_tree, tmp_path / "cache")
-    options = ["--model", checkpoint, *data_args, "--size", "32", "--crf-workers", "1", "--no-progress", "--num-overlays", "0"]
+    options = [
+        "--model",
+        checkpoint,
+        *data_args,
+        "--size",
+        "32",
+        "--crf-workers",
+        "1",
+        "--no-progress",
+        "--num-overlays",
+        "0",
+    ]
     command = [
-        os.path.join(os.path.dirname(PYTHON), "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
-        os.path.join(REPO, "scripts", "pseudo_label.py"), *options, "--out", str(tmp_path / "out2"),
+        os.path.join(os.path.dirname(PYTHON), "accelerate"),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29517",
+        os.path.join(REPO, "scripts", "pseudo_label.py"),
+        *options,
+        "--out",
+        str(tmp_path / "out2"),
     ]
     result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300, cwd=REPO)
     errors = [line for line in result.stderr.splitlines() if "rror" in line or "terminate" in line or "what()" in line]
@@ -348,4 +388,6 @@ def test_accelerate_launch_shares_the_split_and_sums_the_metrics(tmp_path, check
     assert two["predictions"]["CRF"]["per_class"] == one["predictions"]["CRF"]["per_class"]
     assert two["predictions"]["CRF"]["num_scored"] == 5
     for name in os.listdir(tmp_path / "out1" / "crf"):
-        np.testing.assert_array_equal(read_mask(tmp_path / "out1" / "crf" / name), read_mask(tmp_path / "out2" / "crf" / name))
+        np.testing.assert_array_equal(
+            read_mask(tmp_path / "out1" / "crf" / name), read_mask(tmp_path / "out2" / "crf" / name)
+        )

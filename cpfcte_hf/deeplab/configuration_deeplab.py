@@ -7,6 +7,7 @@ and nothing else from this package.
 
 from transformers import PreTrainedConfig, ResNetConfig
 
+
 # The PASCAL VOC classes, background first. A copy of `cpfcte_hf.configuration_cpfcte.VOC_CLASSES`: remote code
 # cannot import outside its own folder. `tests/test_deeplab_modeling.py` checks that the two stay identical.
 VOC_CLASSES = (

@@ -9,6 +9,7 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from ..image_processing_cpfcte import CPFCTEImageProcessor
 
+
 IMAGENET_MEAN = tuple(IMAGENET_DEFAULT_MEAN)
 IMAGENET_STD = tuple(IMAGENET_DEFAULT_STD)
 # DeepLab's evaluation size on VOC (8k + 1, larger than any VOC image side).
