@@ -7,8 +7,10 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTEST_ARGS ?=
+# Extra demo options, e.g. `make demo DEMO_ARGS="--max_steps 200"` (any field of scripts/demo.py).
+DEMO_ARGS ?=
 
-.PHONY: install test clean
+.PHONY: install test demo clean
 
 # The stamp file is rebuilt when pyproject.toml changes, so `make test` after a dependency
 # change re-installs, and a second `make test` reuses the environment.
@@ -24,6 +26,10 @@ install: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The whole method on the built-in procedural data (scripts/configs/demo.yaml): train -> pseudo-label + CRF -> report.
+demo: $(VENV)/.installed
+	$(PY) scripts/demo.py --config scripts/configs/demo.yaml $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
