@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # Extra demo options, e.g. `make demo DEMO_ARGS="--max_steps 200"` (any field of scripts/demo.py).
 DEMO_ARGS ?=
 
-.PHONY: install test demo clean
+.PHONY: install test demo bench clean
 
 # The stamp file is rebuilt when pyproject.toml changes, so `make test` after a dependency
 # change re-installs, and a second `make test` reuses the environment.
@@ -30,6 +30,15 @@ test: $(VENV)/.installed
 # The whole method on the built-in procedural data (scripts/configs/demo.yaml): train -> pseudo-label + CRF -> report.
 demo: $(VENV)/.installed
 	$(PY) scripts/demo.py --config scripts/configs/demo.yaml $(DEMO_ARGS)
+
+# The CPU benchmarks of the README's Performance section, each as JSON in outputs/bench/ (about 10 minutes on 2 cores).
+BENCH_DIR ?= outputs/bench
+bench: $(VENV)/.installed
+	mkdir -p $(BENCH_DIR)
+	$(PY) scripts/bench_train.py --batch-size 2 --output $(BENCH_DIR)/train.json
+	$(PY) scripts/bench_data.py --workers 0 2 --output $(BENCH_DIR)/data.json
+	$(PY) scripts/bench_pseudo_label.py --output $(BENCH_DIR)/pseudo_label.json
+	$(PY) scripts/bench_deeplab.py --batch_size 2 --size 321 --output $(BENCH_DIR)/deeplab.json
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

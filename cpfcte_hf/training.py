@@ -51,7 +51,7 @@ class ModelArguments:
     use_class_tokens: bool = field(default=True, metadata={"help": "Class-token fusion (paper Table 4)."})
     use_context_fusion: bool = field(default=True, metadata={"help": "CF-BiLSTM (paper Table 4)."})
     pooling: str = field(default="topk", metadata={"help": "topk, max or avg (paper Table 5)."})
-    top_k: int = field(default=4, metadata={"help": "K of Top-K pooling."})
+    top_k: int = field(default=16, metadata={"help": "K of Top-K pooling (README: the K sweep)."})
     lstm_hidden_size: int | None = field(
         default=None, metadata={"help": "Hidden size per LSTM direction; default D/4 (192 for ViT-B)."}
     )

@@ -31,8 +31,10 @@ def main(argv=None):
     parser.add_argument("--num-images", type=int, default=128, help="images generated when --root is not given")
     parser.add_argument("--source-size", type=int, default=448, help="side of the generated images")
     parser.add_argument("--eval", action="store_true", help="time the eval transform instead")
+    parser.add_argument("--output", help="also write the results (one JSON list, one entry per --workers) here")
     args = parser.parse_args(argv)
 
+    results = []
     with tempfile.TemporaryDirectory() as scratch:
         root = args.root
         if root is None:
@@ -55,6 +57,10 @@ def main(argv=None):
                 date=datetime.date.today().isoformat(),
             )
             print(json.dumps(result))
+            results.append(result)
+    if args.output:
+        with open(args.output, "w") as handle:
+            handle.write(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
