@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .cli import describe
@@ -44,18 +45,16 @@ class DemoArguments:
     crf_workers: int | None = field(default=None, metadata={"help": "CRF processes (default: all CPUs)."})
 
 
+@contextmanager
 def _stage(name: str, timings: dict):
-    class Timer:
-        def __enter__(self):
-            print(f"\n=== {name} ===", flush=True)
-            self.start = time.perf_counter()
-
-        def __exit__(self, *exc):
-            timings[name] = time.perf_counter() - self.start
-            if exc[0] is None:
-                print(f"=== {name}: {timings[name]:.0f} s ===", flush=True)
-
-    return Timer()
+    """Prints a stage's banner and records its wall time in `timings[name]`."""
+    print(f"\n=== {name} ===", flush=True)
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = time.perf_counter() - start
+    print(f"=== {name}: {timings[name]:.0f} s ===", flush=True)
 
 
 def run_demo(
@@ -87,12 +86,11 @@ def run_demo(
     with _stage("2/3 train CPF-CTE from image-level tags", timings):
         run_training(model_args, data_args, training_args)
 
-    crf_workers = demo_args.crf_workers
     config = PseudoLabelConfig(
         size=demo_args.inference_size,
         flip=demo_args.inference_flip,
         crf_config=DenseCRFConfig(),
-        crf_workers=crf_workers,
+        crf_workers=demo_args.crf_workers,
         overwrite=True,
         num_overlays=8,
     )
@@ -138,9 +136,10 @@ def format_demo_results(results: dict) -> str:
         f"{'mIoU':<14}{percent(results['pseudo_label_miou_bpm']):>7}{percent(results['pseudo_label_miou_crf']):>7}"
     )
     lines.append("")
+    width = max(len(name) for name in [*results["seconds"], "total"]) + 2
     for name, seconds in results["seconds"].items():
-        lines.append(f"{name:<60}{seconds:8.0f} s")
-    lines.append(f"{'total':<60}{results['seconds_total']:8.0f} s")
+        lines.append(f"{name:<{width}}{seconds:8.0f} s")
+    lines.append(f"{'total':<{width}}{results['seconds_total']:8.0f} s")
     lines.append("")
     lines.append(f"checkpoint:   {results['model_dir']}  (from_pretrained / pipeline('image-segmentation'))")
     lines.append(f"masks:        {results['pseudo_label_dir']}/{{bpm,crf}}/<id>.png")
