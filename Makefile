@@ -31,7 +31,7 @@ test: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) scripts/demo.py --config scripts/configs/demo.yaml $(DEMO_ARGS)
 
-# The CPU benchmarks of the README's Performance section, each as JSON in outputs/bench/ (about 10 minutes on 2 cores).
+# The CPU benchmarks of the README's Performance section, each as JSON in outputs/bench/ (3.5 minutes on 2 cores).
 BENCH_DIR ?= outputs/bench
 bench: $(VENV)/.installed
 	mkdir -p $(BENCH_DIR)
