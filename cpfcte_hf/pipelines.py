@@ -19,8 +19,8 @@ SPEC section 3, for one image and its image-level tags:
 
 `labeller.save_pretrained(dir)` writes this file (and the files it imports) next to the weights; another machine
 then loads it with `pipeline(model=dir, trust_remote_code=True)` without this package. For that, this file
-imports, relatively, only `image_processing_cpfcte`, `crf` and `visualization`, which import nothing else from
-the package.
+imports, relatively, only `class_names`, `image_processing_cpfcte`, `crf` and `visualization`, which import nothing
+else from the package.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from transformers import AutoModelForSemanticSegmentation, Pipeline
 from transformers.image_utils import load_image
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .class_names import class_ids_from_tags
 from .crf import DenseCRFConfig, crf_mask
 from .image_processing_cpfcte import (
     VIT_PCM_MEAN,
@@ -47,44 +48,6 @@ from .visualization import mask_to_image
 
 PSEUDO_LABELLING_TASK = "weakly-supervised-pseudo-labelling"
 DEFAULT_INFERENCE_SIZE = 960
-
-
-def class_ids_from_tags(tags, id2label: dict[int, str]) -> list[int]:
-    """
-    Image-level tags -> sorted class ids, background (0) always included.
-
-    `tags` is a class name, a class id, or an iterable of them (mixed is fine; names match exactly, then
-    case-insensitively).
-
-    Raises:
-        ValueError: a tag names no class of the model (the message lists the valid names).
-    """
-    if tags is None:
-        raise ValueError("No tags given.")
-    if isinstance(tags, (str, int, np.integer)):
-        tags = [tags]
-    id2label = {int(i): str(name) for i, name in id2label.items()}
-    by_name = {name: i for i, name in id2label.items()}
-    by_lower = {name.lower(): i for i, name in id2label.items()}
-    ids, unknown = {0}, []
-    for tag in tags:
-        if isinstance(tag, (bool, np.bool_)):
-            unknown.append(tag)
-        elif isinstance(tag, str) and (tag.strip() in by_name or tag.strip().lower() in by_lower):
-            ids.add(by_name.get(tag.strip(), by_lower.get(tag.strip().lower())))
-        elif isinstance(tag, (int, np.integer)) or (isinstance(tag, str) and tag.strip().isdigit()):
-            if int(tag) in id2label:
-                ids.add(int(tag))
-            else:
-                unknown.append(tag)
-        else:
-            unknown.append(tag)
-    if unknown:
-        raise ValueError(
-            f"Unknown class tag(s) {unknown!r}. Valid tags are the class names "
-            f"{[id2label[i] for i in sorted(id2label)]} or ids 0..{max(id2label)}."
-        )
-    return sorted(ids)
 
 
 def multi_hot(class_ids: Iterable[int], num_labels: int) -> torch.Tensor:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import datasets
 
+from ._common import loader_report
 from .coco import COCO_CLASSES, load_coco, paint_coco_masks
 from .hub import load_hub_dataset
 from .shapes import SHAPE_NAMES, ShapesConfig, load_shapes, make_shapes_dataset, render_shapes_sample, write_shapes_voc
@@ -137,6 +138,7 @@ __all__ = [
     "load_shapes",
     "load_tagged_images",
     "load_voc",
+    "loader_report",
     "make_shapes_dataset",
     "paint_coco_masks",
     "read_tag_file",
