@@ -24,7 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML preset of defaults for the options below")
     parser.add_argument("--model", help="checkpoint directory or Hub id (required)")
-    parser.add_argument("--dataset", help="dataset kind for cpfcte_hf.data (voc, coco, shapes, ...)")
+    parser.add_argument(
+        "--dataset",
+        help="dataset kind for cpfcte_hf.data: voc, coco, shapes, hub, or tagged (your own photos: --data-root is "
+        "the folder, with a tags.csv / tags.json / tags.jsonl; --dataset-option tags=FILE names another file)",
+    )
     parser.add_argument("--data-root", "--data_root", dest="data_root", help="dataset root directory (or Hub id)")
     parser.add_argument("--split", default="train")
     parser.add_argument(
@@ -121,7 +125,7 @@ def main(argv=None) -> int:
         progress=args.progress,
     )
     try:
-        run_pseudo_labeling(
+        summary = run_pseudo_labeling(
             model=args.model,
             out_dir=args.out,
             dataset_name=args.dataset,
@@ -134,7 +138,7 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as error:  # bad arguments: a clear message, no traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return 0
+    return summary.exit_status  # 1 when images failed or were skipped (the others are written)
 
 
 if __name__ == "__main__":
