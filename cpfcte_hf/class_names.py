@@ -83,12 +83,9 @@ def class_ids_from_tags(tags, id2label, where: str | None = None, allow_ids: boo
         else:
             unknown.append(tag)
     if unknown:
-        prefix = f"{where}: " if where else ""
         valid = f"the class names {names}" + (f" or ids 0..{len(names) - 1}" if allow_ids else "")
-        raise ValueError(
-            f"{prefix}unknown class tag(s) {unknown!r}. Valid tags are {valid} (case and surrounding spaces are "
-            "ignored)."
-        )
+        message = f"nknown class tag(s) {unknown!r}. Valid tags are {valid} (case and surrounding spaces are ignored)."
+        raise ValueError(f"{where}: u{message}" if where else f"U{message}")
     return sorted(ids)
 
 
