@@ -326,7 +326,9 @@ class CPFCTEImageSegmentationPipeline(ImageSegmentationPipeline):
         keep[0] = 1.0
         logits = model_outputs["logits"]
         size = tuple(model_outputs["target_size"][0])
-        probabilities = class_probability_maps(logits, None if threshold is None else keep[None], size, normalize=False)
+        probabilities = class_probability_maps(
+            logits, None if threshold is None else keep[None], size, normalize=False
+        )
         segmentation = probabilities[0].argmax(dim=0).numpy()
         id2label = self.model.config.id2label
         annotation = []

@@ -383,7 +383,9 @@ def generate_pseudo_labels(
     _check_single_split(dataset)
     num_labels = model.config.num_labels
     model_names = names_of(model.config)
-    dataset_names = list(class_names) if class_names is not None else dataset_class_names(dataset, model.config.id2label)
+    dataset_names = (
+        list(class_names) if class_names is not None else dataset_class_names(dataset, model.config.id2label)
+    )
     # Class identity is by name: dataset class i is model class class_mapping[i] (refused if the model lacks it).
     class_mapping = map_class_names(dataset_names, model_names, source="the dataset")
     if not mapping_is_identity(class_mapping) or len(dataset_names) != num_labels:

@@ -113,7 +113,7 @@ def test_tag_cross_is_masked_with_the_id_of_cross(tmp_path, shapes_model, capsys
     model, processor = load_model(shapes_model)
     config = PseudoLabelConfig(size=32, crf=False, crf_workers=0, progress=False)
     generate_pseudo_labels(model, dataset, tmp_path / "python", config, image_processor=processor)
-    for image_id, class_id in expected.items():
+    for image_id in expected:
         python_mask = read_mask(tmp_path / "python" / "bpm" / f"{image_id}.png")
         np.testing.assert_array_equal(python_mask, read_mask(os.path.join(out, "bpm", f"{image_id}.png")))
     # Given the model, the loader uses its ids directly.

@@ -135,7 +135,14 @@ def test_saved_pipeline_loads_as_remote_code_without_the_package(labeller, image
     saved = tmp_path / "saved"
     labeller.save_pretrained(saved)
     files = set(os.listdir(saved))
-    assert {"pipelines.py", "class_names.py", "crf.py", "visualization.py", "image_processing_cpfcte.py", "modeling_cpfcte.py"} <= files
+    assert {
+        "pipelines.py",
+        "class_names.py",
+        "crf.py",
+        "visualization.py",
+        "image_processing_cpfcte.py",
+        "modeling_cpfcte.py",
+    } <= files
     assert not {"pseudo_labeling.py", "metrics.py", "__init__.py"} & files
     config = json.loads((saved / "config.json").read_text())
     assert (
