@@ -38,6 +38,20 @@ def names_of(classes) -> list[str]:
     return [str(name) for name in classes]
 
 
+def dataset_class_names(dataset, fallback=None) -> list[str]:
+    """Class names (background first) of a dataset of this package's schema: its `labels` ClassLabel names (the
+    first split of a `DatasetDict`), else `fallback` (an `id2label`, a config or a model)."""
+    if isinstance(dataset, Mapping) and not hasattr(dataset, "features"):
+        dataset = next(iter(dataset.values()))
+    features = getattr(dataset, "features", None) or {}
+    names = getattr(getattr(features.get("labels"), "feature", None), "names", None)
+    if names:
+        return list(names)
+    if fallback is not None:
+        return names_of(fallback)
+    raise ValueError("The dataset has no `labels` ClassLabel names; pass `class_names`.")
+
+
 def class_index(names: Sequence[str]) -> dict[str, int]:
     """`{normalized name: id}`; raises `ValueError` if two names normalise to the same key."""
     index: dict[str, int] = {}
@@ -128,6 +142,7 @@ __all__ = [
     "BACKGROUND",
     "class_ids_from_tags",
     "class_index",
+    "dataset_class_names",
     "map_class_names",
     "mapping_is_identity",
     "names_of",

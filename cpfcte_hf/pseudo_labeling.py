@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .class_names import map_class_names, mapping_is_identity, names_of
+from .class_names import dataset_class_names, map_class_names, mapping_is_identity, names_of
 from .cli import parse_key_values  # noqa: F401  (re-exported: scripts and stage 2 import it from here)
 from .crf import CRFPool, DenseCRFConfig, default_num_workers
 from .data._common import loader_report
@@ -270,18 +270,6 @@ def load_split(dataset: str, data_root: str | os.PathLike | None = None, split: 
     from .data import build_dataset
 
     return build_dataset(name=dataset, root=data_root, split=split, **kwargs)
-
-
-def dataset_class_names(dataset, fallback: Mapping[int, str] | None = None) -> list[str]:
-    """Class names from the `labels` (List(ClassLabel)) or `mask` feature, else from `fallback` (id2label)."""
-    features = getattr(dataset, "features", None) or {}
-    labels = features.get("labels")
-    names = getattr(getattr(labels, "feature", None), "names", None)
-    if names:
-        return list(names)
-    if fallback is not None:
-        return [str(fallback[i]) for i in sorted(int(k) for k in fallback)]
-    raise ValueError("The dataset has no `labels` ClassLabel names; pass `class_names`.")
 
 
 def _check_single_split(dataset) -> None:

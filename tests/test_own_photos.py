@@ -253,3 +253,35 @@ def test_training_on_a_tagged_folder_does_not_evaluate_on_its_training_images(tm
     partial = datasets.Dataset.from_dict({"id": ["a", "b", "c"], "mask": [mask, None, mask]}, features=features)
     assert with_masks_only(partial, "split")["id"] == ["a", "c"]
     assert with_masks_only(partial.select([1]), "split") is None
+
+
+def test_a_dataset_in_another_class_order_is_mapped_by_name_for_labels_and_ground_truth(tmp_path, shapes_model):
+    from cpfcte_hf.data import load_voc
+
+    from .data_trees import write_voc_tree
+
+    sorted_names = ["background", "cross", "disc", "ring", "square", "triangle"]  # e.g. classes named by sorted tags
+    tree = write_voc_tree(tmp_path / "voc", splits={"train_aug": 3, "val": 1}, class_names=sorted_names)
+    dataset = load_voc(tree["root"], "train_aug", cache_dir=str(tmp_path / "cache"))
+    model, processor = load_model(shapes_model)
+    config = PseudoLabelConfig(size=32, crf=False, crf_workers=0, progress=False, num_overlays=0)
+    summary = generate_pseudo_labels(model, dataset, tmp_path / "out", config, image_processor=processor)
+    report = summary.report
+    assert report["class_names"] == SHAPES
+    per_class = {row["class_name"]: row["gt_pixels"] for row in report["predictions"]["BPM"]["per_class"]}
+    for dataset_id, name in enumerate(sorted_names):
+        expected = sum(int((tree["masks"][i] == dataset_id).sum()) for i in tree["ids"]["train_aug"])
+        assert per_class[name] == expected, name
+    for image_id in tree["ids"]["train_aug"]:  # labels masked with the model's ids of the image's classes
+        tags = {sorted_names[c] for c in tree["labels"][image_id]}
+        allowed = {SHAPES.index(name) for name in tags}
+        assert set(np.unique(read_mask(tmp_path / "out" / "bpm" / f"{image_id}.png")).tolist()) <= allowed
+    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert saved["dataset_class_mapping"] == {
+        "background": 0,
+        "cross": 5,
+        "disc": 1,
+        "ring": 4,
+        "square": 2,
+        "triangle": 3,
+    }

@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import datasets
 
+from ..class_names import dataset_class_names
 from ._common import loader_report
 from .coco import COCO_CLASSES, load_coco, paint_coco_masks
 from .hub import load_hub_dataset
@@ -114,9 +115,7 @@ def build_dataset(
 
 def class_names_of(dataset) -> list[str]:
     """Class names (background first) of a dataset or dataset dict built by this package."""
-    if isinstance(dataset, (datasets.DatasetDict, dict)):
-        dataset = next(iter(dataset.values()))
-    return list(dataset.features["labels"].feature.names)
+    return dataset_class_names(dataset)
 
 
 __all__ = [
