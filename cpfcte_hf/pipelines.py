@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from transformers import AutoModelForSemanticSegmentation, ImageSegmentationPipeline, Pipeline
 from transformers.image_utils import load_image
 from transformers.pipelines import PIPELINE_REGISTRY
@@ -237,6 +237,8 @@ class WeaklySupervisedPseudoLabelingPipeline(Pipeline):
             inputs = inputs["image"]
         if isinstance(inputs, (str, os.PathLike)):
             inputs = load_image(os.fspath(inputs), timeout=timeout)
+        elif isinstance(inputs, Image.Image):  # as displayed, like a path (load_image) and the datasets
+            inputs = ImageOps.exif_transpose(inputs)
         rgb = to_rgb_array(inputs)
         check_image_size(rgb, self.model.config.patch_size)
         id2label = self.model.config.id2label

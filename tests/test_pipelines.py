@@ -212,3 +212,15 @@ def test_image_segmentation_scores_threshold_and_too_small_images(checkpoint, im
 
     with pytest.raises(ValueError, match="1x1 pixels, smaller than one 8x8 patch"):
         segmenter(Image.new("RGB", (1, 1)))
+
+
+def test_pseudo_labelling_pipeline_uses_the_displayed_orientation(labeller, image, tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 52x36, displayed 36x52
+    path = tmp_path / "rotated.jpg"
+    Image.fromarray(image).save(path, format="JPEG", exif=exif.tobytes())
+    with Image.open(path) as opened:
+        from_pil = labeller(opened, tags=[1], size=32, crf=False)
+    from_path = labeller(str(path), tags=[1], size=32, crf=False)
+    assert from_pil["mask"].size == from_path["mask"].size == (36, 52)
+    np.testing.assert_array_equal(np.asarray(from_pil["mask"]), np.asarray(from_path["mask"]))
