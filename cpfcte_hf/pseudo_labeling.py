@@ -354,12 +354,18 @@ def generate_pseudo_labels(
         out_dir: output directory (created; must not be a file).
         config: `PseudoLabelConfig`.
         image_processor: supplies `image_mean` / `image_std` (ViT-PCM's 0.5 / 0.5 if `None`).
-        class_names: names of the C classes (default: the dataset's ClassLabel names, else the model's id2label).
+        class_names: the dataset's class names (default: its ClassLabel names, else the model's id2label). They
+            are mapped onto the model's `id2label` by name (`cpfcte_hf.class_names.map_class_names`: case and
+            surrounding spaces ignored, any order or subset); a class the model does not know is a `ValueError`
+            saying what to do. Masks and the report use the model's class ids and names.
 
     Returns:
         `PseudoLabelSummary` (over all processes; `report` holds the metrics when ground truth exists). Bad images
         (unreadable, smaller than a patch, id unusable as a file name, labels outside the classes, CRF failure) are
-        logged with their id and counted in `failures`; the run goes on.
+        logged with their id and counted in `failures`; the run goes on. Images the loader left out
+        (`cpfcte_hf.data.loader_report`) are in `skipped_by_loader`, untagged files of a tagged folder in
+        `untagged`. An id may name sub-folders (`cats/01` -> `crf/cats/01.png`); two ids that would write the
+        same file are refused before anything is written.
     """
     config = config or PseudoLabelConfig()
     layout = OutputLayout(prepare_output_dir(out_dir, ["bpm"] + (["crf"] if config.crf else [])))

@@ -9,6 +9,10 @@ Writes OUT/bpm/<id>.png (argmax before the CRF) and OUT/crf/<id>.png (CRF-refine
 are class ids; OUT/summary.json; and, when the split has ground-truth masks, OUT/report/ (metrics.json,
 per_class_iou.csv, per_class_iou.png, overlays/). A rerun skips images already done. Options may also come from
 a YAML preset (`--config preset.yaml`, keys = option names with underscores); the command line wins.
+
+Your own photos: --dataset tagged --data-root FOLDER (a folder of images with tags.csv; tags are matched to the
+model's class names). Exit status: 0 every image has its mask; 1 some images failed or were skipped (the others
+are written; summary.json lists them with reasons); 2 bad arguments or input (nothing labelled).
 """
 
 import argparse
