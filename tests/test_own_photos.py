@@ -285,3 +285,9 @@ def test_a_dataset_in_another_class_order_is_mapped_by_name_for_labels_and_groun
         "square": 2,
         "triangle": 3,
     }
+
+
+def test_pseudo_label_help_lists_tagged(capsys):
+    with pytest.raises(SystemExit):
+        script_main("pseudo_label.py")(["--help"])
+    assert "tagged (your own photos" in capsys.readouterr().out
