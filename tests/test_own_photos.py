@@ -291,3 +291,22 @@ def test_pseudo_label_help_lists_tagged(capsys):
     with pytest.raises(SystemExit):
         script_main("pseudo_label.py")(["--help"])
     assert "tagged (your own photos" in capsys.readouterr().out
+
+
+def test_a_voc_mask_of_another_size_is_accounted_for_in_the_summary(tmp_path, shapes_model):
+    from cpfcte_hf.data import load_voc
+
+    from .data_trees import write_voc_tree
+
+    tree = write_voc_tree(tmp_path / "voc", splits={"train_aug": 3, "val": 1}, class_names=SHAPES)
+    bad = tree["ids"]["train_aug"][1]
+    Image.new("L", (7, 5)).save(os.path.join(tree["voc_dir"], "SegmentationClassAug", f"{bad}.png"))
+    with pytest.warns(UserWarning, match="mask size differs"):
+        dataset = load_voc(tree["root"], "train_aug", cache_dir=str(tmp_path / "cache"))
+    model, processor = load_model(shapes_model)
+    config = PseudoLabelConfig(size=32, crf=False, crf_workers=0, progress=False, num_overlays=0)
+    summary = generate_pseudo_labels(model, dataset, tmp_path / "out", config, image_processor=processor)
+    assert (summary.total, summary.written, summary.exit_status) == (3, 2, 1)
+    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert saved["total"] == 3 and saved["skipped_by_loader"] == 1
+    assert saved["skipped"][0]["id"] == bad and "mask size differs from image" in saved["skipped"][0]["reason"]
