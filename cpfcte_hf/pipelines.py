@@ -19,8 +19,8 @@ SPEC section 3, for one image and its image-level tags:
 
 `labeller.save_pretrained(dir)` writes this file (and the files it imports) next to the weights; another machine
 then loads it with `pipeline(model=dir, trust_remote_code=True)` without this package. For that, this file
-imports, relatively, only `image_processing_cpfcte`, `crf` and `visualization`, which import nothing else from
-the package.
+imports, relatively, only `class_names`, `image_processing_cpfcte`, `crf` and `visualization`, which import nothing
+else from the package.
 """
 
 from __future__ import annotations
@@ -30,10 +30,12 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
-from transformers import AutoModelForSemanticSegmentation, Pipeline
+from PIL import Image, ImageOps
+from transformers import AutoModelForSemanticSegmentation, ImageSegmentationPipeline, Pipeline
 from transformers.image_utils import load_image
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .class_names import class_ids_from_tags
 from .crf import DenseCRFConfig, crf_mask
 from .image_processing_cpfcte import (
     VIT_PCM_MEAN,
@@ -49,44 +51,6 @@ PSEUDO_LABELLING_TASK = "weakly-supervised-pseudo-labelling"
 DEFAULT_INFERENCE_SIZE = 960
 
 
-def class_ids_from_tags(tags, id2label: dict[int, str]) -> list[int]:
-    """
-    Image-level tags -> sorted class ids, background (0) always included.
-
-    `tags` is a class name, a class id, or an iterable of them (mixed is fine; names match exactly, then
-    case-insensitively).
-
-    Raises:
-        ValueError: a tag names no class of the model (the message lists the valid names).
-    """
-    if tags is None:
-        raise ValueError("No tags given.")
-    if isinstance(tags, (str, int, np.integer)):
-        tags = [tags]
-    id2label = {int(i): str(name) for i, name in id2label.items()}
-    by_name = {name: i for i, name in id2label.items()}
-    by_lower = {name.lower(): i for i, name in id2label.items()}
-    ids, unknown = {0}, []
-    for tag in tags:
-        if isinstance(tag, (bool, np.bool_)):
-            unknown.append(tag)
-        elif isinstance(tag, str) and (tag.strip() in by_name or tag.strip().lower() in by_lower):
-            ids.add(by_name.get(tag.strip(), by_lower.get(tag.strip().lower())))
-        elif isinstance(tag, (int, np.integer)) or (isinstance(tag, str) and tag.strip().isdigit()):
-            if int(tag) in id2label:
-                ids.add(int(tag))
-            else:
-                unknown.append(tag)
-        else:
-            unknown.append(tag)
-    if unknown:
-        raise ValueError(
-            f"Unknown class tag(s) {unknown!r}. Valid tags are the class names "
-            f"{[id2label[i] for i in sorted(id2label)]} or ids 0..{max(id2label)}."
-        )
-    return sorted(ids)
-
-
 def multi_hot(class_ids: Iterable[int], num_labels: int) -> torch.Tensor:
     """Class ids -> `(num_labels,)` float multi-hot vector."""
     target = torch.zeros(num_labels, dtype=torch.float32)
@@ -97,9 +61,10 @@ def multi_hot(class_ids: Iterable[int], num_labels: int) -> torch.Tensor:
     return target
 
 
-def check_image_size(image: np.ndarray, patch_size: int, name: str = "image") -> None:
-    """Raises a ValueError naming `name` if the image is smaller than one `patch_size` patch in either side."""
-    height, width = image.shape[:2]
+def check_image_size(image, patch_size: int, name: str = "image") -> None:
+    """Raises a ValueError naming `name` if the image (an array, or its `(height, width)`) is smaller than one
+    `patch_size` patch in either side."""
+    height, width = image if isinstance(image, tuple) else image.shape[:2]
     if height < patch_size or width < patch_size:
         raise ValueError(
             f"{name} is {width}x{height} pixels, smaller than one {patch_size}x{patch_size} patch: too small to segment."
@@ -272,6 +237,8 @@ class WeaklySupervisedPseudoLabelingPipeline(Pipeline):
             inputs = inputs["image"]
         if isinstance(inputs, (str, os.PathLike)):
             inputs = load_image(os.fspath(inputs), timeout=timeout)
+        elif isinstance(inputs, Image.Image):  # as displayed, like a path (load_image) and the datasets
+            inputs = ImageOps.exif_transpose(inputs)
         rgb = to_rgb_array(inputs)
         check_image_size(rgb, self.model.config.patch_size)
         id2label = self.model.config.id2label
@@ -316,6 +283,63 @@ class WeaklySupervisedPseudoLabelingPipeline(Pipeline):
         }
 
 
+class CPFCTEImageSegmentationPipeline(ImageSegmentationPipeline):
+    """
+    transformers' `pipeline("image-segmentation")`, with the image-level scores of a CPF-CTE model.
+
+    For a CPF-CTE model (`config.model_type == "cpfcte"`) each returned `{"label", "mask", "score"}` carries in
+    `score` the class's image-level score (the model's Top-K pooled patch probability, `outputs.image_scores`)
+    instead of `None`. Call arguments:
+
+        threshold: drop the foreground classes whose image-level score is below it: their pixels go to the best
+            remaining class (background is always kept). Default `None`: every class competes, the same masks as
+            transformers' semantic post-processing.
+
+    An image smaller than one patch raises a `ValueError`. Any other model is handled exactly as by the parent class
+    (`threshold` keeps its panoptic/instance meaning there).
+    """
+
+    def _is_cpfcte(self) -> bool:
+        return getattr(self.model.config, "model_type", None) == "cpfcte"
+
+    def _sanitize_parameters(self, **kwargs):
+        threshold = kwargs.pop("threshold", None) if self._is_cpfcte() else None
+        preprocess, forward, postprocess = super()._sanitize_parameters(**kwargs)
+        if threshold is not None:
+            threshold = float(threshold)
+            if not 0.0 <= threshold <= 1.0:
+                raise ValueError(f"threshold must be in [0, 1] (an image-level score), got {threshold}.")
+            postprocess["threshold"] = threshold
+        return preprocess, forward, postprocess
+
+    def preprocess(self, image, subtask=None, timeout=None):
+        inputs = super().preprocess(image, subtask=subtask, timeout=timeout)
+        if self._is_cpfcte():
+            check_image_size(tuple(inputs["target_size"][0]), self.model.config.patch_size)
+        return inputs
+
+    def postprocess(self, model_outputs, subtask=None, threshold=None, **kwargs):
+        if not self._is_cpfcte() or subtask not in (None, "semantic"):
+            if threshold is not None:
+                kwargs["threshold"] = threshold
+            return super().postprocess(model_outputs, subtask=subtask, **kwargs)
+        scores = model_outputs["image_scores"][0].float()
+        keep = torch.ones_like(scores) if threshold is None else (scores >= threshold).float()
+        keep[0] = 1.0
+        logits = model_outputs["logits"]
+        size = tuple(model_outputs["target_size"][0])
+        probabilities = class_probability_maps(
+            logits, None if threshold is None else keep[None], size, normalize=False
+        )
+        segmentation = probabilities[0].argmax(dim=0).numpy()
+        id2label = self.model.config.id2label
+        annotation = []
+        for label in np.unique(segmentation):
+            mask = Image.fromarray(((segmentation == label) * 255).astype(np.uint8), mode="L")
+            annotation.append({"score": float(scores[label]), "label": id2label[int(label)], "mask": mask})
+        return annotation
+
+
 PIPELINE_REGISTRY.register_pipeline(
     PSEUDO_LABELLING_TASK,
     pipeline_class=WeaklySupervisedPseudoLabelingPipeline,
@@ -324,7 +348,12 @@ PIPELINE_REGISTRY.register_pipeline(
 )
 
 
+# `pipeline("image-segmentation")` builds this subclass: the same as transformers' class for every other model.
+PIPELINE_REGISTRY.supported_tasks["image-segmentation"]["impl"] = CPFCTEImageSegmentationPipeline
+
+
 __all__ = [
+    "CPFCTEImageSegmentationPipeline",
     "DEFAULT_INFERENCE_SIZE",
     "PSEUDO_LABELLING_TASK",
     "WeaklySupervisedPseudoLabelingPipeline",

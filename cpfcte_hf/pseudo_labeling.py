@@ -43,8 +43,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .class_names import dataset_class_names, map_class_names, mapping_is_identity, names_of
 from .cli import parse_key_values  # noqa: F401  (re-exported: scripts and stage 2 import it from here)
 from .crf import CRFPool, DenseCRFConfig, default_num_workers
+from .data._common import loader_report
 from .image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, to_rgb_array
 from .metrics import IGNORE_INDEX, SegmentationMetric
 from .pipelines import DEFAULT_INFERENCE_SIZE, check_image_size, multi_hot, predict_class_probabilities
@@ -156,10 +158,36 @@ class PseudoLabelSummary:
     seconds: float = 0.0
     written_per_process: list[int] = field(default_factory=list)
     report: dict | None = None
+    skipped_by_loader: list[dict] = field(default_factory=list)
+    untagged: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
         return len(self.failures)
+
+    @property
+    def exit_status(self) -> int:
+        """0: every image has its mask; 1: some images failed or were skipped by the loader (the rest was written)."""
+        return 1 if self.failures or self.skipped_by_loader else 0
+
+    def format_counts(self, out_dir, show: int = 20) -> str:
+        """The printed account of a run: every image is written, already done, failed or skipped by the loader;
+        files of a tagged folder without a tags row are listed as untagged."""
+        lines = [
+            f"{self.total} image(s): {self.written} written, {self.already_done} already done, {self.failed} failed, "
+            f"{len(self.skipped_by_loader)} skipped by the loader ({self.seconds:.1f}s). Masks in {out_dir}; summary "
+            f"in {OutputLayout(Path(out_dir)).summary_path}."
+        ]
+        lines += [f"  failed: {f.id} [{f.stage}] {f.error}" for f in self.failures[:show]]
+        lines += [f"  skipped by the loader: {s['id']}: {s['reason']}" for s in self.skipped_by_loader[:show]]
+        if self.untagged:
+            lines.append(f"{len(self.untagged)} image file(s) in the folder have no tags row (not labelled):")
+            lines += [f"  untagged: {name}" for name in self.untagged[:show]]
+        hidden = max(0, len(self.failures) - show) + max(0, len(self.skipped_by_loader) - show)
+        hidden += max(0, len(self.untagged) - show)
+        if hidden:
+            lines.append(f"  ... and {hidden} more in summary.json")
+        return "\n".join(lines)
 
     def to_dict(self) -> dict:
         return {
@@ -168,6 +196,9 @@ class PseudoLabelSummary:
             "already_done": self.already_done,
             "failed": self.failed,
             "failures": [asdict(f) for f in self.failures],
+            "skipped_by_loader": len(self.skipped_by_loader),
+            "skipped": list(self.skipped_by_loader),
+            "untagged": list(self.untagged),
             "seconds": round(self.seconds, 3),
             "written_per_process": list(self.written_per_process),
         }
@@ -241,18 +272,6 @@ def load_split(dataset: str, data_root: str | os.PathLike | None = None, split: 
     return build_dataset(name=dataset, root=data_root, split=split, **kwargs)
 
 
-def dataset_class_names(dataset, fallback: Mapping[int, str] | None = None) -> list[str]:
-    """Class names from the `labels` (List(ClassLabel)) or `mask` feature, else from `fallback` (id2label)."""
-    features = getattr(dataset, "features", None) or {}
-    labels = features.get("labels")
-    names = getattr(getattr(labels, "feature", None), "names", None)
-    if names:
-        return list(names)
-    if fallback is not None:
-        return [str(fallback[i]) for i in sorted(int(k) for k in fallback)]
-    raise ValueError("The dataset has no `labels` ClassLabel names; pass `class_names`.")
-
-
 def _check_single_split(dataset) -> None:
     if isinstance(dataset, Mapping) or not hasattr(dataset, "column_names"):
         raise ValueError(
@@ -263,11 +282,40 @@ def _check_single_split(dataset) -> None:
 
 
 def safe_file_id(image_id) -> str:
-    """`image_id` if it can be used as a file name in an output directory (no path parts), else `ValueError`."""
+    """`image_id` if `<dir>/<image_id>.png` stays inside `<dir>`, else `ValueError`.
+
+    An id may name sub-folders (`cats/01`: the mask mirrors the image's relative path, `crf/cats/01.png`); it may
+    not be absolute, contain `..`, `.` or empty parts, a backslash, or a NUL.
+    """
     image_id = str(image_id)
-    if not image_id or image_id in (".", "..") or os.path.basename(image_id) != image_id or "\x00" in image_id:
-        raise ValueError(f"Image id {image_id!r} cannot be a file name.")
+    parts = image_id.split("/")
+    if (
+        not image_id
+        or image_id.startswith("/")
+        or "\\" in image_id
+        or "\x00" in image_id
+        or any(part in ("", ".", "..") for part in parts)
+        or os.path.isabs(image_id)
+    ):
+        raise ValueError(
+            f"Image id {image_id!r} cannot be a file name under the output directory (ids are relative paths "
+            "without '..', '.' or empty parts)."
+        )
     return image_id
+
+
+def check_mask_paths(ids: Sequence[str]) -> None:
+    """Refuses, before anything is written, two ids whose masks would be the same file (`a/b` and `A/b` on a
+    case-insensitive file system count as the same), naming both."""
+    seen: dict[str, str] = {}
+    for image_id in ids:
+        key = os.path.normcase(str(image_id)).casefold()
+        if key in seen:
+            raise ValueError(
+                f"Images {seen[key]!r} and {image_id!r} would write the same mask file ({image_id}.png on a "
+                "case-insensitive file system); rename one of them."
+            )
+        seen[key] = str(image_id)
 
 
 def distributed_state():
@@ -306,12 +354,18 @@ def generate_pseudo_labels(
         out_dir: output directory (created; must not be a file).
         config: `PseudoLabelConfig`.
         image_processor: supplies `image_mean` / `image_std` (ViT-PCM's 0.5 / 0.5 if `None`).
-        class_names: names of the C classes (default: the dataset's ClassLabel names, else the model's id2label).
+        class_names: the dataset's class names (default: its ClassLabel names, else the model's id2label). They
+            are mapped onto the model's `id2label` by name (`cpfcte_hf.class_names.map_class_names`: case and
+            surrounding spaces ignored, any order or subset); a class the model does not know is a `ValueError`
+            saying what to do. Masks and the report use the model's class ids and names.
 
     Returns:
         `PseudoLabelSummary` (over all processes; `report` holds the metrics when ground truth exists). Bad images
         (unreadable, smaller than a patch, id unusable as a file name, labels outside the classes, CRF failure) are
-        logged with their id and counted in `failures`; the run goes on.
+        logged with their id and counted in `failures`; the run goes on. Images the loader left out
+        (`cpfcte_hf.data.loader_report`) are in `skipped_by_loader`, untagged files of a tagged folder in
+        `untagged`. An id may name sub-folders (`cats/01` -> `crf/cats/01.png`); two ids that would write the
+        same file are refused before anything is written.
     """
     config = config or PseudoLabelConfig()
     layout = OutputLayout(prepare_output_dir(out_dir, ["bpm"] + (["crf"] if config.crf else [])))
@@ -322,18 +376,15 @@ def generate_pseudo_labels(
 
     _check_single_split(dataset)
     num_labels = model.config.num_labels
-    model_names = [str(model.config.id2label[i]) for i in range(num_labels)]
-    names = list(class_names) if class_names is not None else dataset_class_names(dataset, model.config.id2label)
-    if len(names) != num_labels:
-        raise ValueError(
-            f"The dataset has {len(names)} classes ({names[:5]}...) but the model predicts {num_labels} "
-            f"({model_names[:5]}...): wrong model for this dataset?"
-        )
-    renamed = [(i, a, b) for i, (a, b) in enumerate(zip(names, model_names)) if a.lower() != b.lower()]
-    if renamed:
-        logger.warning(
-            f"Dataset and model name classes differently (id, dataset, model): {renamed[:5]}; ids are used."
-        )
+    model_names = names_of(model.config)
+    dataset_names = (
+        list(class_names) if class_names is not None else dataset_class_names(dataset, model.config.id2label)
+    )
+    # Class identity is by name: dataset class i is model class class_mapping[i] (refused if the model lacks it).
+    class_mapping = map_class_names(dataset_names, model_names, source="the dataset")
+    if not mapping_is_identity(class_mapping) or len(dataset_names) != num_labels:
+        logger.info(f"Dataset classes mapped onto the model's by name: {dict(zip(dataset_names, class_mapping))}.")
+    names = model_names
     columns = set(dataset.column_names)
     for required in ("image", "id"):
         if required not in columns:
@@ -346,6 +397,8 @@ def generate_pseudo_labels(
     duplicates = [i for i, n in Counter(ids).items() if n > 1]
     if duplicates:
         raise ValueError(f"Image ids must be unique (they are file names); repeated: {sorted(duplicates)[:10]}.")
+    check_mask_paths(ids)
+    accounting = loader_report(dataset)
 
     def done(image_id: str) -> bool:
         if config.overwrite:
@@ -416,7 +469,7 @@ def generate_pseudo_labels(
                     check_image_size(rgb, model.config.patch_size, name=f"Image {image_id!r}")
                     labels = None
                     if use_labels:
-                        labels = multi_hot(sorted({0, *(int(c) for c in row["labels"])}), num_labels)
+                        labels = multi_hot(sorted({0, *(class_mapping[int(c)] for c in row["labels"])}), num_labels)
                     batch.append((image_id, rgb, labels))
                 except Exception as error:  # noqa: BLE001 - one bad image must not stop the split
                     record_failure(image_id, "read", error)
@@ -446,6 +499,9 @@ def generate_pseudo_labels(
 
     summary = _gather_summary(state, len(dataset), written, already_done, failures)
     summary.seconds = time.perf_counter() - started
+    summary.skipped_by_loader = accounting["skipped"]
+    summary.untagged = accounting["untagged"]
+    summary.total += len(summary.skipped_by_loader)
 
     if evaluate is None:
         evaluate = "mask" in columns
@@ -458,6 +514,7 @@ def generate_pseudo_labels(
             predictions,
             layout.report_dir,
             class_names=names,
+            class_mapping=class_mapping,
             num_overlays=config.num_overlays,
             dataset_name=dataset_name,
             split=split,
@@ -472,6 +529,8 @@ def generate_pseudo_labels(
             "num_processes": world,
             "crf_workers_per_process": crf_workers if config.crf else 0,
             "config": config.to_dict(),
+            "class_names": names,
+            "dataset_class_mapping": dict(zip(dataset_names, class_mapping)),
             "layout": {"bpm": "bpm/<id>.png", "crf": "crf/<id>.png" if config.crf else None, "report": "report/"},
         }
         atomic_write_text(layout.summary_path, json.dumps(payload, indent=2) + "\n")
@@ -520,6 +579,7 @@ def evaluate_predictions(
     split: str | None = None,
     ignore_index: int = IGNORE_INDEX,
     progress: bool = True,
+    class_mapping: Sequence[int] | None = None,
 ) -> dict:
     """
     Scores directories of mask PNGs (`<dir>/<id>.png`, class ids, e.g. from `generate_pseudo_labels`, stage 2, or
@@ -530,7 +590,9 @@ def evaluate_predictions(
         predictions: `{name: directory}`, e.g. `{"BPM": out/"bpm", "CRF": out/"crf"}`.
         report_dir: where to write `metrics.json`, `per_class_iou.csv`, `per_class_iou.png`, `overlays/`
             (`None`: compute only).
-        class_names: the C class names (default: the dataset's ClassLabel names).
+        class_names: the C class names of the predictions (default: the dataset's ClassLabel names).
+        class_mapping: `class_mapping[dataset class id]` = the id of that class in `class_names`, for ground truth
+            whose class list differs from the predictions' (see `cpfcte_hf.class_names.map_class_names`).
 
     Returns:
         The content of `metrics.json`: per prediction set the mIoU, pixel accuracy, per-class IoU, and how many
@@ -549,6 +611,11 @@ def evaluate_predictions(
                 f"Prediction directory {str(directory)!r} ({name}) does not exist or is not a directory."
             )
 
+    lookup = None
+    if class_mapping is not None and not mapping_is_identity(class_mapping):
+        lookup = np.full(256, ignore_index, np.uint8)  # ids the dataset does not name are ignored
+        lookup[: len(class_mapping)] = class_mapping
+        lookup[ignore_index] = ignore_index
     state = distributed_state()
     rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
     metrics = {name: SegmentationMetric(num_labels, ignore_index) for name in predictions}
@@ -568,6 +635,8 @@ def evaluate_predictions(
             continue
         try:
             reference = _mask_array(row["mask"])
+            if lookup is not None:
+                reference = lookup[reference]
         except Exception as error:  # noqa: BLE001
             gt_failed.append({"id": image_id, "error": f"{type(error).__name__}: {error}"})
             continue
@@ -744,20 +813,17 @@ def run_pseudo_labeling(
         device = state.device if state is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     loaded, processor = load_model(model, device=device)
     if dataset is None:
-        dataset = load_split(dataset_name, data_root, split, **(dataset_kwargs or {}))
+        dataset_kwargs = dict(dataset_kwargs or {})
+        if dataset_name == "tagged":  # tags name the model's classes: the label ids are the model's
+            dataset_kwargs.setdefault("class_names", loaded.config)
+        dataset = load_split(dataset_name, data_root, split, **dataset_kwargs)
     summary = generate_pseudo_labels(
         loaded, dataset, out_dir, config, image_processor=processor, dataset_name=dataset_name, split=split
     )
     if state is None or state.is_main_process:
         if summary.report is not None:
             print(format_report(summary.report))
-        print(
-            f"{summary.total} image(s): {summary.written} written, {summary.already_done} already done, "
-            f"{summary.failed} failed ({summary.seconds:.1f}s). Masks in {out_dir}; summary in "
-            f"{OutputLayout(Path(out_dir)).summary_path}."
-        )
-        for failure in summary.failures[:20]:
-            print(f"  failed: {failure.id} [{failure.stage}] {failure.error}")
+        print(summary.format_counts(out_dir))
     finish_distributed(state)
     return summary
 
@@ -783,6 +849,7 @@ def run_evaluation(
         while name in named:
             name = f"{directory.parent.name}/{name}"
         named[name] = directory
+    check_prediction_dirs(directories)
     report_dir = Path(report_dir) if report_dir is not None else directories[0] / "report"
     prepare_output_dir(report_dir)
     if dataset is None:
@@ -798,6 +865,23 @@ def run_evaluation(
     return report
 
 
+def check_prediction_dirs(directories: Sequence[str | os.PathLike]) -> None:
+    """Raises before anything is written if a prediction directory is missing, not a directory, or holds no mask.
+
+    Raises:
+        FileNotFoundError: a directory does not exist (a typo must not create `typo/report` and "score 0").
+        NotADirectoryError: it is a file.
+        ValueError: it holds no `.png` file at any depth.
+    """
+    for directory in map(Path, directories):
+        if not directory.exists():
+            raise FileNotFoundError(f"Prediction directory {str(directory)!r} not found.")
+        if not directory.is_dir():
+            raise NotADirectoryError(f"Prediction directory {str(directory)!r} is not a directory.")
+        if next(iter(p for p in directory.rglob("*.png") if not p.name.startswith(".")), None) is None:
+            raise ValueError(f"Prediction directory {str(directory)!r} holds no mask (.png) files.")
+
+
 def finish_distributed(state) -> None:
     """End of a script run: wait for every process, then tear the process group down before the interpreter
     exits (a process group left to interpreter shutdown can abort a rank whose peer has already gone)."""
@@ -808,6 +892,8 @@ def finish_distributed(state) -> None:
 
 __all__ = [
     "Failure",
+    "check_mask_paths",
+    "check_prediction_dirs",
     "OutputLayout",
     "PseudoLabelConfig",
     "PseudoLabelSummary",

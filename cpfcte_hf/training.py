@@ -122,11 +122,36 @@ def build_datasets(data_args: DataArguments):
 
     train = load(data_args.train_split)
     evaluation = load(data_args.eval_split) if data_args.eval_split else None
+    if evaluation is not None:
+        evaluation = with_masks_only(evaluation, f"{data_args.dataset} split {data_args.eval_split!r}")
     if data_args.max_train_samples is not None:
         train = train.select(range(min(data_args.max_train_samples, len(train))))
     if evaluation is not None and data_args.max_eval_samples is not None:
         evaluation = evaluation.select(range(min(data_args.max_eval_samples, len(evaluation))))
     return train, evaluation
+
+
+def with_masks_only(dataset, name: str):
+    """The rows of `dataset` that have a ground-truth mask, or None when none has (one log line says so).
+
+    A split without masks (e.g. a tagged folder, whose loader returns the same images for any split name) cannot be
+    evaluated: scoring it would only repeat the training loss on the training images.
+    """
+    if "mask" not in dataset.column_names:
+        logger.warning(f"The {name} has no ground-truth masks: no evaluation during training (mIoU needs masks).")
+        return None
+    table = dataset.select_columns(["mask"]).with_format("arrow")[:]  # honours a `select`'s indices, decodes nothing
+    present = [i for i, value in enumerate(table.column("mask").is_valid().to_pylist()) if value]
+    if not present:
+        logger.warning(f"The {name} has no ground-truth masks: no evaluation during training (mIoU needs masks).")
+        return None
+    if len(present) < len(dataset):
+        logger.warning(
+            f"The {name}: {len(dataset) - len(present)} of {len(dataset)} images have no mask; evaluating on the "
+            f"{len(present)} with masks."
+        )
+        dataset = dataset.select(present)
+    return dataset
 
 
 def build_model(model_args: ModelArguments, class_names: list[str]) -> CPFCTEForWeaklySupervisedSegmentation:
@@ -259,4 +284,4 @@ def run_training(
     return trainer
 
 
-__all__ = ["DataArguments", "ModelArguments", "build_datasets", "build_model", "run_training"]
+__all__ = ["DataArguments", "ModelArguments", "build_datasets", "build_model", "run_training", "with_masks_only"]

@@ -6,7 +6,8 @@ r"""mIoU report for any directories of mask PNGs (`<dir>/<id>.png`, class ids) a
 
 One confusion matrix per directory over the whole split (all classes including background, 255 ignored). Writes
 metrics.json, per_class_iou.csv, per_class_iou.png and overlays/ to --out (default: <first --pred>/report) and
-prints the per-class table. Images without a prediction file are counted as missing, not scored.
+prints the per-class table. Images without a prediction file are counted as missing, not scored. A --pred
+directory that does not exist or holds no mask is an error (exit status 2) and nothing is created.
 """
 
 import argparse

@@ -245,7 +245,10 @@ def test_cmyk_rgba_grey_palette_and_16bit_images_are_converted(tmp_path):
 
 def test_unknown_tag_and_duplicate_are_rejected_with_the_row(tmp_path):
     tree = write_tagged_tree(tmp_path / "tagged")
-    with pytest.raises(ValueError, match=r"tags\.csv, line 2: tags \['sofa'\] are not among the classes"):
+    expected = (
+        r"tags\.csv, line 2: unknown class tag\(s\) \['sofa'\]\. Valid tags are the class names \['background', 'cat'"
+    )
+    with pytest.raises(ValueError, match=expected):
         load_tagged_images(tree["root"], class_names=["cat", "dog"], cache_dir=_cache(tmp_path))
     with open(tree["tags"], "a") as handle:
         handle.write("dog_01.jpg,cat\n")

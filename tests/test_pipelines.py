@@ -135,7 +135,14 @@ def test_saved_pipeline_loads_as_remote_code_without_the_package(labeller, image
     saved = tmp_path / "saved"
     labeller.save_pretrained(saved)
     files = set(os.listdir(saved))
-    assert {"pipelines.py", "crf.py", "visualization.py", "image_processing_cpfcte.py", "modeling_cpfcte.py"} <= files
+    assert {
+        "pipelines.py",
+        "class_names.py",
+        "crf.py",
+        "visualization.py",
+        "image_processing_cpfcte.py",
+        "modeling_cpfcte.py",
+    } <= files
     assert not {"pseudo_labeling.py", "metrics.py", "__init__.py"} & files
     config = json.loads((saved / "config.json").read_text())
     assert (
@@ -169,3 +176,51 @@ def test_saved_pipeline_loads_as_remote_code_without_the_package(labeller, image
     again = pipeline(PSEUDO_LABELLING_TASK, model=str(saved), pipeline_class=WeaklySupervisedPseudoLabelingPipeline)
     np.testing.assert_array_equal(np.asarray(again(image, tags=[1, 3], size=32)["mask"]), np.asarray(local["mask"]))
     assert pipeline("image-segmentation", model=str(saved))(Image.fromarray(image))
+
+
+def test_image_segmentation_scores_threshold_and_too_small_images(checkpoint, image):
+    from transformers import ImageSegmentationPipeline
+
+    from cpfcte_hf.pipelines import CPFCTEImageSegmentationPipeline
+
+    segmenter = pipeline("image-segmentation", model=checkpoint)
+    assert isinstance(segmenter, CPFCTEImageSegmentationPipeline)
+    segments = segmenter(Image.fromarray(image))
+    with torch.no_grad():
+        inputs = segmenter.image_processor(images=[Image.fromarray(image)], return_tensors="pt")
+        scores = segmenter.model(**inputs).image_scores[0]
+    for segment in segments:
+        assert segment["score"] == pytest.approx(float(scores[CLASS_NAMES.index(segment["label"])]), abs=1e-6)
+
+    # The default keeps transformers' semantic masks.
+    plain = pipeline("image-segmentation", model=checkpoint, pipeline_class=ImageSegmentationPipeline)
+    reference = plain(Image.fromarray(image))
+    assert [s["label"] for s in segments] == [s["label"] for s in reference]
+    for ours, theirs in zip(segments, reference):
+        np.testing.assert_array_equal(np.asarray(ours["mask"]), np.asarray(theirs["mask"]))
+
+    # A threshold drops the classes whose image-level score is below it; their pixels go to the remaining ones.
+    foreground = sorted(float(scores[i]) for i in range(1, len(CLASS_NAMES)))
+    threshold = (foreground[0] + foreground[-1]) / 2
+    kept = segmenter(Image.fromarray(image), threshold=threshold)
+    assert {s["label"] for s in kept} <= {"background"} | {
+        CLASS_NAMES[i] for i in range(1, len(CLASS_NAMES)) if float(scores[i]) >= threshold
+    }
+    assert sum(np.asarray(s["mask"]).astype(bool).sum() for s in kept) == image.shape[0] * image.shape[1]
+    with pytest.raises(ValueError, match="threshold must be in"):
+        segmenter(Image.fromarray(image), threshold=2)
+
+    with pytest.raises(ValueError, match="1x1 pixels, smaller than one 8x8 patch"):
+        segmenter(Image.new("RGB", (1, 1)))
+
+
+def test_pseudo_labelling_pipeline_uses_the_displayed_orientation(labeller, image, tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 52x36, displayed 36x52
+    path = tmp_path / "rotated.jpg"
+    Image.fromarray(image).save(path, format="JPEG", exif=exif.tobytes())
+    with Image.open(path) as opened:
+        from_pil = labeller(opened, tags=[1], size=32, crf=False)
+    from_path = labeller(str(path), tags=[1], size=32, crf=False)
+    assert from_pil["mask"].size == from_path["mask"].size == (36, 52)
+    np.testing.assert_array_equal(np.asarray(from_pil["mask"]), np.asarray(from_path["mask"]))

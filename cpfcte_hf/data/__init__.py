@@ -29,6 +29,8 @@ from collections.abc import Callable
 
 import datasets
 
+from ..class_names import dataset_class_names
+from ._common import loader_report
 from .coco import COCO_CLASSES, load_coco, paint_coco_masks
 from .hub import load_hub_dataset
 from .shapes import SHAPE_NAMES, ShapesConfig, load_shapes, make_shapes_dataset, render_shapes_sample, write_shapes_voc
@@ -113,9 +115,7 @@ def build_dataset(
 
 def class_names_of(dataset) -> list[str]:
     """Class names (background first) of a dataset or dataset dict built by this package."""
-    if isinstance(dataset, (datasets.DatasetDict, dict)):
-        dataset = next(iter(dataset.values()))
-    return list(dataset.features["labels"].feature.names)
+    return dataset_class_names(dataset)
 
 
 __all__ = [
@@ -137,6 +137,7 @@ __all__ = [
     "load_shapes",
     "load_tagged_images",
     "load_voc",
+    "loader_report",
     "make_shapes_dataset",
     "paint_coco_masks",
     "read_tag_file",

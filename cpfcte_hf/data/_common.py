@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import datasets
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..image_processing_cpfcte import to_rgb_array
 
@@ -44,6 +44,9 @@ ERROR_COLUMN = "_error"
 POLICY_PREFIX = "policy: "
 # Mask modes that hold one index per pixel. RGB masks (colour-coded) are rejected: see `inspect_record`.
 INDEX_MASK_MODES = ("P", "L", "I", "I;16", "I;16B", "I;16L")
+EXIF_ORIENTATION = 0x0112
+# Attribute of a loaded `datasets.Dataset` holding what the loader left out (see `loader_report`).
+LOADER_REPORT_ATTRIBUTE = "_cpfcte_loader_report"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -170,10 +173,28 @@ def describe_source(source) -> str:
     return str(source)
 
 
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1..8) of an opened image, 1 when absent or unreadable."""
+    try:
+        return int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block means "no rotation", as for PIL's exif_transpose
+        return 1
+
+
+def displayed_size(image: Image.Image) -> tuple[int, int]:
+    """`(width, height)` as displayed: orientations 5..8 (a quarter turn) swap the stored sides.
+
+    The one orientation rule of the package: images and masks are used as displayed (`ImageOps.exif_transpose`,
+    which is what `datasets.Image` and `transformers.image_utils.load_image` apply when decoding).
+    """
+    width, height = image.size
+    return (height, width) if exif_orientation(image) in (5, 6, 7, 8) else (width, height)
+
+
 def _decode_image(path) -> tuple[int, int]:
-    """Decodes the whole file (a truncated or corrupt file raises here) and returns its `(width, height)`."""
+    """Decodes the whole file (a truncated or corrupt file raises here) and returns its displayed `(width, height)`."""
     with Image.open(_open_source(path)) as image:
-        size = image.size
+        size = displayed_size(image)
         if image.format == "JPEG":
             # DCT-domain downscaling still reads every byte of the entropy-coded data (so truncation is caught)
             # and is several times faster than a full decode.
@@ -184,13 +205,16 @@ def _decode_image(path) -> tuple[int, int]:
 
 
 def read_index_mask(path) -> np.ndarray:
-    """A single-channel index mask as an `(H, W)` array; raises `ValueError` for a colour-coded (RGB) mask."""
+    """A single-channel index mask as an `(H, W)` array, as displayed (EXIF orientation applied); raises
+    `ValueError` for a colour-coded (RGB) mask."""
     with Image.open(_open_source(path)) as mask:
         mask.load()
         if mask.mode not in INDEX_MASK_MODES:
             raise ValueError(
                 f"mask mode {mask.mode} is not an index mask: save class ids as a palette ('P') or grey ('L') PNG"
             )
+        if exif_orientation(mask) != 1:
+            return np.asarray(ImageOps.exif_transpose(mask))
         return np.asarray(mask)
 
 
@@ -326,8 +350,32 @@ def build_from_records(
     return drop_failed_rows(dataset, source)
 
 
+def attach_loader_report(dataset, skipped: Sequence[dict] | None = None, untagged: Sequence[str] | None = None):
+    """Records on `dataset` (in place; returned) what its loader left out: see `loader_report`."""
+    report = loader_report(dataset)
+    if skipped is not None:
+        report["skipped"] = [dict(item) for item in skipped]
+    if untagged is not None:
+        report["untagged"] = list(untagged)
+    setattr(dataset, LOADER_REPORT_ATTRIBUTE, report)
+    return dataset
+
+
+def loader_report(dataset) -> dict:
+    """What the loader of `dataset` left out: `{"skipped": [{"id", "image", "reason"}], "untagged": [file names]}`.
+
+    `skipped`: items dropped at build time (unreadable or truncated image, mask of another size, policy such as
+    `drop_background_only`); `untagged`: image files of a tagged folder without a row in the tag file. Both are empty
+    for a dataset that did not come straight from a loader of this package (a `select`, `map` or `with_transform`
+    returns a new object without the record).
+    """
+    report = getattr(dataset, LOADER_REPORT_ATTRIBUTE, None) or {}
+    return {"skipped": list(report.get("skipped", [])), "untagged": list(report.get("untagged", []))}
+
+
 def drop_failed_rows(dataset: datasets.Dataset, source: str) -> datasets.Dataset:
-    """Removes the rows whose `_error` is set, reports them (one warning), and drops the `_error` column."""
+    """Removes the rows whose `_error` is set, reports them (one warning; `loader_report` lists them), and drops
+    the `_error` column."""
     errors = dataset.data.column(ERROR_COLUMN).to_pylist()
     keep = [i for i, error in enumerate(errors) if error is None]
     problems = [error for error in errors if error is not None and not error.startswith(POLICY_PREFIX)]
@@ -341,9 +389,17 @@ def drop_failed_rows(dataset: datasets.Dataset, source: str) -> datasets.Dataset
             f"No usable images in {source}: every one of the {len(errors)} items was left out.\n"
             + summarize_problems(problems + policy, len(errors), source)
         )
+    skipped = []
     if len(keep) < len(errors):
+        failed = [i for i, error in enumerate(errors) if error is not None]
+        ids = dataset.data.column("id").take(failed).to_pylist()
+        images = dataset.data.column("image").take(failed).to_pylist()
+        skipped = [
+            {"id": str(item_id), "image": describe_source(image), "reason": errors[i]}
+            for i, item_id, image in zip(failed, ids, images)
+        ]
         dataset = dataset.select(keep, keep_in_memory=True)
-    return dataset.remove_columns(ERROR_COLUMN)
+    return attach_loader_report(dataset.remove_columns(ERROR_COLUMN), skipped=skipped)
 
 
 def summarize_problems(problems: Sequence[str], total: int, source: str, show: int = 5) -> str:

@@ -41,9 +41,11 @@ from ._common import (
     ERROR_COLUMN,
     POLICY_PREFIX,
     as_splits,
+    attach_loader_report,
     check_class_names,
     drop_failed_rows,
     inspect_record,
+    loader_report,
     make_features,
 )
 
@@ -227,6 +229,7 @@ def _prepare_split(dataset, *, columns, class_names, label_offset, validate, dro
         dataset = dataset.add_column("labels", labels)
     if "id" not in dataset.column_names:  # the source row index, given before any row is dropped
         dataset = dataset.add_column("id", [str(i) for i in range(len(dataset))])
+    skipped = []
     if validate or derive:
         dataset = dataset.cast_column("image", datasets.Image(decode=False))
         if mask_column:
@@ -247,6 +250,7 @@ def _prepare_split(dataset, *, columns, class_names, label_offset, validate, dro
             desc="Checking images",
         )
         dataset = drop_failed_rows(dataset, source)
+        skipped = loader_report(dataset)["skipped"]
         dataset = dataset.cast_column("image", datasets.Image())
         if mask_column:
             dataset = dataset.cast_column("mask", datasets.Image())
@@ -254,7 +258,7 @@ def _prepare_split(dataset, *, columns, class_names, label_offset, validate, dro
         dataset = dataset.filter(lambda ids: len(ids) > 1, input_columns="labels")
     features = make_features(names, with_mask=bool(mask_column))
     dataset = dataset.select_columns(list(features))
-    return dataset.cast(features)
+    return attach_loader_report(dataset.cast(features), skipped=skipped)
 
 
 def load_hub_dataset(

@@ -11,26 +11,46 @@ Tag file formats (the file is `tags=`, or the first of `tags.csv`, `tags.json`, 
 * JSON: `{"cat_01.jpg": ["cat", "sofa"], ...}` or `[{"file_name": "cat_01.jpg", "tags": ["cat", "sofa"]}, ...]`.
 * JSON lines (`.jsonl`, as `datasets`' imagefolder `metadata.jsonl`): one `{"file_name": ..., "tags": [...]}` a line.
 
-File names are relative to the image folder (sub-folders allowed); the id is that path without its extension.
-Class names are `class_names=` (background is prepended when missing), else `background` + the sorted set of tags.
-A tag `background` is accepted and ignored: the background is always class 0.
+File names are relative to the image folder (sub-folders, `./`, spaces and non-ASCII names allowed); the id is that
+path, normalised (`./cats/01.jpg` -> `cats/01`), without its extension. Class names are `class_names=` (a list, with
+background prepended when missing, or a model / its `id2label`: then the label ids are the model's class ids), else
+`background` + the sorted set of tags. Tags are matched to class names by `cpfcte_hf.class_names.normalize_class_name`
+(case-insensitive, trimmed: `Disc` is `disc`). A tag `background` is accepted and ignored: the background is always
+class 0.
 
 Bad input: a missing folder, tag file or listed image -> `FileNotFoundError` naming the path; a file name with
-`..` or an absolute path, a duplicated file name, a tag not in `class_names=`, or a tag file in none of the formats
-above -> `ValueError` naming the file (and row); an image with no tag -> kept as a background-only example
-(`drop_background_only=True` leaves it out); corrupt images -> skipped, one warning; odd modes -> converted.
-Images in the folder that the tag file does not list are not loaded.
+`..` or an absolute path, a duplicated file name, two files with the same id (`a.jpg`, `a.png`), a tag that is not a
+class (the message lists the classes), a row with tags but no file name, or a tag file in none of the formats above
+-> `ValueError` naming the file and line; blank rows (e.g. a trailing `,`) -> skipped and counted in the log; an image
+with no tag -> kept as a background-only example (`drop_background_only=True` leaves it out); corrupt images ->
+skipped, one warning, listed by `loader_report(dataset)["skipped"]`; odd modes -> converted. Image files in the
+folder that the tag file does not list are not loaded: one warning, and `loader_report(dataset)["untagged"]`.
 """
 
 import csv
 import json
+import logging
 import os
+import posixpath
 import re
 from collections.abc import Sequence
 
 import datasets
 
-from ._common import BACKGROUND, as_splits, build_from_records, check_class_names, check_relative_id, check_root
+from ..class_names import class_ids_from_tags, class_index, names_of, normalize_class_name
+from ._common import (
+    BACKGROUND,
+    IMAGE_EXTENSIONS,
+    as_splits,
+    attach_loader_report,
+    build_from_records,
+    check_class_names,
+    check_relative_id,
+    check_root,
+)
+
+
+logger = logging.getLogger(__name__)
 
 
 TAG_FILES = ("tags.csv", "tags.json", "tags.jsonl", "metadata.csv", "metadata.jsonl", "labels.csv", "labels.json")
@@ -120,11 +140,36 @@ def read_tag_file(path: str, separator: str | None = None) -> list[tuple[str, li
     raise ValueError(f"{path}: tag files must end in .csv, .json or .jsonl.")
 
 
+def _relative_file_name(file_name: str, where: str) -> str:
+    """`./cats\\01.jpg` -> `cats/01.jpg`: the listed name as a clean relative POSIX path (`ValueError` if unsafe)."""
+    check_relative_id(file_name, where)
+    normalized = posixpath.normpath(file_name.replace("\\", "/"))
+    if normalized in ("", "."):
+        raise ValueError(f"{where}: {file_name!r} names no file.")
+    return check_relative_id(normalized, where)
+
+
+def _untagged_files(image_dir: str, listed: set[str], tag_file: str) -> list[str]:
+    """Image files under `image_dir` (hidden folders left out) that the tag file does not list, relative, sorted."""
+    found = []
+    tag_file = os.path.abspath(tag_file)
+    for folder, subfolders, files in os.walk(image_dir):
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        for name in files:
+            path = os.path.join(folder, name)
+            if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS or os.path.abspath(path) == tag_file:
+                continue
+            relative = os.path.relpath(path, image_dir).replace(os.sep, "/")
+            if relative not in listed:
+                found.append(relative)
+    return sorted(found)
+
+
 def load_tagged_images(
     image_dir: str,
     tags: str | None = None,
     *,
-    class_names: Sequence[str] | None = None,
+    class_names=None,
     split: str = "train",
     separator: str | None = None,
     drop_background_only: bool = False,
@@ -136,7 +181,9 @@ def load_tagged_images(
     Args:
         image_dir: the folder of images.
         tags: the tag file (CSV, JSON or JSONL; see the module docstring); default: looked up in `image_dir`.
-        class_names: the classes, background first or not (it is prepended); default: the sorted set of tags.
+        class_names: the classes: a list of names (background first or not: it is prepended), a model's `id2label`,
+            or a model / config (its `id2label`). Pass the model that will label the images, and the label ids
+            are the model's class ids. Default: `background` + the sorted set of tags.
         split: a name for the split (for the cache and messages only).
         separator: the tag separator inside a CSV cell or a JSON string (default any of `;`, `|`, `,`).
         drop_background_only: leave out images without tags.
@@ -144,6 +191,7 @@ def load_tagged_images(
 
     Returns:
         Columns `image`, `labels` (`List(ClassLabel)`, background first and always present), `id`. No `mask`.
+        `loader_report(dataset)` lists the images left out (with reasons) and the untagged files of the folder.
     """
     image_dir = check_root(image_dir)
     if tags is None:
@@ -152,35 +200,50 @@ def load_tagged_images(
             raise FileNotFoundError(f"No tag file in {image_dir}: pass tags= or add one of {list(TAG_FILES)}.")
         tags = found[0]
     rows = read_tag_file(tags, separator)
+    blank = [where for file_name, row_tags, where in rows if not file_name and not row_tags]
+    if blank:
+        logger.info("%s: skipped %d blank row(s), e.g. %s", tags, len(blank), blank[0])
+    rows = [row for row in rows if row[0] or row[1]]
     if not rows:
         raise ValueError(f"{tags} lists no images.")
-    all_tags = sorted({tag for _, row_tags, _ in rows for tag in row_tags if tag != BACKGROUND})
     if class_names is None:
-        names = (BACKGROUND, *all_tags)
-    else:
-        names = tuple(class_names)
-        names = names if names and names[0] == BACKGROUND else (BACKGROUND, *names)
+        spellings = {}
+        for _, row_tags, _ in rows:
+            for tag in row_tags:
+                spellings.setdefault(normalize_class_name(tag), tag)
+        spellings.pop(normalize_class_name(BACKGROUND), None)
+        names = (BACKGROUND, *(spellings[key] for key in sorted(spellings)))
+    elif isinstance(class_names, (list, tuple)):
+        names = tuple(str(name) for name in class_names)
+        is_background = names and normalize_class_name(names[0]) == normalize_class_name(BACKGROUND)
+        names = names if is_background else (BACKGROUND, *names)
+    else:  # a model, config or id2label: its class 0 is the background, whatever it is called
+        names = tuple(names_of(class_names))
     names = check_class_names(names, f"class names for {tags}")
-    index = {name: i for i, name in enumerate(names)}
-    records, seen = [], {}
+    class_index(names)  # two spellings of one class are refused
+    records, seen, by_id = [], {}, {}
     for file_name, row_tags, where in rows:
         if not file_name:
-            raise ValueError(f"{where}: empty file name.")
-        check_relative_id(file_name, where)
-        if file_name in seen:
-            raise ValueError(f"{where}: {file_name!r} is listed twice (first at {seen[file_name]}).")
-        seen[file_name] = where
-        unknown = [tag for tag in row_tags if tag != BACKGROUND and tag not in index]
-        if unknown:
-            raise ValueError(f"{where}: tags {unknown} are not among the classes {list(names)}.")
-        labels = sorted({0, *(index[tag] for tag in row_tags if tag != BACKGROUND)})
-        path = os.path.join(image_dir, file_name)
+            raise ValueError(f"{where}: empty file name (tags {row_tags}).")
+        relative = _relative_file_name(file_name, where)
+        if relative in seen:
+            raise ValueError(f"{where}: {file_name!r} is listed twice (first at {seen[relative]}).")
+        seen[relative] = where
+        item_id = os.path.splitext(relative)[0]
+        if item_id in by_id:
+            raise ValueError(
+                f"{where}: {file_name!r} and {by_id[item_id][0]!r} ({by_id[item_id][1]}) have the same id "
+                f"{item_id!r} and would write the same mask; rename one of them."
+            )
+        by_id[item_id] = (file_name, where)
+        foreground = [tag for tag in row_tags if normalize_class_name(tag) != normalize_class_name(BACKGROUND)]
+        labels = class_ids_from_tags(foreground, names, where=where, allow_ids=False)
+        path = os.path.join(image_dir, relative)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Image not found ({where}): {path}")
-        item_id = os.path.splitext(file_name.replace("\\", "/"))[0]
         records.append({"id": item_id, "image": path, "mask": None, "labels": labels})
     splits, _ = as_splits(split)
-    return build_from_records(
+    dataset = build_from_records(
         records,
         names,
         with_mask=False,
@@ -191,6 +254,16 @@ def load_tagged_images(
         drop_background_only=drop_background_only,
         extra_files=[tags],
     )
+    untagged = _untagged_files(image_dir, set(seen), tags)
+    if untagged:
+        logger.warning(
+            "%s: %d image file(s) in %s have no row in the tag file and are not loaded, e.g. %s",
+            tags,
+            len(untagged),
+            image_dir,
+            untagged[:3],
+        )
+    return attach_loader_report(dataset, untagged=untagged)
 
 
 __all__ = ["load_tagged_images", "read_tag_file"]
