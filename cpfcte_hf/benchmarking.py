@@ -128,6 +128,32 @@ def compare_interleaved(
     return results
 
 
+def synthetic_image(rng, height: int = 375, width: int = 500):
+    """A smooth background with two coloured blobs, as `(H, W, 3)` uint8: CRF cost depends a little on the content."""
+    import numpy as np
+
+    yy, xx = np.mgrid[0:height, 0:width]
+    image = np.stack([xx * 255 / width, yy * 255 / height, np.full_like(xx, 90)], -1).astype(np.float32)
+    margin = max(2, min(50, min(height, width) // 4))  # 50 px and radii of 30-90 px at VOC's 500x375
+    for _ in range(2):
+        cy, cx = rng.integers(margin, height - margin), rng.integers(margin, width - margin)
+        radius = rng.integers(min(30, margin), min(90, 2 * margin))
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 < radius**2] = rng.integers(0, 256, 3)
+    return np.clip(image + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8)
+
+
+def synthetic_probabilities(rng, classes: Sequence[int], num_labels: int, height: int, width: int):
+    """Smooth random `(C, H, W)` float32 maps that are zero outside `classes` (as after class masking)."""
+    import numpy as np
+
+    coarse = torch.from_numpy(rng.random((len(classes), 24, 32)).astype(np.float32) ** 3)
+    maps = torch.nn.functional.interpolate(coarse[None], size=(height, width), mode="bilinear", align_corners=True)
+    maps = maps[0].numpy()
+    probabilities = np.zeros((num_labels, height, width), np.float32)
+    probabilities[list(classes)] = maps / maps.sum(0, keepdims=True)
+    return probabilities
+
+
 def machine_description(device: torch.device) -> dict:
     """What the numbers were measured on, for the README's Performance section."""
     info = {

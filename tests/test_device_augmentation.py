@@ -42,9 +42,7 @@ class RowsDataset(torch.utils.data.Dataset):
 def test_loader_and_device_placement_give_the_same_batch():
     augmentation = AugmentationConfig(grayscale_p=0.5)  # every step is drawn for some images of the batch
     in_loader = TrainTransform(NUM_LABELS, size=32, augmentation=augmentation, with_masks=True)
-    deferred = TrainTransform(
-        NUM_LABELS, size=32, augmentation=augmentation, with_masks=True, augment_in_loader=False
-    )
+    deferred = TrainTransform(NUM_LABELS, size=32, augmentation=augmentation, with_masks=True, augment_in_loader=False)
     rows = _rows()
 
     torch.manual_seed(7)
