@@ -33,7 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import importlib.util
+import importlib
 import json
 import math
 import os
@@ -133,8 +133,16 @@ class SkipPart(Exception):
     """Raised by a part that cannot run on this machine; the message is the recorded reason."""
 
 
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
 def _require(module: str, what: str) -> None:
-    if importlib.util.find_spec(module) is None:
+    if not _importable(module):
         raise SkipPart(f"`{module}` is not installed here, needed for {what}.")
 
 
@@ -345,7 +353,7 @@ def bench_pseudo_label_end_to_end(settings: BenchSettings, device: torch.device,
     from .crf import default_num_workers
     from .pseudo_labeling import PseudoLabelConfig, generate_pseudo_labels
 
-    with_crf = importlib.util.find_spec("pydensecrf") is not None
+    with_crf = _importable("pydensecrf.densecrf")
     count = settings.end_to_end_images
     images, labels = _pseudo_label_inputs(settings, count)
     dataset = datasets.Dataset.from_dict(

@@ -20,10 +20,16 @@ PARTS = [
 ]
 
 
-def _run(tmp_path, *extra):
+def _run(tmp_path, *extra, missing=()):
+    """Runs the script; `missing` packages are made unimportable in it, as on a bare GPU machine."""
     output = tmp_path / "gpu.json"
     env = subprocess_env()
     env["PYTHONPATH"] = REPO  # this checkout's package, as `make bench-gpu` runs it on a machine without an install
+    if missing:
+        shim = tmp_path / "shim"
+        shim.mkdir()
+        (shim / "sitecustomize.py").write_text(f"import sys\nsys.modules.update(dict.fromkeys({list(missing)!r}))\n")
+        env["PYTHONPATH"] = os.pathsep.join([str(shim), REPO])
     process = subprocess.run(
         [PYTHON, "scripts/bench_gpu.py", "--smoke", "--output", str(output), *extra],
         capture_output=True,
@@ -86,3 +92,16 @@ def test_time_budget_skips_parts_with_the_reason(tmp_path):
     for result in results["parts"].values():
         assert result["status"] == "skipped" and "time budget" in result["reason"]
     assert "skipped" in stdout
+
+
+def test_missing_packages_skip_or_degrade_with_the_reason(tmp_path):
+    # The GPU machine lacks kornia and pydensecrf: the loader (decode + resize only) still runs, the device
+    # augmentation is skipped, and the end-to-end pass runs without the CRF, each with its reason recorded.
+    parts = ["device_augmentation", "pseudo_label_end_to_end", "loader"]
+    results, stdout = _run(tmp_path, "--parts", *parts, missing=["kornia", "pydensecrf"])
+
+    augmentation, end_to_end, loader = (results["parts"][part] for part in parts)
+    assert augmentation["status"] == "skipped" and "kornia" in augmentation["reason"]
+    assert end_to_end["status"] == "ok" and end_to_end["crf"] is False and "pydensecrf" in end_to_end["reason"]
+    assert end_to_end["written"] == 4
+    assert loader["status"] == "ok" and loader["loaders"][0]["images_per_s"] > 0
