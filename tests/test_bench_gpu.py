@@ -105,3 +105,30 @@ def test_missing_packages_skip_or_degrade_with_the_reason(tmp_path):
     assert end_to_end["status"] == "ok" and end_to_end["crf"] is False and "pydensecrf" in end_to_end["reason"]
     assert end_to_end["written"] == 4
     assert loader["status"] == "ok" and loader["loaders"][0]["images_per_s"] > 0
+
+
+def test_compare_interleaved_alternates_and_reports_the_spread():
+    import time
+
+    from cpfcte_hf.benchmarking import compare_interleaved
+
+    calls = []
+
+    def candidate(name, seconds):
+        def run():
+            calls.append(name)
+            time.sleep(seconds)
+
+        return run
+
+    stats = compare_interleaved(
+        {"slow": candidate("slow", 0.004), "fast": candidate("fast", 0.001)}, repeats=5, warmup=1, items_per_call=2
+    )
+    # One warm-up each, then rounds in alternating order: neither always runs after the other.
+    assert calls == ["slow", "fast"] + ["slow", "fast", "fast", "slow"] * 2 + ["slow", "fast"]
+    for name in ("slow", "fast"):
+        assert stats[name]["repeats"] == 5 and len(stats[name]["times_s"]) == 5
+        assert stats[name]["min_s"] <= stats[name]["median_s"] <= stats[name]["max_s"]
+        assert stats[name]["items_per_s"] == 2 / stats[name]["median_s"]
+    ratio = stats["ratios"]["slow/fast"]
+    assert ratio["repeats"] == 5 and ratio["min"] <= ratio["median"] <= ratio["max"] and ratio["median"] > 1.5
