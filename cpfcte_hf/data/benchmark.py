@@ -3,6 +3,7 @@
 
 import itertools
 import os
+import time
 
 import numpy as np
 import torch
@@ -93,7 +94,8 @@ def compare_loaders(
     keep filling their prefetch queue, which would credit the next window with batches made during another's.
 
     Returns one dict per worker count: `{"images_per_s" (median), "images_per_s_min", "images_per_s_max", "spread",
-    "images_per_s_per_worker", "repeats", ...}`.
+    "images_per_s_per_worker", "main_process_cpu_s_per_image", "repeats", ...}`. With 0 workers,
+    `1 / main_process_cpu_s_per_image` is the images/s of one uncontended core.
     """
     results = []
     images = num_batches * batch_size
@@ -115,7 +117,11 @@ def compare_loaders(
 
         for _ in range(warmup_batches):
             next(stream)
+        cpu_start = time.process_time()
         timing = compare_interleaved({"loader": draw}, repeats=repeats, warmup=0, deadline=deadline)["loader"]
+        # CPU seconds of this process per image: with 0 workers, the whole cost of an image on one core, which a
+        # shared machine's wall time cannot give; with workers, what collating and receiving batches costs here.
+        main_cpu_per_image = (time.process_time() - cpu_start) / (images * timing["repeats"])
         del stream  # stops the workers before the next loader starts its own
         median = images / timing["median_s"]
         results.append(
@@ -125,6 +131,7 @@ def compare_loaders(
                 "images_per_s_max": images / timing["min_s"],
                 "spread": timing["spread"],
                 "images_per_s_per_worker": median / max(1, num_workers),
+                "main_process_cpu_s_per_image": main_cpu_per_image,
                 "repeats": timing["repeats"],
                 "images_per_repeat": images,
                 "batch_size": batch_size,
