@@ -128,3 +128,24 @@ def test_trainer_augments_uint8_batches_after_the_transfer(tmp_path):
     trainer.batch_augmentation = None
     with pytest.raises(ValueError, match="batch_augmentation"):
         trainer.train()
+
+
+@pytest.mark.parametrize("placement, dtype", [("auto", torch.float32), ("device", torch.uint8)])
+def test_run_training_wires_the_placement(tmp_path, placement, dtype):
+    from cpfcte_hf.training import DataArguments, ModelArguments, run_training
+
+    model_args = ModelArguments(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    model_args.top_k, model_args.lstm_hidden_size = 2, 8
+    data_args = DataArguments(
+        dataset="shapes",
+        dataset_option=["num_train=6", "num_val=2", "image_size=32"],
+        eval_split=None,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    trainer = run_training(model_args, data_args, _args(tmp_path, augmentation_device=placement, max_steps=1))
+
+    assert trainer.state.global_step == 1
+    assert (trainer.batch_augmentation is not None) == (placement == "device")  # auto on a CPU: in the loader
+    assert next(iter(trainer.get_train_dataloader()))["pixel_values"].dtype == dtype
