@@ -164,6 +164,8 @@ def machine_description(device: torch.device) -> dict:
         "torch_threads": torch.get_num_threads(),
     }
     info["cpu_count"] = os.cpu_count()
+    if hasattr(os, "getloadavg"):
+        info["load_average_1m"] = round(os.getloadavg()[0], 2)  # a shared machine's contention when measured
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
