@@ -652,7 +652,11 @@ def _json_safe(value):
     return value
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> int:
+    """Command line entry (`scripts/bench_gpu.py`, `cpfcte-hf bench`): parses `argv`, runs, prints, writes; returns 0.
+
+    For the results as a dict, call `run_benchmark(settings, device)`.
+    """
     parser = argparse.ArgumentParser(
         prog="bench_gpu", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -693,7 +697,7 @@ def main(argv=None) -> dict:
         with open(args.output, "w") as handle:
             handle.write(json.dumps(results, indent=2) + "\n")
         print(f"[bench_gpu] wrote {args.output}", flush=True)
-    return results
+    return 0
 
 
 __all__ = ["BenchSettings", "PARTS", "main", "run_benchmark"]

@@ -5,8 +5,10 @@ python scripts/bench_gpu.py --device cuda --output outputs/bench/gpu.json
 python scripts/bench_gpu.py --smoke --output /tmp/gpu_smoke.json     # same code paths, CPU, seconds
 """
 
+import sys
+
 from cpfcte_hf.bench_gpu import main
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
