@@ -85,13 +85,17 @@ def test_smoke_runs_every_part(tmp_path):
     assert "SMOKE" in stdout and "head overhead" in stdout
 
 
-def test_time_budget_skips_parts_with_the_reason(tmp_path):
-    results, stdout = _run(tmp_path, "--time-budget", "0", "--parts", "train", "deeplab")
+def test_time_budget_skips_parts_with_the_reason(tmp_path, capsys):
+    from cpfcte_hf.bench_gpu import main
 
+    output = tmp_path / "gpu.json"
+    assert main(["--smoke", "--time-budget", "0", "--parts", "train", "deeplab", "--output", str(output)]) == 0
+
+    results = json.loads(output.read_text())
     assert list(results["parts"]) == ["train", "deeplab"]
     for result in results["parts"].values():
         assert result["status"] == "skipped" and "time budget" in result["reason"]
-    assert "skipped" in stdout
+    assert "skipped" in capsys.readouterr().out
 
 
 def test_missing_packages_skip_or_degrade_with_the_reason(tmp_path):
