@@ -534,7 +534,8 @@ def _table(results: dict) -> str:
     for part, result in results["parts"].items():
         status = result.get("status")
         if status != "ok":
-            row(part, status, None, note=result.get("reason") or result.get("error", "").splitlines()[-1:][0])
+            error_lines = result.get("error", "").strip().splitlines() or [""]
+            row(part, status, None, note=result.get("reason") or error_lines[-1])
             continue
         if part in ("train", "train_compiled"):
             for key, value in result.items():
@@ -669,6 +670,9 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats per comparison (>= 5)")
     parser.add_argument("--end-to-end-images", type=int, default=None, help="images of the end-to-end pass")
+    parser.add_argument(
+        "--dtype", choices=["bf16", "fp16", "fp32"], default=None, help="autocast dtype of the training steps (bf16)"
+    )
     args = parser.parse_args(argv)
 
     settings = BenchSettings.smoke() if args.smoke else BenchSettings()
@@ -687,6 +691,8 @@ def main(argv=None) -> int:
         settings.repeats = args.repeats
     if args.end_to_end_images is not None:
         settings.end_to_end_images = args.end_to_end_images
+    if args.dtype is not None:
+        settings.dtype = args.dtype
     if settings.repeats < 5:
         parser.error(f"--repeats {settings.repeats}: comparisons need at least 5 repeats to say anything.")
 

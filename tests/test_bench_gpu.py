@@ -136,3 +136,20 @@ def test_compare_interleaved_alternates_and_reports_the_spread():
         assert stats[name]["items_per_s"] == 2 / stats[name]["median_s"]
     ratio = stats["ratios"]["slow/fast"]
     assert ratio["repeats"] == 5 and ratio["min"] <= ratio["median"] <= ratio["max"] and ratio["median"] > 1.5
+
+
+def test_a_failing_part_records_its_error_and_the_others_run(tmp_path, monkeypatch, capsys):
+    import cpfcte_hf.bench_gpu as bench_gpu
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(bench_gpu, "bench_deeplab", broken)
+    output = tmp_path / "gpu.json"
+    assert bench_gpu.main(["--smoke", "--parts", "deeplab", "device_augmentation", "--output", str(output)]) == 0
+
+    results = json.loads(output.read_text())
+    assert results["parts"]["deeplab"]["status"] == "error"
+    assert "illegal memory access" in results["parts"]["deeplab"]["error"]
+    assert results["parts"]["device_augmentation"]["status"] == "ok"
+    assert "illegal memory access" in capsys.readouterr().out
