@@ -52,4 +52,5 @@ bench-gpu:
 	mkdir -p $(BENCH_DIR)
 	if ls .whl/*.whl >/dev/null 2>&1; then \
 		$(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --upgrade --target .whl/site .whl/*.whl; fi
-	PYTHONPATH=$(CURDIR):$(CURDIR)/.whl/site $(GPU_PYTHON) scripts/bench_gpu.py --device cuda --output $(BENCH_DIR)/gpu.json
+	PYTHONPATH=$(CURDIR):$(CURDIR)/.whl/site \
+		$(GPU_PYTHON) scripts/bench_gpu.py --device cuda --output $(BENCH_DIR)/gpu.json

@@ -468,8 +468,9 @@ class CPFCTETrainer(FiniteLossMixin, ConvertedCheckpointMixin, Trainer):
         if inputs.get("pixel_values") is not None and inputs["pixel_values"].dtype == torch.uint8:
             if self.batch_augmentation is None:
                 raise ValueError(
-                    "The training batches hold uint8 images (TrainTransform(augment_in_loader=False)) but the trainer "
-                    "has no `batch_augmentation` to finish them: pass `batch_augmentation=transform.batch_augmentation`."
+                    "The training batches hold uint8 images (TrainTransform(augment_in_loader=False)) but the "
+                    "trainer has no `batch_augmentation` to finish them: pass "
+                    "`batch_augmentation=transform.batch_augmentation`."
                 )
             inputs = self._prepare_inputs(inputs)
             inputs["pixel_values"], masks = self.batch_augmentation(inputs["pixel_values"], inputs.get("masks"))
