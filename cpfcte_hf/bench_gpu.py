@@ -287,6 +287,7 @@ def _free(device: torch.device) -> None:
 
 def bench_device_augmentation(settings: BenchSettings, device: torch.device, deadline: float):
     _require("kornia", "the batch augmentation")
+    _require("datasets", "importing `cpfcte_hf.data`, which holds the batch augmentation")
     from .data.transforms import BatchAugmentation
 
     augmentation = BatchAugmentation()
