@@ -42,3 +42,15 @@ bench: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+
+# The one-call GPU benchmark (cpfcte_hf/bench_gpu.py): one CUDA GPU, random weights, synthetic data, <= 8 minutes,
+# JSON in $(BENCH_DIR)/gpu.json and a table on stdout. It runs with the machine's own python3 (a GPU machine has its
+# own torch; no .venv, no install); wheels put in .whl/ (datasets, kornia, ...) are installed next to it first.
+GPU_PYTHON ?= python3
+.PHONY: bench-gpu
+bench-gpu:
+	mkdir -p $(BENCH_DIR)
+	if ls .whl/*.whl >/dev/null 2>&1; then \
+		$(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --upgrade --target .whl/site .whl/*.whl; fi
+	PYTHONPATH=$(CURDIR):$(CURDIR)/.whl/site \
+		$(GPU_PYTHON) scripts/bench_gpu.py --device cuda --output $(BENCH_DIR)/gpu.json

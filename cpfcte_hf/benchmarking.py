@@ -1,12 +1,21 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
-"""Small timing helpers for the `scripts/bench_*.py` benchmarks (wall clock, synchronised on accelerators)."""
+"""Small timing helpers for the `scripts/bench_*.py` benchmarks (wall clock, synchronised on accelerators).
+
+Shared machines are noisy: one run of a comparison can say 1.06, the next 1.20. `compare_interleaved` times the
+candidates of a comparison in one run, in alternating rounds (full, bare, bare, full, ...), and reports the median
+and the spread of every candidate and of every ratio to the baseline, so that a reader sees how far to trust it.
+
+    stats = compare_interleaved({"full": full_step, "backbone": bare_step}, device, repeats=5, baseline="backbone")
+    stats["full"]["median_s"], stats["ratios"]["full/backbone"]["median"], stats["ratios"]["full/backbone"]["min"]
+"""
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date
 
 import torch
@@ -36,6 +45,115 @@ def time_call(fn: Callable[[], object], device: torch.device, steps: int, warmup
     }
 
 
+def summarize(samples: Sequence[float]) -> dict:
+    """Median, min, max and relative spread `(max - min) / median` of repeated measurements (any unit)."""
+    if not samples:
+        raise ValueError("No samples to summarize.")
+    median = statistics.median(samples)
+    return {
+        "median": median,
+        "min": min(samples),
+        "max": max(samples),
+        "spread": (max(samples) - min(samples)) / median if median else float("nan"),
+        "repeats": len(samples),
+    }
+
+
+def compare_interleaved(
+    candidates: dict[str, Callable[[], object]],
+    device: torch.device | str = "cpu",
+    *,
+    repeats: int = 5,
+    calls_per_repeat: int = 1,
+    warmup: int = 1,
+    items_per_call: int | None = None,
+    baseline: str | None = None,
+    deadline: float | None = None,
+) -> dict:
+    """
+    Times `candidates` against each other in one run, interleaved.
+
+    Each candidate first runs `warmup` untimed calls; then `repeats` rounds follow, and in every round each candidate
+    makes `calls_per_repeat` calls timed together (synchronised on CUDA). The order within a round alternates
+    (A B, B A, A B, ...) so that neither candidate always runs after the other. `deadline` (a `time.perf_counter()`
+    value) ends the rounds early; at least one round always runs.
+
+    Returns `{name: {"median_s", "min_s", "max_s", "spread", "repeats", "times_s"[, "items_per_s"]}}`, seconds
+    per call, plus `"ratios": {"<name>/<baseline>": summarize(per-round ratios)}` for every candidate other than
+    `baseline` (default: the last candidate) when there are two or more.
+    """
+    if not candidates:
+        raise ValueError("compare_interleaved needs at least one candidate.")
+    if repeats < 1 or calls_per_repeat < 1:
+        raise ValueError(f"`repeats` and `calls_per_repeat` must be >= 1, got {repeats} and {calls_per_repeat}.")
+    device = torch.device(device)
+    names = list(candidates)
+    baseline = names[-1] if baseline is None else baseline
+    if baseline not in candidates:
+        raise ValueError(f"`baseline={baseline!r}` is not one of the candidates {names}.")
+    for name in names:
+        for _ in range(warmup):
+            candidates[name]()
+    synchronize(device)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(repeats):
+        order = names if round_index % 2 == 0 else names[::-1]
+        for name in order:
+            start = time.perf_counter()
+            for _ in range(calls_per_repeat):
+                candidates[name]()
+            synchronize(device)
+            times[name].append((time.perf_counter() - start) / calls_per_repeat)
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+    results: dict = {}
+    for name in names:
+        stats = summarize(times[name])
+        results[name] = {
+            "median_s": stats["median"],
+            "min_s": stats["min"],
+            "max_s": stats["max"],
+            "spread": stats["spread"],
+            "repeats": stats["repeats"],
+            "times_s": times[name],
+        }
+        if items_per_call is not None:
+            results[name]["items_per_s"] = items_per_call / stats["median"]
+    if len(names) > 1:
+        results["ratios"] = {
+            f"{name}/{baseline}": summarize([a / b for a, b in zip(times[name], times[baseline])])
+            for name in names
+            if name != baseline
+        }
+    return results
+
+
+def synthetic_image(rng, height: int = 375, width: int = 500):
+    """A smooth background with two coloured blobs, as `(H, W, 3)` uint8: CRF cost depends a little on the content."""
+    import numpy as np
+
+    yy, xx = np.mgrid[0:height, 0:width]
+    image = np.stack([xx * 255 / width, yy * 255 / height, np.full_like(xx, 90)], -1).astype(np.float32)
+    margin = max(2, min(50, min(height, width) // 4))  # 50 px and radii of 30-90 px at VOC's 500x375
+    for _ in range(2):
+        cy, cx = rng.integers(margin, height - margin), rng.integers(margin, width - margin)
+        radius = rng.integers(min(30, margin), min(90, 2 * margin))
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 < radius**2] = rng.integers(0, 256, 3)
+    return np.clip(image + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8)
+
+
+def synthetic_probabilities(rng, classes: Sequence[int], num_labels: int, height: int, width: int):
+    """Smooth random `(C, H, W)` float32 maps that are zero outside `classes` (as after class masking)."""
+    import numpy as np
+
+    coarse = torch.from_numpy(rng.random((len(classes), 24, 32)).astype(np.float32) ** 3)
+    maps = torch.nn.functional.interpolate(coarse[None], size=(height, width), mode="bilinear", align_corners=True)
+    maps = maps[0].numpy()
+    probabilities = np.zeros((num_labels, height, width), np.float32)
+    probabilities[list(classes)] = maps / maps.sum(0, keepdims=True)
+    return probabilities
+
+
 def machine_description(device: torch.device) -> dict:
     """What the numbers were measured on, for the README's Performance section."""
     info = {
@@ -45,8 +163,12 @@ def machine_description(device: torch.device) -> dict:
         "cpu": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
     }
+    info["cpu_count"] = os.cpu_count()
+    if hasattr(os, "getloadavg"):
+        info["load_average_1m"] = round(os.getloadavg()[0], 2)  # a shared machine's contention when measured
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
     return info
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,6 +99,29 @@ class CPFCTETrainingArguments(TrainingArguments):
     batch_eval_metrics: bool = True
     report_to: None | str | list[str] = "tensorboard"
     dataloader_num_workers: int = 2
+    augmentation_device: str = field(
+        default="auto",
+        metadata={
+            "help": "Where the training augmentation runs: 'loader' (DataLoader workers, CPU), 'device' (on the "
+            "training device after the transfer; workers only decode and resize), or 'auto' (device on CUDA)."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.augmentation_device not in AUGMENTATION_DEVICES:
+            raise ValueError(
+                f"--augmentation_device must be one of {AUGMENTATION_DEVICES}, got {self.augmentation_device!r}."
+            )
+
+    def resolved_augmentation_device(self) -> str:
+        """'loader' or 'device': 'auto' is 'device' when training on CUDA, where loader workers would not keep up."""
+        if self.augmentation_device != "auto":
+            return self.augmentation_device
+        return "device" if self.device.type == "cuda" else "loader"
+
+
+AUGMENTATION_DEVICES = ("auto", "loader", "device")
 
 
 _CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -400,9 +424,18 @@ class CPFCTETrainer(FiniteLossMixin, ConvertedCheckpointMixin, Trainer):
 
     `compute_metrics` and `preprocess_logits_for_metrics` default to the pseudo-label mIoU when the evaluation
     batches carry `masks`; pass your own to override.
+
+    `batch_augmentation` (`TrainTransform.batch_augmentation`) finishes training batches whose `pixel_values` are
+    still `uint8` (`TrainTransform(augment_in_loader=False)`) on the training device, after the transfer.
     """
 
-    def __init__(self, model=None, args: CPFCTETrainingArguments | None = None, **kwargs):
+    def __init__(
+        self,
+        model=None,
+        args: CPFCTETrainingArguments | None = None,
+        batch_augmentation: Callable | None = None,
+        **kwargs,
+    ):
         if args is None:
             raise ValueError("CPFCTETrainer needs `args` (a CPFCTETrainingArguments).")
         if not isinstance(args, CPFCTETrainingArguments):
@@ -426,9 +459,24 @@ class CPFCTETrainer(FiniteLossMixin, ConvertedCheckpointMixin, Trainer):
             param.requires_grad_(False)
 
         super().__init__(model=model, args=args, **kwargs)
+        self.batch_augmentation = batch_augmentation
         self.stage1_steps = 0
         self.add_callback(TwoStageScheduleCallback(self))
         self.add_callback(EvalPicturesCallback(self, num_examples=args.eval_pictures))
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if inputs.get("pixel_values") is not None and inputs["pixel_values"].dtype == torch.uint8:
+            if self.batch_augmentation is None:
+                raise ValueError(
+                    "The training batches hold uint8 images (TrainTransform(augment_in_loader=False)) but the "
+                    "trainer has no `batch_augmentation` to finish them: pass "
+                    "`batch_augmentation=transform.batch_augmentation`."
+                )
+            inputs = self._prepare_inputs(inputs)
+            inputs["pixel_values"], masks = self.batch_augmentation(inputs["pixel_values"], inputs.get("masks"))
+            if masks is not None:
+                inputs["masks"] = masks
+        return super().training_step(model, inputs, num_items_in_batch)
 
     def _compute_stage1_steps(self) -> int:
         if self.args.stage1_steps is not None:
@@ -461,6 +509,7 @@ class CPFCTETrainer(FiniteLossMixin, ConvertedCheckpointMixin, Trainer):
 
 
 __all__ = [
+    "AUGMENTATION_DEVICES",
     "ConvertedCheckpointMixin",
     "CPFCTETrainer",
     "CPFCTETrainingArguments",

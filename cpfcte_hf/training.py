@@ -238,8 +238,13 @@ def run_training(
     processor = CPFCTEImageProcessor(size={"height": model_args.image_size, "width": model_args.image_size})
     model = build_model(model_args, class_names)
 
+    batch_augmentation = None
     if data_args.augment:
-        train_transform = TrainTransform(num_labels, processor, augmentation=data_args.augmentation_config())
+        on_device = training_args.resolved_augmentation_device() == "device"
+        train_transform = TrainTransform(
+            num_labels, processor, augmentation=data_args.augmentation_config(), augment_in_loader=not on_device
+        )
+        batch_augmentation = train_transform.batch_augmentation if on_device else None
     else:
         train_transform = EvalTransform(num_labels, processor, with_masks=False)
     train_dataset = train_dataset.with_transform(train_transform)
@@ -263,6 +268,7 @@ def run_training(
         eval_dataset=eval_dataset,
         data_collator=WeakSegmentationCollator(num_labels),
         processing_class=processor,
+        batch_augmentation=batch_augmentation,
     )
     if trainer.is_world_process_zero():
         os.makedirs(training_args.output_dir, exist_ok=True)

@@ -5,10 +5,12 @@
     python scripts/bench_pseudo_label.py --device cuda --model-images 20
 
 Model step: `predict_class_probabilities` for one 500x375 image (resize to --size, forward of a randomly initialised
-ViT-B/16 CPF-CTE, softmax, class masking, max normalisation, bilinear upsampling), batch 1. CRF step: the dense CRF
-with SPEC defaults on 500x375 probability maps, serially in this process and over `CRFPool` (default: one worker per
-available CPU), with the image labels (background + 2 classes: the CRF runs over 3 labels) and without (all 21).
-Weights are random: timing does not depend on them. Prints one JSON object.
+ViT-B/16 CPF-CTE, softmax, class masking, max normalisation, bilinear upsampling), batch 1, timed --repeats times.
+CRF step: the dense CRF with SPEC defaults on 500x375 probability maps, serially in this process and over `CRFPool`
+(default: one worker per available CPU), interleaved (serial, pool, pool, serial, ...) over --repeats rounds, with
+the image labels (background + 2 classes: the CRF runs over 3 labels) and without (all 21). Every rate is the median
+over the repeats, with its min, max and spread. Weights are random: timing does not depend on them. Prints one JSON
+object. (For a GPU machine, `scripts/bench_gpu.py` measures all of pseudo-labelling in one run.)
 """
 
 import argparse
@@ -21,34 +23,21 @@ import numpy as np
 import torch
 
 from cpfcte_hf import CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation, vit_b16_384_config
-from cpfcte_hf.benchmarking import machine_description
+from cpfcte_hf.benchmarking import compare_interleaved, machine_description, synthetic_image, synthetic_probabilities
 from cpfcte_hf.crf import CRFPool, DenseCRFConfig, crf_mask, default_num_workers
 from cpfcte_hf.pipelines import predict_class_probabilities
 
 
-def synthetic_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """A smooth background with two coloured blobs: CRF cost depends a little on the image content."""
-    yy, xx = np.mgrid[0:height, 0:width]
-    image = np.stack([xx * 255 / width, yy * 255 / height, np.full_like(xx, 90)], -1).astype(np.float32)
-    for _ in range(2):
-        cy, cx, r = rng.integers(50, height - 50), rng.integers(50, width - 50), rng.integers(30, 90)
-        image[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] = rng.integers(0, 256, 3)
-    return np.clip(image + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8)
-
-
-def synthetic_probabilities(rng: np.random.Generator, classes: list[int], num_labels: int, height: int, width: int):
-    """Smooth random (C, H, W) maps that are zero outside `classes` (as after class masking)."""
-    coarse = rng.random((len(classes), 24, 32)).astype(np.float32) ** 3
-    maps = torch.nn.functional.interpolate(
-        torch.from_numpy(coarse)[None], size=(height, width), mode="bilinear", align_corners=True
-    )[0].numpy()
-    probabilities = np.zeros((num_labels, height, width), np.float32)
-    probabilities[classes] = maps / maps.sum(0, keepdims=True)
-    return probabilities
-
-
-def rate(count: int, seconds: float) -> dict:
-    return {"images": count, "seconds": round(seconds, 3), "images_per_s": round(count / seconds, 4)}
+def rates(timing: dict, images: int) -> dict:
+    """Images/s from `compare_interleaved` seconds per call of `images` images: median, min, max, spread."""
+    return {
+        "images": images,
+        "images_per_s": round(images / timing["median_s"], 4),
+        "images_per_s_min": round(images / timing["max_s"], 4),
+        "images_per_s_max": round(images / timing["min_s"], 4),
+        "spread": round(timing["spread"], 3),
+        "repeats": timing["repeats"],
+    }
 
 
 def main() -> None:
@@ -57,8 +46,9 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=375)
     parser.add_argument("--width", type=int, default=500)
     parser.add_argument("--num-labels", type=int, default=21)
-    parser.add_argument("--model-images", type=int, default=2, help="timed model steps (after one warm-up)")
-    parser.add_argument("--crf-images", type=int, default=12)
+    parser.add_argument("--model-images", type=int, default=1, help="model steps per repeat (after one warm-up)")
+    parser.add_argument("--crf-images", type=int, default=4, help="images per repeat, serial and pooled")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats (interleaved for the CRF)")
     parser.add_argument("--crf-workers", type=int, default=None, help="pool size (default: CPUs available)")
     parser.add_argument("--skip-model", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -84,15 +74,11 @@ def main() -> None:
             maps, _ = predict_class_probabilities(model, [image], labels, size=args.size)
             return maps[0].argmax(0)
 
-        model_step(images[0])  # warm-up
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        for image in images[1 : args.model_images + 1]:
-            model_step(image)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        results["model_step"] = rate(args.model_images, time.perf_counter() - start)
+        window = images[1 : args.model_images + 1]
+        timing = compare_interleaved(
+            {"model": lambda: [model_step(image) for image in window]}, device, repeats=args.repeats, warmup=1
+        )
+        results["model_step"] = rates(timing["model"], args.model_images)
         results["model_step"]["batch_size"] = 1
         del model
 
@@ -104,27 +90,38 @@ def main() -> None:
             (i, images[i], synthetic_probabilities(rng, classes, num_labels, height, width))
             for i in range(args.crf_images)
         ]
-        crf_mask(items[0][1], items[0][2], config)  # warm-up (library load)
-        start, cpu_start = time.perf_counter(), time.process_time()
-        serial = {key: crf_mask(image, probabilities, config) for key, image, probabilities in items}
-        serial_time, serial_cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        serial_cpu, serial_masks, pooled_masks = [], {}, {}
+
+        def serial(items=items, serial_masks=serial_masks, serial_cpu=serial_cpu):
+            start = time.process_time()
+            serial_masks.update({key: crf_mask(image, probabilities, config) for key, image, probabilities in items})
+            serial_cpu.append(time.process_time() - start)
+
         # CPU seconds of the workers (counted once they exit) say whether the pool adds overhead per image,
         # which wall time on a shared CPU cannot.
         children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         with CRFPool(config, num_workers=workers) as pool:
-            list(pool.map(items[:workers]))  # start the workers outside the timing
-            start = time.perf_counter()
-            pooled = {result.key: result.mask for result in pool.map(items)}
-            pool_time = time.perf_counter() - start
+            list(pool.map(items[:workers]))  # start the workers (and load the library) outside the timing
+
+            def pooled(items=items, pool=pool, pooled_masks=pooled_masks):
+                pooled_masks.update({result.key: result.mask for result in pool.map(items)})
+
+            timing = compare_interleaved(
+                {"serial": serial, "pool": pooled}, repeats=args.repeats, warmup=1, baseline="pool"
+            )
         children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         pool_cpu = (children_after.ru_utime + children_after.ru_stime) - (
             children_before.ru_utime + children_before.ru_stime
         )
-        assert all(np.array_equal(serial[k], pooled[k]) for k in serial), "pool and serial masks differ"
-        results[name] = {"serial": rate(len(items), serial_time), "pool": rate(len(items), pool_time)}
-        results[name]["serial"]["cpu_s_per_image"] = round(serial_cpu / len(items), 3)
-        results[name]["pool"]["cpu_s_per_image"] = round(pool_cpu / (len(items) + workers), 3)
-        results[name]["pool_speedup"] = round(serial_time / pool_time, 2)
+        assert all(np.array_equal(serial_masks[k], pooled_masks[k]) for k in serial_masks), "pool and serial differ"
+        pooled_images = len(items) * (timing["pool"]["repeats"] + 1) + workers
+        results[name] = {
+            "serial": rates(timing["serial"], len(items)),
+            "pool": rates(timing["pool"], len(items)),
+            "pool_speedup": {key: round(value, 2) for key, value in timing["ratios"]["serial/pool"].items()},
+        }
+        results[name]["serial"]["cpu_s_per_image"] = round(sum(serial_cpu) / (len(items) * len(serial_cpu)), 3)
+        results[name]["pool"]["cpu_s_per_image"] = round(pool_cpu / pooled_images, 3)
 
     results["machine"]["load_average_1m_after"] = round(os.getloadavg()[0], 2)
     text = json.dumps(results, indent=2)

@@ -21,6 +21,11 @@ Output of both transforms, per row: `pixel_values` (3, H, W) float32, `labels` (
 background (index 0) always set, `id` (str), and `masks` (H, W) int64 (class ids, 255 = ignore) when asked for and
 the dataset has masks: resized with NEAREST to the same H, W; a row without a mask gets an all-255 mask.
 `WeakSegmentationCollator` stacks rows into a batch and leaves `id` out unless `return_ids=True`.
+
+Where the augmentation runs: the steps from the colour jitter to the normalisation are `BatchAugmentation`, which
+works on a batch on any device. `TrainTransform` runs it in the loader (on the CPU); with `augment_in_loader=False`
+the loader workers only decode and resize, hand over `uint8` images (which the collator keeps as `uint8`), and the
+trainer runs `BatchAugmentation` on the GPU after the transfer (`CPFCTETrainingArguments.augmentation_device`).
 """
 
 from collections.abc import Sequence
@@ -28,13 +33,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from kornia.color import hsv_to_rgb, rgb_to_grayscale, rgb_to_hsv
-from kornia.enhance import (
-    adjust_brightness,
-    adjust_contrast_with_mean_subtraction,
-    adjust_hue_raw,
-    adjust_saturation_raw,
-)
 from PIL import Image
 
 from ..image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, resize_and_normalize, to_rgb_array
@@ -96,24 +94,39 @@ class SegmentationAugmentation:
         self.config = config or AugmentationConfig()
 
     def __call__(self, images: torch.Tensor, masks: torch.Tensor | None = None):
+        # kornia is needed only where the augmentation runs: loader workers that only decode and resize (augmentation
+        # on the training device) do without it.
+        from kornia.color import hsv_to_rgb, rgb_to_grayscale, rgb_to_hsv
+        from kornia.enhance import (
+            adjust_brightness,
+            adjust_contrast_with_mean_subtraction,
+            adjust_hue_raw,
+            adjust_saturation_raw,
+        )
+
         config = self.config
         count = images.shape[0]
+        device = images.device
         images = images.clamp(0, 1)
+        # Every random draw is made on the CPU, with torch's global generator, and only its result moves to the
+        # images' device: the same seed gives the same augmentation on the CPU and on a GPU, and deciding whether a
+        # step runs at all never waits for the GPU.
         jitter = torch.rand(count) < config.colour_jitter_p
         if jitter.any():
             brightness = torch.where(jitter, _uniform(-config.brightness, config.brightness, count), 0.0)
             contrast = torch.where(jitter, _uniform(*config.contrast, count), 1.0)
             saturation = torch.where(jitter, _uniform(*config.saturation, count), 1.0)
             hue = torch.where(jitter, _uniform(-config.hue, config.hue, count), 0.0)
-            images = adjust_brightness(images, brightness).clamp(0, 1)
-            images = adjust_contrast_with_mean_subtraction(images, contrast).clamp(0, 1)
+            images = adjust_brightness(images, brightness.to(device)).clamp(0, 1)
+            images = adjust_contrast_with_mean_subtraction(images, contrast.to(device)).clamp(0, 1)
             # Saturation then hue, as kornia's adjust_saturation and adjust_hue, in one HSV round trip instead of
             # two (the same result up to float rounding, and the costliest step of the pipeline).
-            hsv = adjust_saturation_raw(rgb_to_hsv(images), saturation)
-            images = hsv_to_rgb(adjust_hue_raw(hsv, hue * 2 * torch.pi)).clamp(0, 1)
+            hsv = adjust_saturation_raw(rgb_to_hsv(images), saturation.to(device))
+            images = hsv_to_rgb(adjust_hue_raw(hsv, (hue * 2 * torch.pi).to(device))).clamp(0, 1)
         grey = torch.rand(count) < config.grayscale_p
         if grey.any():
-            images = torch.where(grey[:, None, None, None], rgb_to_grayscale(images).expand_as(images), images)
+            grey = grey.to(device)[:, None, None, None]
+            images = torch.where(grey, rgb_to_grayscale(images).expand_as(images), images)
         images, masks = self._geometric(images, masks)
         return images.contiguous(), None if masks is None else masks.contiguous()
 
@@ -131,12 +144,44 @@ class SegmentationAugmentation:
                 continue
             if step == 2 and images.shape[-1] != images.shape[-2]:
                 raise ValueError(f"transpose needs square images, got {tuple(images.shape[-2:])}; set transpose_p=0.")
-            images = images.clone()
-            images[chosen] = operation(images[chosen])
+            chosen = chosen.to(images.device)
+            images = torch.where(chosen[:, None, None, None], operation(images), images)
             if masks is not None:
-                masks = masks.clone()
-                masks[chosen] = operation(masks[chosen])
+                masks = torch.where(chosen.to(masks.device)[:, None, None], operation(masks), masks)
         return images, masks
+
+
+class BatchAugmentation:
+    """
+    The batch half of `TrainTransform`: resized `uint8` images -> augmented, normalised `pixel_values`.
+
+    `(images (B, 3, H, W) uint8, masks (B, H, W) | None)` on any device -> `(pixel_values (B, 3, H, W) float32,
+    masks)` on the same device: scale to [0, 1], `SegmentationAugmentation`, round to 8-bit levels (as ViT-PCM,
+    which augments 8-bit images), then `(x - mean) / std`, the arithmetic of `resize_and_normalize`. `TrainTransform`
+    calls it in the loader; with `augment_in_loader=False` the loader stops before it and the trainer calls it on the
+    training device after the transfer (`CPFCTETrainingArguments.augmentation_device`).
+    """
+
+    def __init__(
+        self,
+        augmentation: AugmentationConfig | None = None,
+        image_mean: Sequence[float] = VIT_PCM_MEAN,
+        image_std: Sequence[float] = VIT_PCM_STD,
+    ):
+        self.augmentation = SegmentationAugmentation(augmentation)
+        self.image_mean = tuple(image_mean)
+        self.image_std = tuple(image_std)
+
+    def __call__(self, images: torch.Tensor, masks: torch.Tensor | None = None):
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(
+                f"BatchAugmentation takes (B, 3, H, W) uint8 images, got {tuple(images.shape)} {images.dtype}."
+            )
+        augmented, masks = self.augmentation(images.float() / 255.0, masks)
+        levels = (augmented * 255.0).round_().clamp_(0, 255)
+        mean = torch.tensor(self.image_mean, dtype=torch.float32, device=images.device).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(self.image_std, dtype=torch.float32, device=images.device).view(1, 3, 1, 1) * 255.0
+        return ((levels - mean) / std).contiguous(), masks
 
 
 def labels_to_multi_hot(labels: Sequence[Sequence[int]], num_labels: int) -> torch.Tensor:
@@ -256,6 +301,8 @@ class TrainTransform(_SegmentationTransform):
         size: `(height, width)`, an int, or `{"height", "width"}`; overrides the processor's (default 384x384).
         augmentation: an `AugmentationConfig`; None for the defaults.
         with_masks: also return `masks`, augmented like the images.
+        augment_in_loader: `False` stops after decode + resize: `pixel_values` are then the resized `uint8` images
+            `(3, H, W)` (masks not augmented), for `self.batch_augmentation` to finish on the training device.
     """
 
     def __init__(
@@ -265,18 +312,25 @@ class TrainTransform(_SegmentationTransform):
         *,
         augmentation: AugmentationConfig | None = None,
         with_masks: bool = False,
+        augment_in_loader: bool = True,
         **kwargs,
     ):
         super().__init__(num_labels, image_processor, with_masks=with_masks, **kwargs)
-        self.augmentation = SegmentationAugmentation(augmentation)
+        self.batch_augmentation = BatchAugmentation(augmentation, self.image_mean, self.image_std)
+        self.augmentation = self.batch_augmentation.augmentation
+        self.augment_in_loader = augment_in_loader
         if self.augmentation.config.transpose_p > 0 and self.size[0] != self.size[1]:
             raise ValueError(f"transpose_p > 0 needs a square training size, got {self.size}.")
 
     def __call__(self, batch: dict) -> dict:
         unit = resize_and_normalize(self._rgb(batch), self.size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), self.resample)
-        augmented, masks = self.augmentation(unit, self._masks(batch))
-        as_uint8 = (augmented * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        pixel_values = resize_and_normalize(list(as_uint8), self.size, self.image_mean, self.image_std)
+        # `unit` holds the resized 8-bit levels divided by 255: rounding gives them back exactly.
+        images = (unit * 255.0).round_().to(torch.uint8)
+        masks = self._masks(batch)
+        if self.augment_in_loader:
+            pixel_values, masks = self.batch_augmentation(images, masks)
+        else:
+            pixel_values = images
         return self._output(batch, pixel_values, masks)
 
 
@@ -303,7 +357,10 @@ class WeakSegmentationCollator:
                 "Examples have no 'pixel_values': apply TrainTransform or EvalTransform first, e.g. "
                 "`ds.with_transform(TrainTransform.for_dataset(ds, image_processor))`."
             )
-        batch = {"pixel_values": torch.stack([torch.as_tensor(e["pixel_values"]) for e in examples]).float()}
+        pixel_values = torch.stack([torch.as_tensor(e["pixel_values"]) for e in examples])
+        # uint8 rows are resized images whose augmentation runs after the transfer (TrainTransform with
+        # augment_in_loader=False): they stay uint8, a quarter of the bytes to copy.
+        batch = {"pixel_values": pixel_values if pixel_values.dtype == torch.uint8 else pixel_values.float()}
         labels = [e["labels"] for e in examples]
         if isinstance(labels[0], torch.Tensor) and labels[0].dtype.is_floating_point:
             batch["labels"] = torch.stack(labels).float()
@@ -320,6 +377,7 @@ class WeakSegmentationCollator:
 
 __all__ = [
     "AugmentationConfig",
+    "BatchAugmentation",
     "EvalTransform",
     "SegmentationAugmentation",
     "TrainTransform",

@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import platform
-import statistics
-import time
 
 import torch
 
+from ..benchmarking import compare_interleaved
 from .modeling_deeplab import DeepLabV2ForSemanticSegmentation
 
 
@@ -40,14 +39,15 @@ def time_forward_backward(
     model: DeepLabV2ForSemanticSegmentation,
     batch_size: int = 2,
     size: int = 321,
-    steps: int = 3,
+    steps: int = 5,
     warmup: int = 1,
     device: str | torch.device = "cpu",
     seed: int = 0,
 ) -> dict:
     """
     Seconds per training step (forward with the loss, backward; no optimizer step) on random `size`x`size` inputs
-    and labels, in training mode. Returns the median, min and max over `steps` timed steps after `warmup` untimed ones.
+    and labels, in training mode: the median, min, max and spread over `steps` timed steps after `warmup` untimed
+    ones (`compare_interleaved`, synchronised on CUDA).
     """
     if steps < 1:
         raise ValueError(f"`steps` must be >= 1, got {steps}.")
@@ -55,24 +55,20 @@ def time_forward_backward(
     model = model.to(device).train()
     pixel_values = torch.randn(batch_size, 3, size, size, generator=generator).to(device)
     labels = torch.randint(0, model.config.num_labels, (batch_size, size, size), generator=generator).to(device)
-    times = []
-    for step in range(warmup + steps):
+
+    def step():
         model.zero_grad(set_to_none=True)
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
         model(pixel_values, labels=labels).loss.backward()
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize()
-        if step >= warmup:
-            times.append(time.perf_counter() - start)
+
+    timing = compare_interleaved({"step": step}, device, repeats=steps, warmup=warmup)["step"]
     return {
         "batch_size": batch_size,
         "size": size,
-        "steps": steps,
-        "seconds_median": statistics.median(times),
-        "seconds_min": min(times),
-        "seconds_max": max(times),
+        "steps": timing["repeats"],
+        "seconds_median": timing["median_s"],
+        "seconds_min": timing["min_s"],
+        "seconds_max": timing["max_s"],
+        "spread": timing["spread"],
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
