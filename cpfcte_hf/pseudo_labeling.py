@@ -48,6 +48,7 @@ from .crf import CRFPool, DenseCRFConfig, default_num_workers
 from .image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, to_rgb_array
 from .metrics import IGNORE_INDEX, SegmentationMetric
 from .pipelines import DEFAULT_INFERENCE_SIZE, check_image_size, multi_hot, predict_class_probabilities
+from .results import results_record, write_results
 from .visualization import (
     atomic_write_text,
     plot_per_class_iou,
@@ -294,6 +295,7 @@ def generate_pseudo_labels(
     evaluate: bool | None = None,
     dataset_name: str | None = None,
     split: str | None = None,
+    data_root: str | os.PathLike | None = None,
 ) -> PseudoLabelSummary:
     """
     Writes `bpm/<id>.png` (and `crf/<id>.png`) for every image of `dataset` under `out_dir`, then, when the
@@ -462,6 +464,10 @@ def generate_pseudo_labels(
             dataset_name=dataset_name,
             split=split,
             progress=config.progress,
+            stage="pseudo_labels",
+            model=getattr(model.config, "_name_or_path", None),
+            data_root=data_root,
+            settings=config.to_dict(),
         )
     if is_main:
         payload = {
@@ -520,6 +526,7 @@ def evaluate_predictions(
     split: str | None = None,
     ignore_index: int = IGNORE_INDEX,
     progress: bool = True,
+    **record,
 ) -> dict:
     """
     Scores directories of mask PNGs (`<dir>/<id>.png`, class ids, e.g. from `generate_pseudo_labels`, stage 2, or
@@ -531,9 +538,11 @@ def evaluate_predictions(
         report_dir: where to write `metrics.json`, `per_class_iou.csv`, `per_class_iou.png`, `overlays/`
             (`None`: compute only).
         class_names: the C class names (default: the dataset's ClassLabel names).
+        record: what else the results record says (`stage`, `model`, `data_root`, `settings`, `command`: see
+            `results.results_record`; the stage defaults to "evaluation").
 
     Returns:
-        The content of `metrics.json`: per prediction set the mIoU, pixel accuracy, per-class IoU, and how many
+        The content of `metrics.json` (the schema of `results.py`): per prediction set the mIoU, pixel accuracy, per-class IoU, and how many
         images were scored, had no prediction file (`missing`) or could not be scored (`failed`, with reasons).
         Under several processes each scores its share and the confusion matrices are summed.
     """
@@ -595,16 +604,17 @@ def evaluate_predictions(
         failed = {n: [f for _, fl, _ in gathered for f in fl[n]] for n in predictions}
         gt_failed = [g for _, _, gl in gathered for g in gl]
 
-    report = {
-        "dataset": dataset_name,
-        "split": split,
-        "num_images": len(dataset),
-        "num_labels": num_labels,
-        "class_names": names,
-        "ignore_index": ignore_index,
-        "ground_truth_unreadable": gt_failed,
-        "predictions": {},
-    }
+    report = results_record(
+        record.pop("stage", "evaluation"),
+        {},
+        names,
+        dataset=dataset_name,
+        split=split,
+        num_images=len(dataset),
+        ground_truth_unreadable=gt_failed,
+        **record,
+    )
+    report["ignore_index"] = ignore_index
     for name, metric in metrics.items():
         scores = metric.compute()
         report["predictions"][name] = {
@@ -650,7 +660,7 @@ def _finite(value: float) -> float | None:
 def write_report(report: dict, report_dir: str | os.PathLike) -> None:
     """Writes `metrics.json`, `per_class_iou.csv` and `per_class_iou.png` (each atomically) for `report`."""
     report_dir = prepare_output_dir(report_dir)
-    atomic_write_text(report_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
+    write_results(report, report_dir)
     atomic_write_text(report_dir / "per_class_iou.csv", report_csv(report))
     names = report["class_names"]
     series = {name: [row["iou"] for row in entry["per_class"]] for name, entry in report["predictions"].items()}
@@ -746,8 +756,9 @@ def run_pseudo_labeling(
     if dataset is None:
         dataset = load_split(dataset_name, data_root, split, **(dataset_kwargs or {}))
     summary = generate_pseudo_labels(
-        loaded, dataset, out_dir, config, image_processor=processor, dataset_name=dataset_name, split=split
-    )
+        loaded, dataset, out_dir, config, image_processor=processor, dataset_name=dataset_name, split=split,
+        data_root=data_root,
+    )  # fmt: skip
     if state is None or state.is_main_process:
         if summary.report is not None:
             print(format_report(summary.report))
@@ -788,7 +799,8 @@ def run_evaluation(
     if dataset is None:
         dataset = load_split(dataset_name, data_root, split, **(dataset_kwargs or {}))
     report = evaluate_predictions(
-        dataset, named, report_dir, num_overlays=num_overlays, dataset_name=dataset_name, split=split
+        dataset, named, report_dir, num_overlays=num_overlays, dataset_name=dataset_name, split=split,
+        data_root=data_root
     )
     state = distributed_state()
     if state is None or state.is_main_process:

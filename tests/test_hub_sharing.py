@@ -16,7 +16,9 @@ from huggingface_hub import ModelCard, constants
 from PIL import Image
 
 from cpfcte_hf import VOC_CLASSES, CPFCTEForWeaklySupervisedSegmentation
+from cpfcte_hf.data import COCO_CLASSES
 from cpfcte_hf.hub import (
+    CARD_TEMPLATE,
     MEASUREMENTS,
     NOT_MEASURED,
     HubPushError,
@@ -231,7 +233,7 @@ def test_card_without_results_says_not_measured_everywhere(tiny_voc, tmp_path):
 
 
 def test_coco_card_renders_for_an_81_class_checkpoint(tmp_path):
-    save_tiny_checkpoint(tmp_path / "model", num_labels=81)
+    save_tiny_checkpoint(tmp_path / "model", num_labels=81, id2label=dict(enumerate(COCO_CLASSES)))
     folder = build_hub_folder(tmp_path / "model", tmp_path / "hub", "someone/coco-tiny")
     assert folder.card == "coco" and set(available_cards()) == {"voc", "coco"}
     text = (tmp_path / "hub" / "README.md").read_text()
@@ -293,9 +295,12 @@ def test_bad_inputs_get_a_clear_error_naming_them(tiny_voc, tmp_path, case, mess
         results = [tmp_path / "eval_results.json"]
         results[0].write_text(json.dumps({"eval_loss": 0.3}))
     elif case == "typed_number_in_template":
-        template = (REPO / "model_cards" / "cpf-cte-voc" / "README.md").read_text()
+        template = CARD_TEMPLATE.read_text()
         card = str(tmp_path / "README.md")
-        Path(card).write_text(template.replace("value: ${pseudo_label_crf_miou}", "value: 70.8"))
+        typed = "model-index:\n- name: m\n  results:\n  - task: {type: image-segmentation}\n"
+        typed += "    dataset: {type: voc, name: PASCAL VOC 2012}\n"
+        typed += "    metrics:\n    - {type: mean_iou, name: typed by hand, value: 70.8}"
+        Path(card).write_text(template.replace("{{ card_data }}", "{{ card_data }}\n" + typed))
     elif case == "bad_repo_id":
         repo_id = "just-a-name"
     elif case == "output_not_empty":

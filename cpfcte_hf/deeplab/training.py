@@ -32,7 +32,7 @@ import logging
 import os
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -400,6 +400,9 @@ def predict_split(
             num_overlays=config.num_overlays,
             dataset_name=dataset_name,
             split=split,
+            stage="stage2",
+            model=getattr(model.config, "_name_or_path", None),
+            settings=asdict(config),
         )
     return {"written": written, "already_done": len(shard) - len(todo), "failed": failed, "report": report}
 
