@@ -16,7 +16,7 @@ from huggingface_hub import ModelCard, constants
 from PIL import Image
 
 from cpfcte_hf import VOC_CLASSES, CPFCTEForWeaklySupervisedSegmentation
-from cpfcte_hf.data import COCO_CLASSES
+from cpfcte_hf.data import COCO_CLASSES, ShapesConfig, write_shapes_voc
 from cpfcte_hf.hub import (
     CARD_TEMPLATE,
     MEASUREMENTS,
@@ -25,9 +25,11 @@ from cpfcte_hf.hub import (
     HubSharingError,
     available_cards,
     build_hub_folder,
+    describe_dataset,
     push_to_hub,
 )
 from cpfcte_hf.pseudo_labeling import PseudoLabelConfig, run_pseudo_labeling
+from cpfcte_hf.results import read_results
 from cpfcte_hf.trainer import CPFCTETrainingArguments
 from cpfcte_hf.training import DataArguments, ModelArguments, run_training
 
@@ -378,3 +380,103 @@ def test_card_usage_examples_run_on_the_folder(dry_run, monkeypatch):
     labeller = pipeline("weakly-supervised-pseudo-labelling", model=str(dry_run))
     result = labeller(image, tags=["aeroplane", "person"], size=32)
     assert result["mask"].size == (28, 20) and set(result["labels"]) <= {"background", "aeroplane", "person"}
+
+
+@pytest.fixture(scope="module")
+def shapes_run(tmp_path_factory):
+    """What `make demo` leaves: the procedural shapes (5 shapes + background) written in the VOC layout, a tiny
+    CPF-CTE trained on their tags (`dataset="voc"` on that folder, as the demo does), and the held-out split
+    pseudo-labelled with CRF and scored."""
+    root = tmp_path_factory.mktemp("shapes_card")
+    data = write_shapes_voc(str(root / "data"), num_train=8, num_val=6, config=ShapesConfig(image_size=32))
+    assert len(data["class_names"]) == 6
+    run_training(
+        ModelArguments(
+            image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+        ),
+        DataArguments(dataset="voc", data_root=data["root"], train_split="train", eval_split="val",
+                      cache_dir=str(root / "cache")),
+        CPFCTETrainingArguments(
+            output_dir=str(root / "model"), num_train_epochs=1, stage1_epochs=0, trainable_encoder_blocks=-1,
+            per_device_train_batch_size=4, per_device_eval_batch_size=4, eval_strategy="no", save_strategy="no",
+            load_best_model_at_end=False, report_to="none", dataloader_num_workers=0, use_cpu=True, eval_pictures=0,
+        ),
+    )  # fmt: skip
+    run_pseudo_labeling(
+        str(root / "model"),
+        str(root / "pseudo"),
+        dataset_name="voc",
+        data_root=data["root"],
+        split="val",
+        config=PseudoLabelConfig(size=32, crf_workers=0, num_overlays=0, progress=False),
+        dataset_kwargs={"cache_dir": str(root / "cache")},
+    )
+    return SimpleNamespace(root=root, model=root / "model", pseudo=root / "pseudo", class_names=data["class_names"])
+
+
+@pytest.mark.slow
+def test_the_demo_checkpoint_pushes_with_a_card_of_its_own_dataset_and_numbers(shapes_run):
+    # Every evaluation wrote the one results schema, recording what it measured and with which model.
+    training = read_results(shapes_run.model / "metrics.json")
+    labels = read_results(shapes_run.pseudo / "report" / "metrics.json")
+    assert (training.stage, labels.stage) == ("training", "pseudo_labels")
+    assert training.class_names == labels.class_names == shapes_run.class_names
+    assert Path(labels.model).resolve() == Path(training.model).resolve() == shapes_run.model.resolve()
+    assert labels.settings["size"] == 32 and training.settings["DataArguments"]["dataset"] == "voc"
+
+    out = shapes_run.root / "hub"
+    folder = build_hub_folder(shapes_run.model, out, "someone/cpf-cte-shapes", results=[shapes_run.pseudo])
+    assert folder.card == "shapes" and set(folder.measurements) == {
+        "training_eval_miou", "pseudo_label_bpm_miou", "pseudo_label_crf_miou"
+    }  # fmt: skip
+    text = (out / "README.md").read_text()
+    metadata, body = front_matter(text)
+    assert body.lstrip().startswith("# CPF-CTE (ViT) on procedural shapes")
+    assert "VOC" not in text and "COCO" not in text and PAPER_HEADING not in text  # no one else's dataset or numbers
+    assert "datasets" not in metadata and "synthetic" in metadata["tags"]
+    assert "6 classes of procedural shapes" in body and "`disc`" in body
+    expected = {
+        "Validation pseudo-label mIoU (trainer, no CRF)": training.mean_iou("BPM"),
+        "Pseudo-label mIoU without CRF (BPM)": labels.mean_iou("BPM"),
+        "Pseudo-label mIoU with CRF": labels.mean_iou("CRF"),
+    }
+    assert model_index_values(metadata) == {name: (round(100 * v, 2), "val") for name, v in expected.items()}
+    for result in ModelCard(text).data.eval_results:
+        assert (result.dataset_type, result.dataset_name) == ("shapes", "procedural shapes")
+
+
+@pytest.mark.slow
+def test_a_checkpoint_from_before_the_results_schema_still_gets_its_numbers(shapes_run, tmp_path):
+    """A training directory with only the trainer's eval_results.json (no metrics.json) and a pseudo-label report
+    without `stage` / `model`: the card reads both as before."""
+    model = _copy(shapes_run.model, tmp_path / "model")
+    (model / "metrics.json").unlink()
+    pseudo = _copy(shapes_run.pseudo, tmp_path / "pseudo")
+    report = json.loads((pseudo / "report" / "metrics.json").read_text())
+    for key in ("schema", "schema_version", "stage", "model", "settings", "command", "data_root"):
+        report.pop(key)
+    (pseudo / "report" / "metrics.json").write_text(json.dumps(report))
+    folder = build_hub_folder(model, tmp_path / "hub", "someone/old", results=[pseudo])
+    assert folder.card == "shapes"
+    evaluation = json.loads((model / "eval_results.json").read_text())
+    assert folder.measurements["training_eval_miou"].mean_iou == evaluation["eval_mean_iou"]
+    assert folder.measurements["pseudo_label_crf_miou"].mean_iou == report["predictions"]["CRF"]["mean_iou"]
+
+
+@pytest.mark.parametrize(
+    "recorded, key, title",
+    [
+        ([("tagged", "/photos/garden")], "tagged", "tagged images (`garden`)"),
+        ([("hub", "someone/tagged-birds")], "hub", "the Hub dataset `someone/tagged-birds`"),
+        ([("voc", "/data/my_voc_layout")], "voc", "a folder in the PASCAL VOC 2012 layout (`my_voc_layout`)"),
+        ([(None, None)], "custom", "a dataset not recorded with this checkpoint"),
+    ],
+)
+def test_cards_name_the_dataset_the_run_recorded_never_a_class_count_guess(recorded, key, title):
+    # 21 classes that are not VOC's: no VOC card, no paper numbers.
+    names = ["background", *[f"thing{i}" for i in range(20)]]
+    dataset = describe_dataset(names, recorded)
+    assert (dataset.key, dataset.name, dataset.paper) == (key, title, ())
+    assert describe_dataset(VOC_CLASSES, [("voc", "/data/VOC2012")]).paper  # the real VOC classes: the VOC card
+    with pytest.raises(HubSharingError, match="different datasets"):
+        describe_dataset(names, [("voc", None), ("coco", None)])
