@@ -36,12 +36,6 @@ from .results import Results, ResultsError, find_results, read_results
 
 CARD_TEMPLATE = Path(__file__).resolve().parent / "model_cards" / "template.md"
 SOURCE_FILES = ("configuration_cpfcte.py", "modeling_cpfcte.py", "image_processing_cpfcte.py")
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
 NOT_MEASURED = "not measured"
 TASK_NAME = "Semantic segmentation from image-level tags (weakly supervised)"
 RESULTS_FILE = "results.json"
@@ -478,13 +472,15 @@ def _read_json(path: Path) -> dict | None:
 
 def check_model_dir(model_dir: str | os.PathLike) -> Path:
     """The checkpoint directory, after checking it holds a CPF-CTE config, weights and an image processor config."""
+    from .pseudo_labeling import check_checkpoint_dir
+
     path = Path(model_dir)
     if not path.is_dir():
         raise HubSharingError(f"--model {path}: no such directory.")
-    if not (path / "config.json").is_file():
-        raise HubSharingError(f"--model {path}: no config.json in it; not a saved checkpoint.")
-    if not any((path / name).is_file() for name in WEIGHT_FILES):
-        raise HubSharingError(f"--model {path}: no weights in it (expected one of {', '.join(WEIGHT_FILES)}).")
+    try:
+        check_checkpoint_dir(path)
+    except FileNotFoundError as error:
+        raise HubSharingError(f"--model {path}: {error}") from error
     if not (path / "preprocessor_config.json").is_file():
         raise HubSharingError(
             f"--model {path}: no preprocessor_config.json (the image processor); save it next to the model with "

@@ -198,6 +198,23 @@ def prepare_output_dir(path: str | os.PathLike, subdirectories: Sequence[str] = 
     return root
 
 
+def check_checkpoint_dir(directory: str | os.PathLike) -> None:
+    """
+    Checks that a local directory is a saved checkpoint: `config.json` and weights.
+
+    Raises:
+        FileNotFoundError: the message names the directory and what is missing.
+    """
+    name = os.fspath(directory)
+    if not os.path.isfile(os.path.join(name, "config.json")):
+        raise FileNotFoundError(f"Model directory {name!r} has no config.json: not a saved checkpoint.")
+    if not any(os.path.isfile(os.path.join(name, f)) for f in WEIGHT_FILES):
+        raise FileNotFoundError(
+            f"Model directory {name!r} has no weights in it (looked for {', '.join(WEIGHT_FILES)}). "
+            "Point --model at a directory written by `save_pretrained` / the trainer's best checkpoint."
+        )
+
+
 def load_model(model_name_or_path: str | os.PathLike, device: str | torch.device | None = None, **hub_kwargs):
     """
     Loads a CPF-CTE checkpoint (a local directory or a Hub id) and its image processor, in eval mode.
@@ -212,13 +229,7 @@ def load_model(model_name_or_path: str | os.PathLike, device: str | torch.device
 
     name = os.fspath(model_name_or_path)
     if os.path.isdir(name):
-        if not os.path.isfile(os.path.join(name, "config.json")):
-            raise FileNotFoundError(f"Model directory {name!r} has no config.json: not a saved checkpoint.")
-        if not any(os.path.isfile(os.path.join(name, f)) for f in WEIGHT_FILES):
-            raise FileNotFoundError(
-                f"Model directory {name!r} has no weights (looked for {', '.join(WEIGHT_FILES)}). "
-                "Point --model at a directory written by `save_pretrained` / the trainer's best checkpoint."
-            )
+        check_checkpoint_dir(name)
     elif os.path.exists(name):
         raise NotADirectoryError(f"--model {name!r} is a file; give a checkpoint directory or a Hub id.")
     try:
@@ -799,8 +810,13 @@ def run_evaluation(
     if dataset is None:
         dataset = load_split(dataset_name, data_root, split, **(dataset_kwargs or {}))
     report = evaluate_predictions(
-        dataset, named, report_dir, num_overlays=num_overlays, dataset_name=dataset_name, split=split,
-        data_root=data_root
+        dataset,
+        named,
+        report_dir,
+        num_overlays=num_overlays,
+        dataset_name=dataset_name,
+        split=split,
+        data_root=data_root,
     )
     state = distributed_state()
     if state is None or state.is_main_process:
@@ -823,6 +839,7 @@ __all__ = [
     "OutputLayout",
     "PseudoLabelConfig",
     "PseudoLabelSummary",
+    "check_checkpoint_dir",
     "dataset_class_names",
     "distributed_state",
     "evaluate_predictions",
