@@ -1,7 +1,7 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
 """Stage 1's product: a directory of pseudo-label masks for a dataset split, and a report of how good they are.
 
-`generate_pseudo_labels` runs SPEC section 3 over a `datasets.Dataset` (columns `image`, `labels`, `id`, optional
+`generate_pseudo_labels` runs docs/method.md §3 over a `datasets.Dataset` (columns `image`, `labels`, `id`, optional
 `mask`; the schema of `cpfcte_hf.data`): high-resolution inference, class masking by the image-level labels,
 per-class max normalisation, bilinear upsampling, argmax (BPM), dense CRF over a process pool. It writes
 
@@ -80,7 +80,7 @@ class PseudoLabelConfig:
         use_image_labels: mask absent classes with the image-level labels and max-normalise each class
             (training-set pseudo-labels). Off: every class competes (e.g. for images without tags).
         crf: refine with the dense CRF and write `crf/`.
-        crf_config: CRF parameters (SPEC defaults).
+        crf_config: CRF parameters (docs/method.md section 3).
         crf_workers: CRF worker processes per process; `None` = the CPUs available divided by the number of
             processes; 0 = serial in the main process.
         batch_size: images per model call.
@@ -553,8 +553,9 @@ def evaluate_predictions(
             `results.results_record`; the stage defaults to "evaluation").
 
     Returns:
-        The content of `metrics.json` (the schema of `results.py`): per prediction set the mIoU, pixel accuracy, per-class IoU, and how many
-        images were scored, had no prediction file (`missing`) or could not be scored (`failed`, with reasons).
+        The content of `metrics.json` (the schema of `results.py`): per prediction set the mIoU, pixel accuracy,
+        per-class IoU, and how many images were scored, had no prediction file (`missing`) or could not be scored
+        (`failed`, with reasons).
         Under several processes each scores its share and the confusion matrices are summed.
     """
     _check_single_split(dataset)

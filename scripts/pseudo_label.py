@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-overlays", "--num_overlays", dest="num_overlays", type=int, default=4)
     parser.add_argument("--device", default=None, help="default: the accelerate device, else cuda if available")
     parser.add_argument("--no-progress", "--no_progress", dest="progress", action="store_false")
-    crf = parser.add_argument_group("dense CRF (SPEC defaults)")
+    crf = parser.add_argument_group("dense CRF (docs/method.md section 3)")
     for field in dataclasses.fields(DenseCRFConfig):
         flag = f"--crf-{field.name.replace('_', '-')}"
         if field.type in (bool, "bool"):

@@ -1,5 +1,5 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
-"""MS COCO 2014 for WSSS (81 classes, 0 = background; SPEC section 6), from either of two layouts.
+"""MS COCO 2014 for WSSS (81 classes, 0 = background; docs/method.md section 6), from either of two layouts.
 
 (a) The AFA/ToCo layout (`layout="toco"`)::
 
