@@ -220,12 +220,15 @@ def collect_measurements(
                     why = "has no mIoU (nothing was scored)" if key else "is no value the card shows"
                     notes.append(f"{path}: {results.stage} prediction set {name!r} {why}; not on the card.")
                     continue
-                if key in measurements:
+                slot = key  # a second split of the same value (train and val pseudo-labels) gets a slot of its own
+                if key in measurements and results.split not in (None, measurements[key].split):
+                    slot = f"{key}@{results.split}"
+                if slot in measurements:
                     raise HubSharingError(
-                        f"Two results files give {key}: {measurements[key].source} and {path}. Pass only the one "
-                        "the card should show."
+                        f"Two results files give {key} on the same split: {measurements[slot].source} and {path}. "
+                        "Pass only the one the card should show."
                     )
-                measurements[key] = Measurement(
+                measurements[slot] = Measurement(
                     key, value, path, results.dataset, results.split, results.num_images,
                     results.per_class_iou(name) or None, results.companions, results.model,
                 )  # fmt: skip
@@ -275,10 +278,10 @@ def results_table(measurements: Mapping[str, Measurement]) -> str:
     """Every value the card knows, "not measured" where no results file gave it."""
     rows = []
     for key, description in MEASUREMENTS.items():
-        m = measurements.get(key)
-        if m is None:
+        found = [m for m in measurements.values() if m.key == key]
+        if not found:
             rows.append((description, None, None, None, NOT_MEASURED, None))
-        else:
+        for m in found:
             source = f"[`{m.repo_path}`]({m.repo_path})" if m.repo_path else f"`{m.source.name}`"
             rows.append((description, m.dataset, m.split, m.num_images, f"{m.percent:.2f}", source))
     return _table(("Measurement", "Dataset", "Split", "Images", "mIoU (%)", "Read from"), rows)
@@ -286,7 +289,7 @@ def results_table(measurements: Mapping[str, Measurement]) -> str:
 
 def per_class_table(measurements: Mapping[str, Measurement], class_names: Sequence[str]) -> str:
     """Per-class IoU (%) of every measurement that has it."""
-    columns = [measurements[k] for k in MEASUREMENTS if k in measurements and measurements[k].per_class]
+    columns = [m for k in MEASUREMENTS for m in measurements.values() if m.key == k and m.per_class]
     if not columns:
         return f"Per-class IoU: {NOT_MEASURED}."
     header = ["Class", *[f"{_MEASUREMENTS[m.key][4]} ({_cell(m.split)})" for m in columns]]
@@ -367,8 +370,8 @@ def eval_results(measurements: Mapping[str, Measurement], dataset: DatasetCard):
     from huggingface_hub import EvalResult
 
     found = []
-    for key, m in measurements.items():
-        metric_name = _MEASUREMENTS[key][3]
+    for m in measurements.values():
+        metric_name = _MEASUREMENTS[m.key][3]
         found.append(
             EvalResult(
                 task_type="image-segmentation", task_name=TASK_NAME, dataset_type=dataset.key,
@@ -588,10 +591,10 @@ def _copy_results(measurements: Mapping[str, Measurement], folder: Path) -> dict
     Returns `{plot title: repo path}` of the per-class plots."""
     targets: dict[Path, str] = {}  # source file -> its folder in the repo
     plots = {}
-    for key, m in measurements.items():
+    for m in measurements.values():
         source = m.source.resolve()
         if source not in targets:
-            base = _GROUPS[_MEASUREMENTS[key][0]]
+            base = _GROUPS[_MEASUREMENTS[m.key][0]]
             group, n = base, 1
             while f"results/{group}" in targets.values():
                 n += 1
@@ -678,7 +681,7 @@ def build_hub_folder(
             "class_names": [model.config.id2label[i] for i in range(model.config.num_labels)],
             "measurements": {
                 key: {
-                    "description": MEASUREMENTS[key],
+                    "description": MEASUREMENTS[m.key],
                     "mean_iou": m.mean_iou,
                     "mean_iou_percent": m.percent,
                     "dataset": m.dataset,
@@ -689,7 +692,7 @@ def build_hub_folder(
                 }
                 for key, m in plan.measurements.items()
             },
-            "not_measured": [key for key in MEASUREMENTS if key not in plan.measurements],
+            "not_measured": _not_measured(plan.measurements),
         }
         (staging / RESULTS_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         if out.exists():
@@ -699,8 +702,12 @@ def build_hub_folder(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    not_measured = [k for k in MEASUREMENTS if k not in plan.measurements]
+    not_measured = _not_measured(plan.measurements)
     return HubFolder(out, plan.repo_id, plan.dataset.key, plan.measurements, not_measured, plan.notes, files)
+
+
+def _not_measured(measurements: Mapping[str, Measurement]) -> list[str]:
+    return [key for key in MEASUREMENTS if key not in {m.key for m in measurements.values()}]
 
 
 # ------------------------------------------------------------------------------------------------------ push

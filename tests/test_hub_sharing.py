@@ -415,6 +415,33 @@ def shapes_run(tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_pseudo_labels_of_the_training_and_held_out_splits_are_both_on_the_card(shapes_run, tmp_path):
+    """What `cpfcte-hf run` passes: the training split's pseudo-labels (the paper's number) and the held-out
+    split's; each is shown with its split, and one split given twice is still refused."""
+    train = tmp_path / "pseudo_train"
+    run_pseudo_labeling(
+        str(shapes_run.model), str(train), dataset_name="voc", data_root=str(shapes_run.root / "data"), split="train",
+        config=PseudoLabelConfig(size=32, crf_workers=0, num_overlays=0, progress=False),
+        dataset_kwargs={"cache_dir": str(shapes_run.root / "cache")},
+    )  # fmt: skip
+    folder = build_hub_folder(shapes_run.model, tmp_path / "hub", "someone/both", results=[shapes_run.pseudo, train])
+    crf = {m.split: m.mean_iou for m in folder.measurements.values() if m.key == "pseudo_label_crf_miou"}
+    expected = {split: read_results(d / "report" / "metrics.json").mean_iou("CRF")
+                for split, d in (("val", shapes_run.pseudo), ("train", train))}  # fmt: skip
+    assert crf == expected
+    text = (tmp_path / "hub" / "README.md").read_text()
+    found = {(r.metric_name, r.dataset_split, r.metric_value) for r in ModelCard(text).data.eval_results}
+    for split, value in expected.items():
+        assert ("Pseudo-label mIoU with CRF", split, round(100 * value, 2)) in found
+    rows = [line for line in text.splitlines() if line.startswith(f"| {MEASUREMENTS['pseudo_label_crf_miou']} |")]
+    assert len(rows) == 2 and {row.split(" | ")[2] for row in rows} == {"train", "val"}
+    with pytest.raises(HubSharingError, match="on the same split"):
+        build_hub_folder(
+            shapes_run.model, tmp_path / "again", "someone/x", results=[train, _copy(train, tmp_path / "copy")]
+        )
+
+
+@pytest.mark.slow
 def test_the_demo_checkpoint_pushes_with_a_card_of_its_own_dataset_and_numbers(shapes_run):
     # Every evaluation wrote the one results schema, recording what it measured and with which model.
     training = read_results(shapes_run.model / "metrics.json")
