@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .configuration_cpfcte import VOC_CLASSES, CPFCTEConfig
-from .results import Results, ResultsError, find_results, read_results
+from .results import PREDICTION_SET_STAGES, Results, ResultsError, find_results, read_results
 
 
 CARD_TEMPLATE = Path(__file__).resolve().parent / "model_cards" / "template.md"
@@ -214,7 +214,9 @@ def collect_measurements(
                 raise HubSharingError(str(error)) from error
             read.append(results)
             for name in results.predictions:
-                key = _BY_SET.get((results.stage, str(name).lower()))
+                set_name = str(name).lower().replace("ms_crf", "ms+crf")  # `evaluate` names sets after folders
+                stage = PREDICTION_SET_STAGES.get(set_name) if results.stage == "evaluation" else results.stage
+                key = _BY_SET.get((stage, set_name))
                 value = results.mean_iou(name)
                 if key is None or value is None:
                     why = "has no mIoU (nothing was scored)" if key else "is no value the card shows"

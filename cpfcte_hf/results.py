@@ -44,8 +44,15 @@ SCHEMA = "cpfcte_hf.results"
 SCHEMA_VERSION = 1
 RESULTS_FILE = "metrics.json"
 STAGES = ("training", "pseudo_labels", "stage2", "evaluation")
-# Prediction sets of a report written before `stage` was recorded -> the stage that writes them.
-_LEGACY_STAGES = {"bpm": "pseudo_labels", "crf": "pseudo_labels", "ms": "stage2", "ms+crf": "stage2"}
+# Prediction sets (lower case; `evaluate` names them after their folders) -> the stage that makes them: for reports
+# written before `stage` was recorded, and for `evaluate`'s reports of another command's masks.
+PREDICTION_SET_STAGES = {
+    "bpm": "pseudo_labels",
+    "crf": "pseudo_labels",
+    "ms": "stage2",
+    "ms+crf": "stage2",
+    "ms_crf": "stage2",
+}
 
 
 class ResultsError(ValueError):
@@ -218,7 +225,7 @@ def read_results(path: str | os.PathLike, class_names: Sequence[str] | None = No
         )
     stage = data.get("stage")
     if stage is None:  # a report written before the schema: its prediction sets say which stage wrote it
-        stages = {_LEGACY_STAGES.get(str(name).lower(), "evaluation") for name in data["predictions"]}
+        stages = {PREDICTION_SET_STAGES.get(str(name).lower(), "evaluation") for name in data["predictions"]}
         stage = stages.pop() if len(stages) == 1 else "evaluation"
     companions = [path.parent / n for n in ("per_class_iou.csv", "per_class_iou.png") if (path.parent / n).is_file()]
     if path.parent.name == "report" and (path.parent.parent / "summary.json").is_file():
@@ -286,6 +293,7 @@ def _fraction(value) -> float | None:
 
 
 __all__ = [
+    "PREDICTION_SET_STAGES",
     "RESULTS_FILE",
     "SCHEMA",
     "STAGES",

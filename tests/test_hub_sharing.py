@@ -28,7 +28,7 @@ from cpfcte_hf.hub import (
     describe_dataset,
     push_to_hub,
 )
-from cpfcte_hf.pseudo_labeling import PseudoLabelConfig, run_pseudo_labeling
+from cpfcte_hf.pseudo_labeling import PseudoLabelConfig, run_evaluation, run_pseudo_labeling
 from cpfcte_hf.results import read_results
 from cpfcte_hf.trainer import CPFCTETrainingArguments
 from cpfcte_hf.training import DataArguments, ModelArguments, run_training
@@ -507,3 +507,17 @@ def test_cards_name_the_dataset_the_run_recorded_never_a_class_count_guess(recor
     assert describe_dataset(VOC_CLASSES, [("voc", "/data/VOC2012")]).paper  # the real VOC classes: the VOC card
     with pytest.raises(HubSharingError, match="different datasets"):
         describe_dataset(names, [("voc", None), ("coco", None)])
+
+
+@pytest.mark.slow
+def test_an_evaluate_report_of_the_masks_is_read_like_the_labelling_report(shapes_run, tmp_path):
+    """`evaluate` names its prediction sets after the folders (bpm, crf) and records stage "evaluation"."""
+    report = run_evaluation(
+        [shapes_run.pseudo / "bpm", shapes_run.pseudo / "crf"], dataset_name="voc",
+        data_root=str(shapes_run.root / "data"), split="val", report_dir=tmp_path / "eval", num_overlays=0,
+        dataset_kwargs={"cache_dir": str(shapes_run.root / "cache")},
+    )  # fmt: skip
+    assert report["stage"] == "evaluation" and set(report["predictions"]) == {"bpm", "crf"}
+    folder = build_hub_folder(shapes_run.model, tmp_path / "hub", "someone/eval", results=[tmp_path / "eval"])
+    assert folder.measurements["pseudo_label_crf_miou"].mean_iou == report["predictions"]["crf"]["mean_iou"]
+    assert folder.measurements["pseudo_label_bpm_miou"].source == tmp_path / "eval" / "metrics.json"
