@@ -30,43 +30,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from .configuration_cpfcte import VOC_CLASSES, CPFCTEConfig
 from .results import PREDICTION_SET_STAGES, Results, ResultsError, find_results, read_results
 
 
-CARD_TEMPLATE = Path(__file__).resolve().parent / "model_cards" / "template.md"
+CARDS_DIR = Path(__file__).resolve().parent / "model_cards"
+CARD_TEMPLATE = CARDS_DIR / "template.md"
+_CARDS = yaml.safe_load((CARDS_DIR / "cards.yaml").read_text(encoding="utf-8"))
 SOURCE_FILES = ("configuration_cpfcte.py", "modeling_cpfcte.py", "image_processing_cpfcte.py")
 NOT_MEASURED = "not measured"
 TASK_NAME = "Semantic segmentation from image-level tags (weakly supervised)"
 RESULTS_FILE = "results.json"
 TAGS = ["weakly-supervised-semantic-segmentation", "semantic-segmentation", "image-level-supervision"]
 TAGS += ["pseudo-labels", "vit", "cpf-cte"]
-
-# Measurement key -> (stage, prediction set of a results file, description, model-index metric name, short name).
-_MEASUREMENTS = {
-    "pseudo_label_crf_miou": (
-        "pseudo_labels", "CRF", "Pseudo-labels after the dense CRF (the labels stage 2 trains on)",
-        "Pseudo-label mIoU with CRF", "pseudo-labels + CRF",
-    ),
-    "pseudo_label_bpm_miou": (
-        "pseudo_labels", "BPM", "Pseudo-labels before the CRF (baseline pseudo masks, BPM)",
-        "Pseudo-label mIoU without CRF (BPM)", "pseudo-labels (BPM)",
-    ),
-    "training_eval_miou": (
-        "training", "BPM", "Validation pseudo-label mIoU computed by the trainer (no CRF, training resolution)",
-        "Validation pseudo-label mIoU (trainer, no CRF)", "trainer validation",
-    ),
-    "deeplab_ms_crf_miou": (
-        "stage2", "MS+CRF", "DeepLab-v2 trained on the pseudo-labels: multi-scale + CRF (stage 2)",
-        "DeepLab-v2 mIoU, multi-scale + CRF", "DeepLab-v2 MS + CRF",
-    ),
-    "deeplab_ms_miou": (
-        "stage2", "MS", "DeepLab-v2 trained on the pseudo-labels: multi-scale, no CRF (stage 2)",
-        "DeepLab-v2 mIoU, multi-scale", "DeepLab-v2 MS",
-    ),
-}  # fmt: skip
-MEASUREMENTS = {key: spec[2] for key, spec in _MEASUREMENTS.items()}
-_BY_SET = {(spec[0], spec[1].lower()): key for key, spec in _MEASUREMENTS.items()}
+_MEASUREMENTS = _CARDS["measurements"]  # key -> stage, prediction set, description, metric name, short name
+MEASUREMENTS = {key: spec["description"] for key, spec in _MEASUREMENTS.items()}
+_BY_SET = {(spec["stage"], spec["set"].lower()): key for key, spec in _MEASUREMENTS.items()}
 _GROUPS = {"training": "training", "pseudo_labels": "pseudo_labels", "stage2": "deeplab", "evaluation": "evaluation"}
 
 
@@ -90,9 +71,9 @@ class DatasetCard:
     description: str
     loader: str
     class_names: tuple[str, ...] | None = None
-    hub_datasets: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    paper: tuple[tuple[str, str, str], ...] = ()  # (what, split, mIoU %) the CPF-CTE paper reports
+    hub_datasets: Sequence[str] = ()
+    tags: Sequence[str] = ()
+    paper: Sequence[Sequence[str]] = ()  # (what, split, mIoU %) as the CPF-CTE paper reports them (cards.yaml)
     train_split: str = "train"
     example_image: str = "photo.jpg"
     bias: str | None = None
@@ -101,24 +82,8 @@ class DatasetCard:
 def _known_datasets() -> dict[str, DatasetCard]:
     from .data.coco import COCO_CLASSES
 
-    return {
-        "voc": DatasetCard(
-            "voc", "PASCAL VOC 2012", "PASCAL VOC 2012 with the SBD masks (`train_aug`, 10,582 images; `val`, 1,449).",
-            "voc", tuple(VOC_CLASSES), ("pascal-voc-2012", "sbd"), ("pascal-voc",),
-            (("Pseudo-labels, without CRF", "VOC 2012 train", "67.1"),
-             ("Pseudo-labels, with dense CRF", "VOC 2012 train", "70.8"),
-             ("DeepLab-v2 (ResNet-101) trained on the pseudo-labels", "VOC 2012 val", "69.5")),
-            "train_aug", "2007_000032.jpg", "Inherits the biases of ImageNet-21k and of the VOC images (Flickr).",
-        ),
-        "coco": DatasetCard(
-            "coco", "MS COCO 2014", "MS COCO 2014 in the weakly supervised convention (80 object classes + "
-            "background, category order `sorted(getCatIds())`).",
-            "coco", tuple(COCO_CLASSES), ("coco-2014",), ("coco",),
-            (("Pseudo-labels (the \"pseudo-label\" row of the paper's COCO table)", "not stated", "41.3"),
-             ("DeepLab-v2 (ResNet-101) trained on the pseudo-labels", "COCO 2014 val", "45.4")),
-            "train", "COCO_val2014_000000000042.jpg", "Inherits the biases of ImageNet-21k and of the COCO images.",
-        ),
-    }  # fmt: skip
+    classes = {"voc": tuple(VOC_CLASSES), "coco": tuple(COCO_CLASSES)}
+    return {key: DatasetCard(key, class_names=classes[key], **spec) for key, spec in _CARDS["datasets"].items()}
 
 
 def describe_dataset(class_names: Sequence[str], recorded: Sequence[tuple[str | None, str | None]]) -> DatasetCard:
@@ -294,7 +259,7 @@ def per_class_table(measurements: Mapping[str, Measurement], class_names: Sequen
     columns = [m for k in MEASUREMENTS for m in measurements.values() if m.key == k and m.per_class]
     if not columns:
         return f"Per-class IoU: {NOT_MEASURED}."
-    header = ["Class", *[f"{_MEASUREMENTS[m.key][4]} ({_cell(m.split)})" for m in columns]]
+    header = ["Class", *[f"{_MEASUREMENTS[m.key]['short']} ({_cell(m.split)})" for m in columns]]
     rows = [(name, *[_percent(m.per_class.get(name)) for m in columns]) for name in class_names]
     return _table(header, [*rows, ("**mIoU**", *[f"**{m.percent:.2f}**" for m in columns])])
 
@@ -373,7 +338,7 @@ def eval_results(measurements: Mapping[str, Measurement], dataset: DatasetCard):
 
     found = []
     for m in measurements.values():
-        metric_name = _MEASUREMENTS[m.key][3]
+        metric_name = _MEASUREMENTS[m.key]["metric"]
         found.append(
             EvalResult(
                 task_type="image-segmentation", task_name=TASK_NAME, dataset_type=dataset.key,
@@ -596,7 +561,7 @@ def _copy_results(measurements: Mapping[str, Measurement], folder: Path) -> dict
     for m in measurements.values():
         source = m.source.resolve()
         if source not in targets:
-            base = _GROUPS[_MEASUREMENTS[m.key][0]]
+            base = _GROUPS[_MEASUREMENTS[m.key]["stage"]]
             group, n = base, 1
             while f"results/{group}" in targets.values():
                 n += 1
