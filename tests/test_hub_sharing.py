@@ -17,6 +17,7 @@ from PIL import Image
 
 from cpfcte_hf import VOC_CLASSES, CPFCTEForWeaklySupervisedSegmentation
 from cpfcte_hf.data import COCO_CLASSES, ShapesConfig, write_shapes_voc
+from cpfcte_hf.deeplab import DeepLabV2ForSemanticSegmentation, deeplab_image_processor
 from cpfcte_hf.hub import (
     CARD_TEMPLATE,
     MEASUREMENTS,
@@ -521,3 +522,27 @@ def test_an_evaluate_report_of_the_masks_is_read_like_the_labelling_report(shape
     folder = build_hub_folder(shapes_run.model, tmp_path / "hub", "someone/eval", results=[tmp_path / "eval"])
     assert folder.measurements["pseudo_label_crf_miou"].mean_iou == report["predictions"]["crf"]["mean_iou"]
     assert folder.measurements["pseudo_label_bpm_miou"].source == tmp_path / "eval" / "metrics.json"
+
+
+@pytest.mark.slow
+def test_stage_two_writes_the_results_schema_and_its_values_reach_the_card(shapes_run, tmp_path):
+    """A (tiny, untrained) DeepLab-v2 on the shapes classes, evaluated by stage 2's `predict_split`: its report is
+    a stage-2 results file, and the CPF-CTE card shows its multi-scale values (the same-weights check is stage 1's
+    only: stage 2 is another model)."""
+    from cpfcte_hf.data import load_voc
+    from cpfcte_hf.deeplab.training import MultiScaleEvalConfig, predict_split
+
+    from .deeplab_helpers import tiny_deeplab_config
+
+    config = tiny_deeplab_config(6, id2label=dict(enumerate(shapes_run.class_names)))
+    deeplab = DeepLabV2ForSemanticSegmentation(config).eval()
+    val = load_voc(str(shapes_run.root / "data"), "val", cache_dir=str(shapes_run.root / "cache"))
+    out = tmp_path / "deeplab" / "predictions" / "val"
+    settings = MultiScaleEvalConfig(scales=(1.0, 0.5), crf_workers=0, num_overlays=0)
+    predict_split(deeplab, val, out, settings, deeplab_image_processor(33), dataset_name="voc", split="val")
+    stage2 = read_results(out / "report" / "metrics.json")
+    assert stage2.stage == "stage2" and set(stage2.predictions) == {"MS", "MS+CRF"}
+    assert stage2.settings["scales"] == [1.0, 0.5]
+    folder = build_hub_folder(shapes_run.model, tmp_path / "hub", "someone/two", results=[tmp_path / "deeplab"])
+    assert folder.measurements["deeplab_ms_crf_miou"].mean_iou == stage2.mean_iou("MS+CRF")
+    assert folder.measurements["deeplab_ms_miou"].split == "val" and folder.not_measured[0] == "pseudo_label_crf_miou"
