@@ -6,9 +6,8 @@
 
 Model step: `predict_class_probabilities` for one 500x375 image (resize to --size, forward of a randomly initialised
 ViT-B/16 CPF-CTE, softmax, class masking, max normalisation, bilinear upsampling), batch 1. CRF step: the dense CRF
-with the defaults (docs/method.md §3) on 500x375 probability maps, serially in this process and over `CRFPool`
-(default: one worker per available CPU), with the image labels (background + 2 classes: the CRF runs over 3 labels)
-and without (all 21).
+with SPEC defaults on 500x375 probability maps, serially in this process and over `CRFPool` (default: one worker per
+available CPU), with the image labels (background + 2 classes: the CRF runs over 3 labels) and without (all 21).
 Weights are random: timing does not depend on them. Prints one JSON object.
 """
 

@@ -9,6 +9,10 @@ Writes OUT/bpm/<id>.png (argmax before the CRF) and OUT/crf/<id>.png (CRF-refine
 are class ids; OUT/summary.json; and, when the split has ground-truth masks, OUT/report/ (metrics.json,
 per_class_iou.csv, per_class_iou.png, overlays/). A rerun skips images already done. Options may also come from
 a YAML preset (`--config preset.yaml`, keys = option names with underscores); the command line wins.
+
+Your own photos: --dataset tagged --data-root FOLDER (a folder of images with tags.csv; tags are matched to the
+model's class names). Exit status: 0 every image has its mask; 1 some images failed or were skipped (the others
+are written; summary.json lists them with reasons); 2 bad arguments or input (nothing labelled).
 """
 
 import argparse
@@ -24,7 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML preset of defaults for the options below")
     parser.add_argument("--model", help="checkpoint directory or Hub id (required)")
-    parser.add_argument("--dataset", help="dataset kind for cpfcte_hf.data (voc, coco, shapes, ...)")
+    parser.add_argument(
+        "--dataset",
+        help="dataset kind for cpfcte_hf.data: voc, coco, shapes, hub, or tagged (your own photos: --data-root is "
+        "the folder, with a tags.csv / tags.json / tags.jsonl; --dataset-option tags=FILE names another file)",
+    )
     parser.add_argument("--data-root", "--data_root", dest="data_root", help="dataset root directory (or Hub id)")
     parser.add_argument("--split", default="train")
     parser.add_argument(
@@ -61,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-overlays", "--num_overlays", dest="num_overlays", type=int, default=4)
     parser.add_argument("--device", default=None, help="default: the accelerate device, else cuda if available")
     parser.add_argument("--no-progress", "--no_progress", dest="progress", action="store_false")
-    crf = parser.add_argument_group("dense CRF (docs/method.md section 3)")
+    crf = parser.add_argument_group("dense CRF (SPEC defaults)")
     for field in dataclasses.fields(DenseCRFConfig):
         flag = f"--crf-{field.name.replace('_', '-')}"
         if field.type in (bool, "bool"):
@@ -121,7 +129,7 @@ def main(argv=None) -> int:
         progress=args.progress,
     )
     try:
-        run_pseudo_labeling(
+        summary = run_pseudo_labeling(
             model=args.model,
             out_dir=args.out,
             dataset_name=args.dataset,
@@ -134,7 +142,7 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as error:  # bad arguments: a clear message, no traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return 0
+    return summary.exit_status  # 1 when images failed or were skipped (the others are written)
 
 
 if __name__ == "__main__":
