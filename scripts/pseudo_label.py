@@ -9,10 +9,6 @@ Writes OUT/bpm/<id>.png (argmax before the CRF) and OUT/crf/<id>.png (CRF-refine
 are class ids; OUT/summary.json; and, when the split has ground-truth masks, OUT/report/ (metrics.json,
 per_class_iou.csv, per_class_iou.png, overlays/). A rerun skips images already done. Options may also come from
 a YAML preset (`--config preset.yaml`, keys = option names with underscores); the command line wins.
-
-Your own photos: --dataset tagged --data-root FOLDER (a folder of images with tags.csv; tags are matched to the
-model's class names). Exit status: 0 every image has its mask; 1 some images failed or were skipped (the others
-are written; summary.json lists them with reasons); 2 bad arguments or input (nothing labelled).
 """
 
 import argparse
@@ -28,11 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML preset of defaults for the options below")
     parser.add_argument("--model", help="checkpoint directory or Hub id (required)")
-    parser.add_argument(
-        "--dataset",
-        help="dataset kind for cpfcte_hf.data: voc, coco, shapes, hub, or tagged (your own photos: --data-root is "
-        "the folder, with a tags.csv / tags.json / tags.jsonl; --dataset-option tags=FILE names another file)",
-    )
+    parser.add_argument("--dataset", help="dataset kind for cpfcte_hf.data (voc, coco, shapes, ...)")
     parser.add_argument("--data-root", "--data_root", dest="data_root", help="dataset root directory (or Hub id)")
     parser.add_argument("--split", default="train")
     parser.add_argument(
@@ -129,7 +121,7 @@ def main(argv=None) -> int:
         progress=args.progress,
     )
     try:
-        summary = run_pseudo_labeling(
+        run_pseudo_labeling(
             model=args.model,
             out_dir=args.out,
             dataset_name=args.dataset,
@@ -142,7 +134,7 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as error:  # bad arguments: a clear message, no traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return summary.exit_status  # 1 when images failed or were skipped (the others are written)
+    return 0
 
 
 if __name__ == "__main__":
