@@ -1,10 +1,10 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
-"""Dense CRF refinement of class probability maps (SPEC section 3, step 4), serially or over a process pool.
+"""Dense CRF refinement of class probability maps (docs/method.md section 3, step 4), serially or over a process pool.
 
 `dense_crf(image, probabilities)` refines one image: unary = -log(softmax probabilities), a Gaussian (smoothness)
 and a bilateral (appearance) pairwise term, mean-field inference at the image's original resolution
-(Krähenbühl and Koltun 2011, through pydensecrf). Every value is a field of `DenseCRFConfig`; the defaults are the
-SPEC's (10 iterations; Gaussian sxy=1 compat=3; bilateral sxy=67 srgb=3 compat=4).
+(Krähenbühl and Koltun 2011, through pydensecrf). Every value is a field of `DenseCRFConfig`; the defaults are
+those of docs/method.md section 3 (10 iterations; Gaussian sxy=1 compat=3; bilateral sxy=67 srgb=3 compat=4).
 
 `CRFPool` runs many images over worker processes sized to the machine and reports a failure on one image
 without stopping the others:
@@ -38,7 +38,7 @@ import numpy as np
 @dataclass
 class DenseCRFConfig:
     """
-    Parameters of the dense CRF (SPEC section 3; the pydensecrf argument names).
+    Parameters of the dense CRF (docs/method.md section 3; the pydensecrf argument names).
 
     Attributes:
         iterations: mean-field iterations (10).
@@ -87,7 +87,7 @@ def dense_crf(
     Args:
         image: `(H, W, 3)` uint8 RGB image at its original resolution (the bilateral kernel reads its colours).
         probabilities: `(C, H, W)` class probabilities for that image (they need not sum exactly to 1).
-        config: CRF parameters; SPEC defaults when `None`.
+        config: CRF parameters; the defaults of docs/method.md section 3 when `None`.
 
     Returns:
         `(C, H, W)` float32 marginals after mean-field inference (classes dropped by `drop_empty_classes` get 0).
@@ -193,7 +193,7 @@ class CRFPool:
     Dense CRF over many images in worker processes.
 
     Args:
-        config: CRF parameters (SPEC defaults when `None`).
+        config: CRF parameters (the defaults of docs/method.md section 3 when `None`).
         num_workers: worker processes; `None` = `default_num_workers()`; 0 runs serially in this process (same
             results, no pool; useful for debugging and for machines with one core).
         max_pending: images in flight at once (bounds memory); defaults to `2 * num_workers`.

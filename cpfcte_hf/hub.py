@@ -1,97 +1,54 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
 """Sharing a trained CPF-CTE checkpoint on the Hugging Face Hub: the Hub folder, its model card, the push.
 
-`scripts/push_to_hub.py` is a thin wrapper around `build_hub_folder` (`--dry-run OUT`) and `push_to_hub`.
-
 The Hub folder holds everything a user needs, with or without this package:
 
 ```
-config.json                  CPFCTEConfig, with `auto_map` (model, AutoModel and image processor: remote code)
-model.safetensors            the weights (sharded `model-*.safetensors` + index for large models)
-preprocessor_config.json     CPFCTEImageProcessor (resize, [-1, 1] scaling)
-configuration_cpfcte.py      \
-modeling_cpfcte.py            > the model's source files, for `trust_remote_code=True`
-image_processing_cpfcte.py   /
-README.md                    the model card: a template of `model_cards/` filled with this checkpoint's results
-results.json                 every measurement on the card: value, dataset, split, images, the file it was read from
-results/<group>/...          copies of those results files (and the per-class plots), e.g. results/pseudo_labels/
+config.json, model.safetensors        the model, `auto_map` in the config (remote code)
+preprocessor_config.json              CPFCTEImageProcessor
+configuration_cpfcte.py, modeling_cpfcte.py, image_processing_cpfcte.py     for `trust_remote_code=True`
+README.md                             the model card: `model_cards/template.md` rendered with `ModelCard.from_template`
+results.json                          every measurement on the card: value, dataset, split, the file it came from
+results/<group>/...                   copies of those results files (`results.py` schema) and their plots
 ```
 
-Model-card rule: a number on the card comes from a results file that the project's scripts wrote, never from the
-template. Template metrics are `${<measurement>}` placeholders (see `MEASUREMENTS`); one without a results file
-renders as "not measured" and its `model-index` entry is left out. A literal number in a template's `model-index`
-is refused.
-
-Results sources (`results=`), a file or a directory:
-
-* a training output directory of `scripts/train.py` (`eval_results.json` with `eval_mean_iou`, plus `run_config.json`):
-  the validation pseudo-label mIoU computed by the trainer (no CRF, training resolution). The model directory itself
-  is always read for it when it has one;
-* a pseudo-label output directory of `scripts/pseudo_label.py` (`report/metrics.json`, sets `BPM` and `CRF`), a
-  report directory of `scripts/evaluate.py` (`metrics.json`, sets named after the folders `bpm`, `crf`, ...);
-* a DeepLab-v2 output directory of `scripts/train_deeplab.py` (`predictions/<split>/report/metrics.json`, sets `MS`
-  and `MS+CRF`), or that report directory.
+Card rule: a number on the card comes from a results file the project wrote (`results.py`), never from the
+template; a value without one is "not measured" and has no `model-index` entry. The card names the dataset and the
+classes of the run it describes, from what the run recorded (`run_config.json`, the results files) and the model's
+own class names, never from a class count. The paper's numbers appear only for VOC and COCO, labelled as the paper's.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
-import string
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from .configuration_cpfcte import VOC_CLASSES, CPFCTEConfig
+from .results import PREDICTION_SET_STAGES, Results, ResultsError, find_results, read_results
 
 
-CARD_TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "model_cards"
-CARD_DIR_PREFIX = "cpf-cte-"
-# Class counts of the datasets a named card describes (background included): a card never describes a model
-# trained on other classes.
-CARD_NUM_LABELS = {"voc": 21, "coco": 81}
+CARDS_DIR = Path(__file__).resolve().parent / "model_cards"
+CARD_TEMPLATE = CARDS_DIR / "template.md"
+_CARDS = yaml.safe_load((CARDS_DIR / "cards.yaml").read_text(encoding="utf-8"))
 SOURCE_FILES = ("configuration_cpfcte.py", "modeling_cpfcte.py", "image_processing_cpfcte.py")
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
 NOT_MEASURED = "not measured"
+TASK_NAME = "Semantic segmentation from image-level tags (weakly supervised)"
 RESULTS_FILE = "results.json"
-
-# Measurement key -> what it is. A key is the placeholder of its mIoU; `<key without _miou>_split`,
-# `_dataset` and `_num_images` are placeholders too.
-MEASUREMENTS = {
-    "pseudo_label_crf_miou": "Pseudo-labels after the dense CRF (SPEC §3, the labels stage 2 trains on)",
-    "pseudo_label_bpm_miou": "Pseudo-labels before the CRF (baseline pseudo masks, BPM)",
-    "training_eval_miou": "Validation pseudo-label mIoU computed by the trainer (no CRF, training resolution)",
-    "deeplab_ms_crf_miou": "DeepLab-v2 trained on the pseudo-labels: multi-scale + CRF (stage 2)",
-    "deeplab_ms_miou": "DeepLab-v2 trained on the pseudo-labels: multi-scale, no CRF (stage 2)",
-}
-# Prediction-set names of a `metrics.json` report (pseudo_labeling.evaluate_predictions) -> measurement key.
-REPORT_SETS = {
-    "crf": "pseudo_label_crf_miou",
-    "bpm": "pseudo_label_bpm_miou",
-    "ms+crf": "deeplab_ms_crf_miou",
-    "ms_crf": "deeplab_ms_crf_miou",
-    "ms": "deeplab_ms_miou",
-}
-RESULT_GROUPS = {
-    "training_eval_miou": "training",
-    "pseudo_label_crf_miou": "pseudo_labels",
-    "pseudo_label_bpm_miou": "pseudo_labels",
-    "deeplab_ms_crf_miou": "deeplab",
-    "deeplab_ms_miou": "deeplab",
-}
+TAGS = ["weakly-supervised-semantic-segmentation", "semantic-segmentation", "image-level-supervision"]
+TAGS += ["pseudo-labels", "vit", "cpf-cte"]
+_MEASUREMENTS = _CARDS["measurements"]  # key -> stage, prediction set, description, metric name, short name
+MEASUREMENTS = {key: spec["description"] for key, spec in _MEASUREMENTS.items()}
+_BY_SET = {(spec["stage"], spec["set"].lower()): key for key, spec in _MEASUREMENTS.items()}
+_GROUPS = {"training": "training", "pseudo_labels": "pseudo_labels", "stage2": "deeplab", "evaluation": "evaluation"}
 
 
 class HubSharingError(ValueError):
@@ -102,21 +59,82 @@ class HubPushError(RuntimeError):
     """The push itself could not happen: offline mode, no token, the Hub unreachable or refusing."""
 
 
-# ----------------------------------------------------------------------------------------------------- results
+# --------------------------------------------------------------------------------------------------- datasets
+
+
+@dataclass(frozen=True)
+class DatasetCard:
+    """What the card says about the dataset of the run: `key` is the card's name ("voc", "coco", "shapes", ...)."""
+
+    key: str
+    name: str
+    description: str
+    loader: str
+    class_names: tuple[str, ...] | None = None
+    hub_datasets: Sequence[str] = ()
+    tags: Sequence[str] = ()
+    paper: Sequence[Sequence[str]] = ()  # (what, split, mIoU %) as the CPF-CTE paper reports them (cards.yaml)
+    train_split: str = "train"
+    example_image: str = "photo.jpg"
+    bias: str | None = None
+
+
+def _known_datasets() -> dict[str, DatasetCard]:
+    from .data.coco import COCO_CLASSES
+
+    classes = {"voc": tuple(VOC_CLASSES), "coco": tuple(COCO_CLASSES)}
+    return {key: DatasetCard(key, class_names=classes[key], **spec) for key, spec in _CARDS["datasets"].items()}
+
+
+def describe_dataset(class_names: Sequence[str], recorded: Sequence[tuple[str | None, str | None]]) -> DatasetCard:
+    """
+    The dataset of a checkpoint, from what its run recorded (`(dataset, data_root)` pairs of `run_config.json` and
+    the results files) and the model's class names. VOC and COCO are named only when the classes are theirs; a
+    model whose classes are the procedural shapes' is "shapes"; a tagged folder or Hub dataset is named by its root.
+
+    Raises:
+        HubSharingError: the records name different datasets.
+    """
+    from .data.shapes import BACKGROUND, SHAPE_NAMES
+
+    names = {name for name, _ in recorded if name}
+    if len(names) > 1:
+        raise HubSharingError(f"The run's records name different datasets {sorted(names)}: one card per dataset.")
+    name = names.pop() if names else None
+    root = next((root for _, root in recorded if root), None)
+    classes = tuple(class_names)
+    known = _known_datasets()
+    for card in known.values():
+        if classes == card.class_names and name in (None, card.key):
+            return card
+    where = f" (`{os.path.basename(os.path.normpath(root))}`)" if root else ""
+    if classes == (BACKGROUND, *SHAPE_NAMES[: len(classes) - 1]) and name in (None, "shapes", "voc"):
+        return DatasetCard(
+            "shapes", "procedural shapes", f"the procedural shapes set of `cpfcte_hf` (synthetic images of "
+            f"{len(classes) - 1} shape classes with textures, made by `cpfcte_hf.data.shapes`){where}.", "shapes",
+            classes, tags=("synthetic",), example_image="shapes.png",
+        )  # fmt: skip
+    loader = name or "tagged"
+    if name in known:
+        title = f"a folder in the {known[name].name} layout{where}"
+        text = f"{title}, with its own classes (not the {known[name].name} classes)."
+    elif name == "tagged":
+        title, text = f"tagged images{where}", f"a folder of images with image-level tags{where}."
+    elif name == "hub" and root:
+        title, text = f"the Hub dataset `{root}`", f"the Hub dataset `{root}`."
+        return DatasetCard("hub", title, text, "hub", classes, hub_datasets=(root,))
+    else:
+        title = f"`{name}`{where}" if name else "a dataset not recorded with this checkpoint"
+        text = f"{title}." if name else "not recorded (no `run_config.json` or results file names it)."
+    return DatasetCard(name or "custom", title, text, loader, classes)
+
+
+# ---------------------------------------------------------------------------------------------------- results
 
 
 @dataclass
 class Measurement:
-    """One mIoU read from a results file.
-
-    Attributes:
-        key: a key of `MEASUREMENTS`.
-        mean_iou: in [0, 1], as the file holds it.
-        dataset, split, num_images: what it was measured on, when the file (or the run's config) says.
-        source: the file it was read from.
-        per_class: `{class name: IoU in [0, 1] or None}` when the file has it.
-        companions: other files of the same producer worth keeping next to it (per-class CSV/plot, run config).
-    """
+    """One mIoU of a results file: `key` of `MEASUREMENTS`, value in [0, 1], and where it was measured."""
 
     key: str
     mean_iou: float
@@ -126,6 +144,7 @@ class Measurement:
     num_images: int | None = None
     per_class: dict[str, float | None] | None = None
     companions: list[Path] = field(default_factory=list)
+    model: str | None = None
     repo_path: str | None = None  # where the source file lies in the Hub folder, once copied
 
     @property
@@ -134,461 +153,176 @@ class Measurement:
         return round(100.0 * self.mean_iou, 2)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        with open(path) as handle:
-            data = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise HubSharingError(f"{path} is not valid JSON: {error}") from error
-    if not isinstance(data, dict):
-        raise HubSharingError(f"{path} does not hold a JSON object.")
-    return data
-
-
-def _finite(value) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def find_results_files(source: str | os.PathLike) -> list[tuple[str, Path]]:
+def collect_measurements(
+    sources: Sequence[str | os.PathLike], class_names: Sequence[str]
+) -> tuple[dict[str, Measurement], list[str], list[Results]]:
     """
-    The results files of one `--results` argument, as `[(kind, path)]` with kind `"training"` (an
-    `eval_results.json` / `all_results.json` of `Trainer`) or `"report"` (a `metrics.json` of `evaluate_predictions`).
+    Reads every results source (`results.find_results`) into `{key: Measurement}`, notes on what was skipped, and
+    the results files read.
 
     Raises:
-        HubSharingError: the path does not exist, is a file of another kind, or a directory holding none of them.
+        HubSharingError: an unknown or unreadable file, results of other classes, two files giving one value.
     """
-    path = Path(source)
-    if path.is_file():
-        if path.name in ("eval_results.json", "all_results.json"):
-            return [("training", path)]
-        if path.name == "metrics.json":
-            return [("report", path)]
-        if path.name == "summary.json" and (path.parent / "report" / "metrics.json").is_file():
-            return [("report", path.parent / "report" / "metrics.json")]
-        raise HubSharingError(
-            f"--results {path}: unknown results file. Expected eval_results.json or all_results.json "
-            "(scripts/train.py), or a report's metrics.json (scripts/pseudo_label.py, evaluate.py, train_deeplab.py)."
-        )
-    if not path.is_dir():
-        raise HubSharingError(f"--results {path}: no such file or directory.")
-    found = []
-    if (path / "eval_results.json").is_file():
-        found.append(("training", path / "eval_results.json"))
-    if (path / "metrics.json").is_file():
-        found.append(("report", path / "metrics.json"))
-    elif (path / "report" / "metrics.json").is_file():
-        found.append(("report", path / "report" / "metrics.json"))
-    else:
-        deeplab = sorted(path.glob("predictions/*/report/metrics.json"))
-        if len(deeplab) > 1:
-            raise HubSharingError(
-                f"--results {path}: several DeepLab evaluation reports ({', '.join(str(p) for p in deeplab)}); "
-                "pass the report directory of the split the card should show."
-            )
-        found += [("report", p) for p in deeplab]
-    if not found:
-        raise HubSharingError(
-            f"--results {path}: no results in this directory. Expected eval_results.json (a scripts/train.py "
-            "output directory), report/metrics.json (scripts/pseudo_label.py output), metrics.json (a report "
-            "directory) or predictions/<split>/report/metrics.json (scripts/train_deeplab.py output)."
-        )
-    return found
-
-
-def _check_class_names(path: Path, names: Sequence[str], class_names: Sequence[str] | None) -> None:
-    if class_names is not None and list(names) != list(class_names):
-        raise HubSharingError(
-            f"Results file {path} was measured on {len(names)} classes {list(names)[:6]}..., but the model has "
-            f"{len(class_names)} classes {list(class_names)[:6]}...: these results are not this model's."
-        )
-
-
-def read_training_results(path: Path, class_names: Sequence[str] | None = None) -> list[Measurement]:
-    """The trainer's final evaluation (`eval_mean_iou`) of `run_training`, with split and dataset from its
-    `run_config.json` when that lies next to it."""
-    data = _read_json(path)
-    if "eval_mean_iou" not in data:
-        raise HubSharingError(
-            f"Results file {path} has no `eval_mean_iou`: the run evaluated without ground-truth masks (or this "
-            "is not a scripts/train.py output). Pass a pseudo-label report instead."
-        )
-    value = _finite(data["eval_mean_iou"])
-    if value is None:
-        return []
-    per_class = {k[len("eval_iou_") :]: _finite(v) for k, v in data.items() if k.startswith("eval_iou_")}
-    if class_names is not None and per_class and set(per_class) != set(class_names):
-        _check_class_names(path, sorted(per_class), sorted(class_names))
-    measurement = Measurement(
-        "training_eval_miou",
-        value,
-        path,
-        num_images=data.get("eval_num_images"),
-        per_class={name: per_class.get(name) for name in class_names} if class_names and per_class else per_class,
-    )
-    run_config = path.parent / "run_config.json"
-    if run_config.is_file():
-        data_args = _read_json(run_config).get("DataArguments", {})
-        measurement.dataset = data_args.get("dataset")
-        measurement.split = data_args.get("eval_split")
-        measurement.companions.append(run_config)
-    for name in ("train_results.json",):
-        if (path.parent / name).is_file():
-            measurement.companions.append(path.parent / name)
-    return [measurement]
-
-
-def read_report(path: Path, class_names: Sequence[str] | None = None) -> tuple[list[Measurement], list[str]]:
-    """The mIoUs of a `metrics.json` report (`pseudo_labeling.evaluate_predictions`), one per known prediction set.
-    Returns (measurements, notes on what was skipped)."""
-    data = _read_json(path)
-    if not isinstance(data.get("predictions"), dict) or "class_names" not in data:
-        raise HubSharingError(
-            f"Results file {path} is not an evaluation report (no `predictions` / `class_names`): expected the "
-            "metrics.json written by scripts/pseudo_label.py, scripts/evaluate.py or scripts/train_deeplab.py."
-        )
-    _check_class_names(path, data["class_names"], class_names)
-    companions = [path.parent / n for n in ("per_class_iou.csv", "per_class_iou.png") if (path.parent / n).is_file()]
-    summary = path.parent.parent / "summary.json"  # scripts/pseudo_label.py's settings and counts
-    if path.parent.name == "report" and summary.is_file():
-        companions.append(summary)
-    measurements, notes = [], []
-    for name, entry in data["predictions"].items():
-        key = REPORT_SETS.get(str(name).lower())
-        if key is None:
-            notes.append(f"{path}: prediction set {name!r} is none of {sorted(REPORT_SETS)}; not on the card.")
-            continue
-        value = _finite(entry.get("mean_iou"))
-        if value is None:
-            notes.append(f"{path}: {name} has no mIoU (nothing was scored); left as {NOT_MEASURED}.")
-            continue
-        per_class = {row["class_name"]: _finite(row.get("iou")) for row in entry.get("per_class", [])}
-        measurements.append(
-            Measurement(
-                key,
-                value,
-                path,
-                dataset=data.get("dataset"),
-                split=data.get("split"),
-                num_images=entry.get("num_scored", data.get("num_images")),
-                per_class=per_class or None,
-                companions=list(companions),
-            )
-        )
-    if not measurements:
-        raise HubSharingError(
-            f"Results file {path} has no mIoU the card knows: prediction sets {sorted(data['predictions'])}, "
-            f"known sets {sorted(REPORT_SETS)}."
-        )
-    return measurements, notes
-
-
-def read_results(
-    sources: Iterable[str | os.PathLike], class_names: Sequence[str] | None = None
-) -> tuple[dict[str, Measurement], list[str]]:
-    """
-    Reads every results source into `{measurement key: Measurement}` (and notes on what was skipped).
-
-    Raises:
-        HubSharingError: an unknown or unreadable file, results measured on other classes, or two files giving the
-            same measurement.
-    """
-    measurements: dict[str, Measurement] = {}
-    notes: list[str] = []
-    seen = set()
+    measurements, notes, read, seen = {}, [], [], set()
     for source in sources:
-        for kind, path in find_results_files(source):
-            resolved = path.resolve()
-            if resolved in seen:
+        try:
+            paths = find_results(source)
+        except ResultsError as error:
+            raise HubSharingError(str(error)) from error
+        for path in paths:
+            if path.resolve() in seen:
                 continue
-            seen.add(resolved)
-            if kind == "training":
-                found = read_training_results(path, class_names)
-            else:
-                found, skipped = read_report(path, class_names)
-                notes += skipped
-            for measurement in found:
-                if measurement.key in measurements:
+            seen.add(path.resolve())
+            try:
+                results = read_results(path, class_names)
+            except ResultsError as error:
+                raise HubSharingError(str(error)) from error
+            read.append(results)
+            for name in results.predictions:
+                set_name = str(name).lower().replace("ms_crf", "ms+crf")  # `evaluate` names sets after folders
+                stage = PREDICTION_SET_STAGES.get(set_name) if results.stage == "evaluation" else results.stage
+                key = _BY_SET.get((stage, set_name))
+                value = results.mean_iou(name)
+                if key is None or value is None:
+                    why = "has no mIoU (nothing was scored)" if key else "is no value the card shows"
+                    notes.append(f"{path}: {results.stage} prediction set {name!r} {why}; not on the card.")
+                    continue
+                slot = key  # a second split of the same value (train and val pseudo-labels) gets a slot of its own
+                if key in measurements and results.split not in (None, measurements[key].split):
+                    slot = f"{key}@{results.split}"
+                if slot in measurements:
                     raise HubSharingError(
-                        f"Two results files give {measurement.key}: {measurements[measurement.key].source} and "
-                        f"{measurement.source}. Pass only the one the card should show."
+                        f"Two results files give {key} on the same split: {measurements[slot].source} and {path}. "
+                        "Pass only the one the card should show."
                     )
-                measurements[measurement.key] = measurement
-    return measurements, notes
+                measurements[slot] = Measurement(
+                    key, value, path, results.dataset, results.split, results.num_images,
+                    results.per_class_iou(name) or None, results.companions, results.model,
+                )  # fmt: skip
+    if not measurements and read:
+        raise HubSharingError(f"No value the card knows in {', '.join(str(r.path) for r in read)}: {notes}")
+    return measurements, notes, read
 
 
-# ----------------------------------------------------------------------------------------------- card templates
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-class CardTemplate(string.Template):
-    """`string.Template` where only `${name}` is a placeholder: a lone `$` (shell prompts, LaTeX) stays as written."""
-
-    pattern = r"\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<escaped>(?!))|(?P<named>(?!))|(?P<invalid>(?!))"
-
-
-def available_cards(templates_dir: str | os.PathLike | None = None) -> dict[str, Path]:
-    """`{name: template path}` of `model_cards/cpf-cte-<name>/README.md`."""
-    directory = Path(templates_dir) if templates_dir is not None else CARD_TEMPLATES_DIR
-    if not directory.is_dir():
-        return {}
-    return {
-        child.name[len(CARD_DIR_PREFIX) :]: child / "README.md"
-        for child in sorted(directory.iterdir())
-        if child.name.startswith(CARD_DIR_PREFIX) and (child / "README.md").is_file()
-    }
-
-
-def resolve_card(
-    card: str,
-    config: CPFCTEConfig,
-    run_config: Mapping | None = None,
-    templates_dir: str | os.PathLike | None = None,
-) -> tuple[str, Path]:
-    """
-    `card` ("auto", a card name, or a path to a template) -> (name, template path).
-
-    "auto" picks the card of the dataset in the run's `run_config.json`, else of the model's classes (the 21 VOC
-    classes -> voc, 81 classes -> coco). A named card must fit the model's number of classes.
-    """
-    cards = available_cards(templates_dir)
-    listing = ", ".join(cards) or f"none found in {templates_dir or CARD_TEMPLATES_DIR}"
-    if card != "auto" and card not in cards:
-        path = Path(card)
-        if path.is_file():
-            return path.parent.name or path.stem, path
-        raise HubSharingError(f"Unknown model card {card!r}. Available cards: {listing} (or a template's path).")
-    num_labels = config.num_labels
-    if card == "auto":
-        dataset = ((run_config or {}).get("DataArguments") or {}).get("dataset")
-        class_names = tuple(config.id2label[i] for i in range(num_labels))
-        if dataset in cards:
-            card = dataset
-        elif class_names == tuple(VOC_CLASSES) and "voc" in cards:
-            card = "voc"
-        elif num_labels == CARD_NUM_LABELS["coco"] and "coco" in cards:
-            card = "coco"
-        else:
-            raise HubSharingError(
-                f"--card auto: no card fits this checkpoint (dataset {dataset!r}, {num_labels} classes). "
-                f"Available cards: {listing}; pass --card NAME or --card PATH/TO/README.md."
-            )
-    expected = CARD_NUM_LABELS.get(card)
-    if expected is not None and expected != num_labels:
-        raise HubSharingError(
-            f"Model card {card!r} is for {expected}-class models; this checkpoint has {num_labels} classes "
-            f"({', '.join(list(config.id2label.values())[:5])}, ...). Pass the card of its dataset (available: "
-            f"{listing}) or a template of your own (--card PATH)."
-        )
-    return card, cards[card]
+def _check_same_model(measurement: Measurement, model_path: Path) -> None:
+    """A stage-1 result recording a local model directory must be of these weights (stage 2's is another model)."""
+    recorded = measurement.model
+    if measurement.key.startswith("deeplab") or not recorded or not Path(recorded).is_dir():
+        return  # stage 2, a Hub id, or a directory that has moved since: nothing to compare with
+    recorded = Path(recorded)
+    if recorded.resolve() == model_path.resolve():
+        return
+    mine, theirs = model_path / "model.safetensors", recorded / "model.safetensors"
+    if mine.is_file() and theirs.is_file() and _sha256(mine) == _sha256(theirs):
+        return
+    raise HubSharingError(
+        f"Results file {measurement.source} was made with the model in {recorded}, whose weights are not those of "
+        f"--model {model_path}."
+    )
 
 
-def split_front_matter(text: str, path: Path) -> tuple[dict, str]:
-    """(YAML metadata, Markdown body) of a card that starts with `---` front matter."""
-    match = re.match(r"\A---[ \t]*\n(.*?)\n---[ \t]*\n", text, flags=re.S)
-    if match is None:
-        raise HubSharingError(f"Model card template {path} does not start with a `---` YAML front matter block.")
-    try:
-        metadata = yaml.safe_load(match.group(1)) or {}
-    except yaml.YAMLError as error:
-        raise HubSharingError(f"Model card template {path}: its front matter is not valid YAML: {error}") from error
-    if not isinstance(metadata, dict):
-        raise HubSharingError(f"Model card template {path}: its front matter is not a YAML mapping.")
-    return metadata, text[match.end() :]
-
-
-def _placeholder(value) -> str | None:
-    match = re.fullmatch(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", value.strip()) if isinstance(value, str) else None
-    return match.group(1) if match else None
-
-
-def _fill_strings(node, values: Mapping[str, object], path: Path):
-    """Substitutes placeholders in every string of a YAML tree; a key whose value is one placeholder of a missing
-    value (None) is dropped."""
-    if isinstance(node, dict):
-        filled = {}
-        for key, value in node.items():
-            name = _placeholder(value)
-            if name is not None and values.get(name, "") is None:
-                continue
-            filled[key] = _fill_strings(value, values, path)
-        return filled
-    if isinstance(node, list):
-        return [_fill_strings(item, values, path) for item in node]
-    if isinstance(node, str):
-        return _substitute(node, {k: "" if v is None else v for k, v in values.items()}, path)
-    return node
-
-
-def _substitute(text: str, values: Mapping[str, object], path: Path) -> str:
-    template = CardTemplate(text)
-    unknown = sorted(set(template.get_identifiers()) - set(values))
-    if unknown:
-        raise HubSharingError(
-            f"Model card template {path} uses unknown placeholder(s) {', '.join('${' + u + '}' for u in unknown)}; "
-            f"known: {', '.join(sorted(values))}."
-        )
-    return template.substitute({k: str(v) for k, v in values.items()})
-
-
-def render_model_index(model_index, measurements: Mapping[str, Measurement], path: Path):
-    """The template's `model-index` with every metric filled from `measurements`; metrics without a measurement,
-    results left without metrics and models left without results are dropped (None when nothing is left)."""
-    if model_index is None:
-        return None
-    if not isinstance(model_index, list):
-        raise HubSharingError(f"Model card template {path}: `model-index` must be a list.")
-    models = []
-    for model_entry in model_index:
-        results = []
-        for result in model_entry.get("results") or []:
-            metrics = []
-            for metric in result.get("metrics") or []:
-                name = _placeholder(metric.get("value"))
-                if name is None:
-                    raise HubSharingError(
-                        f"Model card template {path}: model-index metric {metric.get('name')!r} has the literal value "
-                        f"{metric.get('value')!r}. Metric values must be placeholders filled from results files: "
-                        f"{', '.join('${' + k + '}' for k in MEASUREMENTS)}."
-                    )
-                if name not in MEASUREMENTS:
-                    raise HubSharingError(
-                        f"Model card template {path}: model-index value ${{{name}}} is not a measurement; known: "
-                        f"{', '.join(MEASUREMENTS)}."
-                    )
-                if name in measurements:
-                    metrics.append({**metric, "value": measurements[name].percent})
-            if metrics:
-                results.append({**result, "metrics": metrics})
-        if results:
-            models.append({**model_entry, "results": results})
-    return models or None
-
-
-# ------------------------------------------------------------------------------------------ card content pieces
-
-
-def _fmt_percent(value: float | None) -> str:
-    return "–" if value is None else f"{100.0 * value:.2f}"
+# -------------------------------------------------------------------------------------------------- the card
 
 
 def _cell(value) -> str:
     return "–" if value in (None, "") else str(value).replace("|", "\\|")
 
 
+def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows])
+
+
 def results_table(measurements: Mapping[str, Measurement]) -> str:
-    """Markdown table of every measurement the card knows, "not measured" where no results file gave it."""
-    lines = [
-        "| Measurement | Dataset | Split | Images | mIoU (%) | Read from |",
-        "|---|---|---|---|---|---|",
-    ]
+    """Every value the card knows, "not measured" where no results file gave it."""
+    rows = []
     for key, description in MEASUREMENTS.items():
-        m = measurements.get(key)
-        if m is None:
-            lines.append(f"| {description} | – | – | – | {NOT_MEASURED} | – |")
-            continue
-        source = f"[`{m.repo_path}`]({m.repo_path})" if m.repo_path else f"`{m.source.name}`"
-        lines.append(
-            f"| {description} | {_cell(m.dataset)} | {_cell(m.split)} | {_cell(m.num_images)} | "
-            f"{m.percent:.2f} | {source} |"
-        )
-    return "\n".join(lines)
+        found = [m for m in measurements.values() if m.key == key]
+        if not found:
+            rows.append((description, None, None, None, NOT_MEASURED, None))
+        for m in found:
+            source = f"[`{m.repo_path}`]({m.repo_path})" if m.repo_path else f"`{m.source.name}`"
+            rows.append((description, m.dataset, m.split, m.num_images, f"{m.percent:.2f}", source))
+    return _table(("Measurement", "Dataset", "Split", "Images", "mIoU (%)", "Read from"), rows)
 
 
 def per_class_table(measurements: Mapping[str, Measurement], class_names: Sequence[str]) -> str:
-    """Markdown table of the per-class IoU (%) of every measurement that has it."""
-    columns = [(key, measurements[key]) for key in MEASUREMENTS if key in measurements and measurements[key].per_class]
+    """Per-class IoU (%) of every measurement that has it."""
+    columns = [m for k in MEASUREMENTS for m in measurements.values() if m.key == k and m.per_class]
     if not columns:
         return f"Per-class IoU: {NOT_MEASURED}."
-    short = {
-        "pseudo_label_crf_miou": "pseudo-labels + CRF",
-        "pseudo_label_bpm_miou": "pseudo-labels (BPM)",
-        "training_eval_miou": "trainer validation",
-        "deeplab_ms_crf_miou": "DeepLab-v2 MS + CRF",
-        "deeplab_ms_miou": "DeepLab-v2 MS",
-    }
-    header = "| Class | " + " | ".join(f"{short[k]} ({_cell(m.split)})" for k, m in columns) + " |"
-    lines = [header, "|---|" + "---|" * len(columns)]
-    for name in class_names:
-        lines.append(f"| {name} | " + " | ".join(_fmt_percent(m.per_class.get(name)) for _, m in columns) + " |")
-    lines.append("| **mIoU** | " + " | ".join(f"**{m.percent:.2f}**" for _, m in columns) + " |")
-    return "\n".join(lines)
+    header = ["Class", *[f"{_MEASUREMENTS[m.key]['short']} ({_cell(m.split)})" for m in columns]]
+    rows = [(name, *[_percent(m.per_class.get(name)) for m in columns]) for name in class_names]
+    return _table(header, [*rows, ("**mIoU**", *[f"**{m.percent:.2f}**" for m in columns])])
+
+
+def _percent(value: float | None) -> str | None:
+    return None if value is None else f"{100.0 * value:.2f}"
 
 
 def checkpoint_table(config: CPFCTEConfig, processor, num_parameters: int | None = None) -> str:
-    """Markdown table of what this checkpoint is (from its config and image processor)."""
-    vit = config.backbone_config
-    size = getattr(processor, "size", None) or {}
+    """What this checkpoint is, from its config and image processor."""
+    vit, size = config.backbone_config, getattr(processor, "size", None) or {}
     rows = [
         ("Classes", f"{config.num_labels} (class 0 = background)"),
-        (
-            "Encoder",
-            f"ViT: {vit.num_hidden_layers} layers, width {vit.hidden_size}, {vit.num_attention_heads} heads, "
-            f"MLP {vit.intermediate_size}, patch {config.patch_size}",
-        ),
+        ("Encoder", f"ViT: {vit.num_hidden_layers} layers, width {vit.hidden_size}, {vit.num_attention_heads} heads, "
+                    f"MLP {vit.intermediate_size}, patch {config.patch_size}"),
         ("Input size (image processor)", f"{size.get('height', '?')}×{size.get('width', '?')}, scaled to [-1, 1]"),
         ("Class-token fusion", "on" if config.use_class_tokens else "off (ablation)"),
-        (
-            "CF-BiLSTM context fusion",
-            f"on ({config.lstm_hidden_size} hidden units per direction)" if config.use_context_fusion else "off",
-        ),
+        ("CF-BiLSTM context fusion",
+         f"on ({config.lstm_hidden_size} hidden units per direction)" if config.use_context_fusion else "off"),
         ("Pooling", f"Top-K, K = {config.pooling_top_k}" if config.pooling == "topk" else config.pooling),
-    ]
+    ]  # fmt: skip
     if num_parameters is not None:
         rows.append(("Parameters", f"{num_parameters:,}"))
-    return "\n".join(["| | |", "|---|---|", *[f"| {a} | {_cell(b)} |" for a, b in rows]])
+    return _table(("", ""), rows)
 
 
 def run_table(run_config: Mapping | None, trainer_state: Mapping | None = None) -> str:
-    """Markdown table of the recorded training run (`run_config.json` of scripts/train.py), or a sentence saying
-    that it was not recorded."""
+    """The recorded training run (`run_config.json`), or a sentence saying that it was not recorded."""
     if not run_config:
         return (
             "This checkpoint's training run was not recorded (no `run_config.json` next to the model): its settings "
             "are unknown to this card."
         )
-    model = run_config.get("ModelArguments") or {}
-    data = run_config.get("DataArguments") or {}
+    model, data = run_config.get("ModelArguments") or {}, run_config.get("DataArguments") or {}
     train = next((v for k, v in run_config.items() if k.endswith("TrainingArguments")), None) or {}
-    initialisation = model.get("model_name_or_path") or model.get("backbone") or "from scratch (random ViT)"
     stage1 = "none"
     if float(train.get("stage1_epochs") or 0) > 0 or train.get("stage1_steps"):
         length = f"{train['stage1_steps']} steps" if train.get("stage1_steps") else f"{train['stage1_epochs']} epochs"
-        frozen = ", encoder frozen" if train.get("stage1_freeze_encoder") else ""
-        stage1 = f"{length} at lr {train.get('stage1_learning_rate')}{frozen}"
+        stage1 = f"{length} at lr {train.get('stage1_learning_rate')}"
+        stage1 += ", encoder frozen" if train.get("stage1_freeze_encoder") else ""
     blocks = train.get("trainable_encoder_blocks")
+    trainable = "whole encoder trainable" if blocks == -1 else f"last {blocks} encoder blocks + final norm trainable"
+    accumulation = train.get("gradient_accumulation_steps", 1)
     rows = [
         ("Dataset", data.get("dataset")),
+        ("Data root", data.get("data_root")),
         ("Training split", data.get("train_split")),
         ("Evaluation split", data.get("eval_split")),
-        ("Encoder initialisation", initialisation),
+        ("Encoder initialisation", model.get("model_name_or_path") or model.get("backbone") or "from scratch (random ViT)"),
         ("Training resolution", model.get("image_size")),
         ("Epochs", train.get("num_train_epochs")),
-        (
-            "Batch",
-            f"{train.get('per_device_train_batch_size')} per device × {train.get('gradient_accumulation_steps', 1)} "
-            "accumulation",
-        ),
+        ("Batch", f"{train.get('per_device_train_batch_size')} per device × {accumulation} accumulation"),
         ("Stage 1", stage1),
-        (
-            "Stage 2",
-            f"lr {train.get('learning_rate')}, "
-            + ("whole encoder trainable" if blocks == -1 else f"last {blocks} encoder blocks + final norm trainable"),
-        ),
+        ("Stage 2", f"lr {train.get('learning_rate')}, {trainable}"),
         ("Optimizer", f"{train.get('optim')}, weight decay {train.get('weight_decay')}"),
         ("Augmentation", "ViT-PCM (colour jitter, grayscale, flips, transpose)" if data.get("augment") else "off"),
         ("Pooling K", model.get("top_k")),
         ("Mixed precision", "bf16" if train.get("bf16") else "fp16" if train.get("fp16") else "off"),
         ("Seed", train.get("seed")),
-    ]
+    ]  # fmt: skip
     if trainer_state:
         rows.append(("Optimizer steps done", trainer_state.get("global_step")))
-    lines = ["| Setting | This run |", "|---|---|", *[f"| {a} | {_cell(b)} |" for a, b in rows]]
-    return "\n".join(lines)
+    return _table(("Setting", "This run"), rows)
 
 
 def _hub_model_id(value) -> str | None:
@@ -598,86 +332,90 @@ def _hub_model_id(value) -> str | None:
     return value if re.fullmatch(r"[\w.-]+/[\w.-]+", value) else None
 
 
+def eval_results(measurements: Mapping[str, Measurement], dataset: DatasetCard):
+    """The `model-index` entries (`huggingface_hub.EvalResult`) of the measured values, in % (2 decimals)."""
+    from huggingface_hub import EvalResult
+
+    found = []
+    for m in measurements.values():
+        metric_name = _MEASUREMENTS[m.key]["metric"]
+        found.append(
+            EvalResult(
+                task_type="image-segmentation", task_name=TASK_NAME, dataset_type=dataset.key,
+                dataset_name=dataset.name, dataset_split=m.split, metric_type="mean_iou", metric_name=metric_name,
+                metric_value=m.percent,
+            )
+        )  # fmt: skip
+    return found
+
+
 def render_model_card(
     template_path: str | os.PathLike,
     *,
     repo_id: str,
     config: CPFCTEConfig,
     processor,
+    dataset: DatasetCard,
     measurements: Mapping[str, Measurement],
     run_config: Mapping | None = None,
     trainer_state: Mapping | None = None,
     num_parameters: int | None = None,
     plots: Mapping[str, str] | None = None,
-) -> str:
+):
     """
-    The filled model card (README.md text) of a template: front matter with the `model-index` of the measured
-    values only, body placeholders filled (see the module docstring); "not measured" wherever nothing was measured.
+    The model card (`huggingface_hub.ModelCard`) of a checkpoint: `ModelCardData` with the `model-index` of the
+    measured values only, and the Jinja template rendered by `ModelCard.from_template`.
+
+    Raises:
+        HubSharingError: the template does not render, or its front matter adds metrics of its own.
     """
-    path = Path(template_path)
-    metadata, body = split_front_matter(path.read_text(encoding="utf-8"), path)
+    from huggingface_hub import ModelCard, ModelCardData
+
     class_names = [config.id2label[i] for i in range(config.num_labels)]
-    values: dict[str, object] = {
-        "repo_id": repo_id,
-        "model_name": repo_id.split("/")[-1],
-        "num_labels": config.num_labels,
-        "class_names": ", ".join(f"`{name}`" for name in class_names),
-        "results_table": results_table(measurements),
-        "per_class_table": per_class_table(measurements, class_names),
-        "per_class_plots": "\n\n".join(f"![{title}]({file})" for title, file in (plots or {}).items()),
-        "checkpoint_table": checkpoint_table(config, processor, num_parameters),
-        "run_table": run_table(run_config, trainer_state),
-    }
-    yaml_values = dict(values)
-    for key in MEASUREMENTS:
-        base = key[: -len("_miou")]
-        m = measurements.get(key)
-        values[key] = f"{m.percent:.2f} %" if m else NOT_MEASURED
-        for suffix, attribute in (("split", "split"), ("dataset", "dataset"), ("num_images", "num_images")):
-            found = getattr(m, attribute) if m else None
-            values[f"{base}_{suffix}"] = "–" if found is None else found
-            yaml_values[f"{base}_{suffix}"] = found
-        yaml_values[key] = None
-
-    metadata = copy.deepcopy(metadata)
-    model_index = render_model_index(metadata.pop("model-index", None), measurements, path)
-    if run_config is None:  # how the encoder was initialised is not recorded: claim no base model
-        metadata.pop("base_model", None)
-    elif "base_model" in metadata:
-        model_args = run_config.get("ModelArguments") or {}
-        base_model = _hub_model_id(model_args.get("model_name_or_path") or model_args.get("backbone"))
-        if base_model is None:  # from scratch or a local checkpoint: nothing on the Hub to point at
-            metadata.pop("base_model")
-        else:
-            metadata["base_model"] = base_model
-    metadata = _fill_strings(metadata, yaml_values, path)
-    if model_index is not None:
-        metadata["model-index"] = _fill_strings(model_index, yaml_values, path)
-    front = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, width=1000)
-    text = f"---\n{front}---\n{_substitute(body, values, path)}"
-    _validate_card(text, path, sum(len(r["metrics"]) for m in model_index or [] for r in m["results"]))
-    return text
-
-
-def _validate_card(text: str, template_path: Path, expected_metrics: int) -> None:
-    """The Hub's own parser must read the card and find exactly the measured metrics."""
-    from huggingface_hub import ModelCard
-
+    model_args = (run_config or {}).get("ModelArguments") or {}
+    results = eval_results(measurements, dataset)
+    data = ModelCardData(
+        license="apache-2.0",
+        library_name="transformers",
+        pipeline_tag="image-segmentation",
+        base_model=_hub_model_id(model_args.get("model_name_or_path") or model_args.get("backbone")),
+        datasets=list(dataset.hub_datasets) or None,
+        tags=TAGS + list(dataset.tags),
+        metrics=["mean_iou"],
+        model_name=repo_id.split("/")[-1],
+        eval_results=results or None,
+    )
+    foreground = [name for name in class_names[1:3]] or class_names[:1]
     try:
-        card = ModelCard(text)
-    except Exception as error:  # noqa: BLE001 - any parse failure is a template bug; name the template
-        raise HubSharingError(
-            f"The card rendered from {template_path} is not a valid Hub model card: {error}"
-        ) from error
-    found = len(card.data.eval_results or [])
-    if found != expected_metrics:
-        raise HubSharingError(
-            f"The card rendered from {template_path}: the Hub reads {found} results from its model-index, "
-            f"{expected_metrics} were filled in; check the template's model-index entries."
+        card = ModelCard.from_template(
+            data,
+            template_path=str(template_path),
+            repo_id=repo_id,
+            dataset=dataset,
+            num_labels=config.num_labels,
+            class_names=", ".join(f"`{name}`" for name in class_names),
+            example_tags=json.dumps(foreground),
+            not_measured=NOT_MEASURED,
+            results_table=results_table(measurements),
+            per_class_table=per_class_table(measurements, class_names),
+            per_class_plots=list((plots or {}).items()),
+            checkpoint_table=checkpoint_table(config, processor, num_parameters),
+            run_table=run_table(run_config, trainer_state),
         )
+        parsed = ModelCard(str(card)).data.eval_results or []
+    except Exception as error:  # noqa: BLE001 - a Jinja or YAML error is a template bug: name the template
+        raise HubSharingError(f"The card rendered from {template_path} is not a valid model card: {error}") from error
+    ours = {(r.metric_name, r.metric_value, r.dataset_split) for r in results}
+    for result in parsed:
+        if (result.metric_name, result.metric_value, result.dataset_split) not in ours:
+            raise HubSharingError(
+                f"Model card template {template_path}: model-index metric {result.metric_name!r} has the literal "
+                f"value {result.metric_value!r}. Values on the card come from results files only."
+            )
+    return card
 
 
-# ------------------------------------------------------------------------------------------------- Hub folder
+# ------------------------------------------------------------------------------------------------ Hub folder
 
 
 @dataclass
@@ -693,25 +431,36 @@ class HubFolder:
     files: list[str]
 
 
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise HubSharingError(f"{path} is not valid JSON: {error}") from error
+
+
 def check_model_dir(model_dir: str | os.PathLike) -> Path:
-    """The checkpoint directory, after checking it holds a config, weights and an image processor config."""
+    """The checkpoint directory, after checking it holds a CPF-CTE config, weights and an image processor config."""
+    from .pseudo_labeling import check_checkpoint_dir
+
     path = Path(model_dir)
     if not path.is_dir():
         raise HubSharingError(f"--model {path}: no such directory.")
-    if not (path / "config.json").is_file():
-        raise HubSharingError(f"--model {path}: no config.json in it; not a saved checkpoint.")
-    if not any((path / name).is_file() for name in WEIGHT_FILES):
-        raise HubSharingError(f"--model {path}: no weights in it (expected one of {', '.join(WEIGHT_FILES)}).")
+    try:
+        check_checkpoint_dir(path)
+    except FileNotFoundError as error:
+        raise HubSharingError(f"--model {path}: {error}") from error
     if not (path / "preprocessor_config.json").is_file():
         raise HubSharingError(
             f"--model {path}: no preprocessor_config.json (the image processor); save it next to the model with "
-            "`CPFCTEImageProcessor(...).save_pretrained(dir)` (scripts/train.py does)."
+            "`CPFCTEImageProcessor(...).save_pretrained(dir)` (training does)."
         )
     model_type = _read_json(path / "config.json").get("model_type")
     if model_type != CPFCTEConfig.model_type:
         raise HubSharingError(
             f"--model {path}: config.json has model_type {model_type!r}, not {CPFCTEConfig.model_type!r}; "
-            "this script shares CPF-CTE checkpoints."
+            "this command shares CPF-CTE checkpoints."
         )
     return path
 
@@ -730,43 +479,78 @@ def check_repo_id(repo_id: str) -> str:
     return repo_id
 
 
-def _load_checkpoint(model_dir: Path):
-    from .image_processing_cpfcte import CPFCTEImageProcessor
-    from .modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
+def available_cards() -> dict[str, str]:
+    """`{card name: dataset}` of the datasets with a card of their own (`--card NAME`); any other run gets the card
+    of what it recorded (`--card auto`)."""
+    return {key: card.name for key, card in _known_datasets().items()}
 
-    model, info = CPFCTEForWeaklySupervisedSegmentation.from_pretrained(model_dir, output_loading_info=True)
-    problems = {k: v for k, v in info.items() if k != "error_msgs" and v} | (
-        {"errors": info["error_msgs"]} if info.get("error_msgs") else {}
+
+@dataclass
+class HubFolderPlan:
+    """Everything `build_hub_folder` needs, read and checked before any weights are loaded (`plan_hub_folder`)."""
+
+    model_path: Path
+    repo_id: str
+    config: CPFCTEConfig
+    template: Path
+    dataset: DatasetCard
+    measurements: dict[str, Measurement]
+    notes: list[str]
+    run_config: dict | None = None
+    trainer_state: dict | None = None
+
+
+def plan_hub_folder(
+    model_dir: str | os.PathLike, repo_id: str, card: str = "auto", results: Sequence[str | os.PathLike] = ()
+) -> HubFolderPlan:
+    """
+    Checks every input of a Hub folder and reads the results, without loading the model. `card`: "auto" (the
+    dataset the run recorded), a name of `available_cards()` (must fit the model's classes), or a template's path.
+
+    Raises:
+        HubSharingError: a bad model directory, card, results source or repo id (the message names it).
+    """
+    repo_id = check_repo_id(repo_id)
+    model_path = check_model_dir(model_dir)
+    config = CPFCTEConfig.from_pretrained(model_path)
+    class_names = [config.id2label[i] for i in range(config.num_labels)]
+    template, known = CARD_TEMPLATE, _known_datasets()
+    if card not in ("auto", *known):
+        if not Path(card).is_file():
+            raise HubSharingError(
+                f"Unknown model card {card!r}. Available cards: {', '.join(sorted(known))} (or auto, or a template's "
+                "path)."
+            )
+        template, card = Path(card), "auto"
+    if card in known and tuple(class_names) != known[card].class_names:
+        expected = known[card].class_names
+        raise HubSharingError(
+            f"Model card {card!r} is for {len(expected)}-class models; this checkpoint has {len(class_names)} classes "
+            f"({', '.join(class_names[:5])}, ...), not those of {known[card].name}. Use --card auto (the card of "
+            "the dataset the run recorded) or a template of your own (--card PATH)."
+        )
+
+    # The model directory's own final evaluation (the trainer's), when it has one.
+    own = (model_path / "metrics.json").is_file() or "eval_mean_iou" in (
+        _read_json(model_path / "eval_results.json") or {}
     )
-    if problems:
-        raise HubSharingError(f"--model {model_dir}: the weights do not match the config: {problems}")
-    return model, CPFCTEImageProcessor.from_pretrained(model_dir)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _check_same_model(measurement: Measurement, model_path: Path) -> None:
-    """A pseudo-label report whose `summary.json` names a local model directory must be of these weights."""
-    summary = next((p for p in measurement.companions if p.name == "summary.json"), None)
-    recorded = _read_json(summary).get("model") if summary is not None else None
-    if not recorded or not Path(recorded).is_dir():
-        return  # a Hub id, or a directory that has moved since: nothing to compare with
-    recorded = Path(recorded)
-    if recorded.resolve() == model_path.resolve():
-        return
-    mine, theirs = model_path / "model.safetensors", recorded / "model.safetensors"
-    if mine.is_file() and theirs.is_file() and _sha256(mine) == _sha256(theirs):
-        return
-    raise HubSharingError(
-        f"Results file {measurement.source} was made with the model in {recorded} (see {summary}), whose weights "
-        f"are not those of --model {model_path}."
-    )
+    measurements, notes, read = collect_measurements([*results, *([model_path] if own else [])], class_names)
+    run_config = _read_json(model_path / "run_config.json")
+    if run_config is None:
+        training = measurements.get("training_eval_miou")
+        run_config = _read_json(training.source.parent / "run_config.json") if training else None
+    recorded = [(r.dataset, r.data_root) for r in read]
+    data_args = (run_config or {}).get("DataArguments") or {}
+    recorded.append((data_args.get("dataset"), data_args.get("data_root")))
+    if card in known:
+        recorded.append((card, None))
+    dataset = describe_dataset(class_names, recorded)
+    for m in measurements.values():
+        _check_same_model(m, model_path)
+    return HubFolderPlan(
+        model_path, repo_id, config, template, dataset, measurements, notes, run_config,
+        _read_json(model_path / "trainer_state.json"),
+    )  # fmt: skip
 
 
 def _copy_results(measurements: Mapping[str, Measurement], folder: Path) -> dict[str, str]:
@@ -774,13 +558,14 @@ def _copy_results(measurements: Mapping[str, Measurement], folder: Path) -> dict
     Returns `{plot title: repo path}` of the per-class plots."""
     targets: dict[Path, str] = {}  # source file -> its folder in the repo
     plots = {}
-    for key, m in measurements.items():
+    for m in measurements.values():
         source = m.source.resolve()
         if source not in targets:
-            group, n = RESULT_GROUPS[key], 1
+            base = _GROUPS[_MEASUREMENTS[m.key]["stage"]]
+            group, n = base, 1
             while f"results/{group}" in targets.values():
                 n += 1
-                group = f"{RESULT_GROUPS[key]}_{n}"
+                group = f"{base}_{n}"
             targets[source] = f"results/{group}"
             destination = folder / targets[source]
             destination.mkdir(parents=True, exist_ok=True)
@@ -792,92 +577,12 @@ def _copy_results(measurements: Mapping[str, Measurement], folder: Path) -> dict
     return plots
 
 
-def _results_record(repo_id: str, config: CPFCTEConfig, measurements, folder: Path) -> dict:
-    from . import __version__
-
-    return {
-        "generated_by": f"cpfcte_hf {__version__} (cpfcte_hf.hub)",
-        "repo_id": repo_id,
-        "metric": "mean_iou over all classes, background included, one confusion matrix per split, 255 ignored",
-        "class_names": [config.id2label[i] for i in range(config.num_labels)],
-        "measurements": {
-            key: {
-                "description": MEASUREMENTS[key],
-                "mean_iou": m.mean_iou,
-                "mean_iou_percent": m.percent,
-                "dataset": m.dataset,
-                "split": m.split,
-                "num_images": m.num_images,
-                "source_file": m.repo_path,
-                "source_sha256": _sha256(folder / m.repo_path),
-            }
-            for key, m in measurements.items()
-        },
-        "not_measured": [key for key in MEASUREMENTS if key not in measurements],
-    }
-
-
-@dataclass
-class HubFolderPlan:
-    """Everything `build_hub_folder` needs, read and checked before any weights are loaded (see `plan_hub_folder`)."""
-
-    model_path: Path
-    repo_id: str
-    config: CPFCTEConfig
-    card: str
-    template: Path
-    measurements: dict[str, Measurement]
-    notes: list[str]
-    run_config: dict | None = None
-    trainer_state: dict | None = None
-
-
-def plan_hub_folder(
-    model_dir: str | os.PathLike,
-    repo_id: str,
-    card: str = "auto",
-    results: Sequence[str | os.PathLike] = (),
-    templates_dir: str | os.PathLike | None = None,
-) -> HubFolderPlan:
-    """
-    Checks every input of a Hub folder and reads the results, without loading the model.
-
-    Raises:
-        HubSharingError: a bad model directory, card, results source or repo id (the message names it).
-    """
-    repo_id = check_repo_id(repo_id)
-    model_path = check_model_dir(model_dir)
-    config = CPFCTEConfig.from_pretrained(model_path)
-    run_config = _read_json(model_path / "run_config.json") if (model_path / "run_config.json").is_file() else None
-    card_name, template = resolve_card(card, config, run_config, templates_dir)
-
-    sources = list(results)
-    own = model_path / "eval_results.json"
-    if own.is_file() and "eval_mean_iou" in _read_json(own):
-        sources.insert(0, own)
-    class_names = [config.id2label[i] for i in range(config.num_labels)]
-    measurements, notes = read_results(sources, class_names)
-    for m in measurements.values():
-        if card_name in CARD_NUM_LABELS and m.dataset not in (None, card_name):
-            raise HubSharingError(f"Results file {m.source} was measured on {m.dataset!r}; the card is {card_name!r}.")
-        _check_same_model(m, model_path)
-    if run_config is None:
-        training = measurements.get("training_eval_miou")
-        if training is not None and (training.source.parent / "run_config.json").is_file():
-            run_config = _read_json(training.source.parent / "run_config.json")
-    state_path = model_path / "trainer_state.json"
-    trainer_state = _read_json(state_path) if state_path.is_file() else None
-    return HubFolderPlan(
-        model_path, repo_id, config, card_name, template, measurements, notes, run_config, trainer_state
-    )
-
-
 def _check_output_dir(out: Path, overwrite: bool) -> None:
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return
-    if overwrite and (out / RESULTS_FILE).is_file() and "generated_by" in _read_json(out / RESULTS_FILE):
+    if overwrite and "generated_by" in (_read_json(out / RESULTS_FILE) or {}):
         return
-    hint = " (--overwrite only replaces a folder this script wrote)." if overwrite else " or pass --overwrite."
+    hint = " (--overwrite only replaces a folder this command wrote)." if overwrite else " or pass --overwrite."
     raise HubSharingError(f"--dry-run {out}: exists and is not empty. Choose a new folder{hint}")
 
 
@@ -888,28 +593,35 @@ def build_hub_folder(
     card: str = "auto",
     results: Sequence[str | os.PathLike] = (),
     overwrite: bool = False,
-    templates_dir: str | os.PathLike | None = None,
     plan: HubFolderPlan | None = None,
 ) -> HubFolder:
     """
-    Writes the Hub folder of a trained checkpoint (see the module docstring) to `out_dir`.
+    Writes the Hub folder of a trained checkpoint (see the module docstring) to `out_dir`, through a staging
+    folder renamed into place, so it is never left half-written.
 
     Args:
-        model_dir: a saved CPF-CTE checkpoint (e.g. the output directory of scripts/train.py).
-        out_dir: where to write; must not exist, be empty, or (with `overwrite`) be a folder this function wrote.
-            The folder is written next to it and renamed into place, so it is never left half-written.
+        model_dir: a saved CPF-CTE checkpoint (the output directory of training).
+        out_dir: must not exist, be empty, or (with `overwrite`) be a folder this function wrote.
         repo_id: `USER/NAME`, shown in the card's usage examples.
-        card: "auto", a card name of `model_cards/` ("voc", "coco") or a template path.
-        results: results files or directories (the model directory's own `eval_results.json` is always read).
-        plan: the result of `plan_hub_folder` for these arguments, if already made.
+        card: "auto", a name of `available_cards()`, or a template path (see `plan_hub_folder`).
+        results: results files or directories (`results.find_results`); the model directory's own evaluation is
+            always read.
+        plan: `plan_hub_folder`'s result for these arguments, if already made.
 
     Raises:
         HubSharingError: a bad model directory, card, results source, repo id or output folder (message names it).
     """
+    from . import __version__
+    from .image_processing_cpfcte import CPFCTEImageProcessor
+    from .modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
+
     out = Path(out_dir)
     _check_output_dir(out, overwrite)
-    plan = plan or plan_hub_folder(model_dir, repo_id, card, results, templates_dir)
-    model, processor = _load_checkpoint(plan.model_path)
+    plan = plan or plan_hub_folder(model_dir, repo_id, card, results)
+    model, info = CPFCTEForWeaklySupervisedSegmentation.from_pretrained(plan.model_path, output_loading_info=True)
+    if any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")):
+        raise HubSharingError(f"--model {plan.model_path}: the weights do not match the config: {info}")
+    processor = CPFCTEImageProcessor.from_pretrained(plan.model_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -922,19 +634,33 @@ def build_hub_folder(
                 "classes for remote code) before building the Hub folder."
             )
         plots = _copy_results(plan.measurements, staging)
-        text = render_model_card(
-            plan.template,
-            repo_id=plan.repo_id,
-            config=model.config,
-            processor=processor,
-            measurements=plan.measurements,
-            run_config=plan.run_config,
-            trainer_state=plan.trainer_state,
-            num_parameters=model.num_parameters(),
-            plots=plots,
-        )
-        (staging / "README.md").write_text(text, encoding="utf-8")
-        record = _results_record(plan.repo_id, model.config, plan.measurements, staging)
+        model_card = render_model_card(
+            plan.template, repo_id=plan.repo_id, config=model.config, processor=processor, dataset=plan.dataset,
+            measurements=plan.measurements, run_config=plan.run_config, trainer_state=plan.trainer_state,
+            num_parameters=model.num_parameters(), plots=plots,
+        )  # fmt: skip
+        model_card.save(staging / "README.md")
+        record = {
+            "generated_by": f"cpfcte_hf {__version__} (cpfcte_hf.hub)",
+            "repo_id": plan.repo_id,
+            "dataset": plan.dataset.name,
+            "metric": "mean_iou over all classes, background included, one confusion matrix per split, 255 ignored",
+            "class_names": [model.config.id2label[i] for i in range(model.config.num_labels)],
+            "measurements": {
+                key: {
+                    "description": MEASUREMENTS[m.key],
+                    "mean_iou": m.mean_iou,
+                    "mean_iou_percent": m.percent,
+                    "dataset": m.dataset,
+                    "split": m.split,
+                    "num_images": m.num_images,
+                    "source_file": m.repo_path,
+                    "source_sha256": _sha256(staging / m.repo_path),
+                }
+                for key, m in plan.measurements.items()
+            },
+            "not_measured": _not_measured(plan.measurements),
+        }
         (staging / RESULTS_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
@@ -943,11 +669,15 @@ def build_hub_folder(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    not_measured = [k for k in MEASUREMENTS if k not in plan.measurements]
-    return HubFolder(out, plan.repo_id, plan.card, plan.measurements, not_measured, plan.notes, files)
+    not_measured = _not_measured(plan.measurements)
+    return HubFolder(out, plan.repo_id, plan.dataset.key, plan.measurements, not_measured, plan.notes, files)
 
 
-# ------------------------------------------------------------------------------------------------------- push
+def _not_measured(measurements: Mapping[str, Measurement]) -> list[str]:
+    return [key for key in MEASUREMENTS if key not in {m.key for m in measurements.values()}]
+
+
+# ------------------------------------------------------------------------------------------------------ push
 
 
 def resolve_push_token(token: str | None = None) -> str:
@@ -980,15 +710,11 @@ def upload_hub_folder(
     commit_message: str | None = None,
     endpoint: str | None = None,
 ) -> str:
-    """Creates `repo_id` (if needed) and uploads `folder` in one commit; returns the commit URL.
-
-    Results files of an earlier push that this folder no longer has are deleted in the same commit. `endpoint`:
-    another Hub than `HF_ENDPOINT` (default https://huggingface.co).
-    """
+    """Creates `repo_id` (if needed) and uploads `folder` in one commit; returns the commit URL. Results files of an
+    earlier push that this folder no longer has are deleted in the same commit. `endpoint`: another Hub."""
     from huggingface_hub import HfApi, constants
 
-    token = resolve_push_token(token)
-    api = HfApi(token=token, endpoint=endpoint)
+    api = HfApi(token=resolve_push_token(token), endpoint=endpoint)
     try:
         repo = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
         commit = api.upload_folder(
@@ -1012,25 +738,21 @@ def push_to_hub(
     private: bool = False,
     token: str | None = None,
     commit_message: str | None = None,
-    templates_dir: str | os.PathLike | None = None,
     endpoint: str | None = None,
 ) -> tuple[HubFolder, str]:
     """
-    Builds the Hub folder of `model_dir` in a temporary directory and uploads it to `repo_id`.
-
-    The inputs and the token are checked before anything is built. Returns (what was built, the commit URL).
+    Builds the Hub folder of `model_dir` in a temporary directory and uploads it to `repo_id`; the inputs and the
+    token are checked before anything is built. Returns (what was built, the commit URL).
 
     Raises:
         HubSharingError: bad inputs (see `build_hub_folder`).
         HubPushError: offline, no token, or the Hub call failed (the message says which).
     """
-    plan = plan_hub_folder(model_dir, repo_id, card, results, templates_dir)
+    plan = plan_hub_folder(model_dir, repo_id, card, results)
     resolve_push_token(token)
     with tempfile.TemporaryDirectory(prefix="cpfcte-hub-") as tmp:
         folder = build_hub_folder(model_dir, Path(tmp) / "repo", repo_id, plan=plan)
-        url = upload_hub_folder(
-            folder.path, repo_id, private=private, token=token, commit_message=commit_message, endpoint=endpoint
-        )
+        url = upload_hub_folder(folder.path, repo_id, private, token, commit_message, endpoint)
     return folder, url
 
 
@@ -1048,9 +770,10 @@ def format_hub_folder(folder: HubFolder) -> str:
 
 
 __all__ = [
-    "CARD_TEMPLATES_DIR",
+    "CARD_TEMPLATE",
     "MEASUREMENTS",
     "NOT_MEASURED",
+    "DatasetCard",
     "HubFolder",
     "HubFolderPlan",
     "HubPushError",
@@ -1059,13 +782,12 @@ __all__ = [
     "available_cards",
     "build_hub_folder",
     "check_model_dir",
-    "find_results_files",
+    "collect_measurements",
+    "describe_dataset",
     "format_hub_folder",
     "plan_hub_folder",
     "push_to_hub",
-    "read_results",
     "render_model_card",
-    "resolve_card",
     "resolve_push_token",
     "upload_hub_folder",
 ]

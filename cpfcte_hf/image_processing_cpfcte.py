@@ -100,7 +100,7 @@ def class_probability_maps(
     normalize: bool | None = None,
 ) -> torch.Tensor:
     """
-    Patch scores `(B, C, h, w)` -> class probability maps `(B, C, H, W)` (SPEC section 3, ViT-PCM `infer`).
+    Patch scores `(B, C, h, w)` -> class probability maps `(B, C, H, W)` (docs/method.md section 3, ViT-PCM `infer`).
 
     1. softmax over classes;
     2. with image-level `labels` `(B, C)` (multi-hot, background included): zero the absent classes, divide each

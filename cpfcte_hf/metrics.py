@@ -1,5 +1,6 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
-"""Semantic segmentation metrics: one confusion matrix per split, mIoU, per-class IoU, pixel accuracy (SPEC section 5).
+"""Semantic segmentation metrics: one confusion matrix per split, mIoU, per-class IoU, pixel accuracy
+(docs/method.md section 5).
 
 The mean IoU is taken over all C classes, background (class 0) included, from a single confusion matrix
 accumulated over the whole split (not averaged per image). Ground-truth pixels equal to `ignore_index` (255) are

@@ -1,7 +1,7 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
 """The weakly supervised pseudo-labelling pipeline, and the inference steps it shares with `pseudo_labeling`.
 
-SPEC section 3, for one image and its image-level tags:
+docs/method.md section 3, for one image and its image-level tags:
 
 1. resize to the inference resolution (960 by default; optional extra scales and a horizontal flip);
 2. patch probabilities; with tags, zero the classes the image does not have, divide each class map by its
@@ -148,7 +148,7 @@ def predict_class_probabilities(
     image_std: Sequence[float] = VIT_PCM_STD,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """
-    Class probability maps of a batch of images (SPEC section 3, steps 1-3).
+    Class probability maps of a batch of images (docs/method.md section 3, steps 1-3).
 
     Args:
         model: a CPF-CTE model (anything returning `logits` `(B, C, h, w)` and `image_scores` `(B, C)`).
@@ -186,7 +186,7 @@ class WeaklySupervisedPseudoLabelingPipeline(Pipeline):
         scales: multipliers of `size`, views averaged (default `(1.0,)`).
         flip: also run the left-right flipped image (default False).
         crf: refine with the dense CRF (default True).
-        crf_config: a `DenseCRFConfig` or a dict of its fields (SPEC defaults).
+        crf_config: a `DenseCRFConfig` or a dict of its fields (docs/method.md section 3).
 
     Returns one dict per image:
         mask: PIL "P" image (VOC palette) of class ids: the CRF-refined mask (the BPM when `crf=False`).

@@ -1,7 +1,7 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
 """Stage 1's product: a directory of pseudo-label masks for a dataset split, and a report of how good they are.
 
-`generate_pseudo_labels` runs SPEC section 3 over a `datasets.Dataset` (columns `image`, `labels`, `id`, optional
+`generate_pseudo_labels` runs docs/method.md §3 over a `datasets.Dataset` (columns `image`, `labels`, `id`, optional
 `mask`; the schema of `cpfcte_hf.data`): high-resolution inference, class masking by the image-level labels,
 per-class max normalisation, bilinear upsampling, argmax (BPM), dense CRF over a process pool. It writes
 
@@ -50,6 +50,7 @@ from .data._common import loader_report
 from .image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, to_rgb_array
 from .metrics import IGNORE_INDEX, SegmentationMetric
 from .pipelines import DEFAULT_INFERENCE_SIZE, check_image_size, multi_hot, predict_class_probabilities
+from .results import results_record, write_results
 from .visualization import (
     atomic_write_text,
     plot_per_class_iou,
@@ -81,7 +82,7 @@ class PseudoLabelConfig:
         use_image_labels: mask absent classes with the image-level labels and max-normalise each class
             (training-set pseudo-labels). Off: every class competes (e.g. for images without tags).
         crf: refine with the dense CRF and write `crf/`.
-        crf_config: CRF parameters (SPEC defaults).
+        crf_config: CRF parameters (docs/method.md section 3).
         crf_workers: CRF worker processes per process; `None` = the CPUs available divided by the number of
             processes; 0 = serial in the main process.
         batch_size: images per model call.
@@ -228,6 +229,23 @@ def prepare_output_dir(path: str | os.PathLike, subdirectories: Sequence[str] = 
     return root
 
 
+def check_checkpoint_dir(directory: str | os.PathLike) -> None:
+    """
+    Checks that a local directory is a saved checkpoint: `config.json` and weights.
+
+    Raises:
+        FileNotFoundError: the message names the directory and what is missing.
+    """
+    name = os.fspath(directory)
+    if not os.path.isfile(os.path.join(name, "config.json")):
+        raise FileNotFoundError(f"Model directory {name!r} has no config.json: not a saved checkpoint.")
+    if not any(os.path.isfile(os.path.join(name, f)) for f in WEIGHT_FILES):
+        raise FileNotFoundError(
+            f"Model directory {name!r} has no weights in it (looked for {', '.join(WEIGHT_FILES)}). "
+            "Point --model at a directory written by `save_pretrained` / the trainer's best checkpoint."
+        )
+
+
 def load_model(model_name_or_path: str | os.PathLike, device: str | torch.device | None = None, **hub_kwargs):
     """
     Loads a CPF-CTE checkpoint (a local directory or a Hub id) and its image processor, in eval mode.
@@ -242,13 +260,7 @@ def load_model(model_name_or_path: str | os.PathLike, device: str | torch.device
 
     name = os.fspath(model_name_or_path)
     if os.path.isdir(name):
-        if not os.path.isfile(os.path.join(name, "config.json")):
-            raise FileNotFoundError(f"Model directory {name!r} has no config.json: not a saved checkpoint.")
-        if not any(os.path.isfile(os.path.join(name, f)) for f in WEIGHT_FILES):
-            raise FileNotFoundError(
-                f"Model directory {name!r} has no weights (looked for {', '.join(WEIGHT_FILES)}). "
-                "Point --model at a directory written by `save_pretrained` / the trainer's best checkpoint."
-            )
+        check_checkpoint_dir(name)
     elif os.path.exists(name):
         raise NotADirectoryError(f"--model {name!r} is a file; give a checkpoint directory or a Hub id.")
     try:
@@ -342,6 +354,7 @@ def generate_pseudo_labels(
     evaluate: bool | None = None,
     dataset_name: str | None = None,
     split: str | None = None,
+    data_root: str | os.PathLike | None = None,
 ) -> PseudoLabelSummary:
     """
     Writes `bpm/<id>.png` (and `crf/<id>.png`) for every image of `dataset` under `out_dir`, then, when the
@@ -519,6 +532,10 @@ def generate_pseudo_labels(
             dataset_name=dataset_name,
             split=split,
             progress=config.progress,
+            stage="pseudo_labels",
+            model=getattr(model.config, "_name_or_path", None),
+            data_root=data_root,
+            settings=config.to_dict(),
         )
     if is_main:
         payload = {
@@ -580,6 +597,7 @@ def evaluate_predictions(
     ignore_index: int = IGNORE_INDEX,
     progress: bool = True,
     class_mapping: Sequence[int] | None = None,
+    **record,
 ) -> dict:
     """
     Scores directories of mask PNGs (`<dir>/<id>.png`, class ids, e.g. from `generate_pseudo_labels`, stage 2, or
@@ -593,10 +611,13 @@ def evaluate_predictions(
         class_names: the C class names of the predictions (default: the dataset's ClassLabel names).
         class_mapping: `class_mapping[dataset class id]` = the id of that class in `class_names`, for ground truth
             whose class list differs from the predictions' (see `cpfcte_hf.class_names.map_class_names`).
+        record: what else the results record says (`stage`, `model`, `data_root`, `settings`, `command`: see
+            `results.results_record`; the stage defaults to "evaluation").
 
     Returns:
-        The content of `metrics.json`: per prediction set the mIoU, pixel accuracy, per-class IoU, and how many
-        images were scored, had no prediction file (`missing`) or could not be scored (`failed`, with reasons).
+        The content of `metrics.json` (the schema of `results.py`): per prediction set the mIoU, pixel accuracy,
+        per-class IoU, and how many images were scored, had no prediction file (`missing`) or could not be scored
+        (`failed`, with reasons).
         Under several processes each scores its share and the confusion matrices are summed.
     """
     _check_single_split(dataset)
@@ -664,16 +685,17 @@ def evaluate_predictions(
         failed = {n: [f for _, fl, _ in gathered for f in fl[n]] for n in predictions}
         gt_failed = [g for _, _, gl in gathered for g in gl]
 
-    report = {
-        "dataset": dataset_name,
-        "split": split,
-        "num_images": len(dataset),
-        "num_labels": num_labels,
-        "class_names": names,
-        "ignore_index": ignore_index,
-        "ground_truth_unreadable": gt_failed,
-        "predictions": {},
-    }
+    report = results_record(
+        record.pop("stage", "evaluation"),
+        {},
+        names,
+        dataset=dataset_name,
+        split=split,
+        num_images=len(dataset),
+        ground_truth_unreadable=gt_failed,
+        **record,
+    )
+    report["ignore_index"] = ignore_index
     for name, metric in metrics.items():
         scores = metric.compute()
         report["predictions"][name] = {
@@ -719,7 +741,7 @@ def _finite(value: float) -> float | None:
 def write_report(report: dict, report_dir: str | os.PathLike) -> None:
     """Writes `metrics.json`, `per_class_iou.csv` and `per_class_iou.png` (each atomically) for `report`."""
     report_dir = prepare_output_dir(report_dir)
-    atomic_write_text(report_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
+    write_results(report, report_dir)
     atomic_write_text(report_dir / "per_class_iou.csv", report_csv(report))
     names = report["class_names"]
     series = {name: [row["iou"] for row in entry["per_class"]] for name, entry in report["predictions"].items()}
@@ -818,8 +840,9 @@ def run_pseudo_labeling(
             dataset_kwargs.setdefault("class_names", loaded.config)
         dataset = load_split(dataset_name, data_root, split, **dataset_kwargs)
     summary = generate_pseudo_labels(
-        loaded, dataset, out_dir, config, image_processor=processor, dataset_name=dataset_name, split=split
-    )
+        loaded, dataset, out_dir, config, image_processor=processor, dataset_name=dataset_name, split=split,
+        data_root=data_root,
+    )  # fmt: skip
     if state is None or state.is_main_process:
         if summary.report is not None:
             print(format_report(summary.report))
@@ -855,7 +878,13 @@ def run_evaluation(
     if dataset is None:
         dataset = load_split(dataset_name, data_root, split, **(dataset_kwargs or {}))
     report = evaluate_predictions(
-        dataset, named, report_dir, num_overlays=num_overlays, dataset_name=dataset_name, split=split
+        dataset,
+        named,
+        report_dir,
+        num_overlays=num_overlays,
+        dataset_name=dataset_name,
+        split=split,
+        data_root=data_root,
     )
     state = distributed_state()
     if state is None or state.is_main_process:
@@ -897,6 +926,7 @@ __all__ = [
     "OutputLayout",
     "PseudoLabelConfig",
     "PseudoLabelSummary",
+    "check_checkpoint_dir",
     "dataset_class_names",
     "distributed_state",
     "evaluate_predictions",

@@ -1,7 +1,7 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
 """Training CPF-CTE with `transformers.Trainer`: the Top-K BCE objective and the paper's two-stage schedule.
 
-Schedule (paper section 4.2 with ViT-PCM's freezing; SPEC section 2):
+Schedule (paper section 4.2 with ViT-PCM's freezing; docs/method.md section 2):
 
 * stage 1, the first `stage1_epochs` epochs (2): learning rate `stage1_learning_rate` (1e-3); with
   `stage1_freeze_encoder` the whole ViT is frozen and only the heads (class tokens, CF-BiLSTM, classifier) train;

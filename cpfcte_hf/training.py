@@ -25,6 +25,7 @@ from .data import EvalTransform, TrainTransform, WeakSegmentationCollator, build
 from .data.transforms import AugmentationConfig
 from .image_processing_cpfcte import CPFCTEImageProcessor
 from .modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
+from .results import training_results_record, write_results
 from .trainer import CPFCTETrainer, CPFCTETrainingArguments, is_complete_checkpoint, last_complete_checkpoint
 
 
@@ -284,6 +285,17 @@ def run_training(
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
+        if trainer.is_world_process_zero() and "eval_mean_iou" in metrics:  # the card's "trainer validation" row
+            record = training_results_record(
+                metrics,
+                class_names,
+                dataset=data_args.dataset,
+                split=data_args.eval_split,
+                data_root=data_args.data_root,
+                model=os.path.abspath(training_args.output_dir),
+                settings=json.loads(describe(model_args, data_args, training_args)),
+            )
+            write_results(record, training_args.output_dir)
     if trainer.is_world_process_zero():
         print(f"Saved the model to {os.path.abspath(training_args.output_dir)}", flush=True)
         print(json.dumps({"best_checkpoint": trainer.state.best_model_checkpoint}), flush=True)

@@ -20,8 +20,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from .metrics import IGNORE_INDEX
 
-IGNORE_INDEX = 255
+
 IGNORE_COLOR = (255, 255, 255)
 
 

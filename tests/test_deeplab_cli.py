@@ -219,7 +219,7 @@ def test_presets_parse_and_carry_the_recipe(preset):
     assert training.classifier_lr_multiplier == 10.0 and training.per_device_train_batch_size == 10
     assert test.test_scales == [1.0, 0.75, 0.5] and test.test_crf and crf.crf_iterations == 10
     assert model.output_stride == 8 and data.pseudo_label_set == "crf"
-    if preset != "deeplab_shapes":  # the SPEC recipe exactly
+    if preset != "deeplab_shapes":  # the recipe of docs/method.md section 4 exactly
         assert model.backbone == "microsoft/resnet-101" and model.atrous_rates == [6, 12, 18, 24]
         assert training.crop_size == 321 and (training.min_scale, training.max_scale) == (0.5, 1.5)
         assert training.max_steps == 20000 and training.learning_rate == 2.5e-4 and model.freeze_batch_norm

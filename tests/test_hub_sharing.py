@@ -16,16 +16,21 @@ from huggingface_hub import ModelCard, constants
 from PIL import Image
 
 from cpfcte_hf import VOC_CLASSES, CPFCTEForWeaklySupervisedSegmentation
+from cpfcte_hf.data import COCO_CLASSES, ShapesConfig, write_shapes_voc
+from cpfcte_hf.deeplab import DeepLabV2ForSemanticSegmentation, deeplab_image_processor
 from cpfcte_hf.hub import (
+    CARD_TEMPLATE,
     MEASUREMENTS,
     NOT_MEASURED,
     HubPushError,
     HubSharingError,
     available_cards,
     build_hub_folder,
+    describe_dataset,
     push_to_hub,
 )
-from cpfcte_hf.pseudo_labeling import PseudoLabelConfig, run_pseudo_labeling
+from cpfcte_hf.pseudo_labeling import PseudoLabelConfig, run_evaluation, run_pseudo_labeling
+from cpfcte_hf.results import read_results
 from cpfcte_hf.trainer import CPFCTETrainingArguments
 from cpfcte_hf.training import DataArguments, ModelArguments, run_training
 
@@ -231,7 +236,7 @@ def test_card_without_results_says_not_measured_everywhere(tiny_voc, tmp_path):
 
 
 def test_coco_card_renders_for_an_81_class_checkpoint(tmp_path):
-    save_tiny_checkpoint(tmp_path / "model", num_labels=81)
+    save_tiny_checkpoint(tmp_path / "model", num_labels=81, id2label=dict(enumerate(COCO_CLASSES)))
     folder = build_hub_folder(tmp_path / "model", tmp_path / "hub", "someone/coco-tiny")
     assert folder.card == "coco" and set(available_cards()) == {"voc", "coco"}
     text = (tmp_path / "hub" / "README.md").read_text()
@@ -293,9 +298,12 @@ def test_bad_inputs_get_a_clear_error_naming_them(tiny_voc, tmp_path, case, mess
         results = [tmp_path / "eval_results.json"]
         results[0].write_text(json.dumps({"eval_loss": 0.3}))
     elif case == "typed_number_in_template":
-        template = (REPO / "model_cards" / "cpf-cte-voc" / "README.md").read_text()
+        template = CARD_TEMPLATE.read_text()
         card = str(tmp_path / "README.md")
-        Path(card).write_text(template.replace("value: ${pseudo_label_crf_miou}", "value: 70.8"))
+        typed = "model-index:\n- name: m\n  results:\n  - task: {type: image-segmentation}\n"
+        typed += "    dataset: {type: voc, name: PASCAL VOC 2012}\n"
+        typed += "    metrics:\n    - {type: mean_iou, name: typed by hand, value: 70.8}"
+        Path(card).write_text(template.replace("{{ card_data }}", "{{ card_data }}\n" + typed))
     elif case == "bad_repo_id":
         repo_id = "just-a-name"
     elif case == "output_not_empty":
@@ -373,3 +381,168 @@ def test_card_usage_examples_run_on_the_folder(dry_run, monkeypatch):
     labeller = pipeline("weakly-supervised-pseudo-labelling", model=str(dry_run))
     result = labeller(image, tags=["aeroplane", "person"], size=32)
     assert result["mask"].size == (28, 20) and set(result["labels"]) <= {"background", "aeroplane", "person"}
+
+
+@pytest.fixture(scope="module")
+def shapes_run(tmp_path_factory):
+    """What `make demo` leaves: the procedural shapes (5 shapes + background) written in the VOC layout, a tiny
+    CPF-CTE trained on their tags (`dataset="voc"` on that folder, as the demo does), and the held-out split
+    pseudo-labelled with CRF and scored."""
+    root = tmp_path_factory.mktemp("shapes_card")
+    data = write_shapes_voc(str(root / "data"), num_train=8, num_val=6, config=ShapesConfig(image_size=32))
+    assert len(data["class_names"]) == 6
+    run_training(
+        ModelArguments(
+            image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+        ),
+        DataArguments(dataset="voc", data_root=data["root"], train_split="train", eval_split="val",
+                      cache_dir=str(root / "cache")),
+        CPFCTETrainingArguments(
+            output_dir=str(root / "model"), num_train_epochs=1, stage1_epochs=0, trainable_encoder_blocks=-1,
+            per_device_train_batch_size=4, per_device_eval_batch_size=4, eval_strategy="no", save_strategy="no",
+            load_best_model_at_end=False, report_to="none", dataloader_num_workers=0, use_cpu=True, eval_pictures=0,
+        ),
+    )  # fmt: skip
+    run_pseudo_labeling(
+        str(root / "model"),
+        str(root / "pseudo"),
+        dataset_name="voc",
+        data_root=data["root"],
+        split="val",
+        config=PseudoLabelConfig(size=32, crf_workers=0, num_overlays=0, progress=False),
+        dataset_kwargs={"cache_dir": str(root / "cache")},
+    )
+    return SimpleNamespace(root=root, model=root / "model", pseudo=root / "pseudo", class_names=data["class_names"])
+
+
+@pytest.mark.slow
+def test_pseudo_labels_of_the_training_and_held_out_splits_are_both_on_the_card(shapes_run, tmp_path):
+    """What `cpfcte-hf run` passes: the training split's pseudo-labels (the paper's number) and the held-out
+    split's; each is shown with its split, and one split given twice is still refused."""
+    train = tmp_path / "pseudo_train"
+    run_pseudo_labeling(
+        str(shapes_run.model), str(train), dataset_name="voc", data_root=str(shapes_run.root / "data"), split="train",
+        config=PseudoLabelConfig(size=32, crf_workers=0, num_overlays=0, progress=False),
+        dataset_kwargs={"cache_dir": str(shapes_run.root / "cache")},
+    )  # fmt: skip
+    folder = build_hub_folder(shapes_run.model, tmp_path / "hub", "someone/both", results=[shapes_run.pseudo, train])
+    crf = {m.split: m.mean_iou for m in folder.measurements.values() if m.key == "pseudo_label_crf_miou"}
+    expected = {split: read_results(d / "report" / "metrics.json").mean_iou("CRF")
+                for split, d in (("val", shapes_run.pseudo), ("train", train))}  # fmt: skip
+    assert crf == expected
+    text = (tmp_path / "hub" / "README.md").read_text()
+    found = {(r.metric_name, r.dataset_split, r.metric_value) for r in ModelCard(text).data.eval_results}
+    for split, value in expected.items():
+        assert ("Pseudo-label mIoU with CRF", split, round(100 * value, 2)) in found
+    rows = [line for line in text.splitlines() if line.startswith(f"| {MEASUREMENTS['pseudo_label_crf_miou']} |")]
+    assert len(rows) == 2 and {row.split(" | ")[2] for row in rows} == {"train", "val"}
+    with pytest.raises(HubSharingError, match="on the same split"):
+        build_hub_folder(
+            shapes_run.model, tmp_path / "again", "someone/x", results=[train, _copy(train, tmp_path / "copy")]
+        )
+
+
+@pytest.mark.slow
+def test_the_demo_checkpoint_pushes_with_a_card_of_its_own_dataset_and_numbers(shapes_run):
+    # Every evaluation wrote the one results schema, recording what it measured and with which model.
+    training = read_results(shapes_run.model / "metrics.json")
+    labels = read_results(shapes_run.pseudo / "report" / "metrics.json")
+    assert (training.stage, labels.stage) == ("training", "pseudo_labels")
+    assert training.class_names == labels.class_names == shapes_run.class_names
+    assert Path(labels.model).resolve() == Path(training.model).resolve() == shapes_run.model.resolve()
+    assert labels.settings["size"] == 32 and training.settings["DataArguments"]["dataset"] == "voc"
+
+    out = shapes_run.root / "hub"
+    folder = build_hub_folder(shapes_run.model, out, "someone/cpf-cte-shapes", results=[shapes_run.pseudo])
+    assert folder.card == "shapes" and set(folder.measurements) == {
+        "training_eval_miou", "pseudo_label_bpm_miou", "pseudo_label_crf_miou"
+    }  # fmt: skip
+    text = (out / "README.md").read_text()
+    metadata, body = front_matter(text)
+    assert body.lstrip().startswith("# CPF-CTE (ViT) on procedural shapes")
+    assert "VOC" not in text and "COCO" not in text and PAPER_HEADING not in text  # no one else's dataset or numbers
+    assert "datasets" not in metadata and "synthetic" in metadata["tags"]
+    assert "6 classes of procedural shapes" in body and "`disc`" in body
+    expected = {
+        "Validation pseudo-label mIoU (trainer, no CRF)": training.mean_iou("BPM"),
+        "Pseudo-label mIoU without CRF (BPM)": labels.mean_iou("BPM"),
+        "Pseudo-label mIoU with CRF": labels.mean_iou("CRF"),
+    }
+    assert model_index_values(metadata) == {name: (round(100 * v, 2), "val") for name, v in expected.items()}
+    for result in ModelCard(text).data.eval_results:
+        assert (result.dataset_type, result.dataset_name) == ("shapes", "procedural shapes")
+
+
+@pytest.mark.slow
+def test_a_checkpoint_from_before_the_results_schema_still_gets_its_numbers(shapes_run, tmp_path):
+    """A training directory with only the trainer's eval_results.json (no metrics.json) and a pseudo-label report
+    without `stage` / `model`: the card reads both as before."""
+    model = _copy(shapes_run.model, tmp_path / "model")
+    (model / "metrics.json").unlink()
+    pseudo = _copy(shapes_run.pseudo, tmp_path / "pseudo")
+    report = json.loads((pseudo / "report" / "metrics.json").read_text())
+    for key in ("schema", "schema_version", "stage", "model", "settings", "command", "data_root"):
+        report.pop(key)
+    (pseudo / "report" / "metrics.json").write_text(json.dumps(report))
+    folder = build_hub_folder(model, tmp_path / "hub", "someone/old", results=[pseudo])
+    assert folder.card == "shapes"
+    evaluation = json.loads((model / "eval_results.json").read_text())
+    assert folder.measurements["training_eval_miou"].mean_iou == evaluation["eval_mean_iou"]
+    assert folder.measurements["pseudo_label_crf_miou"].mean_iou == report["predictions"]["CRF"]["mean_iou"]
+
+
+@pytest.mark.parametrize(
+    "recorded, key, title",
+    [
+        ([("tagged", "/photos/garden")], "tagged", "tagged images (`garden`)"),
+        ([("hub", "someone/tagged-birds")], "hub", "the Hub dataset `someone/tagged-birds`"),
+        ([("voc", "/data/my_voc_layout")], "voc", "a folder in the PASCAL VOC 2012 layout (`my_voc_layout`)"),
+        ([(None, None)], "custom", "a dataset not recorded with this checkpoint"),
+    ],
+)
+def test_cards_name_the_dataset_the_run_recorded_never_a_class_count_guess(recorded, key, title):
+    # 21 classes that are not VOC's: no VOC card, no paper numbers.
+    names = ["background", *[f"thing{i}" for i in range(20)]]
+    dataset = describe_dataset(names, recorded)
+    assert (dataset.key, dataset.name, dataset.paper) == (key, title, ())
+    assert describe_dataset(VOC_CLASSES, [("voc", "/data/VOC2012")]).paper  # the real VOC classes: the VOC card
+    with pytest.raises(HubSharingError, match="different datasets"):
+        describe_dataset(names, [("voc", None), ("coco", None)])
+
+
+@pytest.mark.slow
+def test_an_evaluate_report_of_the_masks_is_read_like_the_labelling_report(shapes_run, tmp_path):
+    """`evaluate` names its prediction sets after the folders (bpm, crf) and records stage "evaluation"."""
+    report = run_evaluation(
+        [shapes_run.pseudo / "bpm", shapes_run.pseudo / "crf"], dataset_name="voc",
+        data_root=str(shapes_run.root / "data"), split="val", report_dir=tmp_path / "eval", num_overlays=0,
+        dataset_kwargs={"cache_dir": str(shapes_run.root / "cache")},
+    )  # fmt: skip
+    assert report["stage"] == "evaluation" and set(report["predictions"]) == {"bpm", "crf"}
+    folder = build_hub_folder(shapes_run.model, tmp_path / "hub", "someone/eval", results=[tmp_path / "eval"])
+    assert folder.measurements["pseudo_label_crf_miou"].mean_iou == report["predictions"]["crf"]["mean_iou"]
+    assert folder.measurements["pseudo_label_bpm_miou"].source == tmp_path / "eval" / "metrics.json"
+
+
+@pytest.mark.slow
+def test_stage_two_writes_the_results_schema_and_its_values_reach_the_card(shapes_run, tmp_path):
+    """A (tiny, untrained) DeepLab-v2 on the shapes classes, evaluated by stage 2's `predict_split`: its report is
+    a stage-2 results file, and the CPF-CTE card shows its multi-scale values (the same-weights check is stage 1's
+    only: stage 2 is another model)."""
+    from cpfcte_hf.data import load_voc
+    from cpfcte_hf.deeplab.training import MultiScaleEvalConfig, predict_split
+
+    from .deeplab_helpers import tiny_deeplab_config
+
+    config = tiny_deeplab_config(6, id2label=dict(enumerate(shapes_run.class_names)))
+    deeplab = DeepLabV2ForSemanticSegmentation(config).eval()
+    val = load_voc(str(shapes_run.root / "data"), "val", cache_dir=str(shapes_run.root / "cache"))
+    out = tmp_path / "deeplab" / "predictions" / "val"
+    settings = MultiScaleEvalConfig(scales=(1.0, 0.5), crf_workers=0, num_overlays=0)
+    predict_split(deeplab, val, out, settings, deeplab_image_processor(33), dataset_name="voc", split="val")
+    stage2 = read_results(out / "report" / "metrics.json")
+    assert stage2.stage == "stage2" and set(stage2.predictions) == {"MS", "MS+CRF"}
+    assert stage2.settings["scales"] == [1.0, 0.5]
+    folder = build_hub_folder(shapes_run.model, tmp_path / "hub", "someone/two", results=[tmp_path / "deeplab"])
+    assert folder.measurements["deeplab_ms_crf_miou"].mean_iou == stage2.mean_iou("MS+CRF")
+    assert folder.measurements["deeplab_ms_miou"].split == "val" and folder.not_measured[0] == "pseudo_label_crf_miou"

@@ -91,3 +91,15 @@ def test_overlay_panels_and_iou_plot_are_pngs(tmp_path):
     with pytest.raises(ValueError, match="3 classes"):
         plot_per_class_iou(tmp_path / "bad.png", {"BPM": [0.5]}, ["bg", "a", "b"])
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_mask_pngs_written_by_the_data_loaders_use_the_one_palette(tmp_path):
+    """The procedural shapes' masks (and COCO's painted masks, through `save_mask`) carry `voc_palette()`: 255 is
+    the same colour in every mask PNG the package writes."""
+    import io
+
+    from cpfcte_hf.data.shapes import ShapesConfig, encode_sample, render_shapes_sample
+
+    _, png = encode_sample(render_shapes_sample(ShapesConfig(image_size=32), "train", 0))
+    with Image.open(io.BytesIO(png)) as written, Image.open(save_mask(np.zeros((2, 2)), tmp_path / "m.png")) as ours:
+        assert written.getpalette() == ours.getpalette() == voc_palette().reshape(-1).tolist()

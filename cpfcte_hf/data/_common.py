@@ -30,11 +30,11 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..image_processing_cpfcte import to_rgb_array
+from ..metrics import IGNORE_INDEX
 
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = 255
 BACKGROUND = "background"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 # Bumped whenever the rows written by `_generate_rows` change meaning, so that old caches are not reused.
@@ -413,38 +413,6 @@ def summarize_problems(problems: Sequence[str], total: int, source: str, show: i
 # ----------------------------------------------------------------------------------------------------------------
 # writing masks
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def voc_palette() -> list[int]:
-    """The PASCAL VOC colour map (256 RGB triples, flattened), as used by `SegmentationClass` PNGs."""
-    palette = []
-    for index in range(256):
-        red = green = blue = 0
-        value = index
-        for bit in range(8):
-            red |= ((value >> 0) & 1) << (7 - bit)
-            green |= ((value >> 1) & 1) << (7 - bit)
-            blue |= ((value >> 2) & 1) << (7 - bit)
-            value >>= 3
-        palette.extend((red, green, blue))
-    return palette
-
-
-def index_mask_image(mask: np.ndarray) -> Image.Image:
-    """`(H, W)` class ids (0..254, 255 = ignore) -> palette PNG image with the VOC colours."""
-    image = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="L").convert("P")
-    image.putpalette(voc_palette())
-    return image
-
-
-def atomic_save(image: Image.Image, path: str, **save_kwargs) -> None:
-    """Saves through a temporary file and a rename, so an interrupted run never leaves half a file behind."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = f"{path}.tmp{os.getpid()}"
-    extension = os.path.splitext(path)[1].lower()
-    image_format = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}.get(extension)
-    image.save(temporary, format=image_format, **save_kwargs)
-    os.replace(temporary, path)
 
 
 def as_splits(split) -> tuple[list[str], bool]:

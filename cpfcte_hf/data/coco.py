@@ -1,5 +1,5 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
-"""MS COCO 2014 for WSSS (81 classes, 0 = background; SPEC section 6), from either of two layouts.
+"""MS COCO 2014 for WSSS (81 classes, 0 = background; docs/method.md section 6), from either of two layouts.
 
 (a) The AFA/ToCo layout (`layout="toco"`)::
 
@@ -39,15 +39,14 @@ from collections.abc import Sequence
 import datasets
 import numpy as np
 
+from ..visualization import save_mask
 from ._common import (
     as_splits,
-    atomic_save,
     build_from_records,
     check_class_names,
     check_relative_id,
     check_root,
     find_file,
-    index_mask_image,
     load_cls_labels,
     read_class_names,
     read_id_list,
@@ -262,7 +261,7 @@ def _paint(coco, image_id: int, class_of_category: dict) -> np.ndarray:
 
 def _paint_one(job):
     image_id, path, class_of_category = job
-    atomic_save(index_mask_image(_paint(_COCO_API, image_id, class_of_category)), path)
+    save_mask(_paint(_COCO_API, image_id, class_of_category), path)
     return path
 
 

@@ -32,7 +32,8 @@ import datasets
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ._common import BACKGROUND, index_mask_image, make_features
+from ..visualization import atomic_write_bytes, mask_to_image
+from ._common import BACKGROUND, make_features
 
 
 SHAPE_NAMES = ("disc", "square", "triangle", "ring", "cross", "star", "crescent", "bar", "arrow", "hexagon")
@@ -339,7 +340,7 @@ def encode_sample(sample: dict) -> tuple[bytes, bytes]:
     """(JPEG bytes of the image, palette-PNG bytes of the mask), exactly as written to disk."""
     image_buffer, mask_buffer = io.BytesIO(), io.BytesIO()
     Image.fromarray(sample["image"]).save(image_buffer, format="JPEG", **JPEG_OPTIONS)
-    index_mask_image(sample["mask"]).save(mask_buffer, format="PNG")
+    mask_to_image(sample["mask"]).save(mask_buffer, format="PNG")
     return image_buffer.getvalue(), mask_buffer.getvalue()
 
 
@@ -472,10 +473,7 @@ def _write_if_changed(path: str, data: bytes) -> None:
         with open(path, "rb") as handle:
             if handle.read() == data:
                 return
-    temporary = f"{path}.tmp{os.getpid()}"
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-    os.replace(temporary, path)
+    atomic_write_bytes(path, data)
 
 
 __all__ = [

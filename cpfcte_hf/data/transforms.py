@@ -1,7 +1,7 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
 """Training and evaluation transforms (applied lazily with `ds.with_transform`) and the batch collator.
 
-Pipeline of `TrainTransform` (ViT-PCM, SPEC section 2), on a batch of rows of any loader of this package:
+Pipeline of `TrainTransform` (ViT-PCM, docs/method.md section 2), on a batch of rows of any loader of this package:
 
     decode -> to_rgb_array -> resize_and_normalize(mean=0, std=1)    # the package's one resize, to [0, 1]
            -> colour jitter -> grayscale -> flip LR -> flip UD -> transpose
@@ -44,7 +44,7 @@ DEFAULT_SIZE = (384, 384)
 
 @dataclass
 class AugmentationConfig:
-    """ViT-PCM's training augmentation (SPEC section 2). Set a probability to 0 to switch a step off.
+    """ViT-PCM's training augmentation (docs/method.md section 2). Set a probability to 0 to switch a step off.
 
     Attributes:
         brightness: additive delta drawn from [-brightness, brightness] (images in [0, 1]).

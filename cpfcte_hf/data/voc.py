@@ -1,5 +1,5 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
-"""PASCAL VOC 2012 (+ SBD) from the standard layout, as `datasets` objects (SPEC section 6).
+"""PASCAL VOC 2012 (+ SBD) from the standard layout, as `datasets` objects (docs/method.md section 6).
 
 Layout read (`root` may be the folder holding `VOCdevkit/`, `VOCdevkit/` itself, or the `VOC2012/` folder)::
 

@@ -120,7 +120,7 @@ class DeepLabModelArguments:
 
 @dataclass
 class DeepLabTestArguments:
-    """Test-time inference of the final evaluation (SPEC section 4)."""
+    """Test-time inference of the final evaluation (docs/method.md section 4)."""
 
     test_scales: list[float] = field(
         default_factory=lambda: list(MULTI_SCALE), metadata={"help": "Scales fused by max (1.0 0.75 0.5)."}

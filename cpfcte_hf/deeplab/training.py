@@ -1,5 +1,5 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
-"""Training and evaluating DeepLab-v2 on CPF-CTE's pseudo-labels (stage 2; SPEC section 4).
+"""Training and evaluating DeepLab-v2 on CPF-CTE's pseudo-labels (stage 2; docs/method.md section 4).
 
 Training reads image + pseudo-label pairs: the images of a dataset split (`cpfcte_hf.data`, through
 `pseudo_labeling.load_split`) and the masks `scripts/pseudo_label.py` wrote for it (`<out>/crf/<id>.png`, class
@@ -12,8 +12,8 @@ ids, 255 = ignore). Each sample is randomly rescaled (0.5-1.5), padded (image wi
 
 Test-time inference (`multi_scale_probabilities`) runs the image at scales 1.0, 0.75 and 0.5 of its own size,
 upsamples each view's logits to the image size and fuses them by their maximum before the softmax (DeepLab-v2's
-MSC); `predict_split` writes the argmax and the dense-CRF-refined masks (the shared `crf.CRFPool`, SPEC CRF
-parameters) and `evaluate_predictions` (stage 1's report: one confusion matrix per split, `metrics.py`) scores
+MSC); `predict_split` writes the argmax and the dense-CRF-refined masks (the shared `crf.CRFPool`, CRF of
+docs/method.md §3) and `evaluate_predictions` (stage 1's report: one confusion matrix per split, `metrics.py`) scores
 them:
 
 ```
@@ -32,7 +32,7 @@ import logging
 import os
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -270,12 +270,12 @@ def multi_scale_probabilities(
 @dataclass
 class MultiScaleEvalConfig:
     """
-    Test-time settings of stage 2 (SPEC section 4).
+    Test-time settings of stage 2 (docs/method.md section 4).
 
     Attributes:
         scales: multipliers of the image's own size, fused by max (`(1.0, 0.75, 0.5)`; `(1.0,)` = single scale).
-        flip: also run each scale flipped left-right (not in the SPEC recipe).
-        crf: refine the fused probabilities with the dense CRF (`crf_config`, SPEC parameters).
+        flip: also run each scale flipped left-right (not in the recipe of docs/method.md section 4).
+        crf: refine the fused probabilities with the dense CRF (`crf_config`, docs/method.md section 3).
         crf_workers: CRF worker processes per process (`None`: the CPUs divided by the processes; 0: serial).
         overwrite: recompute masks that exist (otherwise a rerun only does the missing ones).
         num_overlays: image | ground truth | predictions panels written with the report.
@@ -400,6 +400,9 @@ def predict_split(
             num_overlays=config.num_overlays,
             dataset_name=dataset_name,
             split=split,
+            stage="stage2",
+            model=getattr(model.config, "_name_or_path", None),
+            settings=asdict(config),
         )
     return {"written": written, "already_done": len(shard) - len(todo), "failed": failed, "report": report}
 
@@ -410,7 +413,7 @@ def predict_split(
 @dataclass
 class DeepLabV2TrainingArguments(TrainingArguments):
     """
-    `TrainingArguments` with the DeepLab-v2 recipe (SPEC section 4) as defaults, and its augmentation.
+    `TrainingArguments` with the DeepLab-v2 recipe (docs/method.md section 4) as defaults, and its augmentation.
 
     Defaults that differ from `TrainingArguments`: `do_train=True`, `per_device_train_batch_size=10`,
     `max_steps=20000`, `learning_rate=2.5e-4` (backbone; the classifier gets `classifier_lr_multiplier` x),
@@ -456,7 +459,7 @@ class DeepLabV2TrainingArguments(TrainingArguments):
         if self.crop_size < 1:
             raise ValueError(f"`crop_size` must be >= 1, got {self.crop_size}.")
         if self.max_steps is None or self.max_steps <= 0:
-            raise ValueError("DeepLab-v2 trains for a number of steps: set `max_steps` (SPEC: 20000).")
+            raise ValueError("DeepLab-v2 trains for a number of steps: set `max_steps` (the recipe: 20000).")
 
 
 class PolyLearningRate:
