@@ -37,9 +37,8 @@ from collections.abc import Sequence
 
 import datasets
 
-from ..class_names import class_ids_from_tags, class_index, names_of, normalize_class_name
+from ..class_names import class_ids_from_tags, class_index, foreground_tags, tag_class_names
 from ._common import (
-    BACKGROUND,
     IMAGE_EXTENSIONS,
     as_splits,
     attach_loader_report,
@@ -206,19 +205,7 @@ def load_tagged_images(
     rows = [row for row in rows if row[0] or row[1]]
     if not rows:
         raise ValueError(f"{tags} lists no images.")
-    if class_names is None:
-        spellings = {}
-        for _, row_tags, _ in rows:
-            for tag in row_tags:
-                spellings.setdefault(normalize_class_name(tag), tag)
-        spellings.pop(normalize_class_name(BACKGROUND), None)
-        names = (BACKGROUND, *(spellings[key] for key in sorted(spellings)))
-    elif isinstance(class_names, (list, tuple)):
-        names = tuple(str(name) for name in class_names)
-        is_background = names and normalize_class_name(names[0]) == normalize_class_name(BACKGROUND)
-        names = names if is_background else (BACKGROUND, *names)
-    else:  # a model, config or id2label: its class 0 is the background, whatever it is called
-        names = tuple(names_of(class_names))
+    names = tag_class_names((row_tags for _, row_tags, _ in rows), class_names)
     names = check_class_names(names, f"class names for {tags}")
     class_index(names)  # two spellings of one class are refused
     records, seen, by_id = [], {}, {}
@@ -236,8 +223,7 @@ def load_tagged_images(
                 f"{item_id!r} and would write the same mask; rename one of them."
             )
         by_id[item_id] = (file_name, where)
-        foreground = [tag for tag in row_tags if normalize_class_name(tag) != normalize_class_name(BACKGROUND)]
-        labels = class_ids_from_tags(foreground, names, where=where, allow_ids=False)
+        labels = class_ids_from_tags(foreground_tags(row_tags), names, where=where, allow_ids=False)
         path = os.path.join(image_dir, relative)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Image not found ({where}): {path}")
