@@ -138,7 +138,7 @@ def test_masks_written_inside_the_photo_folder_are_not_untagged_photos_on_a_reru
     # The Python route: the loader lists the masks unless told the folder is an output.
     listed = loader_report(load_tagged_images(folder, cache_dir=str(tmp_path / "cache")))["untagged"]
     assert "masks/bpm/disc.png" in listed and "untagged.jpg" in listed
-    report = loader_report(load_tagged_images(folder, cache_dir=str(tmp_path / "cache"), exclude=[out]))
+    report = loader_report(load_tagged_images(folder, cache_dir=str(tmp_path / "cache"), exclude=out))
     assert report["untagged"] == ["untagged.jpg"]
 
 

@@ -154,6 +154,8 @@ def _untagged_files(image_dir: str, listed: set[str], tag_file: str, exclude: Se
     folders of `exclude` (with everything below them) are not looked into."""
     found = []
     tag_file = os.path.abspath(tag_file)
+    if isinstance(exclude, (str, os.PathLike)):
+        exclude = [exclude]
     excluded = {os.path.realpath(os.path.expanduser(os.fspath(folder))) for folder in exclude}
     for folder, subfolders, files in os.walk(image_dir):
         subfolders[:] = sorted(
@@ -181,7 +183,7 @@ def load_tagged_images(
     drop_background_only: bool = False,
     cache_dir: str | None = None,
     num_proc: int | None = None,
-    exclude: Sequence[str | os.PathLike] = (),
+    exclude: str | os.PathLike | Sequence[str | os.PathLike] = (),
 ) -> datasets.Dataset:
     """Loads a folder of images with image-level tags (no masks) as a `datasets.Dataset`.
 
@@ -195,9 +197,9 @@ def load_tagged_images(
         separator: the tag separator inside a CSV cell or a JSON string (default any of `;`, `|`, `,`).
         drop_background_only: leave out images without tags.
         cache_dir, num_proc: Arrow cache folder; processes used to validate images at build time.
-        exclude: folders inside `image_dir` left out of the search for untagged images, e.g. an output folder of
-            masks (`run_pseudo_labeling` passes its `out_dir`, so masks written inside the photo folder by an earlier
-            run are not reported as untagged photos on the next).
+        exclude: a folder or folders inside `image_dir` left out of the search for untagged images, e.g. an output
+            folder of masks (`run_pseudo_labeling` passes its `out_dir`, so masks written inside the photo folder by
+            an earlier run are not reported as untagged photos on the next).
 
     Returns:
         Columns `image`, `labels` (`List(ClassLabel)`, background first and always present), `id`. No `mask`.
