@@ -103,6 +103,34 @@ def class_ids_from_tags(tags, id2label, where: str | None = None, allow_ids: boo
     return sorted(ids)
 
 
+def tag_class_names(tag_lists: Iterable[Iterable[str]], class_names=None) -> tuple[str, ...]:
+    """
+    The class list (background first) that string tags are matched against.
+
+    `class_names` None: `background` + the tags' classes sorted by `normalize_class_name`, each spelled as first seen
+    (a tag `background` is the class 0). A list of names: as given, `background` prepended unless its first name is
+    the background. A model, config or `id2label`: its names (class 0 is the background, whatever it is called).
+    """
+    if class_names is None:
+        spellings: dict[str, str] = {}
+        for tags in tag_lists:
+            for tag in tags:
+                spellings.setdefault(normalize_class_name(tag), str(tag).strip())
+        spellings.pop(normalize_class_name(BACKGROUND), None)
+        return (BACKGROUND, *(spellings[key] for key in sorted(spellings)))
+    if isinstance(class_names, (list, tuple)):
+        names = tuple(str(name) for name in class_names)
+        if names and normalize_class_name(names[0]) == normalize_class_name(BACKGROUND):
+            return names
+        return (BACKGROUND, *names)
+    return tuple(names_of(class_names))
+
+
+def foreground_tags(tags: Iterable[str]) -> list[str]:
+    """`tags` without the ones naming the background (always class 0, so a tag `background` says nothing)."""
+    return [tag for tag in tags if normalize_class_name(tag) != normalize_class_name(BACKGROUND)]
+
+
 def map_class_names(source_names: Sequence[str], target, source: str = "the dataset") -> list[int]:
     """
     Maps a class list (a dataset's) onto a model's classes by name: returns `mapping[source id] = target id`.
@@ -143,8 +171,10 @@ __all__ = [
     "class_ids_from_tags",
     "class_index",
     "dataset_class_names",
+    "foreground_tags",
     "map_class_names",
     "mapping_is_identity",
     "names_of",
     "normalize_class_name",
+    "tag_class_names",
 ]

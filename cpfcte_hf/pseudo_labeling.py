@@ -838,6 +838,9 @@ def run_pseudo_labeling(
         dataset_kwargs = dict(dataset_kwargs or {})
         if dataset_name == "tagged":  # tags name the model's classes: the label ids are the model's
             dataset_kwargs.setdefault("class_names", loaded.config)
+            # Our masks, if written inside the photo folder (or into it), are no untagged photos.
+            layout = OutputLayout(Path(out_dir))
+            dataset_kwargs.setdefault("exclude", [out_dir, layout.bpm_dir, layout.crf_dir, layout.report_dir])
         dataset = load_split(dataset_name, data_root, split, **dataset_kwargs)
     summary = generate_pseudo_labels(
         loaded, dataset, out_dir, config, image_processor=processor, dataset_name=dataset_name, split=split,

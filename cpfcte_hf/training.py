@@ -243,7 +243,11 @@ def run_training(
     if data_args.augment:
         on_device = training_args.resolved_augmentation_device() == "device"
         train_transform = TrainTransform(
-            num_labels, processor, augmentation=data_args.augmentation_config(), augment_in_loader=not on_device
+            num_labels,
+            processor,
+            augmentation=data_args.augmentation_config(),
+            augment_in_loader=not on_device,
+            rank=training_args.process_index,  # each rank (and loader worker) draws its own augmentations
         )
         batch_augmentation = train_transform.batch_augmentation if on_device else None
     else:

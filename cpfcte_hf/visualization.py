@@ -18,11 +18,12 @@ import tempfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .metrics import IGNORE_INDEX
 
 
+EXIF_ORIENTATION = 0x0112
 IGNORE_COLOR = (255, 255, 255)
 
 
@@ -71,18 +72,36 @@ def colorize_mask(mask) -> np.ndarray:
     return _PALETTE[_as_mask(mask)]
 
 
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1..8) of an opened image, 1 when absent or unreadable."""
+    try:
+        return int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block means "no rotation", as for PIL's exif_transpose
+        return 1
+
+
+def as_displayed(image: Image.Image) -> Image.Image:
+    """`image` as displayed: the package's one orientation rule for images, masks and predictions.
+
+    An EXIF orientation other than 1 is applied (`ImageOps.exif_transpose`, which is what `datasets.Image` and
+    `transformers.image_utils.load_image` apply when decoding); otherwise `image` itself is returned.
+    """
+    return ImageOps.exif_transpose(image) if exif_orientation(image) != 1 else image
+
+
 def read_mask(path: str | os.PathLike) -> np.ndarray:
     """
-    Reads a mask PNG as `(H, W)` uint8 class ids: palette ("P") PNGs by index, grey ("L") PNGs by value.
+    Reads a mask PNG as `(H, W)` uint8 class ids: palette ("P") PNGs by index, grey ("L") PNGs by value, as displayed
+    (an EXIF orientation tag is applied, as for images: `as_displayed`).
 
     Raises:
         ValueError: an RGB(A) image, whose colours would first have to be mapped back to class ids.
     """
     with Image.open(path) as image:
         if image.mode in ("P", "L"):
-            return np.asarray(image, dtype=np.uint8).copy()
+            return np.asarray(as_displayed(image), dtype=np.uint8).copy()
         if image.mode in ("I", "I;16", "I;16B", "I;16L"):
-            return np.asarray(image).astype(np.uint8)
+            return np.asarray(as_displayed(image)).astype(np.uint8)
         raise ValueError(f"{path}: a mask must be a palette or greyscale PNG of class ids, got mode {image.mode!r}.")
 
 
@@ -246,9 +265,11 @@ def plot_per_class_iou(
 
 __all__ = [
     "IGNORE_INDEX",
+    "as_displayed",
     "atomic_write_bytes",
     "atomic_write_text",
     "colorize_mask",
+    "exif_orientation",
     "mask_to_image",
     "overlay_mask",
     "plot_per_class_iou",

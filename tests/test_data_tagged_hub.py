@@ -87,6 +87,30 @@ def test_parquet_with_string_tags(tmp_path):
     assert np.asarray(ds[1]["image"]).shape == (11, 12, 3)
 
 
+def test_parquet_string_tags_use_the_one_class_name_rule(tmp_path):
+    # The rule of cpfcte_hf.class_names, as in the tagged folder: case-insensitive, trimmed, `background` ignored,
+    # a model's id2label names the classes; an unknown tag names the row and the tag and lists the classes.
+    images, _ = _hub_rows(3)
+    features = datasets.Features({"image": datasets.Image(), "tags": datasets.Value("string")})
+    path = str(tmp_path / "t.parquet")
+    datasets.Dataset.from_dict(
+        {"image": images, "tags": ["Disc ;square", " DISC", "background"]}, features=features
+    ).to_parquet(path)
+    ds = load_hub_dataset(path, cache_dir=_cache(tmp_path))
+    assert class_names_of(ds) == ["background", "Disc", "square"] and ds["labels"] == [[0, 1, 2], [0, 1], [0]]
+    id2label = {0: "bg", 1: "ring", 2: "disc", 3: "Square"}
+    ds = load_hub_dataset(path, class_names=id2label, cache_dir=_cache(tmp_path))
+    assert class_names_of(ds) == ["bg", "ring", "disc", "Square"] and ds["labels"] == [[0, 2, 3], [0, 2], [0]]
+
+    datasets.Dataset.from_dict({"image": images, "tags": ["disc", "square", "hexagon"]}, features=features).to_parquet(
+        path
+    )
+    message = r"t\.parquet split 'train', row 2: unknown class tag\(s\) \['hexagon'\]"
+    with pytest.raises(ValueError, match=message) as error:
+        load_hub_dataset(path, class_names=id2label, cache_dir=_cache(tmp_path))
+    assert "['bg', 'ring', 'disc', 'Square']" in str(error.value)
+
+
 def test_class_label_without_background_is_shifted(tmp_path):
     images, masks = _hub_rows()
     features = datasets.Features(
@@ -106,6 +130,9 @@ def test_class_label_without_background_is_shifted(tmp_path):
     assert loaded["labels"] == [[0, 1], [0, 2], [0, 1, 2], [0]]
     assert loaded["id"] == ["0", "1", "2", "3"]
     np.testing.assert_array_equal(np.unique(np.asarray(loaded[1]["mask"])), [0, 2])
+    renamed = load_hub_dataset(str(tmp_path / "saved"), class_names=[" Dog", "CAT"], cache_dir=_cache(tmp_path))
+    assert class_names_of(renamed) == ["background", " Dog", "CAT"]  # ClassLabel names matched by the same rule
+    assert renamed["labels"] == [[0, 2], [0, 1], [0, 1, 2], [0]]
 
 
 def test_labels_from_masks_with_an_explicit_column_mapping(tmp_path):

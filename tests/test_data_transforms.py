@@ -183,6 +183,46 @@ def test_dataloader_with_two_workers_over_shapes(tmp_path):
         assert present <= set(torch.nonzero(batch["labels"][i]).flatten().tolist())
 
 
+def test_each_rank_draws_its_own_augmentations_reproducibly(monkeypatch):
+    # Every process of a multi-process run is seeded alike (set_seed(seed)); the rank gives each its own draws.
+    monkeypatch.delenv("RANK", raising=False)
+    batch = _batch(8)
+
+    def augmented(rank=None):
+        torch.manual_seed(3)
+        out = TrainTransform(5, size=(16, 16), with_masks=True, rank=rank)(batch)
+        return out["pixel_values"], out["masks"]
+
+    single = augmented()
+    by_rank = {rank: augmented(rank) for rank in (0, 1, 2)}
+    torch.testing.assert_close(by_rank[0], single, rtol=0, atol=0)  # rank 0 = a single process, as before
+    assert not torch.equal(by_rank[1][0], by_rank[0][0]) and not torch.equal(by_rank[2][0], by_rank[1][0])
+    assert not torch.equal(by_rank[1][1], by_rank[0][1])  # the flips differ too, not only the colours
+    torch.testing.assert_close(augmented(1), by_rank[1], rtol=0, atol=0)  # a rank repeats its own draws
+    monkeypatch.setenv("RANK", "1")  # what torchrun / accelerate launch set: the default rank
+    torch.testing.assert_close(augmented(), by_rank[1], rtol=0, atol=0)
+
+
+def test_loader_workers_of_two_ranks_draw_apart(monkeypatch):
+    batch = _batch(8)
+    transform = TrainTransform(5, size=(16, 16))
+
+    def collate(indices):
+        return transform({key: [values[i] for i in indices] for key, values in batch.items()})["pixel_values"]
+
+    def epoch(rank):
+        monkeypatch.setenv("RANK", str(rank))  # inherited by the loader workers
+        loader = DataLoader(
+            range(8), batch_size=2, num_workers=2, collate_fn=collate, generator=torch.Generator().manual_seed(0)
+        )
+        return torch.cat(list(loader))
+
+    rank0, rank1 = epoch(0), epoch(1)
+    for row in range(0, 8, 2):  # every batch, from either worker, differs between the ranks
+        assert not torch.equal(rank0[row : row + 2], rank1[row : row + 2]), row
+    torch.testing.assert_close(epoch(1), rank1, rtol=0, atol=0)
+
+
 def test_colour_jitter_is_kornias_four_steps_in_vit_pcm_order():
     # Same draws, replayed: brightness (additive), contrast, saturation, hue, each as kornia.enhance defines them.
     from kornia.enhance import adjust_brightness, adjust_contrast_with_mean_subtraction, adjust_hue, adjust_saturation

@@ -122,6 +122,31 @@ def test_tag_cross_is_masked_with_the_id_of_cross(tmp_path, shapes_model, capsys
     assert dict(zip(by_model["id"], by_model["labels"]))["crôss"] == [0, 5]
 
 
+@pytest.mark.parametrize("out_name", ["masks", "."])  # --out inside --data-root, or --out = --data-root
+def test_masks_written_inside_the_photo_folder_are_not_untagged_photos_on_a_rerun(
+    tmp_path, shapes_model, capsys, out_name
+):
+    folder = write_folder(tmp_path / "photos", [("disc.png", ["disc"]), ("ring.png", ["ring"])])
+    Image.new("RGB", (30, 30)).save(tmp_path / "photos" / "untagged.jpg")
+    out = os.path.normpath(os.path.join(folder, out_name))
+    args = pseudo_label_args(shapes_model, folder, out)
+    args[args.index("--dataset-option") + 1] = f"cache_dir={tmp_path / 'cache'}"
+    for run, done in ((1, "2 written, 0 already done"), (2, "0 written, 2 already done")):
+        assert script_main("pseudo_label.py")(args) == 0, run
+        printed = capsys.readouterr().out
+        assert done in printed and "1 image file(s) in the folder have no tags row" in printed, (run, printed)
+        summary = json.loads(open(os.path.join(out, "summary.json"), encoding="utf-8").read())
+        assert summary["untagged"] == ["untagged.jpg"], run
+    assert os.path.isfile(os.path.join(out, "crf", "disc.png"))
+    if out_name == ".":
+        return
+    # The Python route: the loader lists the masks unless told the folder is an output.
+    listed = loader_report(load_tagged_images(folder, cache_dir=str(tmp_path / "cache")))["untagged"]
+    assert "masks/bpm/disc.png" in listed and "untagged.jpg" in listed
+    report = loader_report(load_tagged_images(folder, cache_dir=str(tmp_path / "cache"), exclude=out))
+    assert report["untagged"] == ["untagged.jpg"]
+
+
 def test_a_folder_covering_fewer_classes_works(tmp_path, shapes_model):
     folder = write_folder(tmp_path / "photos", [("a.png", ["cross"]), ("b.png", ["disc", "cross"]), ("c.png", [])])
     out = str(tmp_path / "out")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cpfcte_hf.data._common import read_index_mask
 from cpfcte_hf.visualization import (
     colorize_mask,
     mask_to_image,
@@ -58,6 +59,20 @@ def test_read_mask_refuses_rgb(tmp_path):
         read_mask(tmp_path / "rgb.png")
     Image.fromarray(np.array([[0, 3]], np.uint8)).save(tmp_path / "grey.png")
     np.testing.assert_array_equal(read_mask(tmp_path / "grey.png"), [[0, 3]])
+
+
+@pytest.mark.parametrize("mode", ["P", "L"])
+def test_read_mask_applies_the_exif_orientation_as_the_loaders_do(tmp_path, mode):
+    # An external prediction PNG whose pixels are stored turned, with an orientation tag: it is read as displayed,
+    # the rule of the loaders (read_index_mask) and of the images.
+    stored = np.array([[0, 1, 2], [3, 4, 5]], np.uint8)
+    image = mask_to_image(stored) if mode == "P" else Image.fromarray(stored, mode="L")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed after a quarter turn clockwise
+    image.save(tmp_path / "pred.png", exif=exif)
+    displayed = np.rot90(stored, k=-1)  # [[3, 0], [4, 1], [5, 2]]
+    np.testing.assert_array_equal(read_mask(tmp_path / "pred.png"), displayed)
+    np.testing.assert_array_equal(read_index_mask(str(tmp_path / "pred.png")), displayed)
 
 
 def test_overlay_leaves_background_and_ignore_untouched():

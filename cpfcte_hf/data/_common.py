@@ -27,10 +27,11 @@ from collections.abc import Sequence
 
 import datasets
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from ..image_processing_cpfcte import to_rgb_array
 from ..metrics import IGNORE_INDEX
+from ..visualization import as_displayed, exif_orientation
 
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,6 @@ ERROR_COLUMN = "_error"
 POLICY_PREFIX = "policy: "
 # Mask modes that hold one index per pixel. RGB masks (colour-coded) are rejected: see `inspect_record`.
 INDEX_MASK_MODES = ("P", "L", "I", "I;16", "I;16B", "I;16L")
-EXIF_ORIENTATION = 0x0112
 # Attribute of a loaded `datasets.Dataset` holding what the loader left out (see `loader_report`).
 LOADER_REPORT_ATTRIBUTE = "_cpfcte_loader_report"
 
@@ -173,14 +173,6 @@ def describe_source(source) -> str:
     return str(source)
 
 
-def exif_orientation(image: Image.Image) -> int:
-    """The EXIF orientation tag (1..8) of an opened image, 1 when absent or unreadable."""
-    try:
-        return int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
-    except Exception:  # noqa: BLE001 - a broken EXIF block means "no rotation", as for PIL's exif_transpose
-        return 1
-
-
 def displayed_size(image: Image.Image) -> tuple[int, int]:
     """`(width, height)` as displayed: orientations 5..8 (a quarter turn) swap the stored sides.
 
@@ -213,9 +205,7 @@ def read_index_mask(path) -> np.ndarray:
             raise ValueError(
                 f"mask mode {mask.mode} is not an index mask: save class ids as a palette ('P') or grey ('L') PNG"
             )
-        if exif_orientation(mask) != 1:
-            return np.asarray(ImageOps.exif_transpose(mask))
-        return np.asarray(mask)
+        return np.asarray(as_displayed(mask))
 
 
 def inspect_record(record: dict, num_classes: int) -> tuple[list[int], str | None]:

@@ -17,8 +17,10 @@ looked up among common names:
 
 * a `ClassLabel` or a list of `ClassLabel`: names come from the feature; if its class 0 is not a background
   (`background`, `_background_`, `__background__`, `bg`), `background` is prepended and ids shift by 1;
-* strings or lists of strings (tag names; a string is split on `;`, `|`, `,`): classes are `class_names=` or
-  `background` + the sorted tags;
+* strings or lists of strings (tag names; a string is split on `;`, `|`, `,`): classes are `class_names=` (a
+  list, or a model / its `id2label`) or `background` + the sorted tags; tags and `ClassLabel` names are matched to
+  `class_names=` by name with `cpfcte_hf.class_names.normalize_class_name` (case-insensitive, trimmed: `Disc` is
+  `disc`), and a tag that is no class is a `ValueError` naming the row and the tag and listing the classes;
 * integers or lists of integers: indices into `class_names=` (required), shifted by `label_offset` (default 0;
   use 1 when your ids count foreground classes from 0);
 * a multi-hot vector of length C (background included) or C - 1 (foreground only); `class_names=` required;
@@ -36,6 +38,7 @@ from collections.abc import Sequence
 import datasets
 import numpy as np
 
+from ..class_names import class_ids_from_tags, class_index, foreground_tags, map_class_names, tag_class_names
 from ._common import (
     BACKGROUND,
     ERROR_COLUMN,
@@ -140,36 +143,34 @@ def _split_tags(value) -> list[str]:
     return [str(tag).strip() for tag in value if str(tag).strip()]
 
 
-def _convert_labels(values: list, feature, class_names, label_offset) -> tuple[tuple[str, ...], list[list[int]]]:
-    """Source label values -> (class names, lists of class ids with background 0)."""
+def _convert_labels(
+    values: list, feature, class_names, label_offset, source: str = "the dataset"
+) -> tuple[tuple[str, ...], list[list[int]]]:
+    """Source label values -> (class names, lists of class ids with background 0).
+
+    String tags and `ClassLabel` names are matched to `class_names` by `cpfcte_hf.class_names` (case-insensitive,
+    trimmed); an unknown tag is a `ValueError` naming `source`, the row and the tag, and listing the classes.
+    """
     inner = feature.feature if isinstance(feature, (datasets.List, datasets.LargeList)) else feature
     as_lists = [[] if v is None else (list(v) if isinstance(v, (list, tuple, np.ndarray)) else [v]) for v in values]
     if isinstance(inner, datasets.ClassLabel):
-        source = list(inner.names)
-        shift = 0 if source[0].lower() in BACKGROUND_NAMES else 1
-        names = (BACKGROUND, *source[1:]) if shift == 0 else (BACKGROUND, *source)
+        label_names = list(inner.names)
+        shift = 0 if label_names[0].lower() in BACKGROUND_NAMES else 1
+        names = (BACKGROUND, *label_names[1:]) if shift == 0 else (BACKGROUND, *label_names)
         if class_names is not None:
-            wanted = check_class_names(class_names)
-            position = {n: i for i, n in enumerate(wanted)}
-            missing = [n for n in names[1:] if n not in position]
-            if missing:
-                raise ValueError(f"Classes {missing} of the dataset are not in class_names.")
-            remap = [position[n] for n in names]
+            wanted = check_class_names(tag_class_names((), class_names), source)
+            remap = map_class_names(names, wanted, source=source)
             return wanted, [[remap[int(i) + shift] for i in ids] for ids in as_lists]
         return names, [[int(i) + shift for i in ids] for ids in as_lists]
     dtype = getattr(inner, "dtype", None)
     if dtype == "string" or dtype == "large_string":
         tag_lists = [_split_tags(v) for v in values]
-        if class_names is None:
-            names = (BACKGROUND, *sorted({t for tags in tag_lists for t in tags if t != BACKGROUND}))
-        else:
-            names = tuple(class_names)
-            names = names if names[0] == BACKGROUND else (BACKGROUND, *names)
-        position = {n: i for i, n in enumerate(names)}
-        unknown = sorted({t for tags in tag_lists for t in tags if t not in position})
-        if unknown:
-            raise ValueError(f"Tags {unknown[:10]} are not among the classes {list(names)}.")
-        return check_class_names(names), [[position[t] for t in tags] for tags in tag_lists]
+        names = check_class_names(tag_class_names(tag_lists, class_names), source)
+        class_index(names)  # two spellings of one class are refused
+        return names, [
+            class_ids_from_tags(foreground_tags(tags), names, where=f"{source}, row {row}", allow_ids=False)
+            for row, tags in enumerate(tag_lists)
+        ]
     if class_names is None:
         raise ValueError("Integer or multi-hot labels carry no class names: pass class_names= (background first).")
     names = check_class_names(class_names)
@@ -214,7 +215,7 @@ def _prepare_split(dataset, *, columns, class_names, label_offset, validate, dro
     image_column, mask_column, labels_column, id_column = (columns[k] for k in ("image", "mask", "labels", "id"))
     if labels_column is not None:
         values = dataset.data.column(labels_column).to_pylist()
-        names, labels = _convert_labels(values, dataset.features[labels_column], class_names, label_offset)
+        names, labels = _convert_labels(values, dataset.features[labels_column], class_names, label_offset, source)
         labels = [sorted({0, *ids}) for ids in labels]
         derive = False
     else:
@@ -284,7 +285,8 @@ def load_hub_dataset(
         split: a split name or a list of them (then a `DatasetDict`).
         name, data_files, revision, **load_kwargs: passed to `datasets.load_dataset`.
         columns: `{"image": ..., "mask": ..., "labels": ..., "id": ...}` source column names (see module docstring).
-        class_names: the classes, background first; needed for integer / multi-hot labels and mask-only data.
+        class_names: the classes, background first (a list, or a model / its `id2label`); needed for integer /
+            multi-hot labels and mask-only data; string tags and `ClassLabel` names are matched to them by name.
         label_offset: added to integer label ids (1 when they count foreground classes from 0).
         validate: decode every image/mask once and drop bad rows (one warning).
         drop_background_only: leave out rows whose only label is the background.

@@ -24,7 +24,8 @@ class (the message lists the classes), a row with tags but no file name, or a ta
 -> `ValueError` naming the file and line; blank rows (e.g. a trailing `,`) -> skipped and counted in the log; an image
 with no tag -> kept as a background-only example (`drop_background_only=True` leaves it out); corrupt images ->
 skipped, one warning, listed by `loader_report(dataset)["skipped"]`; odd modes -> converted. Image files in the
-folder that the tag file does not list are not loaded: one warning, and `loader_report(dataset)["untagged"]`.
+folder that the tag file does not list are not loaded: one warning, and `loader_report(dataset)["untagged"]` (the
+folders of `exclude=`, such as an output folder of masks inside the image folder, are not searched).
 """
 
 import csv
@@ -37,9 +38,8 @@ from collections.abc import Sequence
 
 import datasets
 
-from ..class_names import class_ids_from_tags, class_index, names_of, normalize_class_name
+from ..class_names import class_ids_from_tags, class_index, foreground_tags, tag_class_names
 from ._common import (
-    BACKGROUND,
     IMAGE_EXTENSIONS,
     as_splits,
     attach_loader_report,
@@ -149,12 +149,20 @@ def _relative_file_name(file_name: str, where: str) -> str:
     return check_relative_id(normalized, where)
 
 
-def _untagged_files(image_dir: str, listed: set[str], tag_file: str) -> list[str]:
-    """Image files under `image_dir` (hidden folders left out) that the tag file does not list, relative, sorted."""
+def _untagged_files(image_dir: str, listed: set[str], tag_file: str, exclude: Sequence = ()) -> list[str]:
+    """Image files under `image_dir` that the tag file does not list, relative, sorted. Hidden folders and the
+    folders of `exclude` (with everything below them) are not looked into."""
     found = []
     tag_file = os.path.abspath(tag_file)
+    if isinstance(exclude, (str, os.PathLike)):
+        exclude = [exclude]
+    excluded = {os.path.realpath(os.path.expanduser(os.fspath(folder))) for folder in exclude}
     for folder, subfolders, files in os.walk(image_dir):
-        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        subfolders[:] = sorted(
+            name
+            for name in subfolders
+            if not name.startswith(".") and os.path.realpath(os.path.join(folder, name)) not in excluded
+        )
         for name in files:
             path = os.path.join(folder, name)
             if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS or os.path.abspath(path) == tag_file:
@@ -175,6 +183,7 @@ def load_tagged_images(
     drop_background_only: bool = False,
     cache_dir: str | None = None,
     num_proc: int | None = None,
+    exclude: str | os.PathLike | Sequence[str | os.PathLike] = (),
 ) -> datasets.Dataset:
     """Loads a folder of images with image-level tags (no masks) as a `datasets.Dataset`.
 
@@ -188,6 +197,9 @@ def load_tagged_images(
         separator: the tag separator inside a CSV cell or a JSON string (default any of `;`, `|`, `,`).
         drop_background_only: leave out images without tags.
         cache_dir, num_proc: Arrow cache folder; processes used to validate images at build time.
+        exclude: a folder or folders inside `image_dir` left out of the search for untagged images, e.g. an output
+            folder of masks (`run_pseudo_labeling` passes its `out_dir`, so masks written inside the photo folder by
+            an earlier run are not reported as untagged photos on the next).
 
     Returns:
         Columns `image`, `labels` (`List(ClassLabel)`, background first and always present), `id`. No `mask`.
@@ -206,19 +218,7 @@ def load_tagged_images(
     rows = [row for row in rows if row[0] or row[1]]
     if not rows:
         raise ValueError(f"{tags} lists no images.")
-    if class_names is None:
-        spellings = {}
-        for _, row_tags, _ in rows:
-            for tag in row_tags:
-                spellings.setdefault(normalize_class_name(tag), tag)
-        spellings.pop(normalize_class_name(BACKGROUND), None)
-        names = (BACKGROUND, *(spellings[key] for key in sorted(spellings)))
-    elif isinstance(class_names, (list, tuple)):
-        names = tuple(str(name) for name in class_names)
-        is_background = names and normalize_class_name(names[0]) == normalize_class_name(BACKGROUND)
-        names = names if is_background else (BACKGROUND, *names)
-    else:  # a model, config or id2label: its class 0 is the background, whatever it is called
-        names = tuple(names_of(class_names))
+    names = tag_class_names((row_tags for _, row_tags, _ in rows), class_names)
     names = check_class_names(names, f"class names for {tags}")
     class_index(names)  # two spellings of one class are refused
     records, seen, by_id = [], {}, {}
@@ -236,8 +236,7 @@ def load_tagged_images(
                 f"{item_id!r} and would write the same mask; rename one of them."
             )
         by_id[item_id] = (file_name, where)
-        foreground = [tag for tag in row_tags if normalize_class_name(tag) != normalize_class_name(BACKGROUND)]
-        labels = class_ids_from_tags(foreground, names, where=where, allow_ids=False)
+        labels = class_ids_from_tags(foreground_tags(row_tags), names, where=where, allow_ids=False)
         path = os.path.join(image_dir, relative)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Image not found ({where}): {path}")
@@ -254,7 +253,7 @@ def load_tagged_images(
         drop_background_only=drop_background_only,
         extra_files=[tags],
     )
-    untagged = _untagged_files(image_dir, set(seen), tags)
+    untagged = _untagged_files(image_dir, set(seen), tags, exclude)
     if untagged:
         logger.warning(
             "%s: %d image file(s) in %s have no row in the tag file and are not loaded, e.g. %s",

@@ -26,8 +26,14 @@ Where the augmentation runs: the steps from the colour jitter to the normalisati
 works on a batch on any device. `TrainTransform` runs it in the loader (on the CPU); with `augment_in_loader=False`
 the loader workers only decode and resize, hand over `uint8` images (which the collator keeps as `uint8`), and the
 trainer runs `BatchAugmentation` on the GPU after the transfer (`CPFCTETrainingArguments.augmentation_device`).
+
+Random draws: torch's global generator (seeded by the trainer's `seed`; `torch.utils.data.DataLoader` seeds each
+worker apart). Under a multi-process launch every rank is seeded alike, so each rank mixes its index into its draws
+(`rank=`, default the `RANK` environment variable; `rank_generator`): ranks augment differently, each reproducibly,
+and rank 0 draws exactly as a single process.
 """
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -79,19 +85,49 @@ class AugmentationConfig:
                 raise ValueError(f"{name} must be a probability, got {getattr(self, name)}.")
 
 
-def _uniform(low: float, high: float, count: int) -> torch.Tensor:
-    return low + (high - low) * torch.rand(count)
+def _uniform(low: float, high: float, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    return low + (high - low) * torch.rand(count, generator=generator)
+
+
+def process_rank(rank: int | None = None) -> int:
+    """`rank`, else the `RANK` that `torchrun` and `accelerate launch` set in every process of a run (0 if unset)."""
+    if rank is not None:
+        return int(rank)
+    value = os.environ.get("RANK", "0").strip() or "0"
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"The environment variable RANK must be a process index, got {value!r}.") from None
+
+
+def rank_generator(rank: int) -> torch.Generator | None:
+    """The random stream of one augmentation call on process `rank`.
+
+    Rank 0 (and a single process) draws from torch's global generator, as always. Another rank draws from a generator
+    seeded by one draw of the global generator mixed with its rank: every process of a run seeds torch alike (the
+    trainer's `seed`, and the same per-worker seeds in the loader workers), so without the rank all of them would
+    draw the same flips and jitters. The stream stays reproducible from the seed, and differs from call to call,
+    from worker to worker (torch seeds each loader worker apart) and from rank to rank.
+    """
+    if rank == 0:
+        return None
+    draw = int(torch.randint(0, 2**62, (1,)).item())
+    seed = int(np.random.SeedSequence([draw, int(rank)]).generate_state(1, dtype=np.uint64)[0])
+    return torch.Generator().manual_seed(seed)
 
 
 class SegmentationAugmentation:
     """Applies `AugmentationConfig` to a batch: `(images (B,3,H,W) in [0,1], masks (B,H,W) | None)` -> same.
 
     Random draws use torch's global generator, which `torch.utils.data.DataLoader` seeds differently in every
-    worker; call `torch.manual_seed` for a reproducible sequence in the main process.
+    worker; call `torch.manual_seed` for a reproducible sequence in the main process. Under a multi-process launch,
+    `rank` (default: the `RANK` environment variable) gives each process its own stream (`rank_generator`); rank 0
+    draws as a single process does.
     """
 
-    def __init__(self, config: AugmentationConfig | None = None):
+    def __init__(self, config: AugmentationConfig | None = None, rank: int | None = None):
         self.config = config or AugmentationConfig()
+        self.rank = rank
 
     def __call__(self, images: torch.Tensor, masks: torch.Tensor | None = None):
         # kornia is needed only where the augmentation runs: loader workers that only decode and resize (augmentation
@@ -108,29 +144,30 @@ class SegmentationAugmentation:
         count = images.shape[0]
         device = images.device
         images = images.clamp(0, 1)
-        # Every random draw is made on the CPU, with torch's global generator, and only its result moves to the
-        # images' device: the same seed gives the same augmentation on the CPU and on a GPU, and deciding whether a
-        # step runs at all never waits for the GPU.
-        jitter = torch.rand(count) < config.colour_jitter_p
+        # Every random draw is made on the CPU, with torch's global generator (or this rank's, `rank_generator`),
+        # and only its result moves to the images' device: the same seed gives the same augmentation on the CPU and
+        # on a GPU, and deciding whether a step runs at all never waits for the GPU.
+        generator = rank_generator(process_rank(self.rank))
+        jitter = torch.rand(count, generator=generator) < config.colour_jitter_p
         if jitter.any():
-            brightness = torch.where(jitter, _uniform(-config.brightness, config.brightness, count), 0.0)
-            contrast = torch.where(jitter, _uniform(*config.contrast, count), 1.0)
-            saturation = torch.where(jitter, _uniform(*config.saturation, count), 1.0)
-            hue = torch.where(jitter, _uniform(-config.hue, config.hue, count), 0.0)
+            brightness = torch.where(jitter, _uniform(-config.brightness, config.brightness, count, generator), 0.0)
+            contrast = torch.where(jitter, _uniform(*config.contrast, count, generator), 1.0)
+            saturation = torch.where(jitter, _uniform(*config.saturation, count, generator), 1.0)
+            hue = torch.where(jitter, _uniform(-config.hue, config.hue, count, generator), 0.0)
             images = adjust_brightness(images, brightness.to(device)).clamp(0, 1)
             images = adjust_contrast_with_mean_subtraction(images, contrast.to(device)).clamp(0, 1)
             # Saturation then hue, as kornia's adjust_saturation and adjust_hue, in one HSV round trip instead of
             # two (the same result up to float rounding, and the costliest step of the pipeline).
             hsv = adjust_saturation_raw(rgb_to_hsv(images), saturation.to(device))
             images = hsv_to_rgb(adjust_hue_raw(hsv, (hue * 2 * torch.pi).to(device))).clamp(0, 1)
-        grey = torch.rand(count) < config.grayscale_p
+        grey = torch.rand(count, generator=generator) < config.grayscale_p
         if grey.any():
             grey = grey.to(device)[:, None, None, None]
             images = torch.where(grey, rgb_to_grayscale(images).expand_as(images), images)
-        images, masks = self._geometric(images, masks)
+        images, masks = self._geometric(images, masks, generator)
         return images.contiguous(), None if masks is None else masks.contiguous()
 
-    def _geometric(self, images, masks):
+    def _geometric(self, images, masks, generator=None):
         config = self.config
         count = images.shape[0]
         steps = (
@@ -139,7 +176,7 @@ class SegmentationAugmentation:
             (config.transpose_p, lambda x: x.transpose(-1, -2)),
         )
         for step, (probability, operation) in enumerate(steps):
-            chosen = torch.rand(count) < probability
+            chosen = torch.rand(count, generator=generator) < probability
             if not chosen.any():
                 continue
             if step == 2 and images.shape[-1] != images.shape[-2]:
@@ -167,8 +204,9 @@ class BatchAugmentation:
         augmentation: AugmentationConfig | None = None,
         image_mean: Sequence[float] = VIT_PCM_MEAN,
         image_std: Sequence[float] = VIT_PCM_STD,
+        rank: int | None = None,
     ):
-        self.augmentation = SegmentationAugmentation(augmentation)
+        self.augmentation = SegmentationAugmentation(augmentation, rank=rank)
         self.image_mean = tuple(image_mean)
         self.image_std = tuple(image_std)
 
@@ -303,6 +341,8 @@ class TrainTransform(_SegmentationTransform):
         with_masks: also return `masks`, augmented like the images.
         augment_in_loader: `False` stops after decode + resize: `pixel_values` are then the resized `uint8` images
             `(3, H, W)` (masks not augmented), for `self.batch_augmentation` to finish on the training device.
+        rank: the process index under a multi-process launch (default: the `RANK` environment variable): each rank
+            draws its own augmentations (`rank_generator`); rank 0 draws as a single process.
     """
 
     def __init__(
@@ -313,10 +353,11 @@ class TrainTransform(_SegmentationTransform):
         augmentation: AugmentationConfig | None = None,
         with_masks: bool = False,
         augment_in_loader: bool = True,
+        rank: int | None = None,
         **kwargs,
     ):
         super().__init__(num_labels, image_processor, with_masks=with_masks, **kwargs)
-        self.batch_augmentation = BatchAugmentation(augmentation, self.image_mean, self.image_std)
+        self.batch_augmentation = BatchAugmentation(augmentation, self.image_mean, self.image_std, rank=rank)
         self.augmentation = self.batch_augmentation.augmentation
         self.augment_in_loader = augment_in_loader
         if self.augmentation.config.transpose_p > 0 and self.size[0] != self.size[1]:
