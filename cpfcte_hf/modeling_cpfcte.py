@@ -180,6 +180,8 @@ class EncoderFamily:
     What CPF-CTE needs to know about one transformers ViT-family encoder (keyed by its config's `model_type`).
 
     Args:
+        layers: dotted name of the encoder's list of transformer blocks.
+        final_norm: dotted name of the LayerNorm after the last block (trained with the last blocks).
         init_kwargs: passed to `AutoModel.from_config`, e.g. to leave out a pooler CPF-CTE does not use.
         interpolates_by_argument: the encoder's `forward` takes `interpolate_pos_encoding`; otherwise it always
             interpolates its position embeddings to the input size by itself (DINOv2).
@@ -187,18 +189,20 @@ class EncoderFamily:
             to the patch tokens as well, so that every family hands the heads normalised tokens (CLIP).
     """
 
+    layers: str
+    final_norm: str
     init_kwargs: dict = field(default_factory=dict)
     interpolates_by_argument: bool = True
     patch_norm: str | None = None
 
 
 ENCODER_FAMILIES = {
-    "vit": EncoderFamily(init_kwargs={"add_pooling_layer": False}),
-    "deit": EncoderFamily(init_kwargs={"add_pooling_layer": False}),
-    "dinov2": EncoderFamily(interpolates_by_argument=False),
-    "dinov2_with_registers": EncoderFamily(interpolates_by_argument=False),
-    "clip_vision_model": EncoderFamily(patch_norm="post_layernorm"),
-    "siglip_vision_model": EncoderFamily(),
+    "vit": EncoderFamily("layers", "layernorm", init_kwargs={"add_pooling_layer": False}),
+    "deit": EncoderFamily("layers", "layernorm", init_kwargs={"add_pooling_layer": False}),
+    "dinov2": EncoderFamily("encoder.layer", "layernorm", interpolates_by_argument=False),
+    "dinov2_with_registers": EncoderFamily("encoder.layer", "layernorm", interpolates_by_argument=False),
+    "clip_vision_model": EncoderFamily("encoder.layers", "post_layernorm", patch_norm="post_layernorm"),
+    "siglip_vision_model": EncoderFamily("encoder.layers", "post_layernorm"),
 }
 assert set(ENCODER_FAMILIES) == set(BACKBONE_MODEL_TYPES)
 
@@ -370,6 +374,14 @@ class CPFCTEForWeaklySupervisedSegmentation(CPFCTEPreTrainedModel):
         model.vit.load_state_dict(encoder.state_dict(), strict=True)
         model.name_or_path = str(backbone_name_or_path)
         return model
+
+    def encoder_layers(self) -> nn.ModuleList:
+        """The encoder's transformer blocks, first to last, whatever its family (for partial fine-tuning)."""
+        return self.vit.get_submodule(self.encoder_family.layers)
+
+    def encoder_final_norm(self) -> nn.Module:
+        """The encoder's LayerNorm after the last block."""
+        return self.vit.get_submodule(self.encoder_family.final_norm)
 
     def _check_pixel_values(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool) -> None:
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:

@@ -282,6 +282,21 @@ def test_initialisation(tester):
     assert norms and all(torch.all(m.weight == 1) and torch.all(m.bias == 0) for m in norms)
 
 
+def test_encoder_layers_and_final_norm_are_found_in_every_family(tester):
+    from cpfcte_hf.trainer import encoder_parameter_groups
+
+    model = tester.create_model(tester.get_config())
+    assert len(model.encoder_layers()) == tester.num_hidden_layers
+    assert all(isinstance(layer, GradientCheckpointingLayer) for layer in model.encoder_layers())
+    assert isinstance(model.encoder_final_norm(), torch.nn.LayerNorm)
+    frozen, trained = encoder_parameter_groups(model, 1)
+    trained_ids = {id(p) for p in trained}
+    last = {id(p) for p in model.encoder_layers()[-1].parameters()}
+    norm = {id(p) for p in model.encoder_final_norm().parameters()}
+    assert trained_ids == last | norm
+    assert len(frozen) + len(trained) == len(list(model.vit.parameters()))
+
+
 def test_torch_export(tester):
     config, inputs = tester.prepare_config_and_inputs()
     model = tester.create_model(config).eval()
