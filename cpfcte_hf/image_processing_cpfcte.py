@@ -210,6 +210,25 @@ class CPFCTEImageProcessor(PilBackend):
             return BatchFeature(data={"pixel_values": pixel_values}, tensor_type=None)
         return BatchFeature(data={"pixel_values": list(pixel_values.numpy())}, tensor_type=return_tensors)
 
+    @classmethod
+    def for_backbone(cls, backbone_name_or_path: str, **kwargs) -> "CPFCTEImageProcessor":
+        """
+        A processor that normalises as the encoder `backbone_name_or_path` (Hub id or folder) was pretrained: the
+        `image_mean` / `image_std` of its `preprocessor_config.json` (ImageNet's for DINOv2, CLIP's own for CLIP,
+        0.5 / 0.5 for the ViT-PCM and SigLIP checkpoints). Without such a file, ViT-PCM's 0.5 / 0.5. `kwargs` (e.g.
+        `size=...`, `cache_dir=...`) go to the processor and to the download.
+        """
+        hub_keys = ("cache_dir", "revision", "token", "local_files_only")
+        hub_kwargs = {key: kwargs.pop(key) for key in hub_keys if key in kwargs}
+        try:
+            pretrained, _ = cls.get_image_processor_dict(backbone_name_or_path, **hub_kwargs)
+        except OSError:
+            pretrained = {}
+        for key in ("image_mean", "image_std"):
+            if key not in kwargs and pretrained.get(key) is not None:
+                kwargs[key] = list(pretrained[key])
+        return cls(**kwargs)
+
     def post_process_semantic_segmentation(
         self,
         outputs,

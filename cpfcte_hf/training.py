@@ -208,7 +208,12 @@ def run_training(
     train_dataset, eval_dataset = build_datasets(data_args)
     class_names = class_names_of(train_dataset)
     num_labels = len(class_names)
-    processor = CPFCTEImageProcessor(size={"height": model_args.image_size, "width": model_args.image_size})
+    size = {"height": model_args.image_size, "width": model_args.image_size}
+    # A pretrained encoder reads images normalised as in its pretraining (e.g. ImageNet statistics for DINOv2).
+    if model_args.backbone and not model_args.model_name_or_path:
+        processor = CPFCTEImageProcessor.for_backbone(model_args.backbone, size=size)
+    else:
+        processor = CPFCTEImageProcessor(size=size)
     model = build_model(model_args, class_names)
 
     if data_args.augment:

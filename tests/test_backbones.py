@@ -206,3 +206,39 @@ def test_a_checkpoint_without_encoder_weights_is_refused(tmp_path):
     torch.save({}, tmp_path / "empty" / "pytorch_model.bin")
     with pytest.raises((ValueError, OSError), match="empty"):
         CPFCTEForWeaklySupervisedSegmentation.from_pretrained_backbone(str(tmp_path / "empty"))
+
+
+def test_processor_for_backbone_normalises_as_the_encoder_was_pretrained(tmp_path):
+    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    from cpfcte_hf import CPFCTEImageProcessor
+
+    _save_encoder(tmp_path / "dinov2", "dinov2")
+    # What facebook/dinov2-* ship: ImageNet statistics (written here by a processor with those values).
+    CPFCTEImageProcessor(image_mean=list(IMAGENET_DEFAULT_MEAN), image_std=list(IMAGENET_DEFAULT_STD)).save_pretrained(
+        tmp_path / "dinov2"
+    )
+    processor = CPFCTEImageProcessor.for_backbone(str(tmp_path / "dinov2"), size={"height": 28, "width": 28})
+    assert list(processor.image_mean) == list(IMAGENET_DEFAULT_MEAN)
+    assert list(processor.image_std) == list(IMAGENET_DEFAULT_STD)
+    assert processor.size["height"] == 28
+    # No preprocessor_config.json: ViT-PCM's 0.5 / 0.5.
+    _save_encoder(tmp_path / "bare", "vit")
+    assert list(CPFCTEImageProcessor.for_backbone(str(tmp_path / "bare")).image_mean) == [0.5, 0.5, 0.5]
+
+
+def test_voc_dinov2_preset_is_voc_with_a_dinov2_encoder():
+    import dataclasses
+    from pathlib import Path
+
+    from cpfcte_hf.cli import load_preset
+    from cpfcte_hf.trainer import CPFCTETrainingArguments
+    from cpfcte_hf.training import DataArguments, ModelArguments
+
+    configs = Path(__file__).resolve().parent.parent / "scripts" / "configs"
+    voc, dinov2 = load_preset(configs / "voc.yaml"), load_preset(configs / "voc-dinov2.yaml")
+    assert set(voc) == set(dinov2)
+    assert {key for key in voc if voc[key] != dinov2[key]} == {"backbone", "image_size", "output_dir"}
+    assert dinov2["backbone"] == "facebook/dinov2-base" and dinov2["image_size"] % 14 == 0
+    fields = {f.name for cls in (ModelArguments, DataArguments, CPFCTETrainingArguments) for f in dataclasses.fields(cls)}
+    assert set(dinov2) <= fields
