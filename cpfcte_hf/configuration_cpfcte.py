@@ -222,11 +222,9 @@ class CPFCTEConfig(PreTrainedConfig):
 
     def to_dict(self):
         output = super().to_dict()
-        # Remote code: `AutoModel` maps to the same class as `AutoModelForSemanticSegmentation`, and
-        # the image processor's `auto_map` entry lives here rather than in preprocessor_config.json.
-        # transformers derives a remote *video* processor from an image processor's `auto_map` and then asks
-        # "Do you wish to run the custom code? [y/N]" in `pipeline("image-segmentation")` even when this package is
-        # installed; from config.json the image processor still resolves (locally, or with trust_remote_code).
+        # Remote code: `AutoModel` maps to the same class as `AutoModelForSemanticSegmentation`, and the image
+        # processor is named here too (a model folder then resolves its processor from config.json as well as from
+        # preprocessor_config.json, which carries its own type and `auto_map`).
         auto_map = output.get("auto_map")
         if auto_map and "AutoModelForSemanticSegmentation" in auto_map:
             output["auto_map"] = {**EXTRA_AUTO_MAP, **auto_map}
