@@ -204,7 +204,11 @@ class CPFCTEImageProcessor(PilBackend):
         convert_rgb = self.do_convert_rgb if do_convert_rgb is None else do_convert_rgb
         arrays = [to_rgb_array(np.moveaxis(image, 0, -1), convert_rgb=convert_rgb) for image in images]
         pixel_values = resize_and_normalize(
-            arrays, (size.height, size.width), image_mean, image_std, resample if resample is not None else self.resample
+            arrays,
+            (size.height, size.width),
+            image_mean,
+            image_std,
+            resample if resample is not None else self.resample,
         )
         if return_tensors in ("pt", "torch"):
             return BatchFeature(data={"pixel_values": pixel_values}, tensor_type=None)

@@ -80,7 +80,11 @@ def test_from_pretrained_backbone_loads_the_encoder_bit_identically(tmp_path, mo
 
 @pytest.mark.parametrize(
     "model_class,prefix",
-    [(ViTForImageClassification, "vit"), (DeiTForImageClassification, "deit"), (Dinov2ForImageClassification, "dinov2")],
+    [
+        (ViTForImageClassification, "vit"),
+        (DeiTForImageClassification, "deit"),
+        (Dinov2ForImageClassification, "dinov2"),
+    ],
 )
 def test_from_pretrained_backbone_drops_an_image_classification_head(tmp_path, model_class, prefix):
     model_type = {"vit": "vit", "deit": "deit", "dinov2": "dinov2"}[prefix]
@@ -240,5 +244,23 @@ def test_voc_dinov2_preset_is_voc_with_a_dinov2_encoder():
     assert set(voc) == set(dinov2)
     assert {key for key in voc if voc[key] != dinov2[key]} == {"backbone", "image_size", "output_dir"}
     assert dinov2["backbone"] == "facebook/dinov2-base" and dinov2["image_size"] % 14 == 0
-    fields = {f.name for cls in (ModelArguments, DataArguments, CPFCTETrainingArguments) for f in dataclasses.fields(cls)}
+    fields = {
+        f.name for cls in (ModelArguments, DataArguments, CPFCTETrainingArguments) for f in dataclasses.fields(cls)
+    }
     assert set(dinov2) <= fields
+
+
+def test_benchmark_configs_cover_every_family_on_one_patch_grid():
+    from cpfcte_hf.benchmarking import BENCHMARK_BACKBONES, benchmark_backbone_config, time_interleaved
+
+    assert {model_type for model_type, _ in BENCHMARK_BACKBONES.values()} == set(FAMILIES)
+    for name in BENCHMARK_BACKBONES:
+        backbone_config = benchmark_backbone_config(name, "s", grid=14)
+        config = CPFCTEConfig(backbone_config=backbone_config)
+        assert config.hidden_size == 384 and backbone_config.num_hidden_layers == 12
+        assert backbone_config.image_size == 14 * config.patch_size
+    order = []
+    times = time_interleaved(
+        {"a": lambda: order.append("a"), "b": lambda: order.append("b")}, torch.device("cpu"), repeats=3, warmup=1
+    )
+    assert order == ["a", "b"] * 4 and len(times["a"]["times_s"]) == 3
