@@ -372,7 +372,7 @@ class CPFCTEForWeaklySupervisedSegmentation(CPFCTEPreTrainedModel):
                 f"{config.backbone_config.model_type} encoder."
             )
         model.vit.load_state_dict(encoder.state_dict(), strict=True)
-        model.name_or_path = str(backbone_name_or_path)
+        model.name_or_path = model.config.name_or_path = str(backbone_name_or_path)
         return model
 
     def encoder_layers(self) -> nn.ModuleList:

@@ -264,3 +264,18 @@ def test_benchmark_configs_cover_every_family_on_one_patch_grid():
         {"a": lambda: order.append("a"), "b": lambda: order.append("b")}, torch.device("cpu"), repeats=3, warmup=1
     )
     assert order == ["a", "b"] * 4 and len(times["a"]["times_s"]) == 3
+
+
+def test_saved_vit_keys_are_the_legacy_ones_vit_model_writes(tmp_path):
+    from safetensors import safe_open
+
+    model = CPFCTEForWeaklySupervisedSegmentation(tiny_config())
+    model.save_pretrained(tmp_path / "cpfcte")
+    ViTModel(model.config.backbone_config, add_pooling_layer=False).save_pretrained(tmp_path / "vit")
+    with (
+        safe_open(tmp_path / "cpfcte" / "model.safetensors", "pt") as ours,
+        safe_open(tmp_path / "vit" / "model.safetensors", "pt") as vit,
+    ):
+        ours_keys = {key for key in ours.keys() if key.startswith("vit.")}
+        assert ours_keys == {f"vit.{key}" for key in vit.keys()}
+    assert any(".attention.attention.query." in key for key in ours_keys)  # the legacy names, as before
