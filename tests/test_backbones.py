@@ -279,3 +279,26 @@ def test_saved_vit_keys_are_the_legacy_ones_vit_model_writes(tmp_path):
         ours_keys = {key for key in ours.keys() if key.startswith("vit.")}
         assert ours_keys == {f"vit.{key}" for key in vit.keys()}
     assert any(".attention.attention.query." in key for key in ours_keys)  # the legacy names, as before
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_training_builds_any_family_with_the_public_attention_switch(tmp_path, attn_implementation):
+    from cpfcte_hf.training import ModelArguments, build_model
+
+    encoder = _save_encoder(tmp_path / "encoder", "dinov2_with_registers")
+    classes = ["background", "disc", "ring"]
+    model = build_model(
+        ModelArguments(backbone=str(tmp_path / "encoder"), attn_implementation=attn_implementation), classes
+    )
+    assert model.config.backbone_config.model_type == "dinov2_with_registers"
+    assert model.vit.config._attn_implementation == attn_implementation
+    assert model.config.lstm_hidden_size == 32 // 4
+    _assert_encoder_loaded(model, encoder.state_dict())
+    scratch = build_model(
+        ModelArguments(
+            image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+            intermediate_size=64, attn_implementation=attn_implementation,
+        ),
+        classes,
+    )  # fmt: skip
+    assert scratch.vit.config._attn_implementation == attn_implementation
