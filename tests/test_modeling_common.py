@@ -101,6 +101,12 @@ class CPFCTEModelTester:
         return self.num_prefix_tokens + (self.image_size // self.patch_size) ** 2
 
 
+def test_every_supported_backbone_has_an_encoder_family():
+    from cpfcte_hf.modeling_cpfcte import ENCODER_FAMILIES
+
+    assert set(ENCODER_FAMILIES) == set(BACKBONE_MODEL_TYPES) == set(EXPECTED_PREFIX_TOKENS)
+
+
 @pytest.fixture(params=FAMILIES)
 def tester(request) -> CPFCTEModelTester:
     return CPFCTEModelTester(request.param)
