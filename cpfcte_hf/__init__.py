@@ -8,6 +8,10 @@ a CPF-CTE checkpoint without `trust_remote_code`.
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForSemanticSegmentation
 
+# The class itself: `transformers.AutoVideoProcessor` is a placeholder that raises where torchvision is missing, but
+# the pipelines use this one (and its registry) either way.
+from transformers.models.auto.video_processing_auto import AutoVideoProcessor
+
 from .configuration_cpfcte import VOC_CLASSES, CPFCTEConfig, vit_b16_384_config
 from .image_processing_cpfcte import (
     CPFCTEImageProcessor,
@@ -34,11 +38,25 @@ def _register_auto_classes() -> None:
     AutoModel.register(CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation, exist_ok=True)
     AutoModelForSemanticSegmentation.register(CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation, exist_ok=True)
     AutoImageProcessor.register(CPFCTEConfig, image_processor_classes={"pil": CPFCTEImageProcessor}, exist_ok=True)
+    declare_no_video_processor(CPFCTEConfig)
     # `save_pretrained` then writes `auto_map` and copies the source files, so that a checkpoint loads with
     # `trust_remote_code=True` where this package is not installed.
     CPFCTEConfig.register_for_auto_class()
     CPFCTEForWeaklySupervisedSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
     CPFCTEImageProcessor.register_for_auto_class("AutoImageProcessor")
+
+
+def declare_no_video_processor(config_class) -> None:
+    """
+    Registers that this package has no video processor for `config_class`.
+
+    `pipeline("image-segmentation")` also tries to load a video processor, and transformers derives one from the image
+    processor's `auto_map` entry (`CPFCTEImageProcessor` -> `CPFCTEVideoProcessor`). Finding no local class for that
+    remote reference, it would ask "Do you wish to run the custom code? [y/N]" although the package is installed.
+    A (empty) registration makes the installed package the local code for it: no prompt, and the video processor is
+    simply absent. Without the package (remote code), `trust_remote_code=True` is asked for anyway.
+    """
+    AutoVideoProcessor.register(config_class, video_processor_classes={}, exist_ok=True)
 
 
 _register_auto_classes()

@@ -5,7 +5,8 @@ This file is copied next to the weights by `save_pretrained` (remote code), so i
 only `transformers` and nothing else from this package.
 """
 
-from transformers import PreTrainedConfig, ViTConfig
+from transformers import AutoConfig, PreTrainedConfig, ViTConfig
+from transformers.configuration_utils import SubConfigSpec
 
 
 VOC_CLASSES = (
@@ -33,11 +34,59 @@ VOC_CLASSES = (
 )
 
 POOLING_TYPES = ("topk", "max", "avg")
+# The transformers encoders `backbone_config` may configure (their `model_type`): ViT, DeiT (CLS + distillation token),
+# DINOv2 (with and without register tokens), and the CLIP and SigLIP vision towers. `modeling_cpfcte` knows each one's
+# prefix tokens and how it interpolates its position embeddings.
+BACKBONE_MODEL_TYPES = (
+    "vit",
+    "deit",
+    "dinov2",
+    "dinov2_with_registers",
+    "clip_vision_model",
+    "siglip_vision_model",
+)
+# Full two-tower configs whose vision tower is taken when one is given as `backbone_config`.
+_VISION_TOWER_PARENTS = {"clip": "vision_config", "siglip": "vision_config"}
+# Backbone fields that may be given to `CPFCTEConfig` directly, as on a ViT config (`CPFCTEConfig(hidden_size=...)`).
+BACKBONE_KWARGS = ("hidden_size", "patch_size")
 # `auto_map` entries that `save_pretrained` cannot write itself (a class registers for one Auto class only).
 EXTRA_AUTO_MAP = {
     "AutoModel": "modeling_cpfcte.CPFCTEForWeaklySupervisedSegmentation",
     "AutoImageProcessor": "image_processing_cpfcte.CPFCTEImageProcessor",
 }
+
+
+def backbone_config_from(backbone_config: dict | PreTrainedConfig) -> PreTrainedConfig:
+    """
+    A supported encoder config from a config or its dict (`model_type` picks the class; a dict without one is a ViT,
+    as in checkpoints written before other backbones were supported). A full CLIP or SigLIP config gives its vision
+    tower.
+    """
+    if isinstance(backbone_config, dict):
+        values = dict(backbone_config)
+        model_type = values.pop("model_type", None) or ViTConfig.model_type
+        if model_type in _VISION_TOWER_PARENTS:
+            values = dict(values.get(_VISION_TOWER_PARENTS[model_type]) or {})
+            model_type = values.pop("model_type", None) or f"{model_type}_vision_model"
+        if model_type not in BACKBONE_MODEL_TYPES:
+            raise ValueError(_unsupported_backbone_message(model_type))
+        backbone_config = AutoConfig.for_model(model_type, **values)
+    elif backbone_config.model_type in _VISION_TOWER_PARENTS:
+        backbone_config = getattr(backbone_config, _VISION_TOWER_PARENTS[backbone_config.model_type])
+    if backbone_config.model_type not in BACKBONE_MODEL_TYPES:
+        raise ValueError(_unsupported_backbone_message(backbone_config.model_type))
+    if getattr(backbone_config, "vision_use_head", False):
+        # SigLIP's attention-pooling head makes an image embedding CPF-CTE does not use: leave it out of the model
+        # (its weights in a checkpoint are skipped) rather than train parameters that get no gradient.
+        backbone_config.vision_use_head = False
+    return backbone_config
+
+
+def _unsupported_backbone_message(model_type: str) -> str:
+    return (
+        f"`backbone_config` has model_type {model_type!r}; CPF-CTE supports the ViT-family encoders "
+        f"{', '.join(BACKBONE_MODEL_TYPES)} (and full clip / siglip configs, whose vision tower is used)."
+    )
 
 
 def vit_b16_384_config(**kwargs) -> ViTConfig:
@@ -62,8 +111,12 @@ class CPFCTEConfig(PreTrainedConfig):
     Defaults reproduce the paper's VOC setup (ViT-B/16 at 384x384, 21 classes with background as class 0).
 
     Args:
-        backbone_config (`ViTConfig` or `dict`, *optional*):
-            Configuration of the ViT encoder. Defaults to ViT-B/16 at 384x384 (`vit_b16_384_config()`).
+        backbone_config (`PreTrainedConfig` or `dict`, *optional*):
+            Configuration of the encoder: any ViT-family encoder config of transformers, `ViTConfig`, `DeiTConfig`,
+            `Dinov2Config`, `Dinov2WithRegistersConfig`, `CLIPVisionConfig` or `SiglipVisionConfig` (a full
+            `CLIPConfig` / `SiglipConfig` gives its vision tower). Defaults to ViT-B/16 at 384x384
+            (`vit_b16_384_config()`). `hidden_size=` and `patch_size=` given to `CPFCTEConfig` itself set those
+            fields of the backbone config.
         id2label (`dict[int, str]`, *optional*):
             Class names, background first (class 0). Defaults to the 21 PASCAL VOC classes.
             `num_labels` (C) is `len(id2label)`.
@@ -113,7 +166,7 @@ class CPFCTEConfig(PreTrainedConfig):
     """
 
     model_type = "cpfcte"
-    sub_configs_defaults = {"backbone_config": ViTConfig}
+    sub_configs_defaults = {"backbone_config": SubConfigSpec(config_class=AutoConfig, model_type="vit")}
 
     backbone_config: dict | PreTrainedConfig | None = None
     use_class_tokens: bool = True
@@ -138,8 +191,12 @@ class CPFCTEConfig(PreTrainedConfig):
             self.pooling_top_k = top_k
         if self.backbone_config is None:
             self.backbone_config = vit_b16_384_config()
-        elif isinstance(self.backbone_config, dict):
-            self.backbone_config = ViTConfig(**{k: v for k, v in self.backbone_config.items() if k != "model_type"})
+        else:
+            self.backbone_config = backbone_config_from(self.backbone_config)
+        # `hidden_size` and `patch_size` live on the backbone: the properties below read them, these set them.
+        for name in BACKBONE_KWARGS:
+            if name in kwargs:
+                setattr(self.backbone_config, name, kwargs.pop(name))
         if self.id2label is None and kwargs.get("num_labels") is None:
             self.id2label = dict(enumerate(VOC_CLASSES))
         super().__post_init__(**kwargs)
@@ -165,15 +222,39 @@ class CPFCTEConfig(PreTrainedConfig):
 
     def to_dict(self):
         output = super().to_dict()
-        # Remote code: `AutoModel` maps to the same class as `AutoModelForSemanticSegmentation`, and
-        # the image processor's `auto_map` entry lives here rather than in preprocessor_config.json.
-        # transformers derives a remote *video* processor from an image processor's `auto_map` and then asks
-        # "Do you wish to run the custom code? [y/N]" in `pipeline("image-segmentation")` even when this package is
-        # installed; from config.json the image processor still resolves (locally, or with trust_remote_code).
+        # Remote code: `AutoModel` maps to the same class as `AutoModelForSemanticSegmentation`, and the image
+        # processor is named here too (a model folder then resolves its processor from config.json as well as from
+        # preprocessor_config.json, which carries its own type and `auto_map`).
         auto_map = output.get("auto_map")
         if auto_map and "AutoModelForSemanticSegmentation" in auto_map:
             output["auto_map"] = {**EXTRA_AUTO_MAP, **auto_map}
         return output
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict, dict]:
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        cls._check_model_type(config_dict, str(pretrained_model_name_or_path))
+        return config_dict, kwargs
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs) -> "CPFCTEConfig":
+        cls._check_model_type(config_dict, "this config")
+        return super().from_dict(config_dict, **kwargs)
+
+    @classmethod
+    def _check_model_type(cls, config_dict: dict, source: str) -> None:
+        """A ViT (or other encoder) checkpoint is not a CPF-CTE one: say how to build a CPF-CTE model on it."""
+        model_type = config_dict.get("model_type")
+        if model_type in (None, cls.model_type):
+            return
+        if model_type in BACKBONE_MODEL_TYPES or model_type in _VISION_TOWER_PARENTS:
+            hint = (
+                f"CPFCTEForWeaklySupervisedSegmentation.from_pretrained_backbone({source!r}, id2label=...) builds a "
+                "CPF-CTE model on it (encoder weights loaded, heads initialised)"
+            )
+        else:
+            hint = f"CPF-CTE encoders are {', '.join(BACKBONE_MODEL_TYPES)}"
+        raise ValueError(f"{source} holds a {model_type!r} config, not a CPF-CTE ({cls.model_type!r}) one: {hint}.")
 
     @property
     def patch_size(self) -> int:
@@ -185,4 +266,4 @@ class CPFCTEConfig(PreTrainedConfig):
         return self.backbone_config.hidden_size
 
 
-__all__ = ["CPFCTEConfig", "VOC_CLASSES", "vit_b16_384_config"]
+__all__ = ["BACKBONE_MODEL_TYPES", "CPFCTEConfig", "VOC_CLASSES", "backbone_config_from", "vit_b16_384_config"]

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from transformers.image_processing_backends import PilBackend
+from transformers.image_processing_outputs import SemanticSegmentationPostProcessorOutput
 from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import PILImageResampling
 
@@ -24,19 +25,23 @@ VIT_PCM_MEAN = (0.5, 0.5, 0.5)
 VIT_PCM_STD = (0.5, 0.5, 0.5)
 
 
-def to_rgb_array(image) -> np.ndarray:
+def to_rgb_array(image, convert_rgb: bool = True) -> np.ndarray:
     """
     Any image as an `(H, W, 3)` uint8 RGB array.
 
     Accepts PIL images of any mode (RGB, RGBA, LA, P, L, CMYK, YCbCr, I;16, I, F), and numpy arrays or torch tensors
     shaped `(H, W)`, `(H, W, C)` or `(C, H, W)` with C in {1, 3, 4}. Alpha is dropped (not composited), grey is
     repeated, and 16-bit or float images are scaled to 0..255 (floats in [0, 1] are taken as such).
+    With `convert_rgb=False` the channels are kept as they are (`(H, W, C)`, C in {1, 3, 4}; PIL images in their own
+    mode's bands); only the values are brought to uint8.
     """
     if isinstance(image, Image.Image):
         if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
             array = np.asarray(image)
-        else:
+        elif convert_rgb:
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        else:
+            array = np.asarray(image)
     elif isinstance(image, torch.Tensor):
         array = image.detach().cpu().numpy()
     else:
@@ -48,9 +53,10 @@ def to_rgb_array(image) -> np.ndarray:
         array = array[..., None]
     if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
         raise ValueError(f"Cannot read an image of shape {array.shape}: expected (H, W), (H, W, C) or (C, H, W).")
-    array = array[..., :3]
-    if array.shape[-1] == 1:
-        array = np.repeat(array, 3, axis=-1)
+    if convert_rgb:
+        array = array[..., :3]
+        if array.shape[-1] == 1:
+            array = np.repeat(array, 3, axis=-1)
 
     if array.dtype == np.uint8:
         return np.ascontiguousarray(array)
@@ -77,19 +83,37 @@ def resize_and_normalize(
     `(H, W, 3)` uint8 RGB images -> `pixel_values` `(B, 3, size[0], size[1])` float32.
 
     Resizes without keeping the aspect ratio (as ViT-PCM does), scales to [0, 1], then `(x - mean) / std`
-    (mean = std = 0.5 maps to [-1, 1]).
+    (mean = std = 0.5 maps to [-1, 1]). Images of another channel count C (all the same) work alike, each channel
+    resized on its own, with C means and stds.
     """
     if isinstance(images, np.ndarray) and images.ndim == 3:
         images = [images]
     height, width = int(size[0]), int(size[1])
-    batch = np.empty((len(images), height, width, 3), dtype=np.float32)
+    channels = images[0].shape[-1] if len(images) else 3
+    if len(image_mean) != channels or len(image_std) != channels:
+        raise ValueError(
+            f"`image_mean` and `image_std` need one value per channel ({channels}); got {len(image_mean)} and "
+            f"{len(image_std)}."
+        )
+    batch = np.empty((len(images), height, width, channels), dtype=np.float32)
     for i, image in enumerate(images):
+        if image.shape[-1] != channels:
+            raise ValueError(f"Image {i} has {image.shape[-1]} channels, the first one {channels}.")
         if image.shape[:2] != (height, width):
-            image = np.asarray(Image.fromarray(image).resize((width, height), resample=resample))
+            if channels == 3:
+                image = np.asarray(Image.fromarray(image).resize((width, height), resample=resample))
+            else:
+                image = np.stack(
+                    [
+                        np.asarray(Image.fromarray(image[..., c]).resize((width, height), resample=resample))
+                        for c in range(channels)
+                    ],
+                    axis=-1,
+                )
         batch[i] = image
     pixel_values = torch.from_numpy(batch).permute(0, 3, 1, 2)
-    mean = torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    mean = torch.tensor(image_mean, dtype=torch.float32).view(1, channels, 1, 1) * 255.0
+    std = torch.tensor(image_std, dtype=torch.float32).view(1, channels, 1, 1) * 255.0
     return ((pixel_values - mean) / std).contiguous()
 
 
@@ -141,6 +165,10 @@ class CPFCTEImageProcessor(PilBackend):
             Normalisation, applied after scaling to [0, 1].
         resample (`PILImageResampling`, *optional*, defaults to `BILINEAR`):
             Resampling filter for the resize.
+        do_convert_rgb (`bool`, *optional*, defaults to `True`):
+            Convert every image to 3-channel RGB (grey repeated, alpha dropped). With `False` each image keeps its
+            own channels (1, 3 or 4; `image_mean` / `image_std` must then have one value per channel), for
+            encoders configured with `num_channels` other than 3.
     """
 
     model_input_names = ["pixel_values"]
@@ -164,6 +192,7 @@ class CPFCTEImageProcessor(PilBackend):
         do_normalize: bool,
         image_mean,
         image_std,
+        do_convert_rgb: bool | None = None,
         return_tensors=None,
         **kwargs,
     ) -> BatchFeature:
@@ -172,48 +201,76 @@ class CPFCTEImageProcessor(PilBackend):
                 "CPFCTEImageProcessor always resizes, rescales by 1/255 and normalises: the model was trained on "
                 "exactly that input. Change `size`, `image_mean` or `image_std` instead."
             )
-        rgb = [to_rgb_array(np.moveaxis(image, 0, -1)) for image in images]
+        convert_rgb = self.do_convert_rgb if do_convert_rgb is None else do_convert_rgb
+        arrays = [to_rgb_array(np.moveaxis(image, 0, -1), convert_rgb=convert_rgb) for image in images]
         pixel_values = resize_and_normalize(
-            rgb, (size.height, size.width), image_mean, image_std, resample if resample is not None else self.resample
+            arrays,
+            (size.height, size.width),
+            image_mean,
+            image_std,
+            resample if resample is not None else self.resample,
         )
         if return_tensors in ("pt", "torch"):
             return BatchFeature(data={"pixel_values": pixel_values}, tensor_type=None)
         return BatchFeature(data={"pixel_values": list(pixel_values.numpy())}, tensor_type=return_tensors)
 
-    def to_dict(self):
-        output = super().to_dict()
-        # `CPFCTEConfig` carries this processor's `auto_map` entry (see `CPFCTEConfig.to_dict`). Without a type or
-        # auto_map here, AutoImageProcessor resolves the class from the model config: locally when `cpfcte_hf` is
-        # imported, as remote code otherwise, and never prompts.
-        output.pop("auto_map", None)
-        output.pop("image_processor_type", None)
-        return output
+    @classmethod
+    def for_backbone(cls, backbone_name_or_path: str, **kwargs) -> "CPFCTEImageProcessor":
+        """
+        A processor that normalises as the encoder `backbone_name_or_path` (Hub id or folder) was pretrained: the
+        `image_mean` / `image_std` of its `preprocessor_config.json` (ImageNet's for DINOv2, CLIP's own for CLIP,
+        0.5 / 0.5 for the ViT-PCM and SigLIP checkpoints). Without such a file, ViT-PCM's 0.5 / 0.5. `kwargs` (e.g.
+        `size=...`, `cache_dir=...`) go to the processor and to the download.
+        """
+        hub_keys = ("cache_dir", "revision", "token", "local_files_only")
+        hub_kwargs = {key: kwargs.pop(key) for key in hub_keys if key in kwargs}
+        try:
+            pretrained, _ = cls.get_image_processor_dict(backbone_name_or_path, **hub_kwargs)
+        except OSError:
+            pretrained = {}
+        for key in ("image_mean", "image_std"):
+            if key not in kwargs and pretrained.get(key) is not None:
+                kwargs[key] = list(pretrained[key])
+        return cls(**kwargs)
 
     def post_process_semantic_segmentation(
         self,
         outputs,
         target_sizes: Sequence[tuple[int, int]] | None = None,
+        return_segmentation_scores: bool = False,
         labels: torch.Tensor | None = None,
-    ) -> list[torch.Tensor]:
+    ) -> list[torch.Tensor] | list[SemanticSegmentationPostProcessorOutput]:
         """
         Model outputs -> one `(H, W)` tensor of class ids per image.
 
         Args:
             outputs: the model's output (anything with `.logits` of shape `(B, C, h, w)`).
             target_sizes (`list[tuple[int, int]]`, *optional*): `(height, width)` per image; defaults to the patch grid.
+            return_segmentation_scores (`bool`, *optional*, defaults to `False`):
+                Return, per image, a [`SemanticSegmentationPostProcessorOutput`] with `segmentation` (the class ids,
+                `(H, W)`) and `segmentation_scores` (the class probability maps whose argmax they are, `(C, H, W)`),
+                as transformers' semantic-segmentation processors do.
             labels (`torch.Tensor` of shape `(B, C)`, *optional*): image-level multi-hot labels. When given, absent
                 classes are suppressed and each present class map is max-normalised, as for training-set pseudo-labels.
         """
         logits = outputs.logits
         if target_sizes is not None and len(target_sizes) != len(logits):
             raise ValueError(f"Got {len(target_sizes)} target sizes for a batch of {len(logits)} images.")
-        masks = []
+        results = []
         for i in range(len(logits)):
             target_size = tuple(int(s) for s in target_sizes[i]) if target_sizes is not None else None
             image_labels = labels[i : i + 1] if labels is not None else None
-            probabilities = class_probability_maps(logits[i : i + 1], image_labels, target_size)
-            masks.append(probabilities[0].argmax(dim=0))
-        return masks
+            probabilities = class_probability_maps(logits[i : i + 1], image_labels, target_size)[0]
+            segmentation = probabilities.argmax(dim=0)
+            if return_segmentation_scores:
+                results.append(
+                    SemanticSegmentationPostProcessorOutput(
+                        data={"segmentation": segmentation, "segmentation_scores": probabilities}
+                    )
+                )
+            else:
+                results.append(segmentation)
+        return results
 
 
 __all__ = ["CPFCTEImageProcessor", "class_probability_maps", "resize_and_normalize", "to_rgb_array"]

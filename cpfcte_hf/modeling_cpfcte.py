@@ -5,7 +5,8 @@ The model reads an image, encodes it with a ViT, and predicts a class distributi
 it is trained from image-level tags only, through Top-K pooling of the patch probabilities.
 
     pixel_values (B, 3, H, W)
-      -> ViTModel (final LayerNorm, CLS token dropped)      patches (B, h*w, D), h = H/p, w = W/p
+      -> ViT-family encoder (final LayerNorm,               patches (B, h*w, D), h = H/p, w = W/p
+         CLS / distillation / register tokens dropped)
       -> ClassTokenFusion                                   (B, h*w, D)
       -> ContextFusionBiLSTM over the (h, w) grid           (B, h, w, D)
       -> PatchClassifier                                    logits (B, C, h, w)
@@ -17,16 +18,16 @@ transformers and, relatively, `configuration_cpfcte`.
 """
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel, ViTConfig, ViTModel
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration_cpfcte import CPFCTEConfig
+from .configuration_cpfcte import CPFCTEConfig, backbone_config_from
 
 
 @dataclass
@@ -42,9 +43,10 @@ class CPFCTESegmentationOutput(ModelOutput):
         image_scores (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
             Image-level class probabilities: the pooled (Top-K / max / avg) patch probabilities.
         hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
-            The ViT encoder's hidden states (embeddings and every layer), each `(batch_size, 1 + h*w, hidden_size)`.
+            The encoder's hidden states (embeddings and every layer), each `(batch_size, T + h*w, hidden_size)`, where
+            T is the encoder's number of prefix tokens ([`encoder_prefix_tokens`]: 1 for ViT's CLS token).
         attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
-            The ViT encoder's attention maps, each `(batch_size, num_heads, 1 + h*w, 1 + h*w)`.
+            The encoder's attention maps, each `(batch_size, num_heads, T + h*w, T + h*w)`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -172,18 +174,70 @@ def top_k_bce_loss(image_scores: torch.Tensor, labels: torch.Tensor, epsilon: fl
     return -(labels * scores.log() + (1.0 - labels) * (1.0 - scores).log()).mean()
 
 
+@dataclass(frozen=True)
+class EncoderFamily:
+    """
+    What CPF-CTE needs to know about one transformers ViT-family encoder (keyed by its config's `model_type`).
+
+    Args:
+        layers: dotted name of the encoder's list of transformer blocks.
+        final_norm: dotted name of the LayerNorm after the last block (trained with the last blocks).
+        init_kwargs: passed to `AutoModel.from_config`, e.g. to leave out a pooler CPF-CTE does not use.
+        interpolates_by_argument: the encoder's `forward` takes `interpolate_pos_encoding`; otherwise it always
+            interpolates its position embeddings to the input size by itself (DINOv2).
+        patch_norm: dotted name of a LayerNorm that the encoder applies to its pooled token only; CPF-CTE applies it
+            to the patch tokens as well, so that every family hands the heads normalised tokens (CLIP).
+    """
+
+    layers: str
+    final_norm: str
+    init_kwargs: dict = field(default_factory=dict)
+    interpolates_by_argument: bool = True
+    patch_norm: str | None = None
+
+
+ENCODER_FAMILIES = {
+    "vit": EncoderFamily("layers", "layernorm", init_kwargs={"add_pooling_layer": False}),
+    "deit": EncoderFamily("layers", "layernorm", init_kwargs={"add_pooling_layer": False}),
+    "dinov2": EncoderFamily("encoder.layer", "layernorm", interpolates_by_argument=False),
+    "dinov2_with_registers": EncoderFamily("encoder.layer", "layernorm", interpolates_by_argument=False),
+    "clip_vision_model": EncoderFamily("encoder.layers", "post_layernorm", patch_norm="post_layernorm"),
+    "siglip_vision_model": EncoderFamily("encoder.layers", "post_layernorm"),
+}
+
+
+def encoder_prefix_tokens(backbone_config: PreTrainedConfig) -> int:
+    """
+    Tokens the encoder puts before the patch tokens: CLS (ViT, DINOv2, CLIP), CLS and distillation (DeiT), CLS and
+    registers (DINOv2 with registers), none (SigLIP).
+    """
+    model_type = backbone_config.model_type
+    if model_type == "siglip_vision_model":
+        return 0
+    if model_type == "deit":
+        return 2
+    if model_type == "dinov2_with_registers":
+        return 1 + backbone_config.num_register_tokens
+    return 1
+
+
+def build_encoder(backbone_config: PreTrainedConfig) -> PreTrainedModel:
+    """The bare encoder of `backbone_config` (no pooler, no task head), built by `AutoModel.from_config`."""
+    return AutoModel.from_config(backbone_config, **ENCODER_FAMILIES[backbone_config.model_type].init_kwargs)
+
+
 @contextmanager
-def _eager_attention(backbone: nn.Module, enabled: bool):
-    """SDPA and flash attention return no attention maps: run the backbone eagerly while maps are requested."""
-    previous = backbone.config._attn_implementation
+def _attention_maps_enabled(encoder: PreTrainedModel, enabled: bool):
+    """SDPA and flash attention return no attention maps: run the encoder eagerly while maps are requested."""
+    previous = encoder.config._attn_implementation
     switch = enabled and previous != "eager"
     if switch:
-        backbone.config._attn_implementation = "eager"
+        encoder.set_attn_implementation("eager")
     try:
         yield
     finally:
         if switch:
-            backbone.config._attn_implementation = previous
+            encoder.set_attn_implementation(previous)
 
 
 class CPFCTEPreTrainedModel(PreTrainedModel):
@@ -241,7 +295,11 @@ class CPFCTEForWeaklySupervisedSegmentation(CPFCTEPreTrainedModel):
     def __init__(self, config: CPFCTEConfig):
         super().__init__(config)
         hidden_size = config.backbone_config.hidden_size
-        self.vit = ViTModel(config.backbone_config, add_pooling_layer=False)
+        # The encoder keeps the attribute name `vit` whatever its family, so that checkpoints of the ViT-only
+        # versions (keys `vit.*`) still load and every family saves under the same prefix.
+        self.vit = build_encoder(config.backbone_config)
+        self.encoder_family = ENCODER_FAMILIES[config.backbone_config.model_type]
+        self.num_prefix_tokens = encoder_prefix_tokens(config.backbone_config)
         self.class_token_fusion = ClassTokenFusion(hidden_size, config.num_labels) if config.use_class_tokens else None
         self.context_fusion = (
             ContextFusionBiLSTM(
@@ -263,13 +321,17 @@ class CPFCTEForWeaklySupervisedSegmentation(CPFCTEPreTrainedModel):
         revision: str | None = None,
         token: str | bool | None = None,
         local_files_only: bool = False,
+        attn_implementation: str | None = None,
         **config_kwargs,
     ) -> "CPFCTEForWeaklySupervisedSegmentation":
         """
-        A CPF-CTE model whose encoder is loaded from a ViT checkpoint and whose heads are freshly initialised.
+        A CPF-CTE model whose encoder is loaded from a pretrained ViT-family checkpoint and whose heads are freshly
+        initialised.
 
-        `backbone_name_or_path` is a Hub id (e.g. `"google/vit-base-patch16-384"`, the paper's ViT-B/16) or a local
-        directory holding a `ViTModel` or `ViTForImageClassification` checkpoint. `config_kwargs` (e.g.
+        `backbone_name_or_path` is a Hub id or a local directory of any supported encoder: ViT
+        (`"google/vit-base-patch16-384"`, the paper's ViT-B/16), DeiT, DINOv2 (`"facebook/dinov2-base"`, with or
+        without registers), CLIP or SigLIP (the vision tower of a full checkpoint is taken). The checkpoint may be
+        the bare encoder or its image-classification model (whose head is dropped). `config_kwargs` (e.g.
         `id2label=...`, `pooling_top_k=...`) build the `CPFCTEConfig`; alternatively pass `config`, whose
         `backbone_config` is replaced by the checkpoint's.
 
@@ -279,7 +341,7 @@ class CPFCTEForWeaklySupervisedSegmentation(CPFCTEPreTrainedModel):
         ```
         """
         hub_kwargs = dict(cache_dir=cache_dir, revision=revision, token=token, local_files_only=local_files_only)
-        backbone_config = ViTConfig.from_pretrained(backbone_name_or_path, **hub_kwargs)
+        backbone_config = backbone_config_from(AutoConfig.from_pretrained(backbone_name_or_path, **hub_kwargs))
         # The checkpoint's own task head (e.g. 1000 ImageNet labels) does not belong to the backbone.
         backbone_config.architectures = None
         backbone_config.id2label = None
@@ -290,7 +352,35 @@ class CPFCTEForWeaklySupervisedSegmentation(CPFCTEPreTrainedModel):
             if config_kwargs:
                 raise ValueError("Pass either `config` or config keyword arguments, not both.")
             config = config.__class__.from_dict({**config.to_dict(), "backbone_config": backbone_config.to_dict()})
-        return cls.from_pretrained(backbone_name_or_path, config=config, **hub_kwargs)
+        model = cls(config)
+        if attn_implementation is not None:
+            model.set_attn_implementation(attn_implementation)
+
+        family = ENCODER_FAMILIES[config.backbone_config.model_type]
+        encoder, loading_info = AutoModel.from_pretrained(
+            backbone_name_or_path,
+            config=config.backbone_config,
+            output_loading_info=True,
+            **hub_kwargs,
+            **family.init_kwargs,
+        )
+        if loading_info["missing_keys"]:
+            raise ValueError(
+                f"{backbone_name_or_path} lacks encoder weights {sorted(loading_info['missing_keys'])[:5]} "
+                f"(of {len(loading_info['missing_keys'])} missing): it is not a pretrained "
+                f"{config.backbone_config.model_type} encoder."
+            )
+        model.vit.load_state_dict(encoder.state_dict(), strict=True)
+        model.name_or_path = model.config.name_or_path = str(backbone_name_or_path)
+        return model
+
+    def encoder_layers(self) -> nn.ModuleList:
+        """The encoder's transformer blocks, first to last, whatever its family (for partial fine-tuning)."""
+        return self.vit.get_submodule(self.encoder_family.layers)
+
+    def encoder_final_norm(self) -> nn.Module:
+        """The encoder's LayerNorm after the last block."""
+        return self.vit.get_submodule(self.encoder_family.final_norm)
 
     def _check_pixel_values(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool) -> None:
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
@@ -312,6 +402,7 @@ class CPFCTEForWeaklySupervisedSegmentation(CPFCTEPreTrainedModel):
             )
         image_size = self.config.backbone_config.image_size
         image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        # DINOv2 interpolates by itself; at the native size interpolation is the identity in every family.
         if not interpolate_pos_encoding and (height, width) != image_size:
             raise ValueError(
                 f"Input size {height}x{width} differs from the backbone's {image_size[0]}x{image_size[1]} and "
@@ -344,9 +435,10 @@ class CPFCTEForWeaklySupervisedSegmentation(CPFCTEPreTrainedModel):
             labels (`torch.Tensor` of shape `(batch_size, num_labels)`, *optional*):
                 Multi-hot image-level labels, background (class 0) included. When given, `loss` is returned.
             output_hidden_states (`bool`, *optional*):
-                Return the ViT encoder's hidden states.
+                Return the encoder's hidden states. Defaults to `config.output_hidden_states`.
             output_attentions (`bool`, *optional*):
-                Return the ViT encoder's attention maps (the encoder runs with eager attention for that call).
+                Return the encoder's attention maps (the encoder runs with eager attention for that call). Defaults to
+                `config.output_attentions`.
             interpolate_pos_encoding (`bool`, *optional*):
                 Interpolate the position embeddings to the input size. Defaults to `config.interpolate_pos_encoding`.
             return_dict (`bool`, *optional*):
@@ -364,7 +456,10 @@ class CPFCTEForWeaklySupervisedSegmentation(CPFCTEPreTrainedModel):
         ```
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        output_attentions = bool(output_attentions)
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
         if interpolate_pos_encoding is None:
             interpolate_pos_encoding = self.config.interpolate_pos_encoding
         self._check_pixel_values(pixel_values, interpolate_pos_encoding)
@@ -372,14 +467,15 @@ class CPFCTEForWeaklySupervisedSegmentation(CPFCTEPreTrainedModel):
         grid_height = pixel_values.shape[-2] // self.config.patch_size
         grid_width = pixel_values.shape[-1] // self.config.patch_size
 
-        with _eager_attention(self.vit, output_attentions):
-            encoder_outputs = self.vit(
-                pixel_values,
-                interpolate_pos_encoding=interpolate_pos_encoding,
-                output_hidden_states=output_hidden_states,
-                output_attentions=output_attentions,
-            )
-        patches = encoder_outputs.last_hidden_state[:, 1:]  # drop CLS; row-major (h, w) order
+        encoder_kwargs = {"output_hidden_states": output_hidden_states, "output_attentions": output_attentions}
+        if self.encoder_family.interpolates_by_argument:
+            encoder_kwargs["interpolate_pos_encoding"] = interpolate_pos_encoding
+        with _attention_maps_enabled(self.vit, output_attentions):
+            encoder_outputs = self.vit(pixel_values, return_dict=True, **encoder_kwargs)
+        # Drop the prefix tokens (CLS, distillation, registers); patches are in row-major (h, w) order.
+        patches = encoder_outputs.last_hidden_state[:, self.num_prefix_tokens :]
+        if self.encoder_family.patch_norm is not None:
+            patches = self.vit.get_submodule(self.encoder_family.patch_norm)(patches)
 
         if self.class_token_fusion is not None:
             patches, _ = self.class_token_fusion(patches)
@@ -397,13 +493,17 @@ class CPFCTEForWeaklySupervisedSegmentation(CPFCTEPreTrainedModel):
             loss=loss,
             logits=logits,
             image_scores=image_scores,
-            hidden_states=encoder_outputs.hidden_states,
-            attentions=encoder_outputs.attentions,
+            hidden_states=encoder_outputs.hidden_states if output_hidden_states else None,
+            attentions=encoder_outputs.attentions if output_attentions else None,
         )
         return output if return_dict else output.to_tuple()
 
 
 __all__ = [
+    "ENCODER_FAMILIES",
+    "EncoderFamily",
+    "build_encoder",
+    "encoder_prefix_tokens",
     "CPFCTEForWeaklySupervisedSegmentation",
     "CPFCTEPreTrainedModel",
     "CPFCTESegmentationOutput",

@@ -198,13 +198,14 @@ def encoder_parameter_groups(model, trainable_encoder_blocks: int) -> tuple[list
     vit = model.vit
     if trainable_encoder_blocks < 0:
         return [], list(vit.parameters())
-    num_layers = len(vit.layers)
+    layers = model.encoder_layers()
+    num_layers = len(layers)
     if trainable_encoder_blocks > num_layers:
         raise ValueError(
             f"`trainable_encoder_blocks={trainable_encoder_blocks}` but the encoder has {num_layers} blocks "
             "(use -1 to train all of it)."
         )
-    trained_modules = [vit.layernorm, *vit.layers[num_layers - trainable_encoder_blocks :]]
+    trained_modules = [model.encoder_final_norm(), *layers[num_layers - trainable_encoder_blocks :]]
     trained = {id(p) for module in trained_modules for p in module.parameters()}
     params = list(vit.parameters())
     return [p for p in params if id(p) not in trained], [p for p in params if id(p) in trained]

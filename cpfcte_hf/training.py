@@ -16,11 +16,11 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from transformers import ViTConfig, set_seed
+from transformers import AutoConfig, ViTConfig, set_seed
 from transformers.utils import logging
 
 from .cli import describe, parse_key_values
-from .configuration_cpfcte import CPFCTEConfig
+from .configuration_cpfcte import CPFCTEConfig, backbone_config_from
 from .data import EvalTransform, TrainTransform, WeakSegmentationCollator, build_dataset, class_names_of
 from .data.transforms import AugmentationConfig
 from .image_processing_cpfcte import CPFCTEImageProcessor
@@ -181,11 +181,9 @@ def build_model(model_args: ModelArguments, class_names: list[str]) -> CPFCTEFor
             )
         return model
     if model_args.backbone:
-        vit_hidden = ViTConfig.from_pretrained(model_args.backbone).hidden_size
-        head_kwargs["lstm_hidden_size"] = model_args.lstm_hidden_size or vit_hidden // 4
-        model = CPFCTEForWeaklySupervisedSegmentation.from_pretrained_backbone(model_args.backbone, **head_kwargs)
-        model.config._attn_implementation = model_args.attn_implementation
-        return model
+        backbone_hidden = backbone_config_from(AutoConfig.from_pretrained(model_args.backbone)).hidden_size
+        head_kwargs["lstm_hidden_size"] = model_args.lstm_hidden_size or backbone_hidden // 4
+        return CPFCTEForWeaklySupervisedSegmentation.from_pretrained_backbone(model_args.backbone, **head_kwargs, **attn)
     backbone_config = ViTConfig(
         hidden_size=model_args.hidden_size,
         num_hidden_layers=model_args.num_hidden_layers,
@@ -195,9 +193,9 @@ def build_model(model_args: ModelArguments, class_names: list[str]) -> CPFCTEFor
         patch_size=model_args.patch_size,
     )
     head_kwargs["lstm_hidden_size"] = model_args.lstm_hidden_size or model_args.hidden_size // 4
-    config = CPFCTEConfig(backbone_config=backbone_config, **head_kwargs)
-    config._attn_implementation = model_args.attn_implementation
-    return CPFCTEForWeaklySupervisedSegmentation(config)
+    model = CPFCTEForWeaklySupervisedSegmentation(CPFCTEConfig(backbone_config=backbone_config, **head_kwargs))
+    model.set_attn_implementation(model_args.attn_implementation)
+    return model
 
 
 def _resolve_resume(training_args: CPFCTETrainingArguments) -> str | None:
@@ -236,7 +234,12 @@ def run_training(
     train_dataset, eval_dataset = build_datasets(data_args)
     class_names = class_names_of(train_dataset)
     num_labels = len(class_names)
-    processor = CPFCTEImageProcessor(size={"height": model_args.image_size, "width": model_args.image_size})
+    size = {"height": model_args.image_size, "width": model_args.image_size}
+    # A pretrained encoder reads images normalised as in its pretraining (e.g. ImageNet statistics for DINOv2).
+    if model_args.backbone and not model_args.model_name_or_path:
+        processor = CPFCTEImageProcessor.for_backbone(model_args.backbone, size=size)
+    else:
+        processor = CPFCTEImageProcessor(size=size)
     model = build_model(model_args, class_names)
 
     batch_augmentation = None

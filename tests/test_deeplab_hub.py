@@ -62,7 +62,9 @@ def test_saved_files_carry_auto_map_and_source_files(checkpoint):
         "AutoImageProcessor": "image_processing_cpfcte.CPFCTEImageProcessor",
     }
     preprocessor = json.loads((directory / "preprocessor_config.json").read_text())
-    assert "auto_map" not in preprocessor and "image_processor_type" not in preprocessor
+    # Type and auto_map make a processor-only folder loadable (the "run custom code?" prompt is solved at its root).
+    assert preprocessor["image_processor_type"] == "CPFCTEImageProcessor"
+    assert preprocessor["auto_map"] == {"AutoImageProcessor": "image_processing_cpfcte.CPFCTEImageProcessor"}
     assert preprocessor["image_mean"] == list(IMAGENET_MEAN) and preprocessor["image_std"] == list(IMAGENET_STD)
 
 

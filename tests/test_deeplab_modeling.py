@@ -222,3 +222,33 @@ def test_benchmark_helpers_count_and_time_a_training_step():
     assert timing["steps"] == 2 and 0 < timing["seconds_min"] <= timing["seconds_median"] <= timing["seconds_max"]
     # The ASPP alone: 4 branches x 2 flops x (32 x 9) x 3 outputs x 5 x 5 positions, forward; backward adds about 2x.
     assert training_step_flops(model, batch_size=1, size=33) > 3 * 4 * 2 * 32 * 9 * 3 * 25
+
+
+def test_activation_checkpointing_recomputes_each_resnet_stage_and_gives_the_same_gradients():
+    pixel_values = torch.randn(2, 3, 33, 33)
+    labels = torch.randint(0, 3, (2, 33, 33))
+    grads, stage_calls, hidden = [], [], []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = DeepLabV2ForSemanticSegmentation(tiny_deeplab_config()).train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+            assert model.is_activation_checkpointing
+        calls = []
+        model.resnet.encoder.stages[2].register_forward_pre_hook(lambda *a, calls=calls: calls.append(1))
+        outputs = model(pixel_values, labels=labels, output_hidden_states=True)
+        outputs.loss.backward()
+        grads.append(model.resnet.encoder.stages[2].layers[0].layer[1].convolution.weight.grad.clone())
+        stage_calls.append(len(calls))
+        hidden.append([h.detach() for h in outputs.hidden_states])
+    assert stage_calls == [1, 2]  # the checkpointed stage ran again during backward
+    torch.testing.assert_close(grads[0], grads[1])
+    assert len(hidden[0]) == len(hidden[1]) == 5
+    for a, b in zip(*hidden):
+        torch.testing.assert_close(a, b)
+    # In eval mode (no backward to replay) the stages run once, as without checkpointing.
+    model.eval()
+    calls.clear()
+    with torch.no_grad():
+        model(pixel_values)
+    assert len(calls) == 1

@@ -1,5 +1,6 @@
 """Behaviour of CPFCTEForWeaklySupervisedSegmentation and its building blocks."""
 
+import json
 import math
 
 import pytest
@@ -350,3 +351,111 @@ def test_config_top_k_alias_and_validation(tmp_path):
 def test_config_from_num_labels_names_background():
     config = CPFCTEConfig(num_labels=6)
     assert config.id2label[0] == "background" and config.label2id["background"] == 0 and config.num_labels == 6
+
+
+# --- image processor: transformers' conventions ---------------------------------------------------------------------
+
+
+def test_a_processor_only_folder_loads_with_auto_image_processor(tmp_path, monkeypatch):
+    import builtins
+    import subprocess
+
+    from transformers import AutoImageProcessor
+
+    from cpfcte_hf import CPFCTEImageProcessor
+    from tests.utils import BLOCK_PACKAGE_IMPORT, PYTHON, subprocess_env
+
+    monkeypatch.setattr(builtins, "input", lambda *a: pytest.fail(f"transformers prompted: {a}"))
+    CPFCTEImageProcessor(size={"height": 48, "width": 64}).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    assert saved["image_processor_type"] == "CPFCTEImageProcessor"
+    assert saved["auto_map"] == {"AutoImageProcessor": "image_processing_cpfcte.CPFCTEImageProcessor"}
+    processor = AutoImageProcessor.from_pretrained(tmp_path)  # the package's class, no prompt
+    assert type(processor) is CPFCTEImageProcessor and processor.size["width"] == 64
+    # Without the package: remote code, with trust_remote_code=True.
+    code = BLOCK_PACKAGE_IMPORT + (
+        "from transformers import AutoImageProcessor\n"
+        f"p = AutoImageProcessor.from_pretrained({str(tmp_path)!r}, trust_remote_code=True)\n"
+        "assert type(p).__module__.startswith('transformers_modules'), type(p).__module__\n"
+        "print('REMOTE_OK', p.size['width'])\n"
+    )
+    result = subprocess.run(
+        [PYTHON, "-c", code], capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "REMOTE_OK 64" in result.stdout
+
+
+def test_image_segmentation_pipeline_never_prompts_when_the_package_is_installed(tmp_path, monkeypatch):
+    import builtins
+
+    from PIL import Image
+    from transformers import pipeline
+
+    from tests.utils import save_tiny_checkpoint
+
+    save_tiny_checkpoint(tmp_path)  # model + processor, both with auto_map (remote code for everyone else)
+    monkeypatch.setattr(builtins, "input", lambda *a: pytest.fail(f"transformers prompted: {a}"))
+    segmenter = pipeline("image-segmentation", model=str(tmp_path))
+    assert type(segmenter.image_processor).__module__ == "cpfcte_hf.image_processing_cpfcte"
+    assert segmenter(Image.new("RGB", (40, 24), (127, 30, 200)))
+
+
+def test_do_convert_rgb_false_keeps_the_image_channels():
+    import numpy as np
+    from PIL import Image
+
+    from cpfcte_hf import CPFCTEImageProcessor
+
+    grey = Image.fromarray(np.arange(24 * 16, dtype=np.uint8).reshape(24, 16), mode="L")
+    converted = CPFCTEImageProcessor(size={"height": 16, "width": 16})(grey, return_tensors="pt").pixel_values
+    assert converted.shape == (1, 3, 16, 16)
+    processor = CPFCTEImageProcessor(
+        size={"height": 16, "width": 16}, do_convert_rgb=False, image_mean=[0.5], image_std=[0.5]
+    )
+    kept = processor(grey, return_tensors="pt").pixel_values
+    assert kept.shape == (1, 1, 16, 16)
+    torch.testing.assert_close(kept[:, 0], converted[:, 0])  # same resize and normalisation, one channel
+    # Also per call, and a 4-channel image keeps its alpha.
+    rgba = np.random.default_rng(0).integers(0, 256, (8, 8, 4), dtype=np.uint8)
+    four = CPFCTEImageProcessor(size={"height": 8, "width": 8}, image_mean=[0.5] * 4, image_std=[0.5] * 4)(
+        Image.fromarray(rgba, mode="RGBA"), do_convert_rgb=False, return_tensors="pt"
+    ).pixel_values
+    torch.testing.assert_close(four[0, 3], torch.from_numpy(rgba[..., 3]).float() / 127.5 - 1)
+    with pytest.raises(ValueError, match="one value per channel"):
+        CPFCTEImageProcessor(do_convert_rgb=False)(grey, return_tensors="pt")
+
+
+def test_post_process_returns_segmentation_scores_as_transformers_defines_them():
+    from transformers.image_processing_outputs import SemanticSegmentationPostProcessorOutput
+
+    from cpfcte_hf import CPFCTEImageProcessor
+
+    model = _model().eval()
+    with torch.no_grad():
+        outputs = model(torch.randn(2, 3, 32, 32))
+    processor = CPFCTEImageProcessor(size={"height": 32, "width": 32})
+    masks = processor.post_process_semantic_segmentation(outputs, target_sizes=[(20, 30), (10, 12)])
+    scored = processor.post_process_semantic_segmentation(
+        outputs, target_sizes=[(20, 30), (10, 12)], return_segmentation_scores=True
+    )
+    for mask, result, size in zip(masks, scored, [(20, 30), (10, 12)]):
+        assert isinstance(result, SemanticSegmentationPostProcessorOutput)
+        assert result.segmentation.shape == size and result.segmentation_scores.shape == (4, *size)
+        assert torch.equal(result.segmentation, mask)
+        assert torch.equal(result.segmentation_scores.argmax(0), mask)
+        torch.testing.assert_close(result.segmentation_scores.sum(0), torch.ones(size))
+    # Without target sizes: the patch grid.
+    assert processor.post_process_semantic_segmentation(outputs, return_segmentation_scores=True)[0][
+        "segmentation_scores"
+    ].shape == (4, 4, 4)
+
+
+def test_config_attention_and_hidden_state_flags_are_honoured():
+    config = tiny_config()
+    config.output_hidden_states = True
+    config.output_attentions = True
+    model = CPFCTEForWeaklySupervisedSegmentation(config).eval()
+    with torch.no_grad():
+        outputs = model(torch.randn(1, 3, 32, 32))
+    assert len(outputs.hidden_states) == 3 and len(outputs.attentions) == 2

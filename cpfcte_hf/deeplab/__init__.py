@@ -8,6 +8,7 @@ DeepLab-v2 checkpoint without `trust_remote_code`; `save_pretrained` writes the 
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForSemanticSegmentation
 
+from .. import declare_no_video_processor
 from ..image_processing_cpfcte import CPFCTEImageProcessor
 from .configuration_deeplab import DeepLabV2Config, resnet101_config
 from .modeling_deeplab import (
@@ -24,6 +25,7 @@ def _register_auto_classes() -> None:
     AutoModel.register(DeepLabV2Config, DeepLabV2ForSemanticSegmentation, exist_ok=True)
     AutoModelForSemanticSegmentation.register(DeepLabV2Config, DeepLabV2ForSemanticSegmentation, exist_ok=True)
     AutoImageProcessor.register(DeepLabV2Config, image_processor_classes={"pil": CPFCTEImageProcessor}, exist_ok=True)
+    declare_no_video_processor(DeepLabV2Config)
     # `save_pretrained` then writes `auto_map` and copies the source files (see `DeepLabV2Config.to_dict` for the
     # image processor's entry).
     DeepLabV2Config.register_for_auto_class()

@@ -150,9 +150,7 @@ class DeepLabV2Config(PreTrainedConfig):
 
     def to_dict(self):
         output = super().to_dict()
-        # As `CPFCTEConfig.to_dict`: the image processor's `auto_map` entry lives here rather than in
-        # preprocessor_config.json, so that `pipeline("image-segmentation")` never asks "Do you wish to run the custom
-        # code? [y/N]" in a process that has this package, and still resolves it as remote code in one that has not.
+        # As `CPFCTEConfig.to_dict`: the image processor is named here as well as in preprocessor_config.json.
         auto_map = output.get("auto_map")
         if auto_map and "AutoModelForSemanticSegmentation" in auto_map:
             output["auto_map"] = {**EXTRA_AUTO_MAP, **auto_map}

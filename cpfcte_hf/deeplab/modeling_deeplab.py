@@ -91,6 +91,9 @@ class DeepLabV2PreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     _no_split_modules = ["ResNetConvLayer", "ResNetShortCut"]
+    # transformers' ResNet has no checkpointed layers of its own: `DeepLabV2ForSemanticSegmentation` checkpoints
+    # each ResNet stage itself (see `_backbone_features`).
+    supports_gradient_checkpointing = True
     # The loss is a plain mean over the labelled pixels: the Trainer must scale it for gradient accumulation itself.
     accepts_loss_kwargs = False
 
@@ -116,6 +119,8 @@ class DeepLabV2ForSemanticSegmentation(DeepLabV2PreTrainedModel):
         self.resnet = ResNetModel(config.backbone_config)
         self.backbone_dilations = dilate_resnet(self.resnet, config.output_stride)
         self.aspp = AtrousSpatialPyramidClassifier(config.backbone_hidden_size, config.num_labels, config.atrous_rates)
+        # Set by `activation_checkpointing_enable()` (with `_gradient_checkpointing_func`).
+        self.gradient_checkpointing = False
         self.post_init()
         self._freeze_batch_norm()
 
@@ -185,6 +190,25 @@ class DeepLabV2ForSemanticSegmentation(DeepLabV2PreTrainedModel):
                 "(use the image processor, which converts any image to RGB)."
             )
 
+    def _backbone_features(
+        self, pixel_values: torch.Tensor, output_hidden_states: bool
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """
+        The dilated ResNet's features `(B, 2048, H/8, W/8)` and, if asked, its hidden states (stem output and each
+        stage's). With activation checkpointing on (and gradients needed), each stage's activations are recomputed
+        during the backward pass instead of kept, as transformers does for its checkpointed layers.
+        """
+        if not (self.gradient_checkpointing and self.training and torch.is_grad_enabled()):
+            outputs = self.resnet(pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
+            return outputs.last_hidden_state, outputs.hidden_states
+        hidden_state = self.resnet.embedder(pixel_values)
+        hidden_states = ()
+        for stage in self.resnet.encoder.stages:
+            hidden_states += (hidden_state,)
+            hidden_state = self._gradient_checkpointing_func(stage.__call__, hidden_state)
+        hidden_states += (hidden_state,)
+        return hidden_state, hidden_states if output_hidden_states else None
+
     def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """
         Cross-entropy between `logits` `(B, C, h, w)`, bilinearly upsampled to the labels' size, and class-id
@@ -249,14 +273,14 @@ class DeepLabV2ForSemanticSegmentation(DeepLabV2PreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         self._check_pixel_values(pixel_values)
-        backbone_outputs = self.resnet(pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
-        logits = self.aspp(backbone_outputs.last_hidden_state)
+        features, hidden_states = self._backbone_features(pixel_values, output_hidden_states)
+        logits = self.aspp(features)
         loss = self.compute_loss(logits, labels) if labels is not None else None
 
         if not return_dict:
-            output = (logits,) + ((backbone_outputs.hidden_states,) if output_hidden_states else ())
+            output = (logits,) + ((hidden_states,) if output_hidden_states else ())
             return ((loss,) + output) if loss is not None else output
-        return SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=backbone_outputs.hidden_states)
+        return SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
 
 __all__ = [
