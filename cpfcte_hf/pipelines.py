@@ -19,8 +19,8 @@ docs/method.md section 3, for one image and its image-level tags:
 
 `labeller.save_pretrained(dir)` writes this file (and the files it imports) next to the weights; another machine
 then loads it with `pipeline(model=dir, trust_remote_code=True)` without this package. For that, this file
-imports, relatively, only `class_names`, `image_processing_cpfcte`, `crf` and `visualization`, which import nothing
-else from the package.
+imports, relatively, only `class_names`, `image_processing_cpfcte`, `crf` and `visualization` (which takes
+`IGNORE_INDEX` from `metrics`), leaves that import nothing else from the package.
 """
 
 from __future__ import annotations

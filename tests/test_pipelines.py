@@ -142,8 +142,9 @@ def test_saved_pipeline_loads_as_remote_code_without_the_package(labeller, image
         "visualization.py",
         "image_processing_cpfcte.py",
         "modeling_cpfcte.py",
+        "metrics.py",  # a leaf (numpy only): visualization takes the one IGNORE_INDEX from it
     } <= files
-    assert not {"pseudo_labeling.py", "metrics.py", "__init__.py"} & files
+    assert not {"pseudo_labeling.py", "__init__.py", "hub.py", "trainer.py"} & files
     config = json.loads((saved / "config.json").read_text())
     assert (
         config["custom_pipelines"][PSEUDO_LABELLING_TASK]["impl"] == "pipelines.WeaklySupervisedPseudoLabelingPipeline"
