@@ -64,6 +64,13 @@ class CPFCTETrainingArguments(TrainingArguments):
     stage1_freeze_encoder: bool = field(
         default=True, metadata={"help": "Freeze the whole ViT encoder during stage 1 (ViT-PCM)."}
     )
+    stage2_fresh_optimizer: bool = field(
+        default=False,
+        metadata={
+            "help": "Start stage 2 with a fresh optimizer state (ViT-PCM compiles a new Keras Adam per stage); "
+            "False keeps one Adam state across both stages."
+        },
+    )
     trainable_encoder_blocks: int = field(
         default=5,
         metadata={
@@ -201,6 +208,11 @@ class TwoStageScheduleCallback(TrainerCallback):
         frozen = stage == 1 and trainer.args.stage1_freeze_encoder
         for param in trainer.stage2_encoder_parameters:
             param.requires_grad_(not frozen)
+        if stage == 2 and trainer.args.stage2_fresh_optimizer and 0 < trainer.stage1_steps == state.global_step:
+            # A fresh Adam: moments and step counts (hence the bias correction) start again. The optimizer itself
+            # is kept, so the learning-rate schedule and DDP/accelerate wrappers stay attached to it.
+            trainer.optimizer.state.clear()
+            logger.info(f"Step {state.global_step}: stage 2 starts with a fresh optimizer state.")
         if self.stage is not None or state.global_step > 0:
             logger.info(f"Step {state.global_step}: entering training stage {stage}.")
         self.stage = stage
