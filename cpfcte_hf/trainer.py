@@ -392,9 +392,13 @@ class FiniteLossMixin:
 
     model_input_names: tuple[str, ...] = MODEL_INPUT_NAMES
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def model_loss(self, model, inputs):
+        """(loss, outputs) of one batch: the model's own loss. Trainers with extra loss terms override this."""
         outputs = model(**{name: inputs[name] for name in self.model_input_names if name in inputs})
-        loss = outputs.loss
+        return outputs.loss, outputs
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = self.model_loss(model, inputs)
         if model.training and not torch.isfinite(loss.detach()).all():
             raise FloatingPointError(
                 f"The training loss became {loss.item()} at step {self.state.global_step + 1} (epoch "
