@@ -9,7 +9,9 @@ from torch import nn
 from transformers import default_data_collator
 
 from cpfcte_hf.deeplab import DeepLabV2ForSemanticSegmentation
+from cpfcte_hf.deeplab import IMAGENET_MEAN, IMAGENET_STD
 from cpfcte_hf.deeplab.convert import (
+    CAFFE_MEAN_RGB,
     config_from_kazuto_state_dict,
     convert_kazuto_state_dict,
     kazuto_key_to_ours,
@@ -145,7 +147,7 @@ def test_coco_init_checkpoint_converts_key_for_key(tmp_path):
     state = _kazuto_state_dict()
     config = config_from_kazuto_state_dict(state, num_labels=3, atrous_rates=[1, 2, 3, 4])
     assert config.backbone_config.depths == [1, 2, 1, 1] and config.backbone_config.downsample_in_bottleneck
-    model, report = convert_kazuto_state_dict(state, DeepLabV2ForSemanticSegmentation(config))
+    model, report = convert_kazuto_state_dict(state, DeepLabV2ForSemanticSegmentation(config), caffe_input=False)
     ours = model.state_dict()
     assert report["dropped"] == ["fc.bias", "fc.weight"]
     assert len(report["loaded"]) == len(state) - 2 and report["kept_initial"] == sorted(
@@ -163,8 +165,32 @@ def test_coco_init_checkpoint_converts_key_for_key(tmp_path):
     assert logits.shape == (1, 3, 9, 9) and torch.isfinite(logits).all()
     # The same through a .pth file, with kazuto1011's MSC prefix.
     torch.save(_kazuto_state_dict(prefix="base."), tmp_path / "init.pth")
-    loaded = load_kazuto_checkpoint(tmp_path / "init.pth", num_labels=3, atrous_rates=[1, 2, 3, 4])
+    loaded = load_kazuto_checkpoint(tmp_path / "init.pth", caffe_input=False, num_labels=3, atrous_rates=[1, 2, 3, 4])
     torch.testing.assert_close(loaded.resnet.state_dict(), model.resnet.state_dict())
+
+
+def test_caffe_input_is_moved_into_the_stem():
+    """Caffe's stem on BGR 0..255 minus its mean == the converted stem on ImageNet-normalised RGB (away from padding)."""
+    state = _kazuto_state_dict()
+    config = config_from_kazuto_state_dict(state, num_labels=3, atrous_rates=[1, 2, 3, 4])
+    model, _ = convert_kazuto_state_dict(state, DeepLabV2ForSemanticSegmentation(config))
+    model.eval()
+    rgb = torch.rand(1, 3, 40, 40, dtype=torch.float64)
+    caffe = (rgb * 255.0 - torch.tensor(CAFFE_MEAN_RGB, dtype=torch.float64).view(1, 3, 1, 1)).flip(1)
+    ours_input = (rgb - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    reference_conv = nn.Conv2d(3, 8, 7, 2, 3, bias=False).double()
+    reference_conv.weight.data = state["layer1.conv1.conv.weight"].double()
+    reference_bn = nn.BatchNorm2d(8).double().eval()
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        getattr(reference_bn, name).data = state[f"layer1.conv1.bn.{name}"].double()
+    stem = model.resnet.embedder.embedder
+    with torch.no_grad():
+        expected = reference_bn(reference_conv(caffe))
+        ours = stem.normalization.double()(stem.convolution.double()(ours_input.double()))
+    interior = (slice(None), slice(None), slice(2, -2), slice(2, -2))  # outputs whose 7x7 window has no padding
+    # float32 weights: exact up to float32 rounding
+    torch.testing.assert_close(ours[interior], expected[interior], rtol=1e-3, atol=1e-4)
+    assert (ours - expected).abs().max() < 0.05 * expected.abs().max()  # at the border: one intensity level off
 
 
 def test_trained_deeplab_v2_checkpoint_keeps_its_aspp():
@@ -202,5 +228,6 @@ def test_run_builds_the_model_from_a_kazuto_checkpoint(tmp_path):
     )
     assert model.config.num_labels == 3 and model.config.backbone_config.depths == [1, 2, 1, 1]
     torch.testing.assert_close(
-        model.resnet.embedder.embedder.convolution.weight, _kazuto_state_dict()["layer1.conv1.conv.weight"]
+        model.resnet.encoder.stages[3].layers[0].layer[1].convolution.weight,
+        _kazuto_state_dict()["layer5.block1.conv3x3.conv.weight"],
     )

@@ -23,6 +23,13 @@ As kazuto1011's `main.py` does (`load_state_dict(strict=False)` "to skip ASPP"),
 and an ASPP absent from the checkpoint keeps its fresh N(0, 0.01) initialisation. Every other key must map, and
 every backbone parameter must be covered, with the same shape; otherwise a `ValueError` names the keys.
 
+The Caffe network reads BGR images in 0..255 minus the mean colour (122.675, 116.669, 104.008 in R, G, B; no
+scaling); every model of this package reads RGB normalised with ImageNet mean and std (`deeplab_image_processor`).
+With `caffe_input=True` (the default) the conversion moves that difference into the weights: the stem convolution's
+input channels are reordered and scaled by 255 x std, and the constant the mean difference adds is subtracted from
+the stem BatchNorm's running mean. The converted model is then exact wherever the 7x7 stem sees no padding; where
+it does, its zero padding is ImageNet's mean colour, one intensity level from Caffe's.
+
 One difference remains that no weight can carry: kazuto1011's stem max pool uses `ceil_mode=True`, transformers'
 does not; the two give the same size for odd inputs (DeepLab's 321 and 513 crops) and differ by one for even ones.
 """
@@ -36,8 +43,11 @@ import torch
 
 from .configuration_deeplab import DeepLabV2Config, resnet101_config
 from .modeling_deeplab import DeepLabV2ForSemanticSegmentation
+from .processing import IMAGENET_MEAN, IMAGENET_STD
 
 
+# kazuto1011's configs/*.yaml IMAGE.MEAN (R, G, B), subtracted from BGR images in 0..255.
+CAFFE_MEAN_RGB = (122.675, 116.669, 104.008)
 _BRANCH = {"reduce": "layer.0", "conv3x3": "layer.1", "increase": "layer.2", "shortcut": "shortcut"}
 _PART = {"conv": "convolution", "bn": "normalization"}
 _BLOCK_KEY = re.compile(r"^layer([2-5])\.block(\d+)\.(reduce|conv3x3|increase|shortcut)\.(conv|bn)\.(\w+)$")
@@ -99,13 +109,38 @@ def config_from_kazuto_state_dict(state_dict: dict, **config_kwargs) -> DeepLabV
     return DeepLabV2Config(backbone_config=backbone, **config_kwargs)
 
 
+def caffe_stem_to_normalized_rgb(
+    conv_weight: torch.Tensor,
+    running_mean: torch.Tensor,
+    image_mean=IMAGENET_MEAN,
+    image_std=IMAGENET_STD,
+    caffe_mean_rgb=CAFFE_MEAN_RGB,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    The stem convolution `(out, 3, k, k)` and BatchNorm running mean `(out,)` of a network reading Caffe input
+    (BGR, 0..255, mean colour subtracted) rewritten for input normalised as `(rgb01 - image_mean) / image_std`.
+
+    With `x_caffe[bgr(c)] = 255 * (x[c] * std[c] + mean[c]) - caffe_mean[c]`, the convolution `W` becomes
+    `W'[:, c] = 255 * std[c] * W[:, bgr(c)]` plus a constant per output channel `sum W[:, bgr(c)] * (255 * mean[c] -
+    caffe_mean[c])`, which the BatchNorm absorbs as a shift of its running mean.
+    """
+    weight = conv_weight.double().flip(1)  # BGR -> RGB input channels
+    std = torch.tensor(image_std, dtype=torch.float64).view(1, 3, 1, 1)
+    offset = 255.0 * torch.tensor(image_mean, dtype=torch.float64) - torch.tensor(caffe_mean_rgb, dtype=torch.float64)
+    constant = (weight * offset.view(1, 3, 1, 1)).sum(dim=(1, 2, 3))
+    new_weight = (weight * 255.0 * std).to(conv_weight.dtype)
+    new_mean = (running_mean.double() - constant).to(running_mean.dtype)
+    return new_weight, new_mean
+
+
 def convert_kazuto_state_dict(
-    state_dict: dict, model: DeepLabV2ForSemanticSegmentation
+    state_dict: dict, model: DeepLabV2ForSemanticSegmentation, caffe_input: bool = True
 ) -> tuple[DeepLabV2ForSemanticSegmentation, dict]:
     """
     Loads a kazuto1011 state dict into `model` (built from `config_from_kazuto_state_dict`), strictly except for the
-    dropped `fc` and an ASPP the checkpoint lacks. Returns the model and `{"loaded", "dropped", "kept_initial"}` key
-    lists.
+    dropped `fc` and an ASPP the checkpoint lacks. With `caffe_input` (kazuto1011's converted caffemodels) the stem
+    is rewritten for ImageNet-normalised RGB input (`caffe_stem_to_normalized_rgb`). Returns the model and
+    `{"loaded", "dropped", "kept_initial"}` key lists.
 
     Raises:
         ValueError naming the keys: an unknown key, a shape that differs, or a backbone parameter the checkpoint lacks.
@@ -135,11 +170,19 @@ def convert_kazuto_state_dict(
         )
     if aspp_missing and len(aspp_missing) != len([k for k in target if k.startswith("aspp.")]):
         raise ValueError(f"The checkpoint has part of an ASPP only: missing {aspp_missing}.")
+    if caffe_input:
+        conv, mean = (
+            "resnet.embedder.embedder.convolution.weight",
+            "resnet.embedder.embedder.normalization.running_mean",
+        )
+        converted[conv], converted[mean] = caffe_stem_to_normalized_rgb(converted[conv], converted[mean])
     model.load_state_dict(converted, strict=False)
     return model, {"loaded": sorted(converted), "dropped": sorted(dropped), "kept_initial": aspp_missing}
 
 
-def load_kazuto_checkpoint(path: str | os.PathLike, **config_kwargs) -> DeepLabV2ForSemanticSegmentation:
+def load_kazuto_checkpoint(
+    path: str | os.PathLike, caffe_input: bool = True, **config_kwargs
+) -> DeepLabV2ForSemanticSegmentation:
     """
     `DeepLabV2ForSemanticSegmentation` from a kazuto1011 `.pth` (e.g. `deeplabv1_resnet101-coco.pth`, the COCO init
     of `configs/voc12.yaml`'s `INIT_MODEL`). `config_kwargs` (e.g. `id2label`) build the config.
@@ -148,8 +191,15 @@ def load_kazuto_checkpoint(path: str | os.PathLike, **config_kwargs) -> DeepLabV
         raise FileNotFoundError(f"No kazuto1011 checkpoint at {path}.")
     state_dict = torch.load(path, map_location="cpu", weights_only=True)
     config = config_from_kazuto_state_dict(state_dict, **config_kwargs)
-    model, _ = convert_kazuto_state_dict(state_dict, DeepLabV2ForSemanticSegmentation(config))
+    model, _ = convert_kazuto_state_dict(state_dict, DeepLabV2ForSemanticSegmentation(config), caffe_input)
     return model
 
 
-__all__ = ["config_from_kazuto_state_dict", "convert_kazuto_state_dict", "kazuto_key_to_ours", "load_kazuto_checkpoint"]
+__all__ = [
+    "CAFFE_MEAN_RGB",
+    "caffe_stem_to_normalized_rgb",
+    "config_from_kazuto_state_dict",
+    "convert_kazuto_state_dict",
+    "kazuto_key_to_ours",
+    "load_kazuto_checkpoint",
+]
