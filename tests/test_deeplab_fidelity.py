@@ -8,8 +8,7 @@ from PIL import Image
 from torch import nn
 from transformers import default_data_collator
 
-from cpfcte_hf.deeplab import DeepLabV2ForSemanticSegmentation
-from cpfcte_hf.deeplab import IMAGENET_MEAN, IMAGENET_STD
+from cpfcte_hf.deeplab import IMAGENET_MEAN, IMAGENET_STD, DeepLabV2ForSemanticSegmentation
 from cpfcte_hf.deeplab.convert import (
     CAFFE_MEAN_RGB,
     config_from_kazuto_state_dict,
