@@ -23,7 +23,12 @@ from transformers.utils import logging
 from .cli import describe, parse_key_values
 from .configuration_cpfcte import CPFCTEConfig
 from .data import EvalTransform, TrainTransform, WeakSegmentationCollator, build_dataset, class_names_of
-from .data.transforms import AugmentationConfig
+from .data.transforms import (
+    AugmentationConfig,
+    EquivarianceCollator,
+    EquivarianceTrainTransform,
+    EquivarianceViewConfig,
+)
 from .image_processing_cpfcte import CPFCTEImageProcessor
 from .modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
 from .trainer import CPFCTETrainer, CPFCTETrainingArguments, is_complete_checkpoint, last_complete_checkpoint
@@ -116,6 +121,16 @@ class DataArguments:
     aug_vflip_p: float = 0.5
     aug_transpose_p: float = 0.5
     cache_dir: str | None = field(default=None, metadata={"help": "Arrow cache of the loaders."})
+    et_crop_p: float = field(
+        default=0.3, metadata={"help": "L_ET second view: probability of a crop (ViT-PCM PROB_CROP 0.3)."}
+    )
+    et_crop_size: int | None = field(
+        default=None,
+        metadata={"help": "L_ET second view: crop side in pixels (ViT-PCM: 128 of 384); default a third of the size."},
+    )
+    et_scale_size: int | None = field(
+        default=None, metadata={"help": "L_ET second view: side it is resized to; default half the training size."}
+    )
 
     def augmentation_config(self) -> AugmentationConfig:
         return AugmentationConfig(
@@ -274,7 +289,22 @@ def run_training(
     processor = CPFCTEImageProcessor(size={"height": model_args.image_size, "width": model_args.image_size})
     model = build_model(model_args, class_names)
 
-    if data_args.augment:
+    collator = WeakSegmentationCollator(num_labels)
+    if training_args.equivariance_loss_weight > 0:
+        if not data_args.augment:
+            raise ValueError("--equivariance_loss_weight > 0 needs the training augmentation (--augment true).")
+        patch = model.config.patch_size
+        views = EquivarianceViewConfig(
+            crop_p=data_args.et_crop_p,
+            crop_size=data_args.et_crop_size or max(patch, round(model_args.image_size / 3 / patch) * patch),
+            scale_size=data_args.et_scale_size or model_args.image_size // 2,
+            patch_size=patch,
+        )
+        train_transform = EquivarianceTrainTransform(
+            num_labels, processor, augmentation=data_args.augmentation_config(), views=views
+        )
+        collator = EquivarianceCollator(num_labels)
+    elif data_args.augment:
         train_transform = TrainTransform(num_labels, processor, augmentation=data_args.augmentation_config())
     else:
         train_transform = EvalTransform(num_labels, processor, with_masks=False)
@@ -297,7 +327,7 @@ def run_training(
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        data_collator=WeakSegmentationCollator(num_labels),
+        data_collator=collator,
         processing_class=processor,
     )
     if trainer.is_world_process_zero():
