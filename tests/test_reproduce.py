@@ -170,3 +170,22 @@ def test_every_paper_number_is_the_papers():
     }
     for name in ("voc", "voc-vitpcm", "voc-plus", "coco", "shapes-reproduce", "deeplab_voc"):
         assert os.path.isfile(preset_path(name))
+
+
+def test_time_cells_reports_wall_and_cpu_seconds(tmp_path, presets, capsys):
+    stage1, _ = presets
+    argv = ["--dataset", "shapes", "--output_dir", str(tmp_path / "out"), "--preset", stage1]
+    argv += ["--inference_size", "32", "--override", f"cache_dir={tmp_path / 'cache'}", "--time_cells", "plus"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    timings = json.loads(out[out.rindex('{\n  "plus"') :])
+    assert set(timings["plus"]) == {
+        "epochs",
+        "train_wall_s",
+        "train_cpu_s",
+        "pseudo_labels_wall_s",
+        "pseudo_labels_cpu_s",
+    }
+    assert timings["plus"]["epochs"] == 1 and timings["plus"]["train_cpu_s"] > 0
+    cell = next((tmp_path / "out" / "cells").glob("plus-seed1234-*"))
+    assert (cell / "train.done.json").is_file() and (cell / "pseudo-val.done.json").is_file()
