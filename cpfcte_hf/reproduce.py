@@ -109,6 +109,27 @@ VARIANTS = {
 }
 
 
+def variant_overrides(variant: str) -> dict:
+    """The preset overrides of a cell: `VARIANTS[variant]`, or `top_k=K` for the K sweep (CPF-CTE with that K)."""
+    if variant.startswith("top_k="):
+        value = float(variant.split("=", 1)[1])
+        return {"top_k": int(value) if value.is_integer() else value}
+    if variant not in VARIANTS:
+        raise ValueError(f"Unknown variant {variant!r}; choose from {sorted(VARIANTS)} or top_k=K.")
+    return dict(VARIANTS[variant])
+
+
+def table_spec(table: str, top_k_sweep=()) -> dict:
+    """A paper table, or "K": CPF-CTE at each K of the sweep (not in the paper)."""
+    if table == "K":
+        return {
+            "title": "K of Top-K (not in the paper: the paper's K is not given)",
+            "rows": [(f"K = {k:g}", f"top_k={k:g}", "crf", None) for k in top_k_sweep],
+            "extra_rows": [],
+        }
+    return PAPER_TABLES[table]
+
+
 @dataclass
 class DatasetRecipe:
     """What the tables use on one dataset: presets, splits and the pseudo-label resolution."""
@@ -187,7 +208,7 @@ class Cell:
         recipe = runner.recipe
         self.runner, self.variant, self.seed = runner, variant, seed
         preset = recipe.variant_presets.get(variant)
-        overrides = {} if preset else dict(VARIANTS[variant])
+        overrides = {} if preset else variant_overrides(variant)
         self.preset = str(preset_path(preset or runner.preset))
         train_argv = ["--config", self.preset]
         if runner.data_root:
@@ -337,15 +358,19 @@ class Reproduction:
         overrides: dict | None = None,
         deeplab_overrides: dict | None = None,
         inference_size: int | None = None,
+        top_k_sweep=None,
     ):
         if dataset not in RECIPES:
             raise ValueError(f"--dataset must be one of {sorted(RECIPES)}, got {dataset!r}.")
         recipe = RECIPES[dataset]
         tables = [str(t) for t in tables]
-        unknown = [t for t in tables if t not in PAPER_TABLES]
+        self.top_k_sweep = [float(k) for k in (top_k_sweep or [])]
+        if self.top_k_sweep:
+            tables = list(dict.fromkeys([*tables, "K"]))
+        unknown = [t for t in tables if t not in PAPER_TABLES and t != "K"]
         if unknown:
             raise ValueError(f"Unknown table(s) {unknown}: the paper's tables are 1 to 5.")
-        wrong = [t for t in tables if t not in recipe.tables]
+        wrong = [t for t in tables if t not in recipe.tables and t != "K"]
         if wrong:
             raise ValueError(f"Table(s) {wrong} are not on {dataset} (its tables: {', '.join(recipe.tables)}).")
         if seeds < 1:
@@ -372,7 +397,7 @@ class Reproduction:
     def variants(self) -> list[str]:
         needed = []
         for table in self.tables:
-            spec = PAPER_TABLES[table]
+            spec = table_spec(table, self.top_k_sweep)
             for _, variant, *_ in spec["rows"] + spec["extra_rows"]:
                 if variant not in needed:
                     needed.append(variant)
@@ -403,7 +428,7 @@ class Reproduction:
     def tabulate(self, results: dict, commands: dict, seeds: list[int]) -> dict:
         tables = {}
         for table in self.tables:
-            spec = PAPER_TABLES[table]
+            spec = table_spec(table, self.top_k_sweep)
             rows = []
             used = []
             for row in [*spec["rows"], *[(*extra, None) for extra in spec["extra_rows"]]]:
@@ -425,7 +450,7 @@ class Reproduction:
                     used.append(variant)
             tables[table] = {
                 "title": spec["title"],
-                "paper_metric": PAPER_METRIC[table],
+                "paper_metric": PAPER_METRIC.get(table, "no"),
                 "rows": rows,
                 "commands": [c for variant in used for c in commands.get(variant, [])],
             }
@@ -470,7 +495,10 @@ def format_tables(report: dict) -> str:
             paper = "—" if row["paper"] is None else f"{row['paper']:.1f}"
             ours = _cell(row["ours_mean"], row["ours_std"], len(row["ours_per_seed"]))
             lines.append(f"| {row['row']} | {paper} | {ours} | {METRIC_NAMES[row['metric']]} |")
-        lines += ["", f"The paper's numbers here are {table['paper_metric']} mIoU on its dataset.", ""]
+        if table["paper_metric"] != "no":
+            lines += ["", f"The paper's numbers here are {table['paper_metric']} mIoU on its dataset.", ""]
+        else:
+            lines += [""]
         lines += ["Commands:", "", "```", *table["commands"], "```", ""]
     return "\n".join(lines)
 
@@ -534,6 +562,14 @@ def build_parser():
         help=f"only time one cell of each variant ({', '.join(VARIANTS)}) for --time_epochs epochs, print JSON",
     )
     parser.add_argument("--time_epochs", type=int, default=1)
+    parser.add_argument(
+        "--top_k_sweep",
+        nargs="+",
+        type=float,
+        default=None,
+        metavar="K",
+        help="also a table of CPF-CTE at each K (a count, or a fraction of the patches in (0, 1))",
+    )
     return parser
 
 
@@ -553,11 +589,11 @@ def main(argv=None) -> int:
             overrides=parse_key_values(args.override),
             deeplab_overrides=parse_key_values(args.deeplab_override),
             inference_size=args.inference_size,
+            top_k_sweep=args.top_k_sweep,
         )
         if args.time_cells:
-            unknown = sorted(set(args.time_cells) - set(VARIANTS))
-            if unknown:
-                raise ValueError(f"Unknown variant(s) {unknown}; choose from {sorted(VARIANTS)}.")
+            for variant in args.time_cells:
+                variant_overrides(variant)  # a clear error for an unknown one
             print(json.dumps(time_cells(reproduction, args.time_cells, args.time_epochs), indent=2))
             return 0
         report = reproduction.run()

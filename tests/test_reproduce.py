@@ -189,3 +189,15 @@ def test_time_cells_reports_wall_and_cpu_seconds(tmp_path, presets, capsys):
     assert timings["plus"]["epochs"] == 1 and timings["plus"]["train_cpu_s"] > 0
     cell = next((tmp_path / "out" / "cells").glob("plus-seed1234-*"))
     assert (cell / "train.done.json").is_file() and (cell / "pseudo-val.done.json").is_file()
+
+
+def test_top_k_sweep_table(tmp_path, presets):
+    stage1, _ = presets
+    argv = ["--dataset", "shapes", "--output_dir", str(tmp_path / "out"), "--preset", stage1, "--tables", "K"]
+    argv += ["--inference_size", "32", "--override", f"cache_dir={tmp_path / 'cache'}", "--top_k_sweep", "1", "0.5"]
+    assert main(argv) == 0
+    table = json.loads((tmp_path / "out" / "tables.json").read_text())["tables"]["K"]
+    assert [row["row"] for row in table["rows"]] == ["K = 1", "K = 0.5"]
+    assert all(row["paper"] is None and row["ours_mean"] is not None for row in table["rows"])
+    assert any("--top_k 0.5" in command for command in table["commands"])
+    assert any("--top_k 1 " in command for command in table["commands"])
