@@ -602,7 +602,8 @@ def main(argv=None) -> int:
         return 2
     print(format_tables(report))
     print(
-        f"{len(report['steps_run'])} step(s) run, {len(report['steps_reused'])} reused; tables in {reproduction.output_dir}"
+        f"{len(report['steps_run'])} step(s) run, {len(report['steps_reused'])} reused; "
+        f"tables in {reproduction.output_dir}"
     )
     return 0
 

@@ -9,7 +9,10 @@ Schedule (paper section 4.2 with ViT-PCM's freezing; SPEC section 2):
   `trainable_encoder_blocks` (5) encoder blocks and the final LayerNorm train. `-1` trains the whole encoder
   (embeddings included), which is what training from scratch needs.
 
-Adam without weight decay (`optim="adamw_torch"` with `weight_decay=0` is exactly Adam). Evaluation computes the
+Adam without weight decay (`optim="adamw_torch"` with `weight_decay=0` is exactly Adam); with
+`stage2_fresh_optimizer` its state starts again at stage 2, as ViT-PCM compiles a new Adam per stage. With
+`equivariance_loss_weight > 0` ViT-PCM's equivariance loss L_ET is added (`EquivarianceLossMixin`; the batches
+then carry the second views of `data.transforms.EquivarianceTrainTransform`). Evaluation computes the
 pseudo-label mIoU of the validation split (patch probabilities masked by the image-level labels, per-class max
 normalised, upsampled, argmax; the same `class_probability_maps` as pseudo-labelling) with a streaming confusion
 matrix, and the best checkpoint is chosen by it.

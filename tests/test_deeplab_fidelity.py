@@ -169,7 +169,7 @@ def test_coco_init_checkpoint_converts_key_for_key(tmp_path):
 
 
 def test_caffe_input_is_moved_into_the_stem():
-    """Caffe's stem on BGR 0..255 minus its mean == the converted stem on ImageNet-normalised RGB (away from padding)."""
+    """Caffe's stem on BGR 0..255 minus its mean == the converted stem on ImageNet-normalised RGB (off the border)."""
     state = _kazuto_state_dict()
     config = config_from_kazuto_state_dict(state, num_labels=3, atrous_rates=[1, 2, 3, 4])
     model, _ = convert_kazuto_state_dict(state, DeepLabV2ForSemanticSegmentation(config))

@@ -298,7 +298,7 @@ def draw_flips(count: int, hflip_p: float, vflip_p: float, transpose_p: float) -
 
 
 def apply_flips(x: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-    """Flips `(B, ..., H, W)` per item by `flips` `(B, 3)`: left-right, then up-down, then transpose (ViT-PCM's order)."""
+    """Flips `(B, ..., H, W)` per item by `flips` `(B, 3)`: left-right, up-down, then transpose (ViT-PCM's order)."""
     x = x.clone()
     for step, operation in enumerate((lambda t: t.flip(-1), lambda t: t.flip(-2), lambda t: t.transpose(-1, -2))):
         chosen = flips[:, step].to(torch.bool).to(x.device)

@@ -166,7 +166,8 @@ def convert_kazuto_state_dict(
     backbone_missing = [key for key in missing if not key.startswith("aspp.")]
     if backbone_missing:
         raise ValueError(
-            f"The checkpoint lacks {len(backbone_missing)} backbone parameter(s) of the model, e.g. {backbone_missing[:5]}."
+            f"The checkpoint lacks {len(backbone_missing)} backbone parameter(s) of the model, "
+            f"e.g. {backbone_missing[:5]}."
         )
     if aspp_missing and len(aspp_missing) != len([k for k in target if k.startswith("aspp.")]):
         raise ValueError(f"The checkpoint has part of an ASPP only: missing {aspp_missing}.")

@@ -8,7 +8,8 @@ ids, 255 = ignore). Each sample is randomly rescaled (0.5-1.5), padded (image wi
 `transformers.Trainer` with the DeepLab-v2 recipe: SGD with momentum 0.9 and weight decay 5e-4, learning rate
 2.5e-4 for the backbone and 10x for the ASPP classifier, poly decay `(1 - step / max_steps) ** 0.9`, batch 10,
 20k steps. It resumes from its checkpoints (`Trainer.train(resume_from_checkpoint=...)`), also under
-`accelerate launch`.
+`accelerate launch`. kazuto1011/deeplab-pytorch's own recipe is two switches away: `multi_scale_loss` (its MSC
+training loss, `multi_scale_training_loss`) and `lr_groups="deeplab_v2"` (its Caffe learning-rate groups).
 
 Test-time inference (`multi_scale_probabilities`) runs the image at scales 1.0, 0.75 and 0.5 of its own size,
 upsamples each view's logits to the image size and fuses them by their maximum before the softmax (DeepLab-v2's
