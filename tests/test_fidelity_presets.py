@@ -1,17 +1,16 @@
 """Every preset parses into the training dataclasses, states its clipping, and says where each value comes from."""
 
-import os
 import re
 
 import pytest
 
 from cpfcte_hf.cli import parse_args_with_presets
 from cpfcte_hf.deeplab.run import parse_arguments as parse_deeplab_arguments
+from cpfcte_hf.reproduce import preset_path
 from cpfcte_hf.trainer import CPFCTETrainingArguments
 from cpfcte_hf.training import DataArguments, ModelArguments
 
 
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "configs")
 STAGE1 = [
     "voc",
     "voc-vitpcm",
@@ -30,7 +29,8 @@ SOURCE_WORDS = re.compile(r"#.*\b(paper|ViT-PCM|vit-keras|Keras|kazuto1011|ours)
 
 
 def _path(name):
-    return os.path.join(CONFIGS, f"{name}.yaml")
+    # Wherever the presets live (scripts/configs/ now, cpfcte_hf/presets/ after the CLI work).
+    return str(preset_path(name))
 
 
 def _stage1(name, *extra):
