@@ -49,6 +49,7 @@ BACKBONE_MODEL_TYPES = (
 _VISION_TOWER_PARENTS = {"clip": "vision_config", "siglip": "vision_config"}
 # Backbone fields that may be given to `CPFCTEConfig` directly, as on a ViT config (`CPFCTEConfig(hidden_size=...)`).
 BACKBONE_KWARGS = ("hidden_size", "patch_size")
+LSTM_DROPOUT_MODES = ("none", "per_sequence")
 # `auto_map` entries that `save_pretrained` cannot write itself (a class registers for one Auto class only).
 EXTRA_AUTO_MAP = {
     "AutoModel": "modeling_cpfcte.CPFCTEForWeaklySupervisedSegmentation",
@@ -127,8 +128,10 @@ class CPFCTEConfig(PreTrainedConfig):
         pooling (`str`, *optional*, defaults to `"topk"`):
             How patch probabilities become image scores: `"topk"` (mean of the K largest), `"max"` or `"avg"`
             (paper Table 5 ablation).
-        pooling_top_k (`int`, *optional*, defaults to 16):
-            K of Top-K pooling. Also accepted as `top_k=` (the name `top_k` itself cannot be stored because
+        pooling_top_k (`int` or `float`, *optional*, defaults to 16):
+            K of Top-K pooling: a number of patches (a whole number), or a fraction of the patches (a float in
+            (0, 1), e.g. 0.03 = the top 3 %: K = max(1, round(0.03 * h*w))), which transfers between grid sizes.
+            Also accepted as `top_k=` (the name `top_k` itself cannot be stored because
             transformers reserves it for generation). The paper's K was lost from its text; ViT-PCM used K=1 (max).
             16 is what measured best in our K sweep (1, 4, 16, 32) on the procedural set; see the README.
         class_token_init_std (`float`, *optional*, defaults to 0.02):
@@ -140,8 +143,15 @@ class CPFCTEConfig(PreTrainedConfig):
             Add the CF-BiLSTM's projection to its input (`x + W[h; v]`) instead of replacing the input (paper eq. 6
             replaces it). Not in the paper: it keeps each patch's own evidence, which a ViT trained from scratch
             otherwise loses along the rows and columns (measured in the README's demo section).
+        context_fusion_projection (`bool`, *optional*, defaults to `True`):
+            Project the CF-BiLSTM's `[h; v]` (`4 * lstm_hidden_size`) back to D (paper eq. 6). `False` feeds the
+            `4 * lstm_hidden_size` features straight to the patch classifier, as ViT-PCM's HV-BiLSTM does (and drops
+            the dropout before the projection: ViT-PCM's only dropout there is the classifier's).
         context_fusion_dropout (`float`, *optional*, defaults to 0.2):
             Dropout on the CF-BiLSTM input and on its concatenated hidden states (ViT-PCM's 0.2).
+        context_fusion_lstm_dropout_mode (`str`, *optional*, defaults to `"none"`):
+            Dropout inside the LSTMs at rate `context_fusion_dropout`: `"none"`, or `"per_sequence"` (ViT-PCM's Keras
+            `LSTM(dropout=0.2)`: one mask over the input features per row/column sequence, per LSTM and direction).
         classifier_dropout (`float`, *optional*, defaults to 0.2):
             Dropout before the patch classifier.
         classifier_init_std (`float`, *optional*, defaults to 0.05):
@@ -172,11 +182,13 @@ class CPFCTEConfig(PreTrainedConfig):
     use_class_tokens: bool = True
     use_context_fusion: bool = True
     pooling: str = "topk"
-    pooling_top_k: int = 16
+    pooling_top_k: int | float = 16
     class_token_init_std: float = 0.02
     lstm_hidden_size: int = 192
     context_fusion_residual: bool = False
+    context_fusion_projection: bool = True
     context_fusion_dropout: float = 0.2
+    context_fusion_lstm_dropout_mode: str = "none"
     classifier_dropout: float = 0.2
     classifier_init_std: float = 0.05
     classifier_l2_weight: float = 0.01
@@ -209,8 +221,30 @@ class CPFCTEConfig(PreTrainedConfig):
     def _validate_cpfcte_fields(self):
         if self.pooling not in POOLING_TYPES:
             raise ValueError(f"`pooling` must be one of {POOLING_TYPES}, got {self.pooling!r}.")
-        if int(self.pooling_top_k) < 1:
-            raise ValueError(f"`pooling_top_k` (top_k) must be >= 1, got {self.pooling_top_k}.")
+        top_k = self.pooling_top_k
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, float)) or not (0 < top_k < 1 or top_k >= 1):
+            raise ValueError(
+                f"`pooling_top_k` (top_k) must be a number of patches >= 1 or a fraction of the patches in (0, 1), "
+                f"got {top_k!r}."
+            )
+        if top_k > 1 and not float(top_k).is_integer():
+            raise ValueError(f"`pooling_top_k` (top_k) above 1 is a number of patches and must be whole, got {top_k}.")
+        if self.context_fusion_lstm_dropout_mode not in LSTM_DROPOUT_MODES:
+            raise ValueError(
+                f"`context_fusion_lstm_dropout_mode` must be one of {LSTM_DROPOUT_MODES}, "
+                f"got {self.context_fusion_lstm_dropout_mode!r}."
+            )
+        if (
+            self.use_context_fusion
+            and self.context_fusion_residual
+            and not self.context_fusion_projection
+            and 4 * self.lstm_hidden_size != self.backbone_config.hidden_size
+        ):
+            raise ValueError(
+                "`context_fusion_residual` without `context_fusion_projection` adds the LSTM features to the patches: "
+                f"4 * lstm_hidden_size ({4 * self.lstm_hidden_size}) must equal the hidden size "
+                f"({self.backbone_config.hidden_size})."
+            )
         if self.num_labels < 2:
             raise ValueError(f"CPF-CTE needs background plus at least one class; got num_labels={self.num_labels}.")
         if self.lstm_hidden_size < 1:
@@ -266,4 +300,4 @@ class CPFCTEConfig(PreTrainedConfig):
         return self.backbone_config.hidden_size
 
 
-__all__ = ["BACKBONE_MODEL_TYPES", "CPFCTEConfig", "VOC_CLASSES", "backbone_config_from", "vit_b16_384_config"]
+__all__ = ["BACKBONE_MODEL_TYPES", "CPFCTEConfig", "LSTM_DROPOUT_MODES", "VOC_CLASSES", "backbone_config_from", "vit_b16_384_config"]

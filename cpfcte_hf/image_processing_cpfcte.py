@@ -117,6 +117,27 @@ def resize_and_normalize(
     return ((pixel_values - mean) / std).contiguous()
 
 
+def merge_class_labels(probabilities: torch.Tensor, labels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """
+    ViT-PCM's `merge_class_labels`: class probabilities `(B, C, h, w)` with the image-level `labels` `(B, C)`
+    (multi-hot) applied: absent classes zeroed, then (with `normalize`) each class map divided by its spatial maximum
+    and the result renormalised over classes (0/0 gives 0).
+    """
+    labels = labels.to(device=probabilities.device, dtype=probabilities.dtype)
+    if labels.shape != probabilities.shape[:2]:
+        raise ValueError(
+            f"`labels` must have shape (batch_size, num_labels) = {tuple(probabilities.shape[:2])}, "
+            f"got {tuple(labels.shape)}."
+        )
+    probabilities = probabilities * labels[:, :, None, None]
+    if normalize:
+        peak = probabilities.amax(dim=(2, 3), keepdim=True)
+        probabilities = torch.where(peak > 0, probabilities / peak.clamp_min(1e-12), torch.zeros_like(peak))
+        total = probabilities.sum(dim=1, keepdim=True)
+        probabilities = torch.where(total > 0, probabilities / total.clamp_min(1e-12), probabilities)
+    return probabilities
+
+
 def class_probability_maps(
     logits: torch.Tensor,
     labels: torch.Tensor | None = None,
@@ -135,18 +156,7 @@ def class_probability_maps(
     """
     probabilities = logits.float().softmax(dim=1)
     if labels is not None:
-        labels = labels.to(device=probabilities.device, dtype=probabilities.dtype)
-        if labels.shape != probabilities.shape[:2]:
-            raise ValueError(
-                f"`labels` must have shape (batch_size, num_labels) = {tuple(probabilities.shape[:2])}, "
-                f"got {tuple(labels.shape)}."
-            )
-        probabilities = probabilities * labels[:, :, None, None]
-        if normalize is None or normalize:
-            peak = probabilities.amax(dim=(2, 3), keepdim=True)
-            probabilities = torch.where(peak > 0, probabilities / peak.clamp_min(1e-12), torch.zeros_like(peak))
-            total = probabilities.sum(dim=1, keepdim=True)
-            probabilities = torch.where(total > 0, probabilities / total.clamp_min(1e-12), probabilities)
+        probabilities = merge_class_labels(probabilities, labels, normalize is None or normalize)
     if target_size is not None and tuple(probabilities.shape[-2:]) != tuple(target_size):
         probabilities = F.interpolate(probabilities, size=tuple(target_size), mode="bilinear", align_corners=True)
     return probabilities
@@ -273,4 +283,10 @@ class CPFCTEImageProcessor(PilBackend):
         return results
 
 
-__all__ = ["CPFCTEImageProcessor", "class_probability_maps", "resize_and_normalize", "to_rgb_array"]
+__all__ = [
+    "CPFCTEImageProcessor",
+    "class_probability_maps",
+    "merge_class_labels",
+    "resize_and_normalize",
+    "to_rgb_array",
+]

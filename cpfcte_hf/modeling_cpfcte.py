@@ -27,7 +27,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedMode
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration_cpfcte import CPFCTEConfig, backbone_config_from
+from .configuration_cpfcte import LSTM_DROPOUT_MODES, CPFCTEConfig, backbone_config_from
 
 
 @dataclass
@@ -93,30 +93,65 @@ class ClassTokenFusion(nn.Module):
 class ContextFusionBiLSTM(nn.Module):
     """
     CF-BiLSTM (paper section 3.3, ViT-PCM's HV-BiLSTM): a bidirectional LSTM along every row and one along every
-    column of the patch grid, both reading the same input; `[h_fwd; h_bwd; v_fwd; v_bwd]` is projected back to D (eq. 6).
+    column of the patch grid, both reading the same input. With `projection=True` (paper eq. 6)
+    `[h_fwd; h_bwd; v_fwd; v_bwd]` is projected back to D; with `projection=False` (ViT-PCM) the `4 * lstm_hidden_size`
+    features are the output, and the classifier reads them directly.
+
+    `lstm_dropout_mode` chooses the dropout inside the LSTMs, at rate `dropout`: `"none"` (only the element-wise
+    dropout on the shared input), or `"per_sequence"` (Keras' `LSTM(dropout=...)`, as in ViT-PCM: a mask over the
+    input features drawn once per row or column sequence, for each LSTM and each direction, fixed along the
+    sequence). The per-direction masks are exact: during training the two masked copies of the input run through the
+    bidirectional LSTM together and the forward half of one and the backward half of the other are kept, which
+    doubles the LSTM cost of a training step.
 
     All rows of all images go through one batched LSTM call (and likewise all columns).
-    With `residual=True` the projection is added to the input instead of replacing it (not in the paper; see
-    `CPFCTEConfig.context_fusion_residual`). Input and output `(B, h, w, D)`.
+    With `residual=True` the output is added to the input instead of replacing it (not in the paper; see
+    `CPFCTEConfig.context_fusion_residual`). Input `(B, h, w, D)`, output `(B, h, w, D)`, or
+    `(B, h, w, 4 * lstm_hidden_size)` without the projection.
     """
 
-    def __init__(self, hidden_size: int, lstm_hidden_size: int, dropout: float, residual: bool = False):
+    def __init__(
+        self,
+        hidden_size: int,
+        lstm_hidden_size: int,
+        dropout: float,
+        residual: bool = False,
+        projection: bool = True,
+        lstm_dropout_mode: str = "none",
+    ):
         super().__init__()
+        if lstm_dropout_mode not in LSTM_DROPOUT_MODES:
+            raise ValueError(f"`lstm_dropout_mode` must be one of {LSTM_DROPOUT_MODES}, got {lstm_dropout_mode!r}.")
         self.residual = residual
+        self.dropout = dropout
+        self.lstm_dropout_mode = lstm_dropout_mode
+        self.output_size = hidden_size if projection else 4 * lstm_hidden_size
         self.input_dropout = nn.Dropout(dropout)
         self.row_lstm = nn.LSTM(hidden_size, lstm_hidden_size, batch_first=True, bidirectional=True)
         self.column_lstm = nn.LSTM(hidden_size, lstm_hidden_size, batch_first=True, bidirectional=True)
-        self.output_dropout = nn.Dropout(dropout)
-        self.projection = nn.Linear(4 * lstm_hidden_size, hidden_size)
+        # ViT-PCM has no dropout between the LSTMs and its classifier other than the classifier's own.
+        self.output_dropout = nn.Dropout(dropout) if projection else nn.Identity()
+        self.projection = nn.Linear(4 * lstm_hidden_size, hidden_size) if projection else nn.Identity()
+
+    def _bidirectional(self, lstm: nn.LSTM, sequences: torch.Tensor) -> torch.Tensor:
+        """`(N, L, D)` -> `(N, L, 2 * lstm_hidden_size)`, with one dropout mask per sequence and direction if asked."""
+        if not (self.training and self.lstm_dropout_mode == "per_sequence" and self.dropout > 0):
+            return lstm(sequences)[0]
+        count, _, features = sequences.shape
+        keep = 1.0 - self.dropout
+        masks = sequences.new_empty(2, count, 1, features).bernoulli_(keep).div_(keep)
+        outputs, _ = lstm((sequences.unsqueeze(0) * masks).reshape(2 * count, *sequences.shape[1:]))
+        hidden = lstm.hidden_size
+        return torch.cat([outputs[:count, :, :hidden], outputs[count:, :, hidden:]], dim=-1)
 
     def forward(self, grid: torch.Tensor) -> torch.Tensor:
         batch_size, height, width, hidden_size = grid.shape
         inputs = grid
         grid = self.input_dropout(grid)
-        rows, _ = self.row_lstm(grid.reshape(batch_size * height, width, hidden_size))
+        rows = self._bidirectional(self.row_lstm, grid.reshape(batch_size * height, width, hidden_size))
         rows = rows.reshape(batch_size, height, width, -1)
         columns = grid.transpose(1, 2).reshape(batch_size * width, height, hidden_size)
-        columns, _ = self.column_lstm(columns)
+        columns = self._bidirectional(self.column_lstm, columns)
         columns = columns.reshape(batch_size, width, height, -1).transpose(1, 2)
         fused = self.projection(self.output_dropout(torch.cat([rows, columns], dim=-1)))
         return inputs + fused if self.residual else fused
@@ -142,24 +177,45 @@ class TopKPooling(nn.Module):
     """
     Image score per class from patch probabilities (paper eq. 8): the mean of the K largest (`"topk"`),
     the largest (`"max"`, = topk with K=1) or the mean of all (`"avg"`, = topk with K=h*w).
-    K larger than the number of patches uses all patches. Input `(B, C, N)`, output `(B, C)`.
+
+    `top_k` is a count of patches (an int >= 1), or a fraction of the patches (a float in (0, 1)), so that the same
+    setting covers the same share of the image at any grid size: K = max(1, round(top_k * h*w)). K larger than the
+    number of patches uses all patches. Input `(B, C, N)`, output `(B, C)`.
     """
 
-    def __init__(self, pooling: str = "topk", top_k: int = 1):
+    def __init__(self, pooling: str = "topk", top_k: int | float = 1):
         super().__init__()
         self.pooling = pooling
         self.top_k = top_k
+
+    def num_patches_pooled(self, num_patches: int) -> int:
+        """K for a grid of `num_patches` patches."""
+        if self.pooling == "max":
+            return 1
+        if self.pooling == "avg":
+            return num_patches
+        return min(resolve_top_k(self.top_k, num_patches), num_patches)
 
     def forward(self, probabilities: torch.Tensor) -> torch.Tensor:
         if self.pooling == "max":
             return probabilities.amax(dim=-1)
         if self.pooling == "avg":
             return probabilities.mean(dim=-1)
-        k = min(self.top_k, probabilities.shape[-1])
+        k = self.num_patches_pooled(probabilities.shape[-1])
         return probabilities.topk(k, dim=-1).values.mean(dim=-1)
 
     def extra_repr(self) -> str:
         return f"pooling={self.pooling!r}, top_k={self.top_k}"
+
+
+def resolve_top_k(top_k: int | float, num_patches: int) -> int:
+    """
+    K of Top-K for `num_patches` patches: a fraction in (0, 1) gives `max(1, round(top_k * num_patches))`; a whole
+    number (16 or 16.0) is a count of patches.
+    """
+    if 0 < top_k < 1:
+        return max(1, round(top_k * num_patches))
+    return int(top_k)
 
 
 def top_k_bce_loss(image_scores: torch.Tensor, labels: torch.Tensor, epsilon: float = 1e-7) -> torch.Tensor:
@@ -303,12 +359,18 @@ class CPFCTEForWeaklySupervisedSegmentation(CPFCTEPreTrainedModel):
         self.class_token_fusion = ClassTokenFusion(hidden_size, config.num_labels) if config.use_class_tokens else None
         self.context_fusion = (
             ContextFusionBiLSTM(
-                hidden_size, config.lstm_hidden_size, config.context_fusion_dropout, config.context_fusion_residual
+                hidden_size,
+                config.lstm_hidden_size,
+                config.context_fusion_dropout,
+                config.context_fusion_residual,
+                projection=config.context_fusion_projection,
+                lstm_dropout_mode=config.context_fusion_lstm_dropout_mode,
             )
             if config.use_context_fusion
             else None
         )
-        self.patch_classifier = PatchClassifier(hidden_size, config.num_labels, config.classifier_dropout)
+        classifier_size = self.context_fusion.output_size if self.context_fusion is not None else hidden_size
+        self.patch_classifier = PatchClassifier(classifier_size, config.num_labels, config.classifier_dropout)
         self.pooling = TopKPooling(config.pooling, config.pooling_top_k)
         self.post_init()
 
@@ -511,5 +573,6 @@ __all__ = [
     "ContextFusionBiLSTM",
     "PatchClassifier",
     "TopKPooling",
+    "resolve_top_k",
     "top_k_bce_loss",
 ]

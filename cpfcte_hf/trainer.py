@@ -9,7 +9,10 @@ Schedule (paper section 4.2 with ViT-PCM's freezing; docs/method.md section 2):
   `trainable_encoder_blocks` (5) encoder blocks and the final LayerNorm train. `-1` trains the whole encoder
   (embeddings included), which is what training from scratch needs.
 
-Adam without weight decay (`optim="adamw_torch"` with `weight_decay=0` is exactly Adam). Evaluation computes the
+Adam without weight decay (`optim="adamw_torch"` with `weight_decay=0` is exactly Adam); with
+`stage2_fresh_optimizer` its state starts again at stage 2, as ViT-PCM compiles a new Adam per stage. With
+`equivariance_loss_weight > 0` ViT-PCM's equivariance loss L_ET is added (`EquivarianceLossMixin`; the batches
+then carry the second views of `data.transforms.EquivarianceTrainTransform`). Evaluation computes the
 pseudo-label mIoU of the validation split (patch probabilities masked by the image-level labels, per-class max
 normalised, upsampled, argmax; the same `class_probability_maps` as pseudo-labelling) with a streaming confusion
 matrix, and the best checkpoint is chosen by it.
@@ -34,7 +37,8 @@ from transformers.trainer_utils import IntervalStrategy, SaveStrategy, Scheduler
 from transformers.training_args import OptimizerNames
 from transformers.utils import logging
 
-from .image_processing_cpfcte import class_probability_maps
+from .data.transforms import apply_flips, crop_and_resize, make_mosaics, revert_flips, split_mosaics
+from .image_processing_cpfcte import class_probability_maps, merge_class_labels
 from .metrics import SegmentationMetric
 
 
@@ -64,6 +68,20 @@ class CPFCTETrainingArguments(TrainingArguments):
     stage1_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of stage 1 (paper: 1e-3)."})
     stage1_freeze_encoder: bool = field(
         default=True, metadata={"help": "Freeze the whole ViT encoder during stage 1 (ViT-PCM)."}
+    )
+    stage2_fresh_optimizer: bool = field(
+        default=False,
+        metadata={
+            "help": "Start stage 2 with a fresh optimizer state (ViT-PCM compiles a new Keras Adam per stage); "
+            "False keeps one Adam state across both stages."
+        },
+    )
+    equivariance_loss_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of ViT-PCM's equivariance loss L_ET (its VOC config: on, weight 1); 0 = off. Needs the "
+            "second views of EquivarianceTrainTransform in the batches."
+        },
     )
     trainable_encoder_blocks: int = field(
         default=5,
@@ -226,6 +244,11 @@ class TwoStageScheduleCallback(TrainerCallback):
         frozen = stage == 1 and trainer.args.stage1_freeze_encoder
         for param in trainer.stage2_encoder_parameters:
             param.requires_grad_(not frozen)
+        if stage == 2 and trainer.args.stage2_fresh_optimizer and 0 < trainer.stage1_steps == state.global_step:
+            # A fresh Adam: moments and step counts (hence the bias correction) start again. The optimizer itself
+            # is kept, so the learning-rate schedule and DDP/accelerate wrappers stay attached to it.
+            trainer.optimizer.state.clear()
+            logger.info(f"Step {state.global_step}: stage 2 starts with a fresh optimizer state.")
         if self.stage is not None or state.global_step > 0:
             logger.info(f"Step {state.global_step}: entering training stage {stage}.")
         self.stage = stage
@@ -405,9 +428,13 @@ class FiniteLossMixin:
 
     model_input_names: tuple[str, ...] = MODEL_INPUT_NAMES
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def model_loss(self, model, inputs):
+        """(loss, outputs) of one batch: the model's own loss. Trainers with extra loss terms override this."""
         outputs = model(**{name: inputs[name] for name in self.model_input_names if name in inputs})
-        loss = outputs.loss
+        return outputs.loss, outputs
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = self.model_loss(model, inputs)
         if model.training and not torch.isfinite(loss.detach()).all():
             raise FloatingPointError(
                 f"The training loss became {loss.item()} at step {self.state.global_step + 1} (epoch "
@@ -417,7 +444,85 @@ class FiniteLossMixin:
         return (loss, outputs) if return_outputs else loss
 
 
-class CPFCTETrainer(FiniteLossMixin, ConvertedCheckpointMixin, Trainer):
+def equivariance_target(
+    probabilities: torch.Tensor,
+    labels: torch.Tensor,
+    view_flips: torch.Tensor,
+    et_flips: torch.Tensor,
+    et_boxes: torch.Tensor,
+    size: tuple[int, int],
+) -> torch.Tensor:
+    """
+    ViT-PCM's L_ET target (`model.py` `compute_cce_loss`): the full view's patch probabilities `(B, C, h, w)` with
+    the full view's flips undone, the second view's crop (`et_boxes`, in patches) and resize to `size` and its flips
+    applied at patch level, then `merge_class_labels` with the image labels `(B, C)`. Returns `(B, C, *size)`.
+    """
+    canonical = revert_flips(probabilities, view_flips)
+    return merge_class_labels(apply_flips(crop_and_resize(canonical, et_boxes, size), et_flips), labels)
+
+
+def equivariance_loss(target: torch.Tensor, predicted: torch.Tensor, epsilon: float = 1e-7) -> torch.Tensor:
+    """
+    Keras' categorical cross-entropy between the target `(B, C, s, s)` (no gradient) and the predicted patch
+    probabilities of the second views `(B, C, s, s)`: `-sum_c t log clip(p, eps, 1 - eps)` per patch, mean over
+    patches and images.
+    """
+    predicted = predicted.float()
+    predicted = predicted / predicted.sum(dim=1, keepdim=True)
+    return -(target.detach().float() * predicted.clamp(epsilon, 1.0 - epsilon).log()).sum(dim=1).mean()
+
+
+class EquivarianceLossMixin:
+    """
+    Adds ViT-PCM's L_ET to the model's loss when `args.equivariance_loss_weight > 0` and the batch carries the second
+    views (`EquivarianceTrainTransform`):
+
+    1. target: the model in eval mode (no dropout), without gradient, on the full views; `equivariance_target`;
+    2. prediction: every 4 second views tiled into one mosaic (`make_mosaics`), run in training mode in the same
+       forward call as the full views (one call, so DDP sees each parameter once), split back into views;
+    3. loss = BCE + L2 (on the full views, the model's own) + weight * `equivariance_loss`.
+
+    A batch of B images makes B // 4 mosaics; the remaining B % 4 images (a short last batch) get no L_ET term.
+    """
+
+    def model_loss(self, model, inputs):
+        weight = self.args.equivariance_loss_weight
+        if weight <= 0 or not model.training or "et_pixel_values" not in inputs:
+            return super().model_loss(model, inputs)
+        core = self.accelerator.unwrap_model(model)
+        pixel_values, labels = inputs["pixel_values"], inputs["labels"]
+        batch_size = pixel_values.shape[0]
+        used = 4 * (batch_size // 4)
+        if used == 0:
+            return super().model_loss(model, inputs)
+        with torch.no_grad():
+            core.eval()
+            try:
+                full = core(pixel_values=pixel_values[:used]).logits.float().softmax(dim=1)
+            finally:
+                core.train()
+        mosaics = make_mosaics(inputs["et_pixel_values"][:used])
+        if mosaics.shape[-2:] != pixel_values.shape[-2:]:
+            raise ValueError(
+                f"The L_ET mosaics are {tuple(mosaics.shape[-2:])} but the images {tuple(pixel_values.shape[-2:])}: "
+                "the second views must be half the training size."
+            )
+        outputs = model(pixel_values=torch.cat([pixel_values, mosaics]))
+        loss = core.compute_loss(outputs.image_scores[:batch_size], labels)
+        predicted = split_mosaics(outputs.logits[batch_size:].float().softmax(dim=1))
+        target = equivariance_target(
+            full,
+            labels[:used],
+            inputs["view_flips"][:used],
+            inputs["et_flips"][:used],
+            inputs["et_box"][:used],
+            tuple(predicted.shape[-2:]),
+        )
+        outputs.logits, outputs.image_scores = outputs.logits[:batch_size], outputs.image_scores[:batch_size]
+        return loss + weight * equivariance_loss(target, predicted), outputs
+
+
+class CPFCTETrainer(EquivarianceLossMixin, FiniteLossMixin, ConvertedCheckpointMixin, Trainer):
     """
     `transformers.Trainer` for CPF-CTE: Top-K BCE loss (the model's own), the two-stage schedule of
     `CPFCTETrainingArguments`, pseudo-label mIoU evaluation, and a stop with a clear message when the loss stops
@@ -514,12 +619,15 @@ __all__ = [
     "ConvertedCheckpointMixin",
     "CPFCTETrainer",
     "CPFCTETrainingArguments",
+    "EquivarianceLossMixin",
     "EvalPicturesCallback",
     "FiniteLossMixin",
     "SegmentationEvalMetrics",
     "StageLearningRate",
     "TwoStageScheduleCallback",
     "encoder_parameter_groups",
+    "equivariance_loss",
+    "equivariance_target",
     "is_complete_checkpoint",
     "last_complete_checkpoint",
     "make_preprocess_logits_for_metrics",

@@ -16,13 +16,19 @@ import json
 import os
 from dataclasses import dataclass, field
 
+import torch
 from transformers import AutoConfig, ViTConfig, set_seed
 from transformers.utils import logging
 
 from .cli import describe, parse_key_values
 from .configuration_cpfcte import CPFCTEConfig, backbone_config_from
 from .data import EvalTransform, TrainTransform, WeakSegmentationCollator, build_dataset, class_names_of
-from .data.transforms import AugmentationConfig
+from .data.transforms import (
+    AugmentationConfig,
+    EquivarianceCollator,
+    EquivarianceTrainTransform,
+    EquivarianceViewConfig,
+)
 from .image_processing_cpfcte import CPFCTEImageProcessor
 from .modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
 from .results import training_results_record, write_results
@@ -52,16 +58,41 @@ class ModelArguments:
     use_class_tokens: bool = field(default=True, metadata={"help": "Class-token fusion (paper Table 4)."})
     use_context_fusion: bool = field(default=True, metadata={"help": "CF-BiLSTM (paper Table 4)."})
     pooling: str = field(default="topk", metadata={"help": "topk, max or avg (paper Table 5)."})
-    top_k: int = field(default=16, metadata={"help": "K of Top-K pooling (README: the K sweep)."})
+    top_k: float = field(
+        default=16,
+        metadata={
+            "help": "K of Top-K pooling: a number of patches (16) or a fraction of them in (0, 1) (0.03), which "
+            "transfers between grid sizes (README: the K sweep)."
+        },
+    )
     lstm_hidden_size: int | None = field(
         default=None, metadata={"help": "Hidden size per LSTM direction; default D/4 (192 for ViT-B)."}
     )
     context_fusion_residual: bool = field(
         default=False, metadata={"help": "x + CF-BiLSTM(x) instead of CF-BiLSTM(x) (not in the paper)."}
     )
+    context_fusion_projection: bool = field(
+        default=True,
+        metadata={"help": "Project [h; v] back to D (paper eq. 6); False feeds 4*lstm_hidden_size on (ViT-PCM)."},
+    )
     context_fusion_dropout: float = 0.2
+    context_fusion_lstm_dropout_mode: str = field(
+        default="none",
+        metadata={"help": "Dropout inside the LSTMs: none, or per_sequence (ViT-PCM's Keras LSTM dropout)."},
+    )
     classifier_dropout: float = 0.2
     classifier_l2_weight: float = 0.01
+    hidden_dropout_prob: float | None = field(
+        default=None,
+        metadata={
+            "help": "ViT dropout after attention and in the MLP of every block (vit-keras, ViT-PCM: 0.1); "
+            "default: the backbone config's (0.0 in google/vit-base-patch16-384)."
+        },
+    )
+    attention_probs_dropout_prob: float | None = field(
+        default=None,
+        metadata={"help": "ViT dropout on the attention weights (vit-keras: none); default: the backbone config's."},
+    )
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2."})
 
 
@@ -91,6 +122,16 @@ class DataArguments:
     aug_vflip_p: float = 0.5
     aug_transpose_p: float = 0.5
     cache_dir: str | None = field(default=None, metadata={"help": "Arrow cache of the loaders."})
+    et_crop_p: float = field(
+        default=0.3, metadata={"help": "L_ET second view: probability of a crop (ViT-PCM PROB_CROP 0.3)."}
+    )
+    et_crop_size: int | None = field(
+        default=None,
+        metadata={"help": "L_ET second view: crop side in pixels (ViT-PCM: 128 of 384); default a third of the size."},
+    )
+    et_scale_size: int | None = field(
+        default=None, metadata={"help": "L_ET second view: side it is resized to; default half the training size."}
+    )
 
     def augmentation_config(self) -> AugmentationConfig:
         return AugmentationConfig(
@@ -163,9 +204,11 @@ def build_model(model_args: ModelArguments, class_names: list[str]) -> CPFCTEFor
         use_class_tokens=model_args.use_class_tokens,
         use_context_fusion=model_args.use_context_fusion,
         pooling=model_args.pooling,
-        pooling_top_k=model_args.top_k,
+        pooling_top_k=int(model_args.top_k) if float(model_args.top_k).is_integer() else float(model_args.top_k),
         context_fusion_residual=model_args.context_fusion_residual,
+        context_fusion_projection=model_args.context_fusion_projection,
         context_fusion_dropout=model_args.context_fusion_dropout,
+        context_fusion_lstm_dropout_mode=model_args.context_fusion_lstm_dropout_mode,
         classifier_dropout=model_args.classifier_dropout,
         classifier_l2_weight=model_args.classifier_l2_weight,
     )
@@ -179,11 +222,14 @@ def build_model(model_args: ModelArguments, class_names: list[str]) -> CPFCTEFor
                 f"{model_args.model_name_or_path} was trained on classes {list(model.config.id2label.values())}, "
                 f"the dataset has {class_names}."
             )
+        set_encoder_dropout(model, model_args.hidden_dropout_prob, model_args.attention_probs_dropout_prob)
         return model
     if model_args.backbone:
         backbone_hidden = backbone_config_from(AutoConfig.from_pretrained(model_args.backbone)).hidden_size
         head_kwargs["lstm_hidden_size"] = model_args.lstm_hidden_size or backbone_hidden // 4
-        return CPFCTEForWeaklySupervisedSegmentation.from_pretrained_backbone(model_args.backbone, **head_kwargs, **attn)
+        model = CPFCTEForWeaklySupervisedSegmentation.from_pretrained_backbone(model_args.backbone, **head_kwargs, **attn)
+        set_encoder_dropout(model, model_args.hidden_dropout_prob, model_args.attention_probs_dropout_prob)
+        return model
     backbone_config = ViTConfig(
         hidden_size=model_args.hidden_size,
         num_hidden_layers=model_args.num_hidden_layers,
@@ -191,11 +237,42 @@ def build_model(model_args: ModelArguments, class_names: list[str]) -> CPFCTEFor
         intermediate_size=model_args.intermediate_size,
         image_size=model_args.image_size,
         patch_size=model_args.patch_size,
+        **{
+            name: value
+            for name in ("hidden_dropout_prob", "attention_probs_dropout_prob")
+            if (value := getattr(model_args, name)) is not None
+        },
     )
     head_kwargs["lstm_hidden_size"] = model_args.lstm_hidden_size or model_args.hidden_size // 4
     model = CPFCTEForWeaklySupervisedSegmentation(CPFCTEConfig(backbone_config=backbone_config, **head_kwargs))
     model.set_attn_implementation(model_args.attn_implementation)
     return model
+
+
+def set_encoder_dropout(
+    model: CPFCTEForWeaklySupervisedSegmentation, hidden: float | None, attention: float | None
+) -> None:
+    """
+    Sets the ViT encoder's dropout rates of a built model (config and modules alike); None keeps a rate.
+
+    `hidden` is `hidden_dropout_prob` (embeddings, after attention, after the MLP), `attention` is
+    `attention_probs_dropout_prob` (on the attention weights). A ViT loaded from a checkpoint keeps that
+    checkpoint's rates otherwise (0.0 for google/vit-base-patch16-384; vit-keras, which ViT-PCM trains, uses 0.1).
+    """
+    backbone_config = model.config.backbone_config
+    for name, value in (("hidden_dropout_prob", hidden), ("attention_probs_dropout_prob", attention)):
+        if value is not None and not 0.0 <= value < 1.0:
+            raise ValueError(f"--{name} must be in [0, 1), got {value}.")
+    if hidden is not None:
+        backbone_config.hidden_dropout_prob = hidden
+        for module in model.vit.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = hidden
+    if attention is not None:
+        backbone_config.attention_probs_dropout_prob = attention
+        for module in model.vit.modules():
+            if hasattr(module, "attention_dropout"):
+                module.attention_dropout = attention
 
 
 def _resolve_resume(training_args: CPFCTETrainingArguments) -> str | None:
@@ -242,8 +319,23 @@ def run_training(
         processor = CPFCTEImageProcessor(size=size)
     model = build_model(model_args, class_names)
 
-    batch_augmentation = None
-    if data_args.augment:
+    collator = WeakSegmentationCollator(num_labels)
+    batch_augmentation = None  # set when the augmentation runs on the training device after the transfer
+    if training_args.equivariance_loss_weight > 0:
+        if not data_args.augment:
+            raise ValueError("--equivariance_loss_weight > 0 needs the training augmentation (--augment true).")
+        patch = model.config.patch_size
+        views = EquivarianceViewConfig(
+            crop_p=data_args.et_crop_p,
+            crop_size=data_args.et_crop_size or max(patch, round(model_args.image_size / 3 / patch) * patch),
+            scale_size=data_args.et_scale_size or model_args.image_size // 2,
+            patch_size=patch,
+        )
+        train_transform = EquivarianceTrainTransform(
+            num_labels, processor, augmentation=data_args.augmentation_config(), views=views
+        )
+        collator = EquivarianceCollator(num_labels)
+    elif data_args.augment:
         on_device = training_args.resolved_augmentation_device() == "device"
         train_transform = TrainTransform(
             num_labels,
@@ -274,7 +366,7 @@ def run_training(
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        data_collator=WeakSegmentationCollator(num_labels),
+        data_collator=collator,
         processing_class=processor,
         batch_augmentation=batch_augmentation,
     )
@@ -309,4 +401,12 @@ def run_training(
     return trainer
 
 
-__all__ = ["DataArguments", "ModelArguments", "build_datasets", "build_model", "run_training", "with_masks_only"]
+__all__ = [
+    "DataArguments",
+    "ModelArguments",
+    "build_datasets",
+    "build_model",
+    "run_training",
+    "set_encoder_dropout",
+    "with_masks_only",
+]

@@ -33,12 +33,14 @@ worker apart). Under a multi-process launch every rank is seeded alike, so each 
 and rank 0 draws exactly as a single process.
 """
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from ..image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, resize_and_normalize, to_rgb_array
@@ -375,6 +377,188 @@ class TrainTransform(_SegmentationTransform):
         return self._output(batch, pixel_values, masks)
 
 
+# --- ViT-PCM's equivariance views (L_ET) --------------------------------------------------------------------------
+#
+# ViT-PCM (`dataloader.py` `_preprocess_image`, `utils.py` `affine_transform`) gives every training image two views:
+# the full view (colour jitter, flips, transpose) that the BCE trains on, and a second view with its own colour
+# jitter, a crop or a downscale, and its own flips. Four second views are tiled into one mosaic at the training size;
+# the model's patch probabilities on the mosaic are trained towards the full view's (see `trainer.py`
+# `equivariance_loss`). The geometry below is shared by the images and the patch probabilities.
+
+
+def draw_flips(count: int, hflip_p: float, vflip_p: float, transpose_p: float) -> torch.Tensor:
+    """`(count, 3)` bool: a left-right flip, an up-down flip and a transpose, each drawn independently."""
+    probabilities = torch.tensor([hflip_p, vflip_p, transpose_p])
+    return torch.rand(count, 3) < probabilities
+
+
+def apply_flips(x: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Flips `(B, ..., H, W)` per item by `flips` `(B, 3)`: left-right, up-down, then transpose (ViT-PCM's order)."""
+    x = x.clone()
+    for step, operation in enumerate((lambda t: t.flip(-1), lambda t: t.flip(-2), lambda t: t.transpose(-1, -2))):
+        chosen = flips[:, step].to(torch.bool).to(x.device)
+        if chosen.any():
+            x[chosen] = operation(x[chosen])
+    return x
+
+
+def revert_flips(x: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """The inverse of `apply_flips`: transpose, then up-down, then left-right (each undoes itself)."""
+    x = x.clone()
+    for step, operation in ((2, lambda t: t.transpose(-1, -2)), (1, lambda t: t.flip(-2)), (0, lambda t: t.flip(-1))):
+        chosen = flips[:, step].to(torch.bool).to(x.device)
+        if chosen.any():
+            x[chosen] = operation(x[chosen])
+    return x
+
+
+def crop_and_resize(x: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """
+    `(B, C, H, W)` -> `(B, C, *size)`: each item cropped to its box `(top, left, height, width)` (in `x`'s pixels)
+    and resized bilinearly with `align_corners=True` (ViT-PCM's `resize`); a box already of `size` is only cropped.
+    """
+    outputs = []
+    for item, (top, left, height, width) in zip(x, boxes.tolist()):
+        crop = item[:, top : top + height, left : left + width]
+        if (height, width) != tuple(size):
+            crop = F.interpolate(crop[None].float(), size=tuple(size), mode="bilinear", align_corners=True)[0]
+        outputs.append(crop.to(x.dtype))
+    return torch.stack(outputs)
+
+
+def make_mosaics(views: torch.Tensor) -> torch.Tensor:
+    """`(4M, C, S, S)` -> `(M, C, 2S, 2S)`: every 4 consecutive views tiled as [[0, 1], [2, 3]] (row-major)."""
+    count, channels, height, width = views.shape
+    if count % 4:
+        raise ValueError(f"A mosaic takes 4 views; got {count}.")
+    grid = views.reshape(count // 4, 2, 2, channels, height, width)
+    return grid.permute(0, 3, 1, 4, 2, 5).reshape(count // 4, channels, 2 * height, 2 * width)
+
+
+def split_mosaics(mosaics: torch.Tensor) -> torch.Tensor:
+    """The inverse of `make_mosaics`: `(M, C, 2s, 2s)` -> `(4M, C, s, s)`."""
+    count, channels, height, width = mosaics.shape
+    grid = mosaics.reshape(count, channels, 2, height // 2, 2, width // 2)
+    return grid.permute(0, 2, 4, 1, 3, 5).reshape(4 * count, channels, height // 2, width // 2)
+
+
+@dataclass
+class EquivarianceViewConfig:
+    """
+    The second view of ViT-PCM's L_ET (`configs/voc12.yaml` IMAGE.SIZE and AUGMENTATIONS, `utils.py`).
+
+    Attributes:
+        crop_p: probability of a crop (`PROB_CROP`: 0.3); otherwise the whole image is downscaled.
+        crop_size: side of the square crop in pixels of the training size (`CROP`: 128 of 384); its corner lies on
+            the patch grid.
+        scale_size: side the crop (or the whole image) is resized to (`SCALE`: 192 = half the training size, so
+            that four views tile one training-size mosaic).
+        patch_size: the model's patch size (crops start on multiples of it).
+    """
+
+    crop_p: float = 0.3
+    crop_size: int = 128
+    scale_size: int = 192
+    patch_size: int = 16
+
+    def __post_init__(self):
+        if not 0 <= self.crop_p <= 1:
+            raise ValueError(f"crop_p must be a probability, got {self.crop_p}.")
+        for name in ("crop_size", "scale_size"):
+            if getattr(self, name) % self.patch_size or getattr(self, name) < self.patch_size:
+                raise ValueError(
+                    f"{name} ({getattr(self, name)}) must be a multiple of the patch size {self.patch_size}."
+                )
+
+    def draw_boxes(self, count: int, image_size: int) -> torch.Tensor:
+        """`(count, 4)` int64 crop boxes `(top, left, height, width)` in pixels: a patch-aligned crop with `crop_p`,
+        else the whole image (ViT-PCM `bbox_for_crop`: corners drawn from 0, p, 2p, ..., clipped to fit)."""
+        if self.crop_size > image_size:
+            raise ValueError(f"crop_size {self.crop_size} exceeds the training size {image_size}.")
+        boxes = torch.tensor([[0, 0, image_size, image_size]] * count, dtype=torch.int64)
+        starts = torch.arange(0, image_size + 1, self.patch_size)
+        for row in range(count):
+            if torch.rand(()) < self.crop_p:
+                top, left = starts[torch.randint(len(starts), (2,))].clamp(max=image_size - self.crop_size).tolist()
+                boxes[row] = torch.tensor([top, left, self.crop_size, self.crop_size])
+        return boxes
+
+
+class EquivarianceTrainTransform(TrainTransform):
+    """
+    `TrainTransform` plus ViT-PCM's second view for L_ET. Per row, besides `pixel_values` (the full view: colour
+    jitter, then flips drawn here) and `labels`:
+
+        view_flips      (3,) float32   the full view's left-right / up-down / transpose flags
+        et_pixel_values (3, S, S)      the second view: own colour jitter, crop-or-downscale, own flips
+        et_flips        (3,) float32   its flags
+        et_box          (4,) int64     its crop `(top, left, height, width)` in patches of the full view's grid
+
+    `S` is `views.scale_size`. The augmentation's flip probabilities apply to both views.
+    """
+
+    def __init__(
+        self, num_labels: int, image_processor=None, *, views: EquivarianceViewConfig | None = None, **kwargs
+    ):
+        super().__init__(num_labels, image_processor, **kwargs)
+        self.views = views or EquivarianceViewConfig()
+        if self.size[0] != self.size[1]:
+            raise ValueError(f"The equivariance views need a square training size, got {self.size}.")
+        if 2 * self.views.scale_size != self.size[0]:
+            raise ValueError(
+                f"Four {self.views.scale_size}-px views must tile the {self.size[0]}-px training size: set "
+                f"scale_size to {self.size[0] // 2}."
+            )
+        flips = self.augmentation.config
+        self.flip_probabilities = (flips.hflip_p, flips.vflip_p, flips.transpose_p)
+        self.colour = SegmentationAugmentation(
+            dataclasses.replace(self.augmentation.config, hflip_p=0.0, vflip_p=0.0, transpose_p=0.0)
+        )
+
+    def _normalize(self, images: torch.Tensor) -> torch.Tensor:
+        as_uint8 = (images * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        return resize_and_normalize(list(as_uint8), tuple(images.shape[-2:]), self.image_mean, self.image_std)
+
+    def __call__(self, batch: dict) -> dict:
+        unit = resize_and_normalize(self._rgb(batch), self.size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), self.resample)
+        count, patch = unit.shape[0], self.views.patch_size
+        full, masks = self.colour(unit, self._masks(batch))
+        view_flips = draw_flips(count, *self.flip_probabilities)
+        full = apply_flips(full, view_flips)
+        if masks is not None:
+            masks = apply_flips(masks, view_flips)
+        second, _ = self.colour(unit)
+        boxes = self.views.draw_boxes(count, self.size[0])
+        scale = (self.views.scale_size, self.views.scale_size)
+        et_flips = draw_flips(count, *self.flip_probabilities)
+        second = apply_flips(crop_and_resize(second, boxes, scale).clamp(0, 1), et_flips)
+        output = self._output(batch, self._normalize(full), masks)
+        output.update(
+            view_flips=view_flips.float(),
+            et_pixel_values=self._normalize(second),
+            et_flips=et_flips.float(),
+            et_box=boxes // patch,
+        )
+        return output
+
+
+EQUIVARIANCE_KEYS = ("view_flips", "et_pixel_values", "et_flips", "et_box")
+
+
+class EquivarianceCollator:
+    """`WeakSegmentationCollator` that also stacks the L_ET views of `EquivarianceTrainTransform`."""
+
+    def __init__(self, num_labels: int | None = None, **kwargs):
+        self.collator = WeakSegmentationCollator(num_labels, **kwargs)
+
+    def __call__(self, examples: Sequence[dict]) -> dict:
+        batch = self.collator(examples)
+        for key in EQUIVARIANCE_KEYS:
+            if all(key in example for example in examples):
+                batch[key] = torch.stack([torch.as_tensor(example[key]) for example in examples])
+        return batch
+
+
 class WeakSegmentationCollator:
     """Stacks transformed rows into a model batch.
 
@@ -417,8 +601,18 @@ class WeakSegmentationCollator:
 
 
 __all__ = [
+    "EQUIVARIANCE_KEYS",
     "AugmentationConfig",
     "BatchAugmentation",
+    "EquivarianceCollator",
+    "EquivarianceTrainTransform",
+    "EquivarianceViewConfig",
+    "apply_flips",
+    "crop_and_resize",
+    "draw_flips",
+    "make_mosaics",
+    "revert_flips",
+    "split_mosaics",
     "EvalTransform",
     "SegmentationAugmentation",
     "TrainTransform",

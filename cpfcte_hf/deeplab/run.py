@@ -100,6 +100,13 @@ class DeepLabModelArguments:
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "A DeepLab-v2 checkpoint to start from (fine-tuning, or evaluation only)."}
     )
+    init_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "A kazuto1011/deeplab-pytorch .pth to initialise from instead of --backbone, e.g. its converted "
+            "COCO-pretrained deeplabv1_resnet101-coco.pth (the init of its VOC/COCO recipes; deeplab/convert.py)."
+        },
+    )
     output_stride: int = field(default=8, metadata={"help": "8 (dilation 2, 4 in the last stages), 16 or 32."})
     atrous_rates: list[int] = field(default_factory=lambda: [6, 12, 18, 24], metadata={"help": "ASPP rates."})
     freeze_batch_norm: bool = field(default=True, metadata={"help": "Keep the backbone's BatchNorm fixed."})
@@ -168,6 +175,10 @@ def build_model(model_args: DeepLabModelArguments, class_names: list[str]) -> De
         atrous_rates=list(model_args.atrous_rates),
         freeze_batch_norm=model_args.freeze_batch_norm,
     )
+    if model_args.init_checkpoint:
+        from .convert import load_kazuto_checkpoint
+
+        return load_kazuto_checkpoint(model_args.init_checkpoint, **head)
     if model_args.backbone and model_args.backbone.lower() != "none":
         return DeepLabV2ForSemanticSegmentation.from_pretrained_backbone(model_args.backbone, **head)
     backbone_config = resnet101_config(

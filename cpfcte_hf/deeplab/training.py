@@ -8,7 +8,8 @@ ids, 255 = ignore). Each sample is randomly rescaled (0.5-1.5), padded (image wi
 `transformers.Trainer` with the DeepLab-v2 recipe: SGD with momentum 0.9 and weight decay 5e-4, learning rate
 2.5e-4 for the backbone and 10x for the ASPP classifier, poly decay `(1 - step / max_steps) ** 0.9`, batch 10,
 20k steps. It resumes from its checkpoints (`Trainer.train(resume_from_checkpoint=...)`), also under
-`accelerate launch`.
+`accelerate launch`. kazuto1011/deeplab-pytorch's own recipe is two switches away: `multi_scale_loss` (its MSC
+training loss, `multi_scale_training_loss`) and `lr_groups="deeplab_v2"` (its Caffe learning-rate groups).
 
 Test-time inference (`multi_scale_probabilities`) runs the image at scales 1.0, 0.75 and 0.5 of its own size,
 upsamples each view's logits to the image size and fuses them by their maximum before the softmax (DeepLab-v2's
@@ -430,6 +431,26 @@ class DeepLabV2TrainingArguments(TrainingArguments):
         default=10.0, metadata={"help": "Learning-rate multiplier of the ASPP classifier (DeepLab-v2: 10)."}
     )
     poly_power: float = field(default=0.9, metadata={"help": "Power of the poly decay (1 - step / max_steps) ** p."})
+    multi_scale_loss: bool = field(
+        default=False,
+        metadata={
+            "help": "kazuto1011's MSC training loss: cross-entropy on the logits of the crop at each of "
+            "`loss_scales` and on their max-fused logits, each against the labels resized (nearest) to the logits, "
+            "summed. False: one cross-entropy on the crop's logits upsampled to the labels."
+        },
+    )
+    loss_scales: list[float] = field(
+        default_factory=lambda: [1.0, 0.75, 0.5], metadata={"help": "Input scales of the multi-scale loss."}
+    )
+    lr_groups: str = field(
+        default="backbone_aspp",
+        metadata={
+            "help": "backbone_aspp: the trainable backbone at 1x, the whole ASPP at classifier_lr_multiplier x. "
+            "deeplab_v2 (kazuto1011, Caffe's lr_mult): backbone convolutions 1x, ASPP weights "
+            "classifier_lr_multiplier x (10), ASPP biases 2 * classifier_lr_multiplier x (20) without weight "
+            "decay; BatchNorm parameters are never optimised."
+        },
+    )
     eval_scales: list[float] = field(
         default_factory=lambda: [1.0],
         metadata={"help": "Scales of the evaluations during training (fast; the final evaluation has its own)."},
@@ -460,6 +481,58 @@ class DeepLabV2TrainingArguments(TrainingArguments):
             raise ValueError(f"`crop_size` must be >= 1, got {self.crop_size}.")
         if self.max_steps is None or self.max_steps <= 0:
             raise ValueError("DeepLab-v2 trains for a number of steps: set `max_steps` (the recipe: 20000).")
+        if self.lr_groups not in LR_GROUPS:
+            raise ValueError(f"`lr_groups` must be one of {LR_GROUPS}, got {self.lr_groups!r}.")
+        if not self.loss_scales or min(self.loss_scales) <= 0:
+            raise ValueError(f"`loss_scales` must be positive numbers, got {self.loss_scales}.")
+
+
+def resize_labels_nearest(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """
+    Class-id maps `(B, H, W)` resized to `size` by nearest neighbour at pixel centres (source pixel
+    `floor((i + 0.5) * H / h)`), which is PIL's NEAREST that kazuto1011's `resize_labels` uses.
+    """
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels
+    resized = F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest-exact")
+    return resized[:, 0].long()
+
+
+def multi_scale_training_loss(
+    model,
+    pixel_values: torch.Tensor,
+    labels: torch.Tensor,
+    scales=MULTI_SCALE,
+    ignore_index: int = IGNORE_INDEX,
+) -> tuple[torch.Tensor, object]:
+    """
+    DeepLab-v2's multi-scale (MSC) training loss, as kazuto1011's `libs/models/msc.py` and `main.py` compute it.
+
+    The crop `(B, 3, H, W)` runs at each of `scales` (the first is the reference, 1.0; the others resized bilinearly,
+    `align_corners=False`); the logits of every scale are resized bilinearly to the reference logits' size and fused
+    by their element-wise maximum. The loss is the sum of the cross-entropies of every scale's logits and of the
+    fused logits, each against `labels` `(B, H, W)` resized (nearest) to that logits' own size.
+
+    Returns `(loss, outputs of the reference scale)`.
+    """
+    outputs = model(pixel_values=pixel_values)
+    reference = outputs.logits
+    size = reference.shape[-2:]
+    pyramid = [reference]
+    for scale in scales[1:]:
+        scaled = F.interpolate(pixel_values, scale_factor=float(scale), mode="bilinear", align_corners=False)
+        pyramid.append(model(pixel_values=scaled).logits)
+    fused = torch.stack(
+        [reference] + [F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in pyramid[1:]]
+    ).amax(dim=0)
+    loss = 0.0
+    for logits in pyramid + [fused]:
+        target = resize_labels_nearest(labels, logits.shape[-2:])
+        if (target != ignore_index).any():
+            loss = loss + F.cross_entropy(logits.float(), target, ignore_index=ignore_index)
+        else:  # a crop without labelled pixels: a zero that keeps the graph (see `compute_loss` of the model)
+            loss = loss + logits.float().sum() * 0.0
+    return loss, outputs
 
 
 class PolyLearningRate:
@@ -473,13 +546,47 @@ class PolyLearningRate:
         return max(0.0, 1.0 - step / max(1, self.max_steps)) ** self.power
 
 
+LR_GROUPS = ("backbone_aspp", "deeplab_v2")
+
+
 def sgd_parameter_groups(
     model: DeepLabV2ForSemanticSegmentation,
     learning_rate: float,
     weight_decay: float,
     classifier_lr_multiplier: float = 10.0,
+    lr_groups: str = "backbone_aspp",
 ) -> list[dict]:
-    """SGD parameter groups: the trainable backbone at `learning_rate`, the ASPP at `classifier_lr_multiplier` x."""
+    """
+    SGD parameter groups. `"backbone_aspp"`: the trainable backbone at `learning_rate`, the ASPP at
+    `classifier_lr_multiplier` x. `"deeplab_v2"` (kazuto1011's `main.py` `get_params`, after Caffe's
+    `lr_mult`/`decay_mult`): the backbone's convolution weights at 1x, the ASPP weights at `classifier_lr_multiplier`
+    x, the ASPP biases at twice that without weight decay; nothing else (BatchNorm) is optimised.
+    """
+    if lr_groups not in LR_GROUPS:
+        raise ValueError(f"`lr_groups` must be one of {LR_GROUPS}, got {lr_groups!r}.")
+    if lr_groups == "deeplab_v2":
+        convolutions = [m for m in model.resnet.modules() if isinstance(m, torch.nn.Conv2d)]
+        branches = list(model.aspp.branches)
+        return [
+            {
+                "params": [m.weight for m in convolutions if m.weight.requires_grad],
+                "lr": learning_rate,
+                "weight_decay": weight_decay,
+                "name": "backbone",
+            },
+            {
+                "params": [m.weight for m in branches],
+                "lr": learning_rate * classifier_lr_multiplier,
+                "weight_decay": weight_decay,
+                "name": "aspp_weight",
+            },
+            {
+                "params": [m.bias for m in branches],
+                "lr": learning_rate * 2 * classifier_lr_multiplier,
+                "weight_decay": 0.0,
+                "name": "aspp_bias",
+            },
+        ]
     classifier = [p for p in model.aspp.parameters() if p.requires_grad]
     classifier_ids = {id(p) for p in classifier}
     backbone = [p for p in model.parameters() if p.requires_grad and id(p) not in classifier_ids]
@@ -514,9 +621,18 @@ class DeepLabV2Trainer(FiniteLossMixin, ConvertedCheckpointMixin, Trainer):
                 self.args.learning_rate,
                 self.args.weight_decay,
                 self.args.classifier_lr_multiplier,
+                self.args.lr_groups,
             )
             self.optimizer = torch.optim.SGD(groups, lr=self.args.learning_rate, momentum=self.args.momentum)
         return self.optimizer
+
+    def model_loss(self, model, inputs):
+        if not self.args.multi_scale_loss or not model.training:
+            return super().model_loss(model, inputs)
+        config = self.accelerator.unwrap_model(model).config
+        return multi_scale_training_loss(
+            model, inputs["pixel_values"], inputs["labels"], self.args.loss_scales, config.semantic_loss_ignore_index
+        )
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
         if self.lr_scheduler is None:
@@ -564,11 +680,14 @@ __all__ = [
     "DeepLabV2Trainer",
     "DeepLabV2TrainingArguments",
     "MultiScaleEvalConfig",
+    "LR_GROUPS",
     "PolyLearningRate",
     "PseudoLabelDataset",
     "multi_scale_probabilities",
+    "multi_scale_training_loss",
     "predict_split",
     "random_scale_crop_flip",
+    "resize_labels_nearest",
     "resolve_pseudo_label_dir",
     "sgd_parameter_groups",
 ]
