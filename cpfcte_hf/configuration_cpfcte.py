@@ -300,4 +300,11 @@ class CPFCTEConfig(PreTrainedConfig):
         return self.backbone_config.hidden_size
 
 
-__all__ = ["BACKBONE_MODEL_TYPES", "CPFCTEConfig", "LSTM_DROPOUT_MODES", "VOC_CLASSES", "backbone_config_from", "vit_b16_384_config"]
+__all__ = [
+    "BACKBONE_MODEL_TYPES",
+    "CPFCTEConfig",
+    "LSTM_DROPOUT_MODES",
+    "VOC_CLASSES",
+    "backbone_config_from",
+    "vit_b16_384_config",
+]

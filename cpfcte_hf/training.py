@@ -227,7 +227,9 @@ def build_model(model_args: ModelArguments, class_names: list[str]) -> CPFCTEFor
     if model_args.backbone:
         backbone_hidden = backbone_config_from(AutoConfig.from_pretrained(model_args.backbone)).hidden_size
         head_kwargs["lstm_hidden_size"] = model_args.lstm_hidden_size or backbone_hidden // 4
-        model = CPFCTEForWeaklySupervisedSegmentation.from_pretrained_backbone(model_args.backbone, **head_kwargs, **attn)
+        model = CPFCTEForWeaklySupervisedSegmentation.from_pretrained_backbone(
+            model_args.backbone, **head_kwargs, **attn
+        )
         set_encoder_dropout(model, model_args.hidden_dropout_prob, model_args.attention_probs_dropout_prob)
         return model
     backbone_config = ViTConfig(
