@@ -268,34 +268,25 @@ def _hub_model_id(value) -> str | None:
     return value if re.fullmatch(r"[\w.-]+/[\w.-]+", value) else None
 
 
-def render_model_card(
-    template_path: str | os.PathLike,
-    *,
-    repo_id: str,
-    config: CPFCTEConfig,
-    processor,
-    dataset: DatasetCard,
-    measurements: Mapping[str, Measurement],
-    run_config: Mapping | None = None,
-    trainer_state: Mapping | None = None,
-    num_parameters: int | None = None,
-    plots: Mapping[str, str] | None = None,
-):
+def render_model_card(folder: HubFolder, processor, num_parameters: int | None = None, plots: Mapping | None = None):
     """
-    The model card (`huggingface_hub.ModelCard`) of a checkpoint: `ModelCardData` with the `model-index`
-    (`EvalResult`s, in %) of the measured values only, and the Jinja template rendered by `ModelCard.from_template`.
+    The model card (`huggingface_hub.ModelCard`) of a planned Hub folder (`plan_hub_folder`): `ModelCardData` with
+    the `model-index` (`EvalResult`s, in %) of the measured values only, and the folder's Jinja template rendered by
+    `ModelCard.from_template`. `plots`: `{title: path in the folder}` of per-class plots.
 
     Raises:
         HubSharingError: the template does not render, or its front matter adds metrics of its own.
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+    config, dataset, measurements, run_config = folder.config, folder.dataset, folder.measurements, folder.run_config
+    template_path, repo_id = folder.template, folder.repo_id
     class_names = [config.id2label[i] for i in range(config.num_labels)]
     run = None
     if run_config:
         train = next((v for k, v in run_config.items() if k.endswith("TrainingArguments")), None) or {}
         run = {"model": run_config.get("ModelArguments") or {}, "data": run_config.get("DataArguments") or {}}
-        run.update(train=train, steps=(trainer_state or {}).get("global_step"))
+        run.update(train=train, steps=(folder.trainer_state or {}).get("global_step"))
     model_args = (run_config or {}).get("ModelArguments") or {}
     results = [
         EvalResult(
@@ -319,7 +310,7 @@ def render_model_card(
     try:
         card = ModelCard.from_template(
             data, template_path=str(template_path), repo_id=repo_id, dataset=dataset, num_labels=config.num_labels,
-            class_names=", ".join(f"`{name}`" for name in class_names), example_tags=json.dumps(class_names[1:3]),
+            class_names=", ".join(f"`{name}`" for name in class_names), example_tags=json.dumps(class_names[1:3] or class_names[:1]),
             not_measured=NOT_MEASURED, results_table=results_table(measurements),
             per_class_table=per_class_table(measurements, class_names), per_class_plots=list((plots or {}).items()),
             config=config, vit=config.backbone_config, size=getattr(processor, "size", None) or {},
@@ -419,8 +410,10 @@ def plan_hub_folder(
     model_dir: str | os.PathLike, repo_id: str, card: str = "auto", results: Sequence[str | os.PathLike] = ()
 ) -> HubFolder:
     """
-    Checks every input of a Hub folder and reads the results, without loading the model. `card`: "auto" (the
-    dataset the run recorded), a name of `available_cards()` (must fit the model's classes), or a template's path.
+    Checks every input of a Hub folder and reads the results, without loading the model. `repo_id`: `USER/NAME`,
+    shown in the card's usage examples. `card`: "auto" (the dataset the run recorded), a name of `available_cards()`
+    (must fit the model's classes), or a template's path. `results`: results files or directories
+    (`results.find_results`); the model directory's own final evaluation is always read.
 
     Raises:
         HubSharingError: a bad model directory, card, results source or repo id (the message names it).
@@ -494,17 +487,10 @@ def build_hub_folder(
     plan: HubFolder | None = None,
 ) -> HubFolder:
     """
-    Writes the Hub folder of a trained checkpoint (see the module docstring) to `out_dir`, through a staging
-    folder renamed into place, so it is never left half-written.
-
-    Args:
-        model_dir: a saved CPF-CTE checkpoint (the output directory of training).
-        out_dir: must not exist, be empty, or (with `overwrite`) be a folder this function wrote.
-        repo_id: `USER/NAME`, shown in the card's usage examples.
-        card: "auto", a name of `available_cards()`, or a template path (see `plan_hub_folder`).
-        results: results files or directories (`results.find_results`); the model directory's own evaluation is
-            always read.
-        plan: `plan_hub_folder`'s result for these arguments, if already made.
+    Writes the Hub folder (see the module docstring) of the checkpoint `model_dir` to `out_dir` through a staging
+    folder renamed into place, so it is never left half-written. `out_dir` must not exist, be empty, or (with
+    `overwrite`) be a folder this function wrote. `card`, `results`: see `plan_hub_folder`, whose result for these
+    arguments `plan` is, if already made.
 
     Raises:
         HubSharingError: a bad model directory, card, results source, repo id or output folder (message names it).
@@ -537,26 +523,26 @@ def build_hub_folder(
                 "classes for remote code) before building the Hub folder."
             )
         plots = _copy_results(plan.measurements, staging)
-        render_model_card(
-            plan.template, repo_id=plan.repo_id, config=model.config, processor=processor, dataset=plan.dataset,
-            measurements=plan.measurements, run_config=plan.run_config, trainer_state=plan.trainer_state,
-            num_parameters=model.num_parameters(), plots=plots,
-        ).save(staging / "README.md")  # fmt: skip
-        measured = {
-            key: {
-                "description": _SPECS[m.key]["description"], "mean_iou": m.mean_iou, "mean_iou_percent": m.percent,
-                "dataset": m.dataset, "split": m.split, "num_images": m.results.num_images,
-                "source_file": m.repo_path, "source_sha256": _sha256(staging / m.repo_path),
-            }
-            for key, m in plan.measurements.items()
-        }  # fmt: skip
+        render_model_card(plan, processor, model.num_parameters(), plots).save(staging / "README.md")
         record = {
             "generated_by": f"cpfcte_hf {__version__} (cpfcte_hf.hub)",
             "repo_id": plan.repo_id,
             "dataset": plan.dataset.name,
             "metric": "mean_iou over all classes, background included, one confusion matrix per split, 255 ignored",
             "class_names": [model.config.id2label[i] for i in range(model.config.num_labels)],
-            "measurements": measured,
+            "measurements": {
+                key: {
+                    "description": _SPECS[m.key]["description"],
+                    "mean_iou": m.mean_iou,
+                    "mean_iou_percent": m.percent,
+                    "dataset": m.dataset,
+                    "split": m.split,
+                    "num_images": m.results.num_images,
+                    "source_file": m.repo_path,
+                    "source_sha256": _sha256(staging / m.repo_path),
+                }
+                for key, m in plan.measurements.items()
+            },
             "not_measured": plan.not_measured,
         }
         (staging / RESULTS_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
