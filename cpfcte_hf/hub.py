@@ -46,7 +46,6 @@ _SPECS = _CARDS["measurements"]  # key -> stage, prediction set, description, me
 # The values every card lists, "not measured" when no results file gives them; an optional one shows when measured.
 MEASUREMENTS = {key: spec["description"] for key, spec in _SPECS.items() if not spec.get("optional")}
 _BY_SET = {(spec["stage"], spec["set"]): key for key, spec in _SPECS.items()}
-SOURCE_FILES = ("configuration_cpfcte.py", "modeling_cpfcte.py", "image_processing_cpfcte.py")
 NOT_MEASURED = "not measured"
 RESULTS_FILE = "results.json"
 
@@ -243,6 +242,10 @@ def results_table(measurements: Mapping[str, Measurement]) -> str:
     return _table(("Measurement", "Dataset", "Split", "Images", "mIoU (%)", "Read from"), rows)
 
 
+def _percent(value: float | None) -> str | None:
+    return None if value is None else f"{100.0 * value:.2f}"
+
+
 def per_class_table(measurements: Mapping[str, Measurement], class_names: Sequence[str]) -> str:
     """Per-class IoU (%) of every measurement that has it."""
     columns = [m for key in _SPECS for m in measurements.values() if m.key == key and m.per_class]
@@ -251,14 +254,6 @@ def per_class_table(measurements: Mapping[str, Measurement], class_names: Sequen
     header = ["Class", *[f"{_SPECS[m.key]['short']} ({_cell(m.split)})" for m in columns]]
     rows = [(name, *[_percent(m.per_class.get(name)) for m in columns]) for name in class_names]
     return _table(header, [*rows, ("**mIoU**", *[f"**{m.percent:.2f}**" for m in columns])])
-
-
-def _percent(value: float | None) -> str | None:
-    return None if value is None else f"{100.0 * value:.2f}"
-
-
-def _not_measured(measurements: Mapping[str, Measurement]) -> list[str]:
-    return [key for key in MEASUREMENTS if key not in {m.key for m in measurements.values()}]
 
 
 def _hub_model_id(value) -> str | None:
@@ -279,15 +274,16 @@ def render_model_card(folder: HubFolder, processor, num_parameters: int | None =
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-    config, dataset, measurements, run_config = folder.config, folder.dataset, folder.measurements, folder.run_config
-    template_path, repo_id = folder.template, folder.repo_id
+    config, dataset, measurements = folder.config, folder.dataset, folder.measurements
     class_names = [config.id2label[i] for i in range(config.num_labels)]
-    run = None
-    if run_config:
-        train = next((v for k, v in run_config.items() if k.endswith("TrainingArguments")), None) or {}
-        run = {"model": run_config.get("ModelArguments") or {}, "data": run_config.get("DataArguments") or {}}
-        run.update(train=train, steps=(folder.trainer_state or {}).get("global_step"))
-    model_args = (run_config or {}).get("ModelArguments") or {}
+    run_config = folder.run_config or {}
+    model_args = run_config.get("ModelArguments") or {}
+    run = run_config and {  # the recorded run, for the template's "Training" table
+        "model": model_args,
+        "data": run_config.get("DataArguments") or {},
+        "train": next((v for k, v in run_config.items() if k.endswith("TrainingArguments")), None) or {},
+        "steps": (folder.trainer_state or {}).get("global_step"),
+    }
     results = [
         EvalResult(
             task_type="image-segmentation", task_name=_CARDS["task_name"], dataset_type=dataset.key,
@@ -304,26 +300,28 @@ def render_model_card(folder: HubFolder, processor, num_parameters: int | None =
         datasets=list(dataset.hub_datasets) or None,
         tags=_CARDS["tags"] + list(dataset.tags),
         metrics=["mean_iou"],
-        model_name=repo_id.split("/")[-1],
+        model_name=folder.repo_id.split("/")[-1],
         eval_results=results or None,
     )
     try:
         card = ModelCard.from_template(
-            data, template_path=str(template_path), repo_id=repo_id, dataset=dataset, num_labels=config.num_labels,
-            class_names=", ".join(f"`{name}`" for name in class_names), example_tags=json.dumps(class_names[1:3] or class_names[:1]),
-            not_measured=NOT_MEASURED, results_table=results_table(measurements),
-            per_class_table=per_class_table(measurements, class_names), per_class_plots=list((plots or {}).items()),
-            config=config, vit=config.backbone_config, size=getattr(processor, "size", None) or {},
-            num_parameters=num_parameters, run=run, cell=_cell,
+            data, template_path=str(folder.template), repo_id=folder.repo_id, dataset=dataset, config=config,
+            vit=config.backbone_config, num_labels=config.num_labels, num_parameters=num_parameters, run=run,
+            class_names=", ".join(f"`{name}`" for name in class_names), size=getattr(processor, "size", None) or {},
+            example_tags=json.dumps(class_names[1:3] or class_names[:1]), not_measured=NOT_MEASURED, cell=_cell,
+            results_table=results_table(measurements), per_class_table=per_class_table(measurements, class_names),
+            per_class_plots=list((plots or {}).items()),
         )  # fmt: skip
         parsed = ModelCard(str(card)).data.eval_results or []
     except Exception as error:  # noqa: BLE001 - a Jinja or YAML error is a template bug: name the template
-        raise HubSharingError(f"The card rendered from {template_path} is not a valid model card: {error}") from error
+        raise HubSharingError(
+            f"The card rendered from {folder.template} is not a valid model card: {error}"
+        ) from error
     ours = {(r.metric_name, r.metric_value, r.dataset_split) for r in results}
     for result in parsed:
         if (result.metric_name, result.metric_value, result.dataset_split) not in ours:
             raise HubSharingError(
-                f"Model card template {template_path}: model-index metric {result.metric_name!r} has the literal "
+                f"Model card template {folder.template}: model-index metric {result.metric_name!r} has the literal "
                 f"value {result.metric_value!r}. Values on the card come from results files only."
             )
     return card
@@ -355,7 +353,8 @@ class HubFolder:
 
     @property
     def not_measured(self) -> list[str]:
-        return _not_measured(self.measurements)
+        """The values every card lists that no results file gave."""
+        return [key for key in MEASUREMENTS if key not in {m.key for m in self.measurements.values()}]
 
 
 def _read_json(path: Path) -> dict | None:
@@ -516,12 +515,6 @@ def build_hub_folder(
     try:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
-        missing = [name for name in SOURCE_FILES if not (staging / name).is_file()]
-        if missing or "auto_map" not in _read_json(staging / "config.json"):
-            raise HubSharingError(
-                f"save_pretrained wrote no auto_map / source files {missing}: import cpfcte_hf (which registers the "
-                "classes for remote code) before building the Hub folder."
-            )
         plots = _copy_results(plan.measurements, staging)
         render_model_card(plan, processor, model.num_parameters(), plots).save(staging / "README.md")
         record = {
