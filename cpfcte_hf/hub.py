@@ -36,7 +36,7 @@ from pathlib import Path
 import yaml
 
 from .configuration_cpfcte import VOC_CLASSES, CPFCTEConfig
-from .results import PREDICTION_SET_STAGES, Results, ResultsError, find_results, read_results
+from .results import PREDICTION_SET_STAGES, Results, ResultsError, find_results, read_json, read_results
 
 
 CARDS_DIR = Path(__file__).resolve().parent / "model_cards"
@@ -357,15 +357,6 @@ class HubFolder:
         return [key for key in MEASUREMENTS if key not in {m.key for m in self.measurements.values()}]
 
 
-def _read_json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise HubSharingError(f"{path} is not valid JSON: {error}") from error
-
-
 def check_model_dir(model_dir: str | os.PathLike) -> Path:
     """The checkpoint directory, after checking it holds a CPF-CTE config, weights and an image processor config."""
     from .pseudo_labeling import check_checkpoint_dir
@@ -382,7 +373,7 @@ def check_model_dir(model_dir: str | os.PathLike) -> Path:
             f"--model {path}: no preprocessor_config.json (the image processor); save it next to the model with "
             "`CPFCTEImageProcessor(...).save_pretrained(dir)` (training does)."
         )
-    model_type = _read_json(path / "config.json").get("model_type")
+    model_type = read_json(path / "config.json").get("model_type")
     if model_type != CPFCTEConfig.model_type:
         raise HubSharingError(
             f"--model {path}: config.json has model_type {model_type!r}, not {CPFCTEConfig.model_type!r}; "
@@ -417,40 +408,40 @@ def plan_hub_folder(
     Raises:
         HubSharingError: a bad model directory, card, results source or repo id (the message names it).
     """
-    repo_id, model_path = check_repo_id(repo_id), check_model_dir(model_dir)
-    config = CPFCTEConfig.from_pretrained(model_path)
-    class_names = [config.id2label[i] for i in range(config.num_labels)]
-    template, known = CARD_TEMPLATE, _known_datasets()
+    repo_id, template, known = check_repo_id(repo_id), CARD_TEMPLATE, _known_datasets()
     if card not in ("auto", *known):
         if not Path(card).is_file():
             raise HubSharingError(
-                f"Unknown model card {card!r}. Available cards: {', '.join(sorted(known))} (or auto, or a template's "
-                "path)."
+                f"Unknown model card {card!r}. Available cards: {', '.join(sorted(known))} (or auto, or a "
+                "template's path)."
             )
         template, card = Path(card), "auto"
-    if card in known and tuple(class_names) != known[card].class_names:
-        raise HubSharingError(
-            f"Model card {card!r} is for {len(known[card].class_names)}-class models; this checkpoint has "
-            f"{len(class_names)} classes ({', '.join(class_names[:5])}, ...), not those of {known[card].name}. Use "
-            "--card auto (the card of the dataset the run recorded) or a template of your own (--card PATH)."
-        )
-    # The model directory's own final evaluation (the trainer's), when it has one.
-    own = (model_path / "metrics.json").is_file() or "eval_mean_iou" in (
-        _read_json(model_path / "eval_results.json") or {}
-    )
-    try:
-        measurements, notes, read = collect_measurements([*results, *([model_path] if own else [])], class_names)
+    try:  # an unreadable JSON file (`results.read_json`) is a bad input too
+        model_path = check_model_dir(model_dir)
+        config = CPFCTEConfig.from_pretrained(model_path)
+        class_names = [config.id2label[i] for i in range(config.num_labels)]
+        if card in known and tuple(class_names) != known[card].class_names:
+            raise HubSharingError(
+                f"Model card {card!r} is for {len(known[card].class_names)}-class models; this checkpoint has "
+                f"{len(class_names)} classes ({', '.join(class_names[:5])}, ...), not those of {known[card].name}. "
+                "Use --card auto (the card of the dataset the run recorded) or a template of your own (--card PATH)."
+            )
+        # The model directory's own final evaluation (the trainer's), when it has one.
+        evaluation = read_json(model_path / "eval_results.json", missing_ok=True) or {}
+        own = [model_path] if (model_path / "metrics.json").is_file() or "eval_mean_iou" in evaluation else []
+        measurements, notes, read = collect_measurements([*results, *own], class_names)
+        run_config = read_json(model_path / "run_config.json", missing_ok=True)
+        if run_config is None and "training_eval_miou" in measurements:
+            training_dir = measurements["training_eval_miou"].source.parent
+            run_config = read_json(training_dir / "run_config.json", missing_ok=True)
+        trainer_state = read_json(model_path / "trainer_state.json", missing_ok=True)
     except ResultsError as error:
         raise HubSharingError(str(error)) from error
-    run_config = _read_json(model_path / "run_config.json")
-    if run_config is None and "training_eval_miou" in measurements:
-        run_config = _read_json(measurements["training_eval_miou"].source.parent / "run_config.json")
     data_args = (run_config or {}).get("DataArguments") or {}
     recorded = [(r.dataset, r.data_root) for r in read] + [(data_args.get("dataset"), data_args.get("data_root"))]
     dataset = describe_dataset(class_names, recorded + ([(card, None)] if card in known else []))
     for m in measurements.values():
         _check_same_model(m, model_path)
-    trainer_state = _read_json(model_path / "trainer_state.json")
     return HubFolder(model_path, repo_id, config, template, dataset, measurements, notes, run_config, trainer_state)
 
 
@@ -500,7 +491,7 @@ def build_hub_folder(
 
     out = Path(out_dir)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        if not (overwrite and "generated_by" in (_read_json(out / RESULTS_FILE) or {})):
+        if not (overwrite and "generated_by" in (read_json(out / RESULTS_FILE, missing_ok=True) or {})):
             hint = (
                 " (--overwrite only replaces a folder this command wrote)." if overwrite else " or pass --overwrite."
             )
