@@ -16,10 +16,12 @@ Card rule: a number on the card comes from a results file the project wrote (`re
 template; a value without one is "not measured" and has no `model-index` entry. The card names the dataset and the
 classes of the run it describes, from what the run recorded (`run_config.json`, the results files) and the model's
 own class names, never from a class count. The paper's numbers appear only for VOC and COCO, labelled as the paper's.
+What the card says besides the run's records (values, datasets, tags) is in `model_cards/cards.yaml`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,27 +30,24 @@ import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import yaml
 
 from .configuration_cpfcte import VOC_CLASSES, CPFCTEConfig
-from .results import PREDICTION_SET_STAGES, Results, ResultsError, find_results, read_results
+from .results import PREDICTION_SET_STAGES, Results, ResultsError, find_results, read_json, read_results
 
 
 CARDS_DIR = Path(__file__).resolve().parent / "model_cards"
 CARD_TEMPLATE = CARDS_DIR / "template.md"
 _CARDS = yaml.safe_load((CARDS_DIR / "cards.yaml").read_text(encoding="utf-8"))
-SOURCE_FILES = ("configuration_cpfcte.py", "modeling_cpfcte.py", "image_processing_cpfcte.py")
+_SPECS = _CARDS["measurements"]  # key -> stage, prediction set, description, metric name, short name, optional
+# The values every card lists, "not measured" when no results file gives them; an optional one shows when measured.
+MEASUREMENTS = {key: spec["description"] for key, spec in _SPECS.items() if not spec.get("optional")}
+_BY_SET = {(spec["stage"], spec["set"]): key for key, spec in _SPECS.items()}
 NOT_MEASURED = "not measured"
-TASK_NAME = "Semantic segmentation from image-level tags (weakly supervised)"
 RESULTS_FILE = "results.json"
-TAGS = ["weakly-supervised-semantic-segmentation", "semantic-segmentation", "image-level-supervision"]
-TAGS += ["pseudo-labels", "vit", "cpf-cte"]
-_MEASUREMENTS = _CARDS["measurements"]  # key -> stage, prediction set, description, metric name, short name
-MEASUREMENTS = {key: spec["description"] for key, spec in _MEASUREMENTS.items()}
-_BY_SET = {(spec["stage"], spec["set"].lower()): key for key, spec in _MEASUREMENTS.items()}
-_GROUPS = {"training": "training", "pseudo_labels": "pseudo_labels", "stage2": "deeplab", "evaluation": "evaluation"}
 
 
 class HubSharingError(ValueError):
@@ -57,9 +56,6 @@ class HubSharingError(ValueError):
 
 class HubPushError(RuntimeError):
     """The push itself could not happen: offline mode, no token, the Hub unreachable or refusing."""
-
-
-# --------------------------------------------------------------------------------------------------- datasets
 
 
 @dataclass(frozen=True)
@@ -79,6 +75,7 @@ class DatasetCard:
     bias: str | None = None
 
 
+@cache
 def _known_datasets() -> dict[str, DatasetCard]:
     from .data.coco import COCO_CLASSES
 
@@ -86,11 +83,17 @@ def _known_datasets() -> dict[str, DatasetCard]:
     return {key: DatasetCard(key, class_names=classes[key], **spec) for key, spec in _CARDS["datasets"].items()}
 
 
+def available_cards() -> dict[str, str]:
+    """`{card name: dataset}` of the datasets with a card of their own (`--card NAME`); any other run gets the card
+    of what it recorded (`--card auto`)."""
+    return {key: card.name for key, card in _known_datasets().items()}
+
+
 def describe_dataset(class_names: Sequence[str], recorded: Sequence[tuple[str | None, str | None]]) -> DatasetCard:
     """
     The dataset of a checkpoint, from what its run recorded (`(dataset, data_root)` pairs of `run_config.json` and
     the results files) and the model's class names. VOC and COCO are named only when the classes are theirs; a
-    model whose classes are the procedural shapes' is "shapes"; a tagged folder or Hub dataset is named by its root.
+    model whose classes are the procedural shapes' is "shapes"; any other run by what it recorded (cards.yaml).
 
     Raises:
         HubSharingError: the records name different datasets.
@@ -102,31 +105,24 @@ def describe_dataset(class_names: Sequence[str], recorded: Sequence[tuple[str | 
         raise HubSharingError(f"The run's records name different datasets {sorted(names)}: one card per dataset.")
     name = names.pop() if names else None
     root = next((root for _, root in recorded if root), None)
-    classes = tuple(class_names)
-    known = _known_datasets()
+    classes, known = tuple(class_names), _known_datasets()
     for card in known.values():
         if classes == card.class_names and name in (None, card.key):
             return card
-    where = f" (`{os.path.basename(os.path.normpath(root))}`)" if root else ""
     if classes == (BACKGROUND, *SHAPE_NAMES[: len(classes) - 1]) and name in (None, "shapes", "voc"):
-        return DatasetCard(
-            "shapes", "procedural shapes", f"the procedural shapes set of `cpfcte_hf` (synthetic images of "
-            f"{len(classes) - 1} shape classes with textures, made by `cpfcte_hf.data.shapes`){where}.", "shapes",
-            classes, tags=("synthetic",), example_image="shapes.png",
-        )  # fmt: skip
-    loader = name or "tagged"
-    if name in known:
-        title = f"a folder in the {known[name].name} layout{where}"
-        text = f"{title}, with its own classes (not the {known[name].name} classes)."
-    elif name == "tagged":
-        title, text = f"tagged images{where}", f"a folder of images with image-level tags{where}."
-    elif name == "hub" and root:
-        title, text = f"the Hub dataset `{root}`", f"the Hub dataset `{root}`."
-        return DatasetCard("hub", title, text, "hub", classes, hub_datasets=(root,))
+        kind, name = "shapes", "shapes"
+    elif name in known or name == "tagged" or (name == "hub" and root):
+        kind = "layout" if name in known else name
     else:
-        title = f"`{name}`{where}" if name else "a dataset not recorded with this checkpoint"
-        text = f"{title}." if name else "not recorded (no `run_config.json` or results file names it)."
-    return DatasetCard(name or "custom", title, text, loader, classes)
+        kind = "named" if name else "unrecorded"
+    where = f" (`{os.path.basename(os.path.normpath(root))}`)" if root else ""
+    fill = {"where": where, "root": root, "dataset": name, "num_objects": len(classes) - 1}
+    fill["layout"] = known[name].name if name in known else None
+    spec = {k: v.format(**fill) if isinstance(v, str) else v for k, v in _CARDS["other_datasets"][kind].items()}
+    spec.setdefault("loader", name or "tagged")
+    if kind == "hub":
+        spec["hub_datasets"] = (root,)
+    return DatasetCard(name or "custom", class_names=classes, **spec)
 
 
 # ---------------------------------------------------------------------------------------------------- results
@@ -134,18 +130,17 @@ def describe_dataset(class_names: Sequence[str], recorded: Sequence[tuple[str | 
 
 @dataclass
 class Measurement:
-    """One mIoU of a results file: `key` of `MEASUREMENTS`, value in [0, 1], and where it was measured."""
+    """One mIoU of a results file: a key of `cards.yaml`'s measurements, value in [0, 1], where it was measured."""
 
     key: str
     mean_iou: float
-    source: Path
-    dataset: str | None = None
-    split: str | None = None
-    num_images: int | None = None
-    per_class: dict[str, float | None] | None = None
-    companions: list[Path] = field(default_factory=list)
-    model: str | None = None
-    repo_path: str | None = None  # where the source file lies in the Hub folder, once copied
+    results: Results
+    per_class: dict[str, float | None]
+    repo_path: str | None = None  # where the results file lies in the Hub folder, once copied
+
+    source = property(lambda self: self.results.path)
+    dataset = property(lambda self: self.results.dataset)
+    split = property(lambda self: self.results.split)
 
     @property
     def percent(self) -> float:
@@ -153,75 +148,68 @@ class Measurement:
         return round(100.0 * self.mean_iou, 2)
 
 
+def _card_key(results: Results, name: str) -> str | None:
+    """The measurement of prediction set `name` of `results`, None if the card does not show it. `evaluate` names
+    sets after folders (bpm, ms_crf); pseudo-labels made without the tags and a single-scale stage 2 are
+    measurements of their own, told apart by the settings the file records."""
+    name = str(name).upper().replace("_", "+")
+    stage = PREDICTION_SET_STAGES.get(name.lower()) if results.stage == "evaluation" else results.stage
+    if stage == "pseudo_labels" and results.settings.get("use_image_labels") is False:
+        name = f"UNTAGGED {name}"
+    if stage == "stage2" and len(results.settings.get("scales") or ()) == 1:
+        name = name.replace("MS", "SS")
+    return _BY_SET.get((stage, name))
+
+
 def collect_measurements(
     sources: Sequence[str | os.PathLike], class_names: Sequence[str]
 ) -> tuple[dict[str, Measurement], list[str], list[Results]]:
     """
-    Reads every results source (`results.find_results`) into `{key: Measurement}`, notes on what was skipped, and
-    the results files read.
+    Reads every results source (`results.find_results`) into `{key: Measurement}` (`key@split` for a second split
+    of one value), notes on what was skipped, and the results files read.
 
     Raises:
-        HubSharingError: an unknown or unreadable file, results of other classes, two files giving one value.
+        ResultsError: an unknown or unreadable file, or results of other classes.
+        HubSharingError: two files give one value on one split, or no file gives any value the card knows.
     """
-    measurements, notes, read, seen = {}, [], [], set()
-    for source in sources:
-        try:
-            paths = find_results(source)
-        except ResultsError as error:
-            raise HubSharingError(str(error)) from error
-        for path in paths:
-            if path.resolve() in seen:
+    paths = {}  # the first spelling of each file
+    for path in (path for source in sources for path in find_results(source)):
+        paths.setdefault(path.resolve(), path)
+    measurements, notes, read = {}, [], [read_results(path, class_names) for path in paths.values()]
+    for results in read:
+        for name in results.predictions:
+            key, value = _card_key(results, name), results.mean_iou(name)
+            if key is None or value is None:
+                why = "has no mIoU (nothing was scored)" if key else "is no value the card shows"
+                notes.append(f"{results.path}: {results.stage} prediction set {name!r} {why}; not on the card.")
                 continue
-            seen.add(path.resolve())
-            try:
-                results = read_results(path, class_names)
-            except ResultsError as error:
-                raise HubSharingError(str(error)) from error
-            read.append(results)
-            for name in results.predictions:
-                set_name = str(name).lower().replace("ms_crf", "ms+crf")  # `evaluate` names sets after folders
-                stage = PREDICTION_SET_STAGES.get(set_name) if results.stage == "evaluation" else results.stage
-                key = _BY_SET.get((stage, set_name))
-                value = results.mean_iou(name)
-                if key is None or value is None:
-                    why = "has no mIoU (nothing was scored)" if key else "is no value the card shows"
-                    notes.append(f"{path}: {results.stage} prediction set {name!r} {why}; not on the card.")
-                    continue
-                slot = key  # a second split of the same value (train and val pseudo-labels) gets a slot of its own
-                if key in measurements and results.split not in (None, measurements[key].split):
-                    slot = f"{key}@{results.split}"
-                if slot in measurements:
-                    raise HubSharingError(
-                        f"Two results files give {key} on the same split: {measurements[slot].source} and {path}. "
-                        "Pass only the one the card should show."
-                    )
-                measurements[slot] = Measurement(
-                    key, value, path, results.dataset, results.split, results.num_images,
-                    results.per_class_iou(name) or None, results.companions, results.model,
-                )  # fmt: skip
+            slot = key if key not in measurements or results.split in (None, measurements[key].split) else None
+            slot = slot or f"{key}@{results.split}"
+            if slot in measurements:
+                raise HubSharingError(
+                    f"Two results files give {key} on the same split: {measurements[slot].source} and "
+                    f"{results.path}. Pass only the one the card should show."
+                )
+            measurements[slot] = Measurement(key, value, results, results.per_class_iou(name))
     if not measurements and read:
         raise HubSharingError(f"No value the card knows in {', '.join(str(r.path) for r in read)}: {notes}")
     return measurements, notes, read
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _check_same_model(measurement: Measurement, model_path: Path) -> None:
     """A stage-1 result recording a local model directory must be of these weights (stage 2's is another model)."""
-    recorded = measurement.model
+    recorded = measurement.results.model
     if measurement.key.startswith("deeplab") or not recorded or not Path(recorded).is_dir():
         return  # stage 2, a Hub id, or a directory that has moved since: nothing to compare with
-    recorded = Path(recorded)
-    if recorded.resolve() == model_path.resolve():
-        return
-    mine, theirs = model_path / "model.safetensors", recorded / "model.safetensors"
-    if mine.is_file() and theirs.is_file() and _sha256(mine) == _sha256(theirs):
+    mine, theirs = model_path / "model.safetensors", Path(recorded) / "model.safetensors"
+    if Path(recorded).resolve() == model_path.resolve() or (
+        mine.is_file() and theirs.is_file() and _sha256(mine) == _sha256(theirs)
+    ):
         return
     raise HubSharingError(
         f"Results file {measurement.source} was made with the model in {recorded}, whose weights are not those of "
@@ -242,87 +230,30 @@ def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
 
 
 def results_table(measurements: Mapping[str, Measurement]) -> str:
-    """Every value the card knows, "not measured" where no results file gave it."""
+    """Every value the card knows, "not measured" where no results file gave it (an optional one only if given)."""
     rows = []
-    for key, description in MEASUREMENTS.items():
+    for key, spec in _SPECS.items():
         found = [m for m in measurements.values() if m.key == key]
-        if not found:
-            rows.append((description, None, None, None, NOT_MEASURED, None))
+        if not found and not spec.get("optional"):
+            rows.append((spec["description"], None, None, None, NOT_MEASURED, None))
         for m in found:
             source = f"[`{m.repo_path}`]({m.repo_path})" if m.repo_path else f"`{m.source.name}`"
-            rows.append((description, m.dataset, m.split, m.num_images, f"{m.percent:.2f}", source))
+            rows.append((spec["description"], m.dataset, m.split, m.results.num_images, f"{m.percent:.2f}", source))
     return _table(("Measurement", "Dataset", "Split", "Images", "mIoU (%)", "Read from"), rows)
-
-
-def per_class_table(measurements: Mapping[str, Measurement], class_names: Sequence[str]) -> str:
-    """Per-class IoU (%) of every measurement that has it."""
-    columns = [m for k in MEASUREMENTS for m in measurements.values() if m.key == k and m.per_class]
-    if not columns:
-        return f"Per-class IoU: {NOT_MEASURED}."
-    header = ["Class", *[f"{_MEASUREMENTS[m.key]['short']} ({_cell(m.split)})" for m in columns]]
-    rows = [(name, *[_percent(m.per_class.get(name)) for m in columns]) for name in class_names]
-    return _table(header, [*rows, ("**mIoU**", *[f"**{m.percent:.2f}**" for m in columns])])
 
 
 def _percent(value: float | None) -> str | None:
     return None if value is None else f"{100.0 * value:.2f}"
 
 
-def checkpoint_table(config: CPFCTEConfig, processor, num_parameters: int | None = None) -> str:
-    """What this checkpoint is, from its config and image processor."""
-    vit, size = config.backbone_config, getattr(processor, "size", None) or {}
-    rows = [
-        ("Classes", f"{config.num_labels} (class 0 = background)"),
-        ("Encoder", f"ViT: {vit.num_hidden_layers} layers, width {vit.hidden_size}, {vit.num_attention_heads} heads, "
-                    f"MLP {vit.intermediate_size}, patch {config.patch_size}"),
-        ("Input size (image processor)", f"{size.get('height', '?')}×{size.get('width', '?')}, scaled to [-1, 1]"),
-        ("Class-token fusion", "on" if config.use_class_tokens else "off (ablation)"),
-        ("CF-BiLSTM context fusion",
-         f"on ({config.lstm_hidden_size} hidden units per direction)" if config.use_context_fusion else "off"),
-        ("Pooling", f"Top-K, K = {config.pooling_top_k}" if config.pooling == "topk" else config.pooling),
-    ]  # fmt: skip
-    if num_parameters is not None:
-        rows.append(("Parameters", f"{num_parameters:,}"))
-    return _table(("", ""), rows)
-
-
-def run_table(run_config: Mapping | None, trainer_state: Mapping | None = None) -> str:
-    """The recorded training run (`run_config.json`), or a sentence saying that it was not recorded."""
-    if not run_config:
-        return (
-            "This checkpoint's training run was not recorded (no `run_config.json` next to the model): its settings "
-            "are unknown to this card."
-        )
-    model, data = run_config.get("ModelArguments") or {}, run_config.get("DataArguments") or {}
-    train = next((v for k, v in run_config.items() if k.endswith("TrainingArguments")), None) or {}
-    stage1 = "none"
-    if float(train.get("stage1_epochs") or 0) > 0 or train.get("stage1_steps"):
-        length = f"{train['stage1_steps']} steps" if train.get("stage1_steps") else f"{train['stage1_epochs']} epochs"
-        stage1 = f"{length} at lr {train.get('stage1_learning_rate')}"
-        stage1 += ", encoder frozen" if train.get("stage1_freeze_encoder") else ""
-    blocks = train.get("trainable_encoder_blocks")
-    trainable = "whole encoder trainable" if blocks == -1 else f"last {blocks} encoder blocks + final norm trainable"
-    accumulation = train.get("gradient_accumulation_steps", 1)
-    rows = [
-        ("Dataset", data.get("dataset")),
-        ("Data root", data.get("data_root")),
-        ("Training split", data.get("train_split")),
-        ("Evaluation split", data.get("eval_split")),
-        ("Encoder initialisation", model.get("model_name_or_path") or model.get("backbone") or "from scratch (random ViT)"),
-        ("Training resolution", model.get("image_size")),
-        ("Epochs", train.get("num_train_epochs")),
-        ("Batch", f"{train.get('per_device_train_batch_size')} per device × {accumulation} accumulation"),
-        ("Stage 1", stage1),
-        ("Stage 2", f"lr {train.get('learning_rate')}, {trainable}"),
-        ("Optimizer", f"{train.get('optim')}, weight decay {train.get('weight_decay')}"),
-        ("Augmentation", "ViT-PCM (colour jitter, grayscale, flips, transpose)" if data.get("augment") else "off"),
-        ("Pooling K", model.get("top_k")),
-        ("Mixed precision", "bf16" if train.get("bf16") else "fp16" if train.get("fp16") else "off"),
-        ("Seed", train.get("seed")),
-    ]  # fmt: skip
-    if trainer_state:
-        rows.append(("Optimizer steps done", trainer_state.get("global_step")))
-    return _table(("Setting", "This run"), rows)
+def per_class_table(measurements: Mapping[str, Measurement], class_names: Sequence[str]) -> str:
+    """Per-class IoU (%) of every measurement that has it."""
+    columns = [m for key in _SPECS for m in measurements.values() if m.key == key and m.per_class]
+    if not columns:
+        return f"Per-class IoU: {NOT_MEASURED}."
+    header = ["Class", *[f"{_SPECS[m.key]['short']} ({_cell(m.split)})" for m in columns]]
+    rows = [(name, *[_percent(m.per_class.get(name)) for m in columns]) for name in class_names]
+    return _table(header, [*rows, ("**mIoU**", *[f"**{m.percent:.2f}**" for m in columns])])
 
 
 def _hub_model_id(value) -> str | None:
@@ -332,84 +263,65 @@ def _hub_model_id(value) -> str | None:
     return value if re.fullmatch(r"[\w.-]+/[\w.-]+", value) else None
 
 
-def eval_results(measurements: Mapping[str, Measurement], dataset: DatasetCard):
-    """The `model-index` entries (`huggingface_hub.EvalResult`) of the measured values, in % (2 decimals)."""
-    from huggingface_hub import EvalResult
-
-    found = []
-    for m in measurements.values():
-        metric_name = _MEASUREMENTS[m.key]["metric"]
-        found.append(
-            EvalResult(
-                task_type="image-segmentation", task_name=TASK_NAME, dataset_type=dataset.key,
-                dataset_name=dataset.name, dataset_split=m.split, metric_type="mean_iou", metric_name=metric_name,
-                metric_value=m.percent,
-            )
-        )  # fmt: skip
-    return found
-
-
-def render_model_card(
-    template_path: str | os.PathLike,
-    *,
-    repo_id: str,
-    config: CPFCTEConfig,
-    processor,
-    dataset: DatasetCard,
-    measurements: Mapping[str, Measurement],
-    run_config: Mapping | None = None,
-    trainer_state: Mapping | None = None,
-    num_parameters: int | None = None,
-    plots: Mapping[str, str] | None = None,
-):
+def render_model_card(folder: HubFolder, processor, num_parameters: int | None = None, plots: Mapping | None = None):
     """
-    The model card (`huggingface_hub.ModelCard`) of a checkpoint: `ModelCardData` with the `model-index` of the
-    measured values only, and the Jinja template rendered by `ModelCard.from_template`.
+    The model card (`huggingface_hub.ModelCard`) of a planned Hub folder (`plan_hub_folder`): `ModelCardData` with
+    the `model-index` (`EvalResult`s, in %) of the measured values only, and the folder's Jinja template rendered by
+    `ModelCard.from_template`. `plots`: `{title: path in the folder}` of per-class plots.
 
     Raises:
         HubSharingError: the template does not render, or its front matter adds metrics of its own.
     """
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+    config, dataset, measurements = folder.config, folder.dataset, folder.measurements
     class_names = [config.id2label[i] for i in range(config.num_labels)]
-    model_args = (run_config or {}).get("ModelArguments") or {}
-    results = eval_results(measurements, dataset)
+    run_config = folder.run_config or {}
+    model_args = run_config.get("ModelArguments") or {}
+    run = run_config and {  # the recorded run, for the template's "Training" table
+        "model": model_args,
+        "data": run_config.get("DataArguments") or {},
+        "train": next((v for k, v in run_config.items() if k.endswith("TrainingArguments")), None) or {},
+        "steps": (folder.trainer_state or {}).get("global_step"),
+    }
+    results = [
+        EvalResult(
+            task_type="image-segmentation", task_name=_CARDS["task_name"], dataset_type=dataset.key,
+            dataset_name=dataset.name, dataset_split=m.split, metric_type="mean_iou",
+            metric_name=_SPECS[m.key]["metric"], metric_value=m.percent,
+        )
+        for m in measurements.values()
+    ]  # fmt: skip
     data = ModelCardData(
         license="apache-2.0",
         library_name="transformers",
         pipeline_tag="image-segmentation",
         base_model=_hub_model_id(model_args.get("model_name_or_path") or model_args.get("backbone")),
         datasets=list(dataset.hub_datasets) or None,
-        tags=TAGS + list(dataset.tags),
+        tags=_CARDS["tags"] + list(dataset.tags),
         metrics=["mean_iou"],
-        model_name=repo_id.split("/")[-1],
+        model_name=folder.repo_id.split("/")[-1],
         eval_results=results or None,
     )
-    foreground = [name for name in class_names[1:3]] or class_names[:1]
     try:
         card = ModelCard.from_template(
-            data,
-            template_path=str(template_path),
-            repo_id=repo_id,
-            dataset=dataset,
-            num_labels=config.num_labels,
-            class_names=", ".join(f"`{name}`" for name in class_names),
-            example_tags=json.dumps(foreground),
-            not_measured=NOT_MEASURED,
-            results_table=results_table(measurements),
-            per_class_table=per_class_table(measurements, class_names),
+            data, template_path=str(folder.template), repo_id=folder.repo_id, dataset=dataset, config=config,
+            vit=config.backbone_config, num_labels=config.num_labels, num_parameters=num_parameters, run=run,
+            class_names=", ".join(f"`{name}`" for name in class_names), size=getattr(processor, "size", None) or {},
+            example_tags=json.dumps(class_names[1:3] or class_names[:1]), not_measured=NOT_MEASURED, cell=_cell,
+            results_table=results_table(measurements), per_class_table=per_class_table(measurements, class_names),
             per_class_plots=list((plots or {}).items()),
-            checkpoint_table=checkpoint_table(config, processor, num_parameters),
-            run_table=run_table(run_config, trainer_state),
-        )
+        )  # fmt: skip
         parsed = ModelCard(str(card)).data.eval_results or []
     except Exception as error:  # noqa: BLE001 - a Jinja or YAML error is a template bug: name the template
-        raise HubSharingError(f"The card rendered from {template_path} is not a valid model card: {error}") from error
+        raise HubSharingError(
+            f"The card rendered from {folder.template} is not a valid model card: {error}"
+        ) from error
     ours = {(r.metric_name, r.metric_value, r.dataset_split) for r in results}
     for result in parsed:
         if (result.metric_name, result.metric_value, result.dataset_split) not in ours:
             raise HubSharingError(
-                f"Model card template {template_path}: model-index metric {result.metric_name!r} has the literal "
+                f"Model card template {folder.template}: model-index metric {result.metric_name!r} has the literal "
                 f"value {result.metric_value!r}. Values on the card come from results files only."
             )
     return card
@@ -420,24 +332,29 @@ def render_model_card(
 
 @dataclass
 class HubFolder:
-    """What `build_hub_folder` wrote."""
+    """A Hub folder: what `plan_hub_folder` read and checked before any weights are loaded, then (`path`, `files`)
+    what `build_hub_folder` wrote."""
 
-    path: Path
+    model_path: Path
     repo_id: str
-    card: str
+    config: CPFCTEConfig
+    template: Path
+    dataset: DatasetCard
     measurements: dict[str, Measurement]
-    not_measured: list[str]
     notes: list[str]
-    files: list[str]
+    run_config: dict | None = None
+    trainer_state: dict | None = None
+    path: Path | None = None
+    files: list[str] = field(default_factory=list)
 
+    @property
+    def card(self) -> str:
+        return self.dataset.key
 
-def _read_json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise HubSharingError(f"{path} is not valid JSON: {error}") from error
+    @property
+    def not_measured(self) -> list[str]:
+        """The values every card lists that no results file gave."""
+        return [key for key in MEASUREMENTS if key not in {m.key for m in self.measurements.values()}]
 
 
 def check_model_dir(model_dir: str | os.PathLike) -> Path:
@@ -456,7 +373,7 @@ def check_model_dir(model_dir: str | os.PathLike) -> Path:
             f"--model {path}: no preprocessor_config.json (the image processor); save it next to the model with "
             "`CPFCTEImageProcessor(...).save_pretrained(dir)` (training does)."
         )
-    model_type = _read_json(path / "config.json").get("model_type")
+    model_type = read_json(path / "config.json").get("model_type")
     if model_type != CPFCTEConfig.model_type:
         raise HubSharingError(
             f"--model {path}: config.json has model_type {model_type!r}, not {CPFCTEConfig.model_type!r}; "
@@ -479,111 +396,75 @@ def check_repo_id(repo_id: str) -> str:
     return repo_id
 
 
-def available_cards() -> dict[str, str]:
-    """`{card name: dataset}` of the datasets with a card of their own (`--card NAME`); any other run gets the card
-    of what it recorded (`--card auto`)."""
-    return {key: card.name for key, card in _known_datasets().items()}
-
-
-@dataclass
-class HubFolderPlan:
-    """Everything `build_hub_folder` needs, read and checked before any weights are loaded (`plan_hub_folder`)."""
-
-    model_path: Path
-    repo_id: str
-    config: CPFCTEConfig
-    template: Path
-    dataset: DatasetCard
-    measurements: dict[str, Measurement]
-    notes: list[str]
-    run_config: dict | None = None
-    trainer_state: dict | None = None
-
-
 def plan_hub_folder(
     model_dir: str | os.PathLike, repo_id: str, card: str = "auto", results: Sequence[str | os.PathLike] = ()
-) -> HubFolderPlan:
+) -> HubFolder:
     """
-    Checks every input of a Hub folder and reads the results, without loading the model. `card`: "auto" (the
-    dataset the run recorded), a name of `available_cards()` (must fit the model's classes), or a template's path.
+    Checks every input of a Hub folder and reads the results, without loading the model. `repo_id`: `USER/NAME`,
+    shown in the card's usage examples. `card`: "auto" (the dataset the run recorded), a name of `available_cards()`
+    (must fit the model's classes), or a template's path. `results`: results files or directories
+    (`results.find_results`); the model directory's own final evaluation is always read.
 
     Raises:
         HubSharingError: a bad model directory, card, results source or repo id (the message names it).
     """
-    repo_id = check_repo_id(repo_id)
-    model_path = check_model_dir(model_dir)
-    config = CPFCTEConfig.from_pretrained(model_path)
-    class_names = [config.id2label[i] for i in range(config.num_labels)]
-    template, known = CARD_TEMPLATE, _known_datasets()
+    repo_id, template, known = check_repo_id(repo_id), CARD_TEMPLATE, _known_datasets()
     if card not in ("auto", *known):
         if not Path(card).is_file():
             raise HubSharingError(
-                f"Unknown model card {card!r}. Available cards: {', '.join(sorted(known))} (or auto, or a template's "
-                "path)."
+                f"Unknown model card {card!r}. Available cards: {', '.join(sorted(known))} (or auto, or a "
+                "template's path)."
             )
         template, card = Path(card), "auto"
-    if card in known and tuple(class_names) != known[card].class_names:
-        expected = known[card].class_names
-        raise HubSharingError(
-            f"Model card {card!r} is for {len(expected)}-class models; this checkpoint has {len(class_names)} classes "
-            f"({', '.join(class_names[:5])}, ...), not those of {known[card].name}. Use --card auto (the card of "
-            "the dataset the run recorded) or a template of your own (--card PATH)."
-        )
-
-    # The model directory's own final evaluation (the trainer's), when it has one.
-    own = (model_path / "metrics.json").is_file() or "eval_mean_iou" in (
-        _read_json(model_path / "eval_results.json") or {}
-    )
-    measurements, notes, read = collect_measurements([*results, *([model_path] if own else [])], class_names)
-    run_config = _read_json(model_path / "run_config.json")
-    if run_config is None:
-        training = measurements.get("training_eval_miou")
-        run_config = _read_json(training.source.parent / "run_config.json") if training else None
-    recorded = [(r.dataset, r.data_root) for r in read]
+    try:  # an unreadable JSON file (`results.read_json`) is a bad input too
+        model_path = check_model_dir(model_dir)
+        config = CPFCTEConfig.from_pretrained(model_path)
+        class_names = [config.id2label[i] for i in range(config.num_labels)]
+        if card in known and tuple(class_names) != known[card].class_names:
+            raise HubSharingError(
+                f"Model card {card!r} is for {len(known[card].class_names)}-class models; this checkpoint has "
+                f"{len(class_names)} classes ({', '.join(class_names[:5])}, ...), not those of {known[card].name}. "
+                "Use --card auto (the card of the dataset the run recorded) or a template of your own (--card PATH)."
+            )
+        # The model directory's own final evaluation (the trainer's), when it has one.
+        evaluation = read_json(model_path / "eval_results.json", missing_ok=True) or {}
+        own = [model_path] if (model_path / "metrics.json").is_file() or "eval_mean_iou" in evaluation else []
+        measurements, notes, read = collect_measurements([*results, *own], class_names)
+        run_config = read_json(model_path / "run_config.json", missing_ok=True)
+        if run_config is None and "training_eval_miou" in measurements:
+            training_dir = measurements["training_eval_miou"].source.parent
+            run_config = read_json(training_dir / "run_config.json", missing_ok=True)
+        trainer_state = read_json(model_path / "trainer_state.json", missing_ok=True)
+    except ResultsError as error:
+        raise HubSharingError(str(error)) from error
     data_args = (run_config or {}).get("DataArguments") or {}
-    recorded.append((data_args.get("dataset"), data_args.get("data_root")))
-    if card in known:
-        recorded.append((card, None))
-    dataset = describe_dataset(class_names, recorded)
+    recorded = [(r.dataset, r.data_root) for r in read] + [(data_args.get("dataset"), data_args.get("data_root"))]
+    dataset = describe_dataset(class_names, recorded + ([(card, None)] if card in known else []))
     for m in measurements.values():
         _check_same_model(m, model_path)
-    return HubFolderPlan(
-        model_path, repo_id, config, template, dataset, measurements, notes, run_config,
-        _read_json(model_path / "trainer_state.json"),
-    )  # fmt: skip
+    return HubFolder(model_path, repo_id, config, template, dataset, measurements, notes, run_config, trainer_state)
 
 
 def _copy_results(measurements: Mapping[str, Measurement], folder: Path) -> dict[str, str]:
     """Copies each results file (and its companions) under `folder/results/<group>/`; sets `repo_path`.
     Returns `{plot title: repo path}` of the per-class plots."""
-    targets: dict[Path, str] = {}  # source file -> its folder in the repo
+    targets: dict[Path, str] = {}  # results file -> its folder in the repo
     plots = {}
     for m in measurements.values():
-        source = m.source.resolve()
-        if source not in targets:
-            base = _GROUPS[_MEASUREMENTS[m.key]["stage"]]
+        if m.source not in targets:
+            base = "deeplab" if _SPECS[m.key]["stage"] == "stage2" else _SPECS[m.key]["stage"]
             group, n = base, 1
             while f"results/{group}" in targets.values():
                 n += 1
                 group = f"{base}_{n}"
-            targets[source] = f"results/{group}"
-            destination = folder / targets[source]
-            destination.mkdir(parents=True, exist_ok=True)
-            for file in (m.source, *m.companions):
-                shutil.copy2(file, destination / file.name)
+            targets[m.source] = f"results/{group}"
+            (folder / targets[m.source]).mkdir(parents=True)
+            for file in (m.source, *m.results.companions):
+                shutil.copy2(file, folder / targets[m.source] / file.name)
                 if file.name == "per_class_iou.png":
-                    plots[f"Per-class IoU: {group.replace('_', ' ')}"] = f"{targets[source]}/{file.name}"
-        m.repo_path = f"{targets[source]}/{m.source.name}"
+                    plots[f"Per-class IoU: {group.replace('_', ' ')}"] = f"{targets[m.source]}/{file.name}"
+        m.repo_path = f"{targets[m.source]}/{m.source.name}"
     return plots
-
-
-def _check_output_dir(out: Path, overwrite: bool) -> None:
-    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
-        return
-    if overwrite and "generated_by" in (_read_json(out / RESULTS_FILE) or {}):
-        return
-    hint = " (--overwrite only replaces a folder this command wrote)." if overwrite else " or pass --overwrite."
-    raise HubSharingError(f"--dry-run {out}: exists and is not empty. Choose a new folder{hint}")
 
 
 def build_hub_folder(
@@ -593,20 +474,13 @@ def build_hub_folder(
     card: str = "auto",
     results: Sequence[str | os.PathLike] = (),
     overwrite: bool = False,
-    plan: HubFolderPlan | None = None,
+    plan: HubFolder | None = None,
 ) -> HubFolder:
     """
-    Writes the Hub folder of a trained checkpoint (see the module docstring) to `out_dir`, through a staging
-    folder renamed into place, so it is never left half-written.
-
-    Args:
-        model_dir: a saved CPF-CTE checkpoint (the output directory of training).
-        out_dir: must not exist, be empty, or (with `overwrite`) be a folder this function wrote.
-        repo_id: `USER/NAME`, shown in the card's usage examples.
-        card: "auto", a name of `available_cards()`, or a template path (see `plan_hub_folder`).
-        results: results files or directories (`results.find_results`); the model directory's own evaluation is
-            always read.
-        plan: `plan_hub_folder`'s result for these arguments, if already made.
+    Writes the Hub folder (see the module docstring) of the checkpoint `model_dir` to `out_dir` through a staging
+    folder renamed into place, so it is never left half-written. `out_dir` must not exist, be empty, or (with
+    `overwrite`) be a folder this function wrote. `card`, `results`: see `plan_hub_folder`, whose result for these
+    arguments `plan` is, if already made.
 
     Raises:
         HubSharingError: a bad model directory, card, results source, repo id or output folder (message names it).
@@ -616,7 +490,12 @@ def build_hub_folder(
     from .modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
 
     out = Path(out_dir)
-    _check_output_dir(out, overwrite)
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        if not (overwrite and "generated_by" in (read_json(out / RESULTS_FILE, missing_ok=True) or {})):
+            hint = (
+                " (--overwrite only replaces a folder this command wrote)." if overwrite else " or pass --overwrite."
+            )
+            raise HubSharingError(f"--dry-run {out}: exists and is not empty. Choose a new folder{hint}")
     plan = plan or plan_hub_folder(model_dir, repo_id, card, results)
     model, info = CPFCTEForWeaklySupervisedSegmentation.from_pretrained(plan.model_path, output_loading_info=True)
     if any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")):
@@ -627,19 +506,8 @@ def build_hub_folder(
     try:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
-        missing = [name for name in SOURCE_FILES if not (staging / name).is_file()]
-        if missing or "auto_map" not in _read_json(staging / "config.json"):
-            raise HubSharingError(
-                f"save_pretrained wrote no auto_map / source files {missing}: import cpfcte_hf (which registers the "
-                "classes for remote code) before building the Hub folder."
-            )
         plots = _copy_results(plan.measurements, staging)
-        model_card = render_model_card(
-            plan.template, repo_id=plan.repo_id, config=model.config, processor=processor, dataset=plan.dataset,
-            measurements=plan.measurements, run_config=plan.run_config, trainer_state=plan.trainer_state,
-            num_parameters=model.num_parameters(), plots=plots,
-        )  # fmt: skip
-        model_card.save(staging / "README.md")
+        render_model_card(plan, processor, model.num_parameters(), plots).save(staging / "README.md")
         record = {
             "generated_by": f"cpfcte_hf {__version__} (cpfcte_hf.hub)",
             "repo_id": plan.repo_id,
@@ -648,18 +516,18 @@ def build_hub_folder(
             "class_names": [model.config.id2label[i] for i in range(model.config.num_labels)],
             "measurements": {
                 key: {
-                    "description": MEASUREMENTS[m.key],
+                    "description": _SPECS[m.key]["description"],
                     "mean_iou": m.mean_iou,
                     "mean_iou_percent": m.percent,
                     "dataset": m.dataset,
                     "split": m.split,
-                    "num_images": m.num_images,
+                    "num_images": m.results.num_images,
                     "source_file": m.repo_path,
                     "source_sha256": _sha256(staging / m.repo_path),
                 }
                 for key, m in plan.measurements.items()
             },
-            "not_measured": _not_measured(plan.measurements),
+            "not_measured": plan.not_measured,
         }
         (staging / RESULTS_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         if out.exists():
@@ -669,91 +537,7 @@ def build_hub_folder(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    not_measured = _not_measured(plan.measurements)
-    return HubFolder(out, plan.repo_id, plan.dataset.key, plan.measurements, not_measured, plan.notes, files)
-
-
-def _not_measured(measurements: Mapping[str, Measurement]) -> list[str]:
-    return [key for key in MEASUREMENTS if key not in {m.key for m in measurements.values()}]
-
-
-# ------------------------------------------------------------------------------------------------------ push
-
-
-def resolve_push_token(token: str | None = None) -> str:
-    """The token to push with (argument, `HF_TOKEN`, or `hf auth login`'s), after checking offline mode.
-
-    Raises:
-        HubPushError: `HF_HUB_OFFLINE` is set, or no token is available.
-    """
-    from huggingface_hub import constants, get_token
-
-    if constants.HF_HUB_OFFLINE:
-        raise HubPushError(
-            "HF_HUB_OFFLINE is set: pushing needs the network. Unset HF_HUB_OFFLINE, or write the folder with "
-            "--dry-run DIR and upload it later (`hf upload USER/NAME DIR`)."
-        )
-    token = token or get_token()
-    if not token:
-        raise HubPushError(
-            "No Hugging Face token: log in with `hf auth login` or set HF_TOKEN to a token with write access "
-            "(https://huggingface.co/settings/tokens); or write the folder with --dry-run DIR."
-        )
-    return token
-
-
-def upload_hub_folder(
-    folder: str | os.PathLike,
-    repo_id: str,
-    private: bool = False,
-    token: str | None = None,
-    commit_message: str | None = None,
-    endpoint: str | None = None,
-) -> str:
-    """Creates `repo_id` (if needed) and uploads `folder` in one commit; returns the commit URL. Results files of an
-    earlier push that this folder no longer has are deleted in the same commit. `endpoint`: another Hub."""
-    from huggingface_hub import HfApi, constants
-
-    api = HfApi(token=resolve_push_token(token), endpoint=endpoint)
-    try:
-        repo = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        commit = api.upload_folder(
-            repo_id=repo.repo_id,
-            folder_path=str(folder),
-            repo_type="model",
-            commit_message=commit_message or "Upload CPF-CTE checkpoint, model card and results (cpfcte_hf)",
-            delete_patterns=["results/*"],
-        )
-    except Exception as error:  # noqa: BLE001 - network, auth and Hub errors alike end in one clear message
-        where = f"{(endpoint or constants.ENDPOINT).rstrip('/')}/{repo_id}"
-        raise HubPushError(f"Could not push to {where}: {type(error).__name__}: {error}") from error
-    return getattr(commit, "commit_url", None) or str(commit)
-
-
-def push_to_hub(
-    model_dir: str | os.PathLike,
-    repo_id: str,
-    card: str = "auto",
-    results: Sequence[str | os.PathLike] = (),
-    private: bool = False,
-    token: str | None = None,
-    commit_message: str | None = None,
-    endpoint: str | None = None,
-) -> tuple[HubFolder, str]:
-    """
-    Builds the Hub folder of `model_dir` in a temporary directory and uploads it to `repo_id`; the inputs and the
-    token are checked before anything is built. Returns (what was built, the commit URL).
-
-    Raises:
-        HubSharingError: bad inputs (see `build_hub_folder`).
-        HubPushError: offline, no token, or the Hub call failed (the message says which).
-    """
-    plan = plan_hub_folder(model_dir, repo_id, card, results)
-    resolve_push_token(token)
-    with tempfile.TemporaryDirectory(prefix="cpfcte-hub-") as tmp:
-        folder = build_hub_folder(model_dir, Path(tmp) / "repo", repo_id, plan=plan)
-        url = upload_hub_folder(folder.path, repo_id, private, token, commit_message, endpoint)
-    return folder, url
+    return dataclasses.replace(plan, path=out, files=files)
 
 
 def format_hub_folder(folder: HubFolder) -> str:
@@ -769,25 +553,73 @@ def format_hub_folder(folder: HubFolder) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------------------------------ push
+
+
+def push_to_hub(
+    model_dir: str | os.PathLike,
+    repo_id: str,
+    card: str = "auto",
+    results: Sequence[str | os.PathLike] = (),
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str | None = None,
+    endpoint: str | None = None,
+) -> tuple[HubFolder, str]:
+    """
+    Builds the Hub folder of `model_dir` in a temporary directory, creates `repo_id` if needed and uploads the folder
+    in one commit (results files of an earlier push that it no longer has are deleted). The inputs, then offline mode
+    and the token (argument, `HF_TOKEN` or `hf auth login`'s), are checked before anything is built. `endpoint`:
+    another Hub. Returns (what was built, the commit URL).
+
+    Raises:
+        HubSharingError: bad inputs (see `build_hub_folder`).
+        HubPushError: offline, no token, or the Hub call failed (the message says which).
+    """
+    from huggingface_hub import HfApi, constants, get_token
+
+    plan = plan_hub_folder(model_dir, repo_id, card, results)
+    if constants.HF_HUB_OFFLINE:
+        raise HubPushError(
+            "HF_HUB_OFFLINE is set: pushing needs the network. Unset HF_HUB_OFFLINE, or write the folder with "
+            "--dry-run DIR and upload it later (`hf upload USER/NAME DIR`)."
+        )
+    api = HfApi(token=token or get_token(), endpoint=endpoint)
+    if not api.token:
+        raise HubPushError(
+            "No Hugging Face token: log in with `hf auth login` or set HF_TOKEN to a token with write access "
+            "(https://huggingface.co/settings/tokens); or write the folder with --dry-run DIR."
+        )
+    with tempfile.TemporaryDirectory(prefix="cpfcte-hub-") as tmp:
+        folder = build_hub_folder(model_dir, Path(tmp) / "repo", repo_id, plan=plan)
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            commit = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=folder.path,
+                commit_message=commit_message or "Upload CPF-CTE checkpoint, model card and results (cpfcte_hf)",
+                delete_patterns=["results/*"],
+            )
+        except Exception as error:  # noqa: BLE001 - network, auth and Hub errors alike end in one clear message
+            where = f"{api.endpoint.rstrip('/')}/{repo_id}"
+            raise HubPushError(f"Could not push to {where}: {type(error).__name__}: {error}") from error
+    return folder, commit.commit_url
+
+
 __all__ = [
     "CARD_TEMPLATE",
     "MEASUREMENTS",
     "NOT_MEASURED",
     "DatasetCard",
     "HubFolder",
-    "HubFolderPlan",
     "HubPushError",
     "HubSharingError",
     "Measurement",
     "available_cards",
     "build_hub_folder",
-    "check_model_dir",
-    "collect_measurements",
     "describe_dataset",
     "format_hub_folder",
     "plan_hub_folder",
     "push_to_hub",
     "render_model_card",
-    "resolve_push_token",
-    "upload_hub_folder",
 ]

@@ -203,7 +203,7 @@ def read_results(path: str | os.PathLike, class_names: Sequence[str] | None = No
             `class_names`.
     """
     path = Path(path)
-    data = _read_json(path)
+    data = read_json(path)
     run_config = path.parent / "run_config.json"
     if "predictions" not in data and "eval_mean_iou" in data and "class_names" not in data:
         data = _legacy_training(data, path, class_names, run_config)
@@ -235,7 +235,7 @@ def read_results(path: str | os.PathLike, class_names: Sequence[str] | None = No
         companions = [p for p in dict.fromkeys(companions) if p.is_file() and p != path]
     model = data.get("model")
     if model is None and path.parent.name == "report" and (path.parent.parent / "summary.json").is_file():
-        model = _read_json(path.parent.parent / "summary.json").get("model")  # pseudo-label reports before the schema
+        model = read_json(path.parent.parent / "summary.json").get("model")  # pseudo-label reports before the schema
     return Results(
         path=path,
         stage=stage,
@@ -260,7 +260,7 @@ def _legacy_training(metrics: dict, path: Path, class_names, run_config: Path) -
             f"Results file {path} was measured on classes {sorted(present)[:6]}..., but the model has classes "
             f"{list(class_names)[:6]}...: these results are not this model's."
         )
-    data_args = _read_json(run_config).get("DataArguments", {}) if run_config.is_file() else {}
+    data_args = read_json(run_config).get("DataArguments", {}) if run_config.is_file() else {}
     return training_results_record(
         metrics,
         names,
@@ -272,7 +272,15 @@ def _legacy_training(metrics: dict, path: Path, class_names, run_config: Path) -
     )
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: str | os.PathLike, missing_ok: bool = False) -> dict | None:
+    """The JSON object in `path` (`None` for a missing file if `missing_ok`).
+
+    Raises:
+        ResultsError: not valid JSON, or not an object.
+    """
+    path = Path(path)
+    if missing_ok and not path.is_file():
+        return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -300,6 +308,7 @@ __all__ = [
     "Results",
     "ResultsError",
     "find_results",
+    "read_json",
     "read_results",
     "results_record",
     "training_results_record",

@@ -546,3 +546,55 @@ def test_stage_two_writes_the_results_schema_and_its_values_reach_the_card(shape
     folder = build_hub_folder(shapes_run.model, tmp_path / "hub", "someone/two", results=[tmp_path / "deeplab"])
     assert folder.measurements["deeplab_ms_crf_miou"].mean_iou == stage2.mean_iou("MS+CRF")
     assert folder.measurements["deeplab_ms_miou"].split == "val" and folder.not_measured[0] == "pseudo_label_crf_miou"
+
+
+@pytest.mark.slow
+def test_untagged_stage_one_and_single_scale_stage_two_reach_the_card(shapes_run, tmp_path):
+    """What `cpfcte-hf run` measures besides the tagged pseudo-labels and the multi-scale stage 2: stage 1 on untagged
+    images (`label --no_use_image_labels --no_crf`) and stage 2 at one scale without CRF. Their files record those
+    settings, and the card shows each as a value of its own, next to (not instead of) the tagged and multi-scale
+    ones."""
+    from cpfcte_hf.data import load_voc
+    from cpfcte_hf.deeplab.training import MultiScaleEvalConfig, predict_split
+
+    from .deeplab_helpers import tiny_deeplab_config
+
+    untagged = tmp_path / "untagged"
+    run_pseudo_labeling(
+        str(shapes_run.model), str(untagged), dataset_name="voc", data_root=str(shapes_run.root / "data"), split="val",
+        config=PseudoLabelConfig(size=32, use_image_labels=False, crf=False, num_overlays=0, progress=False),
+        dataset_kwargs={"cache_dir": str(shapes_run.root / "cache")},
+    )  # fmt: skip
+    deeplab = DeepLabV2ForSemanticSegmentation(
+        tiny_deeplab_config(6, id2label=dict(enumerate(shapes_run.class_names)))
+    ).eval()
+    val = load_voc(str(shapes_run.root / "data"), "val", cache_dir=str(shapes_run.root / "cache"))
+    for name, scales, crf in (("single", (1.0,), False), ("multi", (1.0, 0.5), True)):
+        settings = MultiScaleEvalConfig(scales=scales, crf=crf, crf_workers=0, num_overlays=0)
+        out = tmp_path / name / "predictions" / "val"
+        predict_split(deeplab, val, out, settings, deeplab_image_processor(33), dataset_name="voc", split="val")
+
+    sources = {"tagged": shapes_run.pseudo, "untagged": untagged, "single": tmp_path / "single"}
+    sources["multi"] = tmp_path / "multi"
+    folder = build_hub_folder(shapes_run.model, tmp_path / "hub", "someone/all", results=list(sources.values()))
+    report = {name: read_results(next(d.rglob("report/metrics.json"))) for name, d in sources.items()}
+    expected = {
+        "pseudo_label_bpm_miou": report["tagged"].mean_iou("BPM"),
+        "stage1_untagged_miou": report["untagged"].mean_iou("BPM"),
+        "deeplab_miou": report["single"].mean_iou("MS"),
+        "deeplab_ms_miou": report["multi"].mean_iou("MS"),
+        "deeplab_ms_crf_miou": report["multi"].mean_iou("MS+CRF"),
+    }
+    assert {key: folder.measurements[key].mean_iou for key in expected} == expected
+    assert folder.not_measured == [] and {m.split for m in folder.measurements.values()} == {"val"}
+    text = (tmp_path / "hub" / "README.md").read_text()
+    values = model_index_values(front_matter(text)[0])
+    assert values["mIoU without tags (stage 1, no CRF)"] == (round(100 * expected["stage1_untagged_miou"], 2), "val")
+    assert values["DeepLab-v2 mIoU, single scale"] == (round(100 * expected["deeplab_miou"], 2), "val")
+    assert values["DeepLab-v2 mIoU, multi-scale"] == (round(100 * expected["deeplab_ms_miou"], 2), "val")
+    specs = yaml.safe_load((CARD_TEMPLATE.parent / "cards.yaml").read_text())["measurements"]
+    for key in ("stage1_untagged_miou", "deeplab_miou"):
+        (row,) = [line for line in text.splitlines() if line.startswith(f"| {specs[key]['description']} |")]
+        assert f"| {100 * expected[key]:.2f} |" in row
+    record = json.loads((tmp_path / "hub" / "results.json").read_text())
+    assert {"stage1_untagged_miou", "deeplab_miou"} <= set(record["measurements"])
