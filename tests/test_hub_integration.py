@@ -90,7 +90,7 @@ def test_image_segmentation_pipeline_returns_the_standard_format(checkpoint, no_
     union = np.zeros((50, 70), dtype=int)
     for result in results:
         assert set(result) == {"score", "label", "mask"}
-        assert result["score"] is None and result["label"] in names
+        assert result["label"] in names
         assert result["mask"].mode == "L" and result["mask"].size == (70, 50)
         union += np.asarray(result["mask"]) > 0
     assert np.all(union == 1)  # the masks partition the image
@@ -98,9 +98,13 @@ def test_image_segmentation_pipeline_returns_the_standard_format(checkpoint, no_
     inputs = processor(images=image, return_tensors="pt")
     with torch.no_grad():
         expected = processor.post_process_semantic_segmentation(model(**inputs), target_sizes=[(50, 70)])[0]
+    with torch.no_grad():
+        image_scores = model(**inputs).image_scores[0]
     for result in results:
         class_id = model.config.label2id[result["label"]]
         assert np.array_equal(np.asarray(result["mask"]) > 0, expected.numpy() == class_id)
+        # transformers gives semantic segmentation no score; ours is the class's image-level (Top-K pooled) score
+        assert result["score"] == pytest.approx(float(image_scores[class_id]), abs=1e-4)
 
 
 def test_remote_code_load_without_the_package(checkpoint):
