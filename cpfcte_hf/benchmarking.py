@@ -7,10 +7,14 @@ and the spread of every candidate and of every ratio to the baseline, so that a 
 
     stats = compare_interleaved({"full": full_step, "backbone": bare_step}, device, repeats=5, baseline="backbone")
     stats["full"]["median_s"], stats["ratios"]["full/backbone"]["median"], stats["ratios"]["full/backbone"]["min"]
+
+`crf_memory_benchmark` measures the pseudo-labelling CRF's time and peak memory on large photos, with and without
+`crf_max_side` (`scripts/bench_crf_memory.py`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -18,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import date
 
+import numpy as np
 import torch
 
 
@@ -228,3 +233,82 @@ def benchmark_backbone_config(name: str, size: str, grid: int):
     if model_type == "dinov2_with_registers":
         values["num_register_tokens"] = 4
     return AutoConfig.for_model(model_type, **values)
+
+
+def crf_memory_benchmark(
+    megapixels: Sequence[float] = (0.5, 4, 12, 24),
+    max_sides: Sequence[int | None] = (None, 2048),
+    num_workers: int = 2,
+    num_labels: int = 21,
+    present: int = 3,
+    skip_uncapped_above: float | None = None,
+    seed: int = 0,
+) -> dict:
+    """
+    Time and peak memory of the pseudo-labelling CRF step for large photos, without and with `crf_max_side`.
+
+    Per case (a size in megapixels, 4:3, and a cap): a fresh `CRFPool` of `num_workers` is started and warmed up on
+    a tiny image (so its workers' RSS holds only what this process had then), then `num_workers` photos of that size
+    go through what `generate_pseudo_labels` does after the model: `cap_image_side`, class maps at the capped size
+    (`num_labels` classes, `present` non-zero), the CRF in the pool (one photo per worker, at once) and
+    `restore_mask_size` back to the full size. `seconds` is that wall time; `worker_peak_rss_mb` the largest
+    `ru_maxrss` of a worker after its photo (shared pages inherited from this process included:
+    `worker_baseline_rss_mb` is the same after the tiny warm-up image). Cases with no cap above
+    `skip_uncapped_above` MP are listed as skipped.
+    """
+    from .crf import CRFPool, DenseCRFConfig, peak_rss_mb
+    from .pseudo_labeling import cap_image_side, restore_mask_size
+
+    classes = list(range(present))
+    cases = []
+    for max_side in max_sides:
+        for mp in megapixels:
+            width = int(round((mp * 1e6 * 4 / 3) ** 0.5))
+            height = int(round(width * 3 / 4))
+            case = {"megapixels": mp, "image_size": [height, width], "crf_max_side": max_side or None}
+            if not max_side and skip_uncapped_above is not None and mp > skip_uncapped_above:
+                case["skipped"] = f"no cap above {skip_uncapped_above} MP (memory of this machine)"
+                cases.append(case)
+                continue
+            with CRFPool(DenseCRFConfig(), num_workers=num_workers) as pool:
+                rng = np.random.default_rng(seed)
+                tiny = synthetic_image(rng, 16, 16)
+                for index in range(num_workers):  # with "fork", all workers start at the first submit
+                    pool.submit(f"warm-up {index}", tiny, synthetic_probabilities(rng, classes, num_labels, 16, 16))
+                baseline = [r.extra.get("worker_peak_rss_mb") for r in pool.drain()]
+                items = []
+                for index in range(num_workers):
+                    photo = synthetic_image(rng, height, width)
+                    capped = cap_image_side(photo, max_side)
+                    maps = synthetic_probabilities(rng, classes, num_labels, *capped.shape[:2])
+                    items.append((index, capped, maps))
+                    del photo
+                case["crf_size"] = list(items[0][1].shape[:2])
+                start = time.perf_counter()
+                for key, image, maps in items:
+                    pool.submit(key, image, maps)
+                del items
+                results = pool.drain()
+                masks = [restore_mask_size(r.mask, (height, width)) for r in results if r.ok]
+                case["seconds"] = round(time.perf_counter() - start, 2)
+            errors = [r.error for r in results if not r.ok]
+            case.update(
+                {
+                    "masks": len(masks),
+                    "mask_shape": list(masks[0].shape) if masks else None,
+                    "errors": errors,
+                    "worker_peak_rss_mb": round(max(r.extra.get("worker_peak_rss_mb") or 0 for r in results), 1),
+                    "worker_baseline_rss_mb": round(max(b or 0 for b in baseline), 1),
+                    "main_peak_rss_mb_so_far": round(peak_rss_mb() or 0, 1),
+                }
+            )
+            del masks, results
+            cases.append(case)
+            print(json.dumps(case), flush=True)
+    return {
+        "machine": machine_description(torch.device("cpu")),
+        "num_workers": num_workers,
+        "num_labels": num_labels,
+        "present_classes": present,
+        "cases": cases,
+    }

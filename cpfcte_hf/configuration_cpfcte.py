@@ -165,6 +165,10 @@ class CPFCTEConfig(PreTrainedConfig):
             (needed for 960x960 pseudo-label inference and for the `image-segmentation` pipeline).
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the truncated-normal initialisation of the fusion and projection layers.
+        inference_size (`int`, *optional*):
+            Default resolution (square side) of pseudo-label inference with this checkpoint, set by the training
+            preset (960 for 384-px training, as in ViT-PCM; 192 for the 96-px demo). `None` (checkpoints saved
+            before this field): pseudo-labelling uses 960 and says so.
 
     Example:
 
@@ -195,6 +199,7 @@ class CPFCTEConfig(PreTrainedConfig):
     bce_epsilon: float = 1e-7
     interpolate_pos_encoding: bool = True
     initializer_range: float = 0.02
+    inference_size: int | None = None
 
     def __post_init__(self, **kwargs):
         # `top_k` is a generation parameter name: PreTrainedConfig would silently drop it, so take it here.
@@ -249,6 +254,8 @@ class CPFCTEConfig(PreTrainedConfig):
             raise ValueError(f"CPF-CTE needs background plus at least one class; got num_labels={self.num_labels}.")
         if self.lstm_hidden_size < 1:
             raise ValueError(f"`lstm_hidden_size` must be >= 1, got {self.lstm_hidden_size}.")
+        if self.inference_size is not None and int(self.inference_size) < 1:
+            raise ValueError(f"`inference_size` must be >= 1 (or None), got {self.inference_size}.")
         for name in ("context_fusion_dropout", "classifier_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:

@@ -7,7 +7,10 @@ and a bilateral (appearance) pairwise term, mean-field inference at the image's 
 those of docs/method.md section 3 (10 iterations; Gaussian sxy=1 compat=3; bilateral sxy=67 srgb=3 compat=4).
 
 `CRFPool` runs many images over worker processes sized to the machine and reports a failure on one image
-without stopping the others:
+without stopping the others. Its workers never outlive the process that started them: on Linux the kernel kills
+them when it dies (`PR_SET_PDEATHSIG`), elsewhere a watch thread in each worker exits when it is orphaned; they
+ignore SIGINT (a Ctrl-C is the parent's to handle), and leaving the pool on an exception such as
+`KeyboardInterrupt` terminates them at once instead of waiting for the images in flight:
 
 ```python
 >>> from cpfcte_hf.crf import CRFPool, DenseCRFConfig, crf_mask
@@ -23,8 +26,13 @@ saved as remote code and so that pool workers start fast.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 import traceback
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -160,18 +168,63 @@ class CRFResult:
         return self.error is None
 
 
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process so far, in MiB (`None` where `resource` is missing, e.g. Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
 def _crf_task(key, image, probabilities, classes, config: DenseCRFConfig) -> CRFResult:
     """Runs in a worker: never raises, so one bad image cannot take the pool down with a Python exception."""
     try:
-        full = probabilities
+        mask = crf_mask(image, probabilities, config)
         if classes is not None:
-            # Only the non-empty classes travel to the worker (less pickling); put them back in place.
-            full = np.zeros((classes[1],) + probabilities.shape[1:], dtype=np.float32)
-            full[classes[0]] = probabilities
-        return CRFResult(key, mask=crf_mask(image, full, config))
+            # Only the non-empty classes travel to the worker (less pickling and memory: the CRF never needs the
+            # empty ones, whose marginals would be 0); map the subset's ids back to the model's class ids.
+            mask = classes[0].astype(np.uint8)[mask]
+        return CRFResult(key, mask=mask, extra={"worker_peak_rss_mb": peak_rss_mb()})
     except Exception as error:  # noqa: BLE001 - reported per image, the run goes on
         detail = traceback.format_exception_only(type(error), error)[-1].strip()
         return CRFResult(key, error=detail)
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _worker_initializer(parent_pid: int | None, watch_interval: float) -> None:
+    """
+    First thing in every CRF worker: tie its life to the parent's, and leave Ctrl-C to the parent.
+
+    On Linux the kernel sends SIGKILL to the worker when the parent dies (`prctl(PR_SET_PDEATHSIG)`), whatever
+    killed it (SIGKILL, the OOM killer, a crash). Everywhere, a daemon thread checks every `watch_interval`
+    seconds whether the worker has been orphaned (its parent pid changed) and exits then. `parent_pid` is the pid
+    the worker's parent must have (the pool's process with "fork" / "spawn"; `None` where another process starts
+    workers, e.g. a forkserver): a parent that died before `prctl` ran is caught by that comparison. (Linux sends
+    the parent-death signal when the *thread* that started the worker ends: use a pool from a thread that lives
+    as long as the pool, e.g. the main thread, as the pseudo-labelling does.)
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no usable libc: the watch thread below still works
+            pass
+    expected = parent_pid if parent_pid is not None else os.getppid()
+    if os.getppid() != expected:
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(watch_interval)
+            if os.getppid() != expected:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="crf-parent-watch", daemon=True).start()
 
 
 def default_num_workers() -> int:
@@ -225,20 +278,51 @@ class CRFPool:
     def __enter__(self) -> CRFPool:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is not None and not issubclass(exc_type, Exception):
+            self.terminate()  # KeyboardInterrupt, SystemExit: do not wait for the images in flight
+        else:
+            self.close()
 
     def close(self) -> None:
+        """Waits for the running images, then stops the workers."""
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
         self._pending.clear()
         self._ready.clear()
 
+    def terminate(self) -> None:
+        """Stops the workers now (SIGTERM, then SIGKILL after 5 s); queued and running images are dropped."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            # ProcessPoolExecutor has no public way to stop running work; its `_processes` are the workers.
+            processes = list((getattr(executor, "_processes", None) or {}).values())
+            for process in processes:
+                if process.is_alive():
+                    process.terminate()
+            for process in processes:
+                process.join(timeout=5)
+                if process.is_alive():
+                    process.kill()
+            executor.shutdown(wait=False, cancel_futures=True)
+        self._pending.clear()
+        self._ready.clear()
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live workers (empty before the first image and in serial mode)."""
+        processes = (getattr(self._executor, "_processes", None) or {}) if self._executor is not None else {}
+        return sorted(pid for pid, process in processes.items() if process.is_alive())
+
     def _ensure_executor(self) -> ProcessPoolExecutor:
         if self._executor is None:
+            parent_pid = os.getpid() if self.mp_context in ("fork", "spawn") else None
             self._executor = ProcessPoolExecutor(
-                max_workers=self.num_workers, mp_context=multiprocessing.get_context(self.mp_context)
+                max_workers=self.num_workers,
+                mp_context=multiprocessing.get_context(self.mp_context),
+                initializer=_worker_initializer,
+                initargs=(parent_pid, 1.0),
             )
         return self._executor
 
@@ -321,4 +405,13 @@ def refine_masks(
         return {result.key: result for result in pool.map(items)}
 
 
-__all__ = ["CRFPool", "CRFResult", "DenseCRFConfig", "crf_mask", "default_num_workers", "dense_crf", "refine_masks"]
+__all__ = [
+    "CRFPool",
+    "CRFResult",
+    "DenseCRFConfig",
+    "crf_mask",
+    "default_num_workers",
+    "dense_crf",
+    "peak_rss_mb",
+    "refine_masks",
+]

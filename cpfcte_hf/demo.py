@@ -40,7 +40,6 @@ class DemoArguments:
     shapes_image_size: int = field(default=96, metadata={"help": "Side of the procedural images."})
     shapes_num_classes: int = field(default=5, metadata={"help": "Foreground classes."})
     shapes_seed: int = field(default=0, metadata={"help": "Seed of the procedural images."})
-    inference_size: int = field(default=192, metadata={"help": "Pseudo-label resolution (the paper upscales)."})
     inference_flip: bool = field(default=False, metadata={"help": "Also average the flipped image."})
     crf_workers: int | None = field(default=None, metadata={"help": "CRF processes (default: all CPUs)."})
 
@@ -87,7 +86,7 @@ def run_demo(
         run_training(model_args, data_args, training_args)
 
     config = PseudoLabelConfig(
-        size=demo_args.inference_size,
+        size=None,  # the checkpoint's inference_size (the preset's, 192)
         flip=demo_args.inference_flip,
         crf_config=DenseCRFConfig(),
         crf_workers=demo_args.crf_workers,

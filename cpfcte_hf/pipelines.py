@@ -182,7 +182,8 @@ class WeaklySupervisedPseudoLabelingPipeline(Pipeline):
             suppressed and each present class map is max-normalised (training-set pseudo-labels); without, all
             classes compete. Unknown tags raise a ValueError listing the valid names. An input may also be a dict
             `{"image": ..., "tags": [...]}`, so that a list of images can carry one tag list each.
-        size: inference resolution (int or `(h, w)`), default 960.
+        size: inference resolution (int or `(h, w)`), default the checkpoint's `config.inference_size` (960 when
+            it has none).
         scales: multipliers of `size`, views averaged (default `(1.0,)`).
         flip: also run the left-right flipped image (default False).
         crf: refine with the dense CRF (default True).
@@ -229,7 +230,9 @@ class WeaklySupervisedPseudoLabelingPipeline(Pipeline):
         """`inputs`: an image (PIL, path, URL, array) or `{"image": ..., "tags": ...}`, or a list of those."""
         return super().__call__(inputs, **kwargs)
 
-    def preprocess(self, inputs, tags=None, size=DEFAULT_INFERENCE_SIZE, scales=(1.0,), flip=False, timeout=None):
+    def preprocess(self, inputs, tags=None, size=None, scales=(1.0,), flip=False, timeout=None):
+        if size is None:  # the checkpoint's (set by its training preset); 960 for checkpoints without one
+            size = getattr(self.model.config, "inference_size", None) or DEFAULT_INFERENCE_SIZE
         if isinstance(inputs, dict):
             if "image" not in inputs:
                 raise ValueError("A dict input needs an 'image' key (and optionally 'tags').")

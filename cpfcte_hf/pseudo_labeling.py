@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -47,7 +48,9 @@ from .class_names import dataset_class_names, map_class_names, mapping_is_identi
 from .cli import parse_key_values  # noqa: F401  (re-exported: scripts and stage 2 import it from here)
 from .crf import CRFPool, DenseCRFConfig, default_num_workers
 from .data._common import loader_report
+from .fingerprint import FINGERPRINT_FILE, check_fingerprint, record_fingerprint, weights_digest
 from .image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, to_rgb_array
+from .interrupts import Interrupted, stop_on_signals
 from .metrics import IGNORE_INDEX, SegmentationMetric
 from .pipelines import DEFAULT_INFERENCE_SIZE, check_image_size, multi_hot, predict_class_probabilities
 from .results import results_record, write_results
@@ -61,6 +64,10 @@ from .visualization import (
 
 
 logger = logging.getLogger(__name__)
+
+# 2048 px: masks stay within 2x of a 12 MP photo's resolution, and a CRF worker peaks well under the 2 GB goal at
+# 24 MP (README, Performance: CRF memory). VOC (500 px) and COCO (640 px) images are far below it: unchanged.
+DEFAULT_CRF_MAX_SIDE = 2048
 
 WEIGHT_FILES = (
     "model.safetensors",
@@ -76,7 +83,8 @@ class PseudoLabelConfig:
     Settings of a pseudo-labelling run.
 
     Attributes:
-        size: inference resolution (square side, a multiple of the patch size after rounding), 960 as in ViT-PCM.
+        size: inference resolution (square side, a multiple of the patch size after rounding); `None` = the
+            checkpoint's `config.inference_size` (960, as in ViT-PCM, for checkpoints that do not record one).
         scales: multipliers of `size`; the views' probability maps are averaged (`(1.0,)` = single scale).
         flip: also run the left-right flipped image and average.
         use_image_labels: mask absent classes with the image-level labels and max-normalise each class
@@ -85,19 +93,25 @@ class PseudoLabelConfig:
         crf_config: CRF parameters (docs/method.md section 3).
         crf_workers: CRF worker processes per process; `None` = the CPUs available divided by the number of
             processes; 0 = serial in the main process.
+        crf_max_side: longest side, in pixels, at which the probability maps are upsampled and the CRF runs
+            (`None` or 0: the image's own size). A larger image is downscaled to it first (antialiased) and its
+            masks are upsampled back (nearest) and written at the original size. It bounds the memory of a CRF
+            worker for phone photos; VOC (500 px) and COCO (640 px) images are below the default and unchanged.
         batch_size: images per model call.
-        overwrite: recompute masks that already exist.
+        overwrite: recompute every mask (the old masks, report and summary are deleted first). Without it, an
+            output directory made with other settings (`pseudo_label_fingerprint`) is refused.
         num_overlays: overlay panels written in the report.
         progress: show a tqdm bar (main process only).
     """
 
-    size: int = DEFAULT_INFERENCE_SIZE
+    size: int | None = None
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
     use_image_labels: bool = True
     crf: bool = True
     crf_config: DenseCRFConfig = field(default_factory=DenseCRFConfig)
     crf_workers: int | None = None
+    crf_max_side: int | None = DEFAULT_CRF_MAX_SIDE
     batch_size: int = 1
     overwrite: bool = False
     num_overlays: int = 4
@@ -107,10 +121,12 @@ class PseudoLabelConfig:
         if isinstance(self.crf_config, Mapping):
             self.crf_config = DenseCRFConfig(**self.crf_config)
         self.scales = tuple(float(s) for s in self.scales)
-        if int(self.size) < 1 or not self.scales or min(self.scales) <= 0:
+        if (self.size is not None and int(self.size) < 1) or not self.scales or min(self.scales) <= 0:
             raise ValueError(f"`size` must be >= 1 and `scales` positive, got size={self.size}, scales={self.scales}.")
         if int(self.batch_size) < 1:
             raise ValueError(f"`batch_size` must be >= 1, got {self.batch_size}.")
+        if self.crf_max_side is not None and int(self.crf_max_side) < 0:
+            raise ValueError(f"`crf_max_side` must be >= 0 (0 or None: no cap), got {self.crf_max_side}.")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -246,23 +262,90 @@ def check_checkpoint_dir(directory: str | os.PathLike) -> None:
         )
 
 
+def looks_like_local_path(name: str) -> bool:
+    """True for names that can only mean a directory: `./x`, `../x`, `/x`, `~/x`, `C:\\x`, `a/b/c` (a Hub id has at
+    most one `/`), or any backslash."""
+    return (
+        name.startswith(("./", "../", "/", "~", ".\\", "..\\"))
+        or name in (".", "..")
+        or "\\" in name
+        or name.count("/") > 1
+        or (len(name) > 1 and name[1] == ":")
+    )
+
+
+def resolve_model_location(name: str, timeout: float = 10.0) -> dict:
+    """
+    Decides, quickly, whether `--model name` is a local checkpoint directory or a Hub model, and fails with "not
+    found" before transformers' download retries (about 27 s without a network) when it is neither.
+
+    Order: an existing directory is checked (`config.json`, weights); an existing file, or a name that looks like
+    a path (`looks_like_local_path`) but does not exist, is an error; a name that is not a valid Hub id is "not
+    found"; otherwise one request asks the Hub whether the model exists (none in offline mode, `HF_HUB_OFFLINE=1`).
+    When the Hub cannot be reached, a model already in the local Hub cache is used from there.
+
+    Returns:
+        Extra keyword arguments for `from_pretrained` (`{"local_files_only": True}` for a cached model without a
+        network, else `{}`).
+
+    Raises:
+        FileNotFoundError: not found as above, or the Hub cannot be reached and the model is not cached;
+        NotADirectoryError: `name` is a file.
+    """
+    if os.path.isdir(name):
+        check_checkpoint_dir(name)
+        return {}
+    if os.path.exists(name):
+        raise NotADirectoryError(f"--model {name!r} is a file; give a checkpoint directory or a Hub id.")
+    if looks_like_local_path(name):
+        raise FileNotFoundError(f"Model directory {name!r} not found (resolved to {os.path.abspath(name)!r}).")
+
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise FileNotFoundError(f"Model {name!r} not found: no such directory, and not a valid Hub id.") from None
+    if constants.HF_HUB_OFFLINE:
+        return {}  # transformers looks in the cache only, and fails at once if the model is not there
+    try:
+        HfApi().model_info(name, timeout=timeout)
+    except Exception as error:  # noqa: BLE001 - no network, proxy, timeout: the cache may still have it
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        if isinstance(error, RepositoryNotFoundError) or status in (401, 404):
+            raise FileNotFoundError(
+                f"Model {name!r} not found: no directory of that name here (in {os.getcwd()!r}), and no Hub model "
+                "of that name (or a private one: log in with `hf auth login`)."
+            ) from None
+        cached = try_to_load_from_cache(name, "config.json")
+        if isinstance(cached, str):
+            logger.warning(f"The Hub cannot be reached ({type(error).__name__}); using the cached copy of {name!r}.")
+            return {"local_files_only": True}
+        raise FileNotFoundError(
+            f"Model {name!r} not found: no directory of that name here (in {os.getcwd()!r}), and the Hub cannot be "
+            f"reached to look it up ({type(error).__name__}: {error}). Check the path, or the network "
+            "(HF_ENDPOINT, proxy)."
+        ) from None
+    return {}
+
+
 def load_model(model_name_or_path: str | os.PathLike, device: str | torch.device | None = None, **hub_kwargs):
     """
     Loads a CPF-CTE checkpoint (a local directory or a Hub id) and its image processor, in eval mode.
+    `resolve_model_location` decides which, before any download.
 
     Raises:
-        FileNotFoundError: a local directory without `config.json` or without weights (the message names the
-            directory and the files looked for).
+        FileNotFoundError: a local directory that does not exist, or lacks `config.json` or weights (the message
+            names the directory and the files looked for); a name that is no directory and no Hub model.
     """
     from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
     from .image_processing_cpfcte import CPFCTEImageProcessor
 
-    name = os.fspath(model_name_or_path)
-    if os.path.isdir(name):
-        check_checkpoint_dir(name)
-    elif os.path.exists(name):
-        raise NotADirectoryError(f"--model {name!r} is a file; give a checkpoint directory or a Hub id.")
+    name = os.path.expanduser(os.fspath(model_name_or_path))
+    hub_kwargs = {**resolve_model_location(name), **hub_kwargs}
     try:
         model = AutoModelForSemanticSegmentation.from_pretrained(name, **hub_kwargs)
     except OSError as error:
@@ -341,6 +424,180 @@ def distributed_state():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
+# ------------------------------------------------------------------------------ resume, fingerprint, memory
+
+
+def resolve_inference_size(size: int | None, model_config) -> int:
+    """`size` if given, else the checkpoint's `config.inference_size`, else (older checkpoints) 960 with a log line."""
+    if size is not None:
+        return int(size)
+    recorded = getattr(model_config, "inference_size", None)
+    if recorded:
+        return int(recorded)
+    logger.warning(
+        f"The checkpoint records no `inference_size` (saved before the field existed): inference at "
+        f"{DEFAULT_INFERENCE_SIZE} px. Pass --size to choose (about 2x the training resolution works well)."
+    )
+    return DEFAULT_INFERENCE_SIZE
+
+
+def pseudo_label_fingerprint(
+    model, config: PseudoLabelConfig, size: int, class_names, use_labels, mean, std, class_mapping=None
+) -> dict:
+    """
+    Everything that determines the masks of a run (`cpfcte_hf.fingerprint`): the model's weights (digest of the
+    tensors) and classes, the dataset's class names and their mapping onto the model's, the normalisation, the
+    inference size/scales/flip, label masking, the CRF and its parameters, and `crf_max_side`. Worker counts,
+    batch size and progress do not change a mask and are left out.
+    """
+    return {
+        "kind": "cpfcte_hf pseudo-labels",
+        "model_weights": weights_digest(model),
+        "id2label": {str(i): str(name) for i, name in sorted(model.config.id2label.items())},
+        "dataset_class_names": [str(name) for name in class_names],
+        "class_mapping": None if class_mapping is None else [int(i) for i in class_mapping],
+        "image_mean": [float(v) for v in mean],
+        "image_std": [float(v) for v in std],
+        "size": int(size),
+        "scales": [float(s) for s in config.scales],
+        "flip": bool(config.flip),
+        "use_image_labels": bool(use_labels),
+        "crf": config.crf_config.to_dict() if config.crf else None,
+        "crf_max_side": int(config.crf_max_side or 0),
+    }
+
+
+def remove_temporary_files(root: str | os.PathLike) -> int:
+    """Deletes the `.tmp-*` files that atomic writes of a killed process left under `root`; returns how many."""
+    removed = 0
+    for path in Path(root).rglob(".tmp-*"):
+        if path.is_file() or path.is_symlink():
+            try:
+                path.unlink()
+                removed += 1
+            except FileNotFoundError:  # another process of the same run got there first
+                pass
+    return removed
+
+
+IMAGE_LABELS_FILE = "image_labels.json"
+
+
+def drop_masks_with_other_tags(layout: OutputLayout, image_labels: Mapping[str, list[int]]) -> list[str]:
+    """
+    The per-image part of the fingerprint: `OUT/image_labels.json` records the classes each image's masks were
+    restricted to. An image whose masks exist but whose tags changed since (or were never recorded) loses its
+    masks here, so that the run recomputes it; then the record takes the current tags. Returns those ids.
+    """
+    path = layout.root / IMAGE_LABELS_FILE
+    recorded = {}
+    if path.is_file():
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            recorded = {}  # unreadable: nothing can be verified, every existing mask is redone
+    stale = []
+    for image_id, labels in image_labels.items():
+        if recorded.get(image_id) == labels:
+            continue
+        masks = [folder / f"{image_id}.png" for folder in (layout.bpm_dir, layout.crf_dir)]
+        if any(mask.is_file() for mask in masks):
+            stale.append(image_id)
+            for mask in masks:
+                mask.unlink(missing_ok=True)
+    if stale:
+        logger.warning(
+            f"{len(stale)} image(s) have other tags than when their masks were made (e.g. {stale[:3]}): recomputed."
+        )
+    atomic_write_text(path, json.dumps({**recorded, **image_labels}, sort_keys=True) + "\n")
+    return stale
+
+
+def prepare_resume(
+    layout: OutputLayout,
+    fingerprint: dict,
+    overwrite: bool,
+    state=None,
+    image_labels: Mapping[str, list[int]] | None = None,
+) -> str:
+    """
+    Start of a run in `layout.root`: refuses a directory made with other settings (naming what changed), clears
+    it with `overwrite`, records the fingerprint, removes temporary files left by a killed run and the summary of
+    the previous run (the new one is written at the end and describes only masks this run made or verified).
+    With `image_labels` (`{id: class ids}` used for label masking), masks of images whose tags changed are
+    deleted, so they are redone (`drop_masks_with_other_tags`).
+
+    Returns:
+        "new", "same" (resume) or "overwrite".
+
+    Raises:
+        FingerprintMismatch (a ValueError): other settings, or masks without a record, and no `overwrite`.
+    """
+    has_masks = any(
+        path.suffix == ".png" and path.is_file() and not path.name.startswith(".tmp-")
+        for folder in (layout.bpm_dir, layout.crf_dir)
+        for path in folder.rglob("*")
+    )
+    status = check_fingerprint(layout.root, fingerprint, overwrite=overwrite, has_content=has_masks)
+    if state is None or state.is_main_process:
+        if status == "overwrite":
+            for folder in (layout.bpm_dir, layout.crf_dir, layout.report_dir):
+                shutil.rmtree(folder, ignore_errors=True)
+            (layout.root / IMAGE_LABELS_FILE).unlink(missing_ok=True)
+        if image_labels is not None:
+            drop_masks_with_other_tags(layout, image_labels)
+        for path in (layout.summary_path,):
+            path.unlink(missing_ok=True)
+        removed = remove_temporary_files(layout.root)
+        if removed:
+            logger.info(f"Removed {removed} temporary file(s) left in {layout.root} by an interrupted run.")
+        record_fingerprint(layout.root, fingerprint)
+        for folder in (layout.bpm_dir, layout.crf_dir) if fingerprint["crf"] else (layout.bpm_dir,):
+            folder.mkdir(parents=True, exist_ok=True)
+    if state is not None:
+        state.wait_for_everyone()
+    return status
+
+
+def _image_labels(dataset, class_mapping, ids, use_labels) -> dict[str, list[int]] | None:
+    """`{id: sorted model class ids}` that label masking restricts each image to (`None` without masking; dataset
+    class i is model class `class_mapping[i]`, the same id when `None`); rows with unusable labels are left out
+    (they fail later, with their reason)."""
+    if not use_labels:
+        return None
+    result = {}
+    for image_id, labels in zip(ids, dataset["labels"]):
+        try:
+            result[image_id] = sorted(
+                {0, *(int(c if class_mapping is None else class_mapping[int(c)]) for c in labels or [])}
+            )
+        except (IndexError, TypeError, ValueError):
+            continue
+    return result
+
+
+def cap_image_side(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """`image` itself when its longest side is <= `max_side` (or no cap), else a copy downscaled (antialiased,
+    aspect ratio kept) so that its longest side is `max_side`."""
+    height, width = image.shape[:2]
+    if not max_side or max(height, width) <= max_side:
+        return image
+    from PIL import Image
+
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0))
+
+
+def restore_mask_size(mask: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """A mask made at a capped size, back at the image's `(height, width)` (nearest: class ids stay ids)."""
+    if size is None or tuple(mask.shape[:2]) == tuple(size):
+        return mask
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(mask).resize((size[1], size[0]), Image.Resampling.NEAREST))
+
+
 # ------------------------------------------------------------------------------------------------- generation
 
 
@@ -381,7 +638,7 @@ def generate_pseudo_labels(
         same file are refused before anything is written.
     """
     config = config or PseudoLabelConfig()
-    layout = OutputLayout(prepare_output_dir(out_dir, ["bpm"] + (["crf"] if config.crf else [])))
+    layout = OutputLayout(prepare_output_dir(out_dir))
     state = distributed_state()
     rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
     is_main = rank == 0
@@ -413,6 +670,14 @@ def generate_pseudo_labels(
     check_mask_paths(ids)
     accounting = loader_report(dataset)
 
+    mean = getattr(image_processor, "image_mean", None) or VIT_PCM_MEAN
+    std = getattr(image_processor, "image_std", None) or VIT_PCM_STD
+    size = resolve_inference_size(config.size, model.config)
+    fingerprint = pseudo_label_fingerprint(model, config, size, dataset_names, use_labels, mean, std, class_mapping)
+    prepare_resume(
+        layout, fingerprint, config.overwrite, state, _image_labels(dataset, class_mapping, ids, use_labels)
+    )
+
     def done(image_id: str) -> bool:
         if config.overwrite:
             return False
@@ -426,8 +691,6 @@ def generate_pseudo_labels(
     failures: list[Failure] = []
     written = 0
 
-    mean = getattr(image_processor, "image_mean", None) or VIT_PCM_MEAN
-    std = getattr(image_processor, "image_std", None) or VIT_PCM_STD
     crf_workers = config.crf_workers
     if crf_workers is None:
         crf_workers = max(1, default_num_workers() // world)
@@ -440,12 +703,15 @@ def generate_pseudo_labels(
         logger.warning(f"[{image_id}] {stage} failed: {message}")
         failures.append(Failure(image_id, stage, message))
 
+    original_sizes: dict[str, tuple[int, int]] = {}  # images downscaled by `crf_max_side`: their own size
+
     def collect(results) -> int:
         count = 0
         for result in results:
+            original = original_sizes.pop(result.key, None)
             if result.ok:
                 try:
-                    save_mask(result.mask, layout.crf_dir / f"{result.key}.png")
+                    save_mask(restore_mask_size(result.mask, original), layout.crf_dir / f"{result.key}.png")
                     count += 1
                 except OSError as error:
                     record_failure(result.key, "write", error)
@@ -459,7 +725,7 @@ def generate_pseudo_labels(
         try:
             labels = torch.stack([item[2] for item in items]) if use_labels else None
             maps, _ = predict_class_probabilities(
-                model, [item[1] for item in items], labels, config.size, config.scales, config.flip, mean, std
+                model, [item[1] for item in items], labels, size, config.scales, config.flip, mean, std
             )
             return list(zip(items, maps))
         except Exception as error:  # noqa: BLE001
@@ -470,44 +736,63 @@ def generate_pseudo_labels(
             return []
 
     pool_context = CRFPool(config.crf_config, num_workers=crf_workers) if config.crf else nullcontext()
-    with pool_context as pool:
-        for start in range(0, len(todo), config.batch_size):
-            batch = []
-            for index in todo[start : start + config.batch_size]:
-                image_id = ids[index]
-                try:
-                    safe_file_id(image_id)
-                    row = dataset[index]
-                    rgb = to_rgb_array(row["image"])
-                    check_image_size(rgb, model.config.patch_size, name=f"Image {image_id!r}")
-                    labels = None
-                    if use_labels:
-                        labels = multi_hot(sorted({0, *(class_mapping[int(c)] for c in row["labels"])}), num_labels)
-                    batch.append((image_id, rgb, labels))
-                except Exception as error:  # noqa: BLE001 - one bad image must not stop the split
-                    record_failure(image_id, "read", error)
-                    progress.update(1)
-            if not batch:
-                continue
-            for (image_id, rgb, _), probabilities in run_model(batch):
-                probabilities = probabilities.numpy()
-                try:
-                    save_mask(probabilities.argmax(axis=0).astype(np.uint8), layout.bpm_dir / f"{image_id}.png")
-                except OSError as error:
-                    record_failure(image_id, "write", error)
-                    progress.update(1)
+    try:
+        with pool_context as pool:
+            for start in range(0, len(todo), config.batch_size):
+                batch = []
+                for index in todo[start : start + config.batch_size]:
+                    image_id = ids[index]
+                    try:
+                        safe_file_id(image_id)
+                        row = dataset[index]
+                        rgb = to_rgb_array(row["image"])
+                        check_image_size(rgb, model.config.patch_size, name=f"Image {image_id!r}")
+                        capped = cap_image_side(rgb, config.crf_max_side)
+                        if capped is not rgb:
+                            check_image_size(
+                                capped, model.config.patch_size, name=f"Image {image_id!r} after crf_max_side"
+                            )
+                            original_sizes[image_id] = rgb.shape[:2]
+                            rgb = capped
+                        labels = None
+                        if use_labels:
+                            labels = multi_hot(
+                                sorted({0, *(class_mapping[int(c)] for c in row["labels"])}), num_labels
+                            )
+                        batch.append((image_id, rgb, labels))
+                    except Exception as error:  # noqa: BLE001 - one bad image must not stop the split
+                        record_failure(image_id, "read", error)
+                        progress.update(1)
+                if not batch:
                     continue
+                for (image_id, rgb, _), probabilities in run_model(batch):
+                    probabilities = probabilities.numpy()
+                    bpm = probabilities.argmax(axis=0).astype(np.uint8)
+                    try:
+                        save_mask(
+                            restore_mask_size(bpm, original_sizes.get(image_id)), layout.bpm_dir / f"{image_id}.png"
+                        )
+                    except OSError as error:
+                        record_failure(image_id, "write", error)
+                        progress.update(1)
+                        continue
+                    if config.crf:
+                        pool.submit(image_id, rgb, probabilities)
+                    else:
+                        written += 1
+                        progress.update(1)
                 if config.crf:
-                    pool.submit(image_id, rgb, probabilities)
-                else:
-                    written += 1
-                    progress.update(1)
+                    while pool.num_pending >= pool.max_pending:
+                        written += collect(pool.poll(block=True))
+                    written += collect(pool.poll())
             if config.crf:
-                while pool.num_pending >= pool.max_pending:
-                    written += collect(pool.poll(block=True))
-                written += collect(pool.poll())
-        if config.crf:
-            written += collect(pool.drain())
+                written += collect(pool.drain())
+    except BaseException:
+        # Ctrl-C, SIGTERM (see `cpfcte_hf.interrupts`) or a crash: the pool has stopped its workers; what is on
+        # disk stays resumable (complete masks only, no temporary files, no summary of masks not made).
+        progress.close()
+        remove_temporary_files(layout.root)
+        raise
     progress.close()
 
     summary = _gather_summary(state, len(dataset), written, already_done, failures)
@@ -535,7 +820,7 @@ def generate_pseudo_labels(
             stage="pseudo_labels",
             model=getattr(model.config, "_name_or_path", None),
             data_root=data_root,
-            settings=config.to_dict(),
+            settings={**config.to_dict(), "size": size},
         )
     if is_main:
         payload = {
@@ -545,9 +830,10 @@ def generate_pseudo_labels(
             "model": getattr(model.config, "_name_or_path", None),
             "num_processes": world,
             "crf_workers_per_process": crf_workers if config.crf else 0,
-            "config": config.to_dict(),
+            "config": {**config.to_dict(), "size": size},
             "class_names": names,
             "dataset_class_mapping": dict(zip(dataset_names, class_mapping)),
+            "fingerprint": FINGERPRINT_FILE,
             "layout": {"bpm": "bpm/<id>.png", "crf": "crf/<id>.png" if config.crf else None, "report": "report/"},
         }
         atomic_write_text(layout.summary_path, json.dumps(payload, indent=2) + "\n")
@@ -827,25 +1113,31 @@ def run_pseudo_labeling(
     """
     `scripts/pseudo_label.py` in one call: checks the output directory, loads the model (directory or Hub id) and
     the split (`load_split`, unless `dataset` is given), runs `generate_pseudo_labels`, prints the report table
-    and the counts.
+    and the counts. SIGINT and SIGTERM raise `cpfcte_hf.interrupts.Interrupted` (its `exit_code` is 130 / 143)
+    after the CRF workers are stopped and temporary files removed: the output directory is left resumable.
     """
     prepare_output_dir(out_dir)
     state = distributed_state()
     if device is None:
         device = state.device if state is not None else ("cuda" if torch.cuda.is_available() else "cpu")
-    loaded, processor = load_model(model, device=device)
-    if dataset is None:
-        dataset_kwargs = dict(dataset_kwargs or {})
-        if dataset_name == "tagged":  # tags name the model's classes: the label ids are the model's
-            dataset_kwargs.setdefault("class_names", loaded.config)
-            # Our masks, if written inside the photo folder (or into it), are no untagged photos.
-            layout = OutputLayout(Path(out_dir))
-            dataset_kwargs.setdefault("exclude", [out_dir, layout.bpm_dir, layout.crf_dir, layout.report_dir])
-        dataset = load_split(dataset_name, data_root, split, **dataset_kwargs)
-    summary = generate_pseudo_labels(
-        loaded, dataset, out_dir, config, image_processor=processor, dataset_name=dataset_name, split=split,
-        data_root=data_root,
-    )  # fmt: skip
+    with stop_on_signals():
+        try:
+            loaded, processor = load_model(model, device=device)
+            if dataset is None:
+                dataset_kwargs = dict(dataset_kwargs or {})
+                if dataset_name == "tagged":  # tags name the model's classes: the label ids are the model's
+                    dataset_kwargs.setdefault("class_names", loaded.config)
+                    # Our masks, if written inside the photo folder (or into it), are no untagged photos.
+                    layout = OutputLayout(Path(out_dir))
+                    dataset_kwargs.setdefault("exclude", [out_dir, layout.bpm_dir, layout.crf_dir, layout.report_dir])
+                dataset = load_split(dataset_name, data_root, split, **dataset_kwargs)
+            summary = generate_pseudo_labels(
+                loaded, dataset, out_dir, config, image_processor=processor, dataset_name=dataset_name, split=split,
+                data_root=data_root,
+            )  # fmt: skip
+        except Interrupted as error:
+            error.detail = f"the masks in {out_dir} are all complete; rerun the same command to resume."
+            raise
     if state is None or state.is_main_process:
         if summary.report is not None:
             print(format_report(summary.report))
@@ -923,22 +1215,32 @@ def finish_distributed(state) -> None:
 
 
 __all__ = [
+    "DEFAULT_CRF_MAX_SIDE",
     "Failure",
     "check_mask_paths",
     "check_prediction_dirs",
     "OutputLayout",
     "PseudoLabelConfig",
     "PseudoLabelSummary",
+    "cap_image_side",
     "check_checkpoint_dir",
     "dataset_class_names",
     "distributed_state",
+    "drop_masks_with_other_tags",
     "evaluate_predictions",
     "finish_distributed",
     "format_report",
     "generate_pseudo_labels",
     "load_model",
     "load_split",
+    "looks_like_local_path",
     "prepare_output_dir",
+    "prepare_resume",
+    "pseudo_label_fingerprint",
+    "remove_temporary_files",
+    "resolve_inference_size",
+    "resolve_model_location",
+    "restore_mask_size",
     "progress_bar",
     "report_csv",
     "run_evaluation",

@@ -31,6 +31,7 @@ from .data.transforms import (
 )
 from .image_processing_cpfcte import CPFCTEImageProcessor
 from .modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
+from .pipelines import DEFAULT_INFERENCE_SIZE
 from .results import training_results_record, write_results
 from .trainer import CPFCTETrainer, CPFCTETrainingArguments, is_complete_checkpoint, last_complete_checkpoint
 
@@ -94,6 +95,13 @@ class ModelArguments:
         metadata={"help": "ViT dropout on the attention weights (vit-keras: none); default: the backbone config's."},
     )
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2."})
+    inference_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Pseudo-label resolution stored in the checkpoint (config.inference_size), the default of "
+            "pseudo_label.py --size. Default: kept from --model_name_or_path, else 960 (ViT-PCM's, for 384-px)."
+        },
+    )
 
 
 @dataclass
@@ -201,6 +209,7 @@ def build_model(model_args: ModelArguments, class_names: list[str]) -> CPFCTEFor
     id2label = dict(enumerate(class_names))
     head_kwargs = dict(
         id2label=id2label,
+        inference_size=model_args.inference_size or DEFAULT_INFERENCE_SIZE,
         use_class_tokens=model_args.use_class_tokens,
         use_context_fusion=model_args.use_context_fusion,
         pooling=model_args.pooling,
@@ -223,6 +232,8 @@ def build_model(model_args: ModelArguments, class_names: list[str]) -> CPFCTEFor
                 f"the dataset has {class_names}."
             )
         set_encoder_dropout(model, model_args.hidden_dropout_prob, model_args.attention_probs_dropout_prob)
+        if model_args.inference_size is not None:
+            model.config.inference_size = model_args.inference_size
         return model
     if model_args.backbone:
         backbone_hidden = backbone_config_from(AutoConfig.from_pretrained(model_args.backbone)).hidden_size

@@ -7,12 +7,15 @@ r"""Pseudo-label masks for a dataset split with a trained CPF-CTE model (stage 1
 
 Writes OUT/bpm/<id>.png (argmax before the CRF) and OUT/crf/<id>.png (CRF-refined), VOC palette PNGs whose values
 are class ids; OUT/summary.json; and, when the split has ground-truth masks, OUT/report/ (metrics.json,
-per_class_iou.csv, per_class_iou.png, overlays/). A rerun skips images already done. Options may also come from
-a YAML preset (`--config preset.yaml`, keys = option names with underscores); the command line wins.
+per_class_iou.csv, per_class_iou.png, overlays/). OUT/fingerprint.json records what determines the masks: a rerun
+with the same settings skips the images already done; with other settings it is refused, naming what changed
+(--overwrite recomputes). Options may also come from a YAML preset (`--config preset.yaml`, keys = option names
+with underscores); the command line wins.
 
 Your own photos: --dataset tagged --data-root FOLDER (a folder of images with tags.csv; tags are matched to the
 model's class names). Exit status: 0 every image has its mask; 1 some images failed or were skipped (the others
-are written; summary.json lists them with reasons); 2 bad arguments or input (nothing labelled).
+are written; summary.json lists them with reasons); 2 bad arguments or input (nothing labelled); 130 / 143
+stopped by SIGINT / SIGTERM (the masks written are complete; rerun the same command to resume).
 """
 
 import argparse
@@ -21,6 +24,7 @@ import sys
 
 from cpfcte_hf.cli import load_preset, parse_key_values
 from cpfcte_hf.crf import DenseCRFConfig
+from cpfcte_hf.interrupts import interrupt_exit_code
 from cpfcte_hf.pseudo_labeling import PseudoLabelConfig, run_pseudo_labeling
 
 
@@ -45,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra loader argument, e.g. num_val=20 for shapes (repeatable; YAML values)",
     )
     parser.add_argument("--out", help="output directory (required)")
-    parser.add_argument("--size", type=int, default=PseudoLabelConfig.size, help="inference resolution (960)")
+    parser.add_argument(
+        "--size", type=int, default=None, help="inference resolution (default: the checkpoint's inference_size)"
+    )
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multipliers of --size, averaged")
     parser.add_argument("--flip", action="store_true", help="also average the left-right flipped image")
     parser.add_argument(
@@ -64,8 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="CRF processes per process (default: CPUs / processes; 0 = serial)",
     )
+    parser.add_argument(
+        "--crf-max-side",
+        "--crf_max_side",
+        dest="crf_max_side",
+        type=int,
+        default=PseudoLabelConfig.crf_max_side,
+        help="larger images are downscaled to this longest side for the probability maps and the CRF, and their "
+        "masks upsampled back (bounds memory; 0 = never; default %(default)s)",
+    )
     parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=1)
-    parser.add_argument("--overwrite", action="store_true", help="recompute masks that exist")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="recompute everything (deletes the old masks); needed when OUT was made with other settings",
+    )
     parser.add_argument("--num-overlays", "--num_overlays", dest="num_overlays", type=int, default=4)
     parser.add_argument("--device", default=None, help="default: the accelerate device, else cuda if available")
     parser.add_argument("--no-progress", "--no_progress", dest="progress", action="store_false")
@@ -123,6 +142,7 @@ def main(argv=None) -> int:
         crf=args.crf,
         crf_config=crf_config,
         crf_workers=args.crf_workers,
+        crf_max_side=args.crf_max_side,
         batch_size=args.batch_size,
         overwrite=args.overwrite,
         num_overlays=args.num_overlays,
@@ -142,6 +162,9 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as error:  # bad arguments: a clear message, no traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as error:  # SIGINT / SIGTERM: one line, exit status 130 / 143
+        print(str(error) or "interrupted", file=sys.stderr)
+        return interrupt_exit_code(error)
     return summary.exit_status  # 1 when images failed or were skipped (the others are written)
 
 

@@ -147,3 +147,47 @@ def test_a_dying_worker_is_reported_and_a_fresh_pool_takes_the_rest():
         results = list(pool.map([("a", image, probabilities), ("b", image, probabilities)]))
     assert sorted(r.key for r in results) == ["a", "b"] and all(r.ok for r in results)
     np.testing.assert_array_equal(results[0].mask, crf_mask(image, probabilities))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stream:
+            return stream.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _ignores_sigint(pid: int) -> bool:
+    import signal
+
+    with open(f"/proc/{pid}/status") as stream:
+        ignored = next(int(line.split()[1], 16) for line in stream if line.startswith("SigIgn:"))
+    return bool(ignored & (1 << (signal.SIGINT - 1)))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads processes from /proc")
+def test_workers_ignore_ctrl_c_and_an_interrupt_stops_them_without_waiting():
+    import signal
+    import time
+
+    image, probabilities, _ = two_region_example(0, height=30, width=40)
+    slow = DenseCRFConfig(iterations=200_000)  # minutes: only an interrupt can end it early
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with CRFPool(slow, num_workers=2) as pool:
+            pool.submit("slow", image, probabilities)
+            pool.submit("slow too", image, probabilities)
+            workers = pool.worker_pids
+            assert len(workers) == 2
+            deadline = time.monotonic() + 30
+            while not all(_ignores_sigint(pid) for pid in workers):  # their initializer has run
+                assert time.monotonic() < deadline, "the workers never set SIGINT to ignored"
+                time.sleep(0.01)
+            for pid in workers:  # a Ctrl-C reaches the whole process group: the workers leave it to the parent
+                os.kill(pid, signal.SIGINT)
+            time.sleep(0.5)
+            assert all(_process_alive(pid) for pid in workers)
+            assert pool.poll() == []
+            raise KeyboardInterrupt
+    assert time.monotonic() - started < 30
+    assert not any(_process_alive(pid) for pid in workers)

@@ -1,8 +1,11 @@
 """Pseudo-label generation end to end on a tiny model: masks, resume, bad input, report, several processes."""
 
+import copy
 import csv
 import json
+import logging
 import os
+import re
 import runpy
 import subprocess
 
@@ -13,6 +16,7 @@ import torch
 from PIL import Image
 
 from cpfcte_hf.crf import crf_mask
+from cpfcte_hf.fingerprint import FingerprintMismatch
 from cpfcte_hf.metrics import SegmentationMetric
 from cpfcte_hf.pipelines import predict_class_probabilities
 from cpfcte_hf.pseudo_labeling import (
@@ -21,6 +25,7 @@ from cpfcte_hf.pseudo_labeling import (
     generate_pseudo_labels,
     load_model,
     prepare_output_dir,
+    resolve_inference_size,
 )
 from cpfcte_hf.visualization import read_mask, save_mask
 
@@ -391,3 +396,200 @@ def test_accelerate_launch_shares_the_split_and_sums_the_metrics(tmp_path, check
         np.testing.assert_array_equal(
             read_mask(tmp_path / "out1" / "crf" / name), read_mask(tmp_path / "out2" / "crf" / name)
         )
+
+
+def test_rerun_with_other_settings_is_refused_naming_the_change_and_overwrite_recomputes(
+    tmp_path, model_and_processor
+):
+    model, processor = model_and_processor
+    dataset = make_dataset()
+    generate_pseudo_labels(model, dataset, tmp_path, tiny_config(num_overlays=0), image_processor=processor)
+    first = {name: read_mask(tmp_path / "crf" / name) for name in os.listdir(tmp_path / "crf")}
+    recorded = json.loads((tmp_path / "fingerprint.json").read_text())["fingerprint"]
+    assert recorded["size"] == 32 and recorded["crf"]["bilateral_sxy"] == 67.0 and recorded["use_image_labels"]
+
+    changes = {
+        "size: 32 -> 48": tiny_config(size=48),
+        "crf.bilateral_sxy: 67.0 -> 20.0": tiny_config(crf_config={"bilateral_sxy": 20.0}),
+        "crf: ": tiny_config(crf=False),
+        "use_image_labels: true -> false": tiny_config(use_image_labels=False),
+        "flip: false -> true": tiny_config(flip=True),
+        "crf_max_side: 2048 -> 24": tiny_config(crf_max_side=24),
+    }
+    for expected, config in changes.items():
+        with pytest.raises(FingerprintMismatch, match=re.escape(expected)) as error:
+            generate_pseudo_labels(model, dataset, tmp_path, config, image_processor=processor)
+        assert "--overwrite" in str(error.value)
+    # Another model: the same architecture and classes, other weights.
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.patch_classifier.weight.mul_(-1)
+    with pytest.raises(FingerprintMismatch, match="model_weights: [0-9a-f]{12} -> [0-9a-f]{12}"):
+        generate_pseudo_labels(other, dataset, tmp_path, tiny_config(), image_processor=processor)
+    # Refusals change nothing on disk.
+    assert {name: read_mask(tmp_path / "crf" / name) for name in os.listdir(tmp_path / "crf")}.keys() == first.keys()
+
+    # Same settings: a resume; other worker counts and batch sizes do not change a mask.
+    same = generate_pseudo_labels(
+        model, dataset, tmp_path, tiny_config(crf_workers=0, batch_size=2), image_processor=processor
+    )
+    assert (same.written, same.already_done) == (0, 5)
+
+    # --overwrite: the old masks go (also those of images no longer in the split) and the new settings apply.
+    smaller = dataset.select(range(3))
+    summary = generate_pseudo_labels(
+        other, smaller, tmp_path, tiny_config(overwrite=True, crf=False, num_overlays=0), image_processor=processor
+    )
+    assert (summary.written, summary.already_done) == (3, 0)
+    assert not (tmp_path / "crf").exists()
+    assert sorted(os.listdir(tmp_path / "bpm")) == ["img_0.png", "img_1.png", "img_2.png"]
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["written"] == 3 and saved["config"]["crf"] is False
+    assert json.loads((tmp_path / "fingerprint.json").read_text())["fingerprint"]["crf"] is None
+    assert generate_pseudo_labels(other, smaller, tmp_path, tiny_config(crf=False)).already_done == 3
+
+
+def test_masks_without_a_fingerprint_are_not_trusted(tmp_path, model_and_processor):
+    model, processor = model_and_processor
+    save_mask(np.zeros((26, 40), np.uint8), tmp_path / "bpm" / "img_0.png")  # made by an older version
+    with pytest.raises(FingerprintMismatch, match="no record"):
+        generate_pseudo_labels(model, make_dataset(2), tmp_path, tiny_config(), image_processor=processor)
+    summary = generate_pseudo_labels(
+        model, make_dataset(2), tmp_path, tiny_config(overwrite=True), image_processor=processor
+    )
+    assert summary.written == 2
+
+
+def test_crf_max_side_bounds_the_crf_and_writes_masks_at_the_original_size(tmp_path, model_and_processor):
+    model, processor = model_and_processor
+    rng = np.random.default_rng(3)
+    large = rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    large[10:50, 20:70] = [220, 30, 30]
+    extra = [{"id": "large", "image": Image.fromarray(large), "mask": None, "labels": [0, 1]}]
+    dataset = make_dataset(3, extra_rows=extra)
+
+    capped = generate_pseudo_labels(
+        model, dataset, tmp_path / "capped", tiny_config(crf_max_side=45, num_overlays=0), image_processor=processor
+    )
+    full = generate_pseudo_labels(
+        model, dataset, tmp_path / "full", tiny_config(crf_max_side=0, num_overlays=0), image_processor=processor
+    )
+    default = generate_pseudo_labels(model, dataset, tmp_path / "default", tiny_config(num_overlays=0))
+    assert capped.written == full.written == default.written == 4
+    for folder in ("bpm", "crf"):
+        small = read_mask(tmp_path / "capped" / folder / "large.png")
+        assert small.shape == (60, 90)  # written at the image's size...
+        # ... from a 30x45 mask, upsampled by nearest: every 2x2 block holds one class id.
+        np.testing.assert_array_equal(small, np.repeat(np.repeat(small[::2, ::2], 2, 0), 2, 1))
+        assert not np.array_equal(small, read_mask(tmp_path / "full" / folder / "large.png"))
+        for index in range(3):  # images under the cap are computed exactly as without one
+            name = f"img_{index}.png"
+            np.testing.assert_array_equal(
+                read_mask(tmp_path / "capped" / folder / name), read_mask(tmp_path / "full" / folder / name)
+            )
+        for name in os.listdir(tmp_path / "full" / folder):  # the default cap (2048) changes nothing here
+            np.testing.assert_array_equal(
+                read_mask(tmp_path / "default" / folder / name), read_mask(tmp_path / "full" / folder / name)
+            )
+
+
+def test_inference_size_comes_from_the_checkpoint_unless_given(tmp_path, model_and_processor, caplog):
+    model, processor = model_and_processor
+    dataset = make_dataset(2)
+    tuned = copy.deepcopy(model)
+    tuned.config.inference_size = 48
+    options = dict(size=None, crf=False, num_overlays=0)
+    generate_pseudo_labels(tuned, dataset, tmp_path / "a", tiny_config(**options), image_processor=processor)
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["config"]["size"] == 48
+    generate_pseudo_labels(tuned, dataset, tmp_path / "b", tiny_config(**{**options, "size": 32}))
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["config"]["size"] == 32
+
+    from transformers import pipeline
+
+    labeller = pipeline("weakly-supervised-pseudo-labelling", model=tuned, image_processor=processor)
+    image = np.asarray(dataset[0]["image"])
+    scores = {size: labeller(image, tags=[1], size=size, crf=False)["scores"] for size in (None, 48, 32)}
+    assert scores[None] == scores[48] != scores[32]
+
+    assert model.config.inference_size is None  # saved before the field existed
+    with caplog.at_level(logging.WARNING, logger="cpfcte_hf.pseudo_labeling"):
+        assert resolve_inference_size(None, model.config) == 960
+    assert "records no `inference_size`" in caplog.text
+    assert resolve_inference_size(64, model.config) == 64
+
+
+def test_training_presets_store_the_inference_size_in_the_checkpoint(tmp_path):
+    from cpfcte_hf.cli import load_preset
+    from cpfcte_hf.training import ModelArguments, build_model
+
+    presets = {name: load_preset(os.path.join(REPO, "scripts", "configs", f"{name}.yaml")) for name in ("voc", "demo")}
+    assert presets["voc"]["inference_size"] == 960 and presets["voc"]["image_size"] == 384
+    assert presets["demo"]["inference_size"] == 192 and presets["demo"]["image_size"] == 96
+    tiny = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
+    model = build_model(ModelArguments(**tiny, intermediate_size=64, inference_size=192), CLASS_NAMES)
+    model.save_pretrained(tmp_path / "m")
+    loaded, _ = load_model(tmp_path / "m")
+    assert loaded.config.inference_size == 192
+    assert build_model(ModelArguments(**tiny, intermediate_size=64), CLASS_NAMES).config.inference_size == 960
+
+
+def test_a_missing_local_model_fails_at_once_with_not_found(tmp_path, monkeypatch):
+    import time
+
+    import huggingface_hub.constants
+
+    for name in ("./modle", str(tmp_path / "modle"), "runs/demo/modle", "~/no-such-dir/m", "bad name!"):
+        with pytest.raises(FileNotFoundError, match="not found"):
+            load_model(name)
+
+    # A bare name that is no directory here goes to the Hub once: unreachable (a closed port) or absent (404),
+    # it is "not found" in well under a second, not after transformers' ~27 s of retries.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    started = time.monotonic()
+    with pytest.raises(FileNotFoundError, match="'modle' not found.*Hub cannot be reached"):
+        load_model("modle")
+    assert time.monotonic() - started < 5
+
+    import http.server
+    import threading
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"error": "Repository not found"}')
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        with pytest.raises(FileNotFoundError, match="'modle' not found.*no Hub model of that name"):
+            load_model("modle")
+    finally:
+        server.shutdown()
+
+
+def test_an_image_whose_tags_changed_is_recomputed_on_resume(tmp_path, model_and_processor):
+    model, processor = model_and_processor
+    dataset = make_dataset(3)
+    generate_pseudo_labels(model, dataset, tmp_path, tiny_config(num_overlays=0), image_processor=processor)
+    assert json.loads((tmp_path / "image_labels.json").read_text())["img_1"] == [0, 2]
+    untouched = png_mtimes(tmp_path / "crf")
+
+    retagged = make_dataset(3).map(lambda row: {"labels": [0, 3] if row["id"] == "img_1" else row["labels"]})
+    summary = generate_pseudo_labels(model, retagged, tmp_path, tiny_config(num_overlays=0), image_processor=processor)
+    assert (summary.written, summary.already_done) == (1, 2)
+    assert set(np.unique(read_mask(tmp_path / "crf" / "img_1.png"))) <= {0, 3}  # made with the new tags
+    after = png_mtimes(tmp_path / "crf")
+    assert {k: v for k, v in after.items() if k != "img_1.png"} == {
+        k: v for k, v in untouched.items() if k != "img_1.png"
+    }
+    assert json.loads((tmp_path / "image_labels.json").read_text())["img_1"] == [0, 3]
