@@ -50,9 +50,16 @@ from .crf import CRFPool, DenseCRFConfig, default_num_workers
 from .data._common import loader_report
 from .fingerprint import FINGERPRINT_FILE, check_fingerprint, record_fingerprint, weights_digest
 from .image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, to_rgb_array
+from .inference import (
+    DEFAULT_INFERENCE_SIZE,
+    cap_image_side,
+    check_image_size,
+    multi_hot,
+    predict_class_probabilities,
+    restore_mask_size,
+)
 from .interrupts import Interrupted, stop_on_signals
 from .metrics import IGNORE_INDEX, SegmentationMetric
-from .pipelines import DEFAULT_INFERENCE_SIZE, check_image_size, multi_hot, predict_class_probabilities
 from .results import results_record, write_results
 from .visualization import (
     atomic_write_text,
@@ -574,28 +581,6 @@ def _image_labels(dataset, class_mapping, ids, use_labels) -> dict[str, list[int
         except (IndexError, TypeError, ValueError):
             continue
     return result
-
-
-def cap_image_side(image: np.ndarray, max_side: int | None) -> np.ndarray:
-    """`image` itself when its longest side is <= `max_side` (or no cap), else a copy downscaled (antialiased,
-    aspect ratio kept) so that its longest side is `max_side`."""
-    height, width = image.shape[:2]
-    if not max_side or max(height, width) <= max_side:
-        return image
-    from PIL import Image
-
-    scale = max_side / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0))
-
-
-def restore_mask_size(mask: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    """A mask made at a capped size, back at the image's `(height, width)` (nearest: class ids stay ids)."""
-    if size is None or tuple(mask.shape[:2]) == tuple(size):
-        return mask
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(mask).resize((size[1], size[0]), Image.Resampling.NEAREST))
 
 
 # ------------------------------------------------------------------------------------------------- generation
@@ -1222,7 +1207,6 @@ __all__ = [
     "OutputLayout",
     "PseudoLabelConfig",
     "PseudoLabelSummary",
-    "cap_image_side",
     "check_checkpoint_dir",
     "dataset_class_names",
     "distributed_state",
@@ -1240,7 +1224,6 @@ __all__ = [
     "remove_temporary_files",
     "resolve_inference_size",
     "resolve_model_location",
-    "restore_mask_size",
     "progress_bar",
     "report_csv",
     "run_evaluation",

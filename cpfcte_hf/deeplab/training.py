@@ -44,8 +44,8 @@ from transformers import Trainer, TrainingArguments
 from ..crf import CRFPool, DenseCRFConfig, default_num_workers
 from ..data.transforms import resize_mask
 from ..image_processing_cpfcte import resize_and_normalize, to_rgb_array
+from ..inference import max_fused_probabilities
 from ..metrics import IGNORE_INDEX, SegmentationMetric
-from ..pipelines import inference_sizes, make_views
 from ..pseudo_labeling import (
     OutputLayout,
     distributed_state,
@@ -240,7 +240,6 @@ class PseudoLabelDataset(torch.utils.data.Dataset):
 # ----------------------------------------------------------------------------------------------------- inference
 
 
-@torch.no_grad()
 def multi_scale_probabilities(
     model: DeepLabV2ForSemanticSegmentation,
     image: np.ndarray,
@@ -251,25 +250,10 @@ def multi_scale_probabilities(
 ) -> torch.Tensor:
     """
     Class probabilities `(C, H, W)` (float32, CPU) of one `(H, W, 3)` uint8 image by DeepLab-v2's multi-scale
-    inference: the image at each scale of its own size (and flipped, with `flip`), every view's logits bilinearly
-    upsampled to `(H, W)` (`config.align_corners`), fused by their element-wise maximum, then the softmax.
+    inference (`inference.max_fused_probabilities`) with its recipe's defaults: scales `MULTI_SCALE`, ImageNet
+    statistics.
     """
-    height, width = image.shape[:2]
-    align_corners = model.config.align_corners
-    sizes = inference_sizes((height, width), scales, 1)
-    if align_corners:  # DeepLab's 8k+1 inputs: the corner-aligned logits then fall on the pixel centres they cover
-        stride = model.config.output_stride
-        sizes = [tuple(max(stride + 1, round((side - 1) / stride) * stride + 1) for side in size) for size in sizes]
-    views, flipped = make_views([image], sizes, flip, image_mean, image_std)
-    device = next(model.parameters()).device
-    fused = None
-    for pixel_values, is_flipped in zip(views, flipped):
-        logits = model(pixel_values=pixel_values.to(device)).logits.float()
-        if is_flipped:
-            logits = logits.flip(-1)
-        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=align_corners)
-        fused = logits if fused is None else torch.maximum(fused, logits)
-    return fused.softmax(dim=1)[0].cpu()
+    return max_fused_probabilities(model, image, scales, flip, image_mean, image_std)
 
 
 @dataclass
