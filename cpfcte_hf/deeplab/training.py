@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,21 +40,15 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments
 
-from ..crf import CRFPool, DenseCRFConfig, default_num_workers
+from ..crf import DenseCRFConfig
 from ..data.transforms import resize_mask
 from ..image_processing_cpfcte import resize_and_normalize, to_rgb_array
 from ..inference import max_fused_probabilities
 from ..metrics import IGNORE_INDEX, SegmentationMetric
-from ..pseudo_labeling import (
-    OutputLayout,
-    distributed_state,
-    evaluate_predictions,
-    prepare_output_dir,
-    progress_bar,
-    safe_file_id,
-)
+from ..prediction import distributed_state, run_prediction_job, safe_file_id
+from ..pseudo_labeling import OutputLayout, evaluate_predictions, prepare_output_dir
 from ..trainer import ConvertedCheckpointMixin, FiniteLossMixin
-from ..visualization import read_mask, save_mask
+from ..visualization import read_mask
 from .modeling_deeplab import DeepLabV2ForSemanticSegmentation
 from .processing import IMAGENET_MEAN, IMAGENET_STD
 
@@ -317,70 +310,38 @@ def predict_split(
     """
     config = config or MultiScaleEvalConfig()
     out_dir = prepare_output_dir(out_dir, ["ms"] + (["ms_crf"] if config.crf else []))
-    ms_dir, crf_dir = out_dir / "ms", out_dir / "ms_crf"
     state = distributed_state()
-    rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
     mean, std = _image_statistics(image_processor)
     model.eval()
-
-    ids = [str(i) for i in dataset["id"]]
     images = dataset.select_columns(["image", "id"])
 
-    def done(image_id: str) -> bool:
-        if config.overwrite or not (ms_dir / f"{image_id}.png").is_file():
-            return False
-        return not config.crf or (crf_dir / f"{image_id}.png").is_file()
+    def read(index: int):
+        return to_rgb_array(images[index]["image"]), None, None
 
-    shard = list(range(rank, len(dataset), world))
-    todo = [i for i in shard if not done(ids[i])]
-    written, failed = 0, []
-    crf_workers = config.crf_workers if config.crf_workers is not None else max(1, default_num_workers() // world)
-    progress = progress_bar(len(shard), len(shard) - len(todo), config.progress and rank == 0, "deeplab predict")
+    def predict(items):
+        return [multi_scale_probabilities(model, rgb, config.scales, config.flip, mean, std) for rgb, _ in items]
 
-    def collect(results) -> int:
-        count = 0
-        for result in results:
-            if result.ok:
-                save_mask(result.mask, crf_dir / f"{result.key}.png")
-                count += 1
-            else:
-                logger.warning(f"[{result.key}] CRF failed: {result.error}")
-                failed.append((result.key, f"crf: {result.error}"))
-            progress.update(1)
-        return count
-
-    with CRFPool(config.crf_config, num_workers=crf_workers) if config.crf else nullcontext() as pool:
-        for index in todo:
-            image_id = ids[index]
-            try:
-                safe_file_id(image_id)
-                image = to_rgb_array(images[index]["image"])
-                probabilities = multi_scale_probabilities(model, image, config.scales, config.flip, mean, std).numpy()
-                save_mask(probabilities.argmax(axis=0).astype(np.uint8), ms_dir / f"{image_id}.png")
-            except Exception as error:  # noqa: BLE001 - one bad image must not stop the split
-                logger.warning(f"[{image_id}] prediction failed: {type(error).__name__}: {error}")
-                failed.append((image_id, f"{type(error).__name__}: {error}"))
-                progress.update(1)
-                continue
-            if config.crf:
-                pool.submit(image_id, image, probabilities)
-                while pool.num_pending >= pool.max_pending:
-                    written += collect(pool.poll(block=True))
-                written += collect(pool.poll())
-            else:
-                written += 1
-                progress.update(1)
-        if config.crf:
-            written += collect(pool.drain())
-    progress.close()
+    counts = run_prediction_job(
+        [str(i) for i in dataset["id"]],
+        read,
+        predict,
+        out_dir / "ms",
+        out_dir / "ms_crf" if config.crf else None,
+        config.crf_config,
+        config.crf_workers,
+        overwrite=config.overwrite,
+        progress=config.progress,
+        desc="deeplab predict",
+        state=state,
+    )
     if state is not None:
         state.wait_for_everyone()
 
     report = None
     if "mask" in dataset.column_names:
-        predictions = {"MS": ms_dir}
+        predictions = {"MS": out_dir / "ms"}
         if config.crf:
-            predictions["MS+CRF"] = crf_dir
+            predictions["MS+CRF"] = out_dir / "ms_crf"
         report = evaluate_predictions(
             dataset,
             predictions,
@@ -393,7 +354,8 @@ def predict_split(
             model=getattr(model.config, "_name_or_path", None),
             settings=asdict(config),
         )
-    return {"written": written, "already_done": len(shard) - len(todo), "failed": failed, "report": report}
+    failed = [(failure.id, f"{failure.stage}: {failure.error}") for failure in counts.failures]
+    return {"written": counts.written, "already_done": counts.already_done, "failed": failed, "report": report}
 
 
 # ----------------------------------------------------------------------------------------------------- trainer
