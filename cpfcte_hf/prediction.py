@@ -6,8 +6,8 @@ prediction (`deeplab.training.predict_split`) share:
 
 - sharding: under `accelerate launch` (or `torchrun`) process `rank` of `world` takes images `rank`, `rank + world`,
   ...; `distributed_state` says which;
-- resume: an image whose masks exist is skipped (unless `overwrite`); each stage checks its settings fingerprint
-  (`cpfcte_hf.fingerprint`) before calling the job;
+- fingerprinted resume: `prepare_job_dir` refuses a directory made with other settings (`cpfcte_hf.fingerprint`),
+  clears it with `overwrite`, and records the settings; the job then skips the images whose masks exist;
 - the model: `read` one image, `predict` a batch of them (a failed batch is retried image by image), the argmax
   into `<mask_dir>/<id>.png`;
 - the dense CRF over a process pool (`CRFPool.map`) into `<crf_dir>/<id>.png`;
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 from .crf import CRFPool, DenseCRFConfig, default_num_workers
+from .fingerprint import check_fingerprint, record_fingerprint
 from .inference import restore_mask_size
 from .visualization import save_mask
 
@@ -102,6 +104,51 @@ def remove_temporary_files(root: str | os.PathLike) -> int:
             except FileNotFoundError:  # another process of the same run got there first
                 pass
     return removed
+
+
+def prepare_job_dir(
+    root: str | os.PathLike,
+    fingerprint: dict,
+    overwrite: bool,
+    mask_dirs: Sequence[str | os.PathLike],
+    state=None,
+    clear: Sequence[str | os.PathLike] = (),
+    before_record: Callable[[], None] | None = None,
+) -> str:
+    """
+    Start of a job in `root` (the fingerprint rule, `cpfcte_hf.fingerprint.check_fingerprint`): refuses a directory
+    whose masks were made with other settings (naming what changed); with `overwrite`, deletes `mask_dirs` and
+    `clear` (folders or files); on the main process then runs `before_record`, removes the temporary files of a
+    killed run and records `fingerprint`. Every process waits for that.
+
+    Returns:
+        "new", "same" (resume) or "overwrite".
+
+    Raises:
+        FingerprintMismatch (a ValueError): other settings, or masks without a record, and no `overwrite`.
+    """
+    has_masks = any(
+        path.suffix == ".png" and path.is_file() and not path.name.startswith(".tmp-")
+        for folder in mask_dirs
+        for path in Path(folder).rglob("*")
+    )
+    status = check_fingerprint(root, fingerprint, overwrite=overwrite, has_content=has_masks)
+    if state is None or state.is_main_process:
+        if status == "overwrite":
+            for path in map(Path, [*mask_dirs, *clear]):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        if before_record is not None:
+            before_record()
+        removed = remove_temporary_files(root)
+        if removed:
+            logger.info(f"Removed {removed} temporary file(s) left in {root} by an interrupted run.")
+        record_fingerprint(root, fingerprint)
+    if state is not None:
+        state.wait_for_everyone()
+    return status
 
 
 def resolve_crf_workers(crf_workers: int | None, state) -> int:
@@ -267,6 +314,7 @@ __all__ = [
     "JobCounts",
     "distributed_state",
     "gather_counts",
+    "prepare_job_dir",
     "progress_bar",
     "remove_temporary_files",
     "resolve_crf_workers",

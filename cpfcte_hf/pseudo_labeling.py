@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -47,7 +46,7 @@ from .class_names import dataset_class_names, map_class_names, mapping_is_identi
 from .cli import parse_key_values  # noqa: F401  (re-exported: scripts and stage 2 import it from here)
 from .crf import DenseCRFConfig
 from .data._common import loader_report
-from .fingerprint import FINGERPRINT_FILE, check_fingerprint, record_fingerprint, weights_digest
+from .fingerprint import FINGERPRINT_FILE, weights_digest
 from .image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, to_rgb_array
 from .inference import (
     DEFAULT_INFERENCE_SIZE,
@@ -62,6 +61,7 @@ from .prediction import (
     Failure,
     distributed_state,
     gather_counts,
+    prepare_job_dir,
     progress_bar,
     remove_temporary_files,
     resolve_crf_workers,
@@ -491,30 +491,23 @@ def prepare_resume(
     Raises:
         FingerprintMismatch (a ValueError): other settings, or masks without a record, and no `overwrite`.
     """
-    has_masks = any(
-        path.suffix == ".png" and path.is_file() and not path.name.startswith(".tmp-")
-        for folder in (layout.bpm_dir, layout.crf_dir)
-        for path in folder.rglob("*")
-    )
-    status = check_fingerprint(layout.root, fingerprint, overwrite=overwrite, has_content=has_masks)
-    if state is None or state.is_main_process:
-        if status == "overwrite":
-            for folder in (layout.bpm_dir, layout.crf_dir, layout.report_dir):
-                shutil.rmtree(folder, ignore_errors=True)
-            (layout.root / IMAGE_LABELS_FILE).unlink(missing_ok=True)
+
+    def before_record() -> None:
         if image_labels is not None:
             drop_masks_with_other_tags(layout, image_labels)
-        for path in (layout.summary_path,):
-            path.unlink(missing_ok=True)
-        removed = remove_temporary_files(layout.root)
-        if removed:
-            logger.info(f"Removed {removed} temporary file(s) left in {layout.root} by an interrupted run.")
-        record_fingerprint(layout.root, fingerprint)
+        layout.summary_path.unlink(missing_ok=True)
         for folder in (layout.bpm_dir, layout.crf_dir) if fingerprint["crf"] else (layout.bpm_dir,):
             folder.mkdir(parents=True, exist_ok=True)
-    if state is not None:
-        state.wait_for_everyone()
-    return status
+
+    return prepare_job_dir(
+        layout.root,
+        fingerprint,
+        overwrite,
+        (layout.bpm_dir, layout.crf_dir),
+        state,
+        clear=(layout.report_dir, layout.root / IMAGE_LABELS_FILE),
+        before_record=before_record,
+    )
 
 
 def _image_labels(dataset, class_mapping, ids, use_labels) -> dict[str, list[int]] | None:

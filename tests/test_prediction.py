@@ -109,3 +109,34 @@ def test_both_stages_run_the_one_job():
             node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
         }
         assert "run_prediction_job" in called and "CRFPool" not in called, function.__qualname__
+
+
+def test_stage_two_resumes_only_with_the_same_model_and_settings(tmp_path):
+    """The fingerprint rule of stage 1 also holds for stage 2: masks of other weights or settings are not reused."""
+    import torch
+
+    from cpfcte_hf.data.shapes import load_shapes
+    from cpfcte_hf.deeplab import DeepLabV2ForSemanticSegmentation
+    from cpfcte_hf.deeplab.training import MultiScaleEvalConfig, predict_split
+    from cpfcte_hf.fingerprint import FingerprintMismatch
+
+    from .deeplab_helpers import tiny_deeplab_config
+
+    val = load_shapes("val", num_val=2, image_size=40, num_classes=2, cache_dir=str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    model = DeepLabV2ForSemanticSegmentation(tiny_deeplab_config()).eval()
+    out = tmp_path / "predictions"
+    settings = dict(scales=(1.0,), crf=False, num_overlays=0, progress=False)
+    first = predict_split(model, val, out, MultiScaleEvalConfig(**settings))
+    assert (first["written"], first["already_done"]) == (2, 0) and (out / "fingerprint.json").is_file()
+    again = predict_split(model, val, out, MultiScaleEvalConfig(**settings))
+    assert (again["written"], again["already_done"]) == (0, 2)
+
+    with pytest.raises(FingerprintMismatch, match="scales"):
+        predict_split(model, val, out, MultiScaleEvalConfig(**{**settings, "scales": (1.0, 0.5)}))
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # other weights
+    with pytest.raises(FingerprintMismatch, match="model_weights"):
+        predict_split(model, val, out, MultiScaleEvalConfig(**settings))
+    redone = predict_split(model, val, out, MultiScaleEvalConfig(**settings, overwrite=True))
+    assert (redone["written"], redone["already_done"]) == (2, 0)

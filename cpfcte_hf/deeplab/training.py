@@ -42,10 +42,11 @@ from transformers import Trainer, TrainingArguments
 
 from ..crf import DenseCRFConfig
 from ..data.transforms import resize_mask
+from ..fingerprint import weights_digest
 from ..image_processing_cpfcte import resize_and_normalize, to_rgb_array
 from ..inference import max_fused_probabilities
 from ..metrics import IGNORE_INDEX, SegmentationMetric
-from ..prediction import distributed_state, run_prediction_job, safe_file_id
+from ..prediction import distributed_state, prepare_job_dir, run_prediction_job, safe_file_id
 from ..pseudo_labeling import OutputLayout, evaluate_predictions, prepare_output_dir
 from ..trainer import ConvertedCheckpointMixin, FiniteLossMixin
 from ..visualization import read_mask
@@ -302,7 +303,9 @@ def predict_split(
     scores them with `evaluate_predictions` into `out_dir/report/`.
 
     Under several processes each takes every N-th image and the report is written once. Existing masks are kept
-    (a killed run resumes) unless `config.overwrite`.
+    (a killed run resumes) when they were made with the same model weights and settings (`fingerprint.json`);
+    other settings raise `FingerprintMismatch` naming what changed, unless `config.overwrite` (the old masks are
+    deleted).
 
     Returns:
         `{"written", "already_done", "failed": [(id, reason)], "report": dict | None}` (counts of this process;
@@ -313,6 +316,20 @@ def predict_split(
     state = distributed_state()
     mean, std = _image_statistics(image_processor)
     model.eval()
+    fingerprint = {
+        "kind": "cpfcte_hf stage-2 predictions",
+        "model_weights": weights_digest(model),
+        "id2label": {str(i): str(name) for i, name in sorted(model.config.id2label.items())},
+        "align_corners": bool(model.config.align_corners),
+        "image_mean": [float(v) for v in mean],
+        "image_std": [float(v) for v in std],
+        "scales": [float(s) for s in config.scales],
+        "flip": bool(config.flip),
+        "crf": config.crf_config.to_dict() if config.crf else None,
+    }
+    prepare_job_dir(
+        out_dir, fingerprint, config.overwrite, [out_dir / "ms", out_dir / "ms_crf"], state, clear=[out_dir / "report"]
+    )
     images = dataset.select_columns(["image", "id"])
 
     def read(index: int):
