@@ -316,7 +316,7 @@ def _pseudo_label_inputs(settings: BenchSettings, count: int):
 
 
 def bench_pseudo_label_model(settings: BenchSettings, device: torch.device, deadline: float):
-    from .pipelines import predict_class_probabilities
+    from .inference import predict_class_probabilities
 
     torch.manual_seed(0)
     model = _cpfcte_model(settings, device).eval()

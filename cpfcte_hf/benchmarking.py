@@ -257,7 +257,7 @@ def crf_memory_benchmark(
     `skip_uncapped_above` MP are listed as skipped.
     """
     from .crf import CRFPool, DenseCRFConfig, peak_rss_mb
-    from .pseudo_labeling import cap_image_side, restore_mask_size
+    from .inference import cap_image_side, restore_mask_size
 
     classes = list(range(present))
     cases = []

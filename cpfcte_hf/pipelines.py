@@ -1,7 +1,8 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
-"""The weakly supervised pseudo-labelling pipeline, and the inference steps it shares with `pseudo_labeling`.
+"""The weakly supervised pseudo-labelling pipeline and the image-segmentation pipeline of CPF-CTE models.
 
-docs/method.md section 3, for one image and its image-level tags:
+Both run the inference core of `inference` (shared with `pseudo_labeling` and stage 2). docs/method.md section 3,
+for one image and its image-level tags:
 
 1. resize to the inference resolution (960 by default; optional extra scales and a horizontal flip);
 2. patch probabilities; with tags, zero the classes the image does not have, divide each class map by its
@@ -19,14 +20,13 @@ docs/method.md section 3, for one image and its image-level tags:
 
 `labeller.save_pretrained(dir)` writes this file (and the files it imports) next to the weights; another machine
 then loads it with `pipeline(model=dir, trust_remote_code=True)` without this package. For that, this file
-imports, relatively, only `class_names`, `image_processing_cpfcte`, `crf` and `visualization` (which takes
-`IGNORE_INDEX` from `metrics`), leaves that import nothing else from the package.
+imports, relatively, only `class_names`, `image_processing_cpfcte`, `inference`, `crf` and `visualization` (which
+takes `IGNORE_INDEX` from `metrics`), leaves that import nothing else from the package.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -37,139 +37,20 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .class_names import class_ids_from_tags
 from .crf import DenseCRFConfig, crf_mask
-from .image_processing_cpfcte import (
-    VIT_PCM_MEAN,
-    VIT_PCM_STD,
-    class_probability_maps,
-    resize_and_normalize,
-    to_rgb_array,
+from .image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, class_probability_maps, to_rgb_array
+from .inference import (
+    DEFAULT_INFERENCE_SIZE,
+    check_image_size,
+    forward_views,
+    fuse_views,
+    inference_sizes,
+    make_views,
+    multi_hot,
 )
 from .visualization import mask_to_image
 
 
 PSEUDO_LABELLING_TASK = "weakly-supervised-pseudo-labelling"
-DEFAULT_INFERENCE_SIZE = 960
-
-
-def multi_hot(class_ids: Iterable[int], num_labels: int) -> torch.Tensor:
-    """Class ids -> `(num_labels,)` float multi-hot vector."""
-    target = torch.zeros(num_labels, dtype=torch.float32)
-    ids = list(class_ids)
-    if ids and (min(ids) < 0 or max(ids) >= num_labels):
-        raise ValueError(f"Class ids {ids} are outside 0..{num_labels - 1}.")
-    target[ids] = 1.0
-    return target
-
-
-def check_image_size(image, patch_size: int, name: str = "image") -> None:
-    """Raises a ValueError naming `name` if the image (an array, or its `(height, width)`) is smaller than one
-    `patch_size` patch in either side."""
-    height, width = image if isinstance(image, tuple) else image.shape[:2]
-    if height < patch_size or width < patch_size:
-        raise ValueError(
-            f"{name} is {width}x{height} pixels, smaller than one {patch_size}x{patch_size} patch: too small to segment."
-        )
-
-
-def inference_sizes(size, scales: Sequence[float], patch_size: int) -> list[tuple[int, int]]:
-    """`(height, width)` per scale: `size` (an int or `(h, w)`) times the scale, rounded to a multiple of the patch."""
-    height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    sizes = []
-    for scale in scales:
-        if scale <= 0:
-            raise ValueError(f"Scales must be > 0, got {scale}.")
-        sizes.append(
-            (
-                max(patch_size, round(height * scale / patch_size) * patch_size),
-                max(patch_size, round(width * scale / patch_size) * patch_size),
-            )
-        )
-    return sizes
-
-
-def make_views(
-    images: Sequence[np.ndarray],
-    sizes: Sequence[tuple[int, int]],
-    flip: bool = False,
-    image_mean: Sequence[float] = VIT_PCM_MEAN,
-    image_std: Sequence[float] = VIT_PCM_STD,
-) -> tuple[list[torch.Tensor], list[bool]]:
-    """
-    `(H, W, 3)` uint8 images -> one `pixel_values` batch `(B, 3, h, w)` per view (every size, each also flipped
-    left-right when `flip`), and whether each view is flipped.
-    """
-    views, flipped = [], []
-    for size in sizes:
-        pixel_values = resize_and_normalize(list(images), size, image_mean, image_std)
-        views.append(pixel_values)
-        flipped.append(False)
-        if flip:
-            views.append(pixel_values.flip(-1))
-            flipped.append(True)
-    return views, flipped
-
-
-def fuse_views(
-    view_logits: Sequence[torch.Tensor],
-    flipped: Sequence[bool],
-    target_sizes: Sequence[tuple[int, int]],
-    labels: torch.Tensor | None = None,
-) -> list[torch.Tensor]:
-    """
-    Patch logits of every view -> one `(C, H, W)` class probability map per image at its original size.
-
-    Each view goes through `class_probability_maps` (softmax, class masking by `labels` `(B, C)` with per-class max
-    normalisation, bilinear upsampling with align_corners=True); flipped views are flipped back (on the patch grid:
-    align_corners=True upsampling commutes with the flip) and the views are averaged.
-    """
-    maps = []
-    for index, target_size in enumerate(target_sizes):
-        total = None
-        image_labels = labels[index : index + 1] if labels is not None else None
-        for logits, is_flipped in zip(view_logits, flipped):
-            image_logits = logits[index : index + 1]
-            if is_flipped:
-                image_logits = image_logits.flip(-1)
-            probabilities = class_probability_maps(image_logits, image_labels, tuple(target_size))[0]
-            total = probabilities if total is None else total + probabilities
-        maps.append(total / len(view_logits))
-    return maps
-
-
-@torch.no_grad()
-def predict_class_probabilities(
-    model,
-    images: Sequence[np.ndarray],
-    labels: torch.Tensor | None = None,
-    size=DEFAULT_INFERENCE_SIZE,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
-    image_mean: Sequence[float] = VIT_PCM_MEAN,
-    image_std: Sequence[float] = VIT_PCM_STD,
-) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """
-    Class probability maps of a batch of images (docs/method.md section 3, steps 1-3).
-
-    Args:
-        model: a CPF-CTE model (anything returning `logits` `(B, C, h, w)` and `image_scores` `(B, C)`).
-        images: `(H, W, 3)` uint8 RGB images, sizes may differ.
-        labels: `(B, C)` multi-hot image-level labels for class masking (training-set pseudo-labels), or `None`.
-        size, scales, flip: inference resolution, its multipliers, and whether to add flipped views.
-        image_mean, image_std: normalisation (the image processor's).
-
-    Returns:
-        `(C, H, W)` float32 maps on the CPU, one per image, and `(B, C)` image scores averaged over the views.
-    """
-    patch_size = model.config.patch_size
-    views, flipped = make_views(images, inference_sizes(size, scales, patch_size), flip, image_mean, image_std)
-    device = next(model.parameters()).device
-    view_logits, image_scores = [], 0.0
-    for pixel_values in views:
-        outputs = model(pixel_values=pixel_values.to(device))
-        view_logits.append(outputs.logits.float())
-        image_scores = image_scores + outputs.image_scores.float()
-    maps = fuse_views(view_logits, flipped, [image.shape[:2] for image in images], labels)
-    return [m.cpu() for m in maps], (image_scores / len(views)).cpu()
 
 
 class WeaklySupervisedPseudoLabelingPipeline(Pipeline):
@@ -253,14 +134,10 @@ class WeaklySupervisedPseudoLabelingPipeline(Pipeline):
         return {"views": views, "flipped": flipped, "image": rgb, "class_ids": class_ids}
 
     def _forward(self, model_inputs):
-        logits, scores = [], []
-        for pixel_values in model_inputs["views"]:
-            outputs = self.model(pixel_values=pixel_values)
-            logits.append(outputs.logits.float())
-            scores.append(outputs.image_scores.float())
+        logits, image_scores = forward_views(self.model, model_inputs["views"])
         return {
             "logits": logits,
-            "image_scores": torch.stack(scores).mean(dim=0),
+            "image_scores": image_scores,
             "flipped": model_inputs["flipped"],
             "image": model_inputs["image"],
             "class_ids": model_inputs["class_ids"],
@@ -360,11 +237,5 @@ __all__ = [
     "DEFAULT_INFERENCE_SIZE",
     "PSEUDO_LABELLING_TASK",
     "WeaklySupervisedPseudoLabelingPipeline",
-    "check_image_size",
     "class_ids_from_tags",
-    "fuse_views",
-    "inference_sizes",
-    "make_views",
-    "multi_hot",
-    "predict_class_probabilities",
 ]

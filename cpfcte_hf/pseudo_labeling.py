@@ -33,11 +33,9 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -46,19 +44,35 @@ import torch
 
 from .class_names import dataset_class_names, map_class_names, mapping_is_identity, names_of
 from .cli import parse_key_values  # noqa: F401  (re-exported: scripts and stage 2 import it from here)
-from .crf import CRFPool, DenseCRFConfig, default_num_workers
+from .crf import DenseCRFConfig
 from .data._common import loader_report
-from .fingerprint import FINGERPRINT_FILE, check_fingerprint, record_fingerprint, weights_digest
+from .fingerprint import FINGERPRINT_FILE, weights_digest
 from .image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, to_rgb_array
+from .inference import (
+    DEFAULT_INFERENCE_SIZE,
+    cap_image_side,
+    check_image_size,
+    multi_hot,
+    predict_class_probabilities,
+)
 from .interrupts import Interrupted, stop_on_signals
 from .metrics import IGNORE_INDEX, SegmentationMetric
-from .pipelines import DEFAULT_INFERENCE_SIZE, check_image_size, multi_hot, predict_class_probabilities
+from .prediction import (
+    Failure,
+    distributed_state,
+    gather_counts,
+    prepare_job_dir,
+    progress_bar,
+    remove_temporary_files,
+    resolve_crf_workers,
+    run_prediction_job,
+    safe_file_id,
+)
 from .results import results_record, write_results
 from .visualization import (
     atomic_write_text,
     plot_per_class_iou,
     read_mask,
-    save_mask,
     save_overlay_panels,
 )
 
@@ -153,15 +167,6 @@ class OutputLayout:
     @property
     def summary_path(self) -> Path:
         return self.root / "summary.json"
-
-
-@dataclass
-class Failure:
-    """One image that could not be processed: which, at what stage, why."""
-
-    id: str
-    stage: str
-    error: str
 
 
 @dataclass
@@ -376,29 +381,6 @@ def _check_single_split(dataset) -> None:
         )
 
 
-def safe_file_id(image_id) -> str:
-    """`image_id` if `<dir>/<image_id>.png` stays inside `<dir>`, else `ValueError`.
-
-    An id may name sub-folders (`cats/01`: the mask mirrors the image's relative path, `crf/cats/01.png`); it may
-    not be absolute, contain `..`, `.` or empty parts, a backslash, or a NUL.
-    """
-    image_id = str(image_id)
-    parts = image_id.split("/")
-    if (
-        not image_id
-        or image_id.startswith("/")
-        or "\\" in image_id
-        or "\x00" in image_id
-        or any(part in ("", ".", "..") for part in parts)
-        or os.path.isabs(image_id)
-    ):
-        raise ValueError(
-            f"Image id {image_id!r} cannot be a file name under the output directory (ids are relative paths "
-            "without '..', '.' or empty parts)."
-        )
-    return image_id
-
-
 def check_mask_paths(ids: Sequence[str]) -> None:
     """Refuses, before anything is written, two ids whose masks would be the same file (`a/b` and `A/b` on a
     case-insensitive file system count as the same), naming both."""
@@ -411,17 +393,6 @@ def check_mask_paths(ids: Sequence[str]) -> None:
                 "case-insensitive file system); rename one of them."
             )
         seen[key] = str(image_id)
-
-
-def distributed_state():
-    """accelerate's PartialState when launched with several processes, else None (plain single process)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    from accelerate import PartialState
-
-    # Without `cpu=True` on a machine without CUDA, PartialState ignores the launcher and every process believes
-    # it is alone (each would then do the whole split).
-    return PartialState(cpu=not torch.cuda.is_available())
 
 
 # ------------------------------------------------------------------------------ resume, fingerprint, memory
@@ -465,19 +436,6 @@ def pseudo_label_fingerprint(
         "crf": config.crf_config.to_dict() if config.crf else None,
         "crf_max_side": int(config.crf_max_side or 0),
     }
-
-
-def remove_temporary_files(root: str | os.PathLike) -> int:
-    """Deletes the `.tmp-*` files that atomic writes of a killed process left under `root`; returns how many."""
-    removed = 0
-    for path in Path(root).rglob(".tmp-*"):
-        if path.is_file() or path.is_symlink():
-            try:
-                path.unlink()
-                removed += 1
-            except FileNotFoundError:  # another process of the same run got there first
-                pass
-    return removed
 
 
 IMAGE_LABELS_FILE = "image_labels.json"
@@ -533,30 +491,23 @@ def prepare_resume(
     Raises:
         FingerprintMismatch (a ValueError): other settings, or masks without a record, and no `overwrite`.
     """
-    has_masks = any(
-        path.suffix == ".png" and path.is_file() and not path.name.startswith(".tmp-")
-        for folder in (layout.bpm_dir, layout.crf_dir)
-        for path in folder.rglob("*")
-    )
-    status = check_fingerprint(layout.root, fingerprint, overwrite=overwrite, has_content=has_masks)
-    if state is None or state.is_main_process:
-        if status == "overwrite":
-            for folder in (layout.bpm_dir, layout.crf_dir, layout.report_dir):
-                shutil.rmtree(folder, ignore_errors=True)
-            (layout.root / IMAGE_LABELS_FILE).unlink(missing_ok=True)
+
+    def before_record() -> None:
         if image_labels is not None:
             drop_masks_with_other_tags(layout, image_labels)
-        for path in (layout.summary_path,):
-            path.unlink(missing_ok=True)
-        removed = remove_temporary_files(layout.root)
-        if removed:
-            logger.info(f"Removed {removed} temporary file(s) left in {layout.root} by an interrupted run.")
-        record_fingerprint(layout.root, fingerprint)
+        layout.summary_path.unlink(missing_ok=True)
         for folder in (layout.bpm_dir, layout.crf_dir) if fingerprint["crf"] else (layout.bpm_dir,):
             folder.mkdir(parents=True, exist_ok=True)
-    if state is not None:
-        state.wait_for_everyone()
-    return status
+
+    return prepare_job_dir(
+        layout.root,
+        fingerprint,
+        overwrite,
+        (layout.bpm_dir, layout.crf_dir),
+        state,
+        clear=(layout.report_dir, layout.root / IMAGE_LABELS_FILE),
+        before_record=before_record,
+    )
 
 
 def _image_labels(dataset, class_mapping, ids, use_labels) -> dict[str, list[int]] | None:
@@ -574,28 +525,6 @@ def _image_labels(dataset, class_mapping, ids, use_labels) -> dict[str, list[int
         except (IndexError, TypeError, ValueError):
             continue
     return result
-
-
-def cap_image_side(image: np.ndarray, max_side: int | None) -> np.ndarray:
-    """`image` itself when its longest side is <= `max_side` (or no cap), else a copy downscaled (antialiased,
-    aspect ratio kept) so that its longest side is `max_side`."""
-    height, width = image.shape[:2]
-    if not max_side or max(height, width) <= max_side:
-        return image
-    from PIL import Image
-
-    scale = max_side / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0))
-
-
-def restore_mask_size(mask: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    """A mask made at a capped size, back at the image's `(height, width)` (nearest: class ids stay ids)."""
-    if size is None or tuple(mask.shape[:2]) == tuple(size):
-        return mask
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(mask).resize((size[1], size[0]), Image.Resampling.NEAREST))
 
 
 # ------------------------------------------------------------------------------------------------- generation
@@ -678,124 +607,47 @@ def generate_pseudo_labels(
         layout, fingerprint, config.overwrite, state, _image_labels(dataset, class_mapping, ids, use_labels)
     )
 
-    def done(image_id: str) -> bool:
-        if config.overwrite:
-            return False
-        if not (layout.bpm_dir / f"{image_id}.png").is_file():
-            return False
-        return not config.crf or (layout.crf_dir / f"{image_id}.png").is_file()
+    def read(index: int):
+        image_id, row = ids[index], dataset[index]
+        rgb = to_rgb_array(row["image"])
+        check_image_size(rgb, model.config.patch_size, name=f"Image {image_id!r}")
+        original_size, capped = None, cap_image_side(rgb, config.crf_max_side)
+        if capped is not rgb:
+            check_image_size(capped, model.config.patch_size, name=f"Image {image_id!r} after crf_max_side")
+            original_size, rgb = rgb.shape[:2], capped
+        labels = None
+        if use_labels:
+            labels = multi_hot(sorted({0, *(class_mapping[int(c)] for c in row["labels"])}), num_labels)
+        return rgb, labels, original_size
 
-    shard = list(range(rank, len(dataset), world))
-    todo = [i for i in shard if not done(ids[i])]
-    already_done = len(shard) - len(todo)
-    failures: list[Failure] = []
-    written = 0
+    def predict(items):
+        labels = torch.stack([labels for _, labels in items]) if use_labels else None
+        rgbs = [rgb for rgb, _ in items]
+        return predict_class_probabilities(model, rgbs, labels, size, config.scales, config.flip, mean, std)[0]
 
-    crf_workers = config.crf_workers
-    if crf_workers is None:
-        crf_workers = max(1, default_num_workers() // world)
-    progress = progress_bar(
-        len(shard), initial=already_done, enabled=config.progress and is_main, desc="pseudo-labels"
+    crf_workers = resolve_crf_workers(config.crf_workers, state)
+    counts = run_prediction_job(
+        ids,
+        read,
+        predict,
+        layout.bpm_dir,
+        layout.crf_dir if config.crf else None,
+        config.crf_config,
+        crf_workers,
+        batch_size=config.batch_size,
+        overwrite=config.overwrite,
+        progress=config.progress,
+        desc="pseudo-labels",
+        state=state,
     )
-
-    def record_failure(image_id: str, stage: str, error) -> None:
-        message = str(error) if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        logger.warning(f"[{image_id}] {stage} failed: {message}")
-        failures.append(Failure(image_id, stage, message))
-
-    original_sizes: dict[str, tuple[int, int]] = {}  # images downscaled by `crf_max_side`: their own size
-
-    def collect(results) -> int:
-        count = 0
-        for result in results:
-            original = original_sizes.pop(result.key, None)
-            if result.ok:
-                try:
-                    save_mask(restore_mask_size(result.mask, original), layout.crf_dir / f"{result.key}.png")
-                    count += 1
-                except OSError as error:
-                    record_failure(result.key, "write", error)
-            else:
-                record_failure(result.key, "crf", result.error)
-            progress.update(1)
-        return count
-
-    def run_model(items):
-        """[(id, rgb, labels)] -> [(item, (C, H, W) map)]; a failed batch is retried image by image."""
-        try:
-            labels = torch.stack([item[2] for item in items]) if use_labels else None
-            maps, _ = predict_class_probabilities(
-                model, [item[1] for item in items], labels, size, config.scales, config.flip, mean, std
-            )
-            return list(zip(items, maps))
-        except Exception as error:  # noqa: BLE001
-            if len(items) > 1:
-                return [pair for item in items for pair in run_model([item])]
-            record_failure(items[0][0], "model", error)
-            progress.update(1)
-            return []
-
-    pool_context = CRFPool(config.crf_config, num_workers=crf_workers) if config.crf else nullcontext()
-    try:
-        with pool_context as pool:
-            for start in range(0, len(todo), config.batch_size):
-                batch = []
-                for index in todo[start : start + config.batch_size]:
-                    image_id = ids[index]
-                    try:
-                        safe_file_id(image_id)
-                        row = dataset[index]
-                        rgb = to_rgb_array(row["image"])
-                        check_image_size(rgb, model.config.patch_size, name=f"Image {image_id!r}")
-                        capped = cap_image_side(rgb, config.crf_max_side)
-                        if capped is not rgb:
-                            check_image_size(
-                                capped, model.config.patch_size, name=f"Image {image_id!r} after crf_max_side"
-                            )
-                            original_sizes[image_id] = rgb.shape[:2]
-                            rgb = capped
-                        labels = None
-                        if use_labels:
-                            labels = multi_hot(
-                                sorted({0, *(class_mapping[int(c)] for c in row["labels"])}), num_labels
-                            )
-                        batch.append((image_id, rgb, labels))
-                    except Exception as error:  # noqa: BLE001 - one bad image must not stop the split
-                        record_failure(image_id, "read", error)
-                        progress.update(1)
-                if not batch:
-                    continue
-                for (image_id, rgb, _), probabilities in run_model(batch):
-                    probabilities = probabilities.numpy()
-                    bpm = probabilities.argmax(axis=0).astype(np.uint8)
-                    try:
-                        save_mask(
-                            restore_mask_size(bpm, original_sizes.get(image_id)), layout.bpm_dir / f"{image_id}.png"
-                        )
-                    except OSError as error:
-                        record_failure(image_id, "write", error)
-                        progress.update(1)
-                        continue
-                    if config.crf:
-                        pool.submit(image_id, rgb, probabilities)
-                    else:
-                        written += 1
-                        progress.update(1)
-                if config.crf:
-                    while pool.num_pending >= pool.max_pending:
-                        written += collect(pool.poll(block=True))
-                    written += collect(pool.poll())
-            if config.crf:
-                written += collect(pool.drain())
-    except BaseException:
-        # Ctrl-C, SIGTERM (see `cpfcte_hf.interrupts`) or a crash: the pool has stopped its workers; what is on
-        # disk stays resumable (complete masks only, no temporary files, no summary of masks not made).
-        progress.close()
-        remove_temporary_files(layout.root)
-        raise
-    progress.close()
-
-    summary = _gather_summary(state, len(dataset), written, already_done, failures)
+    counts = gather_counts(state, counts)
+    summary = PseudoLabelSummary(
+        total=len(dataset),
+        written=counts.written,
+        already_done=counts.already_done,
+        failures=counts.failures,
+        written_per_process=counts.written_per_process,
+    )
     summary.seconds = time.perf_counter() - started
     summary.skipped_by_loader = accounting["skipped"]
     summary.untagged = accounting["untagged"]
@@ -838,35 +690,6 @@ def generate_pseudo_labels(
         }
         atomic_write_text(layout.summary_path, json.dumps(payload, indent=2) + "\n")
     return summary
-
-
-def progress_bar(total: int, initial: int, enabled: bool, desc: str):
-    """The tqdm bar of per-image jobs (shown on the main process only: pass `enabled=False` elsewhere)."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit="img", dynamic_ncols=True)
-
-
-def _gather_summary(state, total, written, already_done, failures) -> PseudoLabelSummary:
-    if state is None:
-        return PseudoLabelSummary(
-            total=total,
-            written=written,
-            already_done=already_done,
-            failures=list(failures),
-            written_per_process=[written],
-        )
-    from accelerate.utils import gather_object
-
-    counts = gather_object([(written, already_done, [asdict(f) for f in failures])])
-    all_failures = [Failure(**f) for _, _, fs in counts for f in fs]
-    return PseudoLabelSummary(
-        total=total,
-        written=sum(c[0] for c in counts),
-        already_done=sum(c[1] for c in counts),
-        failures=all_failures,
-        written_per_process=[c[0] for c in counts],
-    )
 
 
 # ------------------------------------------------------------------------------------------------- evaluation
@@ -1222,7 +1045,6 @@ __all__ = [
     "OutputLayout",
     "PseudoLabelConfig",
     "PseudoLabelSummary",
-    "cap_image_side",
     "check_checkpoint_dir",
     "dataset_class_names",
     "distributed_state",
@@ -1240,7 +1062,6 @@ __all__ = [
     "remove_temporary_files",
     "resolve_inference_size",
     "resolve_model_location",
-    "restore_mask_size",
     "progress_bar",
     "report_csv",
     "run_evaluation",

@@ -30,8 +30,8 @@ from .data.transforms import (
     EquivarianceViewConfig,
 )
 from .image_processing_cpfcte import CPFCTEImageProcessor
+from .inference import DEFAULT_INFERENCE_SIZE
 from .modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
-from .pipelines import DEFAULT_INFERENCE_SIZE
 from .results import training_results_record, write_results
 from .trainer import CPFCTETrainer, CPFCTETrainingArguments, is_complete_checkpoint, last_complete_checkpoint
 

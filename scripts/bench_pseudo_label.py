@@ -25,7 +25,7 @@ import torch
 from cpfcte_hf import CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation, vit_b16_384_config
 from cpfcte_hf.benchmarking import compare_interleaved, machine_description, synthetic_image, synthetic_probabilities
 from cpfcte_hf.crf import CRFPool, DenseCRFConfig, crf_mask, default_num_workers
-from cpfcte_hf.pipelines import predict_class_probabilities
+from cpfcte_hf.inference import predict_class_probabilities
 
 
 def rates(timing: dict, images: int) -> dict:

@@ -30,6 +30,7 @@ from cpfcte_hf.deeplab.training import (
     random_scale_crop_flip,
     resolve_pseudo_label_dir,
 )
+from cpfcte_hf.inference import corner_aligned_sizes
 from cpfcte_hf.metrics import SegmentationMetric
 from cpfcte_hf.visualization import save_mask
 from tests.deeplab_helpers import tiny_deeplab_config
@@ -237,8 +238,8 @@ def test_multi_scale_probabilities_are_the_max_over_upsampled_scales():
     assert probabilities.shape == (NUM_CLASSES, 40, 56)
     torch.testing.assert_close(probabilities.sum(0), torch.ones(40, 56))
     views = []
-    with torch.no_grad():
-        for size in [(40, 56), (20, 28)]:
+    with torch.no_grad():  # at 8k+1 sizes (41x57, 17x25): the corner-aligned stride-8 logits fall on the image
+        for size in corner_aligned_sizes([(40, 56), (20, 28)], model.config.output_stride):
             logits = model(resize_and_normalize(image, size, IMAGENET_MEAN, IMAGENET_STD)).logits
             views.append(F.interpolate(logits, size=(40, 56), mode="bilinear", align_corners=True))
     torch.testing.assert_close(probabilities, torch.maximum(*views).softmax(1)[0])

@@ -11,11 +11,11 @@ from PIL import Image
 from transformers import pipeline
 
 from cpfcte_hf.crf import DenseCRFConfig, crf_mask
+from cpfcte_hf.inference import predict_class_probabilities
 from cpfcte_hf.pipelines import (
     PSEUDO_LABELLING_TASK,
     WeaklySupervisedPseudoLabelingPipeline,
     class_ids_from_tags,
-    predict_class_probabilities,
 )
 
 from .utils import BLOCK_PACKAGE_IMPORT, PYTHON, save_tiny_checkpoint, subprocess_env
@@ -141,6 +141,7 @@ def test_saved_pipeline_loads_as_remote_code_without_the_package(labeller, image
         "crf.py",
         "visualization.py",
         "image_processing_cpfcte.py",
+        "inference.py",
         "modeling_cpfcte.py",
         "metrics.py",  # a leaf (numpy only): visualization takes the one IGNORE_INDEX from it
     } <= files

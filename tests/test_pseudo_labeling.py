@@ -17,8 +17,8 @@ from PIL import Image
 
 from cpfcte_hf.crf import crf_mask
 from cpfcte_hf.fingerprint import FingerprintMismatch
+from cpfcte_hf.inference import predict_class_probabilities
 from cpfcte_hf.metrics import SegmentationMetric
-from cpfcte_hf.pipelines import predict_class_probabilities
 from cpfcte_hf.pseudo_labeling import (
     PseudoLabelConfig,
     evaluate_predictions,

@@ -24,13 +24,8 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..cli import describe, parse_args_with_presets, parse_key_values
 from ..crf import DenseCRFConfig
-from ..pseudo_labeling import (
-    dataset_class_names,
-    distributed_state,
-    finish_distributed,
-    format_report,
-    load_split,
-)
+from ..prediction import distributed_state
+from ..pseudo_labeling import dataset_class_names, finish_distributed, format_report, load_split
 from ..visualization import atomic_write_text
 from .configuration_deeplab import DeepLabV2Config, resnet101_config
 from .modeling_deeplab import DeepLabV2ForSemanticSegmentation

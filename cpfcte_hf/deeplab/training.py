@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,21 +40,16 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments
 
-from ..crf import CRFPool, DenseCRFConfig, default_num_workers
+from ..crf import DenseCRFConfig
 from ..data.transforms import resize_mask
+from ..fingerprint import weights_digest
 from ..image_processing_cpfcte import resize_and_normalize, to_rgb_array
+from ..inference import max_fused_probabilities
 from ..metrics import IGNORE_INDEX, SegmentationMetric
-from ..pipelines import inference_sizes, make_views
-from ..pseudo_labeling import (
-    OutputLayout,
-    distributed_state,
-    evaluate_predictions,
-    prepare_output_dir,
-    progress_bar,
-    safe_file_id,
-)
+from ..prediction import distributed_state, prepare_job_dir, run_prediction_job, safe_file_id
+from ..pseudo_labeling import OutputLayout, evaluate_predictions, prepare_output_dir
 from ..trainer import ConvertedCheckpointMixin, FiniteLossMixin
-from ..visualization import read_mask, save_mask
+from ..visualization import read_mask
 from .modeling_deeplab import DeepLabV2ForSemanticSegmentation
 from .processing import IMAGENET_MEAN, IMAGENET_STD
 
@@ -240,7 +234,6 @@ class PseudoLabelDataset(torch.utils.data.Dataset):
 # ----------------------------------------------------------------------------------------------------- inference
 
 
-@torch.no_grad()
 def multi_scale_probabilities(
     model: DeepLabV2ForSemanticSegmentation,
     image: np.ndarray,
@@ -251,21 +244,10 @@ def multi_scale_probabilities(
 ) -> torch.Tensor:
     """
     Class probabilities `(C, H, W)` (float32, CPU) of one `(H, W, 3)` uint8 image by DeepLab-v2's multi-scale
-    inference: the image at each scale of its own size (and flipped, with `flip`), every view's logits bilinearly
-    upsampled to `(H, W)` (`config.align_corners`), fused by their element-wise maximum, then the softmax.
+    inference (`inference.max_fused_probabilities`) with its recipe's defaults: scales `MULTI_SCALE`, ImageNet
+    statistics.
     """
-    height, width = image.shape[:2]
-    views, flipped = make_views([image], inference_sizes((height, width), scales, 1), flip, image_mean, image_std)
-    device = next(model.parameters()).device
-    align_corners = model.config.align_corners
-    fused = None
-    for pixel_values, is_flipped in zip(views, flipped):
-        logits = model(pixel_values=pixel_values.to(device)).logits.float()
-        if is_flipped:
-            logits = logits.flip(-1)
-        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=align_corners)
-        fused = logits if fused is None else torch.maximum(fused, logits)
-    return fused.softmax(dim=1)[0].cpu()
+    return max_fused_probabilities(model, image, scales, flip, image_mean, image_std)
 
 
 @dataclass
@@ -321,7 +303,9 @@ def predict_split(
     scores them with `evaluate_predictions` into `out_dir/report/`.
 
     Under several processes each takes every N-th image and the report is written once. Existing masks are kept
-    (a killed run resumes) unless `config.overwrite`.
+    (a killed run resumes) when they were made with the same model weights and settings (`fingerprint.json`);
+    other settings raise `FingerprintMismatch` naming what changed, unless `config.overwrite` (the old masks are
+    deleted).
 
     Returns:
         `{"written", "already_done", "failed": [(id, reason)], "report": dict | None}` (counts of this process;
@@ -329,70 +313,52 @@ def predict_split(
     """
     config = config or MultiScaleEvalConfig()
     out_dir = prepare_output_dir(out_dir, ["ms"] + (["ms_crf"] if config.crf else []))
-    ms_dir, crf_dir = out_dir / "ms", out_dir / "ms_crf"
     state = distributed_state()
-    rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
     mean, std = _image_statistics(image_processor)
     model.eval()
-
-    ids = [str(i) for i in dataset["id"]]
+    fingerprint = {
+        "kind": "cpfcte_hf stage-2 predictions",
+        "model_weights": weights_digest(model),
+        "id2label": {str(i): str(name) for i, name in sorted(model.config.id2label.items())},
+        "align_corners": bool(model.config.align_corners),
+        "image_mean": [float(v) for v in mean],
+        "image_std": [float(v) for v in std],
+        "scales": [float(s) for s in config.scales],
+        "flip": bool(config.flip),
+        "crf": config.crf_config.to_dict() if config.crf else None,
+    }
+    prepare_job_dir(
+        out_dir, fingerprint, config.overwrite, [out_dir / "ms", out_dir / "ms_crf"], state, clear=[out_dir / "report"]
+    )
     images = dataset.select_columns(["image", "id"])
 
-    def done(image_id: str) -> bool:
-        if config.overwrite or not (ms_dir / f"{image_id}.png").is_file():
-            return False
-        return not config.crf or (crf_dir / f"{image_id}.png").is_file()
+    def read(index: int):
+        return to_rgb_array(images[index]["image"]), None, None
 
-    shard = list(range(rank, len(dataset), world))
-    todo = [i for i in shard if not done(ids[i])]
-    written, failed = 0, []
-    crf_workers = config.crf_workers if config.crf_workers is not None else max(1, default_num_workers() // world)
-    progress = progress_bar(len(shard), len(shard) - len(todo), config.progress and rank == 0, "deeplab predict")
+    def predict(items):
+        return [multi_scale_probabilities(model, rgb, config.scales, config.flip, mean, std) for rgb, _ in items]
 
-    def collect(results) -> int:
-        count = 0
-        for result in results:
-            if result.ok:
-                save_mask(result.mask, crf_dir / f"{result.key}.png")
-                count += 1
-            else:
-                logger.warning(f"[{result.key}] CRF failed: {result.error}")
-                failed.append((result.key, f"crf: {result.error}"))
-            progress.update(1)
-        return count
-
-    with CRFPool(config.crf_config, num_workers=crf_workers) if config.crf else nullcontext() as pool:
-        for index in todo:
-            image_id = ids[index]
-            try:
-                safe_file_id(image_id)
-                image = to_rgb_array(images[index]["image"])
-                probabilities = multi_scale_probabilities(model, image, config.scales, config.flip, mean, std).numpy()
-                save_mask(probabilities.argmax(axis=0).astype(np.uint8), ms_dir / f"{image_id}.png")
-            except Exception as error:  # noqa: BLE001 - one bad image must not stop the split
-                logger.warning(f"[{image_id}] prediction failed: {type(error).__name__}: {error}")
-                failed.append((image_id, f"{type(error).__name__}: {error}"))
-                progress.update(1)
-                continue
-            if config.crf:
-                pool.submit(image_id, image, probabilities)
-                while pool.num_pending >= pool.max_pending:
-                    written += collect(pool.poll(block=True))
-                written += collect(pool.poll())
-            else:
-                written += 1
-                progress.update(1)
-        if config.crf:
-            written += collect(pool.drain())
-    progress.close()
+    counts = run_prediction_job(
+        [str(i) for i in dataset["id"]],
+        read,
+        predict,
+        out_dir / "ms",
+        out_dir / "ms_crf" if config.crf else None,
+        config.crf_config,
+        config.crf_workers,
+        overwrite=config.overwrite,
+        progress=config.progress,
+        desc="deeplab predict",
+        state=state,
+    )
     if state is not None:
         state.wait_for_everyone()
 
     report = None
     if "mask" in dataset.column_names:
-        predictions = {"MS": ms_dir}
+        predictions = {"MS": out_dir / "ms"}
         if config.crf:
-            predictions["MS+CRF"] = crf_dir
+            predictions["MS+CRF"] = out_dir / "ms_crf"
         report = evaluate_predictions(
             dataset,
             predictions,
@@ -405,7 +371,8 @@ def predict_split(
             model=getattr(model.config, "_name_or_path", None),
             settings=asdict(config),
         )
-    return {"written": written, "already_done": len(shard) - len(todo), "failed": failed, "report": report}
+    failed = [(failure.id, f"{failure.stage}: {failure.error}") for failure in counts.failures]
+    return {"written": counts.written, "already_done": counts.already_done, "failed": failed, "report": report}
 
 
 # ----------------------------------------------------------------------------------------------------- trainer
