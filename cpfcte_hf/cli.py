@@ -181,6 +181,19 @@ def _gather_list_option(args: list[str], flag: str) -> list[str]:
     return [*rest, flag, *values] if found else rest
 
 
+def accept_both_spellings(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Gives every long option of a plain argparse parser its other spelling (`--batch-size` / `--batch_size`)."""
+    for action in list(parser._actions):
+        for option in list(action.option_strings):
+            if not option.startswith("--"):
+                continue
+            for other in ("--" + option[2:].replace("-", "_"), "--" + option[2:].replace("_", "-")):
+                if other not in parser._option_string_actions:
+                    parser._option_string_actions[other] = action
+                    action.option_strings.append(other)
+    return parser
+
+
 def option_fields(dataclass_types: Sequence[type]) -> set[str]:
     return {f.name for dataclass_type in dataclass_types for f in dataclasses.fields(dataclass_type) if f.init}
 

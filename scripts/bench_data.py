@@ -1,67 +1,10 @@
 #!/usr/bin/env python
-"""Data-loading throughput: images/s through decode + TrainTransform (ViT-PCM augmentation) + collator.
+"""The same as `cpfcte-hf bench data` (see `cpfcte_hf/commands/bench_data.py` for the options)."""
 
-Without --root, writes a VOC-layout shapes set of --num-images JPEGs of --source-size px (close to VOC's
-500x375) to a temporary folder and reads it through `load_voc`, so the numbers include JPEG decoding.
+import sys
 
-    python scripts/bench_data.py                          # 384-px training batches of 16, 2 workers
-    python scripts/bench_data.py --dataset voc --root data/VOCdevkit --split train_aug
-"""
-
-import argparse
-import datetime
-import json
-import os
-import platform
-import tempfile
-
-from cpfcte_hf.data import build_dataset, write_shapes_voc
-from cpfcte_hf.data.benchmark import loader_throughput
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="voc", help="voc, coco, shapes, tagged or hub (with --root)")
-    parser.add_argument("--root", help="dataset folder; default: a generated shapes set in VOC layout")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--size", type=int, default=384, help="training resolution")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--workers", type=int, nargs="+", default=[2])
-    parser.add_argument("--num-batches", type=int, default=20)
-    parser.add_argument("--num-images", type=int, default=128, help="images generated when --root is not given")
-    parser.add_argument("--source-size", type=int, default=448, help="side of the generated images")
-    parser.add_argument("--eval", action="store_true", help="time the eval transform instead")
-    parser.add_argument("--output", help="also write the results (one JSON list, one entry per --workers) here")
-    args = parser.parse_args(argv)
-
-    results = []
-    with tempfile.TemporaryDirectory() as scratch:
-        root = args.root
-        if root is None:
-            root = os.path.join(scratch, "shapes")
-            write_shapes_voc(root, num_train=args.num_images, num_val=1, image_size=args.source_size)
-        dataset = build_dataset(args.dataset, root=root, split=args.split, cache_dir=os.path.join(scratch, "cache"))
-        for workers in args.workers:
-            result = loader_throughput(
-                dataset,
-                size=args.size,
-                batch_size=args.batch_size,
-                num_workers=workers,
-                num_batches=args.num_batches,
-                train=not args.eval,
-            )
-            result.update(
-                source=args.root or f"generated shapes, {args.source_size}x{args.source_size} JPEG",
-                cpus=os.cpu_count(),
-                machine=platform.processor() or platform.machine(),
-                date=datetime.date.today().isoformat(),
-            )
-            print(json.dumps(result))
-            results.append(result)
-    if args.output:
-        with open(args.output, "w") as handle:
-            handle.write(json.dumps(results, indent=2) + "\n")
+from cpfcte_hf.commands.bench_data import main
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

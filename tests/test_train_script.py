@@ -1,4 +1,5 @@
-"""scripts/train.py end to end: presets, saved checkpoint, `accelerate launch` on 2 processes, SIGKILL + resume."""
+"""`cpfcte-hf train` / scripts/train.py end to end: presets, saved checkpoint, `accelerate launch` (script and
+`-m cpfcte_hf train`) on 2 processes, SIGKILL + resume."""
 
 import json
 import signal
@@ -22,7 +23,7 @@ ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
 def tiny_args(tmp_path, output_dir, *extra):
     """The shapes preset shrunk to seconds: 32-px images, a 2-layer 32-wide ViT, 16 training images."""
     return [
-        "--config", str(REPO / "scripts" / "configs" / "shapes.yaml"),
+        "--config", "shapes",
         "--dataset_option", "num_train=16", "num_val=8", "image_size=32",
         "--cache_dir", str(tmp_path / "cache"),
         "--image_size", "32", "--patch_size", "8", "--hidden_size", "32", "--num_hidden_layers", "2",
@@ -76,12 +77,13 @@ def test_train_script_saves_a_checkpoint_that_loads_everywhere(tmp_path):
     assert results and all(r["mask"].size == (40, 30) for r in results)
 
 
-def test_two_processes_with_accelerate_launch_over_gloo(tmp_path):
+@pytest.mark.parametrize("entry", [[TRAIN], ["-m", "cpfcte_hf", "train"]], ids=["script", "module"])
+def test_two_processes_with_accelerate_launch_over_gloo(tmp_path, entry):
     out = tmp_path / "ddp"
     command = [
         ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no",
-        TRAIN, *tiny_args(tmp_path, out, "--num_train_epochs", "2", "--use_cpu", "true"),
+        *entry, *tiny_args(tmp_path, out, "--num_train_epochs", "2", "--use_cpu", "true"),
     ]  # fmt: skip
     result = run(command)
     assert result.returncode == 0, result.stderr[-3000:]
