@@ -227,7 +227,11 @@ def parse_args_with_presets(
             fail(str(error))
         preset_options = values.pop("dataset_option", None) or []
         parser.set_defaults(**values)
-    *outputs, unknown = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
+    try:
+        *outputs, unknown = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
+    except ValueError as error:  # a dataclass refusing its values (e.g. bf16 without a GPU): one line
+        source = f" (preset {known.config})" if known.config else ""
+        fail(f"{error}{source}".replace("\n", " "))
     if unknown:
         fail(f"unrecognised arguments: {' '.join(unknown)} (see --help)")
     instances = tuple(output for output in outputs if dataclasses.is_dataclass(output))
