@@ -15,7 +15,8 @@ line always wins.
 
 Every option takes both spellings (`--data_root` / `--data-root`); a few older names are aliases (`--out` for
 `--output_dir`, `--root` for `--data_root`, `--demo_dir` for `--output_dir`). `--dataset_option` takes several
-KEY=VALUE pairs and may be repeated; its pairs are added to the preset's (the last value of a key wins).
+KEY=VALUE pairs and may be repeated; its pairs are added to the preset's (the last value of a key wins), unless
+`--dataset` names another dataset than the preset's.
 `--print_config` prints the resolved settings (preset + command line) and exits.
 """
 
@@ -226,6 +227,7 @@ def parse_args_with_presets(
         except PresetError as error:
             fail(str(error))
         preset_options = values.pop("dataset_option", None) or []
+        preset_dataset = values.get("dataset")
         parser.set_defaults(**values)
     try:
         *outputs, unknown = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
@@ -237,7 +239,8 @@ def parse_args_with_presets(
     instances = tuple(output for output in outputs if dataclasses.is_dataclass(output))
     if preset_options:
         for instance in instances:
-            if hasattr(instance, "dataset_option"):
+            # The preset's loader options belong to its dataset: another --dataset on the command line drops them.
+            if hasattr(instance, "dataset_option") and getattr(instance, "dataset", None) == preset_dataset:
                 instance.dataset_option = _key_value_list(preset_options) + list(instance.dataset_option or [])
     if known.print_config:
         print(describe(*instances))
