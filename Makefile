@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTEST_ARGS ?=
-# Extra demo options, e.g. `make demo DEMO_ARGS="--output_dir /tmp/demo"` (any option of `cpfcte-hf run`).
+# Extra demo options, any option of `cpfcte-hf run`: e.g. `make demo DEMO_ARGS="--override top_k=4 label.size=128"`.
 DEMO_ARGS ?=
 
 .PHONY: install test demo bench clean

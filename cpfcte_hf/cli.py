@@ -46,7 +46,7 @@ OPTION_ALIASES = {
     "--dataset_options": "--dataset_option",
     "--no_label_masking": "--no_use_image_labels",
 }
-REPEATABLE_LISTS = ("--dataset_option", "--results", "--pred")
+REPEATABLE_LISTS = ("--dataset_option", "--results", "--pred", "--override")
 
 
 class PresetError(ValueError):

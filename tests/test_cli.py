@@ -115,3 +115,13 @@ def test_plain_argparse_benchmarks_take_both_spellings():
     parser.add_argument("--batch-size", type=int)
     accept_both_spellings(parser)
     assert parser.parse_args(["--batch_size", "3"]).batch_size == parser.parse_args(["--batch-size", "3"]).batch_size
+
+
+def test_run_overrides_set_stage_one_keys_and_sections():
+    from cpfcte_hf.commands.run import apply_overrides
+
+    preset = apply_overrides(load_preset("demo"), ["top_k=4", "train_deeplab.max_steps=7", "label.size=64"])
+    assert preset["top_k"] == 4 and preset["train_deeplab"]["max_steps"] == 7 and preset["label"]["size"] == 64
+    assert preset["train_deeplab"]["resnet_layer_type"] == "basic" and load_preset("demo")["top_k"] == 16
+    with pytest.raises(ValueError, match="no command section"):
+        apply_overrides(load_preset("demo"), ["stage9.max_steps=7"])

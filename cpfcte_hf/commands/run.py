@@ -4,6 +4,7 @@ r"""The whole method in one command: stage 1 -> pseudo-labels -> stage 2 -> eval
     cpfcte-hf run --config voc --data_root data/VOCdevkit/VOC2012 --output_dir runs/voc
     cpfcte-hf run --config shapes                          # the procedural set, written to OUTPUT_DIR/data
     cpfcte-hf run --config my_run.yaml --print_config      # my_run.yaml: `base: voc` + changes
+    cpfcte-hf run --config shapes --override top_k=4 train_deeplab.max_steps=300    # or changes on the command line
 
 Steps, each the command a user could type (printed as it starts), each in its own folder of --output_dir:
 
@@ -67,6 +68,13 @@ class RunArguments:
     train_split: str | None = field(default=None, metadata={"help": "Split that is trained on and pseudo-labelled."})
     eval_split: str | None = field(default=None, metadata={"help": "Held-out split with ground truth (default val)."})
     repo_id: str | None = field(default=None, metadata={"help": "Hub id written on the card (default: local/<name>)."})
+    override: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Step settings KEY=VALUE ... on top of the preset: top_k=4 (stage 1), label.size=128, "
+            "train_deeplab.max_steps=300."
+        },
+    )
     steps: list[str] = field(default_factory=list, metadata={"help": "Run only these steps (default: all)."})
     overwrite: bool = field(default=False, metadata={"help": "Redo steps whose outputs were made with other settings."})
     crf_workers: int | None = field(default=None, metadata={"help": "CRF processes (default: all CPUs; 0 = serial)."})
@@ -421,9 +429,23 @@ def resolve_run_arguments(run_args: RunArguments, preset: dict, preset_name: str
     )
 
 
+def apply_overrides(preset: dict, overrides: list[str]) -> dict:
+    """`--override` pairs on a preset: `top_k=4` sets a flat (stage-1) key, `label.size=128` a section's key."""
+    preset = {key: dict(value) if isinstance(value, dict) else value for key, value in preset.items()}
+    for key, value in parse_key_values(overrides).items():
+        section, dot, name = key.partition(".")
+        if not dot:
+            preset[key] = value
+        elif section in COMMAND_SECTIONS:
+            preset.setdefault(section, {})[name] = value
+        else:
+            raise ValueError(f"--override {key}: {section!r} is no command section ({', '.join(COMMAND_SECTIONS)}).")
+    return preset
+
+
 def run(run_args: RunArguments, preset_name: str) -> dict:
     """Runs the steps (see the module docstring) and writes OUTPUT_DIR/run_summary.json; returns the summary."""
-    preset = load_preset(preset_name)
+    preset = apply_overrides(load_preset(preset_name), run_args.override)
     run_args = resolve_run_arguments(run_args, preset, preset_name)
     run_dir = Path(run_args.output_dir)
     data_options = {}
