@@ -71,7 +71,9 @@ def demo_results(summary: dict) -> dict:
         "pseudo_label_dir": os.path.join(run_dir, "eval", "stage1_tagged"),
         "train_pseudo_label_dir": os.path.join(run_dir, "pseudo_labels"),
         "report_dir": os.path.join(run_dir, "eval", "stage1_tagged", "report"),
-        "stage2_report_dir": os.path.join(run_dir, "stage2", "predictions", summary["arguments"]["eval_split"], "report"),
+        "stage2_report_dir": os.path.join(
+            run_dir, "stage2", "predictions", summary["arguments"]["eval_split"], "report"
+        ),
         "arguments": summary["arguments"],
     }
 
@@ -118,10 +120,14 @@ def format_demo_results(results: dict) -> str:
         lines.append(f"{name:<{width}}{seconds:8.0f} s  ({results['steps'][name]})")
     lines.append(f"{'total':<{width}}{results['seconds_total']:8.0f} s")
     lines.append("")
-    lines.append(f"stage 1:      {results['model_dir']}  (from_pretrained / pipeline('image-segmentation'), with tags)")
+    lines.append(
+        f"stage 1:      {results['model_dir']}  (from_pretrained / pipeline('image-segmentation'), with tags)"
+    )
     lines.append(f"stage 2:      {results['stage2_model_dir']}  (pipeline('image-segmentation'), untagged images)")
     lines.append(f"masks:        {results['pseudo_label_dir']}/{{bpm,crf}}/<id>.png")
-    lines.append(f"reports:      {results['report_dir']}/, {results['stage2_report_dir']}/ (metrics, per-class, overlays)")
+    lines.append(
+        f"reports:      {results['report_dir']}/, {results['stage2_report_dir']}/ (metrics, per-class, overlays)"
+    )
     return "\n".join(lines)
 
 

@@ -33,7 +33,8 @@ def test_unknown_command_is_one_clear_error(capsys):
 
 
 @pytest.mark.parametrize(
-    "command", [["train"], ["label"], ["evaluate"], ["train-deeplab"], ["push"], ["run", "--config", "shapes"], ["demo"]]
+    "command",
+    [["train"], ["label"], ["evaluate"], ["train-deeplab"], ["push"], ["run", "--config", "shapes"], ["demo"]],
 )
 def test_every_command_prints_its_resolved_config(command, capsys):
     assert main([*command, "--print_config"]) == 0
@@ -48,14 +49,23 @@ def test_both_spellings_aliases_and_repeatable_dataset_options():
             "--dataset-option", "num_val=2", "image_size=32", "--crf-iterations", "3", "--dataset_option", "seed=5",
         ]
     )  # fmt: skip
-    assert (args.data_root, args.output_dir, args.use_image_labels, crf.crf_iterations) == ("/data", "/pseudo", False, 3)
+    assert (args.data_root, args.output_dir, args.use_image_labels, crf.crf_iterations) == (
+        "/data",
+        "/pseudo",
+        False,
+        3,
+    )
     assert parse_key_values(args.dataset_option) == {"num_val": 2, "image_size": 32, "seed": 5}
-    _, data_args, training_args = train_command.parse_arguments(["--root", "/voc", "--output-dir", "/out", "--use_cpu"])
+    _, data_args, training_args = train_command.parse_arguments(
+        ["--root", "/voc", "--output-dir", "/out", "--use_cpu"]
+    )
     assert data_args.data_root == "/voc" and training_args.output_dir == "/out"
 
 
 def test_packaged_presets_by_name_or_path_and_the_command_line_wins():
-    assert {"voc", "coco", "shapes", "demo", "deeplab_voc", "deeplab_coco", "deeplab_shapes"} <= set(available_presets())
+    assert {"voc", "coco", "shapes", "demo", "deeplab_voc", "deeplab_coco", "deeplab_shapes"} <= set(
+        available_presets()
+    )
     by_name = train_command.parse_arguments(["--config", "shapes", "--learning_rate", "0.5"])
     by_path = train_command.parse_arguments(["--config", str(REPO / "cpfcte_hf" / "presets" / "shapes.yaml")])
     assert by_name[1].dataset == by_path[1].dataset == "shapes" and by_name[0].hidden_size == 192

@@ -211,9 +211,7 @@ def test_shapes_generated_with_dataset_options_and_a_sample_limit(tmp_path):
 
 @pytest.mark.parametrize("preset", ["deeplab_voc", "deeplab_coco", "deeplab_shapes"])
 def test_presets_parse_and_carry_the_recipe(preset):
-    data, model, test, crf, training = parse_arguments(
-        ["--config", preset]
-    )
+    data, model, test, crf, training = parse_arguments(["--config", preset])
     assert training.min_scale <= 1.0 <= training.max_scale and training.flip_prob == 0.5
     assert training.momentum == 0.9 and training.weight_decay == 5e-4 and training.poly_power == 0.9
     assert training.classifier_lr_multiplier == 10.0 and training.per_device_train_batch_size == 10
@@ -224,9 +222,7 @@ def test_presets_parse_and_carry_the_recipe(preset):
         assert training.crop_size == 321 and (training.min_scale, training.max_scale) == (0.5, 1.5)
         assert training.max_steps == 20000 and training.learning_rate == 2.5e-4 and model.freeze_batch_norm
     # The command line wins over the preset.
-    *_, training = parse_arguments(
-        ["--config", preset, "--max_steps", "7"]
-    )
+    *_, training = parse_arguments(["--config", preset, "--max_steps", "7"])
     assert training.max_steps == 7
 
 

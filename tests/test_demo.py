@@ -67,7 +67,13 @@ def demo_run(tmp_path_factory):
 def test_demo_prints_the_table_and_writes_results(demo_run):
     _, demo_dir, result = demo_run
     results = json.loads((demo_dir / "demo_results.json").read_text())
-    keys = ("pseudo_label_miou_bpm", "pseudo_label_miou_crf", "stage1_untagged_miou", "stage2_miou", "stage2_miou_ms_crf")
+    keys = (
+        "pseudo_label_miou_bpm",
+        "pseudo_label_miou_crf",
+        "stage1_untagged_miou",
+        "stage2_miou",
+        "stage2_miou_ms_crf",
+    )
     for key in keys:
         assert 0.0 <= results[key] <= 1.0, key
     names = list(results["per_class_iou"])

@@ -88,8 +88,9 @@ def test_train_label_and_push_from_the_installed_wheel(installed):
     assert len(list((work / "pseudo" / "crf").glob("*.png"))) == 4
     assert (work / "pseudo" / "report" / "metrics.json").is_file()
     # Until the card templates live in the package, the card is given by path (any template works).
-    templates = sorted(REPO.glob("**/model_cards/cpf-cte-voc/README.md"))
-    card = ["--card", str(templates[0])] if templates and not (installed["site"] / "cpfcte_hf" / "model_cards").is_dir() else []
+    templates = [path for path in (REPO / "model_cards" / "cpf-cte-voc" / "README.md",) if path.is_file()]
+    packaged = (installed["site"] / "cpfcte_hf" / "model_cards").is_dir()
+    card = ["--card", str(templates[0])] if templates and not packaged else []
     pushed = call(
         [cli, "push", "--model", "model", "--repo_id", "someone/cpf-cte-shapes", "--dry_run", "hub",
          "--results", "pseudo", *card],

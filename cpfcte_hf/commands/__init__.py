@@ -24,7 +24,10 @@ COMMANDS = {
     "evaluate": ("cpfcte_hf.commands.evaluate", "mIoU report of folders of mask PNGs against a split's ground truth."),
     "train-deeplab": ("cpfcte_hf.commands.train_deeplab", "Stage 2: train DeepLab-v2 on pseudo-labels, evaluate it."),
     "push": ("cpfcte_hf.commands.push", "Share a checkpoint on the Hub (or --dry_run DIR: write the folder)."),
-    "run": ("cpfcte_hf.commands.run", "The whole method: stage 1 -> pseudo-labels -> stage 2 -> evaluation -> Hub folder."),
+    "run": (
+        "cpfcte_hf.commands.run",
+        "The whole method: stage 1 -> pseudo-labels -> stage 2 -> evaluation -> Hub folder.",
+    ),
     "demo": ("cpfcte_hf.commands.demo", "`run --config demo` on the built-in shapes data, on a CPU, with a report."),
     "bench": ("cpfcte_hf.commands.bench", "CPU/GPU benchmarks (train, data, pseudo_label, deeplab)."),
 }

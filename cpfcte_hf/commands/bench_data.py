@@ -15,15 +15,17 @@ import os
 import platform
 import tempfile
 
+from cpfcte_hf.cli import accept_both_spellings
 from cpfcte_hf.data import build_dataset, write_shapes_voc
 from cpfcte_hf.data.benchmark import loader_throughput
-from cpfcte_hf.cli import accept_both_spellings
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="voc", help="voc, coco, shapes, tagged or hub (with --root)")
-    parser.add_argument("--root", "--data_root", dest="root", help="dataset folder; default: a generated shapes set in VOC layout")
+    parser.add_argument(
+        "--root", "--data_root", dest="root", help="dataset folder; default: a generated shapes set in VOC layout"
+    )
     parser.add_argument("--split", default="train")
     parser.add_argument("--size", type=int, default=384, help="training resolution")
     parser.add_argument("--batch-size", type=int, default=16)

@@ -9,9 +9,9 @@ import json
 
 import torch
 
+from cpfcte_hf.cli import accept_both_spellings
 from cpfcte_hf.deeplab import DeepLabV2Config, DeepLabV2ForSemanticSegmentation
 from cpfcte_hf.deeplab.benchmark import count_parameters, time_forward_backward, training_step_flops
-from cpfcte_hf.cli import accept_both_spellings
 
 
 def main(argv=None) -> int:

@@ -22,9 +22,9 @@ import torch
 
 from cpfcte_hf import CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation, vit_b16_384_config
 from cpfcte_hf.benchmarking import machine_description
+from cpfcte_hf.cli import accept_both_spellings
 from cpfcte_hf.crf import CRFPool, DenseCRFConfig, crf_mask, default_num_workers
 from cpfcte_hf.pipelines import predict_class_probabilities
-from cpfcte_hf.cli import accept_both_spellings
 
 
 def synthetic_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:

@@ -28,7 +28,9 @@ class EvaluateArguments:
         default_factory=list, metadata={"help": "Extra loader arguments KEY=VALUE ... (YAML values), repeatable."}
     )
     cache_dir: str | None = field(default=None, metadata={"help": "Arrow cache of the loaders."})
-    output_dir: str | None = field(default=None, metadata={"help": "Report directory (default: <first --pred>/report)."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Report directory (default: <first --pred>/report)."}
+    )
     num_overlays: int = 4
 
 

@@ -76,7 +76,9 @@ class RunArguments:
         },
     )
     steps: list[str] = field(default_factory=list, metadata={"help": "Run only these steps (default: all)."})
-    overwrite: bool = field(default=False, metadata={"help": "Redo steps whose outputs were made with other settings."})
+    overwrite: bool = field(
+        default=False, metadata={"help": "Redo steps whose outputs were made with other settings."}
+    )
     crf_workers: int | None = field(default=None, metadata={"help": "CRF processes (default: all CPUs; 0 = serial)."})
 
 
@@ -114,7 +116,7 @@ def step_settings(command: str, argv: list[str], run_dir: Path) -> dict:
     from . import COMMANDS
 
     module = importlib.import_module(COMMANDS[command][0])
-    parse = getattr(module, "parse_arguments")
+    parse = module.parse_arguments
     instances = parse(argv)
     resolved = {}
     for instance in instances:
@@ -195,7 +197,11 @@ def _write_run_preset(preset: dict, run_args: RunArguments, path: Path) -> None:
         if isinstance(resolved.get(section), dict):
             values = dict(resolved[section])
             values.update(
-                {key: value for key, value in data.items() if value is not None and (key in values or key == "dataset")}
+                {
+                    key: value
+                    for key, value in data.items()
+                    if value is not None and (key in values or key == "dataset")
+                }
             )
             if "train_split" in values:
                 values["train_split"] = run_args.train_split
@@ -318,7 +324,9 @@ def execute_step(step: Step, run_args: RunArguments, run_dir: Path, fingerprints
     after = {name: fingerprints[name] for name in step.after if name in fingerprints}
     digest = fingerprint(settings, after)
     fingerprints[step.name] = digest
-    printable = "cpfcte-hf " + " ".join([step.command, *step.argv]) if step.command else f"write_shapes_voc {data_options}"
+    printable = (
+        "cpfcte-hf " + " ".join([step.command, *step.argv]) if step.command else f"write_shapes_voc {data_options}"
+    )
     entry = {"directory": str(step.directory), "command": printable, "fingerprint": digest}
 
     record = read_step_record(step.directory)
@@ -343,7 +351,13 @@ def execute_step(step: Step, run_args: RunArguments, run_dir: Path, fingerprints
     if step.command == "train" and _has_complete_checkpoint(step.directory):
         argv += ["--resume_from_checkpoint", "last"]
     print(f"\n=== [run] {step.name}: {printable} ===", flush=True)
-    base_record = {"step": step.name, "fingerprint": digest, "after": after, "settings": settings, "command": printable}
+    base_record = {
+        "step": step.name,
+        "fingerprint": digest,
+        "after": after,
+        "settings": settings,
+        "command": printable,
+    }
     write_step_record(step.directory, {**base_record, "status": "started"})
     start = time.perf_counter()
     _reset_accelerate_state()
