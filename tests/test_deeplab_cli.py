@@ -250,7 +250,8 @@ def test_two_processes_train_with_ddp_and_share_the_evaluation(stage1_output, tm
         "--eval_steps",
         "3",
     ]
-    result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300, cwd=REPO)
+    env = {**subprocess_env(), "PYTHONPATH": REPO}  # the script imports the library it sits next to
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     state = json.loads((output / "trainer_state.json").read_text())
     # 3 steps of 1 image on each of 2 processes = 6 of the 4 training images: 1.5 epochs (0.75 with one process).
