@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from ..cli import parse_args_with_presets, parse_key_values
+from ..cli import fail, parse_args_with_presets, parse_key_values
 from ..pseudo_labeling import run_evaluation
 
 
@@ -44,8 +44,7 @@ def main(argv=None) -> int:
     (args,) = parse_arguments(argv)
     missing = [name for name in ("pred", "dataset") if not getattr(args, name)]
     if missing:
-        print(f"error: the following arguments are required: {', '.join('--' + m for m in missing)}", file=sys.stderr)
-        return 2
+        fail(f"the following arguments are required: {', '.join('--' + m for m in missing)}")
     try:
         options = parse_key_values(args.dataset_option)
         if args.cache_dir:

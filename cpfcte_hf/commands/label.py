@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from ..cli import parse_args_with_presets, parse_key_values
+from ..cli import fail, parse_args_with_presets, parse_key_values
 from ..deeplab.run import DenseCRFArguments, crf_config_from
 from ..pseudo_labeling import PseudoLabelConfig, run_pseudo_labeling
 
@@ -77,8 +77,7 @@ def main(argv=None) -> int:
     args, crf_args = parse_arguments(argv)
     missing = [name for name in ("model", "dataset", "output_dir") if not getattr(args, name)]
     if missing:
-        print(f"error: the following arguments are required: {', '.join('--' + m for m in missing)}", file=sys.stderr)
-        return 2
+        fail(f"the following arguments are required: {', '.join('--' + m for m in missing)}")
     try:
         options = parse_key_values(args.dataset_option)
         if args.cache_dir:
