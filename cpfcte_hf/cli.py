@@ -195,6 +195,20 @@ def accept_both_spellings(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     return parser
 
 
+def parse_plain_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """
+    Parses `argv` with a plain argparse parser (the benchmarks) in the same vocabulary as the other commands: both
+    spellings of every option, and `--print_config` printing the resolved options and exiting.
+    """
+    parser.add_argument("--print_config", action="store_true", help="Print the resolved settings and exit")
+    accept_both_spellings(parser)
+    args = parser.parse_args(argv)
+    if args.print_config:
+        print(json.dumps({key: value for key, value in vars(args).items() if key != "print_config"}, indent=2))
+        raise SystemExit(0)
+    return args
+
+
 def option_fields(dataclass_types: Sequence[type]) -> set[str]:
     return {f.name for dataclass_type in dataclass_types for f in dataclasses.fields(dataclass_type) if f.init}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cpfcte_hf.cli import PresetError, accept_both_spellings, available_presets, load_preset, parse_key_values
+from cpfcte_hf.cli import PresetError, available_presets, load_preset, parse_key_values, parse_plain_args
 from cpfcte_hf.commands import COMMANDS, main
 from cpfcte_hf.commands import label as label_command
 from cpfcte_hf.commands import train as train_command
@@ -118,13 +118,18 @@ def test_bad_presets_and_options_are_one_line_without_traceback(tmp_path, argv, 
     assert message.replace("{preset}", str(preset)) in error and len(error.strip().splitlines()) == 1
 
 
-def test_plain_argparse_benchmarks_take_both_spellings():
+def test_plain_argparse_benchmarks_take_both_spellings_and_print_their_config(capsys):
     import argparse
 
-    parser = accept_both_spellings(argparse.ArgumentParser())
-    parser.add_argument("--batch-size", type=int)
-    accept_both_spellings(parser)
-    assert parser.parse_args(["--batch_size", "3"]).batch_size == parser.parse_args(["--batch-size", "3"]).batch_size
+    def parser():
+        plain = argparse.ArgumentParser()
+        plain.add_argument("--batch-size", type=int)
+        return plain
+
+    assert parse_plain_args(parser(), ["--batch_size", "3"]).batch_size == 3
+    assert parse_plain_args(parser(), ["--batch-size", "3"]).batch_size == 3
+    assert main(["bench", "deeplab", "--batch-size", "3", "--print_config"]) == 0
+    assert json.loads(capsys.readouterr().out)["batch_size"] == 3
 
 
 def test_run_overrides_set_stage_one_keys_and_sections():

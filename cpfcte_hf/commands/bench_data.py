@@ -15,7 +15,7 @@ import os
 import platform
 import tempfile
 
-from cpfcte_hf.cli import accept_both_spellings
+from cpfcte_hf.cli import parse_plain_args
 from cpfcte_hf.data import build_dataset, write_shapes_voc
 from cpfcte_hf.data.benchmark import loader_throughput
 
@@ -35,8 +35,7 @@ def main(argv=None) -> int:
     parser.add_argument("--source-size", type=int, default=448, help="side of the generated images")
     parser.add_argument("--eval", action="store_true", help="time the eval transform instead")
     parser.add_argument("--output", help="also write the results (one JSON list, one entry per --workers) here")
-    accept_both_spellings(parser)
-    args = parser.parse_args(argv)
+    args = parse_plain_args(parser, argv)
 
     results = []
     with tempfile.TemporaryDirectory() as scratch:

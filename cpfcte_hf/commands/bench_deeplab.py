@@ -9,7 +9,7 @@ import json
 
 import torch
 
-from cpfcte_hf.cli import accept_both_spellings
+from cpfcte_hf.cli import parse_plain_args
 from cpfcte_hf.deeplab import DeepLabV2Config, DeepLabV2ForSemanticSegmentation
 from cpfcte_hf.deeplab.benchmark import count_parameters, time_forward_backward, training_step_flops
 
@@ -24,8 +24,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--output", default=None, help="also write the result as JSON here")
-    accept_both_spellings(parser)
-    args = parser.parse_args(argv)
+    args = parse_plain_args(parser, argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 

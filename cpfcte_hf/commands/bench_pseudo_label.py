@@ -22,7 +22,7 @@ import torch
 
 from cpfcte_hf import CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation, vit_b16_384_config
 from cpfcte_hf.benchmarking import machine_description
-from cpfcte_hf.cli import accept_both_spellings
+from cpfcte_hf.cli import parse_plain_args
 from cpfcte_hf.crf import CRFPool, DenseCRFConfig, crf_mask, default_num_workers
 from cpfcte_hf.pipelines import predict_class_probabilities
 
@@ -64,8 +64,7 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-model", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", help="also write the JSON here")
-    accept_both_spellings(parser)
-    args = parser.parse_args(argv)
+    args = parse_plain_args(parser, argv)
 
     device = torch.device(args.device)
     rng = np.random.default_rng(0)

@@ -16,7 +16,7 @@ from transformers import ViTModel
 
 from cpfcte_hf import CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation, vit_b16_384_config
 from cpfcte_hf.benchmarking import machine_description, parameter_count, time_call
-from cpfcte_hf.cli import accept_both_spellings
+from cpfcte_hf.cli import parse_plain_args
 
 
 def main(argv=None) -> int:
@@ -30,8 +30,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--output", help="also write the JSON here")
-    accept_both_spellings(parser)
-    args = parser.parse_args(argv)
+    args = parse_plain_args(parser, argv)
 
     device = torch.device(args.device)
     autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
