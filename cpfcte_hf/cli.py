@@ -14,7 +14,7 @@ deeplab_voc}`). A key that is no option of the command is an error naming the pr
 line always wins.
 
 Every option takes both spellings (`--data_root` / `--data-root`); a few older names are aliases (`--out` for
-`--output_dir`, `--root` for `--data_root`, `--demo_dir` for `--output_dir`). `--dataset_option` takes several
+`--output_dir`, `--root` for `--data_root`, `--demo_dir` for `--output_dir`, `--model` for `--model_name_or_path`). `--dataset_option` takes several
 KEY=VALUE pairs and may be repeated; its pairs are added to the preset's (the last value of a key wins), unless
 `--dataset` names another dataset than the preset's.
 `--print_config` prints the resolved settings (preset + command line) and exits.
@@ -46,6 +46,8 @@ OPTION_ALIASES = {
     "--dataset_options": "--dataset_option",
     "--no_label_masking": "--no_use_image_labels",
 }
+# Aliases for commands that lack an option of that name (`--model` is `--model_name_or_path` for train, train-deeplab).
+FALLBACK_ALIASES = {"--model": "--model_name_or_path"}
 REPEATABLE_LISTS = ("--dataset_option", "--results", "--pred", "--override")
 
 
@@ -233,6 +235,9 @@ def parse_args_with_presets(
         target.add_argument("--config", default=None, help="Preset: a packaged name (voc, shapes, ...) or a YAML path")
         target.add_argument("--print_config", action="store_true", help="Print the resolved settings and exit")
     known, _ = pre.parse_known_args(args)
+    for alias, option in FALLBACK_ALIASES.items():  # e.g. `--model` where the option is `--model_name_or_path`
+        if alias not in parser._option_string_actions and option in parser._option_string_actions:
+            args = [option + arg[len(alias) :] if arg.split("=")[0] == alias else arg for arg in args]
     fields = option_fields(dataclass_types)
     preset_options: list = []
     if known.config:

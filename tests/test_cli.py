@@ -56,10 +56,11 @@ def test_both_spellings_aliases_and_repeatable_dataset_options():
         3,
     )
     assert parse_key_values(args.dataset_option) == {"num_val": 2, "image_size": 32, "seed": 5}
-    _, data_args, training_args = train_command.parse_arguments(
-        ["--root", "/voc", "--output-dir", "/out", "--use_cpu"]
+    model_args, data_args, training_args = train_command.parse_arguments(
+        ["--root", "/voc", "--output-dir", "/out", "--use_cpu", "--model", "runs/x"]
     )
     assert data_args.data_root == "/voc" and training_args.output_dir == "/out"
+    assert model_args.model_name_or_path == "runs/x"
 
 
 def test_packaged_presets_by_name_or_path_and_the_command_line_wins():
