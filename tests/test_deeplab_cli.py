@@ -262,3 +262,22 @@ def test_two_processes_train_with_ddp_and_share_the_evaluation(stage1_output, tm
     report = json.loads((output / "predictions" / "val" / "report" / "metrics.json").read_text())
     assert report["predictions"]["MS+CRF"]["num_scored"] == 2  # one image per process, metrics summed
     assert len(list((output / "predictions" / "val" / "ms_crf").glob("*.png"))) == 2
+
+
+def test_multi_scale_views_are_8k_plus_1_so_corner_aligned_logits_fall_on_the_image():
+    """At 96 px a stride-8 model's 12x12 logits, upsampled with align_corners, drift by up to 7 px towards the
+    bottom right (the demo's stage 2 lost 4.5 mIoU points to it); at 97 px they sit exactly on every 8th pixel."""
+    import torch
+
+    from cpfcte_hf.deeplab.training import multi_scale_probabilities
+    from tests.deeplab_helpers import tiny_deeplab_config
+
+    model = DeepLabV2ForSemanticSegmentation(tiny_deeplab_config()).eval()
+    seen = []
+    model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["pixel_values"].shape[-2:]), with_kwargs=True
+    )
+    with torch.no_grad():
+        probabilities = multi_scale_probabilities(model, np.zeros((96, 90, 3), np.uint8), scales=(1.0, 0.5))
+    assert [tuple(shape) for shape in seen] == [(97, 89), (49, 49)]
+    assert probabilities.shape == (3, 96, 90)

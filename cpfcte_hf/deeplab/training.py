@@ -254,9 +254,13 @@ def multi_scale_probabilities(
     upsampled to `(H, W)` (`config.align_corners`), fused by their element-wise maximum, then the softmax.
     """
     height, width = image.shape[:2]
-    views, flipped = make_views([image], inference_sizes((height, width), scales, 1), flip, image_mean, image_std)
-    device = next(model.parameters()).device
     align_corners = model.config.align_corners
+    sizes = inference_sizes((height, width), scales, 1)
+    if align_corners:  # DeepLab's 8k+1 inputs: the corner-aligned logits then fall on the pixel centres they cover
+        stride = model.config.output_stride
+        sizes = [tuple(max(stride + 1, round((side - 1) / stride) * stride + 1) for side in size) for size in sizes]
+    views, flipped = make_views([image], sizes, flip, image_mean, image_std)
+    device = next(model.parameters()).device
     fused = None
     for pixel_values, is_flipped in zip(views, flipped):
         logits = model(pixel_values=pixel_values.to(device)).logits.float()
