@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTEST_ARGS ?=
-# Extra demo options, e.g. `make demo DEMO_ARGS="--max_steps 200"` (any field of scripts/demo.py).
+# Extra demo options, any option of `cpfcte-hf run`: e.g. `make demo DEMO_ARGS="--override top_k=4 label.size=128"`.
 DEMO_ARGS ?=
 
 .PHONY: install test demo bench clean
@@ -27,18 +27,19 @@ install: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The whole method on the built-in procedural data (scripts/configs/demo.yaml): train -> pseudo-label + CRF -> report.
+# The whole method on the built-in procedural data (cpfcte_hf/presets/demo.yaml): stage 1 -> pseudo-labels of the
+# training split + CRF -> stage 2 (DeepLab-v2) -> both stages scored on the held-out split -> outputs/demo/.
 demo: $(VENV)/.installed
-	$(PY) scripts/demo.py --config scripts/configs/demo.yaml $(DEMO_ARGS)
+	$(VENV)/bin/cpfcte-hf demo $(DEMO_ARGS)
 
 # The CPU benchmarks of the README's Performance section, each as JSON in outputs/bench/ (3.5 minutes on 2 cores).
 BENCH_DIR ?= outputs/bench
 bench: $(VENV)/.installed
 	mkdir -p $(BENCH_DIR)
-	$(PY) scripts/bench_train.py --batch-size 2 --output $(BENCH_DIR)/train.json
-	$(PY) scripts/bench_data.py --workers 0 2 --output $(BENCH_DIR)/data.json
-	$(PY) scripts/bench_pseudo_label.py --output $(BENCH_DIR)/pseudo_label.json
-	$(PY) scripts/bench_deeplab.py --batch_size 2 --size 321 --output $(BENCH_DIR)/deeplab.json
+	$(VENV)/bin/cpfcte-hf bench train --batch_size 2 --output $(BENCH_DIR)/train.json
+	$(VENV)/bin/cpfcte-hf bench data --workers 0 2 --output $(BENCH_DIR)/data.json
+	$(VENV)/bin/cpfcte-hf bench pseudo_label --output $(BENCH_DIR)/pseudo_label.json
+	$(VENV)/bin/cpfcte-hf bench deeplab --batch_size 2 --size 321 --output $(BENCH_DIR)/deeplab.json
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

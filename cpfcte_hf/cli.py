@@ -1,10 +1,23 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
-"""Command-line parsing shared by the scripts: `HfArgumentParser` over dataclasses, with YAML presets.
+"""The one option vocabulary of `cpfcte-hf`: `HfArgumentParser` over dataclasses, with YAML presets.
 
-    python scripts/train.py --config scripts/configs/voc.yaml --learning_rate 5e-5
+    cpfcte-hf train --config voc --learning_rate 5e-5
+    cpfcte-hf train --config my_preset.yaml --print_config
 
-The YAML file gives defaults for any dataclass field (flat keys); anything on the command line wins. Unknown
-keys in the YAML file are an error naming the file and the key.
+Presets are YAML mappings shipped in the package (`cpfcte_hf/presets/<name>.yaml`, found by name) or any file
+path. A preset may inherit from another (`base: shapes`: the base's values, then this file's). Flat keys are
+settings of the preset's own command (`command: train_deeplab`; default `train`). A key that names a command
+(`train`, `label`, `evaluate`, `train_deeplab`, `run`) holds a section for that command. Any other command takes
+its section plus the shared data keys (`dataset`, `data_root`, `dataset_option`, ...) of the flat part, so that one
+preset (e.g. `voc`) drives every step of `cpfcte-hf run`. Sections may inherit too (`train_deeplab: {base:
+deeplab_voc}`). A key that is no option of the command is an error naming the preset and the key; the command
+line always wins.
+
+Every option takes both spellings (`--data_root` / `--data-root`); a few older names are aliases (`--out` for
+`--output_dir`, `--root` for `--data_root`, `--demo_dir` for `--output_dir`, `--model` for `--model_name_or_path`). `--dataset_option` takes several
+KEY=VALUE pairs and may be repeated; its pairs are added to the preset's (the last value of a key wins), unless
+`--dataset` names another dataset than the preset's.
+`--print_config` prints the resolved settings (preset + command line) and exits.
 """
 
 from __future__ import annotations
@@ -21,50 +34,256 @@ import yaml
 from transformers import HfArgumentParser
 
 
-def load_preset(path: str | os.PathLike) -> dict:
-    """A YAML preset as a flat dict; a clear error for a missing file, bad YAML or a non-mapping."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Config preset not found: {path}")
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+COMMAND_SECTIONS = ("train", "label", "evaluate", "train_deeplab", "run")
+# Keys of a preset's flat part that every command with such an option takes, even when it has its own section.
+SHARED_KEYS = ("dataset", "data_root", "dataset_option", "cache_dir", "train_split", "eval_split")
+# Older option names, kept working: old -> the option they stand for (after dashes became underscores).
+OPTION_ALIASES = {
+    "--out": "--output_dir",
+    "--root": "--data_root",
+    "--demo_dir": "--output_dir",
+    "--dataset_options": "--dataset_option",
+    "--no_label_masking": "--no_use_image_labels",
+}
+# Aliases for commands that lack an option of that name (`--model` is `--model_name_or_path` for train, train-deeplab).
+FALLBACK_ALIASES = {"--model": "--model_name_or_path"}
+REPEATABLE_LISTS = ("--dataset_option", "--results", "--pred", "--override")
+
+
+class PresetError(ValueError):
+    """A preset that cannot be used: missing, not YAML, not a mapping, an unknown key, a cycle of `base`."""
+
+
+def available_presets() -> list[str]:
+    """Names of the presets shipped in the package."""
+    return sorted(path.stem for path in PRESET_DIR.glob("*.yaml"))
+
+
+def resolve_preset(name_or_path: str | os.PathLike, relative_to: Path | None = None) -> Path:
+    """
+    The file of a preset: an existing path (relative to `relative_to` first, for `base:`), else the packaged
+    `presets/<name>.yaml`. A clear error lists the packaged names.
+    """
+    candidate = Path(name_or_path).expanduser()
+    candidates = [candidate] if candidate.is_absolute() else [Path(relative_to or ".") / candidate, candidate]
+    for path in candidates:
+        if path.is_file():
+            return path
+    packaged = PRESET_DIR / f"{candidate.name}.yaml" if candidate.suffix not in (".yaml", ".yml") else None
+    if packaged is not None and packaged.is_file():
+        return packaged
+    raise PresetError(
+        f"Config preset not found: {name_or_path} (neither a file nor a packaged preset; "
+        f"packaged: {', '.join(available_presets())})"
+    )
+
+
+def _read_mapping(path: Path) -> dict:
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise ValueError(f"Config preset {path} is not valid YAML: {error}") from error
+        raise PresetError(f"Config preset {path} is not valid YAML: {error}") from error
     if not isinstance(values, dict):
-        raise ValueError(f"Config preset {path} must be a mapping of field: value, got {type(values).__name__}.")
+        raise PresetError(f"Config preset {path} must be a mapping of field: value, got {type(values).__name__}.")
     return values
 
 
-def parse_args_with_presets(dataclass_types: Sequence[type], args: Sequence[str] | None = None, description=None):
-    """
-    Parses `args` (default `sys.argv[1:]`) into instances of `dataclass_types`, with `--config preset.yaml`
-    supplying defaults. Returns the tuple of dataclass instances.
-    """
-    args = list(sys.argv[1:] if args is None else args)
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
-    known, remaining = pre.parse_known_args(args)
+def _merge(base: dict, override: dict) -> dict:
+    """`override` on top of `base`; command sections are merged key by key, everything else replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if key in COMMAND_SECTIONS and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
-    parser = HfArgumentParser(dataclass_types, description=description)
-    parser.add_argument("--config", default=None, help="YAML preset giving defaults for any of the fields below")
-    if known.config:
-        preset = load_preset(known.config)
-        fields = {f.name for dataclass_type in dataclass_types for f in dataclasses.fields(dataclass_type)}
-        unknown = sorted(set(preset) - fields)
-        if unknown:
-            raise ValueError(f"Unknown key(s) in {known.config}: {', '.join(unknown)}.")
-        parser.set_defaults(**preset)
-    *outputs, unknown = parser.parse_args_into_dataclasses(args=remaining, return_remaining_strings=True)
+
+def _resolve_bases(values: dict, origin: Path, chain: tuple[Path, ...]) -> dict:
+    """Expands `base:` in `values` and in its command sections (recursively, cycles are an error)."""
+    values = dict(values)
+    base_name = values.pop("base", None)
+    for section in COMMAND_SECTIONS:
+        if isinstance(values.get(section), dict):
+            values[section] = _resolve_bases(values[section], origin, chain)
+    if base_name is None:
+        return values
+    base_path = resolve_preset(str(base_name), relative_to=origin.parent).resolve()
+    if base_path in chain:
+        raise PresetError(f"Config preset {origin}: `base: {base_name}` makes a cycle ({base_path}).")
+    base = _resolve_bases(_read_mapping(base_path), base_path, (*chain, base_path))
+    return _merge(base, values)
+
+
+def load_preset(name_or_path: str | os.PathLike) -> dict:
+    """A preset (packaged name or path) as a dict, with every `base:` expanded."""
+    path = resolve_preset(name_or_path).resolve()
+    return _resolve_bases(_read_mapping(path), path, (path,))
+
+
+def preset_values_for(preset: dict, command: str | None, fields: set[str], source: str) -> dict:
+    """
+    The part of `preset` that `command` takes (see the module docstring), checked against the command's option
+    names `fields`: a key that is no option is a `PresetError` naming `source` and the key.
+    """
+    owner = preset.get("command", "train")
+    flat = {key: value for key, value in preset.items() if key not in (*COMMAND_SECTIONS, "command")}
+    section = preset.get(command) if command else None
+    if command == owner or command is None:
+        values = dict(flat)
+    else:
+        values = {key: flat[key] for key in SHARED_KEYS if key in flat and key in fields}
+    if isinstance(section, dict):
+        values.update({key: value for key, value in section.items() if key != "command"})
+    unknown = sorted(set(values) - fields)
     if unknown:
-        parser.error(f"unrecognised arguments: {' '.join(unknown)}")
-    # HfArgumentParser also returns a Namespace for arguments that are no dataclass field (here `--config`).
-    return tuple(output for output in outputs if dataclasses.is_dataclass(output))
+        where = source if command == owner or command is None else f"{source} (section {command})"
+        raise PresetError(
+            f"Unknown key(s) in {where}: {', '.join(unknown)} (not an option of "
+            f"`cpfcte-hf {(command or '').replace('_', '-')}`)."
+        )
+    return values
+
+
+def normalize_argv(args: Sequence[str]) -> list[str]:
+    """
+    Long options with underscores (`--data-root` -> `--data_root`), old names replaced by their aliases, and the
+    pairs of every `--dataset_option` gathered behind one flag (the flag may be repeated).
+    """
+    normalized: list[str] = []
+    for arg in args:
+        if arg.startswith("--") and len(arg) > 2:
+            name, equals, value = arg.partition("=")
+            name = "--" + name[2:].replace("-", "_")
+            name = OPTION_ALIASES.get(name, name)
+            arg = name + equals + value
+        normalized.append(arg)
+    for flag in REPEATABLE_LISTS:
+        normalized = _gather_list_option(normalized, flag)
+    return normalized
+
+
+def _gather_list_option(args: list[str], flag: str) -> list[str]:
+    values, rest, index, found = [], [], 0, False
+    while index < len(args):
+        arg = args[index]
+        if arg == flag:
+            found = True
+            index += 1
+            while index < len(args) and not args[index].startswith("--"):
+                values.append(args[index])
+                index += 1
+            continue
+        if arg.startswith(flag + "="):
+            found = True
+            values.append(arg.partition("=")[2])
+        else:
+            rest.append(arg)
+        index += 1
+    return [*rest, flag, *values] if found else rest
+
+
+def accept_both_spellings(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Gives every long option of a plain argparse parser its other spelling (`--batch-size` / `--batch_size`)."""
+    for action in list(parser._actions):
+        for option in list(action.option_strings):
+            if not option.startswith("--"):
+                continue
+            for other in ("--" + option[2:].replace("-", "_"), "--" + option[2:].replace("_", "-")):
+                if other not in parser._option_string_actions:
+                    parser._option_string_actions[other] = action
+                    action.option_strings.append(other)
+    return parser
+
+
+def parse_plain_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """
+    Parses `argv` with a plain argparse parser (the benchmarks) in the same vocabulary as the other commands: both
+    spellings of every option, and `--print_config` printing the resolved options and exiting.
+    """
+    parser.add_argument("--print_config", action="store_true", help="Print the resolved settings and exit")
+    accept_both_spellings(parser)
+    args = parser.parse_args(argv)
+    if args.print_config:
+        print(json.dumps({key: value for key, value in vars(args).items() if key != "print_config"}, indent=2))
+        raise SystemExit(0)
+    return args
+
+
+def option_fields(dataclass_types: Sequence[type]) -> set[str]:
+    return {f.name for dataclass_type in dataclass_types for f in dataclasses.fields(dataclass_type) if f.init}
+
+
+def parse_args_with_presets(
+    dataclass_types: Sequence[type],
+    args: Sequence[str] | None = None,
+    description: str | None = None,
+    command: str | None = None,
+    prog: str | None = None,
+):
+    """
+    Parses `args` (default `sys.argv[1:]`) into instances of `dataclass_types`, with `--config PRESET` supplying
+    defaults (see the module docstring). Returns the tuple of dataclass instances.
+
+    `--print_config` prints the resolved instances as JSON and exits (status 0). A preset error prints one line
+    (`error: ...`) and exits with status 2.
+    """
+    args = normalize_argv(sys.argv[1:] if args is None else args)
+    parser = HfArgumentParser(dataclass_types, description=description, prog=prog)
+    for target in (parser, pre := argparse.ArgumentParser(add_help=False)):
+        target.add_argument("--config", default=None, help="Preset: a packaged name (voc, shapes, ...) or a YAML path")
+        target.add_argument("--print_config", action="store_true", help="Print the resolved settings and exit")
+    known, _ = pre.parse_known_args(args)
+    for alias, option in FALLBACK_ALIASES.items():  # e.g. `--model` where the option is `--model_name_or_path`
+        if alias not in parser._option_string_actions and option in parser._option_string_actions:
+            args = [option + arg[len(alias) :] if arg.split("=")[0] == alias else arg for arg in args]
+    fields = option_fields(dataclass_types)
+    preset_options: list = []
+    if known.config:
+        try:
+            values = preset_values_for(load_preset(known.config), command, fields, str(known.config))
+        except PresetError as error:
+            fail(str(error))
+        preset_options = values.pop("dataset_option", None) or []
+        preset_dataset = values.get("dataset")
+        parser.set_defaults(**values)
+    try:
+        *outputs, unknown = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
+    except ValueError as error:  # a dataclass refusing its values (e.g. bf16 without a GPU): one line
+        source = f" (preset {known.config})" if known.config else ""
+        fail(f"{error}{source}".replace("\n", " "))
+    if unknown:
+        fail(f"unrecognised arguments: {' '.join(unknown)} (see --help)")
+    instances = tuple(output for output in outputs if dataclasses.is_dataclass(output))
+    if preset_options:
+        for instance in instances:
+            # The preset's loader options belong to its dataset: another --dataset on the command line drops them.
+            if hasattr(instance, "dataset_option") and getattr(instance, "dataset", None) == preset_dataset:
+                instance.dataset_option = _key_value_list(preset_options) + list(instance.dataset_option or [])
+    if known.print_config:
+        print(describe(*instances))
+        raise SystemExit(0)
+    return instances
+
+
+def _key_value_list(options) -> list[str]:
+    """Preset `dataset_option` (a list of KEY=VALUE or a mapping) as a list of KEY=VALUE strings."""
+    if isinstance(options, dict):
+        return [f"{key}={json.dumps(value)}" for key, value in options.items()]
+    return [str(option) for option in options]
+
+
+def fail(message: str, status: int = 2):
+    """Ends a command with one line on stderr, no traceback."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(status)
 
 
 def parse_key_values(options) -> dict:
     """
     Loader options from the command line: `["num_val=20", "image_size=64"]` -> `{"num_val": 20, "image_size": 64}`
-    (values read as YAML scalars); a mapping (e.g. from a YAML preset) passes through.
+    (values read as YAML scalars; a later pair wins); a mapping (e.g. from a YAML preset) passes through.
     """
     if isinstance(options, dict):
         return dict(options)

@@ -1,123 +1,87 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
-"""`make demo`: the whole method, for real, on the built-in procedural shapes set, on a CPU.
+"""`make demo` (`cpfcte-hf demo` = `cpfcte-hf run --config demo`): the whole method, for real, on the built-in
+procedural shapes set, on a CPU, through the same steps a VOC user runs (`cpfcte_hf/commands/run.py`):
 
-It runs what a VOC user runs, through the same library code:
+1. write the shapes set to disk in the VOC layout;
+2. train CPF-CTE from scratch on the train split's image-level tags (stage 1);
+3. pseudo-label the train split at a higher resolution with its tags, then dense CRF;
+4. train a small DeepLab-v2 on those masks (stage 2);
+5. score on the held-out val split: stage-1 pseudo-labels with tags (BPM, CRF), stage 1 without tags, stage 2
+   without tags at one scale and with multi-scale + CRF; per-class tables, plots and overlays in each report/.
 
-1. write the shapes set to disk in the VOC layout (`write_shapes_voc`, as `scripts/make_shapes.py` does);
-2. train CPF-CTE from scratch on the train split's image-level tags (`run_training`, as `scripts/train.py`);
-3. pseudo-label the held-out val split at a higher resolution, with its image-level tags, then dense CRF, and
-   score both against the ground truth (`run_pseudo_labeling`, as `scripts/pseudo_label.py`).
-
-Ground-truth masks are never used for training: only for the report (and, if evaluation is on, for watching
-the mIoU while training; model selection is off, so the reported split is never used to pick the model).
+Ground-truth masks are never used for training, only for the reports. This module turns the run's summary into
+`demo_results.json` and the console table.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 
-from .cli import describe
-from .crf import DenseCRFConfig
-from .data.shapes import ShapesConfig, write_shapes_voc
-from .pseudo_labeling import PseudoLabelConfig, run_pseudo_labeling
-from .trainer import CPFCTETrainingArguments
-from .training import DataArguments, ModelArguments, run_training
 from .visualization import atomic_write_text
 
 
-@dataclass
-class DemoArguments:
-    """The demo's own settings; model, data and training fields come from the same dataclasses as train.py."""
-
-    demo_dir: str = field(default="outputs/demo", metadata={"help": "Everything the demo writes goes here."})
-    shapes_num_train: int = field(default=2000, metadata={"help": "Training images (tags only are used)."})
-    shapes_num_val: int = field(default=200, metadata={"help": "Held-out images, pseudo-labelled and scored."})
-    shapes_image_size: int = field(default=96, metadata={"help": "Side of the procedural images."})
-    shapes_num_classes: int = field(default=5, metadata={"help": "Foreground classes."})
-    shapes_seed: int = field(default=0, metadata={"help": "Seed of the procedural images."})
-    inference_flip: bool = field(default=False, metadata={"help": "Also average the flipped image."})
-    crf_workers: int | None = field(default=None, metadata={"help": "CRF processes (default: all CPUs)."})
+# (column of the console table, report of `collect_results`, prediction set in that report)
+COLUMNS = (
+    ("BPM", "stage1_tagged", "BPM"),
+    ("CRF", "stage1_tagged", "CRF"),
+    ("S1 untagged", "stage1_untagged", "BPM"),
+    ("S2", "stage2_single_scale", "MS"),
+    ("S2 MS+CRF", "stage2_ms_crf", "MS+CRF"),
+)
 
 
-@contextmanager
-def _stage(name: str, timings: dict):
-    """Prints a stage's banner and records its wall time in `timings[name]`."""
-    print(f"\n=== {name} ===", flush=True)
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[name] = time.perf_counter() - start
-    print(f"=== {name}: {timings[name]:.0f} s ===", flush=True)
-
-
-def run_demo(
-    demo_args: DemoArguments,
-    model_args: ModelArguments,
-    data_args: DataArguments,
-    training_args: CPFCTETrainingArguments,
-) -> dict:
-    """Runs the three stages and returns (and writes to `demo_dir/demo_results.json`) the final numbers."""
-    timings: dict[str, float] = {}
-    demo_dir = os.path.abspath(demo_args.demo_dir)
-    data_dir = os.path.join(demo_dir, "data")
-    model_dir = os.path.join(demo_dir, "model")
-    pseudo_dir = os.path.join(demo_dir, "pseudo_labels")
-
-    with _stage("1/3 data: procedural shapes in the VOC layout", timings):
-        shapes = ShapesConfig(
-            num_classes=demo_args.shapes_num_classes,
-            image_size=demo_args.shapes_image_size,
-            seed=demo_args.shapes_seed,
-        )
-        written = write_shapes_voc(
-            data_dir, num_train=demo_args.shapes_num_train, num_val=demo_args.shapes_num_val, config=shapes
-        )
-        print(f"{written['splits']} images of {written['class_names']} in {data_dir}", flush=True)
-
-    data_args = dataclasses.replace(data_args, dataset="voc", data_root=data_dir, dataset_option=[])
-    training_args.output_dir = model_dir
-    with _stage("2/3 train CPF-CTE from image-level tags", timings):
-        run_training(model_args, data_args, training_args)
-
-    config = PseudoLabelConfig(
-        size=None,  # the checkpoint's inference_size (the preset's, 192)
-        flip=demo_args.inference_flip,
-        crf_config=DenseCRFConfig(),
-        crf_workers=demo_args.crf_workers,
-        overwrite=True,
-        num_overlays=8,
+def demo_results(summary: dict) -> dict:
+    """demo_results.json from a `run` summary: the stage-1 keys of earlier demos plus the stage-2 numbers."""
+    run_dir = summary["output_dir"]
+    results, mean_iou = summary["results"], summary["mean_iou"]
+    tagged = results.get("stage1_tagged") or {}
+    class_names = tagged.get("class_names") or next(
+        (report["class_names"] for report in results.values() if report), []
     )
-    with _stage("3/3 pseudo-label the held-out split (BPM + dense CRF) and score it", timings):
-        summary = run_pseudo_labeling(
-            model=model_dir, out_dir=pseudo_dir, dataset_name="voc", data_root=data_dir, split="val", config=config
-        )
-
-    report = summary.report or {}
-    predictions = report.get("predictions", {})
-    results = {
-        "pseudo_label_miou_bpm": predictions.get("BPM", {}).get("mean_iou"),
-        "pseudo_label_miou_crf": predictions.get("CRF", {}).get("mean_iou"),
-        "per_class_iou": {
-            name: {set_name: entry["per_class"][i]["iou"] for set_name, entry in predictions.items()}
-            for i, name in enumerate(report.get("class_names", []))
-        },
-        "num_val_images": demo_args.shapes_num_val,
-        "failed_images": summary.failed,
-        "seconds": {name: round(seconds, 3) for name, seconds in timings.items()},
-        "seconds_total": round(sum(timings.values()), 3),
-        "model_dir": model_dir,
-        "pseudo_label_dir": pseudo_dir,
-        "report_dir": os.path.join(pseudo_dir, "report"),
-        "arguments": json.loads(describe(demo_args, model_args, data_args, training_args)),
+    per_class = {}
+    for index, name in enumerate(class_names):
+        per_class[name] = {}
+        for column, report, prediction in COLUMNS:
+            entry = (results.get(report) or {}).get("predictions", {}).get(prediction)
+            if entry is not None and index < len(entry["per_class_iou"]):
+                per_class[name][column] = entry["per_class_iou"][index]
+    steps = summary["steps"]
+    failed_images = 0
+    summary_path = os.path.join(run_dir, "eval", "stage1_tagged", "summary.json")
+    if os.path.isfile(summary_path):
+        failed_images = len(json.loads(open(summary_path).read()).get("failures", []))
+    return {
+        "pseudo_label_miou_bpm": mean_iou["stage1_tagged_bpm"],
+        "pseudo_label_miou_crf": mean_iou["stage1_tagged_crf"],
+        "stage1_untagged_miou": mean_iou["stage1_untagged"],
+        "stage2_miou": mean_iou["stage2"],
+        "stage2_miou_ms_crf": mean_iou["stage2_ms_crf"],
+        "train_pseudo_label_miou_bpm": mean_iou["train_pseudo_labels_bpm"],
+        "train_pseudo_label_miou_crf": mean_iou["train_pseudo_labels_crf"],
+        "per_class_iou": per_class,
+        "num_val_images": tagged.get("num_images"),
+        "failed_images": failed_images,
+        "status": summary["status"],
+        "steps": {name: entry["status"] for name, entry in steps.items()},
+        "seconds": {name: entry["seconds"] for name, entry in steps.items()},
+        "seconds_total": summary["seconds_total"],
+        "model_dir": os.path.join(run_dir, "stage1"),
+        "stage2_model_dir": os.path.join(run_dir, "stage2"),
+        "pseudo_label_dir": os.path.join(run_dir, "eval", "stage1_tagged"),
+        "train_pseudo_label_dir": os.path.join(run_dir, "pseudo_labels"),
+        "report_dir": os.path.join(run_dir, "eval", "stage1_tagged", "report"),
+        "stage2_report_dir": os.path.join(
+            run_dir, "stage2", "predictions", summary["arguments"]["eval_split"], "report"
+        ),
+        "arguments": summary["arguments"],
     }
-    atomic_write_text(os.path.join(demo_dir, "demo_results.json"), json.dumps(results, indent=2, default=str) + "\n")
-    print(format_demo_results(results), flush=True)
+
+
+def write_demo_results(summary: dict) -> dict:
+    results = demo_results(summary)
+    path = os.path.join(summary["output_dir"], "demo_results.json")
+    atomic_write_text(path, json.dumps(results, indent=2, default=str) + "\n")
     return results
 
 
@@ -125,25 +89,46 @@ def format_demo_results(results: dict) -> str:
     """The final table of the demo, for the console."""
 
     def percent(value):
-        return "  n/a" if value is None else f"{100 * value:5.1f}"
+        return "n/a" if value is None else f"{100 * value:.1f}"
 
-    lines = ["", "CPF-CTE demo: pseudo-labels of held-out procedural images (IoU %, background included)", ""]
-    lines.append(f"{'class':<14}{'BPM':>7}{'CRF':>7}")
+    header = [column for column, _, _ in COLUMNS]
+    lines = [
+        "",
+        "CPF-CTE demo on held-out procedural images (IoU %, background included). Stage 1 with the image tags: BPM,",
+        "CRF; stage 1 without tags; stage 2 (DeepLab-v2 trained on the CRF pseudo-labels), no tags: one scale, MS+CRF.",
+        "",
+        f"{'class':<14}" + "".join(f"{name:>13}" for name in header),
+    ]
     for name, values in results["per_class_iou"].items():
-        lines.append(f"{name:<14}{percent(values.get('BPM')):>7}{percent(values.get('CRF')):>7}")
+        lines.append(f"{name:<14}" + "".join(f"{percent(values.get(column)):>13}" for column in header))
+    means = [
+        results["pseudo_label_miou_bpm"],
+        results["pseudo_label_miou_crf"],
+        results["stage1_untagged_miou"],
+        results["stage2_miou"],
+        results["stage2_miou_ms_crf"],
+    ]
+    lines.append(f"{'mIoU':<14}" + "".join(f"{percent(value):>13}" for value in means))
+    lines.append("")
     lines.append(
-        f"{'mIoU':<14}{percent(results['pseudo_label_miou_bpm']):>7}{percent(results['pseudo_label_miou_crf']):>7}"
+        f"training-split pseudo-labels (stage 2's targets): BPM {percent(results['train_pseudo_label_miou_bpm'])}, "
+        f"CRF {percent(results['train_pseudo_label_miou_crf'])}"
     )
     lines.append("")
     width = max(len(name) for name in [*results["seconds"], "total"]) + 2
     for name, seconds in results["seconds"].items():
-        lines.append(f"{name:<{width}}{seconds:8.0f} s")
+        lines.append(f"{name:<{width}}{seconds:8.0f} s  ({results['steps'][name]})")
     lines.append(f"{'total':<{width}}{results['seconds_total']:8.0f} s")
     lines.append("")
-    lines.append(f"checkpoint:   {results['model_dir']}  (from_pretrained / pipeline('image-segmentation'))")
+    lines.append(
+        f"stage 1:      {results['model_dir']}  (from_pretrained / pipeline('image-segmentation'), with tags)"
+    )
+    lines.append(f"stage 2:      {results['stage2_model_dir']}  (pipeline('image-segmentation'), untagged images)")
     lines.append(f"masks:        {results['pseudo_label_dir']}/{{bpm,crf}}/<id>.png")
-    lines.append(f"report:       {results['report_dir']}/ (metrics.json, per_class_iou.csv/png, overlays/)")
+    lines.append(
+        f"reports:      {results['report_dir']}/, {results['stage2_report_dir']}/ (metrics, per-class, overlays)"
+    )
     return "\n".join(lines)
 
 
-__all__ = ["DemoArguments", "format_demo_results", "run_demo"]
+__all__ = ["demo_results", "format_demo_results", "write_demo_results"]

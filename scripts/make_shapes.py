@@ -7,19 +7,22 @@ python scripts/make_shapes.py --out data/shapes --num-train 2000 --num-val 300 -
 import argparse
 import json
 
+from cpfcte_hf.cli import parse_plain_args
 from cpfcte_hf.data import ShapesConfig, write_shapes_voc
 
 
 def main(argv=None):
     defaults = ShapesConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="output folder (VOC2012-like layout)")
+    parser.add_argument(
+        "--out", "--data_root", "--output_dir", dest="out", required=True, help="output folder (VOC layout)"
+    )
     parser.add_argument("--num-train", type=int, default=2000)
     parser.add_argument("--num-val", type=int, default=300)
     parser.add_argument("--image-size", type=int, default=defaults.image_size)
     parser.add_argument("--num-classes", type=int, default=defaults.num_classes, help="foreground classes (1-10)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    args = parser.parse_args(argv)
+    args = parse_plain_args(parser, argv)
     summary = write_shapes_voc(
         args.out,
         num_train=args.num_train,

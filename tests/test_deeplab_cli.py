@@ -211,9 +211,7 @@ def test_shapes_generated_with_dataset_options_and_a_sample_limit(tmp_path):
 
 @pytest.mark.parametrize("preset", ["deeplab_voc", "deeplab_coco", "deeplab_shapes"])
 def test_presets_parse_and_carry_the_recipe(preset):
-    data, model, test, crf, training = parse_arguments(
-        ["--config", os.path.join(REPO, "scripts", "configs", f"{preset}.yaml")]
-    )
+    data, model, test, crf, training = parse_arguments(["--config", preset])
     assert training.min_scale <= 1.0 <= training.max_scale and training.flip_prob == 0.5
     assert training.momentum == 0.9 and training.weight_decay == 5e-4 and training.poly_power == 0.9
     assert training.classifier_lr_multiplier == 10.0 and training.per_device_train_batch_size == 10
@@ -224,9 +222,7 @@ def test_presets_parse_and_carry_the_recipe(preset):
         assert training.crop_size == 321 and (training.min_scale, training.max_scale) == (0.5, 1.5)
         assert training.max_steps == 20000 and training.learning_rate == 2.5e-4 and model.freeze_batch_norm
     # The command line wins over the preset.
-    *_, training = parse_arguments(
-        ["--config", os.path.join(REPO, "scripts", "configs", f"{preset}.yaml"), "--max_steps", "7"]
-    )
+    *_, training = parse_arguments(["--config", preset, "--max_steps", "7"])
     assert training.max_steps == 7
 
 
@@ -254,7 +250,8 @@ def test_two_processes_train_with_ddp_and_share_the_evaluation(stage1_output, tm
         "--eval_steps",
         "3",
     ]
-    result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300, cwd=REPO)
+    env = {**subprocess_env(), "PYTHONPATH": REPO}  # the script imports the library it sits next to
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     state = json.loads((output / "trainer_state.json").read_text())
     # 3 steps of 1 image on each of 2 processes = 6 of the 4 training images: 1.5 epochs (0.75 with one process).

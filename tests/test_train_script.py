@@ -1,4 +1,5 @@
-"""scripts/train.py end to end: presets, saved checkpoint, `accelerate launch` on 2 processes, SIGKILL + resume."""
+"""`cpfcte-hf train` / scripts/train.py end to end: presets, saved checkpoint, `accelerate launch` (script and
+`-m cpfcte_hf train`) on 2 processes, SIGKILL + resume."""
 
 import json
 import signal
@@ -19,11 +20,14 @@ TRAIN = str(REPO / "scripts" / "train.py")
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
 
 
-def tiny_args(tmp_path, output_dir, *extra):
+SHAPES_OPTIONS = ("--dataset_option", "num_train=16", "num_val=8", "image_size=32")
+
+
+def tiny_args(tmp_path, output_dir, *extra, dataset_options=SHAPES_OPTIONS):
     """The shapes preset shrunk to seconds: 32-px images, a 2-layer 32-wide ViT, 16 training images."""
     return [
-        "--config", str(REPO / "scripts" / "configs" / "shapes.yaml"),
-        "--dataset_option", "num_train=16", "num_val=8", "image_size=32",
+        "--config", "shapes",
+        *dataset_options,
         "--cache_dir", str(tmp_path / "cache"),
         "--image_size", "32", "--patch_size", "8", "--hidden_size", "32", "--num_hidden_layers", "2",
         "--num_attention_heads", "2", "--intermediate_size", "64",
@@ -34,10 +38,13 @@ def tiny_args(tmp_path, output_dir, *extra):
     ]  # fmt: skip
 
 
+def script_env() -> dict:
+    """`subprocess_env()` with this checkout first on the path: scripts/*.py import the library they sit next to."""
+    return {**subprocess_env(), "PYTHONPATH": str(REPO)}
+
+
 def run(command, **kwargs):
-    return subprocess.run(
-        command, capture_output=True, text=True, env=subprocess_env(), cwd=REPO, timeout=600, **kwargs
-    )
+    return subprocess.run(command, capture_output=True, text=True, env=script_env(), cwd=REPO, timeout=600, **kwargs)
 
 
 def test_train_script_saves_a_checkpoint_that_loads_everywhere(tmp_path):
@@ -76,12 +83,13 @@ def test_train_script_saves_a_checkpoint_that_loads_everywhere(tmp_path):
     assert results and all(r["mask"].size == (40, 30) for r in results)
 
 
-def test_two_processes_with_accelerate_launch_over_gloo(tmp_path):
+@pytest.mark.parametrize("entry", [[TRAIN], ["-m", "cpfcte_hf", "train"]], ids=["script", "module"])
+def test_two_processes_with_accelerate_launch_over_gloo(tmp_path, entry):
     out = tmp_path / "ddp"
     command = [
         ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no",
-        TRAIN, *tiny_args(tmp_path, out, "--num_train_epochs", "2", "--use_cpu", "true"),
+        *entry, *tiny_args(tmp_path, out, "--num_train_epochs", "2", "--use_cpu", "true"),
     ]  # fmt: skip
     result = run(command)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -108,7 +116,7 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     killed = tmp_path / "killed"
     process = subprocess.Popen(
         [sys.executable, TRAIN, *tiny_args(tmp_path, killed, *common)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=subprocess_env(), cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=script_env(), cwd=REPO,
     )  # fmt: skip
     deadline = time.time() + 300
     while time.time() < deadline and not (killed / "checkpoint-8" / "trainer_state.json").exists():
@@ -137,19 +145,20 @@ def test_resume_skips_a_checkpoint_that_was_cut_off(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "extra, message",
+    "extra, options, message",
     [
         (
             ["--dataset", "voc", "--data_root", "/no/such/VOCdevkit", "--dataset_option", "cls_labels=false"],
+            (),
             "/no/such/VOCdevkit",
         ),
-        (["--dataset", "voc", "--data_root", "/no/such/VOCdevkit"], "does not fit the 'voc' loader"),
-        (["--resume_from_checkpoint", "last"], "no complete checkpoint"),
-        (["--pooling", "median"], "pooling"),
+        (["--dataset", "voc", "--data_root", "/no/such/VOCdevkit"], SHAPES_OPTIONS, "does not fit the 'voc' loader"),
+        (["--resume_from_checkpoint", "last"], SHAPES_OPTIONS, "no complete checkpoint"),
+        (["--pooling", "median"], SHAPES_OPTIONS, "pooling"),
     ],
 )
-def test_bad_arguments_exit_with_a_clear_message(tmp_path, extra, message):
-    result = run([sys.executable, TRAIN, *tiny_args(tmp_path, tmp_path / "bad", *extra)])
+def test_bad_arguments_exit_with_a_clear_message(tmp_path, extra, options, message):
+    result = run([sys.executable, TRAIN, *tiny_args(tmp_path, tmp_path / "bad", *extra, dataset_options=options)])
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
 

@@ -318,7 +318,11 @@ def parse_arguments(argv=None):
         DeepLabV2TrainingArguments,
     )
     parsed = parse_args_with_presets(
-        types, argv, description="Train DeepLab-v2 on CPF-CTE pseudo-labels and evaluate it (multi-scale + CRF)."
+        types,
+        argv,
+        description="Train DeepLab-v2 on CPF-CTE pseudo-labels and evaluate it (multi-scale + CRF).",
+        command="train_deeplab",
+        prog="cpfcte-hf train-deeplab",
     )
     # `parse_args_with_presets` may also return the argparse Namespace holding `--config`: keep the dataclasses.
     return tuple(value for value in parsed if isinstance(value, types))

@@ -1,0 +1,65 @@
+# Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
+r"""mIoU report for any directories of mask PNGs (`<dir>/<id>.png`, class ids) against a split's ground truth.
+
+    cpfcte-hf evaluate --pred pseudo/voc_train/bpm pseudo/voc_train/crf \
+        --dataset voc --data_root data/VOCdevkit/VOC2012 --split train --output_dir pseudo/voc_train/report
+
+One confusion matrix per directory over the whole split (all classes including background, 255 ignored). Writes
+metrics.json, per_class_iou.csv, per_class_iou.png and overlays/ to --output_dir (alias --out; default:
+<first --pred>/report) and prints the per-class table. Images without a prediction file are counted as missing. A
+--pred directory that does not exist or holds no mask is an error (exit status 2) and nothing is created.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from ..cli import fail, parse_args_with_presets, parse_key_values
+from ..pseudo_labeling import run_evaluation
+
+
+@dataclass
+class EvaluateArguments:
+    pred: list[str] = field(default_factory=list, metadata={"help": "One or more directories of <id>.png masks."})
+    dataset: str | None = field(default=None, metadata={"help": "Dataset kind (voc, coco, shapes, ...)."})
+    data_root: str | None = field(default=None, metadata={"help": "Dataset root directory (or Hub id)."})
+    split: str = "val"
+    dataset_option: list[str] = field(
+        default_factory=list, metadata={"help": "Extra loader arguments KEY=VALUE ... (YAML values), repeatable."}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Arrow cache of the loaders."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Report directory (default: <first --pred>/report)."}
+    )
+    num_overlays: int = 4
+
+
+def parse_arguments(argv=None):
+    return parse_args_with_presets(
+        (EvaluateArguments,), argv, description=__doc__, command="evaluate", prog="cpfcte-hf evaluate"
+    )
+
+
+def main(argv=None) -> int:
+    (args,) = parse_arguments(argv)
+    missing = [name for name in ("pred", "dataset") if not getattr(args, name)]
+    if missing:
+        fail(f"the following arguments are required: {', '.join('--' + m for m in missing)}")
+    try:
+        options = parse_key_values(args.dataset_option)
+        if args.cache_dir:
+            options.setdefault("cache_dir", args.cache_dir)
+        run_evaluation(
+            args.pred,
+            dataset_name=args.dataset,
+            data_root=args.data_root,
+            split=args.split,
+            dataset_kwargs=options,
+            report_dir=args.output_dir,
+            num_overlays=args.num_overlays,
+        )
+    except (OSError, ValueError) as error:  # bad arguments: a clear message, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
