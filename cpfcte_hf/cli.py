@@ -128,6 +128,10 @@ def preset_values_for(preset: dict, command: str | None, fields: set[str], sourc
     names `fields`: a key that is no option is a `PresetError` naming `source` and the key.
     """
     owner = preset.get("command", "train")
+    if "command" not in preset and command is not None and not any(key in preset for key in COMMAND_SECTIONS):
+        # A plain preset (no `command:`, no sections) handed to a command is that command's: its keys are never
+        # dropped silently because they are taken for stage 1's.
+        owner = command
     flat = {key: value for key, value in preset.items() if key not in (*COMMAND_SECTIONS, "command")}
     section = preset.get(command) if command else None
     if command == owner or command is None:

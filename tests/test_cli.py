@@ -22,9 +22,10 @@ def test_module_entry_lists_every_subcommand():
         [sys.executable, "-m", "cpfcte_hf", "--help"], capture_output=True, text=True, env=subprocess_env()
     )
     assert result.returncode == 0, result.stderr
-    for name in ("train", "label", "evaluate", "train-deeplab", "push", "run", "demo", "bench"):
+    names = ("train", "label", "evaluate", "train-deeplab", "push", "run", "demo", "bench", "reproduce")
+    for name in names:
         assert f"  {name} " in result.stdout
-    assert set(COMMANDS) == {"train", "label", "evaluate", "train-deeplab", "push", "run", "demo", "bench"}
+    assert set(COMMANDS) == set(names)
 
 
 def test_unknown_command_is_one_clear_error(capsys):
@@ -141,3 +142,17 @@ def test_run_overrides_set_stage_one_keys_and_sections():
     assert preset["train_deeplab"]["resnet_layer_type"] == "basic" and load_preset("demo")["top_k"] == 16
     with pytest.raises(ValueError, match="no command section"):
         apply_overrides(load_preset("demo"), ["stage9.max_steps=7"])
+
+
+def test_a_plain_preset_given_to_a_command_is_that_commands(tmp_path, capsys):
+    # A user's own stage-2 preset without `command:` or sections: its keys must not be dropped as stage 1's.
+    preset = tmp_path / "my_deeplab.yaml"
+    preset.write_text("backbone: none\nmax_steps: 7\ncrop_size: 33\n")
+    assert main(["train-deeplab", "--config", str(preset), "--print_config"]) == 0
+    printed = capsys.readouterr().out
+    assert '"backbone": "none"' in printed and '"max_steps": 7' in printed and '"crop_size": 33' in printed
+    # The same keys in a run preset's stage-1 part stay stage 1's: train-deeplab then takes only its section.
+    preset.write_text("dataset: shapes\nmax_steps: 7\ntrain_deeplab:\n  crop_size: 41\n")
+    assert main(["train-deeplab", "--config", str(preset), "--print_config"]) == 0
+    printed = capsys.readouterr().out
+    assert '"crop_size": 41' in printed and '"max_steps": 7' not in printed

@@ -522,7 +522,7 @@ def test_training_presets_store_the_inference_size_in_the_checkpoint(tmp_path):
     from cpfcte_hf.cli import load_preset
     from cpfcte_hf.training import ModelArguments, build_model
 
-    presets = {name: load_preset(os.path.join(REPO, "scripts", "configs", f"{name}.yaml")) for name in ("voc", "demo")}
+    presets = {name: load_preset(name) for name in ("voc", "demo")}  # the packaged presets, inheritance applied
     assert presets["voc"]["inference_size"] == 960 and presets["voc"]["image_size"] == 384
     assert presets["demo"]["inference_size"] == 192 and presets["demo"]["image_size"] == 96
     tiny = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
