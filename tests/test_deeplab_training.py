@@ -356,6 +356,7 @@ def test_training_resumes_from_a_checkpoint_to_the_same_weights(shapes, tmp_path
     # A run stopped after step 2: only its checkpoint-2 exists. `last` picks it up and finishes the 4 steps.
     (tmp_path / "b" / "run").mkdir(parents=True)
     shutil.copytree(tmp_path / "a" / "run" / "checkpoint-2", tmp_path / "b" / "run" / "checkpoint-2")
+    (tmp_path / "b" / "run" / "checkpoint-3").mkdir()  # killed while saving (no trainer_state.json): skipped
     torch.manual_seed(123)  # the model's fresh init is overwritten by the checkpoint
     result = run_deeplab(
         data, model_args, test, crf, _training_args(tmp_path / "b", resume_from_checkpoint="last"), train_dataset=train
@@ -366,3 +367,20 @@ def test_training_resumes_from_a_checkpoint_to_the_same_weights(shapes, tmp_path
     assert uninterrupted.keys() == resumed.keys()
     for key in uninterrupted:
         torch.testing.assert_close(resumed[key], uninterrupted[key], msg=key)
+
+
+def test_resume_last_without_a_complete_checkpoint_is_a_clear_error(tmp_path):
+    """Both stages resolve `--resume_from_checkpoint` with `trainer.resolve_resume_checkpoint`: stage 2 also refuses
+    `last` when nothing was saved yet (stage 1: tests/test_train_script.py), before loading any data."""
+    data, model_args, test, crf = _run_arguments(tmp_path / "pseudo")
+    with pytest.raises(FileNotFoundError, match=r"no complete checkpoint in .*run"):
+        run_deeplab(data, model_args, test, crf, _training_args(tmp_path, resume_from_checkpoint="last"))
+    (tmp_path / "run" / "checkpoint-2").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"checkpoint-2 was not written completely"):
+        run_deeplab(
+            data,
+            model_args,
+            test,
+            crf,
+            _training_args(tmp_path, resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-2")),
+        )
