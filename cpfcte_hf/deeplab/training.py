@@ -624,13 +624,7 @@ class DeepLabV2Trainer(FiniteLossMixin, ConvertedCheckpointMixin, Trainer):
             image = to_rgb_array(row["image"])
             probabilities = multi_scale_probabilities(model, image, self.args.eval_scales, False, mean, std)
             metric.update(probabilities.argmax(dim=0).numpy(), np.asarray(row["mask"]))
-        if world > 1:
-            matrix = torch.from_numpy(metric.confusion_matrix).to(self.args.device)
-            count = torch.tensor([metric.num_images], device=self.args.device)
-            metric.load(
-                self.accelerator.reduce(matrix, reduction="sum").cpu().numpy(),
-                int(self.accelerator.reduce(count, reduction="sum").item()),
-            )
+        metric.all_reduce(self.args.device)
         model.train(was_training)
         names = [config.id2label[i] for i in range(config.num_labels)]
         metrics = metric.compute().to_dict(names, prefix=f"{metric_key_prefix}_")
