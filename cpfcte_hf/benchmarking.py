@@ -32,20 +32,13 @@ def synchronize(device: torch.device) -> None:
 
 
 def time_call(fn: Callable[[], object], device: torch.device, steps: int, warmup: int) -> dict:
-    """Runs `fn` `warmup` times untimed, then `steps` times; returns median/mean/min seconds per call."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
+    """Runs `fn` `warmup` times untimed, then `steps` times (`compare_interleaved` with one candidate); returns
+    median/mean/min seconds per call."""
+    timing = compare_interleaved({"call": fn}, device, repeats=steps, warmup=warmup)["call"]
     return {
-        "median_s": statistics.median(times),
-        "mean_s": statistics.fmean(times),
-        "min_s": min(times),
+        "median_s": timing["median_s"],
+        "mean_s": statistics.fmean(timing["times_s"]),
+        "min_s": timing["min_s"],
         "steps": steps,
     }
 
@@ -183,24 +176,11 @@ def parameter_count(module: torch.nn.Module, trainable_only: bool = False) -> in
 
 def time_interleaved(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int, warmup: int) -> dict:
     """
-    Times several callables in turn (a, b, a, b, ...) so that drifts in machine load hit them alike; `warmup`
-    untimed rounds first. Returns, per name, the median, min and all `repeats` times in seconds.
+    `compare_interleaved` without the ratios: per name, the median, min and all `repeats` times in seconds, the
+    callables taking turns (a b, b a, ...) so that drifts in machine load hit them alike, after `warmup` untimed calls.
     """
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    synchronize(device)
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
-            times[name].append(time.perf_counter() - start)
-    return {
-        name: {"median_s": statistics.median(values), "min_s": min(values), "times_s": values}
-        for name, values in times.items()
-    }
+    results = compare_interleaved(fns, device, repeats=repeats, warmup=warmup)
+    return {name: results[name] for name in fns}
 
 
 # `scripts/bench_train.py --backbone` names -> transformers model types, and the patch size each family is used with.

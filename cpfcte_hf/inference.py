@@ -38,7 +38,7 @@ def multi_hot(class_ids: Iterable[int], num_labels: int) -> torch.Tensor:
     target = torch.zeros(num_labels, dtype=torch.float32)
     ids = list(class_ids)
     if ids and (min(ids) < 0 or max(ids) >= num_labels):
-        raise ValueError(f"Class ids {ids} are outside 0..{num_labels - 1}.")
+        raise ValueError(f"Class ids {ids} out of range 0..{num_labels - 1} ({num_labels} classes).")
     target[ids] = 1.0
     return target
 

@@ -186,7 +186,7 @@ class SegmentationMetric:
 
     `update` takes one `(H, W)` mask pair, a `(B, H, W)` batch, or lists of masks of different sizes. Two
     accumulators add with `+` / `merge` (e.g. after gathering from several processes); `confusion_matrix` is a
-    plain int64 array that can be summed with `torch.distributed.all_reduce` and put back with `load`.
+    plain int64 array; `all_reduce` sums it over the processes of a distributed run.
     """
 
     def __init__(self, num_labels: int, ignore_index: int | None = IGNORE_INDEX):
@@ -222,6 +222,24 @@ class SegmentationMetric:
         self.confusion_matrix = matrix.copy()
         self.num_images = int(num_images)
         return self
+
+    def all_reduce(self, device=None) -> SegmentationMetric:
+        """
+        Sums the confusion matrix and the image count over all processes (one `torch.distributed.all_reduce`), so
+        that each holds the split's totals; outside a distributed run (or with one process) nothing changes. `device`:
+        where the sum runs (the process's GPU for NCCL; default: the current CUDA device with NCCL, else the CPU).
+        """
+        import torch
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return self
+        if device is None:
+            device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+        totals = torch.from_numpy(np.append(self.confusion_matrix.ravel(), self.num_images)).to(device)
+        dist.all_reduce(totals)
+        totals = totals.cpu().numpy()
+        return self.load(totals[:-1].reshape(self.confusion_matrix.shape), int(totals[-1]))
 
     def merge(self, other: SegmentationMetric) -> SegmentationMetric:
         if other.num_labels != self.num_labels:

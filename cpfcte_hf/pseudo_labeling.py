@@ -783,12 +783,10 @@ def evaluate_predictions(
     progress.close()
 
     if state is not None:
-        from accelerate.utils import gather_object, reduce
+        from accelerate.utils import gather_object
 
         for metric in metrics.values():
-            matrix = torch.from_numpy(metric.confusion_matrix).to(state.device)
-            count = torch.tensor([metric.num_images], device=state.device)
-            metric.load(reduce(matrix, reduction="sum").cpu().numpy(), int(reduce(count, reduction="sum").item()))
+            metric.all_reduce(state.device)
         gathered = gather_object([(missing, failed, gt_failed)])
         missing = {n: sorted(i for m, _, _ in gathered for i in m[n]) for n in predictions}
         failed = {n: [f for _, fl, _ in gathered for f in fl[n]] for n in predictions}

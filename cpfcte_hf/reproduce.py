@@ -330,8 +330,8 @@ class Cell:
         if done:
             self.runner.reused.append(f"{self.directory.name}/deeplab")
             return done
-        if out.is_dir() and any(out.glob("checkpoint-*")):
-            argv += ["--resume_from_checkpoint", "last"]
+        if last_complete_checkpoint(str(out)):
+            argv += ["--resume_from_checkpoint", "last"]  # a killed run continues
         started = time.perf_counter()
         result = run_deeplab(*parse_arguments(argv))
         report = result["report"] or {"predictions": {}}

@@ -33,7 +33,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
+from transformers.trainer_utils import (
+    PREFIX_CHECKPOINT_DIR,
+    IntervalStrategy,
+    SaveStrategy,
+    SchedulerType,
+    get_last_checkpoint,
+    sort_checkpoints,
+)
 from transformers.training_args import OptimizerNames
 from transformers.utils import logging
 
@@ -142,7 +149,7 @@ class CPFCTETrainingArguments(TrainingArguments):
 AUGMENTATION_DEVICES = ("auto", "loader", "device")
 
 
-_CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+_CHECKPOINT_PATTERN = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
 def is_complete_checkpoint(path: str) -> bool:
@@ -151,20 +158,44 @@ def is_complete_checkpoint(path: str) -> bool:
 
 
 def last_complete_checkpoint(output_dir: str) -> str | None:
-    """The newest `checkpoint-N` in `output_dir` that was written completely (a killed run may leave a partial one)."""
+    """The newest `checkpoint-N` in `output_dir` (`get_last_checkpoint`) that was written completely: a run killed
+    while saving leaves a partial one, which is skipped for the newest complete one before it."""
     if not os.path.isdir(output_dir):
         return None
-    steps = sorted(
-        (int(match.group(1)), name)
-        for name in os.listdir(output_dir)
-        if (match := _CHECKPOINT_PATTERN.match(name)) and os.path.isdir(os.path.join(output_dir, name))
-    )
-    for _, name in reversed(steps):
-        path = os.path.join(output_dir, name)
+    last = get_last_checkpoint(output_dir)
+    if last is None or is_complete_checkpoint(last):
+        return last
+    for path in reversed(sort_checkpoints(output_dir)):
+        if not _CHECKPOINT_PATTERN.match(os.path.basename(path)):
+            continue
         if is_complete_checkpoint(path):
             return path
         logger.warning(f"Skipping {path}: it was not written completely (no trainer_state.json).")
     return None
+
+
+RESUME_LAST = ("true", "last", "latest")
+
+
+def resolve_resume_checkpoint(resume: str | bool | None, output_dir: str) -> str | None:
+    """
+    `--resume_from_checkpoint` of both stages -> the checkpoint to pass to `Trainer.train`: unset / `false` / `none`
+    -> None (start fresh); `last` (`latest`, `true`) -> the newest complete checkpoint in `output_dir`
+    (`last_complete_checkpoint`); a path -> that checkpoint. A `last` without a complete checkpoint, a path that is not
+    a folder, or a checkpoint that was cut off is a clear error naming the folder.
+    """
+    if resume is None or resume is False or str(resume).lower() in ("", "false", "none"):
+        return None
+    if resume is True or str(resume).lower() in RESUME_LAST:
+        last = last_complete_checkpoint(output_dir)
+        if last is None:
+            raise FileNotFoundError(f"--resume_from_checkpoint {resume}: no complete checkpoint in {output_dir}.")
+        return last
+    if not os.path.isdir(resume):
+        raise FileNotFoundError(f"--resume_from_checkpoint: {resume} is not a checkpoint directory.")
+    if not is_complete_checkpoint(resume):
+        raise ValueError(f"--resume_from_checkpoint: {resume} was not written completely (no trainer_state.json).")
+    return resume
 
 
 STAGE2_DECAYS = ("constant", "linear", "cosine")
@@ -631,4 +662,5 @@ __all__ = [
     "is_complete_checkpoint",
     "last_complete_checkpoint",
     "make_preprocess_logits_for_metrics",
+    "resolve_resume_checkpoint",
 ]

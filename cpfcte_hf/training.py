@@ -33,7 +33,7 @@ from .image_processing_cpfcte import CPFCTEImageProcessor
 from .inference import DEFAULT_INFERENCE_SIZE
 from .modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
 from .results import training_results_record, write_results
-from .trainer import CPFCTETrainer, CPFCTETrainingArguments, is_complete_checkpoint, last_complete_checkpoint
+from .trainer import CPFCTETrainer, CPFCTETrainingArguments, resolve_resume_checkpoint
 
 
 logger = logging.get_logger(__name__)
@@ -288,30 +288,12 @@ def set_encoder_dropout(
                 module.attention_dropout = attention
 
 
-def _resolve_resume(training_args: CPFCTETrainingArguments) -> str | None:
-    resume = training_args.resume_from_checkpoint
-    if resume is None or str(resume).lower() in ("", "false", "none"):
-        return None
-    if str(resume).lower() in ("true", "last", "latest"):
-        last = last_complete_checkpoint(training_args.output_dir)
-        if last is None:
-            raise FileNotFoundError(
-                f"--resume_from_checkpoint {resume}: no complete checkpoint in {training_args.output_dir}."
-            )
-        return last
-    if not os.path.isdir(resume):
-        raise FileNotFoundError(f"--resume_from_checkpoint: {resume} is not a checkpoint directory.")
-    if not is_complete_checkpoint(resume):
-        raise ValueError(f"--resume_from_checkpoint: {resume} was not written completely (no trainer_state.json).")
-    return resume
-
-
 def run_training(
     model_args: ModelArguments, data_args: DataArguments, training_args: CPFCTETrainingArguments
 ) -> CPFCTETrainer:
     """Builds everything, trains (resuming if asked), saves the final model and its processor; returns the trainer."""
     set_seed(training_args.seed)
-    resume = _resolve_resume(training_args)
+    resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     if training_args.should_log:
         print(describe(model_args, data_args, training_args), flush=True)
         print(f"Outputs: {os.path.abspath(training_args.output_dir)}", flush=True)

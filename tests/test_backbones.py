@@ -250,7 +250,7 @@ def test_voc_dinov2_preset_is_voc_with_a_dinov2_encoder():
 
 
 def test_benchmark_configs_cover_every_family_on_one_patch_grid():
-    from cpfcte_hf.benchmarking import BENCHMARK_BACKBONES, benchmark_backbone_config, time_interleaved
+    from cpfcte_hf.benchmarking import BENCHMARK_BACKBONES, benchmark_backbone_config, time_call, time_interleaved
 
     assert {model_type for model_type, _ in BENCHMARK_BACKBONES.values()} == set(FAMILIES)
     for name in BENCHMARK_BACKBONES:
@@ -262,7 +262,12 @@ def test_benchmark_configs_cover_every_family_on_one_patch_grid():
     times = time_interleaved(
         {"a": lambda: order.append("a"), "b": lambda: order.append("b")}, torch.device("cpu"), repeats=3, warmup=1
     )
-    assert order == ["a", "b"] * 4 and len(times["a"]["times_s"]) == 3
+    # one warm-up call each, then rounds that alternate the order (compare_interleaved's loop)
+    assert order == ["a", "b", "a", "b", "b", "a", "a", "b"] and len(times["a"]["times_s"]) == 3
+    assert set(times) == {"a", "b"} and {"median_s", "min_s", "times_s"} <= set(times["a"])
+    calls = []
+    timing = time_call(lambda: calls.append(1), torch.device("cpu"), steps=4, warmup=2)
+    assert len(calls) == 6 and set(timing) == {"median_s", "mean_s", "min_s", "steps"} and timing["steps"] == 4
 
 
 def test_saved_vit_keys_are_the_legacy_ones_vit_model_writes(tmp_path):

@@ -24,7 +24,6 @@ from cpfcte_hf.deeplab.run import (
 from cpfcte_hf.deeplab.training import (
     DeepLabV2Trainer,
     DeepLabV2TrainingArguments,
-    PolyLearningRate,
     PseudoLabelDataset,
     multi_scale_probabilities,
     random_scale_crop_flip,
@@ -185,11 +184,27 @@ def test_bad_pseudo_labels_raise_errors_naming_the_file(shapes, tmp_path):
 # ------------------------------------------------------------------------------------------ optimiser, schedule
 
 
-def test_poly_learning_rate():
-    poly = PolyLearningRate(100, 0.9)
-    assert poly(0) == 1.0
-    assert poly(50) == pytest.approx(0.5**0.9)
-    assert poly(100) == 0.0 and poly(150) == 0.0
+def test_poly_decay_is_transformers_polynomial_schedule_per_group(shapes, tmp_path):
+    """The LR of each group (deeplab_v2: backbone 1x, ASPP weights 10x, ASPP biases 20x) is base * mult *
+    (1 - step / total) ** 0.9 at every step, from `lr_scheduler_type="polynomial"`, down to 0 at the end."""
+    from transformers.trainer_utils import SchedulerType
+
+    model = DeepLabV2ForSemanticSegmentation(tiny_deeplab_config())
+    args = _training_args(tmp_path, max_steps=8, learning_rate=1e-3, save_strategy="no", lr_groups="deeplab_v2")
+    assert args.lr_scheduler_type == SchedulerType.POLYNOMIAL
+    assert args.lr_scheduler_kwargs == {"power": 0.9, "lr_end": 0.0}
+    trainer = DeepLabV2Trainer(model=model, args=args)
+    trainer.create_optimizer_and_scheduler(num_training_steps=8)
+    groups = trainer.optimizer.param_groups
+    assert [g["name"] for g in groups] == ["backbone", "aspp_weight", "aspp_bias"]
+    for step in range(9):
+        factor = (1 - step / 8) ** 0.9
+        assert [g["lr"] for g in groups] == pytest.approx([1e-3 * factor, 1e-2 * factor, 2e-2 * factor], abs=1e-12)
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    for bad, match in (({"lr_end": 1e-7}, "lr_end"), ({"power": 1.0}, "poly_power")):
+        with pytest.raises(ValueError, match=match):
+            _training_args(tmp_path, lr_scheduler_kwargs=bad)
 
 
 def test_trainer_uses_sgd_with_10x_classifier_and_poly_decay(shapes, tmp_path):
@@ -341,6 +356,7 @@ def test_training_resumes_from_a_checkpoint_to_the_same_weights(shapes, tmp_path
     # A run stopped after step 2: only its checkpoint-2 exists. `last` picks it up and finishes the 4 steps.
     (tmp_path / "b" / "run").mkdir(parents=True)
     shutil.copytree(tmp_path / "a" / "run" / "checkpoint-2", tmp_path / "b" / "run" / "checkpoint-2")
+    (tmp_path / "b" / "run" / "checkpoint-3").mkdir()  # killed while saving (no trainer_state.json): skipped
     torch.manual_seed(123)  # the model's fresh init is overwritten by the checkpoint
     result = run_deeplab(
         data, model_args, test, crf, _training_args(tmp_path / "b", resume_from_checkpoint="last"), train_dataset=train
@@ -351,3 +367,20 @@ def test_training_resumes_from_a_checkpoint_to_the_same_weights(shapes, tmp_path
     assert uninterrupted.keys() == resumed.keys()
     for key in uninterrupted:
         torch.testing.assert_close(resumed[key], uninterrupted[key], msg=key)
+
+
+def test_resume_last_without_a_complete_checkpoint_is_a_clear_error(tmp_path):
+    """Both stages resolve `--resume_from_checkpoint` with `trainer.resolve_resume_checkpoint`: stage 2 also refuses
+    `last` when nothing was saved yet (stage 1: tests/test_train_script.py), before loading any data."""
+    data, model_args, test, crf = _run_arguments(tmp_path / "pseudo")
+    with pytest.raises(FileNotFoundError, match=r"no complete checkpoint in .*run"):
+        run_deeplab(data, model_args, test, crf, _training_args(tmp_path, resume_from_checkpoint="last"))
+    (tmp_path / "run" / "checkpoint-2").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"checkpoint-2 was not written completely"):
+        run_deeplab(
+            data,
+            model_args,
+            test,
+            crf,
+            _training_args(tmp_path, resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-2")),
+        )

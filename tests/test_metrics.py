@@ -166,3 +166,31 @@ def test_iou_from_square_matrix_and_table():
         "gt_pixels": 2,
         "predicted_pixels": 3,
     }
+
+
+def _all_reduce_worker(rank, init_file, results):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        metric = SegmentationMetric(3).update(np.full((2, 2), rank), np.array([[rank, 1], [2, 255]]))
+        metric.all_reduce()
+        results[rank] = (metric.confusion_matrix.tolist(), metric.num_images)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_all_reduce_sums_the_confusion_matrix_over_processes(tmp_path):
+    """Two real gloo processes: each ends with the sum of both matrices and image counts; alone, nothing changes."""
+    import torch.multiprocessing as mp
+
+    manager = mp.Manager()
+    results = manager.dict()
+    mp.start_processes(_all_reduce_worker, args=(str(tmp_path / "init"), results), nprocs=2, start_method="fork")
+    expected = SegmentationMetric(3)
+    for rank in range(2):
+        expected.update(np.full((2, 2), rank), np.array([[rank, 1], [2, 255]]))
+    assert results[0] == results[1] == (expected.confusion_matrix.tolist(), 2)
+    alone = SegmentationMetric(3).update(np.zeros((2, 2)), np.zeros((2, 2)))
+    before = alone.confusion_matrix.copy()
+    assert np.array_equal(alone.all_reduce().confusion_matrix, before) and alone.num_images == 1

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, resize_and_normalize, to_rgb_array
+from ..inference import multi_hot
 from ._common import IGNORE_INDEX
 
 
@@ -225,15 +226,11 @@ class BatchAugmentation:
 
 
 def labels_to_multi_hot(labels: Sequence[Sequence[int]], num_labels: int) -> torch.Tensor:
-    """Lists of class ids -> `(B, num_labels)` float32 multi-hot; background (0) is always set."""
-    multi_hot = torch.zeros(len(labels), num_labels, dtype=torch.float32)
-    multi_hot[:, 0] = 1.0
-    for row, ids in enumerate(labels):
-        ids = [int(i) for i in ids]
-        if any(not 0 <= i < num_labels for i in ids):
-            raise ValueError(f"Label ids {ids} out of range for {num_labels} classes.")
-        multi_hot[row, ids] = 1.0
-    return multi_hot
+    """Lists of class ids -> `(B, num_labels)` float32 multi-hot (rows of `inference.multi_hot`); background (0) is
+    always set."""
+    if not labels:
+        return torch.zeros(0, num_labels, dtype=torch.float32)
+    return torch.stack([multi_hot({0, *(int(i) for i in ids)}, num_labels) for ids in labels])
 
 
 def resize_mask(mask, size: tuple[int, int]) -> np.ndarray:

@@ -15,17 +15,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import default_data_collator
-from transformers.trainer_utils import get_last_checkpoint
 
 from ..cli import describe, parse_args_with_presets, parse_key_values
 from ..crf import DenseCRFConfig
 from ..prediction import distributed_state
 from ..pseudo_labeling import dataset_class_names, finish_distributed, format_report, load_split
+from ..trainer import resolve_resume_checkpoint
 from ..visualization import atomic_write_text
 from .configuration_deeplab import DeepLabV2Config, resnet101_config
 from .modeling_deeplab import DeepLabV2ForSemanticSegmentation
@@ -186,21 +185,6 @@ def build_model(model_args: DeepLabModelArguments, class_names: list[str]) -> De
     return DeepLabV2ForSemanticSegmentation(DeepLabV2Config(backbone_config=backbone_config, **head))
 
 
-def _resume_checkpoint(training_args: DeepLabV2TrainingArguments) -> str | None:
-    """`--resume_from_checkpoint last` = the newest checkpoint in `output_dir` (none yet: start fresh)."""
-    value = training_args.resume_from_checkpoint
-    if value in (None, "", "false", "False"):
-        return None
-    if value in ("last", "true", "True"):
-        last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
-        if last is None:
-            logger.info(f"No checkpoint in {training_args.output_dir} yet: training from the start.")
-        return last
-    if not os.path.isdir(value):
-        raise FileNotFoundError(f"--resume_from_checkpoint {value!r} is not a checkpoint directory.")
-    return value
-
-
 def run_deeplab(
     data_args: DeepLabDataArguments,
     model_args: DeepLabModelArguments,
@@ -218,6 +202,9 @@ def run_deeplab(
     Returns `{"train": train metrics | None, "report": the evaluation report | None, "model_dir": output_dir}`.
     """
     output_dir = Path(training_args.output_dir)
+    resume = None
+    if training_args.do_train:  # a bad --resume_from_checkpoint fails before the data is loaded
+        resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     need_train_split = training_args.do_train or not model_args.model_name_or_path
     load_train = train_dataset is None and need_train_split
     load_eval = eval_dataset is None and bool(data_args.eval_split)
@@ -273,7 +260,7 @@ def run_deeplab(
             processing_class=processor,
             data_collator=default_data_collator,
         )
-        train_output = trainer.train(resume_from_checkpoint=_resume_checkpoint(training_args))
+        train_output = trainer.train(resume_from_checkpoint=resume)
         trainer.save_model(str(output_dir))
         trainer.save_state()
         result["train"] = train_output.metrics

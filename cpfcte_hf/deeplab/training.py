@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import SchedulerType
 
 from ..crf import DenseCRFConfig
 from ..data.transforms import resize_mask
@@ -427,7 +428,7 @@ class DeepLabV2TrainingArguments(TrainingArguments):
     max_steps: int = 20000
     learning_rate: float = 2.5e-4
     weight_decay: float = 5e-4
-    lr_scheduler_type: str = "constant"  # replaced by the poly schedule in `DeepLabV2Trainer.create_scheduler`
+    lr_scheduler_type: str = "polynomial"  # with `lr_scheduler_kwargs` power=poly_power, lr_end=0 (`__post_init__`)
     seed: int = 1234
     eval_strategy: str = "no"
     save_strategy: str = "steps"
@@ -452,6 +453,22 @@ class DeepLabV2TrainingArguments(TrainingArguments):
             raise ValueError(f"`lr_groups` must be one of {LR_GROUPS}, got {self.lr_groups!r}.")
         if not self.loss_scales or min(self.loss_scales) <= 0:
             raise ValueError(f"`loss_scales` must be positive numbers, got {self.loss_scales}.")
+        if self.lr_scheduler_type == SchedulerType.POLYNOMIAL:
+            # transformers' polynomial schedule is a `LambdaLR` factor `((lr - lr_end) * remaining**power + lr_end) / lr`
+            # of each group's own learning rate: with lr_end=0 it is `remaining**power` for every group, so the ASPP's
+            # 10x / 20x multipliers hold at every step.
+            kwargs = dict(self.lr_scheduler_kwargs or {})
+            if kwargs.get("lr_end", 0.0) != 0.0:
+                raise ValueError(
+                    f"`lr_scheduler_kwargs` lr_end={kwargs['lr_end']}: the poly decay of DeepLab-v2 ends at 0 (a "
+                    "non-zero end would not scale with the per-group learning-rate multipliers)."
+                )
+            if kwargs.get("power", self.poly_power) != self.poly_power:
+                raise ValueError(
+                    f"`lr_scheduler_kwargs` power={kwargs['power']} disagrees with `poly_power`={self.poly_power}: "
+                    "set `poly_power`."
+                )
+            self.lr_scheduler_kwargs = {**kwargs, "power": self.poly_power, "lr_end": 0.0}
 
 
 def resize_labels_nearest(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -500,17 +517,6 @@ def multi_scale_training_loss(
         else:  # a crop without labelled pixels: a zero that keeps the graph (see `compute_loss` of the model)
             loss = loss + logits.float().sum() * 0.0
     return loss, outputs
-
-
-class PolyLearningRate:
-    """`LambdaLR` multiplier `(1 - step / max_steps) ** power` (0 from `max_steps` on)."""
-
-    def __init__(self, max_steps: int, power: float = 0.9):
-        self.max_steps = int(max_steps)
-        self.power = float(power)
-
-    def __call__(self, step: int) -> float:
-        return max(0.0, 1.0 - step / max(1, self.max_steps)) ** self.power
 
 
 LR_GROUPS = ("backbone_aspp", "deeplab_v2")
@@ -601,14 +607,6 @@ class DeepLabV2Trainer(FiniteLossMixin, ConvertedCheckpointMixin, Trainer):
             model, inputs["pixel_values"], inputs["labels"], self.args.loss_scales, config.semantic_loss_ignore_index
         )
 
-    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
-        if self.lr_scheduler is None:
-            optimizer = optimizer if optimizer is not None else self.optimizer
-            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, PolyLearningRate(num_training_steps, self.args.poly_power)
-            )
-        return self.lr_scheduler
-
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if dataset is None:
@@ -626,13 +624,7 @@ class DeepLabV2Trainer(FiniteLossMixin, ConvertedCheckpointMixin, Trainer):
             image = to_rgb_array(row["image"])
             probabilities = multi_scale_probabilities(model, image, self.args.eval_scales, False, mean, std)
             metric.update(probabilities.argmax(dim=0).numpy(), np.asarray(row["mask"]))
-        if world > 1:
-            matrix = torch.from_numpy(metric.confusion_matrix).to(self.args.device)
-            count = torch.tensor([metric.num_images], device=self.args.device)
-            metric.load(
-                self.accelerator.reduce(matrix, reduction="sum").cpu().numpy(),
-                int(self.accelerator.reduce(count, reduction="sum").item()),
-            )
+        metric.all_reduce(self.args.device)
         model.train(was_training)
         names = [config.id2label[i] for i in range(config.num_labels)]
         metrics = metric.compute().to_dict(names, prefix=f"{metric_key_prefix}_")
@@ -648,7 +640,6 @@ __all__ = [
     "DeepLabV2TrainingArguments",
     "MultiScaleEvalConfig",
     "LR_GROUPS",
-    "PolyLearningRate",
     "PseudoLabelDataset",
     "multi_scale_probabilities",
     "multi_scale_training_loss",
