@@ -26,6 +26,17 @@ import numpy as np
 import torch
 
 
+def report_results(results: dict, output: str | os.PathLike | None = None) -> None:
+    """Prints a benchmark's results as JSON and, with `output`, writes the same JSON there (atomically)."""
+    from .visualization import atomic_write_text
+
+    text = json.dumps(results, indent=2)
+    print(text)
+    if output:
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        atomic_write_text(output, text + "\n")
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

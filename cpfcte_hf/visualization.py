@@ -105,6 +105,10 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"{path}: a mask must be a palette or greyscale PNG of class ids, got mode {image.mode!r}.")
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once (there is no read-only call); restored at once
+
+
 def _atomic_write(path: str | os.PathLike, write) -> str:
     """Writes through a temporary file in the destination folder, then renames it over `path`."""
     path = os.fspath(path)
@@ -112,6 +116,7 @@ def _atomic_write(path: str | os.PathLike, write) -> str:
     os.makedirs(directory, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.splitext(path)[1])
     try:
+        os.fchmod(handle, 0o666 & ~_UMASK)  # mkstemp makes 0600: give the file the mode `open` would have
         with os.fdopen(handle, "wb") as stream:
             write(stream)
             stream.flush()

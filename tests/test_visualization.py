@@ -118,3 +118,12 @@ def test_mask_pngs_written_by_the_data_loaders_use_the_one_palette(tmp_path):
     _, png = encode_sample(render_shapes_sample(ShapesConfig(image_size=32), "train", 0))
     with Image.open(io.BytesIO(png)) as written, Image.open(save_mask(np.zeros((2, 2)), tmp_path / "m.png")) as ours:
         assert written.getpalette() == ours.getpalette() == voc_palette().reshape(-1).tolist()
+
+
+def test_atomic_writes_get_the_mode_a_plain_open_would_give(tmp_path):
+    # mkstemp creates 0600 files: masks and reports must stay readable by the others a plain open() would allow.
+    from cpfcte_hf.visualization import atomic_write_text
+
+    atomic_write_text(tmp_path / "atomic.txt", "x")
+    (tmp_path / "plain.txt").write_text("x")
+    assert (tmp_path / "atomic.txt").stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777

@@ -11,10 +11,8 @@ the masks are restored to the full size. Prints one JSON line per case, then the
 """
 
 import argparse
-import json
-import os
 
-from cpfcte_hf.benchmarking import crf_memory_benchmark
+from cpfcte_hf.benchmarking import crf_memory_benchmark, report_results
 from cpfcte_hf.cli import parse_plain_args
 from cpfcte_hf.pseudo_labeling import DEFAULT_CRF_MAX_SIDE
 
@@ -46,10 +44,5 @@ def main(argv=None) -> int:
         present=args.present,
         skip_uncapped_above=args.skip_uncapped_above,
     )
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as stream:
-            stream.write(text + "\n")
+    report_results(result, args.output)
     return 0

@@ -11,13 +11,12 @@ through `load_voc`, so the numbers include JPEG decoding. Each worker count is t
 """
 
 import argparse
-import json
 import os
 import tempfile
 
 import torch
 
-from cpfcte_hf.benchmarking import machine_description
+from cpfcte_hf.benchmarking import machine_description, report_results
 from cpfcte_hf.cli import parse_plain_args
 from cpfcte_hf.data import build_dataset
 from cpfcte_hf.data.benchmark import compare_loaders, write_voc_sized_set
@@ -63,10 +62,5 @@ def main(argv=None) -> int:
             train=not args.eval,
             augment_in_loader=not args.decode_only,
         )
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.output:
-        with open(args.output, "w") as handle:
-            handle.write(text + "\n")
-
+    report_results(results, args.output)
     return 0

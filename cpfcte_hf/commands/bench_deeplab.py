@@ -8,10 +8,10 @@ The step time is the median of --steps timed steps, with their min, max and spre
 """
 
 import argparse
-import json
 
 import torch
 
+from cpfcte_hf.benchmarking import report_results
 from cpfcte_hf.cli import parse_plain_args
 from cpfcte_hf.deeplab import DeepLabV2Config, DeepLabV2ForSemanticSegmentation
 from cpfcte_hf.deeplab.benchmark import count_parameters, time_forward_backward, training_step_flops
@@ -39,9 +39,6 @@ def main(argv=None) -> int:
     result["achieved_gflops_per_second"] = round(result["gflops_per_step"] / result["seconds_median"], 1)
     if torch.device(args.device).type == "cuda":
         result["gpu"] = torch.cuda.get_device_name()
-    print(json.dumps(result, indent=2))
-    if args.output:
-        with open(args.output, "w") as stream:
-            json.dump(result, stream, indent=2)
+    report_results(result, args.output)
 
     return 0

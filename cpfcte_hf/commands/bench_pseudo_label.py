@@ -14,7 +14,6 @@ object. (For a GPU machine, `scripts/bench_gpu.py` measures all of pseudo-labell
 """
 
 import argparse
-import json
 import os
 import resource
 import time
@@ -23,7 +22,13 @@ import numpy as np
 import torch
 
 from cpfcte_hf import CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation, vit_b16_384_config
-from cpfcte_hf.benchmarking import compare_interleaved, machine_description, synthetic_image, synthetic_probabilities
+from cpfcte_hf.benchmarking import (
+    compare_interleaved,
+    machine_description,
+    report_results,
+    synthetic_image,
+    synthetic_probabilities,
+)
 from cpfcte_hf.cli import parse_plain_args
 from cpfcte_hf.crf import CRFPool, DenseCRFConfig, crf_mask, default_num_workers
 from cpfcte_hf.inference import predict_class_probabilities
@@ -125,10 +130,5 @@ def main(argv=None) -> int:
         results[name]["pool"]["cpu_s_per_image"] = round(pool_cpu / pooled_images, 3)
 
     results["machine"]["load_average_1m_after"] = round(os.getloadavg()[0], 2)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.output:
-        with open(args.output, "w") as handle:
-            handle.write(text + "\n")
-
+    report_results(results, args.output)
     return 0

@@ -13,7 +13,6 @@ Prints one JSON object: parameter counts, forward+backward and full Adam step ti
 """
 
 import argparse
-import json
 
 import torch
 
@@ -23,6 +22,7 @@ from cpfcte_hf.benchmarking import (
     benchmark_backbone_config,
     machine_description,
     parameter_count,
+    report_results,
     time_interleaved,
 )
 from cpfcte_hf.cli import parse_plain_args
@@ -138,10 +138,5 @@ def main(argv=None) -> int:
             f"{results['backbones'][name]['ratio_full_over_backbone']['forward_backward']:.3f}",
             flush=True,
         )
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.output:
-        with open(args.output, "w") as handle:
-            handle.write(text + "\n")
-
+    report_results(results, args.output)
     return 0
