@@ -276,10 +276,11 @@ def plan_steps(run_args: RunArguments, run_dir: Path, preset_path: Path) -> list
             "hub",
             "push",
             ["--model", str(stage1), "--repo_id", run_args.repo_id, "--dry_run", str(run_dir / "hub"), "--overwrite",
-             "--results", str(pseudo), str(evaluation / "stage1_tagged"), str(stage2)],
+             "--results", str(pseudo), str(evaluation / "stage1_tagged"), str(stage2),
+             str(evaluation / "stage1_untagged"), str(evaluation / "stage2")],
             run_dir / "hub",
             ["README.md"],
-            ("pseudo_labels", "stage2", "eval_stage1_tagged"),
+            ("pseudo_labels", "stage2", "eval_stage1_tagged", "eval_stage1_untagged", "eval_stage2"),
             fatal=False,
         ),
     ]  # fmt: skip
