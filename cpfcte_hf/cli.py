@@ -284,6 +284,21 @@ def fail(message: str, status: int = 2):
     raise SystemExit(status)
 
 
+def require(args, *names: str) -> None:
+    """Ends the command like argparse does (one line, status 2) when an option in `names` was not given."""
+    missing = [name for name in names if not getattr(args, name)]
+    if missing:
+        fail(f"the following arguments are required: {', '.join('--' + name for name in missing)}")
+
+
+def loader_options(args) -> dict:
+    """The loader keyword arguments of a command: its `--dataset_option KEY=VALUE` pairs and its `--cache_dir`."""
+    options = parse_key_values(args.dataset_option)
+    if getattr(args, "cache_dir", None):
+        options.setdefault("cache_dir", args.cache_dir)
+    return options
+
+
 def parse_key_values(options) -> dict:
     """
     Loader options from the command line: `["num_val=20", "image_size=64"]` -> `{"num_val": 20, "image_size": 64}`

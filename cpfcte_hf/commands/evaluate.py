@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from ..cli import fail, parse_args_with_presets, parse_key_values
+from ..cli import loader_options, parse_args_with_presets, require
 from ..pseudo_labeling import run_evaluation
 
 
@@ -43,13 +43,9 @@ def parse_arguments(argv=None):
 
 def main(argv=None) -> int:
     (args,) = parse_arguments(argv)
-    missing = [name for name in ("pred", "dataset") if not getattr(args, name)]
-    if missing:
-        fail(f"the following arguments are required: {', '.join('--' + m for m in missing)}")
+    require(args, "pred", "dataset")
     try:
-        options = parse_key_values(args.dataset_option)
-        if args.cache_dir:
-            options.setdefault("cache_dir", args.cache_dir)
+        options = loader_options(args)
         run_evaluation(
             args.pred,
             dataset_name=args.dataset,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from ..cli import fail, parse_args_with_presets, parse_key_values
+from ..cli import loader_options, parse_args_with_presets, require
 from ..deeplab.run import DenseCRFArguments, crf_config_from
 from ..interrupts import interrupt_exit_code
 from ..pseudo_labeling import PseudoLabelConfig, run_pseudo_labeling
@@ -102,13 +102,9 @@ def parse_arguments(argv=None):
 
 def main(argv=None) -> int:
     args, crf_args = parse_arguments(argv)
-    missing = [name for name in ("model", "dataset", "output_dir") if not getattr(args, name)]
-    if missing:
-        fail(f"the following arguments are required: {', '.join('--' + m for m in missing)}")
+    require(args, "model", "dataset", "output_dir")
     try:
-        options = parse_key_values(args.dataset_option)
-        if args.cache_dir:
-            options.setdefault("cache_dir", args.cache_dir)
+        options = loader_options(args)
         summary = run_pseudo_labeling(
             model=args.model,
             out_dir=args.output_dir,

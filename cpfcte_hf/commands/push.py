@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from ..cli import fail, parse_args_with_presets
+from ..cli import parse_args_with_presets, require
 from ..hub import HubPushError, HubSharingError, build_hub_folder, format_hub_folder, push_to_hub
 
 
@@ -39,9 +39,7 @@ def parse_arguments(argv=None):
 
 def main(argv=None) -> int:
     (args,) = parse_arguments(argv)
-    missing = [name for name in ("model", "repo_id") if not getattr(args, name)]
-    if missing:
-        fail(f"the following arguments are required: {', '.join('--' + m for m in missing)}")
+    require(args, "model", "repo_id")
     try:
         if args.dry_run:
             folder = build_hub_folder(
