@@ -219,6 +219,23 @@ def option_fields(dataclass_types: Sequence[type]) -> set[str]:
     return {f.name for dataclass_type in dataclass_types for f in dataclasses.fields(dataclass_type) if f.init}
 
 
+def cpu_processes_use_gloo() -> None:
+    """
+    Under a launcher with several processes (`WORLD_SIZE` > 1) on a machine without a GPU, makes `TrainingArguments`
+    set up CPU data parallelism (gloo), as `--use_cpu true` or `accelerate launch --cpu` would. Without it, a
+    recipe that does not say `use_cpu` would run one independent, unsharded training per process, each saving to the
+    same directory.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)
+    has_accelerator = accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+    if not has_accelerator:
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+
+
 def parse_args_with_presets(
     dataclass_types: Sequence[type],
     args: Sequence[str] | None = None,
@@ -234,6 +251,7 @@ def parse_args_with_presets(
     (`error: ...`) and exits with status 2.
     """
     args = normalize_argv(sys.argv[1:] if args is None else args)
+    cpu_processes_use_gloo()
     parser = HfArgumentParser(dataclass_types, description=description, prog=prog)
     for target in (parser, pre := argparse.ArgumentParser(add_help=False)):
         target.add_argument("--config", default=None, help="Preset: a packaged name (voc, shapes, ...) or a YAML path")

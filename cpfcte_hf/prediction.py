@@ -20,10 +20,12 @@ Each stage writes its own report from these counts.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,9 +67,41 @@ def distributed_state():
         return None
     from accelerate import PartialState
 
+    if PartialState._shared_state and not torch.distributed.is_initialized():
+        # An earlier command of the same process (`cpfcte-hf run`) ended and tore its process group down: start anew.
+        PartialState._reset_state()
     # Without `cpu=True` on a machine without CUDA, PartialState ignores the launcher and every process believes
     # it is alone (each would then do the whole split).
     return PartialState(cpu=not torch.cuda.is_available())
+
+
+_shared_process_group = 0
+
+
+@contextmanager
+def shared_process_group():
+    """
+    Several commands in one process (the steps of `cpfcte-hf run`): the process group stays up between them (setting
+    it up again in the same processes is not reliable) and is torn down once, when the block ends.
+    """
+    global _shared_process_group
+    _shared_process_group += 1
+    try:
+        yield
+    finally:
+        _shared_process_group -= 1
+        if _shared_process_group == 0:
+            finish_distributed(distributed_state())
+
+
+def finish_distributed(state) -> None:
+    """End of a command: wait for every process, then tear the process group down before the interpreter exits (a
+    process group left to interpreter shutdown can abort a rank whose peer has already gone), unless the command
+    runs inside `shared_process_group`."""
+    if state is not None:
+        state.wait_for_everyone()
+        if _shared_process_group == 0:
+            state.destroy_process_group()
 
 
 def safe_file_id(image_id) -> str:
@@ -106,6 +140,23 @@ def remove_temporary_files(root: str | os.PathLike) -> int:
     return removed
 
 
+def same_settings_on_every_process(fingerprint: dict, state) -> None:
+    """
+    Raises on every process (so none waits forever) when the processes of one job would predict with different
+    settings or weights, e.g. a model whose BatchNorm statistics were left different on each rank by training.
+    """
+    from accelerate.utils import gather_object
+
+    settings = gather_object([json.dumps(fingerprint, sort_keys=True, default=str)])
+    if len(set(settings)) > 1:
+        first, other = json.loads(settings[0]), next(json.loads(s) for s in settings if s != settings[0])
+        changed = sorted(key for key in set(first) | set(other) if first.get(key) != other.get(key))
+        raise ValueError(
+            f"The {state.num_processes} processes of this job disagree on {', '.join(changed)}: each would write "
+            "masks made with other settings. Load the model from the same checkpoint on every process."
+        )
+
+
 def prepare_job_dir(
     root: str | os.PathLike,
     fingerprint: dict,
@@ -127,6 +178,8 @@ def prepare_job_dir(
     Raises:
         FingerprintMismatch (a ValueError): other settings, or masks without a record, and no `overwrite`.
     """
+    if state is not None and state.num_processes > 1:
+        same_settings_on_every_process(fingerprint, state)
     has_masks = any(
         path.suffix == ".png" and path.is_file() and not path.name.startswith(".tmp-")
         for folder in mask_dirs
@@ -313,6 +366,7 @@ __all__ = [
     "Failure",
     "JobCounts",
     "distributed_state",
+    "finish_distributed",
     "gather_counts",
     "prepare_job_dir",
     "progress_bar",
@@ -320,4 +374,6 @@ __all__ = [
     "resolve_crf_workers",
     "run_prediction_job",
     "safe_file_id",
+    "same_settings_on_every_process",
+    "shared_process_group",
 ]

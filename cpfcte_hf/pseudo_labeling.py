@@ -60,6 +60,7 @@ from .metrics import IGNORE_INDEX, SegmentationMetric
 from .prediction import (
     Failure,
     distributed_state,
+    finish_distributed,
     gather_counts,
     prepare_job_dir,
     progress_bar,
@@ -1025,14 +1026,6 @@ def check_prediction_dirs(directories: Sequence[str | os.PathLike]) -> None:
             raise NotADirectoryError(f"Prediction directory {str(directory)!r} is not a directory.")
         if next(iter(p for p in directory.rglob("*.png") if not p.name.startswith(".")), None) is None:
             raise ValueError(f"Prediction directory {str(directory)!r} holds no mask (.png) files.")
-
-
-def finish_distributed(state) -> None:
-    """End of a script run: wait for every process, then tear the process group down before the interpreter
-    exits (a process group left to interpreter shutdown can abort a rank whose peer has already gone)."""
-    if state is not None:
-        state.wait_for_everyone()
-        state.destroy_process_group()
 
 
 __all__ = [

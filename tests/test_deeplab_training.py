@@ -207,6 +207,29 @@ def test_poly_decay_is_transformers_polynomial_schedule_per_group(shapes, tmp_pa
             _training_args(tmp_path, lr_scheduler_kwargs=bad)
 
 
+def test_another_transformers_optimizer_gets_the_same_groups_and_schedule(tmp_path):
+    """`optim="adamw_torch"` (the demo's random-init stage 2): transformers' AdamW with its betas and epsilon, on the
+    recipe's parameter groups and their multipliers, under the same poly decay; the default stays SGD."""
+    model = DeepLabV2ForSemanticSegmentation(tiny_deeplab_config())
+    assert _training_args(tmp_path).optim == "sgd"
+    args = _training_args(
+        tmp_path, max_steps=10, learning_rate=1e-3, save_strategy="no", optim="adamw_torch", adam_beta2=0.99,
+        classifier_lr_multiplier=1.0,
+    )  # fmt: skip
+    trainer = DeepLabV2Trainer(model=model, args=args)
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    optimizer = trainer.optimizer
+    assert type(optimizer) is torch.optim.AdamW
+    backbone, classifier = optimizer.param_groups
+    assert backbone["betas"] == (0.9, 0.99) and backbone["eps"] == 1e-8 and backbone["weight_decay"] == 5e-4
+    assert backbone["lr"] == pytest.approx(1e-3) == classifier["lr"]
+    assert {id(p) for p in classifier["params"]} == {id(p) for p in model.aspp.parameters()}
+    for _ in range(5):
+        optimizer.step()
+        trainer.lr_scheduler.step()
+    assert backbone["lr"] == pytest.approx(1e-3 * 0.5**0.9)
+
+
 def test_trainer_uses_sgd_with_10x_classifier_and_poly_decay(shapes, tmp_path):
     train, _, pseudo = shapes
     torch.manual_seed(0)

@@ -155,3 +155,36 @@ def test_a_rerun_skips_done_steps_and_refuses_other_settings(demo_run):
     assert "step stage2" in result.stderr and "learning_rate: 0.01 -> 0.5" in result.stderr
     assert "[run] stage1: done before with the same settings, skipped" in result.stdout
     assert (demo_dir / "stage2" / "model.safetensors").stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
+def test_run_on_two_processes_splits_every_step_and_ships_one_model(tmp_path):
+    """`accelerate launch -m cpfcte_hf run` on 2 CPU processes (gloo) without `use_cpu` in the stage-2 recipe:
+    each training is one data-parallel run, every image is labelled once, the data and Hub steps run once, and stage
+    2 is scored with the weights it saved (each rank's BatchNorm statistics differ after training)."""
+    preset = tmp_path / "tiny_demo.yaml"
+    preset.write_text(TINY_PRESET)
+    out = tmp_path / "out"
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    command = [
+        accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        "--dynamo_backend", "no", "-m", "cpfcte_hf", "run", "--config", str(preset), "--output_dir", str(out),
+        "--crf_workers", "0",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["status"] == "complete"
+    assert all(entry["status"] == "ran" for entry in summary["steps"].values()), summary["steps"]
+    for step in STEPS + ["hub"]:  # one log line per step, not one per process
+        assert result.stdout.count(f"=== [run] {step}: ") == 2, step  # its start and its end
+    assert result.stdout.count("Dry run: nothing pushed") == 1
+    # 24 training images. Stage 1: 4 steps of 8 per process, 2 steps an epoch (one process alone: 3 steps, 1.33
+    # epochs). Stage 2: 3 steps of 4 per process, one epoch (one process alone: half an epoch).
+    for stage, epochs in (("stage1", 2.0), ("stage2", 1.0)):
+        state = json.loads((out / stage / "trainer_state.json").read_text())
+        assert state["epoch"] == pytest.approx(epochs), stage
+    assert len(list((out / "pseudo_labels" / "crf").glob("*.png"))) == 24
+    assert len(list((out / "eval" / "stage2" / "predictions" / "val" / "ms").glob("*.png"))) == 6
+    report = json.loads((out / "pseudo_labels" / "summary.json").read_text())
+    assert report["written"] == 24 and report["failed"] == 0 and report["written_per_process"] == [12, 12]

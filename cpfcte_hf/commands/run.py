@@ -42,6 +42,7 @@ from pathlib import Path
 import yaml
 
 from ..cli import COMMAND_SECTIONS, fail, load_preset, parse_args_with_presets, parse_key_values
+from ..prediction import distributed_state, shared_process_group
 from ..visualization import atomic_write_text
 
 
@@ -300,6 +301,26 @@ def _reset_accelerate_state() -> None:
         pass
 
 
+def say(message: str) -> None:
+    """A line of the run's log, from the main process only."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(message, flush=True)
+
+
+MAIN_PROCESS_ONLY = ("push",)  # commands that do not split their work between processes (nor does the data step)
+
+
+def _on_main_process(function) -> int:
+    """`function()`'s exit status, run on the main process only when there are several; the others wait for it."""
+    state = distributed_state()
+    if state is None:
+        return function()
+    from accelerate.utils import broadcast_object_list
+
+    status = [function() if state.is_main_process else None]
+    return broadcast_object_list(status)[0]
+
+
 def _run_data_step(run_args: RunArguments, directory: Path, options: dict) -> int:
     from ..data.shapes import write_shapes_voc
 
@@ -338,20 +359,20 @@ def execute_step(step: Step, run_args: RunArguments, run_dir: Path, fingerprints
                 f"({settings_difference(record.get('settings', {}), settings)}). Pass --overwrite to redo it and the "
                 "steps after it, or choose another --output_dir."
             )
-        print(f"[run] {step.name}: settings changed, --overwrite: removing {step.directory}", flush=True)
+        say(f"[run] {step.name}: settings changed, --overwrite: removing {step.directory}")
         if int(os.environ.get("RANK", "0")) == 0:
             shutil.rmtree(step.directory, ignore_errors=True)
             step_record_path(step.directory).unlink(missing_ok=True)
         record = None
     complete = all((step.directory / output).is_file() for output in step.outputs)
     if record is not None and record.get("status") == "complete" and complete:
-        print(f"[run] {step.name}: done before with the same settings, skipped ({step.directory})", flush=True)
+        say(f"[run] {step.name}: done before with the same settings, skipped ({step.directory})")
         return {**entry, "status": "skipped", "seconds": 0.0}
 
     argv = list(step.argv)
     if step.command == "train" and _has_complete_checkpoint(step.directory):
         argv += ["--resume_from_checkpoint", "last"]
-    print(f"\n=== [run] {step.name}: {printable} ===", flush=True)
+    say(f"\n=== [run] {step.name}: {printable} ===")
     base_record = {
         "step": step.name,
         "fingerprint": digest,
@@ -363,11 +384,13 @@ def execute_step(step: Step, run_args: RunArguments, run_dir: Path, fingerprints
     start = time.perf_counter()
     _reset_accelerate_state()
     if step.command is None:
-        status = _run_data_step(run_args, step.directory, data_options)
+        status = _on_main_process(lambda: _run_data_step(run_args, step.directory, data_options))
+    elif step.command in MAIN_PROCESS_ONLY:
+        status = _on_main_process(lambda: run_command(step.command, argv))
     else:
         status = run_command(step.command, argv)
     seconds = round(time.perf_counter() - start, 3)
-    print(f"=== [run] {step.name}: {seconds:.0f} s, exit status {status} ===", flush=True)
+    say(f"=== [run] {step.name}: {seconds:.0f} s, exit status {status} ===")
     if status != 0:
         return {**entry, "status": "failed", "exit_status": status, "seconds": seconds}
     write_step_record(step.directory, {**base_record, "status": "complete", "seconds": seconds})
@@ -480,16 +503,17 @@ def run(run_args: RunArguments, preset_name: str) -> dict:
     summary = {"preset": str(preset_name), "output_dir": str(run_dir), "steps": {}, "status": "complete"}
     fingerprints: dict[str, str] = {}
     start = time.perf_counter()
-    for step in steps:
-        if step.name not in selected:
-            continue
-        entry = execute_step(step, run_args, run_dir, fingerprints, data_options)
-        summary["steps"][step.name] = entry
-        if entry["status"] == "failed":
-            if step.fatal:
-                summary["status"] = f"failed at {step.name}"
-                break
-            print(f"[run] {step.name} failed (exit status {entry['exit_status']}); the run goes on.", flush=True)
+    with shared_process_group():
+        for step in steps:
+            if step.name not in selected:
+                continue
+            entry = execute_step(step, run_args, run_dir, fingerprints, data_options)
+            summary["steps"][step.name] = entry
+            if entry["status"] == "failed":
+                if step.fatal:
+                    summary["status"] = f"failed at {step.name}"
+                    break
+                say(f"[run] {step.name} failed (exit status {entry['exit_status']}); the run goes on.")
     summary["seconds_total"] = round(time.perf_counter() - start, 3)
     summary["results"] = collect_results(run_dir, run_args.eval_split)
     summary["mean_iou"] = headline(summary["results"])

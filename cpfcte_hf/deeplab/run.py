@@ -22,8 +22,8 @@ from transformers import default_data_collator
 
 from ..cli import describe, parse_args_with_presets, parse_key_values
 from ..crf import DenseCRFConfig
-from ..prediction import distributed_state
-from ..pseudo_labeling import dataset_class_names, finish_distributed, format_report, load_split
+from ..prediction import distributed_state, finish_distributed
+from ..pseudo_labeling import dataset_class_names, format_report, load_split
 from ..trainer import resolve_resume_checkpoint
 from ..visualization import atomic_write_text
 from .configuration_deeplab import DeepLabV2Config, resnet101_config
@@ -264,7 +264,10 @@ def run_deeplab(
         trainer.save_model(str(output_dir))
         trainer.save_state()
         result["train"] = train_output.metrics
-        model = trainer.accelerator.unwrap_model(trainer.model)
+        # Predict with the weights as saved, on every process: under DDP each rank's BatchNorm running statistics
+        # are its own after the last step, and only rank 0's were saved.
+        trainer.accelerator.wait_for_everyone()
+        model = DeepLabV2ForSemanticSegmentation.from_pretrained(str(output_dir))
 
     if eval_dataset is not None:
         model = model.to(training_args.device)

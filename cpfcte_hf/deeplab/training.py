@@ -384,7 +384,8 @@ class DeepLabV2TrainingArguments(TrainingArguments):
     """
     `TrainingArguments` with the DeepLab-v2 recipe (docs/method.md section 4) as defaults, and its augmentation.
 
-    Defaults that differ from `TrainingArguments`: `do_train=True`, `per_device_train_batch_size=10`,
+    Defaults that differ from `TrainingArguments`: `do_train=True`, `optim="sgd"` (with `momentum`; another
+    transformers optimizer name, e.g. `adamw_torch`, gets the same parameter groups), `per_device_train_batch_size=10`,
     `max_steps=20000`, `learning_rate=2.5e-4` (backbone; the classifier gets `classifier_lr_multiplier` x),
     `weight_decay=5e-4`, `seed=1234`, checkpoints every 1000 steps (the last 3 kept), no evaluation during training
     (the final model is evaluated), `remove_unused_columns=False`, TensorBoard logging.
@@ -424,6 +425,7 @@ class DeepLabV2TrainingArguments(TrainingArguments):
         metadata={"help": "Scales of the evaluations during training (fast; the final evaluation has its own)."},
     )
     do_train: bool = True
+    optim: str = "sgd"  # DeepLab-v2: SGD with `momentum`; any other transformers optimizer gets the same groups
     per_device_train_batch_size: int = 10
     max_steps: int = 20000
     learning_rate: float = 2.5e-4
@@ -596,7 +598,12 @@ class DeepLabV2Trainer(FiniteLossMixin, ConvertedCheckpointMixin, Trainer):
                 self.args.classifier_lr_multiplier,
                 self.args.lr_groups,
             )
-            self.optimizer = torch.optim.SGD(groups, lr=self.args.learning_rate, momentum=self.args.momentum)
+            if self.args.optim == "sgd":
+                self.optimizer = torch.optim.SGD(groups, lr=self.args.learning_rate, momentum=self.args.momentum)
+            else:  # transformers' optimizer of that name (its betas, epsilon, ...) on the same groups
+                optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
+                optimizer_kwargs.pop("params", None)
+                self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
     def model_loss(self, model, inputs):
