@@ -233,7 +233,6 @@ def test_processor_for_backbone_normalises_as_the_encoder_was_pretrained(tmp_pat
 
 def test_voc_dinov2_preset_is_voc_with_a_dinov2_encoder():
     import dataclasses
-    from pathlib import Path
 
     from cpfcte_hf.cli import load_preset
     from cpfcte_hf.trainer import CPFCTETrainingArguments
