@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -99,6 +100,26 @@ def test_two_processes_with_accelerate_launch_over_gloo(tmp_path, entry):
     assert state["global_step"] == 4
     model = CPFCTEForWeaklySupervisedSegmentation.from_pretrained(out)
     assert model(torch.randn(1, 3, 32, 32)).logits.shape == (1, 6, 4, 4)
+
+
+def test_equivariance_loss_on_two_processes(tmp_path):
+    """L_ET under DDP: a no-grad target forward and a mosaic forward per step through the wrapped model, each process
+    drawing its own views; the run trains the data-parallel number of steps with a finite loss."""
+    out = tmp_path / "ddp_et"
+    extra = ("--num_train_epochs", "2", "--use_cpu", "true", "--equivariance_loss_weight", "1.0",
+             "--et_crop_size", "8", "--et_scale_size", "16")  # fmt: skip
+    command = [
+        ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "cpfcte_hf", "train", *tiny_args(tmp_path, out, *extra),
+    ]  # fmt: skip
+    result = run(command)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+    assert losses and all(np.isfinite(losses))
+    config = json.loads((out / "run_config.json").read_text())
+    assert config["CPFCTETrainingArguments"]["equivariance_loss_weight"] == 1.0
 
 
 def _final_weights(directory):
