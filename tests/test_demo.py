@@ -188,3 +188,4 @@ def test_run_on_two_processes_splits_every_step_and_ships_one_model(tmp_path):
     assert len(list((out / "eval" / "stage2" / "predictions" / "val" / "ms").glob("*.png"))) == 6
     report = json.loads((out / "pseudo_labels" / "summary.json").read_text())
     assert report["written"] == 24 and report["failed"] == 0 and report["written_per_process"] == [12, 12]
+    assert "6 image(s) of val: 6 written, 0 already done, 0 failed" in result.stdout  # stage 2, both processes

@@ -199,7 +199,8 @@ def run_deeplab(
     that `pipeline("image-segmentation", model=output_dir)` works), and evaluates it on `eval_split` at the test
     scales with the CRF. `train_dataset` / `eval_dataset` (`datasets.Dataset`) replace loading the splits.
 
-    Returns `{"train": train metrics | None, "report": the evaluation report | None, "model_dir": output_dir}`.
+    Returns `{"train": train metrics | None, "report": the evaluation report | None, "prediction": the counts of
+    `predict_split` over the whole split | None, "model_dir": output_dir}`.
     """
     output_dir = Path(training_args.output_dir)
     resume = None
@@ -228,7 +229,7 @@ def run_deeplab(
     model = build_model(model_args, class_names)
     processor = deeplab_image_processor(model_args.image_size)
 
-    result = {"train": None, "report": None, "model_dir": str(output_dir)}
+    result = {"train": None, "report": None, "prediction": None, "model_dir": str(output_dir)}
     if training_args.do_train:
         if not data_args.pseudo_labels:
             raise ValueError(
@@ -290,6 +291,14 @@ def run_deeplab(
             split=split,
         )
         result["report"] = prediction["report"]
+        result["prediction"] = {key: value for key, value in prediction.items() if key != "report"}
+        if training_args.process_index == 0:
+            failed = prediction["failed"]
+            print(
+                f"{len(eval_dataset)} image(s) of {split}: {prediction['written']} written, "
+                f"{prediction['already_done']} already done, {len(failed)} failed"
+                + (f" (e.g. {failed[0][0]}: {failed[0][1]})" if failed else "")
+            )
         if training_args.process_index == 0 and prediction["report"] is not None:
             print(format_report(prediction["report"]))
             print(f"Report in {output_dir / 'predictions' / split / 'report'}")

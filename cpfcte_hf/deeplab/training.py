@@ -47,7 +47,7 @@ from ..fingerprint import weights_digest
 from ..image_processing_cpfcte import resize_and_normalize, to_rgb_array
 from ..inference import max_fused_probabilities
 from ..metrics import IGNORE_INDEX, SegmentationMetric
-from ..prediction import distributed_state, prepare_job_dir, run_prediction_job, safe_file_id
+from ..prediction import distributed_state, gather_counts, prepare_job_dir, run_prediction_job, safe_file_id
 from ..pseudo_labeling import OutputLayout, evaluate_predictions, prepare_output_dir
 from ..trainer import ConvertedCheckpointMixin, FiniteLossMixin
 from ..visualization import read_mask
@@ -309,8 +309,8 @@ def predict_split(
     deleted).
 
     Returns:
-        `{"written", "already_done", "failed": [(id, reason)], "report": dict | None}` (counts of this process;
-        the report covers the whole split).
+        `{"written", "already_done", "failed": [(id, reason)], "written_per_process", "report": dict | None}`, all
+        over the whole split (every process's counts gathered).
     """
     config = config or MultiScaleEvalConfig()
     out_dir = prepare_output_dir(out_dir, ["ms"] + (["ms_crf"] if config.crf else []))
@@ -352,8 +352,7 @@ def predict_split(
         desc="deeplab predict",
         state=state,
     )
-    if state is not None:
-        state.wait_for_everyone()
+    counts = gather_counts(state, counts)  # every process's counts: the whole split is accounted for
 
     report = None
     if "mask" in dataset.column_names:
@@ -373,7 +372,13 @@ def predict_split(
             settings=asdict(config),
         )
     failed = [(failure.id, f"{failure.stage}: {failure.error}") for failure in counts.failures]
-    return {"written": counts.written, "already_done": counts.already_done, "failed": failed, "report": report}
+    return {
+        "written": counts.written,
+        "already_done": counts.already_done,
+        "failed": failed,
+        "written_per_process": counts.written_per_process,
+        "report": report,
+    }
 
 
 # ----------------------------------------------------------------------------------------------------- trainer
