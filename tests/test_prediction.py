@@ -140,3 +140,41 @@ def test_stage_two_resumes_only_with_the_same_model_and_settings(tmp_path):
         predict_split(model, val, out, MultiScaleEvalConfig(**settings))
     redone = predict_split(model, val, out, MultiScaleEvalConfig(**settings, overwrite=True))
     assert (redone["written"], redone["already_done"]) == (2, 0)
+
+
+DISAGREEING_PROCESSES = """
+import os, sys
+from cpfcte_hf.prediction import distributed_state, prepare_job_dir
+
+state = distributed_state()
+fingerprint = {"kind": "test", "model_weights": "abc" if state.process_index == 0 else "abd", "size": 192}
+try:
+    prepare_job_dir(sys.argv[1], fingerprint, overwrite=False, mask_dirs=[], state=state)
+except ValueError as error:
+    print(f"rank {state.process_index}: {error}", flush=True)
+    sys.exit(3)
+print(f"rank {state.process_index}: no error", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_processes_that_disagree_on_the_weights_stop_together(tmp_path):
+    """Two processes of one job with different weights (e.g. BatchNorm statistics left per rank by DDP): both stop
+    with an error naming what differs, and nothing is recorded, instead of writing masks of two models."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.utils import subprocess_env
+
+    script = tmp_path / "job.py"
+    script.write_text(DISAGREEING_PROCESSES)
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    command = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", str(script), str(tmp_path / "job")]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert result.returncode != 0
+    for rank in (0, 1):
+        assert f"rank {rank}: The 2 processes of this job disagree on model_weights" in result.stdout, result.stdout
+    assert "no error" not in result.stdout
+    assert not (tmp_path / "job" / "fingerprint.json").exists()
