@@ -1,5 +1,5 @@
-"""`cpfcte-hf run --config voc` end to end on a tiny VOC tree: the VOC user's one command, with the packaged VOC
-recipe (stage 1 from a ViT checkpoint, label at the preset's settings, kazuto1011's stage 2 from a ResNet checkpoint),
+"""`cpfcte-hf run --config voc` / `--config coco` end to end on tiny VOC and COCO trees: the researcher's one command,
+with the packaged recipe (stage 1 from a ViT checkpoint, label at the preset's settings, kazuto1011's stage 2 from a ResNet checkpoint),
 shrunk only in size. The reference-code choices of the presets must reach the commands that run."""
 
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from transformers import ResNetForImageClassification, ViTModel
 
-from tests.data_trees import write_voc_tree
+from tests.data_trees import write_coco_toco_tree, write_voc_tree
 from tests.deeplab_helpers import tiny_resnet_config
 from tests.utils import subprocess_env, tiny_vit_config
 
@@ -19,8 +19,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_run_with_the_voc_preset_on_a_tiny_voc_tree(tmp_path):
-    tree = write_voc_tree(tmp_path / "data", splits={"train_aug": 4, "val": 2})
+@pytest.mark.parametrize("preset", ["voc", "coco"])
+def test_run_with_the_dataset_preset_on_a_tiny_tree(tmp_path, preset):
+    if preset == "voc":
+        root, train_split, dataset_name = write_voc_tree(tmp_path / "data")["voc_dir"], "train_aug", "PASCAL VOC"
+    else:
+        root, train_split, dataset_name = write_coco_toco_tree(tmp_path / "data", num_train=4)["root"], "train", "COCO"
     vit, resnet = tmp_path / "vit", tmp_path / "resnet"
     ViTModel(tiny_vit_config(), add_pooling_layer=False).save_pretrained(vit)
     ResNetForImageClassification(tiny_resnet_config()).save_pretrained(resnet)
@@ -33,7 +37,7 @@ def test_run_with_the_voc_preset_on_a_tiny_voc_tree(tmp_path):
         "train_deeplab.atrous_rates=[1, 2]", "train_deeplab.max_steps=2", "train_deeplab.per_device_train_batch_size=2",
         "train_deeplab.dataloader_num_workers=0", "train_deeplab.test_scales=[1.0, 0.5]", "train_deeplab.report_to=none",
     ]  # fmt: skip
-    command = [sys.executable, "-m", "cpfcte_hf", "run", "--config", "voc", "--data_root", tree["voc_dir"],
+    command = [sys.executable, "-m", "cpfcte_hf", "run", "--config", preset, "--data_root", root,
                "--output_dir", str(out), "--crf_workers", "0", "--override", *sizes]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), cwd=REPO, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -41,18 +45,18 @@ def test_run_with_the_voc_preset_on_a_tiny_voc_tree(tmp_path):
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["status"] == "complete"
     assert [name for name, entry in summary["steps"].items() if entry["status"] != "ran"] == []
-    assert "data" not in summary["steps"]  # VOC is read where it is, not written
+    assert "data" not in summary["steps"]  # the dataset is read where it is, not written
 
-    # Stage 1 ran the VOC recipe (paper + ViT-PCM), not the defaults.
+    # Stage 1 ran the dataset's recipe (paper + ViT-PCM), not the defaults.
     stage1 = json.loads((out / "stage1" / "run_config.json").read_text())
     training, model = stage1["CPFCTETrainingArguments"], stage1["ModelArguments"]
     assert training["max_grad_norm"] == 0.0 and training["adam_epsilon"] == 1e-7
     assert training["stage2_fresh_optimizer"] is True and training["equivariance_loss_weight"] == 0.0
     assert model["context_fusion_lstm_dropout_mode"] == "per_sequence" and model["hidden_dropout_prob"] == 0.1
     assert model["pooling"] == "topk" and model["use_class_tokens"] and model["context_fusion_projection"]
-    assert stage1["DataArguments"]["train_split"] == "train_aug"
+    assert stage1["DataArguments"]["train_split"] == train_split
 
-    # Pseudo-labels of every train_aug image; stage 2 with kazuto1011's loss and groups from the ResNet checkpoint.
+    # Pseudo-labels of every training image; stage 2 with kazuto1011's loss and groups from the ResNet checkpoint.
     assert len(list((out / "pseudo_labels" / "crf").glob("*.png"))) == 4
     stage2 = json.loads((out / "stage2" / "run_args.json").read_text())
     assert stage2["DeepLabV2TrainingArguments"]["multi_scale_loss"] is True
@@ -61,7 +65,7 @@ def test_run_with_the_voc_preset_on_a_tiny_voc_tree(tmp_path):
     assert stage2["DeepLabModelArguments"]["backbone"] == str(resnet)
     assert len(list((out / "stage2" / "predictions" / "val" / "ms_crf").glob("*.png"))) == 2
 
-    # The card names PASCAL VOC and labels the paper's numbers as the paper's.
+    # The card names the dataset and labels the paper's numbers as the paper's.
     card = (out / "hub" / "README.md").read_text()
-    assert "PASCAL VOC" in card and "paper" in card.lower()
+    assert dataset_name in card and "paper" in card.lower()
     assert set(summary["mean_iou"]) >= {"stage1_tagged_crf", "stage2"}
