@@ -25,6 +25,8 @@ num_hidden_layers: 2
 num_attention_heads: 2
 intermediate_size: 64
 lstm_hidden_size: 8
+et_crop_size: 8
+et_scale_size: 16
 max_steps: 4
 warmup_steps: 1
 per_device_train_batch_size: 8
@@ -152,7 +154,7 @@ def test_a_rerun_skips_done_steps_and_refuses_other_settings(demo_run):
                "--crf_workers", "0", "--steps", "data", "stage1", "stage2"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), cwd=REPO, timeout=600)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "step stage2" in result.stderr and "learning_rate: 0.01 -> 0.5" in result.stderr
+    assert "step stage2" in result.stderr and "learning_rate: 0.001 -> 0.5" in result.stderr
     assert "[run] stage1: done before with the same settings, skipped" in result.stdout
     assert (demo_dir / "stage2" / "model.safetensors").stat().st_mtime_ns == before
 
