@@ -1,8 +1,8 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
 """The paper's tables as one command: train what each table needs, score it, and write our numbers beside the paper's.
 
-    python scripts/reproduce.py --dataset voc --data_root data/VOCdevkit/VOC2012 --tables 1 2 4 5 --seeds 3
-    python scripts/reproduce.py --dataset shapes --data_root data/shapes --tables 4 5 --seeds 3
+    cpfcte-hf reproduce --dataset voc --data_root data/VOCdevkit/VOC2012 --tables 1 2 4 5 --seeds 3
+    cpfcte-hf reproduce --dataset shapes --data_root data/shapes --tables 4 5 --seeds 3
 
 Every table is made of *cells*: one stage-1 training (a preset plus a few overrides, one seed), the pseudo-labels of
 a split and their mIoU; tables 2 and 3 add a DeepLab-v2 (stage 2) trained on the full model's pseudo-labels.
@@ -20,8 +20,8 @@ which is what a CPU can afford for 3 seeds x 8 cells; the tables say so.
 Each cell lives in `OUTPUT/cells/<name>-seed<seed>-<hash>/`, the hash taken over the exact arguments it runs with:
 a rerun with the same settings reuses every finished step (`*.done.json` markers), a killed run resumes (training
 from its last complete checkpoint, pseudo-labelling from the masks already written), and changed settings make a
-new cell instead of mixing results. The commands each table ran (`scripts/train.py`, `scripts/pseudo_label.py`,
-`scripts/train_deeplab.py` with the same arguments; run in-process here) are listed under it in `tables.md`.
+new cell instead of mixing results. The commands each table ran (`cpfcte-hf train`, `cpfcte-hf label`,
+`cpfcte-hf train-deeplab` with the same arguments; run in-process here) are listed under it in `tables.md`.
 """
 
 from __future__ import annotations
@@ -186,8 +186,9 @@ def _flag(key: str, value) -> list[str]:
     return [f"--{key}", str(value)]
 
 
-def _command(script: str, argv: list[str]) -> str:
-    return " ".join(["python", script, *[shlex.quote(a) for a in argv]])
+def _command(command: str, argv: list[str]) -> str:
+    """The `cpfcte-hf` command line a cell step is equivalent to (what tables.md lists)."""
+    return " ".join(["cpfcte-hf", command, *[shlex.quote(a) for a in argv]])
 
 
 def _std(values: list[float]) -> float | None:
@@ -226,7 +227,7 @@ class Cell:
         self.directory = runner.output_dir / "cells" / f"{variant}-seed{seed}-{digest}"
         self.settings = settings
         self.train_argv = [*train_argv, "--output_dir", str(self.directory / "model")]
-        self.commands: list[str] = [_command("scripts/train.py", self.train_argv)]
+        self.commands: list[str] = [_command("train", self.train_argv)]
 
     def _marker(self, step: str) -> Path:
         return self.directory / f"{step}.done.json"
@@ -277,7 +278,7 @@ class Cell:
         for key, value in options.items():
             argv += ["--dataset_option", f"{key}={value}"]
         argv += ["--size", str(self.runner.recipe.inference_size), "--out", str(out)]
-        command = _command("scripts/pseudo_label.py", argv)
+        command = _command("label", argv)
         if command not in self.commands:
             self.commands.append(command)
         done = self._done(step)
@@ -323,7 +324,7 @@ class Cell:
         for key, value in {**self.runner.deeplab_overrides, "seed": self.seed}.items():
             argv += _flag(key, value)
         argv += ["--pseudo_labels", str(pseudo), "--output_dir", str(out)]
-        command = _command("scripts/train_deeplab.py", argv)
+        command = _command("train-deeplab", argv)
         if command not in self.commands:
             self.commands.append(command)
         done = self._done("deeplab")
@@ -486,7 +487,7 @@ def format_tables(report: dict) -> str:
         f"# Reproduction on {report['dataset']}",
         "",
         f"Seeds: {', '.join(str(s) for s in report['seeds'])}. Pseudo-labels scored on the "
-        f"`{report['score_split']}` split. Written by `cpfcte_hf.reproduce` (scripts/reproduce.py).",
+        f"`{report['score_split']}` split. Written by `cpfcte-hf reproduce`.",
         "",
     ]
     for table in report["tables"].values():

@@ -100,12 +100,12 @@ def test_tables_are_written_beside_the_paper_and_a_rerun_reuses_everything(tmp_p
     assert table2["paper"] == 69.5 and 0.0 <= table2["ours_mean"] <= 100.0
     # Each table lists the commands it ran: training, pseudo-labels and, for table 2, stage 2.
     commands = report["tables"]["2"]["commands"]
-    assert any(c.startswith("python scripts/train.py --config") and "--seed 1234" in c for c in commands)
-    assert any(c.startswith("python scripts/pseudo_label.py") and "--split train" in c for c in commands)
-    assert any(c.startswith("python scripts/train_deeplab.py") and "--pseudo_labels" in c for c in commands)
+    assert any(c.startswith("cpfcte-hf train --config") and "--seed 1234" in c for c in commands)
+    assert any(c.startswith("cpfcte-hf label") and "--split train" in c for c in commands)
+    assert any(c.startswith("cpfcte-hf train-deeplab") and "--pseudo_labels" in c for c in commands)
     assert any("--pooling avg" in c for c in report["tables"]["5"]["commands"])
     markdown = (tmp_path / "out" / "tables.md").read_text()
-    assert "| avg | 67.7 |" in markdown and "scripts/train_deeplab.py" in markdown
+    assert "| avg | 67.7 |" in markdown and "cpfcte-hf train-deeplab" in markdown
     # 3 trainings (avg, max, CPF-CTE), their val pseudo-labels, CPF-CTE's train pseudo-labels and its DeepLab.
     assert len(report["steps_run"]) == 3 + 3 + 1 + 1 and not report["steps_reused"]
 
