@@ -226,14 +226,16 @@ def cpu_processes_use_gloo() -> None:
     recipe that does not say `use_cpu` would run one independent, unsharded training per process, each saving to the
     same directory.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+
+
+def has_accelerator() -> bool:
+    """Whether torch sees a GPU (or another accelerator) to put each process on; False: the processes use the CPU."""
     import torch
 
     accelerator = getattr(torch, "accelerator", None)
-    has_accelerator = accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
-    if not has_accelerator:
-        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
 
 
 def parse_args_with_presets(

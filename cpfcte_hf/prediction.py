@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .cli import has_accelerator
 from .crf import CRFPool, DenseCRFConfig, default_num_workers
 from .fingerprint import check_fingerprint, record_fingerprint
 from .inference import restore_mask_size
@@ -70,9 +71,9 @@ def distributed_state():
     if PartialState._shared_state and not torch.distributed.is_initialized():
         # An earlier command of the same process (`cpfcte-hf run`) ended and tore its process group down: start anew.
         PartialState._reset_state()
-    # Without `cpu=True` on a machine without CUDA, PartialState ignores the launcher and every process believes
-    # it is alone (each would then do the whole split).
-    return PartialState(cpu=not torch.cuda.is_available())
+    # Without `cpu=True` on a machine without a GPU, PartialState ignores the launcher and every process believes
+    # it is alone (each would then do the whole split); `cli.cpu_processes_use_gloo` does the same for training.
+    return PartialState(cpu=not has_accelerator())
 
 
 _shared_process_group = 0

@@ -163,8 +163,13 @@ def read_step_record(directory: Path) -> dict | None:
         return None
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a launcher (`RANK`), or the only process: the one that writes the run's own files and log."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def write_step_record(directory: Path, record: dict) -> None:
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         directory.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(step_record_path(directory), json.dumps(record, indent=2, default=str) + "\n")
 
@@ -209,7 +214,7 @@ def _write_run_preset(preset: dict, run_args: RunArguments, path: Path) -> None:
             if "eval_split" in values:
                 values["eval_split"] = run_args.eval_split
             resolved[section] = values
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, yaml.safe_dump(resolved, sort_keys=False))
 
@@ -303,7 +308,7 @@ def _reset_accelerate_state() -> None:
 
 def say(message: str) -> None:
     """A line of the run's log, from the main process only."""
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         print(message, flush=True)
 
 
@@ -360,7 +365,7 @@ def execute_step(step: Step, run_args: RunArguments, run_dir: Path, fingerprints
                 "steps after it, or choose another --output_dir."
             )
         say(f"[run] {step.name}: settings changed, --overwrite: removing {step.directory}")
-        if int(os.environ.get("RANK", "0")) == 0:
+        if is_main_process():
             shutil.rmtree(step.directory, ignore_errors=True)
             step_record_path(step.directory).unlink(missing_ok=True)
         record = None
@@ -518,7 +523,7 @@ def run(run_args: RunArguments, preset_name: str) -> dict:
     summary["results"] = collect_results(run_dir, run_args.eval_split)
     summary["mean_iou"] = headline(summary["results"])
     summary["arguments"] = dataclasses.asdict(run_args)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         atomic_write_text(run_dir / "run_summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     return summary
 
