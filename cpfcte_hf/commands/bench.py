@@ -7,6 +7,8 @@
     cpfcte-hf bench deeplab --batch_size 2 --size 321                          # DeepLab-v2 step, FLOPs
     cpfcte-hf bench crf_memory --megapixels 0.5 4 12 24                         # CRF memory for large photos
     cpfcte-hf bench gpu --output outputs/bench/gpu.json                        # everything on one CUDA GPU
+    cpfcte-hf bench resume --images 10000                                      # resume by content: its cost
+    cpfcte-hf bench concurrency                                                # two `label` runs side by side
 
 Each benchmark is a module with `main(argv) -> int`; register a new one in `BENCHMARKS`.
 """
@@ -27,6 +29,11 @@ BENCHMARKS = {
         "CRF time and peak memory for large photos, by --crf_max_side.",
     ),
     "gpu": ("cpfcte_hf.bench_gpu", "One-call GPU benchmark (make bench-gpu); --smoke runs it on the CPU in seconds."),
+    "resume": ("cpfcte_hf.commands.bench_resume", "Resume by content: the start of a job over N done images."),
+    "concurrency": (
+        "cpfcte_hf.commands.bench_concurrency",
+        "`label` runs side by side against one after the other (threads x CRF workers x processes).",
+    ),
 }
 
 

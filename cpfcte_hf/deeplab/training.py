@@ -47,8 +47,17 @@ from ..fingerprint import weights_digest
 from ..image_processing_cpfcte import resize_and_normalize, to_rgb_array
 from ..inference import max_fused_probabilities
 from ..metrics import IGNORE_INDEX, SegmentationMetric
-from ..prediction import distributed_state, gather_counts, prepare_job_dir, run_prediction_job, safe_file_id
-from ..pseudo_labeling import OutputLayout, evaluate_predictions, prepare_output_dir
+from ..prediction import (
+    DatasetSources,
+    distributed_state,
+    gather_counts,
+    hold_output_dir,
+    job_threads,
+    prepare_job_dir,
+    run_prediction_job,
+    safe_file_id,
+)
+from ..pseudo_labeling import OutputLayout, evaluate_predictions
 from ..trainer import ConvertedCheckpointMixin, FiniteLossMixin
 from ..visualization import read_mask
 from .modeling_deeplab import DeepLabV2ForSemanticSegmentation
@@ -289,6 +298,22 @@ def _image_statistics(image_processor) -> tuple[tuple[float, ...], tuple[float, 
     return tuple(mean), tuple(std)
 
 
+def stage_two_fingerprint(model, config: MultiScaleEvalConfig, mean, std) -> dict:
+    """Everything that determines stage 2's masks (`cpfcte_hf.fingerprint`): weights, classes, normalisation,
+    scales, flip, the CRF. Worker counts and progress do not change a mask and are left out."""
+    return {
+        "kind": "cpfcte_hf stage-2 predictions",
+        "model_weights": weights_digest(model),
+        "id2label": {str(i): str(name) for i, name in sorted(model.config.id2label.items())},
+        "align_corners": bool(model.config.align_corners),
+        "image_mean": [float(v) for v in mean],
+        "image_std": [float(v) for v in std],
+        "scales": [float(s) for s in config.scales],
+        "flip": bool(config.flip),
+        "crf": config.crf_config.to_dict() if config.crf else None,
+    }
+
+
 def predict_split(
     model: DeepLabV2ForSemanticSegmentation,
     dataset,
@@ -303,82 +328,73 @@ def predict_split(
     (multi-scale argmax) and, with `config.crf`, `out_dir/ms_crf/<id>.png`; when the dataset has ground truth,
     scores them with `evaluate_predictions` into `out_dir/report/`.
 
-    Under several processes each takes every N-th image and the report is written once. Existing masks are kept
-    (a killed run resumes) when they were made with the same model weights and settings (`fingerprint.json`);
-    other settings raise `FingerprintMismatch` naming what changed, unless `config.overwrite` (the old masks are
-    deleted).
+    Under several processes each takes every N-th image and the report is written once. One run at a time holds
+    `out_dir` (`cpfcte_hf.prediction.hold_output_dir`). Existing masks are kept (a killed run resumes) when they were
+    made with the same model weights and settings (`fingerprint.json`) from the same image (`sources.json`: an
+    image whose bytes changed is recomputed and counted in `changed`); other settings raise `FingerprintMismatch`
+    naming what changed, unless `config.overwrite` (the old masks are deleted).
 
     Returns:
-        `{"written", "already_done", "failed": [(id, reason)], "written_per_process", "report": dict | None}`, all
-        over the whole split (every process's counts gathered).
+        `{"written", "changed", "already_done", "failed": [(id, reason)], "written_per_process", "report": dict |
+        None}`, all over the whole split (every process's counts gathered; `changed` lists ids).
     """
     config = config or MultiScaleEvalConfig()
-    out_dir = prepare_output_dir(out_dir, ["ms"] + (["ms_crf"] if config.crf else []))
+    for required in ("image", "id"):
+        if required not in dataset.column_names:
+            raise ValueError(f"The dataset needs an {required!r} column; it has {sorted(dataset.column_names)}.")
     state = distributed_state()
     mean, std = _image_statistics(image_processor)
     model.eval()
-    fingerprint = {
-        "kind": "cpfcte_hf stage-2 predictions",
-        "model_weights": weights_digest(model),
-        "id2label": {str(i): str(name) for i, name in sorted(model.config.id2label.items())},
-        "align_corners": bool(model.config.align_corners),
-        "image_mean": [float(v) for v in mean],
-        "image_std": [float(v) for v in std],
-        "scales": [float(s) for s in config.scales],
-        "flip": bool(config.flip),
-        "crf": config.crf_config.to_dict() if config.crf else None,
-    }
-    prepare_job_dir(
-        out_dir, fingerprint, config.overwrite, [out_dir / "ms", out_dir / "ms_crf"], state, clear=[out_dir / "report"]
-    )
-    images = dataset.select_columns(["image", "id"])
+    out_dir = Path(out_dir)
+    with hold_output_dir(out_dir, state), job_threads(state):
+        prepare_job_dir(
+            out_dir, stage_two_fingerprint(model, config, mean, std), config.overwrite,
+            [out_dir / "ms", out_dir / "ms_crf"], state, clear=[out_dir / "report"],
+        )  # fmt: skip
+        images = dataset.select_columns(["image", "id"])
 
-    def read(index: int):
-        return to_rgb_array(images[index]["image"]), None, None
+        def read(index: int):
+            return to_rgb_array(images[index]["image"]), None, None
 
-    def predict(items):
-        return [multi_scale_probabilities(model, rgb, config.scales, config.flip, mean, std) for rgb, _ in items]
+        def predict(items):
+            return [multi_scale_probabilities(model, rgb, config.scales, config.flip, mean, std) for rgb, _ in items]
 
-    counts = run_prediction_job(
-        [str(i) for i in dataset["id"]],
-        read,
-        predict,
-        out_dir / "ms",
-        out_dir / "ms_crf" if config.crf else None,
-        config.crf_config,
-        config.crf_workers,
-        overwrite=config.overwrite,
-        progress=config.progress,
-        desc="deeplab predict",
-        state=state,
-    )
-    counts = gather_counts(state, counts)  # every process's counts: the whole split is accounted for
-
-    report = None
-    if "mask" in dataset.column_names:
-        predictions = {"MS": out_dir / "ms"}
-        if config.crf:
-            predictions["MS+CRF"] = out_dir / "ms_crf"
-        report = evaluate_predictions(
-            dataset,
-            predictions,
-            out_dir / "report",
-            class_names=[model.config.id2label[i] for i in range(model.config.num_labels)],
-            num_overlays=config.num_overlays,
-            dataset_name=dataset_name,
-            split=split,
-            stage="stage2",
-            model=getattr(model.config, "_name_or_path", None),
-            settings=asdict(config),
-        )
-    failed = [(failure.id, f"{failure.stage}: {failure.error}") for failure in counts.failures]
+        counts = run_prediction_job(
+            [str(i) for i in dataset.select_columns(["id"])[:]["id"]], read, predict, out_dir / "ms", out_dir / "ms_crf" if config.crf else None,
+            config.crf_config, config.crf_workers, overwrite=config.overwrite, progress=config.progress,
+            desc="deeplab predict", state=state, sources=DatasetSources(dataset), record_dir=out_dir,
+        )  # fmt: skip
+        counts = gather_counts(state, counts)  # every process's counts: the whole split is accounted for
+        report = _score_split(model, dataset, out_dir, config, dataset_name, split)
     return {
         "written": counts.written,
+        "changed": list(counts.changed),
         "already_done": counts.already_done,
-        "failed": failed,
+        "failed": [(failure.id, f"{failure.stage}: {failure.error}") for failure in counts.failures],
         "written_per_process": counts.written_per_process,
         "report": report,
     }
+
+
+def _score_split(model, dataset, out_dir: Path, config: MultiScaleEvalConfig, dataset_name, split) -> dict | None:
+    """Stage 2's report (`evaluate_predictions` of MS and MS+CRF) when the split has ground truth, else `None`."""
+    if "mask" not in dataset.column_names:
+        return None
+    predictions = {"MS": out_dir / "ms"}
+    if config.crf:
+        predictions["MS+CRF"] = out_dir / "ms_crf"
+    return evaluate_predictions(
+        dataset,
+        predictions,
+        out_dir / "report",
+        class_names=[model.config.id2label[i] for i in range(model.config.num_labels)],
+        num_overlays=config.num_overlays,
+        dataset_name=dataset_name,
+        split=split,
+        stage="stage2",
+        model=getattr(model.config, "_name_or_path", None),
+        settings=asdict(config),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------- trainer
