@@ -394,7 +394,11 @@ def _lock_output_dir(root: Path) -> list:
         "started": datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command_line(),
     }
-    atomic_write_text(root / HOLDER_FILE, json.dumps(holder) + "\n")
+    try:
+        atomic_write_text(root / HOLDER_FILE, json.dumps(holder) + "\n")
+    except BaseException:
+        _unlock_output_dir(root, lock, created)
+        raise
     return [lock, 1, created]
 
 

@@ -552,8 +552,6 @@ def check_split(dataset, model_config, class_names: Sequence[str] | None = None,
         if required not in columns:
             raise ValueError(f"The dataset needs an {required!r} column; it has {sorted(columns)}.")
     use_labels = use_image_labels and "labels" in columns
-    if use_image_labels and not use_labels:
-        logger.warning("The dataset has no `labels` column: pseudo-labels are made without class masking.")
     ids = [str(i) for i in dataset.select_columns(["id"])[:]["id"]]  # one read, not one per row
     duplicates = [i for i, n in Counter(ids).items() if n > 1]
     if duplicates:
@@ -629,6 +627,8 @@ def generate_pseudo_labels(
     state = distributed_state()
     started = time.perf_counter()
     checked = check_split(dataset, model.config, class_names, config.use_image_labels)
+    if config.use_image_labels and not checked.use_labels:
+        logger.warning("The dataset has no `labels` column: pseudo-labels are made without class masking.")
     with hold_output_dir(out_dir, state), job_threads(state):
         layout = OutputLayout(Path(out_dir))
         mean = getattr(image_processor, "image_mean", None) or VIT_PCM_MEAN
