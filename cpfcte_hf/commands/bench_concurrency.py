@@ -4,7 +4,8 @@
     cpfcte-hf bench concurrency --output outputs/bench/concurrency.json
     cpfcte-hf bench concurrency --env OMP_WAIT_POLICY=ACTIVE          # spinning OpenMP threads, as before issue 19
     cpfcte-hf bench concurrency --label-args="--crf_workers 1"        # any `label` option, the same for every run
-    cpfcte-hf bench concurrency --python OTHER/bin/python --env PYTHONPATH=OTHER_CHECKOUT   # another version
+    cpfcte-hf bench concurrency --python OTHER/bin/python --env PYTHONPATH=OTHER_CHECKOUT OMP_WAIT_POLICY=
+                                                                      # another version (`KEY=` unsets KEY)
 
 Each run is a real `python -m cpfcte_hf label` process pseudo-labelling the shapes val split (--images images at
 --image-size px, the demo's sizes) with tags and the CRF into its own output directory (--overwrite: everything is
@@ -121,7 +122,11 @@ def main(argv=None) -> int:
     args.work_dir = str(work)
     model = os.path.abspath(args.model) if args.model else make_model(work, args.image_size)
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    env.update(item.split("=", 1) for item in args.env)
+    for key, value in (item.split("=", 1) for item in args.env):
+        if value:
+            env[key] = value
+        else:  # `KEY=` unsets: e.g. OMP_WAIT_POLICY, which importing cpfcte_hf here put into this environment
+            env.pop(key, None)
     commands = [label_command(model, work / f"run_{i}", args) for i in range(args.runs)]
     results = {"machine": machine_description(torch.device("cpu")), "runs": args.runs, "images": args.images}
     results.update(image_size=args.image_size, env=args.env, label_args=args.label_args, python=args.python)
