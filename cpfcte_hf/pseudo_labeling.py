@@ -9,7 +9,11 @@ per-class max normalisation, bilinear upsampling, argmax (BPM), dense CRF over a
 OUT/
   bpm/<id>.png                   baseline pseudo masks (argmax before the CRF), VOC palette PNG, values = class ids
   crf/<id>.png                   CRF-refined masks (the pseudo-labels for stage 2); absent with crf=False
-  summary.json                   counts (written, already done, failed), failures with reasons, the settings used
+  summary.json                   counts (written, already done, failed, changed), failures with reasons, the settings
+  fingerprint.json               what determines the masks (`cpfcte_hf.fingerprint`): other settings are refused
+  sources.json                   per image, the content (file size and times, digest of the bytes) and tags its masks
+                                 were made from: a changed image is recomputed (`cpfcte_hf.prediction.ContentRecord`)
+  .cpfcte-hf.lock(.json)         while a run works: its lock and who holds it (`cpfcte_hf.prediction.hold_output_dir`)
   report/                        only when the split has ground-truth masks (see `evaluate_predictions`)
     metrics.json                 mIoU, pixel accuracy, per-class IoU for BPM and CRF
     per_class_iou.csv            one row per class: id, name, ground-truth pixels, IoU per prediction set
@@ -18,9 +22,9 @@ OUT/
 ```
 
 Every PNG and report file is written to a temporary file in its folder and renamed into place, so a killed run
-leaves only complete files; a rerun skips the images whose masks exist and redoes the rest. Under
-`accelerate launch` (or `torchrun`) each process takes every N-th image and the confusion matrices are summed
-over processes before the report is written once.
+leaves only complete files; a rerun skips the images whose masks exist and were made from the same image, and redoes
+the rest. Under `accelerate launch` (or `torchrun`) each process takes every N-th image and the confusion matrices
+are summed over processes before the report is written once.
 
 `evaluate_predictions` gives the same report for any directories of masks (`scripts/evaluate.py`).
 """

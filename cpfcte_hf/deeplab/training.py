@@ -24,6 +24,7 @@ OUTPUT_DIR/
   predictions/<split>/ms/<id>.png                                    multi-scale argmax
   predictions/<split>/ms_crf/<id>.png                                multi-scale + CRF
   predictions/<split>/report/                                        metrics.json, per_class_iou.{csv,png}, overlays/
+  predictions/<split>/fingerprint.json, sources.json                 settings and per-image content (resume rules)
 ```
 """
 
