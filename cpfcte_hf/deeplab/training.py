@@ -49,7 +49,7 @@ from ..inference import max_fused_probabilities
 from ..metrics import IGNORE_INDEX, SegmentationMetric
 from ..prediction import distributed_state, gather_counts, prepare_job_dir, run_prediction_job, safe_file_id
 from ..pseudo_labeling import OutputLayout, evaluate_predictions, prepare_output_dir
-from ..trainer import ConvertedCheckpointMixin, FiniteLossMixin
+from ..trainer import ConvertedCheckpointMixin, DeferredPrecisionCheckMixin, FiniteLossMixin
 from ..visualization import read_mask
 from .modeling_deeplab import DeepLabV2ForSemanticSegmentation
 from .processing import IMAGENET_MEAN, IMAGENET_STD
@@ -385,7 +385,7 @@ def predict_split(
 
 
 @dataclass
-class DeepLabV2TrainingArguments(TrainingArguments):
+class DeepLabV2TrainingArguments(DeferredPrecisionCheckMixin, TrainingArguments):
     """
     `TrainingArguments` with the DeepLab-v2 recipe (docs/method.md section 4) as defaults, and its augmentation.
 
@@ -592,6 +592,7 @@ class DeepLabV2Trainer(FiniteLossMixin, ConvertedCheckpointMixin, Trainer):
     def __init__(self, model=None, args: DeepLabV2TrainingArguments | None = None, **kwargs):
         if not isinstance(args, DeepLabV2TrainingArguments):
             raise TypeError(f"`args` must be a DeepLabV2TrainingArguments, got {type(args).__name__}.")
+        args.check_precision()
         super().__init__(model=model, args=args, **kwargs)
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
