@@ -24,6 +24,7 @@ registers them; the stage-2 encoder blocks are registered and only switched off 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -188,6 +189,23 @@ AUGMENTATION_DEVICES = ("auto", "loader", "device")
 
 
 _CHECKPOINT_PATTERN = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+
+
+@contextlib.contextmanager
+def closing_progress_bars(trainer: Trainer):
+    """
+    Closes `trainer`'s progress bars when the block raises: `Trainer` leaves them open then, and a bar closed by the
+    interpreter at exit redraws itself after the command's error line.
+    """
+    try:
+        yield
+    except BaseException:
+        for callback in trainer.callback_handler.callbacks:
+            for name in ("training_bar", "prediction_bar"):
+                if getattr(callback, name, None) is not None:
+                    getattr(callback, name).close()
+                    setattr(callback, name, None)
+        raise
 
 
 def is_complete_checkpoint(path: str) -> bool:

@@ -40,7 +40,7 @@ from .image_processing_cpfcte import CPFCTEImageProcessor
 from .inference import DEFAULT_INFERENCE_SIZE
 from .modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
 from .results import training_results_record, write_results
-from .trainer import CPFCTETrainer, CPFCTETrainingArguments, resolve_resume_checkpoint
+from .trainer import CPFCTETrainer, CPFCTETrainingArguments, closing_progress_bars, resolve_resume_checkpoint
 
 
 logger = logging.get_logger(__name__)
@@ -214,6 +214,16 @@ def _check_one_model_source(model_args: ModelArguments) -> None:
         raise ValueError("Pass either --model_name_or_path (a CPF-CTE checkpoint) or --backbone, not both.")
 
 
+def _encoder_patch_size(model_args: ModelArguments) -> int:
+    """The patch size of the encoder `build_model` will make, read from a config (no weights are loaded)."""
+    if model_args.model_name_or_path:
+        return CPFCTEConfig.from_pretrained(model_args.model_name_or_path).patch_size
+    if model_args.backbone:
+        patch = backbone_config_from(AutoConfig.from_pretrained(model_args.backbone)).patch_size
+        return patch if isinstance(patch, int) else patch[0]
+    return model_args.patch_size
+
+
 def check_training_inputs(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -233,6 +243,13 @@ def check_training_inputs(
     _check_one_model_source(model_args)
     check_model_option("model_name_or_path", model_args.model_name_or_path)
     check_model_option("backbone", model_args.backbone)
+    patch = _encoder_patch_size(model_args)
+    if model_args.image_size % patch:
+        nearest = max(1, round(model_args.image_size / patch)) * patch
+        raise ValueError(
+            f"--image_size {model_args.image_size} is not a multiple of the encoder's patch size {patch} "
+            f"(e.g. {nearest})."
+        )
     if training_args.equivariance_loss_weight > 0 and not data_args.augment:
         raise ValueError("--equivariance_loss_weight > 0 needs the training augmentation (--augment true).")
     training_args.check_precision(turn_off_bf16)
@@ -321,6 +338,33 @@ def set_encoder_dropout(
                 module.attention_dropout = attention
 
 
+def _train_save_evaluate(trainer, resume, evaluate: bool, class_names, model_args, data_args) -> None:
+    """Trains (from `resume`, if any), saves the model, state and metrics, then evaluates (`evaluate`)."""
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+    if evaluate:
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+        if trainer.is_world_process_zero() and "eval_mean_iou" in metrics:  # the card's "trainer validation" row
+            record = training_results_record(
+                metrics,
+                class_names,
+                dataset=data_args.dataset,
+                split=data_args.eval_split,
+                data_root=data_args.data_root,
+                model=os.path.abspath(trainer.args.output_dir),
+                settings=json.loads(describe(model_args, data_args, trainer.args)),
+            )
+            write_results(record, trainer.args.output_dir)
+    if trainer.is_world_process_zero():
+        print(f"Saved the model to {os.path.abspath(trainer.args.output_dir)}", flush=True)
+        print(json.dumps({"best_checkpoint": trainer.state.best_model_checkpoint}), flush=True)
+
+
 def run_training(
     model_args: ModelArguments, data_args: DataArguments, training_args: CPFCTETrainingArguments
 ) -> CPFCTETrainer:
@@ -405,29 +449,8 @@ def run_training(
         with open(os.path.join(training_args.output_dir, "run_config.json"), "w") as handle:
             handle.write(describe(model_args, data_args, training_args) + "\n")
 
-    result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model()
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
-    trainer.save_state()
-    if eval_dataset is not None:
-        metrics = trainer.evaluate()
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-        if trainer.is_world_process_zero() and "eval_mean_iou" in metrics:  # the card's "trainer validation" row
-            record = training_results_record(
-                metrics,
-                class_names,
-                dataset=data_args.dataset,
-                split=data_args.eval_split,
-                data_root=data_args.data_root,
-                model=os.path.abspath(training_args.output_dir),
-                settings=json.loads(describe(model_args, data_args, training_args)),
-            )
-            write_results(record, training_args.output_dir)
-    if trainer.is_world_process_zero():
-        print(f"Saved the model to {os.path.abspath(training_args.output_dir)}", flush=True)
-        print(json.dumps({"best_checkpoint": trainer.state.best_model_checkpoint}), flush=True)
+    with closing_progress_bars(trainer):
+        _train_save_evaluate(trainer, resume, eval_dataset is not None, class_names, model_args, data_args)
     return trainer
 
 

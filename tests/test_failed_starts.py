@@ -2,12 +2,14 @@
 `train-deeplab`, `push` and `reproduce` check data, tags, model locations, the preset and bf16 before they write a
 file, build a model or print anything long; `--print_config` of every packaged preset works on a CPU-only machine."""
 
+import gc
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from tqdm.auto import tqdm
 from transformers import ViTModel
 
 from cpfcte_hf.cli import COMMAND_SECTIONS, available_presets, load_preset
@@ -60,6 +62,8 @@ FAILED_STARTS = {
                            "No tag file in "),
     "train: missing checkpoint": (["train", "--config", "shapes", "--model_name_or_path", "runs/a/b"],
                                   "--model_name_or_path: Model directory 'runs/a/b' not found"),
+    "train: image size and patch disagree": (["train", "--config", "shapes", "--image_size", "100"],
+                                             "--image_size 100 is not a multiple of the encoder's patch size 8 (e.g. 96)"),
     "train: bf16 on a CPU": (["train", "--config", "voc", "--data_root", "{voc}", "--backbone", "{vit}"],
                              "bf16 is on (the GPU presets turn it on), but this machine has no GPU with bfloat16: "
                              "pass --bf16 false"),
@@ -126,6 +130,24 @@ def test_the_real_command_prints_one_line_and_writes_nothing(argv, message, tmp_
     assert result.stdout == "" and result.stderr.startswith("error: ") and message in result.stderr
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert paths_under(tmp_path) == []
+
+
+def test_an_error_during_training_is_the_last_line(inputs, tmp_path, capfd):
+    """A run that stops while training (here: the loss becomes NaN) ends with its error line: the progress bar the
+    trainer leaves open is closed before it, not redrawn after it when it is collected."""
+    argv = [
+        "train", "--config", "shapes", "--dataset", "voc", "--data_root", inputs["voc"], "--train_split", "train_aug",
+        "--image_size", "32", "--patch_size", "8", "--hidden_size", "32", "--num_hidden_layers", "1",
+        "--num_attention_heads", "2", "--intermediate_size", "64", "--report_to", "none", "--dataloader_num_workers",
+        "0", "--per_device_train_batch_size", "1", "--learning_rate", "1e30", "--stage1_learning_rate", "1e30",
+        "--max_grad_norm", "0", "--max_steps", "6", "--output_dir", str(tmp_path / "out"),
+    ]  # fmt: skip
+    open_before = set(tqdm._instances)
+    assert main(argv) == 3
+    assert set(tqdm._instances) <= open_before  # no bar left to redraw itself when the interpreter collects it
+    gc.collect()
+    lines = capfd.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("error: The training loss became nan"), lines[-3:]
 
 
 def _commands_of(name: str) -> list[str]:
