@@ -224,6 +224,19 @@ def _encoder_patch_size(model_args: ModelArguments) -> int:
     return model_args.patch_size
 
 
+def equivariance_views(model_args: ModelArguments, data_args: DataArguments, patch: int) -> EquivarianceViewConfig:
+    """The second views of L_ET for this training size and patch (unset sizes: ViT-PCM's proportions), checked
+    against the training size."""
+    views = EquivarianceViewConfig(
+        crop_p=data_args.et_crop_p,
+        crop_size=data_args.et_crop_size or max(patch, round(model_args.image_size / 3 / patch) * patch),
+        scale_size=data_args.et_scale_size or model_args.image_size // 2,
+        patch_size=patch,
+    )
+    views.check_training_size(model_args.image_size)
+    return views
+
+
 def check_training_inputs(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -250,8 +263,10 @@ def check_training_inputs(
             f"--image_size {model_args.image_size} is not a multiple of the encoder's patch size {patch} "
             f"(e.g. {nearest})."
         )
-    if training_args.equivariance_loss_weight > 0 and not data_args.augment:
-        raise ValueError("--equivariance_loss_weight > 0 needs the training augmentation (--augment true).")
+    if training_args.equivariance_loss_weight > 0:
+        if not data_args.augment:
+            raise ValueError("--equivariance_loss_weight > 0 needs the training augmentation (--augment true).")
+        equivariance_views(model_args, data_args, patch)
     training_args.check_precision(turn_off_bf16)
 
 
@@ -398,13 +413,7 @@ def run_training(
     collator = WeakSegmentationCollator(num_labels)
     batch_augmentation = None  # set when the augmentation runs on the training device after the transfer
     if training_args.equivariance_loss_weight > 0:
-        patch = model.config.patch_size
-        views = EquivarianceViewConfig(
-            crop_p=data_args.et_crop_p,
-            crop_size=data_args.et_crop_size or max(patch, round(model_args.image_size / 3 / patch) * patch),
-            scale_size=data_args.et_scale_size or model_args.image_size // 2,
-            patch_size=patch,
-        )
+        views = equivariance_views(model_args, data_args, model.config.patch_size)
         train_transform = EquivarianceTrainTransform(
             num_labels, processor, augmentation=data_args.augmentation_config(), views=views
         )

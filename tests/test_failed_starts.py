@@ -64,6 +64,8 @@ FAILED_STARTS = {
                                   "--model_name_or_path: Model directory 'runs/a/b' not found"),
     "train: image size and patch disagree": (["train", "--config", "shapes", "--image_size", "100"],
                                              "--image_size 100 is not a multiple of the encoder's patch size 8 (e.g. 96)"),
+    "train: equivariance views do not tile": (["train", "--config", "demo", "--image_size", "64"],
+                                              "Four 48-px views must tile the 64-px training size"),
     "train: bf16 on a CPU": (["train", "--config", "voc", "--data_root", "{voc}", "--backbone", "{vit}"],
                              "bf16 is on (the GPU presets turn it on), but this machine has no GPU with bfloat16: "
                              "pass --bf16 false"),
@@ -132,22 +134,44 @@ def test_the_real_command_prints_one_line_and_writes_nothing(argv, message, tmp_
     assert paths_under(tmp_path) == []
 
 
+# Stage 1 on the tiny tree, tiny, with a learning rate that makes the loss NaN within a few steps.
+DIVERGING = {
+    "image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+    "intermediate_size": 64, "report_to": "none", "dataloader_num_workers": 0, "per_device_train_batch_size": 1,
+    "learning_rate": 1e30, "stage1_learning_rate": 1e30, "max_grad_norm": 0, "max_steps": 6,
+    "equivariance_loss_weight": 0,
+}  # fmt: skip
+
+
 def test_an_error_during_training_is_the_last_line(inputs, tmp_path, capfd):
     """A run that stops while training (here: the loss becomes NaN) ends with its error line: the progress bar the
     trainer leaves open is closed before it, not redrawn after it when it is collected."""
-    argv = [
-        "train", "--config", "shapes", "--dataset", "voc", "--data_root", inputs["voc"], "--train_split", "train_aug",
-        "--image_size", "32", "--patch_size", "8", "--hidden_size", "32", "--num_hidden_layers", "1",
-        "--num_attention_heads", "2", "--intermediate_size", "64", "--report_to", "none", "--dataloader_num_workers",
-        "0", "--per_device_train_batch_size", "1", "--learning_rate", "1e30", "--stage1_learning_rate", "1e30",
-        "--max_grad_norm", "0", "--max_steps", "6", "--output_dir", str(tmp_path / "out"),
-    ]  # fmt: skip
+    argv = ["train", "--config", "shapes", "--dataset", "voc", "--data_root", inputs["voc"], "--train_split"]
+    argv += ["train_aug", "--output_dir", str(tmp_path / "out")]
+    argv += [arg for key, value in DIVERGING.items() for arg in (f"--{key}", str(value))]
     open_before = set(tqdm._instances)
     assert main(argv) == 3
     assert set(tqdm._instances) <= open_before  # no bar left to redraw itself when the interpreter collects it
     gc.collect()
     lines = capfd.readouterr().err.strip().splitlines()
     assert lines[-1].startswith("error: The training loss became nan"), lines[-3:]
+
+
+def test_a_run_that_stops_at_a_step_ends_with_its_error_line(inputs, tmp_path, capfd):
+    """`demo` (= `run`) whose stage 1 fails: the step's error, a short summary, then one line naming the step; no
+    table of values that were not measured."""
+    overrides = [f"{key}={value}" for key, value in DIVERGING.items()]
+    argv = ["demo", "--dataset", "voc", "--data_root", inputs["voc"], "--train_split", "train_aug"]
+    assert main([*argv, "--output_dir", str(tmp_path / "run"), "--override", *overrides]) == 3
+    printed = capfd.readouterr()
+    lines = (printed.out + printed.err).strip().splitlines()
+    assert any(line.startswith("error: The training loss became nan") for line in lines)
+    assert printed.err.strip().splitlines()[-1] == (
+        "error: the run stopped at step stage1 (exit status 3; its error is above). The same command resumes the run "
+        "once the cause is fixed."
+    )
+    assert "n/a" not in printed.out and "CPF-CTE demo" not in printed.out
+    assert not (tmp_path / "run" / "demo_results.json").exists()
 
 
 def _commands_of(name: str) -> list[str]:

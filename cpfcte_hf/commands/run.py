@@ -604,10 +604,23 @@ def format_summary(summary: dict) -> str:
     lines = ["", f"cpfcte-hf run: {summary['output_dir']} ({summary['status']})", ""]
     for name, entry in summary["steps"].items():
         lines.append(f"  {name:<22}{entry['status']:<9}{entry.get('seconds', 0):8.0f} s")
-    lines += ["", "mIoU % (background included):"]
-    for name, value in summary["mean_iou"].items():
-        lines.append(f"  {name:<26}{percent(value)}")
+    if any(value is not None for value in summary["mean_iou"].values()):
+        lines += ["", "mIoU % (background included):"]
+        for name, value in summary["mean_iou"].items():
+            lines.append(f"  {name:<26}{percent(value)}")
     return "\n".join(lines)
+
+
+def failure_line(summary: dict) -> str | None:
+    """The last line of a run that stopped at a step (None when it completed): which step, and what to do next."""
+    failed = [(name, entry) for name, entry in summary["steps"].items() if entry["status"] == "failed"]
+    if summary["status"] == "complete" or not failed:
+        return None
+    name, entry = failed[-1]
+    return (
+        f"the run stopped at step {name} (exit status {entry['exit_status']}; its error is above). The same command "
+        "resumes the run once the cause is fixed."
+    )
 
 
 def parse_arguments(argv=None):
@@ -641,7 +654,10 @@ def run_from_argv(argv=None, default_preset: str | None = None) -> tuple[int, di
         print_error(error)
         return 2, None
     print(format_summary(summary), flush=True)
-    return (0 if summary["status"] == "complete" else 3), summary
+    if failure_line(summary):
+        print_error(failure_line(summary))
+        return 3, summary
+    return 0, summary
 
 
 def main(argv=None) -> int:
