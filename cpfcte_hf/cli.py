@@ -339,8 +339,9 @@ def require(args, *names: str) -> None:
 def check_model_option(option: str, value) -> None:
     """
     Refuses a bad model location given as `--<option>` before anything is written or built: a local folder that is
-    no checkpoint, a path that does not exist, a Hub id the Hub does not know (`resolve_model_location`; one line
-    naming the option). Unset and `none` (random initialisation) pass.
+    no checkpoint, a path that does not exist, a Hub id the Hub does not know (`resolve_model_location`), or, with
+    `HF_HUB_OFFLINE=1`, a Hub id that is not in the local cache; one line naming the option. Unset and `none`
+    (random initialisation) pass.
     """
     if value is None or str(value).lower() in ("", "none"):
         return

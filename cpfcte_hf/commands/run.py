@@ -654,8 +654,9 @@ def run_from_argv(argv=None, default_preset: str | None = None) -> tuple[int, di
         print_error(error)
         return 2, None
     print(format_summary(summary), flush=True)
-    if failure_line(summary):
-        print_error(failure_line(summary))
+    failure = failure_line(summary)
+    if failure:
+        print_error(failure)
         return 3, summary
     return 0, summary
 
