@@ -208,6 +208,19 @@ def closing_progress_bars(trainer: Trainer):
         raise
 
 
+class ClosingProgressBarsMixin:
+    """`train` and `evaluate` that close the trainer's progress bars when they raise (`closing_progress_bars`), so
+    that an error (e.g. `FiniteLossMixin`'s) is the last thing printed."""
+
+    def train(self, *args, **kwargs):
+        with closing_progress_bars(self):
+            return super().train(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        with closing_progress_bars(self):
+            return super().evaluate(*args, **kwargs)
+
+
 def is_complete_checkpoint(path: str) -> bool:
     """`Trainer` writes `trainer_state.json` last: a checkpoint without it was cut off while being written."""
     return os.path.isfile(os.path.join(path, "trainer_state.json"))
@@ -609,7 +622,9 @@ class EquivarianceLossMixin:
         return loss + weight * equivariance_loss(target, predicted), outputs
 
 
-class CPFCTETrainer(EquivarianceLossMixin, FiniteLossMixin, ConvertedCheckpointMixin, Trainer):
+class CPFCTETrainer(
+    ClosingProgressBarsMixin, EquivarianceLossMixin, FiniteLossMixin, ConvertedCheckpointMixin, Trainer
+):
     """
     `transformers.Trainer` for CPF-CTE: Top-K BCE loss (the model's own), the two-stage schedule of
     `CPFCTETrainingArguments`, pseudo-label mIoU evaluation, and a stop with a clear message when the loss stops

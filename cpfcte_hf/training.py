@@ -40,7 +40,7 @@ from .image_processing_cpfcte import CPFCTEImageProcessor
 from .inference import DEFAULT_INFERENCE_SIZE
 from .modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
 from .results import training_results_record, write_results
-from .trainer import CPFCTETrainer, CPFCTETrainingArguments, closing_progress_bars, resolve_resume_checkpoint
+from .trainer import CPFCTETrainer, CPFCTETrainingArguments, resolve_resume_checkpoint
 
 
 logger = logging.get_logger(__name__)
@@ -458,8 +458,7 @@ def run_training(
         with open(os.path.join(training_args.output_dir, "run_config.json"), "w") as handle:
             handle.write(describe(model_args, data_args, training_args) + "\n")
 
-    with closing_progress_bars(trainer):
-        _train_save_evaluate(trainer, resume, eval_dataset is not None, class_names, model_args, data_args)
+    _train_save_evaluate(trainer, resume, eval_dataset is not None, class_names, model_args, data_args)
     return trainer
 
 

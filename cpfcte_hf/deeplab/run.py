@@ -27,7 +27,7 @@ from ..crf import DenseCRFConfig
 from ..data import check_dataset
 from ..prediction import distributed_state, finish_distributed
 from ..pseudo_labeling import dataset_class_names, format_report, load_split
-from ..trainer import closing_progress_bars, resolve_resume_checkpoint
+from ..trainer import resolve_resume_checkpoint
 from ..visualization import atomic_write_text
 from .configuration_deeplab import DeepLabV2Config, resnet101_config
 from .modeling_deeplab import DeepLabV2ForSemanticSegmentation
@@ -316,8 +316,7 @@ def run_deeplab(
             processing_class=processor,
             data_collator=default_data_collator,
         )
-        with closing_progress_bars(trainer):
-            train_output = trainer.train(resume_from_checkpoint=resume)
+        train_output = trainer.train(resume_from_checkpoint=resume)
         trainer.save_model(str(output_dir))
         trainer.save_state()
         result["train"] = train_output.metrics

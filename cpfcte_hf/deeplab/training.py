@@ -49,7 +49,12 @@ from ..inference import max_fused_probabilities
 from ..metrics import IGNORE_INDEX, SegmentationMetric
 from ..prediction import distributed_state, gather_counts, prepare_job_dir, run_prediction_job, safe_file_id
 from ..pseudo_labeling import OutputLayout, evaluate_predictions, prepare_output_dir
-from ..trainer import ConvertedCheckpointMixin, DeferredPrecisionCheckMixin, FiniteLossMixin
+from ..trainer import (
+    ClosingProgressBarsMixin,
+    ConvertedCheckpointMixin,
+    DeferredPrecisionCheckMixin,
+    FiniteLossMixin,
+)
 from ..visualization import read_mask
 from .modeling_deeplab import DeepLabV2ForSemanticSegmentation
 from .processing import IMAGENET_MEAN, IMAGENET_STD
@@ -581,7 +586,7 @@ def sgd_parameter_groups(
     ]
 
 
-class DeepLabV2Trainer(FiniteLossMixin, ConvertedCheckpointMixin, Trainer):
+class DeepLabV2Trainer(ClosingProgressBarsMixin, FiniteLossMixin, ConvertedCheckpointMixin, Trainer):
     """
     `transformers.Trainer` for DeepLab-v2: SGD with a 10x classifier learning rate and poly decay
     (`DeepLabV2TrainingArguments`), a stop with a clear message when the loss stops being finite, and evaluation by
