@@ -758,6 +758,34 @@ def _copy_results(measurements: Mapping[str, Measurement], folder: Path) -> dict
     return plots
 
 
+def _results_json(plan: HubFolder, staging: Path, class_names: Sequence[str]) -> dict:
+    """The folder's `results.json`: every measurement on the card, the file it was read from and that file's SHA-256
+    (of the copy in `staging`), and the values not measured."""
+    from . import __version__
+
+    return {
+        "generated_by": f"cpfcte_hf {__version__} (cpfcte_hf.hub)",
+        "repo_id": plan.repo_id,
+        "dataset": plan.dataset.name,
+        "metric": "mean_iou over all classes, background included, one confusion matrix per split, 255 ignored",
+        "class_names": list(class_names),
+        "measurements": {
+            key: {
+                "description": _SPECS[m.key]["description"],
+                "mean_iou": m.mean_iou,
+                "mean_iou_percent": m.percent,
+                "dataset": m.dataset,
+                "split": m.split,
+                "num_images": m.results.num_images,
+                "source_file": m.repo_path,
+                "source_sha256": _sha256(staging / m.repo_path),
+            }
+            for key, m in plan.measurements.items()
+        },
+        "not_measured": plan.not_measured,
+    }
+
+
 def build_hub_folder(
     model_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -776,7 +804,6 @@ def build_hub_folder(
     Raises:
         HubSharingError: a bad model directory, card, results source, repo id or output folder (message names it).
     """
-    from . import __version__
     from .image_processing_cpfcte import CPFCTEImageProcessor
     from .modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
 
@@ -802,27 +829,7 @@ def build_hub_folder(
             if getattr(plan, attribute):
                 _write_public_json(getattr(plan, attribute), staging / name)
         render_model_card(plan, processor, model.num_parameters(), plots).save(staging / "README.md")
-        record = {
-            "generated_by": f"cpfcte_hf {__version__} (cpfcte_hf.hub)",
-            "repo_id": plan.repo_id,
-            "dataset": plan.dataset.name,
-            "metric": "mean_iou over all classes, background included, one confusion matrix per split, 255 ignored",
-            "class_names": [model.config.id2label[i] for i in range(model.config.num_labels)],
-            "measurements": {
-                key: {
-                    "description": _SPECS[m.key]["description"],
-                    "mean_iou": m.mean_iou,
-                    "mean_iou_percent": m.percent,
-                    "dataset": m.dataset,
-                    "split": m.split,
-                    "num_images": m.results.num_images,
-                    "source_file": m.repo_path,
-                    "source_sha256": _sha256(staging / m.repo_path),
-                }
-                for key, m in plan.measurements.items()
-            },
-            "not_measured": plan.not_measured,
-        }
+        record = _results_json(plan, staging, [model.config.id2label[i] for i in range(model.config.num_labels)])
         (staging / RESULTS_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)

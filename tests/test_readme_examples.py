@@ -20,7 +20,7 @@ from PIL import Image
 from cpfcte_hf.data.shapes import BACKGROUND, SHAPE_NAMES
 
 from .data_trees import write_coco_toco_tree, write_voc_tree
-from .utils import PYTHON, save_tiny_checkpoint, subprocess_env
+from .utils import PYTHON, markdown_python_blocks, save_tiny_checkpoint, subprocess_env
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,17 +45,7 @@ LOCAL_STAND_INS = {
 DEMO_CLASSES = [BACKGROUND, *SHAPE_NAMES[:5]]
 
 
-def readme_python_blocks(text: str) -> list[tuple[int, str]]:
-    """`(line of the opening fence, code)` of every ```python block."""
-    blocks, lines = [], text.splitlines()
-    for number, line in enumerate(lines, start=1):
-        if line.strip() == "```python":
-            end = next(i for i in range(number, len(lines)) if lines[i].strip() == "```")
-            blocks.append((number, "\n".join(lines[number:end]) + "\n"))
-    return blocks
-
-
-BLOCKS = readme_python_blocks(README.read_text(encoding="utf-8"))
+BLOCKS = markdown_python_blocks(README.read_text(encoding="utf-8"))
 
 
 def _generated_image(path: Path, seed: int) -> None:
