@@ -119,12 +119,12 @@ def describe_dataset(class_names: Sequence[str], recorded: Sequence[tuple[str | 
             return card
     if classes == (BACKGROUND, *SHAPE_NAMES[: len(classes) - 1]) and name in (None, "shapes", "voc"):
         kind, name = "shapes", "shapes"
-    elif name in known or name == "tagged" or (name == "hub" and root):
+    elif name in known or name == "tagged" or (name == "hub" and root and public_text(root) == root):
         kind = "layout" if name in known else name
     else:
         kind = "named" if name else "unrecorded"
     where = f" (`{os.path.basename(os.path.normpath(root))}`)" if root else ""
-    fill = {"where": where, "root": root, "dataset": name, "num_objects": len(classes) - 1}
+    fill = {"where": where, "root": root, "dataset": name, "num_objects": len(classes) - 1}  # root: a Hub id here
     fill["layout"] = known[name].name if name in known else None
     spec = {k: v.format(**fill) if isinstance(v, str) else v for k, v in _CARDS["other_datasets"][kind].items()}
     spec.setdefault("loader", name or "tagged")

@@ -502,6 +502,7 @@ def test_a_checkpoint_from_before_the_results_schema_still_gets_its_numbers(shap
     [
         ([("tagged", "/photos/garden")], "tagged", "tagged images (`garden`)"),
         ([("hub", "someone/tagged-birds")], "hub", "the Hub dataset `someone/tagged-birds`"),
+        ([("hub", "/data/birds.parquet")], "hub", "`hub` (`birds.parquet`)"),  # a local file: no Hub id
         ([("voc", "/data/my_voc_layout")], "voc", "a folder in the PASCAL VOC 2012 layout (`my_voc_layout`)"),
         ([(None, None)], "custom", "a dataset not recorded with this checkpoint"),
     ],
