@@ -40,6 +40,7 @@ from .training import (
     PseudoLabelDataset,
     predict_split,
     resolve_pseudo_label_dir,
+    stage2_model_info,
 )
 
 
@@ -336,6 +337,8 @@ def run_deeplab(
             num_overlays=test_args.num_overlays,
         )
         split = data_args.eval_split or "eval"
+        # The folder of the weights scored, whose training files the report records: this run's, or the checkpoint's.
+        model_dir = output_dir if training_args.do_train else model_args.model_name_or_path
         prediction = predict_split(
             model,
             eval_dataset,
@@ -344,6 +347,7 @@ def run_deeplab(
             image_processor=processor,
             dataset_name=data_args.dataset,
             split=split,
+            model_info=stage2_model_info(model, model_dir),
         )
         result["report"] = prediction["report"]
         result["prediction"] = {key: value for key, value in prediction.items() if key != "report"}

@@ -49,6 +49,7 @@ from ..inference import max_fused_probabilities
 from ..metrics import IGNORE_INDEX, SegmentationMetric
 from ..prediction import distributed_state, gather_counts, prepare_job_dir, run_prediction_job, safe_file_id
 from ..pseudo_labeling import OutputLayout, evaluate_predictions, prepare_output_dir
+from ..results import read_json
 from ..trainer import (
     ClosingProgressBarsMixin,
     ConvertedCheckpointMixin,
@@ -294,6 +295,42 @@ def _image_statistics(image_processor) -> tuple[tuple[float, ...], tuple[float, 
     return tuple(mean), tuple(std)
 
 
+# The training run's progress that a stage-2 results file records (`stage2_model_info`).
+TRAINER_STATE_KEYS = ("global_step", "epoch", "max_steps", "num_train_epochs")
+
+
+def stage2_model_info(model: DeepLabV2ForSemanticSegmentation, model_dir: str | os.PathLike | None = None) -> dict:
+    """
+    What a stage-2 results file records about the model it scored (`model_info` of the results schema, which the
+    model card renders): the architecture (its config) and the parameter count; when `model_dir` holds the files its
+    training wrote, the arguments of that run (`run_args.json`) and how far it went (`trainer_state.json`: optimizer
+    steps and epochs done, and their limits). Without them, `run_args` and `trainer_state` are None.
+    """
+    config, backbone = model.config, model.config.backbone_config
+    architecture = {
+        "backbone": backbone.model_type,
+        "layer_type": backbone.layer_type,
+        "depths": list(backbone.depths),
+        "hidden_sizes": list(backbone.hidden_sizes),
+        "embedding_size": backbone.embedding_size,
+        "output_stride": config.output_stride,
+        "atrous_rates": list(config.atrous_rates),
+        "freeze_batch_norm": bool(config.freeze_batch_norm),
+    }
+    folder = Path(model_dir) if model_dir is not None else None
+    run_args = trainer_state = None
+    if folder is not None and folder.is_dir():
+        run_args = read_json(folder / "run_args.json", missing_ok=True)
+        state = read_json(folder / "trainer_state.json", missing_ok=True)
+        trainer_state = None if state is None else {key: state.get(key) for key in TRAINER_STATE_KEYS}
+    return {
+        "architecture": architecture,
+        "num_parameters": model.num_parameters(),
+        "run_args": run_args,
+        "trainer_state": trainer_state,
+    }
+
+
 def predict_split(
     model: DeepLabV2ForSemanticSegmentation,
     dataset,
@@ -302,11 +339,13 @@ def predict_split(
     image_processor=None,
     dataset_name: str | None = None,
     split: str | None = None,
+    model_info: dict | None = None,
 ) -> dict:
     """
     Segments every image of `dataset` (columns `image`, `id`, optional `mask`) into `out_dir/ms/<id>.png`
     (multi-scale argmax) and, with `config.crf`, `out_dir/ms_crf/<id>.png`; when the dataset has ground truth,
-    scores them with `evaluate_predictions` into `out_dir/report/`.
+    scores them with `evaluate_predictions` into `out_dir/report/`, which records `model_info` (what the model is and
+    how it was trained, `stage2_model_info`; by default its architecture only).
 
     Under several processes each takes every N-th image and the report is written once. Existing masks are kept
     (a killed run resumes) when they were made with the same model weights and settings (`fingerprint.json`);
@@ -375,6 +414,7 @@ def predict_split(
             stage="stage2",
             model=getattr(model.config, "_name_or_path", None),
             settings=asdict(config),
+            model_info=model_info if model_info is not None else stage2_model_info(model),
         )
     failed = [(failure.id, f"{failure.stage}: {failure.error}") for failure in counts.failures]
     return {
@@ -662,6 +702,7 @@ __all__ = [
     "multi_scale_probabilities",
     "multi_scale_training_loss",
     "predict_split",
+    "stage2_model_info",
     "random_scale_crop_flip",
     "resize_labels_nearest",
     "resolve_pseudo_label_dir",
