@@ -50,7 +50,12 @@ from ..metrics import IGNORE_INDEX, SegmentationMetric
 from ..prediction import distributed_state, gather_counts, prepare_job_dir, run_prediction_job, safe_file_id
 from ..pseudo_labeling import OutputLayout, evaluate_predictions, prepare_output_dir
 from ..results import read_json
-from ..trainer import ConvertedCheckpointMixin, FiniteLossMixin
+from ..trainer import (
+    ClosingProgressBarsMixin,
+    ConvertedCheckpointMixin,
+    DeferredPrecisionCheckMixin,
+    FiniteLossMixin,
+)
 from ..visualization import read_mask
 from .modeling_deeplab import DeepLabV2ForSemanticSegmentation
 from .processing import IMAGENET_MEAN, IMAGENET_STD
@@ -425,7 +430,7 @@ def predict_split(
 
 
 @dataclass
-class DeepLabV2TrainingArguments(TrainingArguments):
+class DeepLabV2TrainingArguments(DeferredPrecisionCheckMixin, TrainingArguments):
     """
     `TrainingArguments` with the DeepLab-v2 recipe (docs/method.md section 4) as defaults, and its augmentation.
 
@@ -621,7 +626,7 @@ def sgd_parameter_groups(
     ]
 
 
-class DeepLabV2Trainer(FiniteLossMixin, ConvertedCheckpointMixin, Trainer):
+class DeepLabV2Trainer(ClosingProgressBarsMixin, FiniteLossMixin, ConvertedCheckpointMixin, Trainer):
     """
     `transformers.Trainer` for DeepLab-v2: SGD with a 10x classifier learning rate and poly decay
     (`DeepLabV2TrainingArguments`), a stop with a clear message when the loss stops being finite, and evaluation by
@@ -632,6 +637,7 @@ class DeepLabV2Trainer(FiniteLossMixin, ConvertedCheckpointMixin, Trainer):
     def __init__(self, model=None, args: DeepLabV2TrainingArguments | None = None, **kwargs):
         if not isinstance(args, DeepLabV2TrainingArguments):
             raise TypeError(f"`args` must be a DeepLabV2TrainingArguments, got {type(args).__name__}.")
+        args.check_precision()
         super().__init__(model=model, args=args, **kwargs)
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
