@@ -64,6 +64,7 @@ from .interrupts import Interrupted, stop_on_signals
 from .metrics import IGNORE_INDEX, SegmentationMetric, confusion_matrix
 from .prediction import (
     Failure,
+    JobCounts,
     distributed_state,
     finish_distributed,
     gather_counts,
@@ -199,6 +200,22 @@ class PseudoLabelSummary:
     skipped_by_loader: list[dict] = field(default_factory=list)
     untagged: list[str] = field(default_factory=list)
     report_html: str | None = None
+
+    @classmethod
+    def from_job(cls, counts: JobCounts, dataset, seconds: float) -> PseudoLabelSummary:
+        """The summary of a prediction job (stage 1 or 2) over `dataset`: its counts gathered over the processes, and
+        the images its loader left out (`loader_report`), which count in `total`."""
+        accounting = loader_report(dataset)
+        return cls(
+            total=len(dataset) + len(accounting["skipped"]),
+            written=counts.written,
+            already_done=counts.already_done,
+            failures=counts.failures,
+            seconds=seconds,
+            written_per_process=counts.written_per_process,
+            skipped_by_loader=accounting["skipped"],
+            untagged=accounting["untagged"],
+        )
 
     @property
     def failed(self) -> int:
@@ -617,7 +634,6 @@ def generate_pseudo_labels(
     if duplicates:
         raise ValueError(f"Image ids must be unique (they are file names); repeated: {sorted(duplicates)[:10]}.")
     check_mask_paths(ids)
-    accounting = loader_report(dataset)
 
     mean = getattr(image_processor, "image_mean", None) or VIT_PCM_MEAN
     std = getattr(image_processor, "image_std", None) or VIT_PCM_STD
@@ -664,18 +680,7 @@ def generate_pseudo_labels(
         desc="pseudo-labels",
         state=state,
     )
-    counts = gather_counts(state, counts)
-    summary = PseudoLabelSummary(
-        total=len(dataset),
-        written=counts.written,
-        already_done=counts.already_done,
-        failures=counts.failures,
-        written_per_process=counts.written_per_process,
-    )
-    summary.seconds = time.perf_counter() - started
-    summary.skipped_by_loader = accounting["skipped"]
-    summary.untagged = accounting["untagged"]
-    summary.total += len(summary.skipped_by_loader)
+    summary = PseudoLabelSummary.from_job(gather_counts(state, counts), dataset, time.perf_counter() - started)
 
     if evaluate is None:
         evaluate = "mask" in columns
@@ -1005,7 +1010,8 @@ def run_pseudo_labeling(
                     dataset_kwargs.setdefault("class_names", loaded.config)
                     # Our masks, if written inside the photo folder (or into it), are no untagged photos.
                     layout = OutputLayout(Path(out_dir))
-                    dataset_kwargs.setdefault("exclude", [out_dir, layout.bpm_dir, layout.crf_dir, layout.report_dir])
+                    ours = [out_dir, layout.bpm_dir, layout.crf_dir, layout.report_dir, report_files(out_dir)[1]]
+                    dataset_kwargs.setdefault("exclude", ours)  # thumbnails of report.html included
                 dataset = load_split(dataset_name, data_root, split, **dataset_kwargs)
             summary = generate_pseudo_labels(
                 loaded, dataset, out_dir, config, image_processor=processor, dataset_name=dataset_name, split=split,

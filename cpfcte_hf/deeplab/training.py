@@ -46,7 +46,6 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import SchedulerType
 
 from ..crf import DenseCRFConfig
-from ..data._common import loader_report
 from ..data.transforms import resize_mask
 from ..fingerprint import FINGERPRINT_FILE, weights_digest
 from ..html_report import report_files
@@ -444,16 +443,7 @@ def predict_split(
             settings=asdict(config),
             model_info=model_info if model_info is not None else stage2_model_info(model),
         )
-    summary = PseudoLabelSummary(
-        total=len(dataset),
-        written=counts.written,
-        already_done=counts.already_done,
-        failures=counts.failures,
-        written_per_process=counts.written_per_process,
-        seconds=time.perf_counter() - started,
-        skipped_by_loader=loader_report(dataset)["skipped"],
-    )
-    summary.total += len(summary.skipped_by_loader)
+    summary = PseudoLabelSummary.from_job(counts, dataset, time.perf_counter() - started)
     if state is None or state.is_main_process:
         record = {
             **summary.to_dict(),
