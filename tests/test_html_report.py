@@ -18,6 +18,7 @@ from PIL import Image
 from cpfcte_hf.commands.evaluate import main as evaluate_main
 from cpfcte_hf.commands.label import main as label_main
 from cpfcte_hf.html_report import NotARunDirectory, read_run_records, write_html_report
+from cpfcte_hf.html_report.browser import chromium_problem, launch_chromium
 from cpfcte_hf.html_report.thumbnails import ASSETS_DIR
 from cpfcte_hf.image_records import read_image_scores
 from cpfcte_hf.inference import predict_class_probabilities
@@ -33,17 +34,6 @@ SHAPES = ["background", "disc", "square", "triangle", "<u>ring", "cross"]
 CLASS_NAMES = ["background", "class_1", "class_2", "class_3"]
 HOSTILE = "<img src=x onerror=alert(1)>"  # a photo that is labelled: in the grid
 BROKEN = "<svg onload=alert(2)>"  # a file that is no image: skipped by the loader, in the accounting table too
-CHROMIUM = os.environ.get("CPFCTE_CHROMIUM", "/usr/bin/chromium")
-# The flags that work in this project's containers and on CI (no sandbox as root, no GPU, nothing from the network).
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def page_data(html: str) -> dict:
@@ -285,20 +275,15 @@ def test_a_folder_that_is_no_run_is_named(tmp_path):
 @pytest.fixture(scope="module")
 def browser():
     """One headless Chromium for the module (Debian's /usr/bin/chromium; Playwright downloads no browser)."""
-    reason = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        reason = "Playwright is not installed (pip install -e '.[dev]')"
-    if reason is None and not os.path.isfile(CHROMIUM):
-        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    reason = chromium_problem()
     if reason is not None:
         if os.environ.get("CI"):
             pytest.fail(f"The browser tests must run on CI: {reason}. .ci/run installs both.")
         pytest.skip(f"Browser tests skipped: {reason}.")
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as playwright:
-        # launch() gives every browser a fresh temporary profile (its own --user-data-dir) and runs it headless.
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        chromium = launch_chromium(playwright)  # headless, a fresh temporary profile
         yield chromium
         chromium.close()
 
@@ -307,6 +292,7 @@ def open_report(browser, path, fragment=""):
     """A new page on `path` (file://) with the events that must not happen recorded: dialogs (an injected alert),
     script errors, console errors (e.g. a Content-Security-Policy violation) and requests that leave the disk."""
     page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(10_000)
     events = {"dialogs": [], "errors": [], "requests": []}
 
     def on_dialog(dialog):
