@@ -20,7 +20,7 @@ from cpfcte_hf.commands.label import main as label_main
 from cpfcte_hf.html_report import NotARunDirectory, read_run_records, write_html_report
 from cpfcte_hf.html_report.browser import chromium_problem, launch_chromium
 from cpfcte_hf.html_report.thumbnails import ASSETS_DIR
-from cpfcte_hf.image_records import read_image_scores
+from cpfcte_hf.image_records import ImageScoreLog, read_image_scores
 from cpfcte_hf.inference import predict_class_probabilities
 from cpfcte_hf.pseudo_labeling import load_model, load_split
 from cpfcte_hf.visualization import read_mask, save_mask
@@ -262,6 +262,15 @@ def test_stage2_prediction_writes_its_summary_and_report(tmp_path):
     assert data["panels"] == ["photo", "ground truth", "MS", "MS+CRF"]
     assert {row["id"] for row in data["rows"]} == set(val["id"])
     assert all(row["status"] == "ok" and set(row["miou"]) == {"MS", "MS+CRF"} for row in data["rows"])
+
+
+def test_image_scores_keep_the_last_line_of_an_image_and_skip_a_line_cut_short(tmp_path):
+    log = ImageScoreLog(tmp_path)
+    log.append(["a", "b"], np.array([[0.9, 0.1], [0.2, 0.8]]))
+    log.append(["a"], np.array([[0.25, 0.75]]))  # a redone image: its newer line wins
+    with open(tmp_path / "image_scores.jsonl", "a", encoding="utf-8") as handle:
+        handle.write('{"id": "c", "scores": [0.5')  # a kill in the middle of a write
+    assert read_image_scores(tmp_path) == {"a": [0.25, 0.75], "b": [0.2, 0.8]}
 
 
 def test_a_folder_that_is_no_run_is_named(tmp_path):

@@ -22,7 +22,7 @@ import os
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from ..image_records import read_image_scores, read_per_image
 from ..metrics import IGNORE_INDEX
 from ..results import read_json
 from ..visualization import voc_palette
-from .thumbnails import ThumbnailWriter, relative_url, source_path, thumbnail_key
+from .thumbnails import RelativeURLs, ThumbnailWriter, thumbnail_key
 
 
 SUMMARY_FILE = "summary.json"
@@ -143,7 +143,7 @@ class ReportRow:
 
     def to_json(self) -> dict:
         """The row as the page's script reads it: empty fields left out."""
-        return {key: value for key, value in asdict(self).items() if value not in (None, [], {}, "")}
+        return {key: value for key, value in vars(self).items() if value is not None and value != [] and value != {}}
 
 
 @dataclass
@@ -333,6 +333,8 @@ def build_report_page(
     per_image = (records.per_image or {}).get("images") or {}
     reasons = _failure_reasons(records)
     writer = ThumbnailWriter(records.directory, len(names), lookup)
+    relative_url = RelativeURLs(records.directory)
+    folders = {name: os.fspath(folder) for name, folder in records.sets.items()}
     last_set = sets[-1] if sets else None
 
     def make_row(index: int, item: dict) -> ReportRow:
@@ -341,9 +343,8 @@ def build_report_page(
         if mapping is not None:
             labels = [mapping[c] for c in labels if 0 <= c < len(mapping)]
         tags = sorted({int(c) for c in labels} - {0})
-        masks = {name: folder / f"{image_id}.png" for name, folder in records.sets.items()}
-        existing = {name: path if path.is_file() else None for name, path in masks.items()}
-        pictures = writer.draw(item.get("image"), item.get("mask") if has_gt else None, existing)
+        masks = {name: os.path.join(folder, f"{image_id}.png") for name, folder in folders.items()}
+        pictures = writer.draw(item.get("image"), item.get("mask") if has_gt else None, masks)
         entry = per_image.get(image_id) or {}
         scores, tag_score = _class_scores(records.image_scores.get(image_id), tags)
         classes = set(tags) | set(entry.get("gt_classes") or [])
@@ -351,16 +352,14 @@ def build_report_page(
             classes |= set(pictures.classes["ground truth"])
         if last_set is not None:
             classes |= set(pictures.classes.get(last_set, []))
-        missing = [name for name, path in existing.items() if path is None]
+        missing = pictures.missing
         status, reason = "ok", None
         if image_id in reasons:
             status, reason = "failed", "; ".join(reasons[image_id])
         elif missing:
             status, reason = "missing", "no mask in " + ", ".join(str(records.sets[name]) for name in missing)
-        photo = source_path(item.get("image"))
-        links = [relative_url(photo, records.directory) if photo else None]
-        links += [None] * has_gt
-        links += [relative_url(path, records.directory) if path is not None else None for path in existing.values()]
+        links = [relative_url(pictures.photo_file) if pictures.photo_file else None, *[None] * has_gt]
+        links += [None if name in missing else relative_url(path) for name, path in masks.items()]
         return ReportRow(
             index=index,
             id=image_id,

@@ -87,23 +87,25 @@ def open_source(source) -> Image.Image:
     return Image.fromarray(np.asarray(source))
 
 
-def source_path(source) -> str | None:
-    """The file a dataset's image value was read from, when it is one on disk."""
-    if isinstance(source, Mapping) and source.get("bytes") is None:
-        source = source.get("path")
-    if isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
-        return os.fspath(source)
-    return None
+class RelativeURLs:
+    """Paths relative to the folder `start`, as percent-encoded URL paths (`None` when there is no relative path, e.g.
+    another drive). Every character outside `[A-Za-z0-9_.~/-]` is encoded: no name becomes markup or a scheme. The
+    relative path of each folder is worked out once (10,000 photos usually share a few folders)."""
 
+    def __init__(self, start: str | os.PathLike):
+        self.start = os.path.abspath(start)
+        self._folders: dict[str, str | None] = {}
 
-def relative_url(path: str | os.PathLike, start: str | os.PathLike) -> str | None:
-    """`path` relative to the folder `start`, as a percent-encoded URL path (`None` when there is no relative path,
-    e.g. another drive). Every character outside `[A-Za-z0-9_.~/-]` is encoded: no name becomes markup or a scheme."""
-    try:
-        relative = os.path.relpath(os.path.abspath(path), os.path.abspath(start))
-    except ValueError:
-        return None
-    return urllib.parse.quote(Path(relative).as_posix(), safe="/")
+    def __call__(self, path: str | os.PathLike) -> str | None:
+        folder, name = os.path.split(os.fspath(path))
+        if folder not in self._folders:
+            try:
+                relative = os.path.relpath(os.path.abspath(folder or "."), self.start)
+                self._folders[folder] = urllib.parse.quote(Path(relative).as_posix(), safe="/") + "/"
+            except ValueError:
+                self._folders[folder] = None
+        prefix = self._folders[folder]
+        return None if prefix is None else (prefix + urllib.parse.quote(name, safe="")).removeprefix("./")
 
 
 def _digest(*parts) -> str:
@@ -136,6 +138,8 @@ class RowPictures:
     size: tuple[int, int] | None = None  # (width, height) of the thumbnails
     classes: dict[str, list[int]] = field(default_factory=dict)  # classes present per mask panel
     errors: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # the mask panels whose file does not exist
+    photo_file: str | None = None  # the photo's file, when it is one on disk
 
 
 class ThumbnailWriter:
@@ -151,13 +155,24 @@ class ThumbnailWriter:
 
     def __init__(self, report_dir: str | os.PathLike, num_labels: int, gt_lookup=None, side: int = THUMBNAIL_SIDE):
         self.report_dir = Path(report_dir)
+        self._root = os.fspath(
+            self.report_dir
+        )  # plain strings in the per-thumbnail loop: pathlib costs seconds at 10k
         self.assets = self.report_dir / ASSETS_DIR
         self.num_labels = int(num_labels)
         self.gt_lookup = None if gt_lookup is None else np.asarray(gt_lookup, dtype=np.uint8)
         self.side = int(side)
         self._lookup_digest = "" if gt_lookup is None else _digest(*self.gt_lookup.tolist())
         self.cache = self._read_cache()
+        self.existing = self._list_thumbnails()  # one listing instead of a `stat` per thumbnail
         self.drawn = 0
+
+    def _list_thumbnails(self) -> set[str]:
+        names = set()
+        for folder in os.scandir(self.assets) if self.assets.is_dir() else ():
+            if folder.is_dir():
+                names.update(f"{ASSETS_DIR}/{folder.name}/{entry.name}" for entry in os.scandir(folder.path))
+        return names
 
     def _read_cache(self) -> dict:
         try:
@@ -180,11 +195,16 @@ class ThumbnailWriter:
         if gt is not None:
             key = _digest("gt", DRAWING_VERSION, self.side, photo_key, source_key(gt), self._lookup_digest)
             entries.append(("ground truth", key, "gt", gt))
+        result = RowPictures(thumbnails=[])
         for title, path in masks.items():
             mask_key = file_key(path) if path is not None else None
             key = None if mask_key is None else _digest("mask", DRAWING_VERSION, self.side, photo_key, path, mask_key)
             entries.append((title, key, "mask", path))
-        result = RowPictures(thumbnails=[None] * len(entries))
+            if mask_key is None:
+                result.missing.append(title)
+        result.thumbnails = [None] * len(entries)
+        if photo_key is not None and photo_key.startswith("file:"):  # `source_key` found the file: no second stat
+            result.photo_file = os.fspath(photo["path"] if isinstance(photo, Mapping) else photo)
         if photo_key is None:
             result.errors.append("photo: not available")
             return result
@@ -195,7 +215,7 @@ class ThumbnailWriter:
                 continue
             name = self._name(key)
             cached = self.cache.get(key)
-            if cached is not None and (self.report_dir / name).is_file():
+            if cached is not None and name in self.existing:
                 result.thumbnails[index] = name
                 result.size = tuple(cached["size"]) if cached.get("size") else result.size
                 if kind is not None:
@@ -238,7 +258,8 @@ class ThumbnailWriter:
                     small = np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))
                     array = overlay_mask(photo_array, small, OVERLAY_ALPHA)
                 name = self._name(key)
-                atomic_write_bytes(self.report_dir / name, _jpeg(array))
+                atomic_write_bytes(os.path.join(self._root, name), _jpeg(array))
+                self.existing.add(name)
                 self.drawn += 1
             except Exception as error:  # noqa: BLE001
                 result.errors.append(f"{title}: {type(error).__name__}: {error}")
@@ -262,23 +283,27 @@ class ThumbnailWriter:
 
 def thumbnail_key(name: str) -> str:
     """The digest a thumbnail's path (`report_assets/ab/cdef….jpg`) was made from: its cache key."""
-    path = Path(name)
-    return path.parent.name + path.stem
+    folder, _, file_name = name.rpartition("/")
+    return folder[-2:] + file_name[: -len(".jpg")]
 
 
 def remove_unused(report_dir: str | os.PathLike, used: set[str]) -> int:
     """Deletes the `.jpg` and `.tmp-*` files under `report_assets/` whose relative path is not in `used`."""
-    report_dir = Path(report_dir)
+    assets = os.path.join(report_dir, ASSETS_DIR)
     removed = 0
-    for path in (report_dir / ASSETS_DIR).rglob("*"):
-        if not path.is_file() or not (path.suffix == ".jpg" or path.name.startswith(".tmp-")):
+    for folder in os.scandir(assets) if os.path.isdir(assets) else ():
+        if not folder.is_dir():
             continue
-        if path.relative_to(report_dir).as_posix() not in used:
-            path.unlink(missing_ok=True)
-            removed += 1
-    for folder in sorted((report_dir / ASSETS_DIR).glob("*/"), reverse=True):
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+        kept = 0
+        for entry in os.scandir(folder.path):
+            unused = f"{ASSETS_DIR}/{folder.name}/{entry.name}" not in used
+            if entry.is_file() and (entry.name.endswith(".jpg") or entry.name.startswith(".tmp-")) and unused:
+                os.unlink(entry.path)
+                removed += 1
+            else:
+                kept += 1
+        if not kept:
+            os.rmdir(folder.path)
     return removed
 
 
@@ -289,9 +314,8 @@ __all__ = [
     "ThumbnailWriter",
     "file_key",
     "open_source",
-    "relative_url",
+    "RelativeURLs",
     "remove_unused",
     "source_key",
-    "source_path",
     "thumbnail_key",
 ]
