@@ -8,8 +8,9 @@ Written at the end of `cpfcte-hf label` (OUT = the output folder), of stage-2 pr
 `<run>/predictions/<split>`) and of `cpfcte-hf evaluate` (OUT = its report folder). `write_html_report(OUT, dataset)`
 rebuilds it from what the run left in OUT (`page.read_run_records`) and the split it was made from.
 
-The parts: `page` builds the page model from the run's records, `thumbnails` draws the pictures, `render` writes the
-HTML (its script and style are `templates/`).
+The parts: `records` reads what the run left in its folder, `page` builds the page model from it, `thumbnails` draws
+the pictures, `render` writes the HTML (its script and style are `templates/`), `browser` drives headless Chromium
+for the tests and the benchmark.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import os
 from pathlib import Path
 
 from ..visualization import atomic_write_text
-from .page import NotARunDirectory, ReportPage, ReportRow, RunRecords, build_report_page, read_run_records
+from .page import ReportPage, ReportRow, build_report_page
+from .records import NotARunDirectory, RunRecords, read_run_records
 from .render import render_report_page
 from .thumbnails import ASSETS_DIR
 

@@ -1,18 +1,10 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
 """The report's page model: what a run did and how good its masks are, built from the run's own records.
 
-A run's folder is read as it is on disk (`read_run_records`), so that a report can be rebuilt, or reviewed, long after
-the run:
-
-- a prediction job's folder (`cpfcte-hf label`, stage 2's `predict_split`): `summary.json` (counts, failures with
-  reasons, images the loader skipped, the prediction sets), `fingerprint.json` (the settings that made the masks),
-  the masks, `image_scores.jsonl` (stage 1's image-level scores, `cpfcte_hf.image_records`) and, with ground truth,
-  `report/metrics.json` and `report/per_image.json`;
-- an evaluation's report folder (`cpfcte-hf evaluate`): `metrics.json` (it names the prediction folders) and
-  `per_image.json`.
-
-`build_report_page` adds the split itself (photos, tags, ground truth; the dataset the run was made from) and draws
-the thumbnails (`thumbnails.ThumbnailWriter`); `render.render_report_page` turns the `ReportPage` into HTML.
+`build_report_page` takes what `records.read_run_records` read from the run's folder and the split itself (photos,
+tags, ground truth: the dataset the run was made from), draws the thumbnails (`thumbnails.ThumbnailWriter`) and
+returns a `ReportPage`: settings, accounting, per-class IoU and one `ReportRow` per image. `render.render_report_page`
+turns it into HTML.
 """
 
 from __future__ import annotations
@@ -24,100 +16,25 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 
 from ..class_names import dataset_class_names, map_class_names, mapping_is_identity
-from ..fingerprint import read_fingerprint
-from ..image_records import read_image_scores, read_per_image
 from ..metrics import IGNORE_INDEX
-from ..results import read_json
 from ..visualization import voc_palette
+from .records import RunRecords
 from .thumbnails import RelativeURLs, ThumbnailWriter, thumbnail_key
 
 
-SUMMARY_FILE = "summary.json"
-METRICS_FILE = "metrics.json"
-REPORT_SUBDIR = "report"
 STAGE_TITLES = {
     "pseudo_labels": "Pseudo-labels (stage 1)",
     "stage2": "Stage-2 predictions",
     "evaluation": "Evaluation",
 }
-# Prediction sets of summaries written before `prediction_sets` was recorded.
-LEGACY_SETS = {"pseudo_labels": {"BPM": "bpm", "CRF": "crf"}, "stage2": {"MS": "ms", "MS+CRF": "ms_crf"}}
 # Settings the page leaves out: long lists that the per-class table already shows, or that say nothing to a reader.
 HIDDEN_SETTINGS = {"kind", "id2label", "dataset_class_names", "class_mapping", "progress", "overwrite"}
 MAX_LISTED = 200  # failures / skipped images listed at the top (all of them are in the grid)
 MAX_SCORES = 6  # image-level scores shown per image
-
-
-class NotARunDirectory(ValueError):
-    """A folder that holds neither a prediction job's `summary.json` nor an evaluation's `metrics.json`."""
-
-
-@dataclass
-class RunRecords:
-    """What a run left on disk (see the module docstring)."""
-
-    directory: Path
-    stage: str
-    sets: dict[str, Path]
-    class_names: list[str]
-    summary: dict | None = None
-    metrics: dict | None = None
-    per_image: dict | None = None
-    image_scores: dict[str, list[float]] = field(default_factory=dict)
-    fingerprint: dict | None = None
-
-
-def read_run_records(directory: str | os.PathLike) -> RunRecords:
-    """
-    Reads a run's folder (see the module docstring).
-
-    Raises:
-        NotARunDirectory: neither `summary.json` nor `metrics.json` is there; the message names the folder.
-        ValueError: a record that is not valid JSON (the message names the file).
-    """
-    directory = Path(directory)
-    summary = read_json(directory / SUMMARY_FILE, missing_ok=True)
-    if summary is not None:
-        stage = summary.get("stage", "pseudo_labels")
-        sets = summary.get("prediction_sets") or {
-            name: folder for name, folder in LEGACY_SETS.get(stage, {}).items() if (directory / folder).is_dir()
-        }
-        report_dir = directory / REPORT_SUBDIR
-        metrics = read_json(report_dir / METRICS_FILE, missing_ok=True)
-        fingerprint = read_fingerprint(directory)
-        names = summary.get("class_names") or (metrics or {}).get("class_names")
-        if not names and fingerprint and fingerprint.get("id2label"):
-            names = [fingerprint["id2label"][key] for key in sorted(fingerprint["id2label"], key=int)]
-        return RunRecords(
-            directory=directory,
-            stage=stage,
-            sets={name: directory / folder for name, folder in sets.items()},
-            class_names=list(names or []),
-            summary=summary,
-            metrics=metrics,
-            per_image=read_per_image(report_dir),
-            image_scores=read_image_scores(directory),
-            fingerprint=fingerprint,
-        )
-    metrics = read_json(directory / METRICS_FILE, missing_ok=True)
-    if metrics is None or not isinstance(metrics.get("predictions"), dict):
-        raise NotARunDirectory(
-            f"{str(directory)!r} is not the output of a run: it has no {SUMMARY_FILE} (written by `cpfcte-hf label` "
-            f"and stage-2 prediction) and no {METRICS_FILE} of an evaluation."
-        )
-    return RunRecords(
-        directory=directory,
-        stage=metrics.get("stage") or "evaluation",
-        sets={name: Path(entry["directory"]) for name, entry in metrics["predictions"].items()},
-        class_names=list(metrics.get("class_names") or []),
-        metrics=metrics,
-        per_image=read_per_image(directory),
-    )
 
 
 # ---------------------------------------------------------------------------------------------------- page model
@@ -298,68 +215,52 @@ def _class_scores(scores: Sequence[float] | None, tags: Sequence[int]) -> tuple[
     return [[c, round(float(scores[c]), 3)] for c in shown], None if tag_score is None else round(float(tag_score), 4)
 
 
-def build_report_page(
-    records: RunRecords,
-    dataset,
-    state=None,
-    progress: bool = False,
-    workers: int | None = None,
-) -> ReportPage | None:
-    """
-    The page of a run: its settings, accounting and per-class scores from `records`, and one row per image of
-    `dataset` (the split the run was made from: `image`, `id`, optional `labels` and `mask`), plus one per image the
-    loader skipped or left untagged, each with its reason. Thumbnails are drawn on the way (each process of a
-    distributed run draws its share; `state` is `prediction.distributed_state()`).
+class RowMaker:
+    """Makes the grid's row of each image of a run (drawing its thumbnails on the way)."""
 
-    Returns:
-        The page on the main process, `None` on the others.
-    """
-    from ..prediction import progress_bar
+    def __init__(self, records: RunRecords, dataset, class_names: Sequence[str]):
+        self.records = records
+        self.num_labels = len(class_names)
+        try:  # dataset classes -> the report's (the model's) by name, as the run itself mapped them
+            self.mapping = map_class_names(dataset_class_names(dataset, fallback=class_names), class_names)
+        except ValueError:
+            self.mapping = None
+        lookup = None
+        if self.mapping is not None and not mapping_is_identity(self.mapping):
+            lookup = np.full(256, IGNORE_INDEX, np.uint8)
+            lookup[: len(self.mapping)] = self.mapping
+            lookup[IGNORE_INDEX] = IGNORE_INDEX
+        self.has_gt = "mask" in dataset.column_names
+        self.panels = ["photo", *(["ground truth"] if self.has_gt else []), *records.sets]
+        self.per_image = (records.per_image or {}).get("images") or {}
+        self.reasons = _failure_reasons(records)
+        self.writer = ThumbnailWriter(records.directory, self.num_labels, lookup)
+        self.relative_url = RelativeURLs(records.directory)
+        self.folders = {name: os.fspath(folder) for name, folder in records.sets.items()}
+        self.last_set = list(records.sets)[-1] if records.sets else None
 
-    rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
-    names = list(records.class_names) or dataset_class_names(dataset)
-    try:  # dataset classes -> the report's (the model's) by name, as the run itself mapped them
-        mapping = map_class_names(dataset_class_names(dataset, fallback=names), names, source="the dataset")
-    except ValueError:
-        mapping = None
-    lookup = None
-    if mapping is not None and not mapping_is_identity(mapping):
-        lookup = np.full(256, IGNORE_INDEX, np.uint8)
-        lookup[: len(mapping)] = mapping
-        lookup[IGNORE_INDEX] = IGNORE_INDEX
-    has_gt = "mask" in dataset.column_names
-    sets = list(records.sets)
-    panels = ["photo", *(["ground truth"] if has_gt else []), *sets]
-    per_image = (records.per_image or {}).get("images") or {}
-    reasons = _failure_reasons(records)
-    writer = ThumbnailWriter(records.directory, len(names), lookup)
-    relative_url = RelativeURLs(records.directory)
-    folders = {name: os.fspath(folder) for name, folder in records.sets.items()}
-    last_set = sets[-1] if sets else None
-
-    def make_row(index: int, item: dict) -> ReportRow:
+    def __call__(self, index: int, item: dict) -> ReportRow:
+        """The row of dataset row `index` (`item`: its `id`, undecoded `image` / `mask`, `labels`)."""
         image_id = str(item["id"])
         labels = item.get("labels") or []
-        if mapping is not None:
-            labels = [mapping[c] for c in labels if 0 <= c < len(mapping)]
+        if self.mapping is not None:
+            labels = [self.mapping[c] for c in labels if 0 <= c < len(self.mapping)]
         tags = sorted({int(c) for c in labels} - {0})
-        masks = {name: os.path.join(folder, f"{image_id}.png") for name, folder in folders.items()}
-        pictures = writer.draw(item.get("image"), item.get("mask") if has_gt else None, masks)
-        entry = per_image.get(image_id) or {}
-        scores, tag_score = _class_scores(records.image_scores.get(image_id), tags)
-        classes = set(tags) | set(entry.get("gt_classes") or [])
-        if has_gt and "ground truth" in pictures.classes and not entry:
-            classes |= set(pictures.classes["ground truth"])
-        if last_set is not None:
-            classes |= set(pictures.classes.get(last_set, []))
-        missing = pictures.missing
+        masks = {name: os.path.join(folder, f"{image_id}.png") for name, folder in self.folders.items()}
+        pictures = self.writer.draw(item.get("image"), item.get("mask") if self.has_gt else None, masks)
+        entry = self.per_image.get(image_id) or {}
+        scores, tag_score = _class_scores(self.records.image_scores.get(image_id), tags)
+        classes = set(tags) | set(entry.get("gt_classes") or []) | set(pictures.classes.get(self.last_set, []))
+        if not entry:  # not scored: the classes of the ground truth as drawn
+            classes |= set(pictures.classes.get("ground truth", []))
         status, reason = "ok", None
-        if image_id in reasons:
-            status, reason = "failed", "; ".join(reasons[image_id])
-        elif missing:
-            status, reason = "missing", "no mask in " + ", ".join(str(records.sets[name]) for name in missing)
-        links = [relative_url(pictures.photo_file) if pictures.photo_file else None, *[None] * has_gt]
-        links += [None if name in missing else relative_url(path) for name, path in masks.items()]
+        if image_id in self.reasons:
+            status, reason = "failed", "; ".join(self.reasons[image_id])
+        elif pictures.missing:
+            status = "missing"
+            reason = "no mask in " + ", ".join(str(self.records.sets[name]) for name in pictures.missing)
+        links = [self.relative_url(pictures.photo_file) if pictures.photo_file else None, *[None] * self.has_gt]
+        links += [None if name in pictures.missing else self.relative_url(path) for name, path in masks.items()]
         return ReportRow(
             index=index,
             id=image_id,
@@ -367,15 +268,22 @@ def build_report_page(
             reason=reason,
             note="; ".join(pictures.errors) if pictures.errors and status == "ok" else None,
             tags=tags,
-            classes=sorted(c for c in classes if 0 < c < len(names)),
+            classes=sorted(c for c in classes if 0 < c < self.num_labels),
             scores=scores,
             tag_score=tag_score,
-            miou={name: value for name, value in (entry.get("mean_iou") or {}).items() if name in records.sets},
+            miou={name: value for name, value in (entry.get("mean_iou") or {}).items() if name in self.records.sets},
             thumbnails=pictures.thumbnails,
             links=links,
             size=list(pictures.size) if pictures.size else None,
         )
 
+
+def _image_rows(make_row: RowMaker, dataset, state, progress: bool, workers: int | None) -> list[ReportRow] | None:
+    """The rows of every image of `dataset`: each process makes its share (images `rank`, `rank + world`, ...) in a
+    pool of threads; the main process gets them all, in the dataset's order, and keeps the thumbnails they use."""
+    from ..prediction import progress_bar
+
+    rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
     indices = list(range(rank, len(dataset), world))
     workers = workers or max(1, min(8, (os.cpu_count() or 1) // world))
     bar = progress_bar(len(indices), 0, enabled=progress and rank == 0, desc="report")
@@ -385,10 +293,11 @@ def build_report_page(
             rows += pool.map(lambda pair: make_row(*pair), chunk)
             bar.update(len(chunk))
     bar.close()
+    writer = make_row.writer
     used = [name for row in rows for name in row.thumbnails if name]
     keys = {thumbnail_key(name) for name in used}
     cache = {key: value for key, value in writer.cache.items() if key in keys}
-    if state is not None and world > 1:
+    if world > 1:
         from accelerate.utils import gather_object
 
         gathered = gather_object([(rows, used, cache)])
@@ -399,33 +308,63 @@ def build_report_page(
         for _, _, part in gathered:
             writer.cache.update(part)
     writer.finish(used)
+    return rows
 
-    summary = records.summary or {}
-    for skipped in summary.get("skipped", []):
-        reason = f"skipped by the loader: {skipped.get('reason')}"
-        rows.append(ReportRow(len(rows), str(skipped.get("id")), "skipped", reason))
-    for name in summary.get("untagged", []):
-        rows.append(ReportRow(len(rows), str(name), "skipped", "untagged: the tags file has no row for this file"))
+
+def _problem_rows(summary: dict, start: int) -> list[ReportRow]:
+    """Rows of the files the loader skipped or that had no tags row: not in the dataset, listed with their reason."""
+    rows = [
+        ReportRow(start + k, str(item.get("id")), "skipped", f"skipped by the loader: {item.get('reason')}")
+        for k, item in enumerate(summary.get("skipped", []))
+    ]
+    untagged = "untagged: the tags file has no row for this file"
+    rows += [
+        ReportRow(start + len(rows) + k, str(name), "skipped", untagged)
+        for k, name in enumerate(summary.get("untagged", []))
+    ]
+    return rows
+
+
+def build_report_page(
+    records: RunRecords,
+    dataset,
+    state=None,
+    progress: bool = False,
+    workers: int | None = None,
+) -> ReportPage | None:
+    """
+    The page of a run: its settings, accounting and per-class scores from `records`, and one row per image of
+    `dataset` (the split the run was made from: `image`, `id`, optional `labels` and `mask`), plus one per file the
+    loader skipped or left untagged, each with its reason. Thumbnails are drawn on the way (each process of a
+    distributed run draws its share; `state` is `prediction.distributed_state()`).
+
+    Returns:
+        The page on the main process, `None` on the others.
+    """
+    names = list(records.class_names) or dataset_class_names(dataset)
+    make_row = RowMaker(records, dataset, names)
+    rows = _image_rows(make_row, dataset, state, progress, workers)
+    if rows is None:
+        return None
+    summary, metrics = records.summary or {}, records.metrics or {}
+    rows += _problem_rows(summary, len(rows))
     for row in rows:
-        row.thumbnails += [None] * (len(panels) - len(row.thumbnails))
-        row.links += [None] * (len(panels) - len(row.links))
-
+        row.thumbnails += [None] * (len(make_row.panels) - len(row.thumbnails))
+        row.links += [None] * (len(make_row.panels) - len(row.links))
     per_class, mean_iou = _per_class(records.metrics, names)
     failures = [(row.id, row.reason or "") for row in rows if row.status in ("failed", "missing")]
     skipped = [(row.id, row.reason or "") for row in rows if row.status == "skipped"]
-    split = summary.get("split") or (records.metrics or {}).get("split")
-    dataset_name = summary.get("dataset") or (records.metrics or {}).get("dataset")
-    title = " · ".join(str(v) for v in (STAGE_TITLES.get(records.stage, records.stage), dataset_name, split) if v)
+    where = (summary.get("dataset") or metrics.get("dataset"), summary.get("split") or metrics.get("split"))
     palette = voc_palette()
     return ReportPage(
-        title=title,
+        title=" · ".join(str(v) for v in (STAGE_TITLES.get(records.stage, records.stage), *where) if v),
         stage=records.stage,
         directory=str(records.directory),
         created=datetime.now(timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         class_names=[str(name) for name in names],
         class_colors=["#" + bytes(int(v) for v in palette[i]).hex() for i in range(len(names))],
-        panels=panels,
-        sets=sets,
+        panels=make_row.panels,
+        sets=list(records.sets),
         settings=_settings(records),
         counts=_counts(records, len(rows)),
         failures=failures[:MAX_LISTED],
@@ -433,11 +372,11 @@ def build_report_page(
         per_class=per_class,
         mean_iou={name: (None if value is None or math.isnan(value) else value) for name, value in mean_iou.items()},
         rows=rows,
-        has_ground_truth=has_gt and bool(per_image),
+        has_ground_truth=make_row.has_gt and bool(make_row.per_image),
         has_scores=bool(records.image_scores),
         num_failures=len(failures),
         num_skipped=len(skipped),
     )
 
 
-__all__ = ["NotARunDirectory", "ReportPage", "ReportRow", "RunRecords", "build_report_page", "read_run_records"]
+__all__ = ["ReportPage", "ReportRow", "RowMaker", "build_report_page"]

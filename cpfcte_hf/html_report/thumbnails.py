@@ -191,6 +191,28 @@ class ThumbnailWriter:
         reason in `errors`; nothing raises.
         """
         photo_key = source_key(photo)
+        entries, result = self._entries(photo, photo_key, gt, masks)
+        if photo_key is None:
+            result.errors.append("photo: not available")
+            return result
+        todo = []
+        for index, (title, key, kind, source) in enumerate(entries):
+            if key is None:
+                continue
+            name, cached = self._name(key), self.cache.get(key)
+            if cached is None or name not in self.existing:
+                todo.append((index, title, key, kind, source))
+                continue
+            result.thumbnails[index] = name
+            result.size = tuple(cached["size"]) if cached.get("size") else result.size
+            if kind is not None:
+                result.classes[title] = cached.get("classes", [])
+        if todo:
+            self._draw(photo, todo, result)
+        return result
+
+    def _entries(self, photo, photo_key, gt, masks) -> tuple[list[tuple], RowPictures]:
+        """`(title, digest or None, kind, source)` per panel, and the row's result with the missing masks noted."""
         entries = [("photo", _digest("photo", DRAWING_VERSION, self.side, photo_key), None, None)]
         if gt is not None:
             key = _digest("gt", DRAWING_VERSION, self.side, photo_key, source_key(gt), self._lookup_digest)
@@ -205,26 +227,11 @@ class ThumbnailWriter:
         result.thumbnails = [None] * len(entries)
         if photo_key is not None and photo_key.startswith("file:"):  # `source_key` found the file: no second stat
             result.photo_file = os.fspath(photo["path"] if isinstance(photo, Mapping) else photo)
-        if photo_key is None:
-            result.errors.append("photo: not available")
-            return result
+        return entries, result
 
-        todo = []
-        for index, (title, key, kind, source) in enumerate(entries):
-            if key is None:
-                continue
-            name = self._name(key)
-            cached = self.cache.get(key)
-            if cached is not None and name in self.existing:
-                result.thumbnails[index] = name
-                result.size = tuple(cached["size"]) if cached.get("size") else result.size
-                if kind is not None:
-                    result.classes[title] = cached.get("classes", [])
-            else:
-                todo.append((index, title, key, kind, source))
-        if not todo:
-            return result
-
+    def _draw(self, photo, todo: list[tuple], result: RowPictures) -> None:
+        """Draws the panels of `todo` (`(index, title, digest, kind, source)`) into `result`: the photo is decoded
+        once (JPEGs at a reduced scale), each mask is blended over its thumbnail."""
         try:
             with open_source(photo) as image:
                 width, height = image.size
@@ -236,22 +243,13 @@ class ThumbnailWriter:
             photo_array = np.asarray(thumbnail)
         except Exception as error:  # noqa: BLE001 - a photo that cannot be read is a reason, not a crash
             result.errors.append(f"photo: {type(error).__name__}: {error}")
-            return result
-        size = (photo_array.shape[1], photo_array.shape[0])
-        result.size = size
+            return
+        size = result.size = (photo_array.shape[1], photo_array.shape[0])
         for index, title, key, kind, source in todo:
             try:
-                classes = None
-                if kind is None:
-                    array = photo_array
-                else:
-                    if kind == "gt":
-                        with open_source(source) as opened:
-                            mask = _index_mask(opened)
-                        if self.gt_lookup is not None:
-                            mask = self.gt_lookup[mask]
-                    else:
-                        mask = read_mask(source)
+                classes, array = None, photo_array
+                if kind is not None:
+                    mask = self._mask(kind, source)
                     classes = _present(mask, self.num_labels)
                     if mask.shape[::-1] != original_size:
                         raise ValueError(f"the mask is {mask.shape[1]}x{mask.shape[0]}, the photo {original_size}")
@@ -259,16 +257,23 @@ class ThumbnailWriter:
                     array = overlay_mask(photo_array, small, OVERLAY_ALPHA)
                 name = self._name(key)
                 atomic_write_bytes(os.path.join(self._root, name), _jpeg(array))
-                self.existing.add(name)
-                self.drawn += 1
             except Exception as error:  # noqa: BLE001
                 result.errors.append(f"{title}: {type(error).__name__}: {error}")
                 continue
+            self.existing.add(name)
+            self.drawn += 1
             result.thumbnails[index] = name
             self.cache[key] = {"size": list(size), **({"classes": classes} if classes is not None else {})}
             if classes is not None:
                 result.classes[title] = classes
-        return result
+
+    def _mask(self, kind: str, source) -> np.ndarray:
+        """A ground-truth mask (mapped to the report's class ids) or a mask file, as `(H, W)` class ids."""
+        if kind == "mask":
+            return read_mask(source)
+        with open_source(source) as opened:
+            mask = _index_mask(opened)
+        return mask if self.gt_lookup is None else self.gt_lookup[mask]
 
     def finish(self, used: Sequence[str]) -> int:
         """Keeps the cache entries and files of the thumbnails in `used` (paths as `draw` returns them), writes the
