@@ -10,10 +10,13 @@ OUT/
   bpm/<id>.png                   baseline pseudo masks (argmax before the CRF), VOC palette PNG, values = class ids
   crf/<id>.png                   CRF-refined masks (the pseudo-labels for stage 2); absent with crf=False
   summary.json                   counts (written, already done, failed), failures with reasons, the settings used
+  image_scores.jsonl             each image's image-level class scores (`cpfcte_hf.image_records`)
+  report.html, report_assets/    every image with its masks, scores and accounting, to look at (`cpfcte_hf.html_report`)
   report/                        only when the split has ground-truth masks (see `evaluate_predictions`)
     metrics.json                 mIoU, pixel accuracy, per-class IoU for BPM and CRF
     per_class_iou.csv            one row per class: id, name, ground-truth pixels, IoU per prediction set
     per_class_iou.png            bar plot of the per-class IoU
+    per_image.json               each image's mIoU per prediction set
     overlays/<id>.png            image | ground truth | BPM | CRF panels for the first few images
 ```
 
@@ -47,7 +50,9 @@ from .cli import parse_key_values  # noqa: F401  (re-exported: scripts and stage
 from .crf import DenseCRFConfig
 from .data._common import loader_report
 from .fingerprint import FINGERPRINT_FILE, weights_digest
+from .html_report import REPORT_FILE, report_files, write_html_report
 from .image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, to_rgb_array
+from .image_records import IMAGE_SCORES_FILE, ImageScoreLog, per_image_scores, write_per_image
 from .inference import (
     DEFAULT_INFERENCE_SIZE,
     cap_image_side,
@@ -56,9 +61,10 @@ from .inference import (
     predict_class_probabilities,
 )
 from .interrupts import Interrupted, stop_on_signals
-from .metrics import IGNORE_INDEX, SegmentationMetric
+from .metrics import IGNORE_INDEX, SegmentationMetric, confusion_matrix
 from .prediction import (
     Failure,
+    JobCounts,
     distributed_state,
     finish_distributed,
     gather_counts,
@@ -117,6 +123,7 @@ class PseudoLabelConfig:
             output directory made with other settings (`pseudo_label_fingerprint`) is refused.
         num_overlays: overlay panels written in the report.
         progress: show a tqdm bar (main process only).
+        report_html: write `OUT/report.html` and its thumbnails (`cpfcte_hf.html_report`) at the end.
     """
 
     size: int | None = None
@@ -131,6 +138,7 @@ class PseudoLabelConfig:
     overwrite: bool = False
     num_overlays: int = 4
     progress: bool = True
+    report_html: bool = True
 
     def __post_init__(self):
         if isinstance(self.crf_config, Mapping):
@@ -169,6 +177,14 @@ class OutputLayout:
     def summary_path(self) -> Path:
         return self.root / "summary.json"
 
+    @property
+    def image_scores(self) -> Path:
+        return self.root / IMAGE_SCORES_FILE
+
+    @property
+    def report_html(self) -> Path:
+        return report_files(self.root)[0]
+
 
 @dataclass
 class PseudoLabelSummary:
@@ -183,6 +199,23 @@ class PseudoLabelSummary:
     report: dict | None = None
     skipped_by_loader: list[dict] = field(default_factory=list)
     untagged: list[str] = field(default_factory=list)
+    report_html: str | None = None
+
+    @classmethod
+    def from_job(cls, counts: JobCounts, dataset, seconds: float) -> PseudoLabelSummary:
+        """The summary of a prediction job (stage 1 or 2) over `dataset`: its counts gathered over the processes, and
+        the images its loader left out (`loader_report`), which count in `total`."""
+        accounting = loader_report(dataset)
+        return cls(
+            total=len(dataset) + len(accounting["skipped"]),
+            written=counts.written,
+            already_done=counts.already_done,
+            failures=counts.failures,
+            seconds=seconds,
+            written_per_process=counts.written_per_process,
+            skipped_by_loader=accounting["skipped"],
+            untagged=accounting["untagged"],
+        )
 
     @property
     def failed(self) -> int:
@@ -210,6 +243,8 @@ class PseudoLabelSummary:
         hidden += max(0, len(self.untagged) - show)
         if hidden:
             lines.append(f"  ... and {hidden} more in summary.json")
+        if self.report_html:
+            lines.append(f"Every image and its masks, to look at: {self.report_html}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -497,6 +532,7 @@ def prepare_resume(
         if image_labels is not None:
             drop_masks_with_other_tags(layout, image_labels)
         layout.summary_path.unlink(missing_ok=True)
+        layout.report_html.unlink(missing_ok=True)  # like the summary: rewritten at the end, for this run
         for folder in (layout.bpm_dir, layout.crf_dir) if fingerprint["crf"] else (layout.bpm_dir,):
             folder.mkdir(parents=True, exist_ok=True)
 
@@ -506,7 +542,7 @@ def prepare_resume(
         overwrite,
         (layout.bpm_dir, layout.crf_dir),
         state,
-        clear=(layout.report_dir, layout.root / IMAGE_LABELS_FILE),
+        clear=(layout.report_dir, layout.root / IMAGE_LABELS_FILE, layout.image_scores, *report_files(layout.root)),
         before_record=before_record,
     )
 
@@ -598,7 +634,6 @@ def generate_pseudo_labels(
     if duplicates:
         raise ValueError(f"Image ids must be unique (they are file names); repeated: {sorted(duplicates)[:10]}.")
     check_mask_paths(ids)
-    accounting = loader_report(dataset)
 
     mean = getattr(image_processor, "image_mean", None) or VIT_PCM_MEAN
     std = getattr(image_processor, "image_std", None) or VIT_PCM_STD
@@ -619,12 +654,16 @@ def generate_pseudo_labels(
         labels = None
         if use_labels:
             labels = multi_hot(sorted({0, *(class_mapping[int(c)] for c in row["labels"])}), num_labels)
-        return rgb, labels, original_size
+        return rgb, (image_id, labels), original_size
+
+    score_log = ImageScoreLog(layout.root)
 
     def predict(items):
-        labels = torch.stack([labels for _, labels in items]) if use_labels else None
+        labels = torch.stack([labels for _, (_, labels) in items]) if use_labels else None
         rgbs = [rgb for rgb, _ in items]
-        return predict_class_probabilities(model, rgbs, labels, size, config.scales, config.flip, mean, std)[0]
+        maps, scores = predict_class_probabilities(model, rgbs, labels, size, config.scales, config.flip, mean, std)
+        score_log.append([image_id for _, (image_id, _) in items], scores)  # the report's per-image scores
+        return maps
 
     crf_workers = resolve_crf_workers(config.crf_workers, state)
     counts = run_prediction_job(
@@ -641,18 +680,7 @@ def generate_pseudo_labels(
         desc="pseudo-labels",
         state=state,
     )
-    counts = gather_counts(state, counts)
-    summary = PseudoLabelSummary(
-        total=len(dataset),
-        written=counts.written,
-        already_done=counts.already_done,
-        failures=counts.failures,
-        written_per_process=counts.written_per_process,
-    )
-    summary.seconds = time.perf_counter() - started
-    summary.skipped_by_loader = accounting["skipped"]
-    summary.untagged = accounting["untagged"]
-    summary.total += len(summary.skipped_by_loader)
+    summary = PseudoLabelSummary.from_job(gather_counts(state, counts), dataset, time.perf_counter() - started)
 
     if evaluate is None:
         evaluate = "mask" in columns
@@ -687,10 +715,34 @@ def generate_pseudo_labels(
             "class_names": names,
             "dataset_class_mapping": dict(zip(dataset_names, class_mapping)),
             "fingerprint": FINGERPRINT_FILE,
-            "layout": {"bpm": "bpm/<id>.png", "crf": "crf/<id>.png" if config.crf else None, "report": "report/"},
+            "stage": "pseudo_labels",
+            "prediction_sets": {"BPM": "bpm", **({"CRF": "crf"} if config.crf else {})},
+            "layout": {
+                "bpm": "bpm/<id>.png",
+                "crf": "crf/<id>.png" if config.crf else None,
+                "report": "report/",
+                "image_scores": IMAGE_SCORES_FILE,
+                "report_html": REPORT_FILE if config.report_html else None,
+            },
         }
         atomic_write_text(layout.summary_path, json.dumps(payload, indent=2) + "\n")
+    if config.report_html:
+        summary.report_html = write_report_page(layout.root, dataset, state, config.progress)
     return summary
+
+
+def write_report_page(out_dir: str | os.PathLike, dataset, state=None, progress: bool = False) -> str | None:
+    """`OUT/report.html` of a finished job (`html_report.write_html_report`), once its summary is on disk. A page
+    that cannot be written (a full disk, a record it cannot read) is a warning: the masks are what the run is for.
+    Returns the page's path on the main process when written."""
+    if state is not None:
+        state.wait_for_everyone()  # the main process wrote the summary the page is built from
+    try:
+        path = write_html_report(out_dir, dataset, state=state, progress=progress)
+    except (OSError, ValueError) as error:
+        logger.warning(f"{Path(out_dir) / REPORT_FILE} not written: {type(error).__name__}: {error}")
+        return None
+    return None if path is None else str(path)
 
 
 # ------------------------------------------------------------------------------------------------- evaluation
@@ -716,8 +768,8 @@ def evaluate_predictions(
     Args:
         dataset: a `datasets.Dataset` with `id` and `mask` columns (and `image` for the overlays).
         predictions: `{name: directory}`, e.g. `{"BPM": out/"bpm", "CRF": out/"crf"}`.
-        report_dir: where to write `metrics.json`, `per_class_iou.csv`, `per_class_iou.png`, `overlays/`
-            (`None`: compute only).
+        report_dir: where to write `metrics.json`, `per_class_iou.csv`, `per_class_iou.png`, `per_image.json`
+            (each image's mIoU per set, `cpfcte_hf.image_records`), `overlays/` (`None`: compute only).
         class_names: the C class names of the predictions (default: the dataset's ClassLabel names).
         class_mapping: `class_mapping[dataset class id]` = the id of that class in `class_names`, for ground truth
             whose class list differs from the predictions' (see `cpfcte_hf.class_names.map_class_names`).
@@ -754,6 +806,7 @@ def evaluate_predictions(
     failed: dict[str, list[dict]] = {name: [] for name in predictions}
     gt_failed: list[dict] = []
 
+    per_image: dict[str, dict] = {}  # each image's own scores (`image_records.per_image_scores`), for the report
     masks_only = dataset.select_columns([c for c in ("id", "mask") if c in dataset.column_names])
     indices = list(range(rank, len(dataset), world))
     progress = progress_bar(len(indices), 0, enabled=progress and rank == 0, desc="evaluate")
@@ -771,16 +824,20 @@ def evaluate_predictions(
         except Exception as error:  # noqa: BLE001
             gt_failed.append({"id": image_id, "error": f"{type(error).__name__}: {error}"})
             continue
+        image = per_image[image_id] = {"gt_classes": [], "mean_iou": {}, "errors": {}}
         for name, directory in predictions.items():
             path = directory / f"{image_id}.png"
             if not path.is_file():
                 missing[name].append(image_id)
                 continue
             try:
-                prediction = read_mask(path)
-                metrics[name].update(prediction, reference)
+                matrix = confusion_matrix(read_mask(path), reference, num_labels, ignore_index)
             except Exception as error:  # noqa: BLE001 - a bad file is reported, the rest is scored
                 failed[name].append({"id": image_id, "error": f"{path}: {error}"})
+                image["errors"][name] = str(error)
+                continue
+            metrics[name].add_confusion_matrix(matrix)
+            image["mean_iou"][name], image["gt_classes"] = per_image_scores(matrix)
     progress.close()
 
     if state is not None:
@@ -788,10 +845,11 @@ def evaluate_predictions(
 
         for metric in metrics.values():
             metric.all_reduce(state.device)
-        gathered = gather_object([(missing, failed, gt_failed)])
-        missing = {n: sorted(i for m, _, _ in gathered for i in m[n]) for n in predictions}
-        failed = {n: [f for _, fl, _ in gathered for f in fl[n]] for n in predictions}
-        gt_failed = [g for _, _, gl in gathered for g in gl]
+        gathered = gather_object([(missing, failed, gt_failed, per_image)])
+        missing = {n: sorted(i for m, *_ in gathered for i in m[n]) for n in predictions}
+        failed = {n: [f for _, fl, *_ in gathered for f in fl[n]] for n in predictions}
+        gt_failed = [g for _, _, gl, _ in gathered for g in gl]
+        per_image = {image_id: entry for *_, images in gathered for image_id, entry in images.items()}
 
     report = results_record(
         record.pop("stage", "evaluation"),
@@ -826,6 +884,7 @@ def evaluate_predictions(
 
     if rank == 0 and report_dir is not None:
         write_report(report, report_dir)
+        write_per_image(report_dir, per_image, names, list(predictions))
         if num_overlays > 0 and "image" in dataset.column_names:
             _write_overlays(dataset, predictions, Path(report_dir) / "overlays", names, num_overlays)
     return report
@@ -951,7 +1010,8 @@ def run_pseudo_labeling(
                     dataset_kwargs.setdefault("class_names", loaded.config)
                     # Our masks, if written inside the photo folder (or into it), are no untagged photos.
                     layout = OutputLayout(Path(out_dir))
-                    dataset_kwargs.setdefault("exclude", [out_dir, layout.bpm_dir, layout.crf_dir, layout.report_dir])
+                    ours = [out_dir, layout.bpm_dir, layout.crf_dir, layout.report_dir, report_files(out_dir)[1]]
+                    dataset_kwargs.setdefault("exclude", ours)  # thumbnails of report.html included
                 dataset = load_split(dataset_name, data_root, split, **dataset_kwargs)
             summary = generate_pseudo_labels(
                 loaded, dataset, out_dir, config, image_processor=processor, dataset_name=dataset_name, split=split,
@@ -977,10 +1037,12 @@ def run_evaluation(
     report_dir: str | os.PathLike | None = None,
     num_overlays: int = 4,
     dataset_kwargs: dict | None = None,
+    report_html: bool = True,
 ) -> dict:
     """
     `scripts/evaluate.py` in one call: scores each prediction directory (named by its folder name) against the
-    split and writes the report to `report_dir` (default: `<first prediction dir>/report`).
+    split and writes the report to `report_dir` (default: `<first prediction dir>/report`), with `report.html`
+    unless `report_html` is False.
     """
     directories = [Path(p) for p in predictions]
     named = {}
@@ -1004,9 +1066,12 @@ def run_evaluation(
         data_root=data_root,
     )
     state = distributed_state()
+    page = write_report_page(report_dir, dataset, state) if report_html else None
     if state is None or state.is_main_process:
         print(format_report(report))
         print(f"Report in {report_dir}")
+        if page:
+            print(f"Every image and its masks, to look at: {page}")
     finish_distributed(state)
     return report
 

@@ -63,6 +63,8 @@ def test_the_wheel_holds_presets_entry_point_and_card_templates(installed):
     for template in (REPO / "cpfcte_hf" / "model_cards").rglob("*"):  # the templates, once they live in the package
         if template.is_file():
             assert template.relative_to(REPO).as_posix() in names, template
+    for template in (REPO / "cpfcte_hf" / "html_report" / "templates").iterdir():  # report.html's parts
+        assert template.relative_to(REPO).as_posix() in names, template
     entry_points = next(name for name in names if name.endswith(".dist-info/entry_points.txt"))
     assert "cpfcte-hf = cpfcte_hf.commands:main" in zipfile.ZipFile(installed["wheel"]).read(entry_points).decode()
 
@@ -104,6 +106,7 @@ def test_train_label_and_push_from_the_installed_wheel(installed):
     )  # fmt: skip
     assert len(list((work / "pseudo" / "crf").glob("*.png"))) == 4
     assert (work / "pseudo" / "report" / "metrics.json").is_file()
+    assert 'id="report-data"' in (work / "pseudo" / "report.html").read_text(encoding="utf-8")  # its template shipped
     # Until the card templates live in the package, the card is given by path (any template works).
     templates = [path for path in (REPO / "model_cards" / "cpf-cte-voc" / "README.md",) if path.is_file()]
     packaged = (installed["site"] / "cpfcte_hf" / "model_cards").is_dir()

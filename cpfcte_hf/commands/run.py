@@ -64,7 +64,7 @@ STEP_RECORD_SUFFIX = ".step.json"
 UNFINGERPRINTED = {
     "output_dir", "logging_dir", "run_name", "resume_from_checkpoint", "overwrite", "overwrite_output_dir",
     "crf_workers", "progress", "disable_tqdm", "dataloader_num_workers", "report_to", "logging_steps", "device",
-    "num_overlays", "print_config",
+    "num_overlays", "print_config", "report_html",
 }  # fmt: skip
 
 

@@ -134,6 +134,12 @@ class DeepLabTestArguments:
     test_crf: bool = field(default=True, metadata={"help": "Refine the fused probabilities with the dense CRF."})
     crf_workers: int | None = field(default=None, metadata={"help": "CRF processes per process (0 = serial)."})
     num_overlays: int = field(default=4, metadata={"help": "Overlay panels written with the report."})
+    report_html: bool = field(
+        default=True,
+        metadata={
+            "help": "Write report.html (every image and its masks) next to the predictions (--no_report_html: off)."
+        },
+    )
 
 
 _TYPES = {"int": int, "float": float, "bool": bool}
@@ -335,6 +341,7 @@ def run_deeplab(
             crf_config=crf_config_from(crf_args),
             crf_workers=test_args.crf_workers,
             num_overlays=test_args.num_overlays,
+            report_html=test_args.report_html,
         )
         split = data_args.eval_split or "eval"
         # The folder of the weights scored, whose training files the report records: this run's, or the checkpoint's.
@@ -361,6 +368,8 @@ def run_deeplab(
         if training_args.process_index == 0 and prediction["report"] is not None:
             print(format_report(prediction["report"]))
             print(f"Report in {output_dir / 'predictions' / split / 'report'}")
+        if training_args.process_index == 0 and prediction["report_html"]:
+            print(f"Every image and its masks, to look at: {prediction['report_html']}")
     if training_args.process_index == 0 and result["train"] is not None:
         print(json.dumps(result["train"], indent=2))
     return result

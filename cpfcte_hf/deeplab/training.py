@@ -24,13 +24,17 @@ OUTPUT_DIR/
   predictions/<split>/ms/<id>.png                                    multi-scale argmax
   predictions/<split>/ms_crf/<id>.png                                multi-scale + CRF
   predictions/<split>/report/                                        metrics.json, per_class_iou.{csv,png}, overlays/
+  predictions/<split>/summary.json                                   counts, failures with reasons, the settings
+  predictions/<split>/report.html, report_assets/                    every image and its masks, to look at
 ```
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,12 +47,19 @@ from transformers.trainer_utils import SchedulerType
 
 from ..crf import DenseCRFConfig
 from ..data.transforms import resize_mask
-from ..fingerprint import weights_digest
+from ..fingerprint import FINGERPRINT_FILE, weights_digest
+from ..html_report import report_files
 from ..image_processing_cpfcte import resize_and_normalize, to_rgb_array
 from ..inference import max_fused_probabilities
 from ..metrics import IGNORE_INDEX, SegmentationMetric
 from ..prediction import distributed_state, gather_counts, prepare_job_dir, run_prediction_job, safe_file_id
-from ..pseudo_labeling import OutputLayout, evaluate_predictions, prepare_output_dir
+from ..pseudo_labeling import (
+    OutputLayout,
+    PseudoLabelSummary,
+    evaluate_predictions,
+    prepare_output_dir,
+    write_report_page,
+)
 from ..results import read_json
 from ..trainer import (
     ClosingProgressBarsMixin,
@@ -56,7 +67,7 @@ from ..trainer import (
     DeferredPrecisionCheckMixin,
     FiniteLossMixin,
 )
-from ..visualization import read_mask
+from ..visualization import atomic_write_text, read_mask
 from .modeling_deeplab import DeepLabV2ForSemanticSegmentation
 from .processing import IMAGENET_MEAN, IMAGENET_STD
 
@@ -270,6 +281,7 @@ class MultiScaleEvalConfig:
         overwrite: recompute masks that exist (otherwise a rerun only does the missing ones).
         num_overlays: image | ground truth | predictions panels written with the report.
         progress: show a progress bar on the main process.
+        report_html: write `report.html` and its thumbnails (`cpfcte_hf.html_report`) next to the masks.
     """
 
     scales: tuple[float, ...] = MULTI_SCALE
@@ -280,6 +292,7 @@ class MultiScaleEvalConfig:
     overwrite: bool = False
     num_overlays: int = 4
     progress: bool = True
+    report_html: bool = True
 
     def __post_init__(self):
         if isinstance(self.crf_config, dict):
@@ -353,10 +366,12 @@ def predict_split(
     deleted).
 
     Returns:
-        `{"written", "already_done", "failed": [(id, reason)], "written_per_process", "report": dict | None}`, all
-        over the whole split (every process's counts gathered).
+        `{"written", "already_done", "failed": [(id, reason)], "written_per_process", "report": dict | None,
+        "report_html": path | None}`, all over the whole split (every process's counts gathered); the counts are
+        also in `out_dir/summary.json`.
     """
     config = config or MultiScaleEvalConfig()
+    started = time.perf_counter()
     out_dir = prepare_output_dir(out_dir, ["ms"] + (["ms_crf"] if config.crf else []))
     state = distributed_state()
     mean, std = _image_statistics(image_processor)
@@ -372,8 +387,20 @@ def predict_split(
         "flip": bool(config.flip),
         "crf": config.crf_config.to_dict() if config.crf else None,
     }
+    layout = OutputLayout(out_dir)
+
+    def before_record() -> None:  # the summary and the page describe the last run: rewritten at its end
+        layout.summary_path.unlink(missing_ok=True)
+        layout.report_html.unlink(missing_ok=True)
+
     prepare_job_dir(
-        out_dir, fingerprint, config.overwrite, [out_dir / "ms", out_dir / "ms_crf"], state, clear=[out_dir / "report"]
+        out_dir,
+        fingerprint,
+        config.overwrite,
+        [out_dir / "ms", out_dir / "ms_crf"],
+        state,
+        clear=[layout.report_dir, *report_files(out_dir)],
+        before_record=before_record,
     )
     images = dataset.select_columns(["image", "id"])
 
@@ -416,6 +443,22 @@ def predict_split(
             settings=asdict(config),
             model_info=model_info if model_info is not None else stage2_model_info(model),
         )
+    summary = PseudoLabelSummary.from_job(counts, dataset, time.perf_counter() - started)
+    if state is None or state.is_main_process:
+        record = {
+            **summary.to_dict(),
+            "stage": "stage2",
+            "dataset": dataset_name,
+            "split": split,
+            "model": getattr(model.config, "_name_or_path", None),
+            "num_processes": state.num_processes if state is not None else 1,
+            "config": asdict(config),
+            "class_names": [model.config.id2label[i] for i in range(model.config.num_labels)],
+            "fingerprint": FINGERPRINT_FILE,
+            "prediction_sets": {"MS": "ms", **({"MS+CRF": "ms_crf"} if config.crf else {})},
+        }
+        atomic_write_text(layout.summary_path, json.dumps(record, indent=2) + "\n")
+    report_html = write_report_page(out_dir, dataset, state, config.progress) if config.report_html else None
     failed = [(failure.id, f"{failure.stage}: {failure.error}") for failure in counts.failures]
     return {
         "written": counts.written,
@@ -423,6 +466,7 @@ def predict_split(
         "failed": failed,
         "written_per_process": counts.written_per_process,
         "report": report,
+        "report_html": report_html,
     }
 
 
