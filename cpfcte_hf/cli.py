@@ -23,6 +23,7 @@ KEY=VALUE pairs and may be repeated; its pairs are added to the preset's (the la
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -53,6 +54,22 @@ REPEATABLE_LISTS = ("--dataset_option", "--results", "--pred", "--override")
 
 class PresetError(ValueError):
     """A preset that cannot be used: missing, not YAML, not a mapping, an unknown key, a cycle of `base`."""
+
+
+_PRESET_NAMES: dict[str, str] = {}  # preset file -> the name messages give it (`named_preset`)
+
+
+@contextlib.contextmanager
+def named_preset(path: str | os.PathLike, name: str):
+    """
+    Within the block, messages about the preset file `path` call it `name`: `cpfcte-hf run` checks its steps
+    against a temporary copy of the preset it resolved, and its messages name the preset the user gave.
+    """
+    _PRESET_NAMES[str(path)] = name
+    try:
+        yield
+    finally:
+        _PRESET_NAMES.pop(str(path), None)
 
 
 def available_presets() -> list[str]:
@@ -128,9 +145,10 @@ def preset_values_for(preset: dict, command: str | None, fields: set[str], sourc
     names `fields`: a key that is no option is a `PresetError` naming `source` and the key.
     """
     owner = preset.get("command", "train")
-    if "command" not in preset and command is not None and not any(key in preset for key in COMMAND_SECTIONS):
+    plain = "command" not in preset and not any(key in preset for key in COMMAND_SECTIONS)
+    if plain and command not in (None, "run"):
         # A plain preset (no `command:`, no sections) handed to a command is that command's: its keys are never
-        # dropped silently because they are taken for stage 1's.
+        # dropped silently because they are taken for stage 1's. `run` has no flat keys: its stage 1 has them.
         owner = command
     flat = {key: value for key, value in preset.items() if key not in (*COMMAND_SECTIONS, "command")}
     section = preset.get(command) if command else None
@@ -264,9 +282,10 @@ def parse_args_with_presets(
             args = [option + arg[len(alias) :] if arg.split("=")[0] == alias else arg for arg in args]
     fields = option_fields(dataclass_types)
     preset_options: list = []
+    source = _PRESET_NAMES.get(str(known.config), str(known.config))
     if known.config:
         try:
-            values = preset_values_for(load_preset(known.config), command, fields, str(known.config))
+            values = preset_values_for(load_preset(known.config), command, fields, source)
         except PresetError as error:
             fail(str(error))
         preset_options = values.pop("dataset_option", None) or []
@@ -275,8 +294,8 @@ def parse_args_with_presets(
     try:
         *outputs, unknown = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
     except ValueError as error:  # a dataclass refusing its values (e.g. bf16 without a GPU): one line
-        source = f" (preset {known.config})" if known.config else ""
-        fail(f"{error}{source}".replace("\n", " "))
+        where = f" (preset {source})" if known.config else ""
+        fail(f"{error}{where}")
     if unknown:
         fail(f"unrecognised arguments: {' '.join(unknown)} (see --help)")
     instances = tuple(output for output in outputs if dataclasses.is_dataclass(output))
@@ -298,9 +317,15 @@ def _key_value_list(options) -> list[str]:
     return [str(option) for option in options]
 
 
+def print_error(error: BaseException | str) -> None:
+    """`error: <message>` on stderr, on one line: a library's message that spans several is joined."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    print(f"error: {' '.join(lines) or type(error).__name__}", file=sys.stderr, flush=True)
+
+
 def fail(message: str, status: int = 2):
     """Ends a command with one line on stderr, no traceback."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    print_error(message)
     raise SystemExit(status)
 
 
@@ -309,6 +334,31 @@ def require(args, *names: str) -> None:
     missing = [name for name in names if not getattr(args, name)]
     if missing:
         fail(f"the following arguments are required: {', '.join('--' + name for name in missing)}")
+
+
+def check_model_option(option: str, value) -> None:
+    """
+    Refuses a bad model location given as `--<option>` before anything is written or built: a local folder that is
+    no checkpoint, a path that does not exist, a Hub id the Hub does not know (`resolve_model_location`), or, with
+    `HF_HUB_OFFLINE=1`, a Hub id that is not in the local cache; one line naming the option. Unset and `none`
+    (random initialisation) pass.
+    """
+    if value is None or str(value).lower() in ("", "none"):
+        return
+    from .pseudo_labeling import resolve_model_location
+
+    try:
+        resolve_model_location(str(value))
+    except OSError as error:
+        raise type(error)(f"--{option}: {error}") from None
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if constants.HF_HUB_OFFLINE and not os.path.isdir(str(value)):
+        if not isinstance(try_to_load_from_cache(str(value), "config.json"), str):
+            raise FileNotFoundError(
+                f"--{option}: {value} is not in the local Hub cache, and the Hub is off (HF_HUB_OFFLINE=1): "
+                "download it once with a network, or give a local folder."
+            )
 
 
 def loader_options(args) -> dict:

@@ -214,6 +214,15 @@ class SegmentationMetric:
         self.num_images += 1 if references.ndim <= 2 else int(np.prod(references.shape[:-2]))
         return self
 
+    def add_confusion_matrix(self, matrix: np.ndarray, num_images: int = 1) -> SegmentationMetric:
+        """Adds one image's `(C, C + 1)` matrix (`confusion_matrix`), e.g. when its own scores are wanted as well."""
+        matrix = np.asarray(matrix, dtype=np.int64)
+        if matrix.shape != self.confusion_matrix.shape:
+            raise ValueError(f"Expected a {self.confusion_matrix.shape} matrix, got {matrix.shape}.")
+        self.confusion_matrix += matrix
+        self.num_images += int(num_images)
+        return self
+
     def load(self, matrix: np.ndarray, num_images: int = 0) -> SegmentationMetric:
         """Replaces the state with a `(C, C + 1)` matrix (e.g. the all-reduced sum over processes)."""
         matrix = np.asarray(matrix, dtype=np.int64)

@@ -33,6 +33,7 @@ import torch
 from PIL import Image, ImageOps
 from transformers import AutoModelForSemanticSegmentation, ImageSegmentationPipeline, Pipeline
 from transformers.image_utils import load_image
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .class_names import class_ids_from_tags
@@ -53,6 +54,26 @@ from .visualization import mask_to_image
 PSEUDO_LABELLING_TASK = "weakly-supervised-pseudo-labelling"
 
 
+def _tagged_class_ids(tags, id2label) -> list[int] | None:
+    """The class ids of an image's tags (background added), `None` without tags (`tags=None`: every class competes).
+
+    Raises:
+        ValueError: an empty tag list (it would suppress every object class and leave an all-background mask), or
+            an unknown tag.
+    """
+    if tags is None:
+        return None
+    if not isinstance(tags, (str, int, np.integer)):
+        tags = list(tags)
+    if tags == []:
+        raise ValueError(
+            "tags=[]: an empty tag list would suppress every object class and give an all-background mask. For an "
+            "image without tags, leave `tags` out (tags=None: every class competes) or use "
+            'pipeline("image-segmentation").'
+        )
+    return class_ids_from_tags(tags, id2label)
+
+
 class WeaklySupervisedPseudoLabelingPipeline(Pipeline):
     """
     Pseudo-label one image from its image-level tags with a CPF-CTE model: task
@@ -61,7 +82,8 @@ class WeaklySupervisedPseudoLabelingPipeline(Pipeline):
     Call arguments (all optional except the image):
         tags: class names or ids present in the image (background is added). With tags, absent classes are
             suppressed and each present class map is max-normalised (training-set pseudo-labels); without, all
-            classes compete. Unknown tags raise a ValueError listing the valid names. An input may also be a dict
+            classes compete (`tags=None`, the default). Unknown tags raise a ValueError listing the valid names, an
+            empty list a ValueError (it would leave only background). An input may also be a dict
             `{"image": ..., "tags": [...]}`, so that a list of images can carry one tag list each.
         size: inference resolution (int or `(h, w)`), default the checkpoint's `config.inference_size` (960 when
             it has none).
@@ -126,7 +148,7 @@ class WeaklySupervisedPseudoLabelingPipeline(Pipeline):
         rgb = to_rgb_array(inputs)
         check_image_size(rgb, self.model.config.patch_size)
         id2label = self.model.config.id2label
-        class_ids = class_ids_from_tags(tags, id2label) if tags is not None else None
+        class_ids = _tagged_class_ids(tags, id2label)
         mean = getattr(self.image_processor, "image_mean", None) or VIT_PCM_MEAN
         std = getattr(self.image_processor, "image_std", None) or VIT_PCM_STD
         sizes = inference_sizes(size, scales, self.model.config.patch_size)
@@ -178,6 +200,17 @@ class CPFCTEImageSegmentationPipeline(ImageSegmentationPipeline):
     An image smaller than one patch raises a `ValueError`. Any other model is handled exactly as by the parent class
     (`threshold` keeps its panoptic/instance meaning there).
     """
+
+    def check_model_type(self, supported_models):
+        """transformers checks the model's class name against its own segmentation models only, and logs "The model
+        ... is not supported" for any other. A model registered with `AutoModelForSemanticSegmentation` for its
+        config (this package's CPF-CTE and DeepLab-v2, by `import cpfcte_hf`) is supported; any other model is
+        checked as by the parent class."""
+        config_class = type(self.model.config)
+        if config_class in MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING:
+            if MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING[config_class] is type(self.model):
+                return
+        super().check_model_type(supported_models)
 
     def _is_cpfcte(self) -> bool:
         return getattr(self.model.config, "model_type", None) == "cpfcte"

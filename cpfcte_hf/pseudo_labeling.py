@@ -14,10 +14,13 @@ OUT/
   sources.json                   per image, the content (file size and times, digest of the bytes) and tags its masks
                                  were made from: a changed image is recomputed (`cpfcte_hf.prediction.ContentRecord`)
   .cpfcte-hf.lock(.json)         while a run works: its lock and who holds it (`cpfcte_hf.prediction.hold_output_dir`)
+  image_scores.jsonl             each image's image-level class scores (`cpfcte_hf.image_records`)
+  report.html, report_assets/    every image with its masks, scores and accounting, to look at (`cpfcte_hf.html_report`)
   report/                        only when the split has ground-truth masks (see `evaluate_predictions`)
     metrics.json                 mIoU, pixel accuracy, per-class IoU for BPM and CRF
     per_class_iou.csv            one row per class: id, name, ground-truth pixels, IoU per prediction set
     per_class_iou.png            bar plot of the per-class IoU
+    per_image.json               each image's mIoU per prediction set
     overlays/<id>.png            image | ground truth | BPM | CRF panels for the first few images
 ```
 
@@ -51,7 +54,9 @@ from .cli import parse_key_values  # noqa: F401  (re-exported: scripts and stage
 from .crf import DenseCRFConfig
 from .data._common import loader_report
 from .fingerprint import FINGERPRINT_FILE, weights_digest
+from .html_report import REPORT_FILE, report_files, write_html_report
 from .image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, to_rgb_array
+from .image_records import IMAGE_SCORES_FILE, ImageScoreLog, per_image_scores, write_per_image
 from .inference import (
     DEFAULT_INFERENCE_SIZE,
     cap_image_side,
@@ -60,11 +65,12 @@ from .inference import (
     predict_class_probabilities,
 )
 from .interrupts import Interrupted, stop_on_signals
-from .metrics import IGNORE_INDEX, SegmentationMetric
+from .metrics import IGNORE_INDEX, SegmentationMetric, confusion_matrix
 from .prediction import (
     SOURCES_FILE,
     DatasetSources,
     Failure,
+    JobCounts,
     create_output_dir,
     distributed_state,
     finish_distributed,
@@ -126,6 +132,7 @@ class PseudoLabelConfig:
             output directory made with other settings (`pseudo_label_fingerprint`) is refused.
         num_overlays: overlay panels written in the report.
         progress: show a tqdm bar (main process only).
+        report_html: write `OUT/report.html` and its thumbnails (`cpfcte_hf.html_report`) at the end.
     """
 
     size: int | None = None
@@ -140,6 +147,7 @@ class PseudoLabelConfig:
     overwrite: bool = False
     num_overlays: int = 4
     progress: bool = True
+    report_html: bool = True
 
     def __post_init__(self):
         if isinstance(self.crf_config, Mapping):
@@ -178,6 +186,14 @@ class OutputLayout:
     def summary_path(self) -> Path:
         return self.root / "summary.json"
 
+    @property
+    def image_scores(self) -> Path:
+        return self.root / IMAGE_SCORES_FILE
+
+    @property
+    def report_html(self) -> Path:
+        return report_files(self.root)[0]
+
 
 @dataclass
 class PseudoLabelSummary:
@@ -194,6 +210,24 @@ class PseudoLabelSummary:
     report: dict | None = None
     skipped_by_loader: list[dict] = field(default_factory=list)
     untagged: list[str] = field(default_factory=list)
+    report_html: str | None = None
+
+    @classmethod
+    def from_job(cls, counts: JobCounts, dataset, seconds: float) -> PseudoLabelSummary:
+        """The summary of a prediction job (stage 1 or 2) over `dataset`: its counts gathered over the processes, and
+        the images its loader left out (`loader_report`), which count in `total`."""
+        accounting = loader_report(dataset)
+        return cls(
+            total=len(dataset) + len(accounting["skipped"]),
+            written=counts.written,
+            already_done=counts.already_done,
+            failures=counts.failures,
+            changed=list(counts.changed),
+            seconds=seconds,
+            written_per_process=counts.written_per_process,
+            skipped_by_loader=accounting["skipped"],
+            untagged=accounting["untagged"],
+        )
 
     @property
     def failed(self) -> int:
@@ -224,6 +258,8 @@ class PseudoLabelSummary:
         hidden += max(0, len(self.untagged) - show)
         if hidden:
             lines.append(f"  ... and {hidden} more in summary.json")
+        if self.report_html:
+            lines.append(f"Every image and its masks, to look at: {self.report_html}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -491,6 +527,7 @@ def prepare_resume(layout: OutputLayout, fingerprint: dict, overwrite: bool, sta
 
     def before_record() -> None:
         layout.summary_path.unlink(missing_ok=True)
+        layout.report_html.unlink(missing_ok=True)  # like the summary: rewritten at the end, for this run
         (layout.root / "image_labels.json").unlink(missing_ok=True)  # the per-image tags of older versions
         for folder in (layout.bpm_dir, layout.crf_dir) if fingerprint["crf"] else (layout.bpm_dir,):
             folder.mkdir(parents=True, exist_ok=True)
@@ -501,7 +538,7 @@ def prepare_resume(layout: OutputLayout, fingerprint: dict, overwrite: bool, sta
         overwrite,
         (layout.bpm_dir, layout.crf_dir),
         state,
-        clear=(layout.report_dir,),
+        clear=(layout.report_dir, layout.image_scores, *report_files(layout.root)),
         before_record=before_record,
     )
 
@@ -564,8 +601,11 @@ def check_split(dataset, model_config, class_names: Sequence[str] | None = None,
     return SplitCheck(dataset_names, class_mapping, ids, use_labels)
 
 
-def _pseudo_label_functions(model, dataset, split: SplitCheck, config: PseudoLabelConfig, size: int, mean, std):
-    """The `read` and `predict` of `run_prediction_job` for stage 1 (see `generate_pseudo_labels`)."""
+def _pseudo_label_functions(
+    model, dataset, split: SplitCheck, config: PseudoLabelConfig, size: int, mean, std, score_log: ImageScoreLog
+):
+    """The `read` and `predict` of `run_prediction_job` for stage 1 (see `generate_pseudo_labels`); `predict` also
+    appends each image's image-level scores to `score_log` (the report's)."""
     num_labels, mapping = model.config.num_labels, split.class_mapping
 
     def read(index: int):
@@ -579,12 +619,14 @@ def _pseudo_label_functions(model, dataset, split: SplitCheck, config: PseudoLab
         labels = None
         if split.use_labels:
             labels = multi_hot(sorted({0, *(mapping[int(c)] for c in row["labels"])}), num_labels)
-        return rgb, labels, original_size
+        return rgb, (image_id, labels), original_size
 
     def predict(items):
-        labels = torch.stack([labels for _, labels in items]) if split.use_labels else None
+        labels = torch.stack([labels for _, (_, labels) in items]) if split.use_labels else None
         rgbs = [rgb for rgb, _ in items]
-        return predict_class_probabilities(model, rgbs, labels, size, config.scales, config.flip, mean, std)[0]
+        maps, scores = predict_class_probabilities(model, rgbs, labels, size, config.scales, config.flip, mean, std)
+        score_log.append([image_id for _, (image_id, _) in items], scores)  # the report's per-image scores
+        return maps
 
     return read, predict
 
@@ -642,7 +684,8 @@ def generate_pseudo_labels(
             model, config, size, checked.dataset_names, checked.use_labels, mean, std, checked.class_mapping
         )
         prepare_resume(layout, fingerprint, config.overwrite, state)
-        read, predict = _pseudo_label_functions(model, dataset, checked, config, size, mean, std)
+        score_log = ImageScoreLog(layout.root)
+        read, predict = _pseudo_label_functions(model, dataset, checked, config, size, mean, std, score_log)
         crf_workers = resolve_crf_workers(config.crf_workers, state)
         counts = run_prediction_job(
             checked.ids,
@@ -661,7 +704,7 @@ def generate_pseudo_labels(
             inputs=_image_labels(dataset, checked.class_mapping, checked.ids, checked.use_labels),
             record_dir=layout.root,
         )
-        summary = _summary(gather_counts(state, counts), dataset, started)
+        summary = PseudoLabelSummary.from_job(gather_counts(state, counts), dataset, time.perf_counter() - started)
         if evaluate is None:
             evaluate = "mask" in dataset.column_names
         if evaluate:
@@ -670,23 +713,8 @@ def generate_pseudo_labels(
             )
         if state is None or state.is_main_process:
             _write_summary(layout, summary, model, config, checked, size, crf_workers, dataset_name, split, state)
-    return summary
-
-
-def _summary(counts, dataset, started: float) -> PseudoLabelSummary:
-    """The run's `PseudoLabelSummary` from the job's counts (all processes) and the loader's accounting."""
-    accounting = loader_report(dataset)
-    summary = PseudoLabelSummary(
-        total=len(dataset) + len(accounting["skipped"]),
-        written=counts.written,
-        already_done=counts.already_done,
-        failures=counts.failures,
-        written_per_process=counts.written_per_process,
-        changed=list(counts.changed),
-    )
-    summary.seconds = time.perf_counter() - started
-    summary.skipped_by_loader = accounting["skipped"]
-    summary.untagged = accounting["untagged"]
+        if config.report_html:
+            summary.report_html = write_report_page(layout.root, dataset, state, config.progress)
     return summary
 
 
@@ -726,9 +754,31 @@ def _write_summary(layout, summary, model, config, checked: SplitCheck, size, cr
         "dataset_class_mapping": dict(zip(checked.dataset_names, checked.class_mapping)),
         "fingerprint": FINGERPRINT_FILE,
         "sources": SOURCES_FILE,
-        "layout": {"bpm": "bpm/<id>.png", "crf": "crf/<id>.png" if config.crf else None, "report": "report/"},
+        "stage": "pseudo_labels",
+        "prediction_sets": {"BPM": "bpm", **({"CRF": "crf"} if config.crf else {})},
+        "layout": {
+            "bpm": "bpm/<id>.png",
+            "crf": "crf/<id>.png" if config.crf else None,
+            "report": "report/",
+            "image_scores": IMAGE_SCORES_FILE,
+            "report_html": REPORT_FILE if config.report_html else None,
+        },
     }
     atomic_write_text(layout.summary_path, json.dumps(payload, indent=2) + "\n")
+
+
+def write_report_page(out_dir: str | os.PathLike, dataset, state=None, progress: bool = False) -> str | None:
+    """`OUT/report.html` of a finished job (`html_report.write_html_report`), once its summary is on disk. A page
+    that cannot be written (a full disk, a record it cannot read) is a warning: the masks are what the run is for.
+    Returns the page's path on the main process when written."""
+    if state is not None:
+        state.wait_for_everyone()  # the main process wrote the summary the page is built from
+    try:
+        path = write_html_report(out_dir, dataset, state=state, progress=progress)
+    except (OSError, ValueError) as error:
+        logger.warning(f"{Path(out_dir) / REPORT_FILE} not written: {type(error).__name__}: {error}")
+        return None
+    return None if path is None else str(path)
 
 
 # ------------------------------------------------------------------------------------------------- evaluation
@@ -754,8 +804,8 @@ def evaluate_predictions(
     Args:
         dataset: a `datasets.Dataset` with `id` and `mask` columns (and `image` for the overlays).
         predictions: `{name: directory}`, e.g. `{"BPM": out/"bpm", "CRF": out/"crf"}`.
-        report_dir: where to write `metrics.json`, `per_class_iou.csv`, `per_class_iou.png`, `overlays/`
-            (`None`: compute only).
+        report_dir: where to write `metrics.json`, `per_class_iou.csv`, `per_class_iou.png`, `per_image.json`
+            (each image's mIoU per set, `cpfcte_hf.image_records`), `overlays/` (`None`: compute only).
         class_names: the C class names of the predictions (default: the dataset's ClassLabel names).
         class_mapping: `class_mapping[dataset class id]` = the id of that class in `class_names`, for ground truth
             whose class list differs from the predictions' (see `cpfcte_hf.class_names.map_class_names`).
@@ -792,6 +842,7 @@ def evaluate_predictions(
     failed: dict[str, list[dict]] = {name: [] for name in predictions}
     gt_failed: list[dict] = []
 
+    per_image: dict[str, dict] = {}  # each image's own scores (`image_records.per_image_scores`), for the report
     masks_only = dataset.select_columns([c for c in ("id", "mask") if c in dataset.column_names])
     indices = list(range(rank, len(dataset), world))
     progress = progress_bar(len(indices), 0, enabled=progress and rank == 0, desc="evaluate")
@@ -809,16 +860,20 @@ def evaluate_predictions(
         except Exception as error:  # noqa: BLE001
             gt_failed.append({"id": image_id, "error": f"{type(error).__name__}: {error}"})
             continue
+        image = per_image[image_id] = {"gt_classes": [], "mean_iou": {}, "errors": {}}
         for name, directory in predictions.items():
             path = directory / f"{image_id}.png"
             if not path.is_file():
                 missing[name].append(image_id)
                 continue
             try:
-                prediction = read_mask(path)
-                metrics[name].update(prediction, reference)
+                matrix = confusion_matrix(read_mask(path), reference, num_labels, ignore_index)
             except Exception as error:  # noqa: BLE001 - a bad file is reported, the rest is scored
                 failed[name].append({"id": image_id, "error": f"{path}: {error}"})
+                image["errors"][name] = str(error)
+                continue
+            metrics[name].add_confusion_matrix(matrix)
+            image["mean_iou"][name], image["gt_classes"] = per_image_scores(matrix)
     progress.close()
 
     if state is not None:
@@ -826,10 +881,11 @@ def evaluate_predictions(
 
         for metric in metrics.values():
             metric.all_reduce(state.device)
-        gathered = gather_object([(missing, failed, gt_failed)])
-        missing = {n: sorted(i for m, _, _ in gathered for i in m[n]) for n in predictions}
-        failed = {n: [f for _, fl, _ in gathered for f in fl[n]] for n in predictions}
-        gt_failed = [g for _, _, gl in gathered for g in gl]
+        gathered = gather_object([(missing, failed, gt_failed, per_image)])
+        missing = {n: sorted(i for m, *_ in gathered for i in m[n]) for n in predictions}
+        failed = {n: [f for _, fl, *_ in gathered for f in fl[n]] for n in predictions}
+        gt_failed = [g for _, _, gl, _ in gathered for g in gl]
+        per_image = {image_id: entry for *_, images in gathered for image_id, entry in images.items()}
 
     report = results_record(
         record.pop("stage", "evaluation"),
@@ -864,6 +920,7 @@ def evaluate_predictions(
 
     if rank == 0 and report_dir is not None:
         write_report(report, report_dir)
+        write_per_image(report_dir, per_image, names, list(predictions))
         if num_overlays > 0 and "image" in dataset.column_names:
             _write_overlays(dataset, predictions, Path(report_dir) / "overlays", names, num_overlays)
     return report
@@ -1013,7 +1070,8 @@ def _load_split_for_model(model_config, out_dir, dataset_name, data_root, split,
     if dataset_name == "tagged":
         dataset_kwargs.setdefault("class_names", model_config)
         layout = OutputLayout(Path(out_dir))
-        dataset_kwargs.setdefault("exclude", [out_dir, layout.bpm_dir, layout.crf_dir, layout.report_dir])
+        ours = [out_dir, layout.bpm_dir, layout.crf_dir, layout.report_dir, report_files(out_dir)[1]]
+        dataset_kwargs.setdefault("exclude", ours)  # thumbnails of report.html included
     return load_split(dataset_name, data_root, split, **dataset_kwargs)
 
 
@@ -1026,10 +1084,12 @@ def run_evaluation(
     report_dir: str | os.PathLike | None = None,
     num_overlays: int = 4,
     dataset_kwargs: dict | None = None,
+    report_html: bool = True,
 ) -> dict:
     """
     `scripts/evaluate.py` in one call: scores each prediction directory (named by its folder name) against the
-    split and writes the report to `report_dir` (default: `<first prediction dir>/report`).
+    split and writes the report to `report_dir` (default: `<first prediction dir>/report`), with `report.html`
+    unless `report_html` is False. One run at a time holds `report_dir` (`cpfcte_hf.prediction.hold_output_dir`).
     """
     directories = [Path(p) for p in predictions]
     named = {}
@@ -1053,9 +1113,12 @@ def run_evaluation(
             split=split,
             data_root=data_root,
         )
+        page = write_report_page(report_dir, dataset, state) if report_html else None
     if state is None or state.is_main_process:
         print(format_report(report))
         print(f"Report in {report_dir}")
+        if page:
+            print(f"Every image and its masks, to look at: {page}")
     finish_distributed(state)
     return report
 

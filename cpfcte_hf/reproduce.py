@@ -36,14 +36,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cli import parse_args_with_presets, parse_key_values
+from .cli import parse_args_with_presets, parse_key_values, print_error
+from .data import check_dataset
 from .pseudo_labeling import PseudoLabelConfig, run_pseudo_labeling
 from .trainer import CPFCTETrainingArguments, last_complete_checkpoint
-from .training import DataArguments, ModelArguments, run_training
+from .training import DataArguments, ModelArguments, check_training_inputs, run_training
 from .visualization import atomic_write_text
 
 
 logger = logging.getLogger(__name__)
+TRAIN_ARGUMENTS = (ModelArguments, DataArguments, CPFCTETrainingArguments)  # `cpfcte-hf train`'s
 
 PAPER_TABLES = {
     "1": {
@@ -248,9 +250,7 @@ class Cell:
         argv = list(self.train_argv)
         if last_complete_checkpoint(str(self.directory / "model")):
             argv += ["--resume_from_checkpoint", "last"]  # a killed run continues
-        model_args, data_args, training_args = parse_args_with_presets(
-            (ModelArguments, DataArguments, CPFCTETrainingArguments), argv
-        )
+        model_args, data_args, training_args = parse_args_with_presets(TRAIN_ARGUMENTS, argv)
         self.data_args = data_args
         started = time.perf_counter()
         run_training(model_args, data_args, training_args)
@@ -259,7 +259,7 @@ class Cell:
 
     def _data_options(self) -> tuple[str, str | None, dict]:
         _, data_args, _ = parse_args_with_presets(
-            (ModelArguments, DataArguments, CPFCTETrainingArguments),
+            TRAIN_ARGUMENTS,
             [*self.train_argv, "--report_to", "none", "--use_cpu", "true", "--bf16", "false"],
         )
         options = parse_key_values(data_args.dataset_option)
@@ -304,13 +304,9 @@ class Cell:
         self.runner.ran.append(f"{self.directory.name}/{step}")
         return self._finish(step, scores)
 
-    def deeplab(self) -> dict:
-        """DeepLab-v2 trained on this cell's CRF pseudo-labels of the training split, scored on the eval split."""
-        from .deeplab.run import parse_arguments, run_deeplab
-
+    def deeplab_argv(self) -> list[str]:
+        """The `cpfcte-hf train-deeplab` arguments of this cell's stage 2 (on its pseudo-labels of the train split)."""
         recipe = self.runner.recipe
-        pseudo = self.directory / f"pseudo-{recipe.deeplab_split}"
-        out = self.directory / "deeplab"
         dataset, data_root, options = self._data_options()
         argv = ["--config", str(preset_path(self.runner.deeplab_preset or recipe.deeplab_preset))]
         argv += ["--dataset", dataset, "--train_split", recipe.deeplab_split, "--eval_split", recipe.eval_split]
@@ -323,7 +319,15 @@ class Cell:
             argv += ["--cache_dir", str(options["cache_dir"])]
         for key, value in {**self.runner.deeplab_overrides, "seed": self.seed}.items():
             argv += _flag(key, value)
-        argv += ["--pseudo_labels", str(pseudo), "--output_dir", str(out)]
+        pseudo = self.directory / f"pseudo-{recipe.deeplab_split}"
+        return [*argv, "--pseudo_labels", str(pseudo), "--output_dir", str(self.directory / "deeplab")]
+
+    def deeplab(self) -> dict:
+        """DeepLab-v2 trained on this cell's CRF pseudo-labels of the training split, scored on the eval split."""
+        from .deeplab.run import parse_arguments, run_deeplab
+
+        argv = self.deeplab_argv()
+        out = self.directory / "deeplab"
         command = _command("train-deeplab", argv)
         if command not in self.commands:
             self.commands.append(command)
@@ -390,7 +394,7 @@ class Reproduction:
 
     def base_seed(self) -> int:
         _, _, training_args = parse_args_with_presets(
-            (ModelArguments, DataArguments, CPFCTETrainingArguments),
+            TRAIN_ARGUMENTS,
             ["--config", str(preset_path(self.preset)), "--output_dir", "unused", "--bf16", "false"],
         )
         return int(self.overrides.get("seed", training_args.seed))
@@ -404,7 +408,36 @@ class Reproduction:
                     needed.append(variant)
         return needed
 
+    def check(self, variants=None) -> None:
+        """
+        Refuses, before anything is written, a reproduction that cannot start, reporting the first problem in one
+        line: the stage-1 settings and data of each variant (default: those the tables need; `check_training_inputs`),
+        the split the tables score, and the stage-2 settings (`check_deeplab_inputs`) where a table needs stage 2.
+        """
+        from .deeplab.run import check_deeplab_inputs
+        from .deeplab.run import parse_arguments as deeplab_arguments
+
+        seed = self.base_seed()
+        cells = [Cell(self, variant, seed) for variant in (variants or self.variants())]
+        for cell in cells:
+            model_args, data_args, training_args = parse_args_with_presets(TRAIN_ARGUMENTS, cell.train_argv)
+            check_training_inputs(model_args, data_args, training_args, turn_off_bf16="--override bf16=false")
+            dataset, data_root, options = cell._data_options()
+            check_dataset(dataset, data_root, self.recipe.score_split, **options)
+        if variants is None and {"2", "3"} & set(self.tables):
+            argv = Cell(self, "cpf-cte", seed).deeplab_argv()
+            data_args, model_args, _, _, training_args = deeplab_arguments(argv)
+            pseudo = str(data_args.pseudo_labels)  # made by the cell's pseudo-labelling
+            check_deeplab_inputs(
+                data_args,
+                model_args,
+                training_args,
+                turn_off_bf16="--deeplab_override bf16=false",
+                made_earlier={pseudo},
+            )
+
     def run(self) -> dict:
+        self.check()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         base = self.base_seed()
         seeds = [base + i for i in range(self.seeds)]
@@ -517,6 +550,7 @@ def time_cells(reproduction: Reproduction, variants, epochs: int = 1) -> dict:
     of its settings) and pseudo-labelled on the score split; for projecting a whole table before running it.
     """
     reproduction.overrides = {**reproduction.overrides, "num_train_epochs": epochs}
+    reproduction.check(variants)
     seed = reproduction.base_seed()
     timings = {}
     for variant in variants:
@@ -575,7 +609,6 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-    import sys
 
     args = build_parser().parse_args(argv)
     try:
@@ -599,7 +632,7 @@ def main(argv=None) -> int:
             return 0
         report = reproduction.run()
     except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print_error(error)
         return 2
     print(format_tables(report))
     print(

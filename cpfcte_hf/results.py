@@ -12,6 +12,7 @@ The trainer's final evaluation (`<output_dir>/metrics.json`), pseudo-labelling's
   "dataset": "voc", "data_root": "data/VOCdevkit/VOC2012", "split": "val",   what it was measured on
   "num_images": 1449, "num_labels": 21, "class_names": ["background", ...], "ignore_index": 255,
   "model": "runs/cpf-cte-voc",                                              the model that made the predictions
+  "model_info": {...},                        stage 2: that model's architecture and the training it had
   "command": "scripts/pseudo_label.py --model ...", "settings": {...},        how
   "predictions": {                                                          one entry per prediction set
     "CRF": {"mean_iou": 0.708, "pixel_accuracy": ..., "mean_accuracy": ..., "num_scored": 1449,
@@ -146,6 +147,7 @@ class Results:
     model: str | None = None
     settings: dict = field(default_factory=dict)
     companions: list[Path] = field(default_factory=list)
+    model_info: dict = field(default_factory=dict)
 
     def mean_iou(self, name: str) -> float | None:
         return _fraction((self.predictions.get(name) or {}).get("mean_iou"))
@@ -248,6 +250,7 @@ def read_results(path: str | os.PathLike, class_names: Sequence[str] | None = No
         model=model,
         settings=data.get("settings") or {},
         companions=companions,
+        model_info=data.get("model_info") or {},
     )
 
 

@@ -24,6 +24,7 @@ registers them; the stage-2 encoder blocks are registered and only switched off 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -52,10 +53,48 @@ from .metrics import SegmentationMetric
 logger = logging.get_logger(__name__)
 
 MODEL_INPUT_NAMES = ("pixel_values", "labels")
+BF16_OPTIONS = ("bf16", "bf16_full_eval")
+
+
+def bf16_available(use_cpu: bool = False) -> bool:
+    """Whether `TrainingArguments` accepts bf16 here: on the CPU (`use_cpu`), a GPU with bf16, or an XLA device."""
+    from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+    return use_cpu or is_torch_bf16_gpu_available() or is_torch_xla_available()
+
+
+class DeferredPrecisionCheckMixin:
+    """
+    `TrainingArguments` whose bf16 (`bf16`, `bf16_full_eval`) is not refused while the arguments are built, on a
+    machine without bf16, but by `check_precision()`: a GPU recipe's settings can then be printed anywhere
+    (`--print_config`), and a command refuses bf16 only after its inputs were checked, in one line that says what
+    to pass. The trainers call `check_precision()` before they train, so such arguments never train in float32
+    silently. Mixed in before `TrainingArguments`.
+    """
+
+    def __post_init__(self):
+        deferred = [name for name in BF16_OPTIONS if getattr(self, name)] if not bf16_available(self.use_cpu) else []
+        for name in deferred:
+            setattr(self, name, False)
+        try:
+            super().__post_init__()
+        finally:
+            for name in deferred:
+                setattr(self, name, True)  # as asked: printed so, and refused by check_precision()
+
+    def check_precision(self, turn_off: str = "--bf16 false") -> None:
+        """Raises `ValueError` (one line, naming `turn_off`, the way to train in float32) where bf16 is asked for and
+        this machine has no bf16."""
+        asked = [name for name in BF16_OPTIONS if getattr(self, name)]
+        if asked and not bf16_available(self.use_cpu):
+            raise ValueError(
+                f"{' and '.join(asked)} is on (the GPU presets turn it on), but this machine has no GPU with "
+                f"bfloat16: pass {turn_off} to train in float32 here."
+            )
 
 
 @dataclass
-class CPFCTETrainingArguments(TrainingArguments):
+class CPFCTETrainingArguments(DeferredPrecisionCheckMixin, TrainingArguments):
     """
     `TrainingArguments` with the paper's defaults and the two-stage schedule.
 
@@ -150,6 +189,36 @@ AUGMENTATION_DEVICES = ("auto", "loader", "device")
 
 
 _CHECKPOINT_PATTERN = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+
+
+@contextlib.contextmanager
+def closing_progress_bars(trainer: Trainer):
+    """
+    Closes `trainer`'s progress bars when the block raises: `Trainer` leaves them open then, and a bar closed by the
+    interpreter at exit redraws itself after the command's error line.
+    """
+    try:
+        yield
+    except BaseException:
+        for callback in trainer.callback_handler.callbacks:
+            for name in ("training_bar", "prediction_bar"):
+                if getattr(callback, name, None) is not None:
+                    getattr(callback, name).close()
+                    setattr(callback, name, None)
+        raise
+
+
+class ClosingProgressBarsMixin:
+    """`train` and `evaluate` that close the trainer's progress bars when they raise (`closing_progress_bars`), so
+    that an error (e.g. `FiniteLossMixin`'s) is the last thing printed."""
+
+    def train(self, *args, **kwargs):
+        with closing_progress_bars(self):
+            return super().train(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        with closing_progress_bars(self):
+            return super().evaluate(*args, **kwargs)
 
 
 def is_complete_checkpoint(path: str) -> bool:
@@ -553,7 +622,9 @@ class EquivarianceLossMixin:
         return loss + weight * equivariance_loss(target, predicted), outputs
 
 
-class CPFCTETrainer(EquivarianceLossMixin, FiniteLossMixin, ConvertedCheckpointMixin, Trainer):
+class CPFCTETrainer(
+    ClosingProgressBarsMixin, EquivarianceLossMixin, FiniteLossMixin, ConvertedCheckpointMixin, Trainer
+):
     """
     `transformers.Trainer` for CPF-CTE: Top-K BCE loss (the model's own), the two-stage schedule of
     `CPFCTETrainingArguments`, pseudo-label mIoU evaluation, and a stop with a clear message when the loss stops
@@ -577,6 +648,7 @@ class CPFCTETrainer(EquivarianceLossMixin, FiniteLossMixin, ConvertedCheckpointM
             raise ValueError("CPFCTETrainer needs `args` (a CPFCTETrainingArguments).")
         if not isinstance(args, CPFCTETrainingArguments):
             raise TypeError(f"`args` must be a CPFCTETrainingArguments, got {type(args).__name__}.")
+        args.check_precision()
         config = model.config
         if kwargs.get("compute_metrics") is None and "masks" in (args.label_names or []):
             kwargs["compute_metrics"] = SegmentationEvalMetrics(

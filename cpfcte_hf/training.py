@@ -20,9 +20,16 @@ import torch
 from transformers import AutoConfig, ViTConfig, set_seed
 from transformers.utils import logging
 
-from .cli import describe, parse_key_values
+from .cli import check_model_option, describe, loader_options
 from .configuration_cpfcte import CPFCTEConfig, backbone_config_from
-from .data import EvalTransform, TrainTransform, WeakSegmentationCollator, build_dataset, class_names_of
+from .data import (
+    EvalTransform,
+    TrainTransform,
+    WeakSegmentationCollator,
+    build_dataset,
+    check_dataset,
+    class_names_of,
+)
 from .data.transforms import (
     AugmentationConfig,
     EquivarianceCollator,
@@ -156,9 +163,7 @@ class DataArguments:
 
 def build_datasets(data_args: DataArguments):
     """(train, eval or None) `datasets.Dataset`s for `data_args`."""
-    options = parse_key_values(data_args.dataset_option)
-    if data_args.cache_dir:
-        options.setdefault("cache_dir", data_args.cache_dir)
+    options = loader_options(data_args)
 
     def load(split):
         try:
@@ -204,6 +209,67 @@ def with_masks_only(dataset, name: str):
     return dataset
 
 
+def _check_one_model_source(model_args: ModelArguments) -> None:
+    if model_args.model_name_or_path and model_args.backbone:
+        raise ValueError("Pass either --model_name_or_path (a CPF-CTE checkpoint) or --backbone, not both.")
+
+
+def _encoder_patch_size(model_args: ModelArguments) -> int:
+    """The patch size of the encoder `build_model` will make, read from a config (no weights are loaded)."""
+    if model_args.model_name_or_path:
+        return CPFCTEConfig.from_pretrained(model_args.model_name_or_path).patch_size
+    if model_args.backbone:
+        patch = backbone_config_from(AutoConfig.from_pretrained(model_args.backbone)).patch_size
+        return patch if isinstance(patch, int) else patch[0]
+    return model_args.patch_size
+
+
+def equivariance_views(model_args: ModelArguments, data_args: DataArguments, patch: int) -> EquivarianceViewConfig:
+    """The second views of L_ET for this training size and patch (unset sizes: ViT-PCM's proportions), checked
+    against the training size."""
+    views = EquivarianceViewConfig(
+        crop_p=data_args.et_crop_p,
+        crop_size=data_args.et_crop_size or max(patch, round(model_args.image_size / 3 / patch) * patch),
+        scale_size=data_args.et_scale_size or model_args.image_size // 2,
+        patch_size=patch,
+    )
+    views.check_training_size(model_args.image_size)
+    return views
+
+
+def check_training_inputs(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: CPFCTETrainingArguments,
+    turn_off_bf16: str = "--bf16 false",
+) -> None:
+    """
+    What a training start can get wrong, checked before anything is loaded, built or written, in this order (the
+    first problem is the one reported, in one line naming the option or path): the data (loader options, root,
+    split files: `check_dataset`), the model (`--model_name_or_path` / `--backbone`), options that contradict each
+    other, and bf16 on a machine without it (`turn_off_bf16`: how to turn it off, in the caller's words).
+    """
+    options = loader_options(data_args)
+    for split in (data_args.train_split, data_args.eval_split):
+        if split:
+            check_dataset(data_args.dataset, data_args.data_root, split, **options)
+    _check_one_model_source(model_args)
+    check_model_option("model_name_or_path", model_args.model_name_or_path)
+    check_model_option("backbone", model_args.backbone)
+    patch = _encoder_patch_size(model_args)
+    if model_args.image_size % patch:
+        nearest = max(1, round(model_args.image_size / patch)) * patch
+        raise ValueError(
+            f"--image_size {model_args.image_size} is not a multiple of the encoder's patch size {patch} "
+            f"(e.g. {nearest})."
+        )
+    if training_args.equivariance_loss_weight > 0:
+        if not data_args.augment:
+            raise ValueError("--equivariance_loss_weight > 0 needs the training augmentation (--augment true).")
+        equivariance_views(model_args, data_args, patch)
+    training_args.check_precision(turn_off_bf16)
+
+
 def build_model(model_args: ModelArguments, class_names: list[str]) -> CPFCTEForWeaklySupervisedSegmentation:
     """The model of `model_args` for these classes (background first)."""
     id2label = dict(enumerate(class_names))
@@ -222,9 +288,8 @@ def build_model(model_args: ModelArguments, class_names: list[str]) -> CPFCTEFor
         classifier_l2_weight=model_args.classifier_l2_weight,
     )
     attn = {"attn_implementation": model_args.attn_implementation}
+    _check_one_model_source(model_args)
     if model_args.model_name_or_path:
-        if model_args.backbone:
-            raise ValueError("Pass either --model_name_or_path (a CPF-CTE checkpoint) or --backbone, not both.")
         model = CPFCTEForWeaklySupervisedSegmentation.from_pretrained(model_args.model_name_or_path, **attn)
         if model.config.id2label != id2label:
             raise ValueError(
@@ -288,15 +353,46 @@ def set_encoder_dropout(
                 module.attention_dropout = attention
 
 
+def _train_save_evaluate(trainer, resume, evaluate: bool, class_names, model_args, data_args) -> None:
+    """Trains (from `resume`, if any), saves the model, state and metrics, then evaluates (`evaluate`)."""
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+    if evaluate:
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+        if trainer.is_world_process_zero() and "eval_mean_iou" in metrics:  # the card's "trainer validation" row
+            record = training_results_record(
+                metrics,
+                class_names,
+                dataset=data_args.dataset,
+                split=data_args.eval_split,
+                data_root=data_args.data_root,
+                model=os.path.abspath(trainer.args.output_dir),
+                settings=json.loads(describe(model_args, data_args, trainer.args)),
+            )
+            write_results(record, trainer.args.output_dir)
+    if trainer.is_world_process_zero():
+        print(f"Saved the model to {os.path.abspath(trainer.args.output_dir)}", flush=True)
+        print(json.dumps({"best_checkpoint": trainer.state.best_model_checkpoint}), flush=True)
+
+
 def run_training(
     model_args: ModelArguments, data_args: DataArguments, training_args: CPFCTETrainingArguments
 ) -> CPFCTETrainer:
-    """Builds everything, trains (resuming if asked), saves the final model and its processor; returns the trainer."""
+    """
+    Checks the inputs (`check_training_inputs`), builds everything, trains (resuming if asked), saves the final
+    model and its processor; returns the trainer. The resolved settings go to OUTPUT_DIR/run_config.json, not to
+    the console (`--print_config` prints them).
+    """
     set_seed(training_args.seed)
     resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    check_training_inputs(model_args, data_args, training_args)
     if training_args.should_log:
-        print(describe(model_args, data_args, training_args), flush=True)
-        print(f"Outputs: {os.path.abspath(training_args.output_dir)}", flush=True)
+        print(f"Outputs: {os.path.abspath(training_args.output_dir)} (resolved settings: run_config.json)", flush=True)
 
     # Every process says where it runs, so a multi-process launch shows all its ranks.
     print(
@@ -317,15 +413,7 @@ def run_training(
     collator = WeakSegmentationCollator(num_labels)
     batch_augmentation = None  # set when the augmentation runs on the training device after the transfer
     if training_args.equivariance_loss_weight > 0:
-        if not data_args.augment:
-            raise ValueError("--equivariance_loss_weight > 0 needs the training augmentation (--augment true).")
-        patch = model.config.patch_size
-        views = EquivarianceViewConfig(
-            crop_p=data_args.et_crop_p,
-            crop_size=data_args.et_crop_size or max(patch, round(model_args.image_size / 3 / patch) * patch),
-            scale_size=data_args.et_scale_size or model_args.image_size // 2,
-            patch_size=patch,
-        )
+        views = equivariance_views(model_args, data_args, model.config.patch_size)
         train_transform = EquivarianceTrainTransform(
             num_labels, processor, augmentation=data_args.augmentation_config(), views=views
         )
@@ -370,29 +458,7 @@ def run_training(
         with open(os.path.join(training_args.output_dir, "run_config.json"), "w") as handle:
             handle.write(describe(model_args, data_args, training_args) + "\n")
 
-    result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model()
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
-    trainer.save_state()
-    if eval_dataset is not None:
-        metrics = trainer.evaluate()
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-        if trainer.is_world_process_zero() and "eval_mean_iou" in metrics:  # the card's "trainer validation" row
-            record = training_results_record(
-                metrics,
-                class_names,
-                dataset=data_args.dataset,
-                split=data_args.eval_split,
-                data_root=data_args.data_root,
-                model=os.path.abspath(training_args.output_dir),
-                settings=json.loads(describe(model_args, data_args, training_args)),
-            )
-            write_results(record, training_args.output_dir)
-    if trainer.is_world_process_zero():
-        print(f"Saved the model to {os.path.abspath(training_args.output_dir)}", flush=True)
-        print(json.dumps({"best_checkpoint": trainer.state.best_model_checkpoint}), flush=True)
+    _train_save_evaluate(trainer, resume, eval_dataset is not None, class_names, model_args, data_args)
     return trainer
 
 
@@ -401,6 +467,7 @@ __all__ = [
     "ModelArguments",
     "build_datasets",
     "build_model",
+    "check_training_inputs",
     "run_training",
     "set_encoder_dropout",
     "with_masks_only",

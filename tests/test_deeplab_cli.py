@@ -141,7 +141,7 @@ def test_bad_pseudo_label_directory_is_a_clear_error(stage1_output, tmp_path, ca
     argv = _argv(stage1_output, tmp_path / "out")
     argv[argv.index("--pseudo_labels") + 1] = str(missing)
     assert script_main("train_deeplab.py")(argv) == 2
-    assert f"Pseudo-label directory {str(missing)!r} does not exist" in capsys.readouterr().out
+    assert f"Pseudo-label directory {str(missing)!r} does not exist" in capsys.readouterr().err
 
 
 def test_shapes_generated_with_dataset_options_and_a_sample_limit(tmp_path):

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import ResNetForImageClassification, ResNetModel
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 import cpfcte_hf
 from cpfcte_hf.deeplab import (
@@ -12,8 +13,10 @@ from cpfcte_hf.deeplab import (
     DeepLabV2Config,
     DeepLabV2ForSemanticSegmentation,
     configuration_deeplab,
+    dilate_resnet,
     resnet101_config,
 )
+from cpfcte_hf.deeplab.modeling_deeplab import DeepLabV2ResNetLayer
 from tests.deeplab_helpers import tiny_deeplab_config, tiny_resnet_config
 
 
@@ -224,10 +227,13 @@ def test_benchmark_helpers_count_and_time_a_training_step():
     assert training_step_flops(model, batch_size=1, size=33) > 3 * 4 * 2 * 32 * 9 * 3 * 25
 
 
-def test_activation_checkpointing_recomputes_each_resnet_stage_and_gives_the_same_gradients():
+def test_activation_checkpointing_recomputes_each_residual_block_and_gives_the_same_outputs_and_gradients():
+    """transformers' checkpointing on DeepLab-v2: every residual block is a `GradientCheckpointingLayer` (checked for
+    every model of transformers' contract in test_modeling_common.py); here the hidden states and the gradients of
+    every parameter, checkpointed or not, and a block's convolution running again in the backward."""
     pixel_values = torch.randn(2, 3, 33, 33)
     labels = torch.randint(0, 3, (2, 33, 33))
-    grads, stage_calls, hidden = [], [], []
+    grads, conv_calls, hidden = [], [], []
     for checkpointing in (False, True):
         torch.manual_seed(0)
         model = DeepLabV2ForSemanticSegmentation(tiny_deeplab_config()).train()
@@ -235,20 +241,51 @@ def test_activation_checkpointing_recomputes_each_resnet_stage_and_gives_the_sam
             model.activation_checkpointing_enable()
             assert model.is_activation_checkpointing
         calls = []
-        model.resnet.encoder.stages[2].register_forward_pre_hook(lambda *a, calls=calls: calls.append(1))
+        block = model.resnet.encoder.stages[2].layers[0]
+        assert isinstance(block, DeepLabV2ResNetLayer) and isinstance(block, GradientCheckpointingLayer)
+        block.layer[1].convolution.register_forward_pre_hook(lambda *a, calls=calls: calls.append(1))
         outputs = model(pixel_values, labels=labels, output_hidden_states=True)
         outputs.loss.backward()
-        grads.append(model.resnet.encoder.stages[2].layers[0].layer[1].convolution.weight.grad.clone())
-        stage_calls.append(len(calls))
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        conv_calls.append(len(calls))
         hidden.append([h.detach() for h in outputs.hidden_states])
-    assert stage_calls == [1, 2]  # the checkpointed stage ran again during backward
-    torch.testing.assert_close(grads[0], grads[1])
+    assert conv_calls == [1, 2]  # the checkpointed block ran again during backward
+    assert grads[0].keys() == grads[1].keys() and "aspp.branches.0.weight" in grads[0]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)
     assert len(hidden[0]) == len(hidden[1]) == 5
     for a, b in zip(*hidden):
         torch.testing.assert_close(a, b)
-    # In eval mode (no backward to replay) the stages run once, as without checkpointing.
+    # In eval mode (no backward to replay) the blocks run once, as without checkpointing.
     model.eval()
     calls.clear()
     with torch.no_grad():
         model(pixel_values)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("layer_type", ["bottleneck", "basic"])
+def test_checkpointable_blocks_keep_the_resnet_state_dict_keys(tmp_path, layer_type):
+    """The weights of transformers' own `ResNetModel` plus the ASPP, saved under the keys DeepLab-v2 checkpoints have
+    always had, load key for key and give the outputs of that ResNet, dilated, followed by the ASPP."""
+    from safetensors.torch import save_file
+
+    config = tiny_deeplab_config(backbone_config=tiny_resnet_config(layer_type))
+    torch.manual_seed(1)
+    resnet = ResNetModel(config.backbone_config).eval()
+    model = DeepLabV2ForSemanticSegmentation(config)
+    expected_keys = {f"resnet.{key}" for key in resnet.state_dict()} | {
+        f"aspp.branches.{i}.{name}" for i in range(4) for name in ("weight", "bias")
+    }
+    assert set(model.state_dict()) == expected_keys
+    aspp = AtrousSpatialPyramidClassifier(32, 3, [1, 2, 3, 4])
+    state = {f"resnet.{k}": v for k, v in resnet.state_dict().items()}
+    state.update({f"aspp.{k}": v for k, v in aspp.state_dict().items()})
+    config.save_pretrained(tmp_path)
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    loaded, info = DeepLabV2ForSemanticSegmentation.from_pretrained(tmp_path, output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    dilate_resnet(resnet, 8)
+    pixel_values = torch.randn(1, 3, 33, 33)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(pixel_values).logits, aspp(resnet(pixel_values).last_hidden_state))

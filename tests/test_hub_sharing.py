@@ -27,7 +27,10 @@ from cpfcte_hf.hub import (
     available_cards,
     build_hub_folder,
     describe_dataset,
+    public_text,
+    public_value,
     push_to_hub,
+    run_length,
 )
 from cpfcte_hf.pseudo_labeling import PseudoLabelConfig, run_evaluation, run_pseudo_labeling
 from cpfcte_hf.results import read_results
@@ -139,10 +142,13 @@ def test_dry_run_folder_holds_the_model_its_code_and_the_results(dry_run, traine
     assert auto_map["AutoImageProcessor"] == "image_processing_cpfcte.CPFCTEImageProcessor"
     for name in SOURCE_FILES:
         assert (dry_run / name).read_text() == (REPO / "cpfcte_hf" / name).read_text()
-    # The copied results files are the ones the scripts wrote, byte for byte, and results.json says so.
-    assert (dry_run / "results/pseudo_labels/metrics.json").read_bytes() == (
-        trained.pseudo / "report" / "metrics.json"
-    ).read_bytes()
+    # The copied results files are the ones the scripts wrote, local paths shortened, and results.json says so.
+    copied = json.loads((dry_run / "results/pseudo_labels/metrics.json").read_text())
+    original = json.loads((trained.pseudo / "report" / "metrics.json").read_text())
+    assert copied == public_value(original) and copied["predictions"] == original["predictions"] | {
+        name: {**entry, "directory": f"…/{name.lower()}"} for name, entry in original["predictions"].items()
+    }
+    assert original["data_root"].startswith("/") and copied["data_root"] == "…/data"
     record = json.loads((dry_run / "results.json").read_text())
     assert set(record["measurements"]) == {"training_eval_miou", "pseudo_label_bpm_miou", "pseudo_label_crf_miou"}
     assert set(record["not_measured"]) == {"deeplab_ms_miou", "deeplab_ms_crf_miou"}
@@ -496,6 +502,7 @@ def test_a_checkpoint_from_before_the_results_schema_still_gets_its_numbers(shap
     [
         ([("tagged", "/photos/garden")], "tagged", "tagged images (`garden`)"),
         ([("hub", "someone/tagged-birds")], "hub", "the Hub dataset `someone/tagged-birds`"),
+        ([("hub", "/data/birds.parquet")], "hub", "`hub` (`birds.parquet`)"),  # a local file: no Hub id
         ([("voc", "/data/my_voc_layout")], "voc", "a folder in the PASCAL VOC 2012 layout (`my_voc_layout`)"),
         ([(None, None)], "custom", "a dataset not recorded with this checkpoint"),
     ],
@@ -546,6 +553,20 @@ def test_stage_two_writes_the_results_schema_and_its_values_reach_the_card(shape
     folder = build_hub_folder(shapes_run.model, tmp_path / "hub", "someone/two", results=[tmp_path / "deeplab"])
     assert folder.measurements["deeplab_ms_crf_miou"].mean_iou == stage2.mean_iou("MS+CRF")
     assert folder.measurements["deeplab_ms_miou"].split == "val" and folder.not_measured[0] == "pseudo_label_crf_miou"
+    # The report records the model it scored; this one was not trained by `train-deeplab`, and the card says so.
+    assert stage2.model_info["architecture"]["hidden_sizes"] == [8, 16, 16, 32]
+    assert stage2.model_info["num_parameters"] == deeplab.num_parameters() and stage2.model_info["run_args"] is None
+    card = (tmp_path / "hub" / "README.md").read_text()
+    assert "| Architecture | ResNet with bottleneck blocks (1/1/1/1 per stage, widths 8/16/16/32" in card
+    assert "| Training | not recorded with the evaluated weights" in card
+    assert "| results/deeplab/metrics.json | val | scales 1.0, 0.5 fused by max, then the dense CRF |" in card
+    # A report written before `model_info` was recorded: the card says the model is unknown, and describes nothing.
+    report = json.loads((out / "report" / "metrics.json").read_text())
+    del report["model_info"]
+    (out / "report" / "metrics.json").write_text(json.dumps(report))
+    build_hub_folder(shapes_run.model, tmp_path / "old", "someone/old", results=[tmp_path / "deeplab"])
+    card = (tmp_path / "old" / "README.md").read_text()
+    assert "do not record their model" in card and "| Architecture |" not in card
 
 
 @pytest.mark.slow
@@ -598,3 +619,32 @@ def test_untagged_stage_one_and_single_scale_stage_two_reach_the_card(shapes_run
         assert f"| {100 * expected[key]:.2f} |" in row
     record = json.loads((tmp_path / "hub" / "results.json").read_text())
     assert {"stage1_untagged_miou", "deeplab_miou"} <= set(record["measurements"])
+
+
+def test_local_paths_are_shortened_to_their_last_component_and_nothing_else_changes():
+    assert public_text("/home/alice/data/VOCdevkit/VOC2012") == "…/VOC2012"
+    command = "cpfcte-hf label --model /tmp/run/stage1 --output_dir=/tmp/run/pseudo_labels --size 64"
+    assert public_text(command) == "cpfcte-hf label --model …/stage1 --output_dir=…/pseudo_labels --size 64"
+    assert (
+        public_text("/tmp/run/crf/2007_000032.png: cannot identify image")
+        == "…/2007_000032.png: cannot identify image"
+    )
+    assert public_text("C:\\Users\\alice\\photos") == "…/photos"
+    for kept in ("data/VOCdevkit/VOC2012", "https://huggingface.co/a/b", "bpm/<id>.png", "1/2", "H/patch", "…/data"):
+        assert public_text(kept) == kept
+    assert public_text(public_text("/a/b/c")) == "…/c"
+    assert public_value({"/abs/key": ["/a/b", 3, None, {"x": "/c/d"}]}) == {"…/key": ["…/b", 3, None, {"x": "…/d"}]}
+
+
+def test_the_length_of_a_training_says_what_stopped_it():
+    stopped = {"max_steps": 4, "num_train_epochs": 12}
+    assert run_length(stopped, {"global_step": 4, "epoch": 4 / 3}) == (
+        "4 optimizer steps = 1.33 epochs; limit: max_steps 4, which overrides num_train_epochs 12"
+    )
+    epochs = {"max_steps": -1, "num_train_epochs": 3.0}
+    assert (
+        run_length(epochs, {"global_step": 30, "epoch": 3.0})
+        == "30 optimizer steps = 3.00 epochs; limit: num_train_epochs 3"
+    )
+    assert "(stopped before its limit)" in run_length(epochs, {"global_step": 20, "epoch": 2.0})
+    assert run_length(epochs, None) == "not recorded (no trainer_state.json); limit: num_train_epochs 3"

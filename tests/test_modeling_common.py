@@ -239,31 +239,6 @@ def test_sdpa_and_eager_attention_agree(tester, tmp_path):
     assert loaded.vit.config._attn_implementation == "eager"
 
 
-def test_gradient_checkpointing_recomputes_the_encoder_with_the_same_gradients(tester):
-    config, inputs = tester.prepare_config_and_inputs()
-    grads, calls_per_run = [], []
-    for checkpointing in (False, True):
-        model = tester.create_model(config).train()
-        if checkpointing:
-            model.activation_checkpointing_enable()
-            assert model.is_activation_checkpointing
-        calls = []
-        # A Linear inside the first encoder layer: the layer's own hooks stay outside the checkpoint.
-        linear = next(m for m in _first_layer(model).modules() if isinstance(m, torch.nn.Linear))
-        linear.register_forward_pre_hook(lambda *a, calls=calls: calls.append(1))
-        model(**inputs).loss.backward()
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
-        calls_per_run.append(len(calls))
-    assert calls_per_run == [1, 2]
-    assert grads[0].keys() == grads[1].keys()
-    for name in grads[0]:
-        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-5, msg=name)
-
-
-def _first_layer(model) -> torch.nn.Module:
-    return next(m for m in model.vit.modules() if isinstance(m, GradientCheckpointingLayer))
-
-
 def test_training_reaches_every_head_and_the_encoder(tester):
     config, inputs = tester.prepare_config_and_inputs()
     model = tester.create_model(config).train()
@@ -322,3 +297,85 @@ def test_config_round_trip_keeps_the_backbone_family(tester, tmp_path):
     assert reloaded.backbone_config.model_type == tester.model_type
     assert reloaded.to_dict() == config.to_dict()
     assert CPFCTEConfig.from_dict(copy.deepcopy(config.to_dict())).to_dict() == config.to_dict()
+
+
+# --- transformers' gradient-checkpointing tests, for CPF-CTE (every family) and DeepLab-v2 -----------------------
+# transformers runs `test_gradient_checkpointing_enable_disable` and `test_training_gradient_checkpointing` (default,
+# use_reentrant=False, use_reentrant=True) on each of its models; the same contracts, for this package's two models.
+
+
+class DeepLabV2ModelTester:
+    """A tiny DeepLab-v2 (4 one-block ResNet stages, 8 to 32 channels) and a batch of pixel labels."""
+
+    def __init__(self, batch_size: int = 2, num_labels: int = 3, image_size: int = 33):
+        self.batch_size, self.num_labels, self.image_size = batch_size, num_labels, image_size
+
+    def prepare_config_and_inputs(self):
+        from tests.deeplab_helpers import tiny_deeplab_config
+
+        pixel_values = torch.randn(self.batch_size, 3, self.image_size, self.image_size)
+        labels = torch.randint(0, self.num_labels, (self.batch_size, self.image_size, self.image_size))
+        return tiny_deeplab_config(self.num_labels), {"pixel_values": pixel_values, "labels": labels}
+
+    def create_model(self, config, seed: int = 0):
+        from cpfcte_hf.deeplab import DeepLabV2ForSemanticSegmentation
+
+        torch.manual_seed(seed)
+        return DeepLabV2ForSemanticSegmentation(config)
+
+
+@pytest.fixture(params=[*FAMILIES, "deeplab_v2"])
+def any_tester(request):
+    return DeepLabV2ModelTester() if request.param == "deeplab_v2" else CPFCTEModelTester(request.param)
+
+
+def _checkpointing_flags(model) -> set[bool]:
+    return {m.gradient_checkpointing for m in model.modules() if hasattr(m, "gradient_checkpointing")}
+
+
+def test_gradient_checkpointing_enable_disable(any_tester):
+    config, _ = any_tester.prepare_config_and_inputs()
+    model = any_tester.create_model(copy.deepcopy(config))
+    assert model.supports_gradient_checkpointing and not model.is_activation_checkpointing
+    assert any(isinstance(m, GradientCheckpointingLayer) for m in model.modules())
+    model.activation_checkpointing_enable()
+    assert model.is_activation_checkpointing and _checkpointing_flags(model) == {True}
+    model.activation_checkpointing_disable()
+    assert not model.is_activation_checkpointing and _checkpointing_flags(model) == {False}
+    with pytest.warns(FutureWarning):  # the names transformers' own test calls (deprecated aliases in v5)
+        model.gradient_checkpointing_enable()
+        assert model.is_gradient_checkpointing and _checkpointing_flags(model) == {True}
+        model.gradient_checkpointing_disable()
+        assert not model.is_gradient_checkpointing
+
+
+def _backward(model, inputs) -> dict[str, torch.Tensor]:
+    torch.manual_seed(42)
+    model(**inputs).loss.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("kwargs", [None, {"use_reentrant": False}, {"use_reentrant": True}])
+def test_training_gradient_checkpointing(any_tester, kwargs):
+    """One plain backward, then one with checkpointing: the first checkpointed layer's forward runs again in the
+    backward, every parameter gets a gradient, and the gradients are the plain ones."""
+    config, inputs = any_tester.prepare_config_and_inputs()
+    model = any_tester.create_model(config).train()
+    for parameter in model.parameters():  # frozen parts too (DeepLab's BatchNorm), as transformers' test does
+        parameter.requires_grad_(True)
+    plain = _backward(model, inputs)
+    model.zero_grad(set_to_none=True)
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    layer = next(m for m in model.modules() if isinstance(m, GradientCheckpointingLayer))
+    calls = []
+    layer.register_forward_pre_hook(lambda *args: calls.append(1))  # outside the checkpoint: once per forward
+    inner = next(m for m in layer.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)))
+    inner.register_forward_pre_hook(lambda *args: calls.append(2))  # inside: again when the backward recomputes
+    checkpointed = _backward(model, inputs)
+    assert calls == [1, 2, 2]
+    # DINOv2's mask token only replaces patches in masked-image pre-training: no gradient, with or without.
+    assert set(plain) == set(checkpointed) and {n for n, _ in model.named_parameters()} - set(plain) <= {
+        "vit.embeddings.mask_token"
+    }
+    for name, grad in plain.items():
+        torch.testing.assert_close(checkpointed[name], grad, atol=1e-6, rtol=1e-5, msg=name)

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from transformers import pipeline
 
+from cpfcte_hf import CPFCTEImageProcessor
 from cpfcte_hf.crf import DenseCRFConfig, crf_mask
 from cpfcte_hf.inference import predict_class_probabilities
 from cpfcte_hf.pipelines import (
@@ -102,6 +103,57 @@ def test_pipeline_bad_input(labeller, image, tmp_path):
     path = tmp_path / "photo.png"
     Image.fromarray(image).save(path)
     assert labeller(str(path), tags=[1], size=32, crf=False)["mask"].size == (52, 36)
+
+
+def test_an_empty_tag_list_is_refused_naming_the_untagged_way(labeller, image):
+    """tags=[] would suppress every object class (an all-background mask): a ValueError that says what to do."""
+    for empty in ([], (), iter([])):
+        with pytest.raises(ValueError, match=r"tags=\[\]: an empty tag list.*tags=None.*image-segmentation"):
+            labeller(image, tags=empty, size=32)
+    with pytest.raises(ValueError, match="empty tag list"):
+        labeller({"image": image, "tags": []}, size=32)
+    untagged = labeller(image, size=32, crf=False)  # the untagged path the message names: every class competes
+    assert untagged["tags"] is None and len(np.unique(np.asarray(untagged["mask"]))) > 1
+    assert labeller(image, tags=iter(["class_1"]), size=32, crf=False)["tags"] == ["background", "class_1"]
+
+
+@pytest.fixture
+def transformers_log():
+    """What transformers' own logger prints (it does not propagate to the root logger, so caplog misses it)."""
+    import io
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    hf_logging.add_handler(handler)
+    yield stream
+    hf_logging.remove_handler(handler)
+
+
+def test_pipelines_of_this_packages_models_log_no_unsupported_model_error(checkpoint, tmp_path, transformers_log):
+    """transformers logs "The model '...' is not supported for image-segmentation" for models outside its own
+    list; the package's registered models (CPF-CTE, DeepLab-v2) are supported, any other model is still reported."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from .deeplab_helpers import save_tiny_deeplab
+
+    save_tiny_deeplab(tmp_path / "deeplab")
+    for task, model in (
+        ("image-segmentation", checkpoint),
+        ("image-segmentation", str(tmp_path / "deeplab")),
+        (PSEUDO_LABELLING_TASK, checkpoint),
+    ):
+        pipeline(task, model=model)
+    assert "is not supported" not in transformers_log.getvalue(), transformers_log.getvalue()
+
+    other = ViTForImageClassification(ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+                                                intermediate_size=8, image_size=16, patch_size=8))  # fmt: skip
+    pipeline("image-segmentation", model=other, image_processor=CPFCTEImageProcessor())
+    assert "The model 'ViTForImageClassification' is not supported for image-segmentation" in (
+        transformers_log.getvalue()
+    )
 
 
 def test_image_segmentation_pipeline_still_works(checkpoint, image):

@@ -397,6 +397,17 @@ def test_accelerate_launch_shares_the_split_and_sums_the_metrics(tmp_path, check
             read_mask(tmp_path / "out1" / "crf" / name), read_mask(tmp_path / "out2" / "crf" / name)
         )
 
+    def report_rows(out):  # report.html's rows: each process drew its share of the thumbnails, rank 0 the page
+        html = (out / "report.html").read_text(encoding="utf-8")
+        blob = re.search(r'id="report-data">(.*?)</script>', html, re.S).group(1)
+        rows = json.loads(blob)["rows"]
+        assert all(all(row["thumbnails"]) and (out / row["thumbnails"][-1]).is_file() for row in rows)
+        return {row["id"]: (row["status"], row["miou"], row["classes"], len(row["scores"])) for row in rows}
+
+    assert (
+        report_rows(tmp_path / "out2") == report_rows(tmp_path / "out1") and len(report_rows(tmp_path / "out1")) == 5
+    )
+
 
 def test_rerun_with_other_settings_is_refused_naming_the_change_and_overwrite_recomputes(
     tmp_path, model_and_processor

@@ -55,9 +55,11 @@ def picture(seed: int, size=(28, 36)) -> Image.Image:
 
 
 def file_bytes(directory) -> dict:
+    """The masks under `directory` (`bpm/`, `crf/`): `{relative path: bytes}`."""
     return {
         os.path.relpath(os.path.join(d, n), directory): open(os.path.join(d, n), "rb").read()
-        for d, _, names in os.walk(directory)
+        for folder in ("bpm", "crf")
+        for d, _, names in os.walk(os.path.join(directory, folder))
         for n in names
         if n.endswith(".png")
     }

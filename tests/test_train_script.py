@@ -173,7 +173,11 @@ def test_resume_skips_a_checkpoint_that_was_cut_off(tmp_path):
             (),
             "/no/such/VOCdevkit",
         ),
-        (["--dataset", "voc", "--data_root", "/no/such/VOCdevkit"], SHAPES_OPTIONS, "does not fit the 'voc' loader"),
+        (
+            ["--dataset", "voc", "--data_root", "/no/such/VOCdevkit"],
+            SHAPES_OPTIONS,
+            "not an option of the 'voc' loader",
+        ),
         (["--resume_from_checkpoint", "last"], SHAPES_OPTIONS, "no complete checkpoint"),
         (["--pooling", "median"], SHAPES_OPTIONS, "pooling"),
     ],

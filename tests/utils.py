@@ -70,4 +70,14 @@ def subprocess_env() -> dict:
     return env
 
 
+def markdown_python_blocks(text: str) -> list[tuple[int, str]]:
+    """`(line of the opening fence, code)` of every ```python block of a Markdown text (README, model card)."""
+    blocks, lines = [], text.splitlines()
+    for number, line in enumerate(lines, start=1):
+        if line.strip() == "```python":
+            end = next(i for i in range(number, len(lines)) if lines[i].strip() == "```")
+            blocks.append((number, "\n".join(lines[number:end]) + "\n"))
+    return blocks
+
+
 PYTHON = sys.executable

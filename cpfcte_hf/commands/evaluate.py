@@ -5,7 +5,8 @@ r"""mIoU report for any directories of mask PNGs (`<dir>/<id>.png`, class ids) a
         --dataset voc --data_root data/VOCdevkit/VOC2012 --split train --output_dir pseudo/voc_train/report
 
 One confusion matrix per directory over the whole split (all classes including background, 255 ignored). Writes
-metrics.json, per_class_iou.csv, per_class_iou.png and overlays/ to --output_dir (alias --out; default:
+metrics.json, per_class_iou.csv, per_class_iou.png, per_image.json, overlays/ and report.html (every image with its
+masks and its own mIoU, worst first; thumbnails in report_assets/) to --output_dir (alias --out; default:
 <first --pred>/report) and prints the per-class table. Images without a prediction file are counted as missing. A
 --pred directory that does not exist or holds no mask, data that cannot be loaded, or a report directory another run
 is using is an error (exit status 2) and nothing is created.
@@ -34,6 +35,12 @@ class EvaluateArguments:
         default=None, metadata={"help": "Report directory (default: <first --pred>/report)."}
     )
     num_overlays: int = 4
+    report_html: bool = field(
+        default=True,
+        metadata={
+            "help": "Write report.html (every image, worst first) in the report directory (--no_report_html: off)."
+        },
+    )
 
 
 def parse_arguments(argv=None):
@@ -55,6 +62,7 @@ def main(argv=None) -> int:
             dataset_kwargs=options,
             report_dir=args.output_dir,
             num_overlays=args.num_overlays,
+            report_html=args.report_html,
         )
     except (OSError, ValueError) as error:  # bad arguments: a clear message, no traceback
         print(f"error: {error}", file=sys.stderr)

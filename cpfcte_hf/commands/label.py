@@ -6,8 +6,10 @@ r"""Pseudo-label masks for a dataset split with a trained CPF-CTE model (stage 1
     accelerate launch --num_processes 2 -m cpfcte_hf label ...        # each process takes every 2nd image
 
 Writes OUTPUT_DIR/bpm/<id>.png (argmax before the CRF) and OUTPUT_DIR/crf/<id>.png (CRF-refined), VOC palette PNGs
-whose values are class ids; OUTPUT_DIR/summary.json; and, when the split has ground-truth masks, OUTPUT_DIR/report/
-(metrics.json, per_class_iou.csv, per_class_iou.png, overlays/). OUTPUT_DIR/fingerprint.json records what determines
+whose values are class ids; OUTPUT_DIR/summary.json; OUTPUT_DIR/report.html (every image with its masks, tags and
+image-level scores, and the accounting, to open in a browser; thumbnails in OUTPUT_DIR/report_assets/); and, when the
+split has ground-truth masks, OUTPUT_DIR/report/ (metrics.json, per_class_iou.csv, per_class_iou.png, per_image.json,
+overlays/). OUTPUT_DIR/fingerprint.json records what determines
 the masks: a rerun with the same settings skips the images already done; with other settings it is refused, naming
 what changed (--overwrite recomputes). OUTPUT_DIR/sources.json records each image's content (file size and times, a
 digest of its bytes) and tags: an image that changed since its masks were made is recomputed and counted as changed.
@@ -79,6 +81,13 @@ class LabelArguments:
     num_overlays: int = 4
     device: str | None = field(default=None, metadata={"help": "Default: the accelerate device, else cuda if any."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar (--no_progress: off)."})
+    report_html: bool = field(
+        default=True,
+        metadata={
+            "help": "Write OUTPUT_DIR/report.html: every image with its masks, tags and scores, worst first "
+            "(--no_report_html: off, e.g. to save the thumbnails' time and space on a very large split)."
+        },
+    )
 
     def pseudo_label_config(self, crf_args) -> PseudoLabelConfig:
         return PseudoLabelConfig(
@@ -94,6 +103,7 @@ class LabelArguments:
             overwrite=self.overwrite,
             num_overlays=self.num_overlays,
             progress=self.progress,
+            report_html=self.report_html,
         )
 
 

@@ -14,10 +14,9 @@ writes the folder that would be uploaded instead of pushing.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
-from ..cli import parse_args_with_presets, require
+from ..cli import parse_args_with_presets, print_error, require
 from ..hub import HubPushError, HubSharingError, build_hub_folder, format_hub_folder, push_to_hub
 
 
@@ -59,9 +58,9 @@ def main(argv=None) -> int:
             print(format_hub_folder(folder))
             print(f"Pushed: {url}")
     except HubPushError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print_error(error)
         return 3
     except (HubSharingError, OSError, ValueError) as error:  # bad inputs: a clear message, not a traceback
-        print(f"error: {error}", file=sys.stderr)
+        print_error(error)
         return 2
     return 0

@@ -19,7 +19,9 @@ Steps, each the command a user could type (printed as it starts), each in its ow
 
 and OUTPUT_DIR/run_summary.json. The preset's flat keys are stage-1 (`train`) settings; its `label:` and
 `train_deeplab:` sections set the other steps (`train_deeplab: {base: deeplab_voc}`), and `run:` this command's
-options. The resolved preset is written to OUTPUT_DIR/run_preset.yaml and every step reads it.
+options. The resolved preset is written to OUTPUT_DIR/run_preset.yaml and every step reads it. A run that cannot
+start (missing data, an unknown key, a model that is not there, bf16 on a machine without it) is refused in one line
+before anything is written.
 
 Every step writes a record next to its folder (`stage1.step.json`, ...): its resolved settings and their fingerprint (SHA-256), which
 includes the fingerprints of the steps it reads from. A rerun skips a step whose record is complete and whose
@@ -35,13 +37,24 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from ..cli import COMMAND_SECTIONS, fail, load_preset, parse_args_with_presets, parse_key_values
+from ..cli import (
+    COMMAND_SECTIONS,
+    check_model_option,
+    fail,
+    load_preset,
+    named_preset,
+    parse_args_with_presets,
+    parse_key_values,
+    print_error,
+)
+from ..data import check_dataset
 from ..prediction import distributed_state, shared_process_group
 from ..visualization import atomic_write_text
 
@@ -51,7 +64,7 @@ STEP_RECORD_SUFFIX = ".step.json"
 UNFINGERPRINTED = {
     "output_dir", "logging_dir", "run_name", "resume_from_checkpoint", "overwrite", "overwrite_output_dir",
     "crf_workers", "progress", "disable_tqdm", "dataloader_num_workers", "report_to", "logging_steps", "device",
-    "num_overlays", "print_config",
+    "num_overlays", "print_config", "report_html",
 }  # fmt: skip
 
 
@@ -112,13 +125,7 @@ def _strip(value):
 
 def step_settings(command: str, argv: list[str], run_dir: Path) -> dict:
     """The resolved settings of `cpfcte-hf <command> <argv>` (its dataclasses), paths inside the run relative."""
-    import importlib
-
-    from . import COMMANDS
-
-    module = importlib.import_module(COMMANDS[command][0])
-    parse = module.parse_arguments
-    instances = parse(argv)
+    instances = parse_step_arguments(command, argv)
     resolved = {}
     for instance in instances:
         values = instance.to_dict() if hasattr(instance, "to_dict") else dataclasses.asdict(instance)
@@ -188,7 +195,7 @@ class Step:
     fatal: bool = True
 
 
-def _write_run_preset(preset: dict, run_args: RunArguments, path: Path) -> None:
+def resolved_run_preset(preset: dict, run_args: RunArguments) -> dict:
     """The preset with the run's data keys written into the flat part and every section that has them."""
     data = {
         "dataset": run_args.dataset,
@@ -197,6 +204,7 @@ def _write_run_preset(preset: dict, run_args: RunArguments, path: Path) -> None:
         "cache_dir": run_args.cache_dir,
     }
     resolved = {key: value for key, value in preset.items() if key != "run"}
+    resolved.setdefault("command", "train")  # the flat keys are stage 1's, also for a preset without sections
     resolved.update({key: value for key, value in data.items() if value is not None})
     resolved["train_split"] = run_args.train_split
     for section in COMMAND_SECTIONS:
@@ -214,9 +222,7 @@ def _write_run_preset(preset: dict, run_args: RunArguments, path: Path) -> None:
             if "eval_split" in values:
                 values["eval_split"] = run_args.eval_split
             resolved[section] = values
-    if is_main_process():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, yaml.safe_dump(resolved, sort_keys=False))
+    return resolved
 
 
 def _shapes_write_options(run_args: RunArguments) -> dict:
@@ -487,7 +493,10 @@ def apply_overrides(preset: dict, overrides: list[str]) -> dict:
 
 
 def run(run_args: RunArguments, preset_name: str) -> dict:
-    """Runs the steps (see the module docstring) and writes OUTPUT_DIR/run_summary.json; returns the summary."""
+    """
+    Checks the run (`check_run_inputs`: nothing is written when it cannot start), runs the steps (see the module
+    docstring) and writes OUTPUT_DIR/run_summary.json; returns the summary.
+    """
     preset = apply_overrides(load_preset(preset_name), run_args.override)
     run_args = resolve_run_arguments(run_args, preset, preset_name)
     run_dir = Path(run_args.output_dir)
@@ -497,21 +506,23 @@ def run(run_args: RunArguments, preset_name: str) -> dict:
         data_options = _shapes_write_options(run_args)
         data_options.pop("num_test", None)
         run_args = dataclasses.replace(run_args, dataset_option=[])
-    preset_path = run_dir / "run_preset.yaml"
-    _write_run_preset(preset, run_args, preset_path)
-    steps = plan_steps(run_args, run_dir, preset_path)
     unknown = sorted(set(run_args.steps) - set(STEPS))
     if unknown:
         raise ValueError(f"--steps: unknown step(s) {', '.join(unknown)}; the steps are {', '.join(STEPS)}.")
     selected = set(run_args.steps) or set(STEPS)
+    preset_path = run_dir / "run_preset.yaml"
+    steps = [step for step in plan_steps(run_args, run_dir, preset_path) if step.name in selected]
+    resolved = resolved_run_preset(preset, run_args)
+    check_run_inputs(run_args, resolved, steps, preset_name)
+    if is_main_process():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(preset_path, yaml.safe_dump(resolved, sort_keys=False))
 
     summary = {"preset": str(preset_name), "output_dir": str(run_dir), "steps": {}, "status": "complete"}
     fingerprints: dict[str, str] = {}
     start = time.perf_counter()
     with shared_process_group():
         for step in steps:
-            if step.name not in selected:
-                continue
             entry = execute_step(step, run_args, run_dir, fingerprints, data_options)
             summary["steps"][step.name] = entry
             if entry["status"] == "failed":
@@ -528,6 +539,64 @@ def run(run_args: RunArguments, preset_name: str) -> dict:
     return summary
 
 
+# ------------------------------------------------------------------------------------------------ the checks
+
+# How a run turns bf16 off for the step that trains with the recipe of that command.
+BF16_OFF = {"train": "--override bf16=false", "train-deeplab": "--override train_deeplab.bf16=false"}
+
+
+def check_run_inputs(run_args: RunArguments, preset: dict, steps: list[Step], preset_name: str) -> None:
+    """
+    Refuses a run that cannot start before it writes anything (`run_preset.yaml`, a folder, a step record) or
+    builds a model, reporting the first problem in one line: the data (root, split files, tags; `check_dataset`),
+    then each step's settings as its command resolves them from `preset` (unknown keys, refused values), the
+    models it reads from outside the run, and bf16 on a machine without it. What an earlier step of the run makes
+    (a checkpoint, the pseudo-labels) is not checked; what a step reads from a step that is not run must exist.
+    """
+    options = parse_key_values(run_args.dataset_option)
+    if run_args.cache_dir:
+        options.setdefault("cache_dir", run_args.cache_dir)
+    for split in (run_args.train_split, run_args.eval_split):  # shapes data the run writes itself passes
+        check_dataset(run_args.dataset, run_args.data_root, split, **options)
+    preset_path = str(Path(run_args.output_dir) / "run_preset.yaml")
+    made_earlier: set[str] = set()
+    with tempfile.TemporaryDirectory(prefix="cpfcte-run-") as folder:
+        copy = Path(folder) / "run_preset.yaml"
+        copy.write_text(yaml.safe_dump(preset, sort_keys=False))
+        with named_preset(copy, str(preset_name)):
+            for step in steps:
+                if step.command is not None:
+                    argv = [str(copy) if arg == preset_path else arg for arg in step.argv]
+                    _check_step(step.command, parse_step_arguments(step.command, argv), made_earlier)
+                made_earlier.add(str(step.directory))
+
+
+def parse_step_arguments(command: str, argv: list[str]) -> tuple:
+    """The dataclasses of `cpfcte-hf <command> <argv>`, as the command parses them."""
+    import importlib
+
+    from . import COMMANDS
+
+    return importlib.import_module(COMMANDS[command][0]).parse_arguments(argv)
+
+
+def _check_step(command: str, instances: tuple, made_earlier: set[str]) -> None:
+    """The checks `command` makes at its own start, on its resolved `instances`, before the run writes anything."""
+    if command == "train":
+        from ..training import check_training_inputs
+
+        check_training_inputs(*instances, turn_off_bf16=BF16_OFF[command])
+    elif command == "train-deeplab":
+        from ..deeplab.run import check_deeplab_inputs
+
+        data_args, model_args, _, _, training_args = instances
+        check_deeplab_inputs(
+            data_args, model_args, training_args, turn_off_bf16=BF16_OFF[command], made_earlier=made_earlier
+        )
+    elif command in ("label", "push") and str(instances[0].model) not in made_earlier:
+        check_model_option("model", instances[0].model)
+
+
 def format_summary(summary: dict) -> str:
     def percent(value):
         return "  n/a" if value is None else f"{100 * value:5.1f}"
@@ -535,10 +604,23 @@ def format_summary(summary: dict) -> str:
     lines = ["", f"cpfcte-hf run: {summary['output_dir']} ({summary['status']})", ""]
     for name, entry in summary["steps"].items():
         lines.append(f"  {name:<22}{entry['status']:<9}{entry.get('seconds', 0):8.0f} s")
-    lines += ["", "mIoU % (background included):"]
-    for name, value in summary["mean_iou"].items():
-        lines.append(f"  {name:<26}{percent(value)}")
+    if any(value is not None for value in summary["mean_iou"].values()):
+        lines += ["", "mIoU % (background included):"]
+        for name, value in summary["mean_iou"].items():
+            lines.append(f"  {name:<26}{percent(value)}")
     return "\n".join(lines)
+
+
+def failure_line(summary: dict) -> str | None:
+    """The last line of a run that stopped at a step (None when it completed): which step, and what to do next."""
+    failed = [(name, entry) for name, entry in summary["steps"].items() if entry["status"] == "failed"]
+    if summary["status"] == "complete" or not failed:
+        return None
+    name, entry = failed[-1]
+    return (
+        f"the run stopped at step {name} (exit status {entry['exit_status']}; its error is above). The same command "
+        "resumes the run once the cause is fixed."
+    )
 
 
 def parse_arguments(argv=None):
@@ -569,10 +651,14 @@ def run_from_argv(argv=None, default_preset: str | None = None) -> tuple[int, di
     try:
         summary = run(run_args, preset_name)
     except (OSError, ValueError) as error:  # bad arguments or inputs, or a mismatched step: one clear line
-        print(f"error: {error}", file=sys.stderr)
+        print_error(error)
         return 2, None
     print(format_summary(summary), flush=True)
-    return (0 if summary["status"] == "complete" else 3), summary
+    failure = failure_line(summary)
+    if failure:
+        print_error(failure)
+        return 3, summary
+    return 0, summary
 
 
 def main(argv=None) -> int:

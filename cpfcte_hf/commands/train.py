@@ -10,9 +10,7 @@ TrainingArguments) is an option; a `--config` preset gives defaults and the comm
 `--resume_from_checkpoint last` continues the newest checkpoint in --output_dir.
 """
 
-import sys
-
-from ..cli import parse_args_with_presets
+from ..cli import parse_args_with_presets, print_error
 from ..prediction import distributed_state, finish_distributed
 from ..trainer import CPFCTETrainingArguments
 from ..training import DataArguments, ModelArguments, run_training
@@ -30,10 +28,10 @@ def main(argv=None) -> int:
     try:
         run_training(model_args, data_args, training_args)
     except (OSError, ValueError) as error:  # bad arguments or data: a clear message, not a traceback
-        print(f"error: {error}", file=sys.stderr)
+        print_error(error)
         return 2
     except FloatingPointError as error:  # the loss stopped being finite
-        print(f"error: {error}", file=sys.stderr)
+        print_error(error)
         return 3
     # As label and train-deeplab: tear the process group down before the interpreter exits (left to interpreter
     # shutdown, gloo could abort a rank whose peer had already gone: 1 run in 8 of the 2-process test).

@@ -24,6 +24,7 @@ Typical use::
 """
 
 import dataclasses
+import inspect
 import os
 from collections.abc import Callable
 
@@ -31,10 +32,10 @@ import datasets
 
 from ..class_names import dataset_class_names
 from ._common import loader_report
-from .coco import COCO_CLASSES, load_coco, paint_coco_masks
-from .hub import load_hub_dataset
+from .coco import COCO_CLASSES, check_coco, load_coco, paint_coco_masks
+from .hub import check_hub_dataset, load_hub_dataset
 from .shapes import SHAPE_NAMES, ShapesConfig, load_shapes, make_shapes_dataset, render_shapes_sample, write_shapes_voc
-from .tagged import load_tagged_images, read_tag_file
+from .tagged import check_tagged_images, load_tagged_images, read_tag_file
 from .transforms import (
     AugmentationConfig,
     EvalTransform,
@@ -44,7 +45,7 @@ from .transforms import (
     labels_to_multi_hot,
     resize_mask,
 )
-from .voc import find_voc_dir, load_voc
+from .voc import check_voc, find_voc_dir, load_voc
 
 
 def _build_voc(root=None, split="train_aug", **kwargs):
@@ -75,8 +76,7 @@ def _build_tagged(root=None, split="train", **kwargs):
 
 
 def _build_hub(root=None, split="train", **kwargs):
-    if root is None:
-        raise ValueError("The hub source needs root= a Hub repo id, a local folder or a .parquet file.")
+    check_hub_dataset(root)
     return load_hub_dataset(root, split, **kwargs)
 
 
@@ -113,6 +113,51 @@ def build_dataset(
     return DATASET_BUILDERS[name](root=root, split=split, **kwargs)
 
 
+def _check_shapes(root=None, split="train", **kwargs) -> None:
+    # In memory, or a folder written first (see `_build_shapes`): only a folder that is read as it is can be wrong.
+    generation = {key for key in kwargs if key in _SHAPES_WRITE_OPTIONS}
+    if root is not None and not generation and os.path.isdir(os.path.join(root, "JPEGImages")):
+        check_voc(root, split, **kwargs)
+
+
+DATASET_CHECKS: dict[str, Callable] = {
+    "voc": check_voc,
+    "coco": check_coco,
+    "shapes": _check_shapes,
+    "tagged": lambda root=None, split="train", **kwargs: check_tagged_images(root, **kwargs),
+    "hub": lambda root=None, split="train", **kwargs: check_hub_dataset(root),
+}
+# Loader options that are not parameters of the loader function (`build_dataset` passes them on, or consumes them).
+_BUILDER_OPTIONS = {"shapes": {*_SHAPES_WRITE_OPTIONS, "num_test"}}
+DATASET_LOADERS: dict[str, Callable] = {
+    "voc": load_voc,
+    "coco": load_coco,
+    "shapes": load_shapes,
+    "tagged": load_tagged_images,
+    "hub": load_hub_dataset,
+}
+
+
+def check_dataset(name: str, root: str | None = None, split="train", **kwargs) -> None:
+    """
+    Checks what `build_dataset(name, root, split, **kwargs)` reads before its first image: the loader options, the
+    root and its layout, the split files and their ids, a tag file and its class names. Raises the loader's own
+    errors (`FileNotFoundError` / `ValueError` naming the path, file and line), at the cost of reading a few text
+    files: a command calls it before it writes or builds anything. Decoding every image stays the loader's job.
+    """
+    if name not in DATASET_BUILDERS:
+        raise ValueError(f"Unknown dataset {name!r}; choose one of {sorted(DATASET_BUILDERS)}.")
+    parameters = inspect.signature(DATASET_LOADERS[name]).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        unknown = sorted(set(kwargs) - set(parameters) - _BUILDER_OPTIONS.get(name, set()))
+        if unknown:
+            raise ValueError(
+                f"--dataset_option {', '.join(unknown)}: not an option of the {name!r} loader "
+                f"({', '.join(sorted(set(parameters) - {'root', 'split', 'image_dir', 'path'}))})."
+            )
+    DATASET_CHECKS[name](root=root, split=split, **kwargs)
+
+
 def class_names_of(dataset) -> list[str]:
     """Class names (background first) of a dataset or dataset dict built by this package."""
     return dataset_class_names(dataset)
@@ -129,6 +174,7 @@ __all__ = [
     "TrainTransform",
     "WeakSegmentationCollator",
     "build_dataset",
+    "check_dataset",
     "class_names_of",
     "find_voc_dir",
     "labels_to_multi_hot",

@@ -324,7 +324,7 @@ def _load_instances(
     from pycocotools.coco import COCO
 
     folder = f"{split}{year}"
-    annotation_file = annotation_file or os.path.join(root, "annotations", f"instances_{folder}.json")
+    annotation_file = _annotation_file(root, split, annotation_file, year)
     if not os.path.isfile(annotation_file):
         raise FileNotFoundError(f"COCO annotation file not found: {annotation_file}")
     image_dir = _image_folder(root, folder)
@@ -371,6 +371,32 @@ def _load_instances(
     )
 
 
+def _annotation_file(root: str, split: str, annotation_file: str | None, year: str) -> str:
+    return annotation_file or os.path.join(root, "annotations", f"instances_{split}{year}.json")
+
+
+def _layout_of(root: str, split: str, layout: str, annotation_file: str | None, year: str) -> str:
+    """'instances' or 'toco' for `layout` ('auto': instances when the split's annotation file exists)."""
+    if layout == "auto":
+        return "instances" if os.path.isfile(_annotation_file(root, split, annotation_file, year)) else "toco"
+    if layout not in ("toco", "instances"):
+        raise ValueError(f"layout must be 'auto', 'toco' or 'instances', got {layout!r}.")
+    return layout
+
+
+def check_coco(root, split="train", *, layout="auto", split_file=None, annotation_file=None, year="2014", **_):
+    """What `load_coco` reads before any image: the root, and per split its annotation file (instances layout) or
+    its split file and ids (ToCo layout), with the loader's errors; no image is opened."""
+    root = check_root(root)
+    for split_name in as_splits(split)[0]:
+        if _layout_of(root, split_name, layout, annotation_file, year) == "instances":
+            path = _annotation_file(root, split_name, annotation_file, year)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"COCO annotation file not found: {path}")
+        else:
+            read_id_list(_toco_split_file(root, split_name, split_file))
+
+
 def load_coco(
     root: str,
     split: str | Sequence[str] = "train",
@@ -410,10 +436,7 @@ def load_coco(
         raise ValueError("split_file names one list: load one split at a time.")
     result = {}
     for split_name in splits:
-        chosen = layout
-        if chosen == "auto":
-            json_path = annotation_file or os.path.join(root, "annotations", f"instances_{split_name}{year}.json")
-            chosen = "instances" if os.path.isfile(json_path) else "toco"
+        chosen = _layout_of(root, split_name, layout, annotation_file, year)
         if chosen == "instances":
             result[split_name] = _load_instances(
                 root,
@@ -427,7 +450,7 @@ def load_coco(
                 num_proc=num_proc,
                 class_names=class_names,
             )
-        elif chosen == "toco":
+        else:
             result[split_name] = _load_toco(
                 root,
                 split_name,
@@ -439,9 +462,7 @@ def load_coco(
                 cache_dir=cache_dir,
                 num_proc=num_proc,
             )
-        else:
-            raise ValueError(f"layout must be 'auto', 'toco' or 'instances', got {layout!r}.")
     return datasets.DatasetDict(result) if as_dict else next(iter(result.values()))
 
 
-__all__ = ["COCO_CLASSES", "coco_class_names_from_annotations", "load_coco", "paint_coco_masks"]
+__all__ = ["COCO_CLASSES", "check_coco", "coco_class_names_from_annotations", "load_coco", "paint_coco_masks"]

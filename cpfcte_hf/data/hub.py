@@ -69,10 +69,19 @@ def _is_local(path: str) -> bool:
     )
 
 
-def _load_raw(path, split, *, name, data_files, cache_dir, revision, load_kwargs):
+def check_hub_dataset(path: str | None, split=None, **_) -> None:
+    """What `load_hub_dataset` can check without loading: a source is given, and a local one (folder, parquet file)
+    exists. Whether the Hub has a repo id is left to the loader."""
+    if path is None:
+        raise ValueError("The hub source needs root= a Hub repo id, a local folder or a .parquet file.")
     expanded = os.path.expanduser(path)
     if _is_local(path) and not os.path.exists(expanded):
         raise FileNotFoundError(f"Dataset path not found: {expanded}")
+
+
+def _load_raw(path, split, *, name, data_files, cache_dir, revision, load_kwargs):
+    check_hub_dataset(path)
+    expanded = os.path.expanduser(path)
     if os.path.isdir(expanded) and os.path.isfile(os.path.join(expanded, "dataset_dict.json")):
         loaded = datasets.load_from_disk(expanded)
         if split not in loaded:
@@ -317,4 +326,4 @@ def load_hub_dataset(
     return datasets.DatasetDict(result) if as_dict else next(iter(result.values()))
 
 
-__all__ = ["load_hub_dataset"]
+__all__ = ["check_hub_dataset", "load_hub_dataset"]

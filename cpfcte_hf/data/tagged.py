@@ -173,6 +173,38 @@ def _untagged_files(image_dir: str, listed: set[str], tag_file: str, exclude: Se
     return sorted(found)
 
 
+def _tag_rows(image_dir: str, tags: str | None, separator: str | None) -> tuple[str, str, list]:
+    """(image folder, tag file, its non-blank rows): the folder and the tag file checked, blank rows skipped."""
+    image_dir = check_root(image_dir)
+    if tags is None:
+        found = [os.path.join(image_dir, name) for name in TAG_FILES if os.path.isfile(os.path.join(image_dir, name))]
+        if not found:
+            raise FileNotFoundError(f"No tag file in {image_dir}: pass tags= or add one of {list(TAG_FILES)}.")
+        tags = found[0]
+    rows = read_tag_file(tags, separator)
+    blank = [where for file_name, row_tags, where in rows if not file_name and not row_tags]
+    if blank:
+        logger.info("%s: skipped %d blank row(s), e.g. %s", tags, len(blank), blank[0])
+    rows = [row for row in rows if row[0] or row[1]]
+    if not rows:
+        raise ValueError(f"{tags} lists no images.")
+    return image_dir, tags, rows
+
+
+def _tag_class_names(rows: list, class_names, tags: str) -> tuple[str, ...]:
+    names = tag_class_names((row_tags for _, row_tags, _ in rows), class_names)
+    names = check_class_names(names, f"class names for {tags}")
+    class_index(names)  # two spellings of one class are refused
+    return names
+
+
+def check_tagged_images(image_dir: str, tags: str | None = None, *, class_names=None, separator=None, **_) -> None:
+    """What `load_tagged_images` reads before any image: the folder, the tag file and the class names of its tags
+    (errors as the loader's); no image is opened."""
+    _, tags, rows = _tag_rows(image_dir, tags, separator)
+    _tag_class_names(rows, class_names, tags)
+
+
 def load_tagged_images(
     image_dir: str,
     tags: str | None = None,
@@ -205,22 +237,8 @@ def load_tagged_images(
         Columns `image`, `labels` (`List(ClassLabel)`, background first and always present), `id`. No `mask`.
         `loader_report(dataset)` lists the images left out (with reasons) and the untagged files of the folder.
     """
-    image_dir = check_root(image_dir)
-    if tags is None:
-        found = [os.path.join(image_dir, name) for name in TAG_FILES if os.path.isfile(os.path.join(image_dir, name))]
-        if not found:
-            raise FileNotFoundError(f"No tag file in {image_dir}: pass tags= or add one of {list(TAG_FILES)}.")
-        tags = found[0]
-    rows = read_tag_file(tags, separator)
-    blank = [where for file_name, row_tags, where in rows if not file_name and not row_tags]
-    if blank:
-        logger.info("%s: skipped %d blank row(s), e.g. %s", tags, len(blank), blank[0])
-    rows = [row for row in rows if row[0] or row[1]]
-    if not rows:
-        raise ValueError(f"{tags} lists no images.")
-    names = tag_class_names((row_tags for _, row_tags, _ in rows), class_names)
-    names = check_class_names(names, f"class names for {tags}")
-    class_index(names)  # two spellings of one class are refused
+    image_dir, tags, rows = _tag_rows(image_dir, tags, separator)
+    names = _tag_class_names(rows, class_names, tags)
     records, seen, by_id = [], {}, {}
     for file_name, row_tags, where in rows:
         if not file_name:
@@ -265,4 +283,4 @@ def load_tagged_images(
     return attach_loader_report(dataset, untagged=untagged)
 
 
-__all__ = ["load_tagged_images", "read_tag_file"]
+__all__ = ["check_tagged_images", "load_tagged_images", "read_tag_file"]

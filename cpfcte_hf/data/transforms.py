@@ -467,6 +467,14 @@ class EquivarianceViewConfig:
                     f"{name} ({getattr(self, name)}) must be a multiple of the patch size {self.patch_size}."
                 )
 
+    def check_training_size(self, size: int) -> None:
+        """Refuses a training size that four views of `scale_size` do not tile (the mosaic of `make_mosaics`)."""
+        if 2 * self.scale_size != size:
+            raise ValueError(
+                f"Four {self.scale_size}-px views must tile the {size}-px training size: set scale_size to "
+                f"{size // 2}."
+            )
+
     def draw_boxes(self, count: int, image_size: int) -> torch.Tensor:
         """`(count, 4)` int64 crop boxes `(top, left, height, width)` in pixels: a patch-aligned crop with `crop_p`,
         else the whole image (ViT-PCM `bbox_for_crop`: corners drawn from 0, p, 2p, ..., clipped to fit)."""
@@ -501,11 +509,7 @@ class EquivarianceTrainTransform(TrainTransform):
         self.views = views or EquivarianceViewConfig()
         if self.size[0] != self.size[1]:
             raise ValueError(f"The equivariance views need a square training size, got {self.size}.")
-        if 2 * self.views.scale_size != self.size[0]:
-            raise ValueError(
-                f"Four {self.views.scale_size}-px views must tile the {self.size[0]}-px training size: set "
-                f"scale_size to {self.size[0] // 2}."
-            )
+        self.views.check_training_size(self.size[0])
         flips = self.augmentation.config
         self.flip_probabilities = (flips.hflip_p, flips.vflip_p, flips.transpose_p)
         self.colour = SegmentationAugmentation(

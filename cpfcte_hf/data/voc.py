@@ -106,6 +106,16 @@ def voc_class_names(root: str, class_names: Sequence[str] | None = None) -> tupl
     return tuple(VOC_CLASSES)
 
 
+def check_voc(root: str, split: str | Sequence[str] = "train_aug", *, class_names=None, mask_dir="auto", **_) -> None:
+    """What `load_voc` reads before any image: the layout, the class names, the mask folder, and each split file
+    with its ids (the loader's errors, naming the path); no image is opened."""
+    voc_dir = find_voc_dir(root)
+    voc_class_names(root, class_names)
+    _mask_dir(voc_dir, mask_dir)
+    for split_name in as_splits(split)[0]:
+        read_id_list(voc_split_file(voc_dir, split_name))
+
+
 def load_voc(
     root: str,
     split: str | Sequence[str] = "train_aug",
@@ -190,4 +200,4 @@ def load_voc(
     return datasets.DatasetDict(result) if as_dict else next(iter(result.values()))
 
 
-__all__ = ["find_voc_dir", "load_voc", "voc_class_names", "voc_split_file"]
+__all__ = ["check_voc", "find_voc_dir", "load_voc", "voc_class_names", "voc_split_file"]

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, ResNetConfig, ResNetModel
 from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import SemanticSegmenterOutput
 
 from .configuration_deeplab import DeepLabV2Config
@@ -62,6 +63,32 @@ def dilate_resnet(resnet: ResNetModel, output_stride: int) -> list[int]:
     return dilations
 
 
+class DeepLabV2ResNetLayer(GradientCheckpointingLayer):
+    """
+    A residual block of transformers' ResNet (`ResNetBottleNeckLayer` or `ResNetBasicLayer`) as a
+    `GradientCheckpointingLayer`: with activation checkpointing on, its activations are recomputed in the backward
+    pass instead of kept. It takes over the block's own modules under their own names (`shortcut`, `layer`,
+    `activation`), so the state-dict keys are those of the ResNet and any ResNet or DeepLab-v2 checkpoint loads.
+    """
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.shortcut = block.shortcut
+        self.layer = block.layer
+        self.activation = block.activation
+
+    def forward(self, hidden_state: torch.Tensor) -> torch.Tensor:
+        residual = self.shortcut(hidden_state)
+        return self.activation(self.layer(hidden_state) + residual)
+
+
+def make_resnet_checkpointable(resnet: ResNetModel) -> None:
+    """Puts every residual block of `resnet`'s stages, in place, into a `DeepLabV2ResNetLayer` (same parameters,
+    same names)."""
+    for stage in resnet.encoder.stages:
+        stage.layers = nn.Sequential(*(DeepLabV2ResNetLayer(block) for block in stage.layers))
+
+
 class AtrousSpatialPyramidClassifier(nn.Module):
     """
     DeepLab-v2's ASPP classifier: parallel 3x3 convolutions with different dilation rates, each mapping the backbone
@@ -91,8 +118,8 @@ class DeepLabV2PreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     _no_split_modules = ["ResNetConvLayer", "ResNetShortCut"]
-    # transformers' ResNet has no checkpointed layers of its own: `DeepLabV2ForSemanticSegmentation` checkpoints
-    # each ResNet stage itself (see `_backbone_features`).
+    # transformers' ResNet has no checkpointed layers of its own: `DeepLabV2ForSemanticSegmentation` turns each
+    # residual block into a `DeepLabV2ResNetLayer`, which transformers' activation checkpointing recomputes.
     supports_gradient_checkpointing = True
     # The loss is a plain mean over the labelled pixels: the Trainer must scale it for gradient accumulation itself.
     accepts_loss_kwargs = False
@@ -117,10 +144,9 @@ class DeepLabV2ForSemanticSegmentation(DeepLabV2PreTrainedModel):
     def __init__(self, config: DeepLabV2Config):
         super().__init__(config)
         self.resnet = ResNetModel(config.backbone_config)
+        make_resnet_checkpointable(self.resnet)
         self.backbone_dilations = dilate_resnet(self.resnet, config.output_stride)
         self.aspp = AtrousSpatialPyramidClassifier(config.backbone_hidden_size, config.num_labels, config.atrous_rates)
-        # Set by `activation_checkpointing_enable()` (with `_gradient_checkpointing_func`).
-        self.gradient_checkpointing = False
         self.post_init()
         self._freeze_batch_norm()
 
@@ -190,25 +216,6 @@ class DeepLabV2ForSemanticSegmentation(DeepLabV2PreTrainedModel):
                 "(use the image processor, which converts any image to RGB)."
             )
 
-    def _backbone_features(
-        self, pixel_values: torch.Tensor, output_hidden_states: bool
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
-        """
-        The dilated ResNet's features `(B, 2048, H/8, W/8)` and, if asked, its hidden states (stem output and each
-        stage's). With activation checkpointing on (and gradients needed), each stage's activations are recomputed
-        during the backward pass instead of kept, as transformers does for its checkpointed layers.
-        """
-        if not (self.gradient_checkpointing and self.training and torch.is_grad_enabled()):
-            outputs = self.resnet(pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
-            return outputs.last_hidden_state, outputs.hidden_states
-        hidden_state = self.resnet.embedder(pixel_values)
-        hidden_states = ()
-        for stage in self.resnet.encoder.stages:
-            hidden_states += (hidden_state,)
-            hidden_state = self._gradient_checkpointing_func(stage.__call__, hidden_state)
-        hidden_states += (hidden_state,)
-        return hidden_state, hidden_states if output_hidden_states else None
-
     def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """
         Cross-entropy between `logits` `(B, C, h, w)`, bilinearly upsampled to the labels' size, and class-id
@@ -273,8 +280,9 @@ class DeepLabV2ForSemanticSegmentation(DeepLabV2PreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         self._check_pixel_values(pixel_values)
-        features, hidden_states = self._backbone_features(pixel_values, output_hidden_states)
-        logits = self.aspp(features)
+        outputs = self.resnet(pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
+        hidden_states = outputs.hidden_states
+        logits = self.aspp(outputs.last_hidden_state)
         loss = self.compute_loss(logits, labels) if labels is not None else None
 
         if not return_dict:
@@ -287,5 +295,7 @@ __all__ = [
     "AtrousSpatialPyramidClassifier",
     "DeepLabV2ForSemanticSegmentation",
     "DeepLabV2PreTrainedModel",
+    "DeepLabV2ResNetLayer",
     "dilate_resnet",
+    "make_resnet_checkpointable",
 ]

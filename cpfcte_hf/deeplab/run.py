@@ -15,13 +15,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import default_data_collator
 
-from ..cli import describe, parse_args_with_presets, parse_key_values
+from ..cli import check_model_option, describe, parse_args_with_presets, parse_key_values, print_error
 from ..crf import DenseCRFConfig
+from ..data import check_dataset
 from ..prediction import distributed_state, finish_distributed
 from ..pseudo_labeling import dataset_class_names, format_report, load_split
 from ..trainer import resolve_resume_checkpoint
@@ -37,6 +40,7 @@ from .training import (
     PseudoLabelDataset,
     predict_split,
     resolve_pseudo_label_dir,
+    stage2_model_info,
 )
 
 
@@ -130,6 +134,12 @@ class DeepLabTestArguments:
     test_crf: bool = field(default=True, metadata={"help": "Refine the fused probabilities with the dense CRF."})
     crf_workers: int | None = field(default=None, metadata={"help": "CRF processes per process (0 = serial)."})
     num_overlays: int = field(default=4, metadata={"help": "Overlay panels written with the report."})
+    report_html: bool = field(
+        default=True,
+        metadata={
+            "help": "Write report.html (every image and its masks) next to the predictions (--no_report_html: off)."
+        },
+    )
 
 
 _TYPES = {"int": int, "float": float, "bool": bool}
@@ -185,6 +195,67 @@ def build_model(model_args: DeepLabModelArguments, class_names: list[str]) -> De
     return DeepLabV2ForSemanticSegmentation(DeepLabV2Config(backbone_config=backbone_config, **head))
 
 
+def _splits_to_load(data_args, model_args, training_args, train_dataset=None, eval_dataset=None) -> tuple[bool, bool]:
+    """(load the training split, load the evaluation split): the training split gives the classes when there is
+    no checkpoint to take them from."""
+    need_train_split = training_args.do_train or not model_args.model_name_or_path
+    return train_dataset is None and need_train_split, eval_dataset is None and bool(data_args.eval_split)
+
+
+def check_deeplab_inputs(
+    data_args: DeepLabDataArguments,
+    model_args: DeepLabModelArguments,
+    training_args: DeepLabV2TrainingArguments,
+    *,
+    load_train: bool | None = None,
+    load_eval: bool | None = None,
+    turn_off_bf16: str = "--bf16 false",
+    made_earlier: Collection[str] = (),
+) -> None:
+    """
+    What a stage-2 start can get wrong, checked before anything is loaded, built or written; the first problem is
+    reported, in one line naming the option or path: the data (`check_dataset` of the splits to load), the
+    pseudo-labels, the model (`--model_name_or_path`, else `--init_checkpoint`, else `--backbone`), and bf16 on a
+    machine without it (`turn_off_bf16`: how to turn it off, in the caller's words). Paths in `made_earlier` are
+    made by an earlier step of a run (`cpfcte-hf run`) and not checked.
+    """
+    if load_train is None or load_eval is None:  # no datasets handed over: the splits are loaded
+        load_train, load_eval = _splits_to_load(data_args, model_args, training_args)
+    splits = [
+        split for split, load in ((data_args.train_split, load_train), (data_args.eval_split, load_eval)) if load
+    ]
+    if splits and not data_args.dataset:
+        raise ValueError("--dataset is required (voc, coco, shapes, ...).")
+    for split in splits:
+        check_dataset(data_args.dataset, data_args.data_root, split, **data_args.loader_options())
+    if not training_args.do_train and not data_args.eval_split:
+        raise ValueError("Nothing to do: no training (--do_train false) and no --eval_split.")
+    if not training_args.do_train and not (model_args.model_name_or_path or model_args.init_checkpoint):
+        raise ValueError(
+            "--do_train false evaluates a trained model: give it with --model_name_or_path (or --init_checkpoint); "
+            "without one the evaluation would score an untrained head."
+        )
+    if training_args.do_train and not data_args.pseudo_labels:
+        raise ValueError("--pseudo_labels is required for training (the output directory of `cpfcte-hf label`).")
+    if training_args.do_train and str(data_args.pseudo_labels) not in made_earlier:
+        resolve_pseudo_label_dir(data_args.pseudo_labels, data_args.pseudo_label_set)
+    _check_deeplab_model(model_args, made_earlier)
+    if training_args.do_train:
+        training_args.check_precision(turn_off_bf16)
+
+
+def _check_deeplab_model(model_args: DeepLabModelArguments, made_earlier: Collection[str]) -> None:
+    """The model source `build_model` will use exists: a checkpoint, else a converted .pth, else a backbone."""
+    if model_args.model_name_or_path:
+        if str(model_args.model_name_or_path) not in made_earlier:
+            check_model_option("model_name_or_path", model_args.model_name_or_path)
+    elif model_args.init_checkpoint:
+        if not os.path.isfile(model_args.init_checkpoint):
+            raise FileNotFoundError(f"--init_checkpoint {model_args.init_checkpoint}: no such file.")
+    else:
+        check_model_option("backbone", model_args.backbone)
+
+
 def run_deeplab(
     data_args: DeepLabDataArguments,
     model_args: DeepLabModelArguments,
@@ -206,11 +277,8 @@ def run_deeplab(
     resume = None
     if training_args.do_train:  # a bad --resume_from_checkpoint fails before the data is loaded
         resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
-    need_train_split = training_args.do_train or not model_args.model_name_or_path
-    load_train = train_dataset is None and need_train_split
-    load_eval = eval_dataset is None and bool(data_args.eval_split)
-    if (load_train or load_eval) and not data_args.dataset:
-        raise ValueError("--dataset is required (voc, coco, shapes, ...).")
+    load_train, load_eval = _splits_to_load(data_args, model_args, training_args, train_dataset, eval_dataset)
+    check_deeplab_inputs(data_args, model_args, training_args, load_train=load_train, load_eval=load_eval)
     with training_args.main_process_first(desc="loading the dataset splits"):
         options = data_args.loader_options()
         if load_train:
@@ -223,18 +291,12 @@ def run_deeplab(
         eval_dataset = eval_dataset.select(range(min(len(eval_dataset), data_args.max_eval_samples)))
 
     reference = train_dataset if train_dataset is not None else eval_dataset
-    if reference is None:
-        raise ValueError("Nothing to do: no training (--do_train false) and no --eval_split.")
     class_names = dataset_class_names(reference)
     model = build_model(model_args, class_names)
     processor = deeplab_image_processor(model_args.image_size)
 
     result = {"train": None, "report": None, "prediction": None, "model_dir": str(output_dir)}
     if training_args.do_train:
-        if not data_args.pseudo_labels:
-            raise ValueError(
-                "--pseudo_labels is required for training (the output directory of scripts/pseudo_label.py)."
-            )
         mask_dir = resolve_pseudo_label_dir(data_args.pseudo_labels, data_args.pseudo_label_set)
         train_set = PseudoLabelDataset(
             train_dataset,
@@ -279,8 +341,11 @@ def run_deeplab(
             crf_config=crf_config_from(crf_args),
             crf_workers=test_args.crf_workers,
             num_overlays=test_args.num_overlays,
+            report_html=test_args.report_html,
         )
         split = data_args.eval_split or "eval"
+        # The folder of the weights scored, whose training files the report records: this run's, or the checkpoint's.
+        model_dir = output_dir if training_args.do_train else model_args.model_name_or_path
         prediction = predict_split(
             model,
             eval_dataset,
@@ -289,6 +354,7 @@ def run_deeplab(
             image_processor=processor,
             dataset_name=data_args.dataset,
             split=split,
+            model_info=stage2_model_info(model, model_dir),
         )
         result["report"] = prediction["report"]
         result["prediction"] = {key: value for key, value in prediction.items() if key != "report"}
@@ -303,6 +369,8 @@ def run_deeplab(
         if training_args.process_index == 0 and prediction["report"] is not None:
             print(format_report(prediction["report"]))
             print(f"Report in {output_dir / 'predictions' / split / 'report'}")
+        if training_args.process_index == 0 and prediction["report_html"]:
+            print(f"Every image and its masks, to look at: {prediction['report_html']}")
     if training_args.process_index == 0 and result["train"] is not None:
         print(json.dumps(result["train"], indent=2))
     return result
@@ -334,7 +402,7 @@ def main(argv=None) -> int:
     try:
         run_deeplab(data_args, model_args, test_args, crf_args, training_args)
     except (OSError, ValueError) as error:  # bad arguments or inputs: a clear message, no traceback
-        print(f"error: {error}", flush=True)
+        print_error(error)
         return 2
     finish_distributed(distributed_state())  # as pseudo_label.py: tear the process group down before exiting
     return 0
@@ -346,6 +414,7 @@ __all__ = [
     "DeepLabTestArguments",
     "DenseCRFArguments",
     "build_model",
+    "check_deeplab_inputs",
     "crf_config_from",
     "main",
     "parse_arguments",

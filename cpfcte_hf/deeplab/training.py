@@ -25,13 +25,17 @@ OUTPUT_DIR/
   predictions/<split>/ms_crf/<id>.png                                multi-scale + CRF
   predictions/<split>/report/                                        metrics.json, per_class_iou.{csv,png}, overlays/
   predictions/<split>/fingerprint.json, sources.json                 settings and per-image content (resume rules)
+  predictions/<split>/summary.json                                   counts, failures with reasons, the settings
+  predictions/<split>/report.html, report_assets/                    every image and its masks, to look at
 ```
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,11 +48,13 @@ from transformers.trainer_utils import SchedulerType
 
 from ..crf import DenseCRFConfig
 from ..data.transforms import resize_mask
-from ..fingerprint import weights_digest
+from ..fingerprint import FINGERPRINT_FILE, weights_digest
+from ..html_report import report_files
 from ..image_processing_cpfcte import resize_and_normalize, to_rgb_array
 from ..inference import max_fused_probabilities
 from ..metrics import IGNORE_INDEX, SegmentationMetric
 from ..prediction import (
+    SOURCES_FILE,
     DatasetSources,
     distributed_state,
     gather_counts,
@@ -58,9 +64,15 @@ from ..prediction import (
     run_prediction_job,
     safe_file_id,
 )
-from ..pseudo_labeling import OutputLayout, evaluate_predictions
-from ..trainer import ConvertedCheckpointMixin, FiniteLossMixin
-from ..visualization import read_mask
+from ..pseudo_labeling import OutputLayout, PseudoLabelSummary, evaluate_predictions, write_report_page
+from ..results import read_json
+from ..trainer import (
+    ClosingProgressBarsMixin,
+    ConvertedCheckpointMixin,
+    DeferredPrecisionCheckMixin,
+    FiniteLossMixin,
+)
+from ..visualization import atomic_write_text, read_mask
 from .modeling_deeplab import DeepLabV2ForSemanticSegmentation
 from .processing import IMAGENET_MEAN, IMAGENET_STD
 
@@ -274,6 +286,7 @@ class MultiScaleEvalConfig:
         overwrite: recompute masks that exist (otherwise a rerun only does the missing ones).
         num_overlays: image | ground truth | predictions panels written with the report.
         progress: show a progress bar on the main process.
+        report_html: write `report.html` and its thumbnails (`cpfcte_hf.html_report`) next to the masks.
     """
 
     scales: tuple[float, ...] = MULTI_SCALE
@@ -284,6 +297,7 @@ class MultiScaleEvalConfig:
     overwrite: bool = False
     num_overlays: int = 4
     progress: bool = True
+    report_html: bool = True
 
     def __post_init__(self):
         if isinstance(self.crf_config, dict):
@@ -297,6 +311,42 @@ def _image_statistics(image_processor) -> tuple[tuple[float, ...], tuple[float, 
     mean = getattr(image_processor, "image_mean", None) or IMAGENET_MEAN
     std = getattr(image_processor, "image_std", None) or IMAGENET_STD
     return tuple(mean), tuple(std)
+
+
+# The training run's progress that a stage-2 results file records (`stage2_model_info`).
+TRAINER_STATE_KEYS = ("global_step", "epoch", "max_steps", "num_train_epochs")
+
+
+def stage2_model_info(model: DeepLabV2ForSemanticSegmentation, model_dir: str | os.PathLike | None = None) -> dict:
+    """
+    What a stage-2 results file records about the model it scored (`model_info` of the results schema, which the
+    model card renders): the architecture (its config) and the parameter count; when `model_dir` holds the files its
+    training wrote, the arguments of that run (`run_args.json`) and how far it went (`trainer_state.json`: optimizer
+    steps and epochs done, and their limits). Without them, `run_args` and `trainer_state` are None.
+    """
+    config, backbone = model.config, model.config.backbone_config
+    architecture = {
+        "backbone": backbone.model_type,
+        "layer_type": backbone.layer_type,
+        "depths": list(backbone.depths),
+        "hidden_sizes": list(backbone.hidden_sizes),
+        "embedding_size": backbone.embedding_size,
+        "output_stride": config.output_stride,
+        "atrous_rates": list(config.atrous_rates),
+        "freeze_batch_norm": bool(config.freeze_batch_norm),
+    }
+    folder = Path(model_dir) if model_dir is not None else None
+    run_args = trainer_state = None
+    if folder is not None and folder.is_dir():
+        run_args = read_json(folder / "run_args.json", missing_ok=True)
+        state = read_json(folder / "trainer_state.json", missing_ok=True)
+        trainer_state = None if state is None else {key: state.get(key) for key in TRAINER_STATE_KEYS}
+    return {
+        "architecture": architecture,
+        "num_parameters": model.num_parameters(),
+        "run_args": run_args,
+        "trainer_state": trainer_state,
+    }
 
 
 def stage_two_fingerprint(model, config: MultiScaleEvalConfig, mean, std) -> dict:
@@ -323,11 +373,13 @@ def predict_split(
     image_processor=None,
     dataset_name: str | None = None,
     split: str | None = None,
+    model_info: dict | None = None,
 ) -> dict:
     """
     Segments every image of `dataset` (columns `image`, `id`, optional `mask`) into `out_dir/ms/<id>.png`
     (multi-scale argmax) and, with `config.crf`, `out_dir/ms_crf/<id>.png`; when the dataset has ground truth,
-    scores them with `evaluate_predictions` into `out_dir/report/`.
+    scores them with `evaluate_predictions` into `out_dir/report/`, which records `model_info` (what the model is and
+    how it was trained, `stage2_model_info`; by default its architecture only).
 
     Under several processes each takes every N-th image and the report is written once. One run at a time holds
     `out_dir` (`cpfcte_hf.prediction.hold_output_dir`). Existing masks are kept (a killed run resumes) when they were
@@ -337,8 +389,10 @@ def predict_split(
 
     Returns:
         `{"written", "changed", "already_done", "failed": [(id, reason)], "written_per_process", "report": dict |
-        None}`, all over the whole split (every process's counts gathered; `changed` lists ids).
+        None, "report_html": path | None}`, all over the whole split (every process's counts gathered; `changed`
+        lists ids); the counts are also in `out_dir/summary.json`.
     """
+    started = time.perf_counter()
     config = config or MultiScaleEvalConfig()
     for required in ("image", "id"):
         if required not in dataset.column_names:
@@ -348,10 +402,7 @@ def predict_split(
     model.eval()
     out_dir = Path(out_dir)
     with hold_output_dir(out_dir, state), job_threads(state):
-        prepare_job_dir(
-            out_dir, stage_two_fingerprint(model, config, mean, std), config.overwrite,
-            [out_dir / "ms", out_dir / "ms_crf"], state, clear=[out_dir / "report"],
-        )  # fmt: skip
+        _prepare_stage_two_dir(out_dir, stage_two_fingerprint(model, config, mean, std), config.overwrite, state)
         images = dataset.select_columns(["image", "id"])
 
         def read(index: int):
@@ -360,13 +411,18 @@ def predict_split(
         def predict(items):
             return [multi_scale_probabilities(model, rgb, config.scales, config.flip, mean, std) for rgb, _ in items]
 
+        ids = [str(i) for i in dataset.select_columns(["id"])[:]["id"]]  # one read, not one per row
         counts = run_prediction_job(
-            [str(i) for i in dataset.select_columns(["id"])[:]["id"]], read, predict, out_dir / "ms", out_dir / "ms_crf" if config.crf else None,
-            config.crf_config, config.crf_workers, overwrite=config.overwrite, progress=config.progress,
-            desc="deeplab predict", state=state, sources=DatasetSources(dataset), record_dir=out_dir,
+            ids, read, predict, out_dir / "ms", out_dir / "ms_crf" if config.crf else None, config.crf_config,
+            config.crf_workers, overwrite=config.overwrite, progress=config.progress, desc="deeplab predict",
+            state=state, sources=DatasetSources(dataset), record_dir=out_dir,
         )  # fmt: skip
         counts = gather_counts(state, counts)  # every process's counts: the whole split is accounted for
-        report = _score_split(model, dataset, out_dir, config, dataset_name, split)
+        report = _score_split(model, dataset, out_dir, config, dataset_name, split, model_info)
+        summary = PseudoLabelSummary.from_job(counts, dataset, time.perf_counter() - started)
+        if state is None or state.is_main_process:
+            _write_stage_two_summary(out_dir, summary, model, config, dataset_name, split, state)
+        report_html = write_report_page(out_dir, dataset, state, config.progress) if config.report_html else None
     return {
         "written": counts.written,
         "changed": list(counts.changed),
@@ -374,10 +430,48 @@ def predict_split(
         "failed": [(failure.id, f"{failure.stage}: {failure.error}") for failure in counts.failures],
         "written_per_process": counts.written_per_process,
         "report": report,
+        "report_html": report_html,
     }
 
 
-def _score_split(model, dataset, out_dir: Path, config: MultiScaleEvalConfig, dataset_name, split) -> dict | None:
+def _prepare_stage_two_dir(out_dir: Path, fingerprint: dict, overwrite: bool, state) -> None:
+    """`prepare_job_dir` for stage 2: the summary and the page describe the last run, rewritten at its end."""
+    layout = OutputLayout(out_dir)
+
+    def before_record() -> None:
+        layout.summary_path.unlink(missing_ok=True)
+        layout.report_html.unlink(missing_ok=True)
+
+    prepare_job_dir(
+        out_dir,
+        fingerprint,
+        overwrite,
+        [out_dir / "ms", out_dir / "ms_crf"],
+        state,
+        clear=[layout.report_dir, *report_files(out_dir)],
+        before_record=before_record,
+    )
+
+
+def _write_stage_two_summary(out_dir: Path, summary, model, config: MultiScaleEvalConfig, dataset_name, split, state):
+    """`out_dir/summary.json` (atomically): the counts (changed included), failures and settings of the run."""
+    record = {
+        **summary.to_dict(),
+        "stage": "stage2",
+        "dataset": dataset_name,
+        "split": split,
+        "model": getattr(model.config, "_name_or_path", None),
+        "num_processes": state.num_processes if state is not None else 1,
+        "config": asdict(config),
+        "class_names": [model.config.id2label[i] for i in range(model.config.num_labels)],
+        "fingerprint": FINGERPRINT_FILE,
+        "sources": SOURCES_FILE,
+        "prediction_sets": {"MS": "ms", **({"MS+CRF": "ms_crf"} if config.crf else {})},
+    }
+    atomic_write_text(OutputLayout(out_dir).summary_path, json.dumps(record, indent=2) + "\n")
+
+
+def _score_split(model, dataset, out_dir: Path, config: MultiScaleEvalConfig, dataset_name, split, model_info):
     """Stage 2's report (`evaluate_predictions` of MS and MS+CRF) when the split has ground truth, else `None`."""
     if "mask" not in dataset.column_names:
         return None
@@ -395,6 +489,7 @@ def _score_split(model, dataset, out_dir: Path, config: MultiScaleEvalConfig, da
         stage="stage2",
         model=getattr(model.config, "_name_or_path", None),
         settings=asdict(config),
+        model_info=model_info if model_info is not None else stage2_model_info(model),
     )
 
 
@@ -402,7 +497,7 @@ def _score_split(model, dataset, out_dir: Path, config: MultiScaleEvalConfig, da
 
 
 @dataclass
-class DeepLabV2TrainingArguments(TrainingArguments):
+class DeepLabV2TrainingArguments(DeferredPrecisionCheckMixin, TrainingArguments):
     """
     `TrainingArguments` with the DeepLab-v2 recipe (docs/method.md section 4) as defaults, and its augmentation.
 
@@ -598,7 +693,7 @@ def sgd_parameter_groups(
     ]
 
 
-class DeepLabV2Trainer(FiniteLossMixin, ConvertedCheckpointMixin, Trainer):
+class DeepLabV2Trainer(ClosingProgressBarsMixin, FiniteLossMixin, ConvertedCheckpointMixin, Trainer):
     """
     `transformers.Trainer` for DeepLab-v2: SGD with a 10x classifier learning rate and poly decay
     (`DeepLabV2TrainingArguments`), a stop with a clear message when the loss stops being finite, and evaluation by
@@ -609,6 +704,7 @@ class DeepLabV2Trainer(FiniteLossMixin, ConvertedCheckpointMixin, Trainer):
     def __init__(self, model=None, args: DeepLabV2TrainingArguments | None = None, **kwargs):
         if not isinstance(args, DeepLabV2TrainingArguments):
             raise TypeError(f"`args` must be a DeepLabV2TrainingArguments, got {type(args).__name__}.")
+        args.check_precision()
         super().__init__(model=model, args=args, **kwargs)
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
@@ -673,6 +769,7 @@ __all__ = [
     "multi_scale_probabilities",
     "multi_scale_training_loss",
     "predict_split",
+    "stage2_model_info",
     "random_scale_crop_flip",
     "resize_labels_nearest",
     "resolve_pseudo_label_dir",
