@@ -6,7 +6,16 @@ Importing the package registers the model with transformers' Auto classes, so th
 a CPF-CTE checkpoint without `trust_remote_code`.
 """
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForSemanticSegmentation
+import os
+
+
+# Idle OpenMP threads (torch's CPU ops) sleep instead of spinning, so that the CRF worker processes and other runs on
+# the same cores get the CPU: two `label` runs side by side on 2 cores were 2.8x slower than one after the other with
+# spinning (README, Performance). OpenMP reads this once, when torch is loaded: it is set before torch is imported
+# (no effect if torch was imported first), and OMP_WAIT_POLICY=ACTIVE in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForSemanticSegmentation  # noqa: E402
 
 # The class itself: `transformers.AutoVideoProcessor` is a placeholder that raises where torchvision is missing, but
 # the pipelines use this one (and its registry) either way.

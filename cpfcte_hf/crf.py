@@ -9,8 +9,9 @@ those of docs/method.md section 3 (10 iterations; Gaussian sxy=1 compat=3; bilat
 `CRFPool` runs many images over worker processes sized to the machine and reports a failure on one image
 without stopping the others. Its workers never outlive the process that started them: on Linux the kernel kills
 them when it dies (`PR_SET_PDEATHSIG`), elsewhere a watch thread in each worker exits when it is orphaned; they
-ignore SIGINT (a Ctrl-C is the parent's to handle), and leaving the pool on an exception such as
-`KeyboardInterrupt` terminates them at once instead of waiting for the images in flight:
+ignore SIGINT and SIGTERM (stopping is the parent's to handle: a Ctrl-C or a `kill` of the whole process group
+reaches the workers too, and they must neither die first nor print anything), and leaving the pool on an
+exception such as `KeyboardInterrupt` kills them at once instead of waiting for the images in flight:
 
 ```python
 >>> from cpfcte_hf.crf import CRFPool, DenseCRFConfig, crf_mask
@@ -197,7 +198,7 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 def _worker_initializer(parent_pid: int | None, watch_interval: float) -> None:
     """
-    First thing in every CRF worker: tie its life to the parent's, and leave Ctrl-C to the parent.
+    First thing in every CRF worker: tie its life to the parent's, and leave SIGINT and SIGTERM to the parent.
 
     On Linux the kernel sends SIGKILL to the worker when the parent dies (`prctl(PR_SET_PDEATHSIG)`), whatever
     killed it (SIGKILL, the OOM killer, a crash). Everywhere, a daemon thread checks every `watch_interval`
@@ -206,8 +207,13 @@ def _worker_initializer(parent_pid: int | None, watch_interval: float) -> None:
     workers, e.g. a forkserver): a parent that died before `prctl` ran is caught by that comparison. (Linux sends
     the parent-death signal when the *thread* that started the worker ends: use a pool from a thread that lives
     as long as the pool, e.g. the main thread, as the pseudo-labelling does.)
+
+    A forked worker inherits the parent's Python signal handlers (`cpfcte_hf.interrupts.stop_on_signals` raises in
+    them): both signals are ignored here, so that a signal sent to the process group, or the parent's own stop,
+    never prints a worker's traceback; `CRFPool.terminate` ends workers with SIGKILL.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
@@ -293,18 +299,17 @@ class CRFPool:
         self._ready.clear()
 
     def terminate(self) -> None:
-        """Stops the workers now (SIGTERM, then SIGKILL after 5 s); queued and running images are dropped."""
+        """Stops the workers now (SIGKILL: they ignore SIGTERM, and hold nothing to clean up); queued and running
+        images are dropped."""
         executor, self._executor = self._executor, None
         if executor is not None:
             # ProcessPoolExecutor has no public way to stop running work; its `_processes` are the workers.
             processes = list((getattr(executor, "_processes", None) or {}).values())
             for process in processes:
                 if process.is_alive():
-                    process.terminate()
+                    process.kill()
             for process in processes:
                 process.join(timeout=5)
-                if process.is_alive():
-                    process.kill()
             executor.shutdown(wait=False, cancel_futures=True)
         self._pending.clear()
         self._ready.clear()

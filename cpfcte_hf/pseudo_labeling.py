@@ -9,7 +9,11 @@ per-class max normalisation, bilinear upsampling, argmax (BPM), dense CRF over a
 OUT/
   bpm/<id>.png                   baseline pseudo masks (argmax before the CRF), VOC palette PNG, values = class ids
   crf/<id>.png                   CRF-refined masks (the pseudo-labels for stage 2); absent with crf=False
-  summary.json                   counts (written, already done, failed), failures with reasons, the settings used
+  summary.json                   counts (written, already done, failed, changed), failures with reasons, the settings
+  fingerprint.json               what determines the masks (`cpfcte_hf.fingerprint`): other settings are refused
+  sources.json                   per image, the content (file size and times, digest of the bytes) and tags its masks
+                                 were made from: a changed image is recomputed (`cpfcte_hf.prediction.ContentRecord`)
+  .cpfcte-hf.lock(.json)         while a run works: its lock and who holds it (`cpfcte_hf.prediction.hold_output_dir`)
   image_scores.jsonl             each image's image-level class scores (`cpfcte_hf.image_records`)
   report.html, report_assets/    every image with its masks, scores and accounting, to look at (`cpfcte_hf.html_report`)
   report/                        only when the split has ground-truth masks (see `evaluate_predictions`)
@@ -21,9 +25,9 @@ OUT/
 ```
 
 Every PNG and report file is written to a temporary file in its folder and renamed into place, so a killed run
-leaves only complete files; a rerun skips the images whose masks exist and redoes the rest. Under
-`accelerate launch` (or `torchrun`) each process takes every N-th image and the confusion matrices are summed
-over processes before the report is written once.
+leaves only complete files; a rerun skips the images whose masks exist and were made from the same image, and redoes
+the rest. Under `accelerate launch` (or `torchrun`) each process takes every N-th image and the confusion matrices
+are summed over processes before the report is written once.
 
 `evaluate_predictions` gives the same report for any directories of masks (`scripts/evaluate.py`).
 """
@@ -63,11 +67,16 @@ from .inference import (
 from .interrupts import Interrupted, stop_on_signals
 from .metrics import IGNORE_INDEX, SegmentationMetric, confusion_matrix
 from .prediction import (
+    SOURCES_FILE,
+    DatasetSources,
     Failure,
     JobCounts,
+    create_output_dir,
     distributed_state,
     finish_distributed,
     gather_counts,
+    hold_output_dir,
+    job_threads,
     prepare_job_dir,
     progress_bar,
     remove_temporary_files,
@@ -188,12 +197,14 @@ class OutputLayout:
 
 @dataclass
 class PseudoLabelSummary:
-    """Counts of a run, over all processes."""
+    """Counts of a run, over all processes: every image is written (new), changed (its bytes or tags changed since
+    its masks were made: recomputed), already done, failed, or skipped by the loader."""
 
     total: int = 0
     written: int = 0
     already_done: int = 0
     failures: list[Failure] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
     seconds: float = 0.0
     written_per_process: list[int] = field(default_factory=list)
     report: dict | None = None
@@ -211,6 +222,7 @@ class PseudoLabelSummary:
             written=counts.written,
             already_done=counts.already_done,
             failures=counts.failures,
+            changed=list(counts.changed),
             seconds=seconds,
             written_per_process=counts.written_per_process,
             skipped_by_loader=accounting["skipped"],
@@ -227,19 +239,22 @@ class PseudoLabelSummary:
         return 1 if self.failures or self.skipped_by_loader else 0
 
     def format_counts(self, out_dir, show: int = 20) -> str:
-        """The printed account of a run: every image is written, already done, failed or skipped by the loader;
-        files of a tagged folder without a tags row are listed as untagged."""
+        """The printed account of a run: every image is written, already done, failed, skipped by the loader or
+        changed (recomputed); files of a tagged folder without a tags row are listed as untagged."""
         lines = [
             f"{self.total} image(s): {self.written} written, {self.already_done} already done, {self.failed} failed, "
-            f"{len(self.skipped_by_loader)} skipped by the loader ({self.seconds:.1f}s). Masks in {out_dir}; summary "
-            f"in {OutputLayout(Path(out_dir)).summary_path}."
+            f"{len(self.skipped_by_loader)} skipped by the loader, {len(self.changed)} changed since their masks were "
+            f"made (recomputed) ({self.seconds:.1f}s). Masks in {out_dir}; summary in "
+            f"{OutputLayout(Path(out_dir)).summary_path}."
         ]
+        lines += [f"  changed: {image_id}" for image_id in self.changed[:show]]
         lines += [f"  failed: {f.id} [{f.stage}] {f.error}" for f in self.failures[:show]]
         lines += [f"  skipped by the loader: {s['id']}: {s['reason']}" for s in self.skipped_by_loader[:show]]
         if self.untagged:
             lines.append(f"{len(self.untagged)} image file(s) in the folder have no tags row (not labelled):")
             lines += [f"  untagged: {name}" for name in self.untagged[:show]]
         hidden = max(0, len(self.failures) - show) + max(0, len(self.skipped_by_loader) - show)
+        hidden += max(0, len(self.changed) - show)
         hidden += max(0, len(self.untagged) - show)
         if hidden:
             lines.append(f"  ... and {hidden} more in summary.json")
@@ -252,6 +267,8 @@ class PseudoLabelSummary:
             "total": self.total,
             "written": self.written,
             "already_done": self.already_done,
+            "changed": len(self.changed),
+            "changed_ids": list(self.changed),
             "failed": self.failed,
             "failures": [asdict(f) for f in self.failures],
             "skipped_by_loader": len(self.skipped_by_loader),
@@ -267,22 +284,17 @@ class PseudoLabelSummary:
 
 def prepare_output_dir(path: str | os.PathLike, subdirectories: Sequence[str] = ()) -> Path:
     """
-    Creates the output directory (and `subdirectories`) and checks it can be written.
+    Creates the output directory (and `subdirectories`) and checks it can be written
+    (`cpfcte_hf.prediction.create_output_dir`).
 
     Raises:
         NotADirectoryError: `path` (or a parent) exists and is a file.
         PermissionError: it cannot be written.
     """
     root = Path(path)
-    for candidate in [root, *root.parents]:
-        if candidate.exists() and not candidate.is_dir():
-            raise NotADirectoryError(
-                f"Output directory {str(root)!r}: {str(candidate)!r} exists and is not a directory."
-            )
-    for sub in ["", *subdirectories]:
+    create_output_dir(root)
+    for sub in subdirectories:
         (root / sub).mkdir(parents=True, exist_ok=True)
-    if not os.access(root, os.W_OK):
-        raise PermissionError(f"Output directory {str(root)!r} is not writable.")
     return root
 
 
@@ -372,10 +384,32 @@ def resolve_model_location(name: str, timeout: float = 10.0) -> dict:
     return {}
 
 
-def load_model(model_name_or_path: str | os.PathLike, device: str | torch.device | None = None, **hub_kwargs):
+def load_model_config(model_name_or_path: str | os.PathLike):
+    """
+    The checkpoint's config alone (`config.json`: classes, patch size, inference size), without its weights, and
+    the keyword arguments `from_pretrained` needs for it (`resolve_model_location`): enough to check a dataset or
+    a tags file against the model's classes before spending seconds on loading the weights.
+
+    Raises:
+        FileNotFoundError, NotADirectoryError: see `resolve_model_location`.
+    """
+    from transformers import AutoConfig
+
+    name = os.path.expanduser(os.fspath(model_name_or_path))
+    hub_kwargs = resolve_model_location(name)
+    try:
+        return AutoConfig.from_pretrained(name, **hub_kwargs), hub_kwargs
+    except OSError as error:
+        raise OSError(f"Could not read the model's config from {name!r}: {error}") from error
+
+
+def load_model(
+    model_name_or_path: str | os.PathLike, device: str | torch.device | None = None, config=None, **hub_kwargs
+):
     """
     Loads a CPF-CTE checkpoint (a local directory or a Hub id) and its image processor, in eval mode.
-    `resolve_model_location` decides which, before any download.
+    `resolve_model_location` decides which, before any download. `config`: the checkpoint's config if already
+    read (`load_model_config`; then `hub_kwargs` should be the ones it returned).
 
     Raises:
         FileNotFoundError: a local directory that does not exist, or lacks `config.json` or weights (the message
@@ -386,9 +420,11 @@ def load_model(model_name_or_path: str | os.PathLike, device: str | torch.device
     from .image_processing_cpfcte import CPFCTEImageProcessor
 
     name = os.path.expanduser(os.fspath(model_name_or_path))
-    hub_kwargs = {**resolve_model_location(name), **hub_kwargs}
+    if config is None:
+        config, located = load_model_config(name)
+        hub_kwargs = {**located, **hub_kwargs}
     try:
-        model = AutoModelForSemanticSegmentation.from_pretrained(name, **hub_kwargs)
+        model = AutoModelForSemanticSegmentation.from_pretrained(name, config=config, **hub_kwargs)
     except OSError as error:
         raise OSError(f"Could not load a model from {name!r}: {error}") from error
     try:
@@ -474,52 +510,13 @@ def pseudo_label_fingerprint(
     }
 
 
-IMAGE_LABELS_FILE = "image_labels.json"
-
-
-def drop_masks_with_other_tags(layout: OutputLayout, image_labels: Mapping[str, list[int]]) -> list[str]:
-    """
-    The per-image part of the fingerprint: `OUT/image_labels.json` records the classes each image's masks were
-    restricted to. An image whose masks exist but whose tags changed since (or were never recorded) loses its
-    masks here, so that the run recomputes it; then the record takes the current tags. Returns those ids.
-    """
-    path = layout.root / IMAGE_LABELS_FILE
-    recorded = {}
-    if path.is_file():
-        try:
-            recorded = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            recorded = {}  # unreadable: nothing can be verified, every existing mask is redone
-    stale = []
-    for image_id, labels in image_labels.items():
-        if recorded.get(image_id) == labels:
-            continue
-        masks = [folder / f"{image_id}.png" for folder in (layout.bpm_dir, layout.crf_dir)]
-        if any(mask.is_file() for mask in masks):
-            stale.append(image_id)
-            for mask in masks:
-                mask.unlink(missing_ok=True)
-    if stale:
-        logger.warning(
-            f"{len(stale)} image(s) have other tags than when their masks were made (e.g. {stale[:3]}): recomputed."
-        )
-    atomic_write_text(path, json.dumps({**recorded, **image_labels}, sort_keys=True) + "\n")
-    return stale
-
-
-def prepare_resume(
-    layout: OutputLayout,
-    fingerprint: dict,
-    overwrite: bool,
-    state=None,
-    image_labels: Mapping[str, list[int]] | None = None,
-) -> str:
+def prepare_resume(layout: OutputLayout, fingerprint: dict, overwrite: bool, state=None) -> str:
     """
     Start of a run in `layout.root`: refuses a directory made with other settings (naming what changed), clears
     it with `overwrite`, records the fingerprint, removes temporary files left by a killed run and the summary of
     the previous run (the new one is written at the end and describes only masks this run made or verified).
-    With `image_labels` (`{id: class ids}` used for label masking), masks of images whose tags changed are
-    deleted, so they are redone (`drop_masks_with_other_tags`).
+    Images whose bytes or tags changed since their masks were made are found by the job (`sources.json`,
+    `cpfcte_hf.prediction.sort_out_shard`).
 
     Returns:
         "new", "same" (resume) or "overwrite".
@@ -529,10 +526,9 @@ def prepare_resume(
     """
 
     def before_record() -> None:
-        if image_labels is not None:
-            drop_masks_with_other_tags(layout, image_labels)
         layout.summary_path.unlink(missing_ok=True)
         layout.report_html.unlink(missing_ok=True)  # like the summary: rewritten at the end, for this run
+        (layout.root / "image_labels.json").unlink(missing_ok=True)  # the per-image tags of older versions
         for folder in (layout.bpm_dir, layout.crf_dir) if fingerprint["crf"] else (layout.bpm_dir,):
             folder.mkdir(parents=True, exist_ok=True)
 
@@ -542,7 +538,7 @@ def prepare_resume(
         overwrite,
         (layout.bpm_dir, layout.crf_dir),
         state,
-        clear=(layout.report_dir, layout.root / IMAGE_LABELS_FILE, layout.image_scores, *report_files(layout.root)),
+        clear=(layout.report_dir, layout.image_scores, *report_files(layout.root)),
         before_record=before_record,
     )
 
@@ -567,6 +563,74 @@ def _image_labels(dataset, class_mapping, ids, use_labels) -> dict[str, list[int
 # ------------------------------------------------------------------------------------------------- generation
 
 
+@dataclass
+class SplitCheck:
+    """What `check_split` found: the dataset's class names and their model ids, the image ids, label masking."""
+
+    dataset_names: list[str]
+    class_mapping: list[int]
+    ids: list[str]
+    use_labels: bool
+
+
+def check_split(dataset, model_config, class_names: Sequence[str] | None = None, use_image_labels: bool = True):
+    """
+    Everything about a split that can be checked with the model's config alone (before its weights are loaded and
+    before anything is written): one split, `image` and `id` columns, unique ids that are usable file names and
+    distinct on a case-insensitive file system, and the dataset's classes mapped onto the model's by name (a
+    class the model lacks is a `ValueError` saying what to do). Returns a `SplitCheck`.
+    """
+    _check_single_split(dataset)
+    dataset_names = (
+        list(class_names) if class_names is not None else dataset_class_names(dataset, model_config.id2label)
+    )
+    # Class identity is by name: dataset class i is model class class_mapping[i] (refused if the model lacks it).
+    class_mapping = map_class_names(dataset_names, names_of(model_config), source="the dataset")
+    if not mapping_is_identity(class_mapping) or len(dataset_names) != model_config.num_labels:
+        logger.info(f"Dataset classes mapped onto the model's by name: {dict(zip(dataset_names, class_mapping))}.")
+    columns = set(dataset.column_names)
+    for required in ("image", "id"):
+        if required not in columns:
+            raise ValueError(f"The dataset needs an {required!r} column; it has {sorted(columns)}.")
+    use_labels = use_image_labels and "labels" in columns
+    ids = [str(i) for i in dataset.select_columns(["id"])[:]["id"]]  # one read, not one per row
+    duplicates = [i for i, n in Counter(ids).items() if n > 1]
+    if duplicates:
+        raise ValueError(f"Image ids must be unique (they are file names); repeated: {sorted(duplicates)[:10]}.")
+    check_mask_paths(ids)
+    return SplitCheck(dataset_names, class_mapping, ids, use_labels)
+
+
+def _pseudo_label_functions(
+    model, dataset, split: SplitCheck, config: PseudoLabelConfig, size: int, mean, std, score_log: ImageScoreLog
+):
+    """The `read` and `predict` of `run_prediction_job` for stage 1 (see `generate_pseudo_labels`); `predict` also
+    appends each image's image-level scores to `score_log` (the report's)."""
+    num_labels, mapping = model.config.num_labels, split.class_mapping
+
+    def read(index: int):
+        image_id, row = split.ids[index], dataset[index]
+        rgb = to_rgb_array(row["image"])
+        check_image_size(rgb, model.config.patch_size, name=f"Image {image_id!r}")
+        original_size, capped = None, cap_image_side(rgb, config.crf_max_side)
+        if capped is not rgb:
+            check_image_size(capped, model.config.patch_size, name=f"Image {image_id!r} after crf_max_side")
+            original_size, rgb = rgb.shape[:2], capped
+        labels = None
+        if split.use_labels:
+            labels = multi_hot(sorted({0, *(mapping[int(c)] for c in row["labels"])}), num_labels)
+        return rgb, (image_id, labels), original_size
+
+    def predict(items):
+        labels = torch.stack([labels for _, (_, labels) in items]) if split.use_labels else None
+        rgbs = [rgb for rgb, _ in items]
+        maps, scores = predict_class_probabilities(model, rgbs, labels, size, config.scales, config.flip, mean, std)
+        score_log.append([image_id for _, (image_id, _) in items], scores)  # the report's per-image scores
+        return maps
+
+    return read, predict
+
+
 def generate_pseudo_labels(
     model,
     dataset,
@@ -587,7 +651,8 @@ def generate_pseudo_labels(
         model: a CPF-CTE model (`load_model`), on the device to use.
         dataset: a `datasets.Dataset` with `image`, `id`, and `labels` (class ids; needed for class masking) and
             optionally `mask` columns.
-        out_dir: output directory (created; must not be a file).
+        out_dir: output directory (created; must not be a file). One run at a time: another run holding it is an
+            `OutputDirInUse` error (`cpfcte_hf.prediction.hold_output_dir`).
         config: `PseudoLabelConfig`.
         image_processor: supplies `image_mean` / `image_std` (ViT-PCM's 0.5 / 0.5 if `None`).
         class_names: the dataset's class names (default: its ClassLabel names, else the model's id2label). They
@@ -598,137 +663,108 @@ def generate_pseudo_labels(
     Returns:
         `PseudoLabelSummary` (over all processes; `report` holds the metrics when ground truth exists). Bad images
         (unreadable, smaller than a patch, id unusable as a file name, labels outside the classes, CRF failure) are
-        logged with their id and counted in `failures`; the run goes on. Images the loader left out
+        logged with their id and counted in `failures`; the run goes on. Images whose bytes or tags changed since
+        their masks were made are recomputed and listed in `changed`. Images the loader left out
         (`cpfcte_hf.data.loader_report`) are in `skipped_by_loader`, untagged files of a tagged folder in
         `untagged`. An id may name sub-folders (`cats/01` -> `crf/cats/01.png`); two ids that would write the
-        same file are refused before anything is written.
+        same file are refused before anything is written, as are classes the model lacks.
     """
     config = config or PseudoLabelConfig()
-    layout = OutputLayout(prepare_output_dir(out_dir))
     state = distributed_state()
-    rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
-    is_main = rank == 0
     started = time.perf_counter()
-
-    _check_single_split(dataset)
-    num_labels = model.config.num_labels
-    model_names = names_of(model.config)
-    dataset_names = (
-        list(class_names) if class_names is not None else dataset_class_names(dataset, model.config.id2label)
-    )
-    # Class identity is by name: dataset class i is model class class_mapping[i] (refused if the model lacks it).
-    class_mapping = map_class_names(dataset_names, model_names, source="the dataset")
-    if not mapping_is_identity(class_mapping) or len(dataset_names) != num_labels:
-        logger.info(f"Dataset classes mapped onto the model's by name: {dict(zip(dataset_names, class_mapping))}.")
-    names = model_names
-    columns = set(dataset.column_names)
-    for required in ("image", "id"):
-        if required not in columns:
-            raise ValueError(f"The dataset needs an {required!r} column; it has {sorted(columns)}.")
-    use_labels = config.use_image_labels and "labels" in columns
-    if config.use_image_labels and not use_labels:
+    checked = check_split(dataset, model.config, class_names, config.use_image_labels)
+    if config.use_image_labels and not checked.use_labels:
         logger.warning("The dataset has no `labels` column: pseudo-labels are made without class masking.")
-
-    ids = [str(i) for i in dataset["id"]]
-    duplicates = [i for i, n in Counter(ids).items() if n > 1]
-    if duplicates:
-        raise ValueError(f"Image ids must be unique (they are file names); repeated: {sorted(duplicates)[:10]}.")
-    check_mask_paths(ids)
-
-    mean = getattr(image_processor, "image_mean", None) or VIT_PCM_MEAN
-    std = getattr(image_processor, "image_std", None) or VIT_PCM_STD
-    size = resolve_inference_size(config.size, model.config)
-    fingerprint = pseudo_label_fingerprint(model, config, size, dataset_names, use_labels, mean, std, class_mapping)
-    prepare_resume(
-        layout, fingerprint, config.overwrite, state, _image_labels(dataset, class_mapping, ids, use_labels)
-    )
-
-    def read(index: int):
-        image_id, row = ids[index], dataset[index]
-        rgb = to_rgb_array(row["image"])
-        check_image_size(rgb, model.config.patch_size, name=f"Image {image_id!r}")
-        original_size, capped = None, cap_image_side(rgb, config.crf_max_side)
-        if capped is not rgb:
-            check_image_size(capped, model.config.patch_size, name=f"Image {image_id!r} after crf_max_side")
-            original_size, rgb = rgb.shape[:2], capped
-        labels = None
-        if use_labels:
-            labels = multi_hot(sorted({0, *(class_mapping[int(c)] for c in row["labels"])}), num_labels)
-        return rgb, (image_id, labels), original_size
-
-    score_log = ImageScoreLog(layout.root)
-
-    def predict(items):
-        labels = torch.stack([labels for _, (_, labels) in items]) if use_labels else None
-        rgbs = [rgb for rgb, _ in items]
-        maps, scores = predict_class_probabilities(model, rgbs, labels, size, config.scales, config.flip, mean, std)
-        score_log.append([image_id for _, (image_id, _) in items], scores)  # the report's per-image scores
-        return maps
-
-    crf_workers = resolve_crf_workers(config.crf_workers, state)
-    counts = run_prediction_job(
-        ids,
-        read,
-        predict,
-        layout.bpm_dir,
-        layout.crf_dir if config.crf else None,
-        config.crf_config,
-        crf_workers,
-        batch_size=config.batch_size,
-        overwrite=config.overwrite,
-        progress=config.progress,
-        desc="pseudo-labels",
-        state=state,
-    )
-    summary = PseudoLabelSummary.from_job(gather_counts(state, counts), dataset, time.perf_counter() - started)
-
-    if evaluate is None:
-        evaluate = "mask" in columns
-    if evaluate:
-        predictions = {"BPM": layout.bpm_dir}
-        if config.crf:
-            predictions["CRF"] = layout.crf_dir
-        summary.report = evaluate_predictions(
-            dataset,
-            predictions,
-            layout.report_dir,
-            class_names=names,
-            class_mapping=class_mapping,
-            num_overlays=config.num_overlays,
-            dataset_name=dataset_name,
-            split=split,
-            progress=config.progress,
-            stage="pseudo_labels",
-            model=getattr(model.config, "_name_or_path", None),
-            data_root=data_root,
-            settings={**config.to_dict(), "size": size},
+    with hold_output_dir(out_dir, state), job_threads(state):
+        layout = OutputLayout(Path(out_dir))
+        mean = getattr(image_processor, "image_mean", None) or VIT_PCM_MEAN
+        std = getattr(image_processor, "image_std", None) or VIT_PCM_STD
+        size = resolve_inference_size(config.size, model.config)
+        fingerprint = pseudo_label_fingerprint(
+            model, config, size, checked.dataset_names, checked.use_labels, mean, std, checked.class_mapping
         )
-    if is_main:
-        payload = {
-            **summary.to_dict(),
-            "dataset": dataset_name,
-            "split": split,
-            "model": getattr(model.config, "_name_or_path", None),
-            "num_processes": world,
-            "crf_workers_per_process": crf_workers if config.crf else 0,
-            "config": {**config.to_dict(), "size": size},
-            "class_names": names,
-            "dataset_class_mapping": dict(zip(dataset_names, class_mapping)),
-            "fingerprint": FINGERPRINT_FILE,
-            "stage": "pseudo_labels",
-            "prediction_sets": {"BPM": "bpm", **({"CRF": "crf"} if config.crf else {})},
-            "layout": {
-                "bpm": "bpm/<id>.png",
-                "crf": "crf/<id>.png" if config.crf else None,
-                "report": "report/",
-                "image_scores": IMAGE_SCORES_FILE,
-                "report_html": REPORT_FILE if config.report_html else None,
-            },
-        }
-        atomic_write_text(layout.summary_path, json.dumps(payload, indent=2) + "\n")
-    if config.report_html:
-        summary.report_html = write_report_page(layout.root, dataset, state, config.progress)
+        prepare_resume(layout, fingerprint, config.overwrite, state)
+        score_log = ImageScoreLog(layout.root)
+        read, predict = _pseudo_label_functions(model, dataset, checked, config, size, mean, std, score_log)
+        crf_workers = resolve_crf_workers(config.crf_workers, state)
+        counts = run_prediction_job(
+            checked.ids,
+            read,
+            predict,
+            layout.bpm_dir,
+            layout.crf_dir if config.crf else None,
+            config.crf_config,
+            crf_workers,
+            batch_size=config.batch_size,
+            overwrite=config.overwrite,
+            progress=config.progress,
+            desc="pseudo-labels",
+            state=state,
+            sources=DatasetSources(dataset),
+            inputs=_image_labels(dataset, checked.class_mapping, checked.ids, checked.use_labels),
+            record_dir=layout.root,
+        )
+        summary = PseudoLabelSummary.from_job(gather_counts(state, counts), dataset, time.perf_counter() - started)
+        if evaluate is None:
+            evaluate = "mask" in dataset.column_names
+        if evaluate:
+            summary.report = _evaluate_run(
+                model, dataset, layout, config, checked, size, dataset_name, split, data_root
+            )
+        if state is None or state.is_main_process:
+            _write_summary(layout, summary, model, config, checked, size, crf_workers, dataset_name, split, state)
+        if config.report_html:
+            summary.report_html = write_report_page(layout.root, dataset, state, config.progress)
     return summary
+
+
+def _evaluate_run(model, dataset, layout, config, checked: SplitCheck, size, dataset_name, split, data_root) -> dict:
+    """`evaluate_predictions` of the run's BPM (and CRF) masks into `layout.report_dir`."""
+    predictions = {"BPM": layout.bpm_dir}
+    if config.crf:
+        predictions["CRF"] = layout.crf_dir
+    return evaluate_predictions(
+        dataset,
+        predictions,
+        layout.report_dir,
+        class_names=names_of(model.config),
+        class_mapping=checked.class_mapping,
+        num_overlays=config.num_overlays,
+        dataset_name=dataset_name,
+        split=split,
+        progress=config.progress,
+        stage="pseudo_labels",
+        model=getattr(model.config, "_name_or_path", None),
+        data_root=data_root,
+        settings={**config.to_dict(), "size": size},
+    )
+
+
+def _write_summary(layout, summary, model, config, checked: SplitCheck, size, crf_workers, dataset_name, split, state):
+    """`summary.json` (atomically): the counts, the failures and the settings of the run."""
+    payload = {
+        **summary.to_dict(),
+        "dataset": dataset_name,
+        "split": split,
+        "model": getattr(model.config, "_name_or_path", None),
+        "num_processes": state.num_processes if state is not None else 1,
+        "crf_workers_per_process": crf_workers if config.crf else 0,
+        "config": {**config.to_dict(), "size": size},
+        "class_names": names_of(model.config),
+        "dataset_class_mapping": dict(zip(checked.dataset_names, checked.class_mapping)),
+        "fingerprint": FINGERPRINT_FILE,
+        "sources": SOURCES_FILE,
+        "stage": "pseudo_labels",
+        "prediction_sets": {"BPM": "bpm", **({"CRF": "crf"} if config.crf else {})},
+        "layout": {
+            "bpm": "bpm/<id>.png",
+            "crf": "crf/<id>.png" if config.crf else None,
+            "report": "report/",
+            "image_scores": IMAGE_SCORES_FILE,
+            "report_html": REPORT_FILE if config.report_html else None,
+        },
+    }
+    atomic_write_text(layout.summary_path, json.dumps(payload, indent=2) + "\n")
 
 
 def write_report_page(out_dir: str | os.PathLike, dataset, state=None, progress: bool = False) -> str | None:
@@ -997,26 +1033,25 @@ def run_pseudo_labeling(
     and the counts. SIGINT and SIGTERM raise `cpfcte_hf.interrupts.Interrupted` (its `exit_code` is 130 / 143)
     after the CRF workers are stopped and temporary files removed: the output directory is left resumable.
     """
-    prepare_output_dir(out_dir)
+    config = config or PseudoLabelConfig()
     state = distributed_state()
     if device is None:
         device = state.device if state is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     with stop_on_signals():
         try:
-            loaded, processor = load_model(model, device=device)
-            if dataset is None:
-                dataset_kwargs = dict(dataset_kwargs or {})
-                if dataset_name == "tagged":  # tags name the model's classes: the label ids are the model's
-                    dataset_kwargs.setdefault("class_names", loaded.config)
-                    # Our masks, if written inside the photo folder (or into it), are no untagged photos.
-                    layout = OutputLayout(Path(out_dir))
-                    ours = [out_dir, layout.bpm_dir, layout.crf_dir, layout.report_dir, report_files(out_dir)[1]]
-                    dataset_kwargs.setdefault("exclude", ours)  # thumbnails of report.html included
-                dataset = load_split(dataset_name, data_root, split, **dataset_kwargs)
-            summary = generate_pseudo_labels(
-                loaded, dataset, out_dir, config, image_processor=processor, dataset_name=dataset_name, split=split,
-                data_root=data_root,
-            )  # fmt: skip
+            with hold_output_dir(out_dir, state):  # a second run into out_dir stops here, before any loading
+                model_config, hub_kwargs = load_model_config(model)
+                if dataset is None:
+                    dataset = _load_split_for_model(
+                        model_config, out_dir, dataset_name, data_root, split, dataset_kwargs
+                    )
+                # The tags (and the dataset's classes and ids) against the model's classes, before its weights load.
+                check_split(dataset, model_config, use_image_labels=config.use_image_labels)
+                loaded, processor = load_model(model, device=device, config=model_config, **hub_kwargs)
+                summary = generate_pseudo_labels(
+                    loaded, dataset, out_dir, config, image_processor=processor, dataset_name=dataset_name,
+                    split=split, data_root=data_root,
+                )  # fmt: skip
         except Interrupted as error:
             error.detail = f"the masks in {out_dir} are all complete; rerun the same command to resume."
             raise
@@ -1026,6 +1061,18 @@ def run_pseudo_labeling(
         print(summary.format_counts(out_dir))
     finish_distributed(state)
     return summary
+
+
+def _load_split_for_model(model_config, out_dir, dataset_name, data_root, split, dataset_kwargs):
+    """`load_split` for pseudo-labelling with a model: a tagged folder's tags name the model's classes (the label
+    ids are the model's), and our own masks, if written inside the photo folder, are no untagged photos."""
+    dataset_kwargs = dict(dataset_kwargs or {})
+    if dataset_name == "tagged":
+        dataset_kwargs.setdefault("class_names", model_config)
+        layout = OutputLayout(Path(out_dir))
+        ours = [out_dir, layout.bpm_dir, layout.crf_dir, layout.report_dir, report_files(out_dir)[1]]
+        dataset_kwargs.setdefault("exclude", ours)  # thumbnails of report.html included
+    return load_split(dataset_name, data_root, split, **dataset_kwargs)
 
 
 def run_evaluation(
@@ -1042,7 +1089,7 @@ def run_evaluation(
     """
     `scripts/evaluate.py` in one call: scores each prediction directory (named by its folder name) against the
     split and writes the report to `report_dir` (default: `<first prediction dir>/report`), with `report.html`
-    unless `report_html` is False.
+    unless `report_html` is False. One run at a time holds `report_dir` (`cpfcte_hf.prediction.hold_output_dir`).
     """
     directories = [Path(p) for p in predictions]
     named = {}
@@ -1053,20 +1100,20 @@ def run_evaluation(
         named[name] = directory
     check_prediction_dirs(directories)
     report_dir = Path(report_dir) if report_dir is not None else directories[0] / "report"
-    prepare_output_dir(report_dir)
-    if dataset is None:
-        dataset = load_split(dataset_name, data_root, split, **(dataset_kwargs or {}))
-    report = evaluate_predictions(
-        dataset,
-        named,
-        report_dir,
-        num_overlays=num_overlays,
-        dataset_name=dataset_name,
-        split=split,
-        data_root=data_root,
-    )
     state = distributed_state()
-    page = write_report_page(report_dir, dataset, state) if report_html else None
+    with hold_output_dir(report_dir, state):  # a failed start (e.g. the data) leaves no report directory
+        if dataset is None:
+            dataset = load_split(dataset_name, data_root, split, **(dataset_kwargs or {}))
+        report = evaluate_predictions(
+            dataset,
+            named,
+            report_dir,
+            num_overlays=num_overlays,
+            dataset_name=dataset_name,
+            split=split,
+            data_root=data_root,
+        )
+        page = write_report_page(report_dir, dataset, state) if report_html else None
     if state is None or state.is_main_process:
         print(format_report(report))
         print(f"Report in {report_dir}")
@@ -1096,20 +1143,22 @@ def check_prediction_dirs(directories: Sequence[str | os.PathLike]) -> None:
 __all__ = [
     "DEFAULT_CRF_MAX_SIDE",
     "Failure",
+    "SplitCheck",
     "check_mask_paths",
     "check_prediction_dirs",
+    "check_split",
     "OutputLayout",
     "PseudoLabelConfig",
     "PseudoLabelSummary",
     "check_checkpoint_dir",
     "dataset_class_names",
     "distributed_state",
-    "drop_masks_with_other_tags",
     "evaluate_predictions",
     "finish_distributed",
     "format_report",
     "generate_pseudo_labels",
     "load_model",
+    "load_model_config",
     "load_split",
     "looks_like_local_path",
     "prepare_output_dir",

@@ -592,15 +592,15 @@ def test_an_image_whose_tags_changed_is_recomputed_on_resume(tmp_path, model_and
     model, processor = model_and_processor
     dataset = make_dataset(3)
     generate_pseudo_labels(model, dataset, tmp_path, tiny_config(num_overlays=0), image_processor=processor)
-    assert json.loads((tmp_path / "image_labels.json").read_text())["img_1"] == [0, 2]
+    assert json.loads((tmp_path / "sources.json").read_text())["images"]["img_1"]["inputs"] == [0, 2]
     untouched = png_mtimes(tmp_path / "crf")
 
     retagged = make_dataset(3).map(lambda row: {"labels": [0, 3] if row["id"] == "img_1" else row["labels"]})
     summary = generate_pseudo_labels(model, retagged, tmp_path, tiny_config(num_overlays=0), image_processor=processor)
-    assert (summary.written, summary.already_done) == (1, 2)
+    assert (summary.written, summary.already_done, summary.changed) == (0, 2, ["img_1"])
     assert set(np.unique(read_mask(tmp_path / "crf" / "img_1.png"))) <= {0, 3}  # made with the new tags
     after = png_mtimes(tmp_path / "crf")
     assert {k: v for k, v in after.items() if k != "img_1.png"} == {
         k: v for k, v in untouched.items() if k != "img_1.png"
     }
-    assert json.loads((tmp_path / "image_labels.json").read_text())["img_1"] == [0, 3]
+    assert json.loads((tmp_path / "sources.json").read_text())["images"]["img_1"]["inputs"] == [0, 3]

@@ -1,9 +1,12 @@
 """A real `scripts/pseudo_label.py` process with a pool of 2 CRF workers, killed: the workers never outlive it,
-SIGTERM stops it with one line and exit status 143, and a rerun resumes."""
+SIGTERM stops it with exactly one line and exit status 143, and a rerun resumes; a second run into the same
+directory is refused, and the lock of a killed run is taken over."""
 
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -171,3 +174,118 @@ def test_sigterm_stops_with_one_line_and_a_rerun_resumes(tmp_path, job):
     assert rerun.returncode == 0, stderr
     assert f"{len(job['ids']) - len(done)} written, {len(done)} already done, 0 failed" in stdout
     assert sorted(os.listdir(crf_dir)) == sorted(f"{i}.png" for i in job["ids"])
+
+
+# ------------------------------------------------------------------ a fast CRF: the workers wait between images
+
+
+@pytest.fixture(scope="module")
+def quick_job(tmp_path_factory):
+    """`cpfcte-hf label` of 60 small images with the default CRF: the 2 workers spend most of the run idle, waiting
+    for the next image (where a signal used to make each of them print a traceback)."""
+    root = tmp_path_factory.mktemp("quick")
+    save_tiny_checkpoint(root / "model", classifier_init_std=50.0)
+    tree = write_voc_tree(root / "voc", splits={"train_aug": 60}, class_names=CLASS_NAMES)
+    arguments = [
+        "-m", "cpfcte_hf", "label",
+        "--model", str(root / "model"),
+        "--dataset", "voc",
+        "--data_root", tree["root"],
+        "--split", "train_aug",
+        "--dataset_option", f"cache_dir={root / 'cache'}",
+        "--size", "32",
+        "--crf_workers", "2",
+        "--num_overlays", "0",
+        "--no_progress",
+    ]  # fmt: skip
+    return {"arguments": arguments, "ids": tree["ids"]["train_aug"]}
+
+
+def start_logged(job, out, log):
+    """Starts the job in its own session, stdout and stderr into files (what it printed when is known exactly)."""
+    env = subprocess_env()
+    env["PYTHONPATH"] = REPO
+    return subprocess.Popen(
+        [PYTHON, *job["arguments"], "--output_dir", str(out)],
+        env=env,
+        stdout=open(f"{log}.out", "wb"),
+        stderr=open(f"{log}.err", "wb"),
+        start_new_session=True,
+    )
+
+
+def stop_after_some_masks(process, out, count=2):
+    """Waits until `count` CRF masks exist, then stops the process (SIGSTOP): it cannot finish before the test acts."""
+    assert wait_for(lambda: (out / "crf").is_dir() and len(masks_in(out / "crf")) >= count, 120), process.poll()
+    process.send_signal(signal.SIGSTOP)
+    assert process.poll() is None, "the run finished before it could be stopped"
+
+
+def printed_since(log, offsets=(0, 0)) -> tuple[str, str]:
+    return tuple(open(f"{log}.{kind}", "rb").read()[offset:].decode() for kind, offset in zip(("out", "err"), offsets))
+
+
+def log_sizes(log) -> tuple[int, int]:
+    return os.path.getsize(f"{log}.out"), os.path.getsize(f"{log}.err")
+
+
+@pytest.mark.parametrize("to_group", [False, True], ids=["main-process", "process-group"])
+def test_sigterm_prints_exactly_the_documented_line(tmp_path, quick_job, to_group):
+    """What a run prints after SIGTERM, sent to it (`kill PID`) or to its whole process group (`kill -- -PGID`, a
+    job scheduler), is the one line of the README's "Stopping", nothing else: the CRF workers stay quiet."""
+    out, log = tmp_path / "out", tmp_path / "log"
+    process = start_logged(quick_job, out, log)
+    try:
+        stop_after_some_masks(process, out)
+        offsets = log_sizes(log)
+        if to_group:
+            os.killpg(process.pid, signal.SIGTERM)
+            os.killpg(process.pid, signal.SIGCONT)
+        else:
+            process.send_signal(signal.SIGTERM)
+            process.send_signal(signal.SIGCONT)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 143
+    assert printed_since(log, offsets) == (
+        "",
+        f"interrupted by SIGTERM (exit status 143): the masks in {out} are all complete; rerun the same command to "
+        "resume.\n",
+    )
+
+
+def test_a_second_run_is_refused_and_a_killed_runs_lock_is_taken_over(tmp_path, quick_job):
+    """Two real `label` processes into one directory: the second stops at once, naming the first (pid, host, start,
+    command); once the first is SIGKILLed, the next run takes its directory over with one log line and finishes it,
+    keeping the masks the first completed."""
+    out = tmp_path / "out"
+    first = start_logged(quick_job, out, tmp_path / "first")
+    try:
+        stop_after_some_masks(first, out)
+        kept = {name: (out / "crf" / name).read_bytes() for name in masks_in(out / "crf")}
+        second = start_logged(quick_job, out, tmp_path / "second")
+        assert second.wait(timeout=120) == 2
+        stdout, stderr = printed_since(tmp_path / "second")
+        host = socket.gethostname()
+        assert stdout == "" and re.fullmatch(
+            rf"error: {out} is in use by another run \(pid {first.pid} on {re.escape(host)}, started [0-9T:+-]+: "
+            rf"python[0-9.]* -m cpfcte_hf label --model {quick_job['arguments'][4]} .*\); wait for it to end, or choose "
+            r"another output directory\.\n",
+            stderr,
+        ), stderr
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+
+    third = start_logged(quick_job, out, tmp_path / "third")
+    assert third.wait(timeout=300) == 0, printed_since(tmp_path / "third")
+    stdout, stderr = printed_since(tmp_path / "third")
+    assert f"{out}: taking over from a run that was stopped without releasing it (pid {first.pid} on {host}" in stderr
+    total = len(quick_job["ids"])
+    assert f"{total} image(s): {total - len(kept)} written, {len(kept)} already done, 0 failed" in stdout
+    assert masks_in(out / "crf") == sorted(f"{i}.png" for i in quick_job["ids"])
+    assert {name: (out / "crf" / name).read_bytes() for name in kept} == kept
+    assert sorted(json.loads((out / "sources.json").read_text())["images"]) == sorted(quick_job["ids"])
+    assert not [name for name in os.listdir(out) if name.startswith((".cpfcte-hf.lock", ".sources-"))]

@@ -8,6 +8,8 @@
     cpfcte-hf bench crf_memory --megapixels 0.5 4 12 24                         # CRF memory for large photos
     cpfcte-hf bench gpu --output outputs/bench/gpu.json                        # everything on one CUDA GPU
     cpfcte-hf bench report --output outputs/bench/report.json                  # report.html of 10,000 images
+    cpfcte-hf bench resume --images 10000                                      # resume by content: its cost
+    cpfcte-hf bench concurrency                                                # two `label` runs side by side
 
 Each benchmark is a module with `main(argv) -> int`; register a new one in `BENCHMARKS`.
 """
@@ -32,6 +34,11 @@ BENCHMARKS = {
         "report.html of a synthetic 10,000-image run: build time, load time in headless Chromium.",
     ),
     "gpu": ("cpfcte_hf.bench_gpu", "One-call GPU benchmark (make bench-gpu); --smoke runs it on the CPU in seconds."),
+    "resume": ("cpfcte_hf.commands.bench_resume", "Resume by content: the start of a job over N done images."),
+    "concurrency": (
+        "cpfcte_hf.commands.bench_concurrency",
+        "`label` runs side by side against one after the other (threads x CRF workers x processes).",
+    ),
 }
 
 

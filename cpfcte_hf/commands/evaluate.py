@@ -8,7 +8,8 @@ One confusion matrix per directory over the whole split (all classes including b
 metrics.json, per_class_iou.csv, per_class_iou.png, per_image.json, overlays/ and report.html (every image with its
 masks and its own mIoU, worst first; thumbnails in report_assets/) to --output_dir (alias --out; default:
 <first --pred>/report) and prints the per-class table. Images without a prediction file are counted as missing. A
---pred directory that does not exist or holds no mask is an error (exit status 2) and nothing is created.
+--pred directory that does not exist or holds no mask, data that cannot be loaded, or a report directory another run
+is using is an error (exit status 2) and nothing is created.
 """
 
 from __future__ import annotations

@@ -11,13 +11,17 @@ image-level scores, and the accounting, to open in a browser; thumbnails in OUTP
 split has ground-truth masks, OUTPUT_DIR/report/ (metrics.json, per_class_iou.csv, per_class_iou.png, per_image.json,
 overlays/). OUTPUT_DIR/fingerprint.json records what determines
 the masks: a rerun with the same settings skips the images already done; with other settings it is refused, naming
-what changed (--overwrite recomputes). A preset's `label:` section gives defaults (`--config voc`); the command line
-wins. `--out` is an alias of `--output_dir`.
+what changed (--overwrite recomputes). OUTPUT_DIR/sources.json records each image's content (file size and times, a
+digest of its bytes) and tags: an image that changed since its masks were made is recomputed and counted as changed.
+One run at a time: a run into an OUTPUT_DIR another run is using stops at once, naming it. A preset's `label:`
+section gives defaults (`--config voc`); the command line wins. `--out` is an alias of `--output_dir`. CRF workers
+and torch threads: the CPUs divided by the processes of the launch on this machine (--crf_workers, OMP_NUM_THREADS).
 
 Your own photos: --dataset tagged --data_root FOLDER (a folder of images with tags.csv; tags are matched to the
 model's class names). Exit status: 0 every image has its mask; 1 some images failed or were skipped (the others are
-written; summary.json lists them with reasons); 2 bad arguments or input (nothing labelled); 130 / 143 stopped by
-SIGINT / SIGTERM (the masks written are complete; rerun the same command to resume).
+written; summary.json lists them with reasons); 2 bad arguments or input, or OUTPUT_DIR in use (nothing labelled,
+nothing created); 130 / 143 stopped by SIGINT / SIGTERM (the masks written are complete; rerun the same command to
+resume).
 """
 
 from __future__ import annotations

@@ -362,7 +362,8 @@ def run_deeplab(
             failed = prediction["failed"]
             print(
                 f"{len(eval_dataset)} image(s) of {split}: {prediction['written']} written, "
-                f"{prediction['already_done']} already done, {len(failed)} failed"
+                f"{prediction['already_done']} already done, {len(failed)} failed, {len(prediction['changed'])} "
+                "changed since their masks were made (recomputed)"
                 + (f" (e.g. {failed[0][0]}: {failed[0][1]})" if failed else "")
             )
         if training_args.process_index == 0 and prediction["report"] is not None:

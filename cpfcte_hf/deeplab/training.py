@@ -24,6 +24,7 @@ OUTPUT_DIR/
   predictions/<split>/ms/<id>.png                                    multi-scale argmax
   predictions/<split>/ms_crf/<id>.png                                multi-scale + CRF
   predictions/<split>/report/                                        metrics.json, per_class_iou.{csv,png}, overlays/
+  predictions/<split>/fingerprint.json, sources.json                 settings and per-image content (resume rules)
   predictions/<split>/summary.json                                   counts, failures with reasons, the settings
   predictions/<split>/report.html, report_assets/                    every image and its masks, to look at
 ```
@@ -52,14 +53,18 @@ from ..html_report import report_files
 from ..image_processing_cpfcte import resize_and_normalize, to_rgb_array
 from ..inference import max_fused_probabilities
 from ..metrics import IGNORE_INDEX, SegmentationMetric
-from ..prediction import distributed_state, gather_counts, prepare_job_dir, run_prediction_job, safe_file_id
-from ..pseudo_labeling import (
-    OutputLayout,
-    PseudoLabelSummary,
-    evaluate_predictions,
-    prepare_output_dir,
-    write_report_page,
+from ..prediction import (
+    SOURCES_FILE,
+    DatasetSources,
+    distributed_state,
+    gather_counts,
+    hold_output_dir,
+    job_threads,
+    prepare_job_dir,
+    run_prediction_job,
+    safe_file_id,
 )
+from ..pseudo_labeling import OutputLayout, PseudoLabelSummary, evaluate_predictions, write_report_page
 from ..results import read_json
 from ..trainer import (
     ClosingProgressBarsMixin,
@@ -344,6 +349,22 @@ def stage2_model_info(model: DeepLabV2ForSemanticSegmentation, model_dir: str | 
     }
 
 
+def stage_two_fingerprint(model, config: MultiScaleEvalConfig, mean, std) -> dict:
+    """Everything that determines stage 2's masks (`cpfcte_hf.fingerprint`): weights, classes, normalisation,
+    scales, flip, the CRF. Worker counts and progress do not change a mask and are left out."""
+    return {
+        "kind": "cpfcte_hf stage-2 predictions",
+        "model_weights": weights_digest(model),
+        "id2label": {str(i): str(name) for i, name in sorted(model.config.id2label.items())},
+        "align_corners": bool(model.config.align_corners),
+        "image_mean": [float(v) for v in mean],
+        "image_std": [float(v) for v in std],
+        "scales": [float(s) for s in config.scales],
+        "flip": bool(config.flip),
+        "crf": config.crf_config.to_dict() if config.crf else None,
+    }
+
+
 def predict_split(
     model: DeepLabV2ForSemanticSegmentation,
     dataset,
@@ -360,114 +381,116 @@ def predict_split(
     scores them with `evaluate_predictions` into `out_dir/report/`, which records `model_info` (what the model is and
     how it was trained, `stage2_model_info`; by default its architecture only).
 
-    Under several processes each takes every N-th image and the report is written once. Existing masks are kept
-    (a killed run resumes) when they were made with the same model weights and settings (`fingerprint.json`);
-    other settings raise `FingerprintMismatch` naming what changed, unless `config.overwrite` (the old masks are
-    deleted).
+    Under several processes each takes every N-th image and the report is written once. One run at a time holds
+    `out_dir` (`cpfcte_hf.prediction.hold_output_dir`). Existing masks are kept (a killed run resumes) when they were
+    made with the same model weights and settings (`fingerprint.json`) from the same image (`sources.json`: an
+    image whose bytes changed is recomputed and counted in `changed`); other settings raise `FingerprintMismatch`
+    naming what changed, unless `config.overwrite` (the old masks are deleted).
 
     Returns:
-        `{"written", "already_done", "failed": [(id, reason)], "written_per_process", "report": dict | None,
-        "report_html": path | None}`, all over the whole split (every process's counts gathered); the counts are
-        also in `out_dir/summary.json`.
+        `{"written", "changed", "already_done", "failed": [(id, reason)], "written_per_process", "report": dict |
+        None, "report_html": path | None}`, all over the whole split (every process's counts gathered; `changed`
+        lists ids); the counts are also in `out_dir/summary.json`.
     """
-    config = config or MultiScaleEvalConfig()
     started = time.perf_counter()
-    out_dir = prepare_output_dir(out_dir, ["ms"] + (["ms_crf"] if config.crf else []))
+    config = config or MultiScaleEvalConfig()
+    for required in ("image", "id"):
+        if required not in dataset.column_names:
+            raise ValueError(f"The dataset needs an {required!r} column; it has {sorted(dataset.column_names)}.")
     state = distributed_state()
     mean, std = _image_statistics(image_processor)
     model.eval()
-    fingerprint = {
-        "kind": "cpfcte_hf stage-2 predictions",
-        "model_weights": weights_digest(model),
-        "id2label": {str(i): str(name) for i, name in sorted(model.config.id2label.items())},
-        "align_corners": bool(model.config.align_corners),
-        "image_mean": [float(v) for v in mean],
-        "image_std": [float(v) for v in std],
-        "scales": [float(s) for s in config.scales],
-        "flip": bool(config.flip),
-        "crf": config.crf_config.to_dict() if config.crf else None,
+    out_dir = Path(out_dir)
+    with hold_output_dir(out_dir, state), job_threads(state):
+        _prepare_stage_two_dir(out_dir, stage_two_fingerprint(model, config, mean, std), config.overwrite, state)
+        images = dataset.select_columns(["image", "id"])
+
+        def read(index: int):
+            return to_rgb_array(images[index]["image"]), None, None
+
+        def predict(items):
+            return [multi_scale_probabilities(model, rgb, config.scales, config.flip, mean, std) for rgb, _ in items]
+
+        ids = [str(i) for i in dataset.select_columns(["id"])[:]["id"]]  # one read, not one per row
+        counts = run_prediction_job(
+            ids, read, predict, out_dir / "ms", out_dir / "ms_crf" if config.crf else None, config.crf_config,
+            config.crf_workers, overwrite=config.overwrite, progress=config.progress, desc="deeplab predict",
+            state=state, sources=DatasetSources(dataset), record_dir=out_dir,
+        )  # fmt: skip
+        counts = gather_counts(state, counts)  # every process's counts: the whole split is accounted for
+        report = _score_split(model, dataset, out_dir, config, dataset_name, split, model_info)
+        summary = PseudoLabelSummary.from_job(counts, dataset, time.perf_counter() - started)
+        if state is None or state.is_main_process:
+            _write_stage_two_summary(out_dir, summary, model, config, dataset_name, split, state)
+        report_html = write_report_page(out_dir, dataset, state, config.progress) if config.report_html else None
+    return {
+        "written": counts.written,
+        "changed": list(counts.changed),
+        "already_done": counts.already_done,
+        "failed": [(failure.id, f"{failure.stage}: {failure.error}") for failure in counts.failures],
+        "written_per_process": counts.written_per_process,
+        "report": report,
+        "report_html": report_html,
     }
+
+
+def _prepare_stage_two_dir(out_dir: Path, fingerprint: dict, overwrite: bool, state) -> None:
+    """`prepare_job_dir` for stage 2: the summary and the page describe the last run, rewritten at its end."""
     layout = OutputLayout(out_dir)
 
-    def before_record() -> None:  # the summary and the page describe the last run: rewritten at its end
+    def before_record() -> None:
         layout.summary_path.unlink(missing_ok=True)
         layout.report_html.unlink(missing_ok=True)
 
     prepare_job_dir(
         out_dir,
         fingerprint,
-        config.overwrite,
+        overwrite,
         [out_dir / "ms", out_dir / "ms_crf"],
         state,
         clear=[layout.report_dir, *report_files(out_dir)],
         before_record=before_record,
     )
-    images = dataset.select_columns(["image", "id"])
 
-    def read(index: int):
-        return to_rgb_array(images[index]["image"]), None, None
 
-    def predict(items):
-        return [multi_scale_probabilities(model, rgb, config.scales, config.flip, mean, std) for rgb, _ in items]
-
-    counts = run_prediction_job(
-        [str(i) for i in dataset["id"]],
-        read,
-        predict,
-        out_dir / "ms",
-        out_dir / "ms_crf" if config.crf else None,
-        config.crf_config,
-        config.crf_workers,
-        overwrite=config.overwrite,
-        progress=config.progress,
-        desc="deeplab predict",
-        state=state,
-    )
-    counts = gather_counts(state, counts)  # every process's counts: the whole split is accounted for
-
-    report = None
-    if "mask" in dataset.column_names:
-        predictions = {"MS": out_dir / "ms"}
-        if config.crf:
-            predictions["MS+CRF"] = out_dir / "ms_crf"
-        report = evaluate_predictions(
-            dataset,
-            predictions,
-            out_dir / "report",
-            class_names=[model.config.id2label[i] for i in range(model.config.num_labels)],
-            num_overlays=config.num_overlays,
-            dataset_name=dataset_name,
-            split=split,
-            stage="stage2",
-            model=getattr(model.config, "_name_or_path", None),
-            settings=asdict(config),
-            model_info=model_info if model_info is not None else stage2_model_info(model),
-        )
-    summary = PseudoLabelSummary.from_job(counts, dataset, time.perf_counter() - started)
-    if state is None or state.is_main_process:
-        record = {
-            **summary.to_dict(),
-            "stage": "stage2",
-            "dataset": dataset_name,
-            "split": split,
-            "model": getattr(model.config, "_name_or_path", None),
-            "num_processes": state.num_processes if state is not None else 1,
-            "config": asdict(config),
-            "class_names": [model.config.id2label[i] for i in range(model.config.num_labels)],
-            "fingerprint": FINGERPRINT_FILE,
-            "prediction_sets": {"MS": "ms", **({"MS+CRF": "ms_crf"} if config.crf else {})},
-        }
-        atomic_write_text(layout.summary_path, json.dumps(record, indent=2) + "\n")
-    report_html = write_report_page(out_dir, dataset, state, config.progress) if config.report_html else None
-    failed = [(failure.id, f"{failure.stage}: {failure.error}") for failure in counts.failures]
-    return {
-        "written": counts.written,
-        "already_done": counts.already_done,
-        "failed": failed,
-        "written_per_process": counts.written_per_process,
-        "report": report,
-        "report_html": report_html,
+def _write_stage_two_summary(out_dir: Path, summary, model, config: MultiScaleEvalConfig, dataset_name, split, state):
+    """`out_dir/summary.json` (atomically): the counts (changed included), failures and settings of the run."""
+    record = {
+        **summary.to_dict(),
+        "stage": "stage2",
+        "dataset": dataset_name,
+        "split": split,
+        "model": getattr(model.config, "_name_or_path", None),
+        "num_processes": state.num_processes if state is not None else 1,
+        "config": asdict(config),
+        "class_names": [model.config.id2label[i] for i in range(model.config.num_labels)],
+        "fingerprint": FINGERPRINT_FILE,
+        "sources": SOURCES_FILE,
+        "prediction_sets": {"MS": "ms", **({"MS+CRF": "ms_crf"} if config.crf else {})},
     }
+    atomic_write_text(OutputLayout(out_dir).summary_path, json.dumps(record, indent=2) + "\n")
+
+
+def _score_split(model, dataset, out_dir: Path, config: MultiScaleEvalConfig, dataset_name, split, model_info):
+    """Stage 2's report (`evaluate_predictions` of MS and MS+CRF) when the split has ground truth, else `None`."""
+    if "mask" not in dataset.column_names:
+        return None
+    predictions = {"MS": out_dir / "ms"}
+    if config.crf:
+        predictions["MS+CRF"] = out_dir / "ms_crf"
+    return evaluate_predictions(
+        dataset,
+        predictions,
+        out_dir / "report",
+        class_names=[model.config.id2label[i] for i in range(model.config.num_labels)],
+        num_overlays=config.num_overlays,
+        dataset_name=dataset_name,
+        split=split,
+        stage="stage2",
+        model=getattr(model.config, "_name_or_path", None),
+        settings=asdict(config),
+        model_info=model_info if model_info is not None else stage2_model_info(model),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------- trainer
