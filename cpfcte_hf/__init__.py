@@ -15,20 +15,26 @@ import os
 # (no effect if torch was imported first), and OMP_WAIT_POLICY=ACTIVE in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from . import _compat  # noqa: E402
+
+
+# The module paths of 0.1.0 (`cpfcte_hf.pseudo_labeling`, `cpfcte_hf.trainer`, ...) keep importing for one release.
+_compat.install()
+
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForSemanticSegmentation  # noqa: E402
 
 # The class itself: `transformers.AutoVideoProcessor` is a placeholder that raises where torchvision is missing, but
 # the pipelines use this one (and its registry) either way.
-from transformers.models.auto.video_processing_auto import AutoVideoProcessor
+from transformers.models.auto.video_processing_auto import AutoVideoProcessor  # noqa: E402
 
-from .configuration_cpfcte import VOC_CLASSES, CPFCTEConfig, vit_b16_384_config
-from .image_processing_cpfcte import (
+from .models.cpfcte.configuration_cpfcte import VOC_CLASSES, CPFCTEConfig, vit_b16_384_config  # noqa: E402
+from .models.cpfcte.image_processing_cpfcte import (  # noqa: E402
     CPFCTEImageProcessor,
     class_probability_maps,
     resize_and_normalize,
     to_rgb_array,
 )
-from .modeling_cpfcte import (
+from .models.cpfcte.modeling_cpfcte import (  # noqa: E402
     ClassTokenFusion,
     ContextFusionBiLSTM,
     CPFCTEForWeaklySupervisedSegmentation,
@@ -72,7 +78,8 @@ _register_auto_classes()
 
 # Imported for their registrations: DeepLab-v2 with the Auto classes, and the
 # "weakly-supervised-pseudo-labelling" pipeline task.
-from . import deeplab, pipelines  # noqa: E402, F401
+from . import deeplab  # noqa: E402, F401
+from .inference import pipelines  # noqa: E402, F401
 
 
 __all__ = [

@@ -4,7 +4,7 @@
 
 import sys
 
-from .commands import main
+from .cli.main import main
 
 
 if __name__ == "__main__":

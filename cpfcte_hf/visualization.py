@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from .metrics import IGNORE_INDEX
+from .evaluation.metrics import IGNORE_INDEX
 
 
 EXIF_ORIENTATION = 0x0112

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""The same as `cpfcte-hf bench data` (see `cpfcte_hf/commands/bench_data.py` for the options)."""
+"""The same as `cpfcte-hf bench data` (see `cpfcte_hf/benchmarks/data.py` for the options)."""
 
 import sys
 
-from cpfcte_hf.commands.bench_data import main
+from cpfcte_hf.benchmarks.data import main
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""The same as `cpfcte-hf bench deeplab` (see `cpfcte_hf/commands/bench_deeplab.py` for the options)."""
+"""The same as `cpfcte-hf bench deeplab` (see `cpfcte_hf/benchmarks/deeplab.py` for the options)."""
 
 import sys
 
-from cpfcte_hf.commands.bench_deeplab import main
+from cpfcte_hf.benchmarks.deeplab import main
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ python scripts/make_shapes.py --out data/shapes --num-train 2000 --num-val 300 -
 import argparse
 import json
 
-from cpfcte_hf.cli import parse_plain_args
 from cpfcte_hf.data import ShapesConfig, write_shapes_voc
+from cpfcte_hf.utils.arguments import parse_plain_args
 
 
 def main(argv=None):

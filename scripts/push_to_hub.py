@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""The same as `cpfcte-hf push` (see `cpfcte_hf/commands/push.py` for the options)."""
+"""The same as `cpfcte-hf push` (see `cpfcte_hf/cli/commands/push.py` for the options)."""
 
 import sys
 
-from cpfcte_hf.commands.push import main
+from cpfcte_hf.cli.commands.push import main
 
 
 if __name__ == "__main__":

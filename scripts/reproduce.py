@@ -5,12 +5,12 @@ OUTPUT/tables.md and OUTPUT/tables.json (our numbers, mean ± std over seeds, be
     python scripts/reproduce.py --dataset voc --data_root data/VOCdevkit/VOC2012 --tables 1 2 4 5 --seeds 3
     python scripts/reproduce.py --dataset shapes --data_root data/shapes --tables 4 5 --seeds 3
 
-A rerun with the same settings reuses every finished step; a killed run resumes. See cpfcte_hf/reproduce.py.
+A rerun with the same settings reuses every finished step; a killed run resumes. See cpfcte_hf/workflows/reproduce.py.
 """
 
 import sys
 
-from cpfcte_hf.reproduce import main
+from cpfcte_hf.workflows.reproduce import main
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train CPF-CTE (stage 1): the same as `cpfcte-hf train` (see `cpfcte_hf/commands/train.py`).
+"""Train CPF-CTE (stage 1): the same as `cpfcte-hf train` (see `cpfcte_hf/cli/commands/train.py`).
 
 accelerate launch scripts/train.py --config voc
 accelerate launch --multi_gpu --num_processes 2 scripts/train.py --config shapes --use_cpu true
@@ -7,7 +7,7 @@ accelerate launch --multi_gpu --num_processes 2 scripts/train.py --config shapes
 
 import sys
 
-from cpfcte_hf.commands.train import main
+from cpfcte_hf.cli.commands.train import main
 
 
 if __name__ == "__main__":

@@ -5,12 +5,12 @@
         --pseudo_labels pseudo/voc_train_aug --output_dir runs/deeplab_voc
     accelerate launch --num_processes 2 scripts/train_deeplab.py --config ...      # DDP, same flags
 
-See `cpfcte_hf/deeplab/run.py` for the options.
+See `cpfcte_hf/stage2/train.py` for the options.
 """
 
 import sys
 
-from cpfcte_hf.commands.train_deeplab import main
+from cpfcte_hf.cli.commands.train_deeplab import main
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from cpfcte_hf.configuration_cpfcte import VOC_CLASSES
+from cpfcte_hf.models.cpfcte.configuration_cpfcte import VOC_CLASSES
 
 
 def voc_palette() -> list[int]:

@@ -234,9 +234,9 @@ def test_processor_for_backbone_normalises_as_the_encoder_was_pretrained(tmp_pat
 def test_voc_dinov2_preset_is_voc_with_a_dinov2_encoder():
     import dataclasses
 
-    from cpfcte_hf.cli import load_preset
-    from cpfcte_hf.trainer import CPFCTETrainingArguments
-    from cpfcte_hf.training import DataArguments, ModelArguments
+    from cpfcte_hf.stage1.train import DataArguments, ModelArguments
+    from cpfcte_hf.stage1.trainer import CPFCTETrainingArguments
+    from cpfcte_hf.utils.arguments import load_preset
 
     voc, dinov2 = load_preset("voc"), load_preset("voc-dinov2")  # packaged presets, `base: voc` expanded
     assert set(voc) == set(dinov2)
@@ -249,7 +249,7 @@ def test_voc_dinov2_preset_is_voc_with_a_dinov2_encoder():
 
 
 def test_benchmark_configs_cover_every_family_on_one_patch_grid():
-    from cpfcte_hf.benchmarking import BENCHMARK_BACKBONES, benchmark_backbone_config, time_call, time_interleaved
+    from cpfcte_hf.benchmarks.common import BENCHMARK_BACKBONES, benchmark_backbone_config, time_call, time_interleaved
 
     assert {model_type for model_type, _ in BENCHMARK_BACKBONES.values()} == set(FAMILIES)
     for name in BENCHMARK_BACKBONES:
@@ -286,7 +286,7 @@ def test_saved_vit_keys_are_the_legacy_ones_vit_model_writes(tmp_path):
 
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
 def test_training_builds_any_family_with_the_public_attention_switch(tmp_path, attn_implementation):
-    from cpfcte_hf.training import ModelArguments, build_model
+    from cpfcte_hf.stage1.train import ModelArguments, build_model
 
     encoder = _save_encoder(tmp_path / "encoder", "dinov2_with_registers")
     classes = ["background", "disc", "ring"]

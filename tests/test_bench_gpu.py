@@ -86,7 +86,7 @@ def test_smoke_runs_every_part(tmp_path):
 
 
 def test_time_budget_skips_parts_with_the_reason(tmp_path, capsys):
-    from cpfcte_hf.bench_gpu import main
+    from cpfcte_hf.benchmarks.gpu import main
 
     output = tmp_path / "gpu.json"
     assert main(["--smoke", "--time-budget", "0", "--parts", "train", "deeplab", "--output", str(output)]) == 0
@@ -114,7 +114,7 @@ def test_missing_packages_skip_or_degrade_with_the_reason(tmp_path):
 def test_compare_interleaved_alternates_and_reports_the_spread():
     import time
 
-    from cpfcte_hf.benchmarking import compare_interleaved
+    from cpfcte_hf.benchmarks.common import compare_interleaved
 
     calls = []
 
@@ -139,7 +139,7 @@ def test_compare_interleaved_alternates_and_reports_the_spread():
 
 
 def test_a_failing_part_records_its_error_and_the_others_run(tmp_path, monkeypatch, capsys):
-    import cpfcte_hf.bench_gpu as bench_gpu
+    import cpfcte_hf.benchmarks.gpu as bench_gpu
 
     def broken(*args, **kwargs):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from cpfcte_hf.cli import PresetError, available_presets, load_preset, parse_key_values, parse_plain_args
-from cpfcte_hf.commands import COMMANDS, main
-from cpfcte_hf.commands import label as label_command
-from cpfcte_hf.commands import train as train_command
+from cpfcte_hf.cli.commands import label as label_command
+from cpfcte_hf.cli.commands import train as train_command
+from cpfcte_hf.cli.main import COMMANDS, main
+from cpfcte_hf.utils.arguments import PresetError, available_presets, load_preset, parse_key_values, parse_plain_args
 from tests.utils import subprocess_env
 
 
@@ -89,7 +89,7 @@ def test_presets_inherit_and_sections_go_to_their_command(tmp_path):
     assert training_args.learning_rate == 0.001 and model_args.context_fusion_residual is True
     args, _ = label_command.parse_arguments(["--config", str(child)])
     assert args.size == 64 and args.dataset == "shapes"  # the section plus the shared data keys
-    from cpfcte_hf.deeplab.run import parse_arguments as deeplab_arguments
+    from cpfcte_hf.stage2.train import parse_arguments as deeplab_arguments
 
     data, model, _, _, training = deeplab_arguments(["--config", str(child)])
     assert training.max_steps == 9 and model.backbone == "none" and data.dataset == "shapes"
@@ -135,7 +135,7 @@ def test_plain_argparse_benchmarks_take_both_spellings_and_print_their_config(ca
 
 
 def test_run_overrides_set_stage_one_keys_and_sections():
-    from cpfcte_hf.commands.run import apply_overrides
+    from cpfcte_hf.workflows.run import apply_overrides
 
     preset = apply_overrides(load_preset("demo"), ["top_k=4", "train_deeplab.max_steps=7", "label.size=64"])
     assert preset["top_k"] == 4 and preset["train_deeplab"]["max_steps"] == 7 and preset["label"]["size"] == 64

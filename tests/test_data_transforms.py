@@ -15,7 +15,7 @@ from cpfcte_hf.data import (
     labels_to_multi_hot,
     load_shapes,
 )
-from cpfcte_hf.image_processing_cpfcte import resize_and_normalize, to_rgb_array
+from cpfcte_hf.models.cpfcte.image_processing_cpfcte import resize_and_normalize, to_rgb_array
 
 
 NO_AUGMENTATION = AugmentationConfig(colour_jitter_p=0, grayscale_p=0, hflip_p=0, vflip_p=0, transpose_p=0)

@@ -7,8 +7,8 @@ import datasets
 import numpy as np
 import pytest
 
-from cpfcte_hf.configuration_cpfcte import VOC_CLASSES
 from cpfcte_hf.data import build_dataset, class_names_of, load_voc
+from cpfcte_hf.models.cpfcte.configuration_cpfcte import VOC_CLASSES
 from tests.data_trees import save_palette_png, write_split_file, write_voc_tree
 
 

@@ -9,14 +9,14 @@ from torch import nn
 from transformers import default_data_collator
 
 from cpfcte_hf.deeplab import IMAGENET_MEAN, IMAGENET_STD, DeepLabV2ForSemanticSegmentation
-from cpfcte_hf.deeplab.convert import (
+from cpfcte_hf.models.deeplab_v2.convert import (
     CAFFE_MEAN_RGB,
     config_from_kazuto_state_dict,
     convert_kazuto_state_dict,
     kazuto_key_to_ours,
     load_kazuto_checkpoint,
 )
-from cpfcte_hf.deeplab.training import (
+from cpfcte_hf.stage2.trainer import (
     DeepLabV2Trainer,
     DeepLabV2TrainingArguments,
     multi_scale_training_loss,
@@ -218,7 +218,7 @@ def test_missing_extra_and_misshaped_keys_are_named():
 
 
 def test_run_builds_the_model_from_a_kazuto_checkpoint(tmp_path):
-    from cpfcte_hf.deeplab.run import DeepLabModelArguments, build_model
+    from cpfcte_hf.stage2.train import DeepLabModelArguments, build_model
 
     torch.save(_kazuto_state_dict(), tmp_path / "coco_init.pth")
     model = build_model(

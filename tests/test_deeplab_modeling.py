@@ -16,7 +16,7 @@ from cpfcte_hf.deeplab import (
     dilate_resnet,
     resnet101_config,
 )
-from cpfcte_hf.deeplab.modeling_deeplab import DeepLabV2ResNetLayer
+from cpfcte_hf.models.deeplab_v2.modeling_deeplab import DeepLabV2ResNetLayer
 from tests.deeplab_helpers import tiny_deeplab_config, tiny_resnet_config
 
 
@@ -213,7 +213,7 @@ def test_backbone_loads_bit_identical_from_a_resnet_checkpoint(tmp_path, checkpo
 
 
 def test_benchmark_helpers_count_and_time_a_training_step():
-    from cpfcte_hf.deeplab.benchmark import count_parameters, time_forward_backward, training_step_flops
+    from cpfcte_hf.benchmarks.deeplab_model import count_parameters, time_forward_backward, training_step_flops
 
     model = DeepLabV2ForSemanticSegmentation(tiny_deeplab_config())
     counts = count_parameters(model)

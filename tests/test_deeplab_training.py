@@ -14,14 +14,16 @@ from transformers import TrainerCallback, default_data_collator, pipeline
 from cpfcte_hf import resize_and_normalize
 from cpfcte_hf.data.shapes import load_shapes
 from cpfcte_hf.deeplab import IMAGENET_MEAN, IMAGENET_STD, DeepLabV2ForSemanticSegmentation
-from cpfcte_hf.deeplab.run import (
+from cpfcte_hf.evaluation.metrics import SegmentationMetric
+from cpfcte_hf.inference.core import corner_aligned_sizes
+from cpfcte_hf.stage2.train import (
     DeepLabDataArguments,
     DeepLabModelArguments,
     DeepLabTestArguments,
     DenseCRFArguments,
     run_deeplab,
 )
-from cpfcte_hf.deeplab.training import (
+from cpfcte_hf.stage2.trainer import (
     DeepLabV2Trainer,
     DeepLabV2TrainingArguments,
     PseudoLabelDataset,
@@ -29,8 +31,6 @@ from cpfcte_hf.deeplab.training import (
     random_scale_crop_flip,
     resolve_pseudo_label_dir,
 )
-from cpfcte_hf.inference import corner_aligned_sizes
-from cpfcte_hf.metrics import SegmentationMetric
 from cpfcte_hf.visualization import save_mask
 from tests.deeplab_helpers import tiny_deeplab_config
 

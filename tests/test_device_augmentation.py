@@ -6,7 +6,7 @@ import torch
 
 from cpfcte_hf import CPFCTEForWeaklySupervisedSegmentation
 from cpfcte_hf.data.transforms import AugmentationConfig, TrainTransform, WeakSegmentationCollator
-from cpfcte_hf.trainer import CPFCTETrainer, CPFCTETrainingArguments
+from cpfcte_hf.stage1.trainer import CPFCTETrainer, CPFCTETrainingArguments
 from tests.utils import tiny_config
 
 
@@ -132,7 +132,7 @@ def test_trainer_augments_uint8_batches_after_the_transfer(tmp_path):
 
 @pytest.mark.parametrize("placement, dtype", [("auto", torch.float32), ("device", torch.uint8)])
 def test_run_training_wires_the_placement(tmp_path, placement, dtype):
-    from cpfcte_hf.training import DataArguments, ModelArguments, run_training
+    from cpfcte_hf.stage1.train import DataArguments, ModelArguments, run_training
 
     model_args = ModelArguments(
         image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64

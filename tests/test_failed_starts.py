@@ -12,10 +12,10 @@ import pytest
 from tqdm.auto import tqdm
 from transformers import ViTModel
 
-from cpfcte_hf.cli import COMMAND_SECTIONS, available_presets, load_preset
-from cpfcte_hf.commands import main
+from cpfcte_hf.cli.main import main
 from cpfcte_hf.data import build_dataset, check_dataset
-from cpfcte_hf.trainer import bf16_available
+from cpfcte_hf.stage1.trainer import bf16_available
+from cpfcte_hf.utils.arguments import COMMAND_SECTIONS, available_presets, load_preset
 from tests.data_trees import write_tagged_tree, write_voc_tree
 from tests.deeplab_helpers import tiny_deeplab_config
 from tests.utils import save_tiny_checkpoint, subprocess_env, tiny_vit_config
@@ -199,8 +199,8 @@ def test_print_config_of_every_packaged_preset_works_without_a_gpu(capsys):
 @NO_BF16
 def test_bf16_arguments_build_anywhere_and_the_trainers_refuse_them(tmp_path):
     from cpfcte_hf.deeplab import DeepLabV2ForSemanticSegmentation
-    from cpfcte_hf.deeplab.training import DeepLabV2Trainer, DeepLabV2TrainingArguments
-    from cpfcte_hf.trainer import CPFCTETrainer, CPFCTETrainingArguments
+    from cpfcte_hf.stage1.trainer import CPFCTETrainer, CPFCTETrainingArguments
+    from cpfcte_hf.stage2.trainer import DeepLabV2Trainer, DeepLabV2TrainingArguments
 
     model, _ = save_tiny_checkpoint(tmp_path / "tiny")
     args = CPFCTETrainingArguments(output_dir=str(tmp_path / "a"), bf16=True, report_to="none")

@@ -6,8 +6,8 @@ from torch import nn
 from transformers import TrainerCallback, ViTModel, default_data_collator
 
 from cpfcte_hf import CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation, TopKPooling
-from cpfcte_hf.modeling_cpfcte import ContextFusionBiLSTM, resolve_top_k
-from cpfcte_hf.training import ModelArguments, build_model
+from cpfcte_hf.models.cpfcte.modeling_cpfcte import ContextFusionBiLSTM, resolve_top_k
+from cpfcte_hf.stage1.train import ModelArguments, build_model
 from tests.test_trainer import TinySegmentationSet, _args
 from tests.utils import tiny_config, tiny_vit_config
 
@@ -176,7 +176,7 @@ def test_vit_dropout_from_model_arguments_from_scratch_and_from_a_checkpoint(tmp
 
 @pytest.mark.parametrize("fresh, expected_steps", [(True, 2), (False, 4)])
 def test_stage2_fresh_optimizer_restarts_adam(tmp_path, fresh, expected_steps):
-    from cpfcte_hf.trainer import CPFCTETrainer
+    from cpfcte_hf.stage1.trainer import CPFCTETrainer
 
     torch.manual_seed(0)
     model = CPFCTEForWeaklySupervisedSegmentation(tiny_config(context_fusion_dropout=0.0))

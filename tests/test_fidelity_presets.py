@@ -4,11 +4,11 @@ import re
 
 import pytest
 
-from cpfcte_hf.cli import parse_args_with_presets
-from cpfcte_hf.deeplab.run import parse_arguments as parse_deeplab_arguments
-from cpfcte_hf.reproduce import preset_path
-from cpfcte_hf.trainer import CPFCTETrainingArguments
-from cpfcte_hf.training import DataArguments, ModelArguments
+from cpfcte_hf.stage1.train import DataArguments, ModelArguments
+from cpfcte_hf.stage1.trainer import CPFCTETrainingArguments
+from cpfcte_hf.stage2.train import parse_arguments as parse_deeplab_arguments
+from cpfcte_hf.utils.arguments import parse_args_with_presets
+from cpfcte_hf.workflows.reproduce import preset_path
 
 
 STAGE1 = [

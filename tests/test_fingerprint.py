@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from cpfcte_hf.fingerprint import (
+from cpfcte_hf.utils.fingerprint import (
     FingerprintMismatch,
     check_fingerprint,
     diff_fingerprints,

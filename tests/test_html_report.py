@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cpfcte_hf.commands.evaluate import main as evaluate_main
-from cpfcte_hf.commands.label import main as label_main
-from cpfcte_hf.html_report import NotARunDirectory, read_run_records, write_html_report
-from cpfcte_hf.html_report.browser import chromium_problem, launch_chromium
-from cpfcte_hf.html_report.thumbnails import ASSETS_DIR
-from cpfcte_hf.image_records import ImageScoreLog, read_image_scores
-from cpfcte_hf.inference import predict_class_probabilities
-from cpfcte_hf.pseudo_labeling import load_model, load_split
+from cpfcte_hf.cli.commands.evaluate import main as evaluate_main
+from cpfcte_hf.cli.commands.label import main as label_main
+from cpfcte_hf.evaluation.html_report import NotARunDirectory, read_run_records, write_html_report
+from cpfcte_hf.evaluation.html_report.browser import chromium_problem, launch_chromium
+from cpfcte_hf.evaluation.html_report.thumbnails import ASSETS_DIR
+from cpfcte_hf.evaluation.image_records import ImageScoreLog, read_image_scores
+from cpfcte_hf.inference.core import predict_class_probabilities
+from cpfcte_hf.prediction.pseudo_labels import load_model, load_split
 from cpfcte_hf.visualization import read_mask, save_mask
 
 from .data_trees import write_voc_tree
@@ -239,7 +239,7 @@ def test_stage2_prediction_writes_its_summary_and_report(tmp_path):
 
     from cpfcte_hf.data.shapes import load_shapes
     from cpfcte_hf.deeplab import DeepLabV2ForSemanticSegmentation
-    from cpfcte_hf.deeplab.training import MultiScaleEvalConfig, predict_split
+    from cpfcte_hf.stage2.trainer import MultiScaleEvalConfig, predict_split
 
     from .deeplab_helpers import tiny_deeplab_config
 

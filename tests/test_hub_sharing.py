@@ -18,7 +18,8 @@ from PIL import Image
 from cpfcte_hf import VOC_CLASSES, CPFCTEForWeaklySupervisedSegmentation
 from cpfcte_hf.data import COCO_CLASSES, ShapesConfig, write_shapes_voc
 from cpfcte_hf.deeplab import DeepLabV2ForSemanticSegmentation, deeplab_image_processor
-from cpfcte_hf.hub import (
+from cpfcte_hf.evaluation.results import read_results
+from cpfcte_hf.hub.folder import (
     CARD_TEMPLATE,
     MEASUREMENTS,
     NOT_MEASURED,
@@ -32,10 +33,9 @@ from cpfcte_hf.hub import (
     push_to_hub,
     run_length,
 )
-from cpfcte_hf.pseudo_labeling import PseudoLabelConfig, run_evaluation, run_pseudo_labeling
-from cpfcte_hf.results import read_results
-from cpfcte_hf.trainer import CPFCTETrainingArguments
-from cpfcte_hf.training import DataArguments, ModelArguments, run_training
+from cpfcte_hf.prediction.pseudo_labels import PseudoLabelConfig, run_evaluation, run_pseudo_labeling
+from cpfcte_hf.stage1.train import DataArguments, ModelArguments, run_training
+from cpfcte_hf.stage1.trainer import CPFCTETrainingArguments
 
 from .data_trees import write_voc_tree
 from .utils import BLOCK_PACKAGE_IMPORT, PYTHON, save_tiny_checkpoint, subprocess_env
@@ -537,7 +537,7 @@ def test_stage_two_writes_the_results_schema_and_its_values_reach_the_card(shape
     a stage-2 results file, and the CPF-CTE card shows its multi-scale values (the same-weights check is stage 1's
     only: stage 2 is another model)."""
     from cpfcte_hf.data import load_voc
-    from cpfcte_hf.deeplab.training import MultiScaleEvalConfig, predict_split
+    from cpfcte_hf.stage2.trainer import MultiScaleEvalConfig, predict_split
 
     from .deeplab_helpers import tiny_deeplab_config
 
@@ -576,7 +576,7 @@ def test_untagged_stage_one_and_single_scale_stage_two_reach_the_card(shapes_run
     settings, and the card shows each as a value of its own, next to (not instead of) the tagged and multi-scale
     ones."""
     from cpfcte_hf.data import load_voc
-    from cpfcte_hf.deeplab.training import MultiScaleEvalConfig, predict_split
+    from cpfcte_hf.stage2.trainer import MultiScaleEvalConfig, predict_split
 
     from .deeplab_helpers import tiny_deeplab_config
 

@@ -41,7 +41,9 @@ def test_both_stages_and_the_pipelines_call_the_one_core():
         if path.name == "inference.py":
             continue
         defined = {node.name for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.FunctionDef)}
-        assert not defined & steps, f"{path} defines {sorted(defined & steps)}, which live in cpfcte_hf/inference.py"
+        assert not defined & steps, (
+            f"{path} defines {sorted(defined & steps)}, which live in cpfcte_hf/inference/core.py"
+        )
     assert not relative_imports(PACKAGE / "deeplab" / "training.py") & {"..pipelines", "pipelines"}
 
 

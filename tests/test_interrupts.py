@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from cpfcte_hf.interrupts import Interrupted, interrupt_exit_code, stop_on_signals
+from cpfcte_hf.utils.interrupts import Interrupted, interrupt_exit_code, stop_on_signals
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

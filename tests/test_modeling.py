@@ -397,7 +397,7 @@ def test_image_segmentation_pipeline_never_prompts_when_the_package_is_installed
     save_tiny_checkpoint(tmp_path)  # model + processor, both with auto_map (remote code for everyone else)
     monkeypatch.setattr(builtins, "input", lambda *a: pytest.fail(f"transformers prompted: {a}"))
     segmenter = pipeline("image-segmentation", model=str(tmp_path))
-    assert type(segmenter.image_processor).__module__ == "cpfcte_hf.image_processing_cpfcte"
+    assert type(segmenter.image_processor).__module__ == "cpfcte_hf.models.cpfcte.image_processing_cpfcte"
     assert segmenter(Image.new("RGB", (40, 24), (127, 30, 200)))
 
 

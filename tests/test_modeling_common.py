@@ -19,7 +19,7 @@ from transformers import (
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from cpfcte_hf import CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation
-from cpfcte_hf.configuration_cpfcte import BACKBONE_MODEL_TYPES
+from cpfcte_hf.models.cpfcte.configuration_cpfcte import BACKBONE_MODEL_TYPES
 
 
 # Prefix tokens (CLS, distillation, registers) each family puts before the patch tokens.
@@ -102,7 +102,7 @@ class CPFCTEModelTester:
 
 
 def test_every_supported_backbone_has_an_encoder_family():
-    from cpfcte_hf.modeling_cpfcte import ENCODER_FAMILIES
+    from cpfcte_hf.models.cpfcte.modeling_cpfcte import ENCODER_FAMILIES
 
     assert set(ENCODER_FAMILIES) == set(BACKBONE_MODEL_TYPES) == set(EXPECTED_PREFIX_TOKENS)
 
@@ -264,7 +264,7 @@ def test_initialisation(tester):
 
 
 def test_encoder_layers_and_final_norm_are_found_in_every_family(tester):
-    from cpfcte_hf.trainer import encoder_parameter_groups
+    from cpfcte_hf.stage1.trainer import encoder_parameter_groups
 
     model = tester.create_model(tester.get_config())
     assert len(model.encoder_layers()) == tester.num_hidden_layers

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cpfcte_hf.class_names import map_class_names, normalize_class_name
 from cpfcte_hf.data import load_tagged_images, loader_report
-from cpfcte_hf.pseudo_labeling import PseudoLabelConfig, generate_pseudo_labels, load_model
+from cpfcte_hf.data.class_names import map_class_names, normalize_class_name
+from cpfcte_hf.prediction.pseudo_labels import PseudoLabelConfig, generate_pseudo_labels, load_model
 from cpfcte_hf.visualization import read_mask
 
 from .utils import save_tiny_checkpoint
@@ -262,7 +262,7 @@ def test_exif_orientation_is_the_displayed_one_in_loader_and_pseudo_labels(tmp_p
 def test_training_on_a_tagged_folder_does_not_evaluate_on_its_training_images(tmp_path, caplog):
     import datasets
 
-    from cpfcte_hf.training import DataArguments, build_datasets, with_masks_only
+    from cpfcte_hf.stage1.train import DataArguments, build_datasets, with_masks_only
 
     folder = write_folder(tmp_path / "photos", [("a.png", ["disc"]), ("b.png", ["cross"])])
     data_args = DataArguments(

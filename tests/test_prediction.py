@@ -9,8 +9,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from cpfcte_hf.crf import DenseCRFConfig
-from cpfcte_hf.prediction import gather_counts, run_prediction_job
+from cpfcte_hf.inference.crf import DenseCRFConfig
+from cpfcte_hf.prediction.job import gather_counts, run_prediction_job
 from cpfcte_hf.visualization import read_mask
 
 
@@ -117,8 +117,8 @@ def test_stage_two_resumes_only_with_the_same_model_and_settings(tmp_path):
 
     from cpfcte_hf.data.shapes import load_shapes
     from cpfcte_hf.deeplab import DeepLabV2ForSemanticSegmentation
-    from cpfcte_hf.deeplab.training import MultiScaleEvalConfig, predict_split
-    from cpfcte_hf.fingerprint import FingerprintMismatch
+    from cpfcte_hf.stage2.trainer import MultiScaleEvalConfig, predict_split
+    from cpfcte_hf.utils.fingerprint import FingerprintMismatch
 
     from .deeplab_helpers import tiny_deeplab_config
 
@@ -144,7 +144,7 @@ def test_stage_two_resumes_only_with_the_same_model_and_settings(tmp_path):
 
 DISAGREEING_PROCESSES = """
 import os, sys
-from cpfcte_hf.prediction import distributed_state, prepare_job_dir
+from cpfcte_hf.prediction.job import distributed_state, prepare_job_dir
 
 state = distributed_state()
 fingerprint = {"kind": "test", "model_weights": "abc" if state.process_index == 0 else "abd", "size": 192}

@@ -15,11 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from cpfcte_hf.crf import crf_mask
-from cpfcte_hf.fingerprint import FingerprintMismatch
-from cpfcte_hf.inference import predict_class_probabilities
-from cpfcte_hf.metrics import SegmentationMetric
-from cpfcte_hf.pseudo_labeling import (
+from cpfcte_hf.evaluation.metrics import SegmentationMetric
+from cpfcte_hf.inference.core import predict_class_probabilities
+from cpfcte_hf.inference.crf import crf_mask
+from cpfcte_hf.prediction.pseudo_labels import (
     PseudoLabelConfig,
     evaluate_predictions,
     generate_pseudo_labels,
@@ -27,6 +26,7 @@ from cpfcte_hf.pseudo_labeling import (
     prepare_output_dir,
     resolve_inference_size,
 )
+from cpfcte_hf.utils.fingerprint import FingerprintMismatch
 from cpfcte_hf.visualization import read_mask, save_mask
 
 from .data_trees import write_voc_tree
@@ -523,15 +523,15 @@ def test_inference_size_comes_from_the_checkpoint_unless_given(tmp_path, model_a
     assert scores[None] == scores[48] != scores[32]
 
     assert model.config.inference_size is None  # saved before the field existed
-    with caplog.at_level(logging.WARNING, logger="cpfcte_hf.pseudo_labeling"):
+    with caplog.at_level(logging.WARNING, logger="cpfcte_hf.prediction.pseudo_labels"):
         assert resolve_inference_size(None, model.config) == 960
     assert "records no `inference_size`" in caplog.text
     assert resolve_inference_size(64, model.config) == 64
 
 
 def test_training_presets_store_the_inference_size_in_the_checkpoint(tmp_path):
-    from cpfcte_hf.cli import load_preset
-    from cpfcte_hf.training import ModelArguments, build_model
+    from cpfcte_hf.stage1.train import ModelArguments, build_model
+    from cpfcte_hf.utils.arguments import load_preset
 
     presets = {name: load_preset(name) for name in ("voc", "demo")}  # the packaged presets, inheritance applied
     assert presets["voc"]["inference_size"] == 960 and presets["voc"]["image_size"] == 384

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from cpfcte_hf.reproduce import PAPER_TABLES, Reproduction, main, preset_path
+from cpfcte_hf.workflows.reproduce import PAPER_TABLES, Reproduction, main, preset_path
 
 
 TINY_STAGE1 = """

@@ -16,9 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cpfcte_hf.commands import evaluate as evaluate_command
-from cpfcte_hf.commands import label as label_command
-from cpfcte_hf.prediction import (
+from cpfcte_hf.cli.commands import evaluate as evaluate_command
+from cpfcte_hf.cli.commands import label as label_command
+from cpfcte_hf.prediction.job import (
     ContentRecord,
     DatasetSources,
     ImageSource,
@@ -138,7 +138,7 @@ def test_images_without_a_file_are_keyed_by_their_bytes_or_their_arrow_value():
 def test_stage_two_recomputes_an_image_whose_bytes_changed(tmp_path):
     from cpfcte_hf.data.shapes import load_shapes
     from cpfcte_hf.deeplab import DeepLabV2ForSemanticSegmentation
-    from cpfcte_hf.deeplab.training import MultiScaleEvalConfig, predict_split
+    from cpfcte_hf.stage2.trainer import MultiScaleEvalConfig, predict_split
 
     from .deeplab_helpers import tiny_deeplab_config
 
@@ -208,8 +208,8 @@ def test_a_failed_start_leaves_nothing_and_tags_are_checked_before_the_weights(t
 def test_stage_two_refused_settings_create_no_folder(tmp_path):
     from cpfcte_hf.data.shapes import load_shapes
     from cpfcte_hf.deeplab import DeepLabV2ForSemanticSegmentation
-    from cpfcte_hf.deeplab.training import MultiScaleEvalConfig, predict_split
-    from cpfcte_hf.fingerprint import FingerprintMismatch
+    from cpfcte_hf.stage2.trainer import MultiScaleEvalConfig, predict_split
+    from cpfcte_hf.utils.fingerprint import FingerprintMismatch
 
     from .deeplab_helpers import tiny_deeplab_config
 
@@ -232,7 +232,7 @@ def test_stage_two_refused_settings_create_no_folder(tmp_path):
 
 HOLDER = """
 import os, sys, time
-from cpfcte_hf.prediction import hold_output_dir
+from cpfcte_hf.prediction.job import hold_output_dir
 with hold_output_dir(sys.argv[1]):
     print("held", os.environ.get("OMP_WAIT_POLICY"), flush=True)
     time.sleep(120)
@@ -244,8 +244,8 @@ def test_every_writer_is_refused_a_directory_another_process_holds(tmp_path, sha
     the holder; nested holds of one process are one hold, and the lock files go when it ends."""
     from cpfcte_hf.data import load_tagged_images
     from cpfcte_hf.deeplab import DeepLabV2ForSemanticSegmentation
-    from cpfcte_hf.deeplab.training import predict_split
-    from cpfcte_hf.pseudo_labeling import generate_pseudo_labels, load_model, run_evaluation
+    from cpfcte_hf.prediction.pseudo_labels import generate_pseudo_labels, load_model, run_evaluation
+    from cpfcte_hf.stage2.trainer import predict_split
 
     from .deeplab_helpers import tiny_deeplab_config
 

@@ -5,9 +5,9 @@ import torch
 from transformers import TrainerCallback, TrainingArguments, default_data_collator
 
 from cpfcte_hf import CPFCTEForWeaklySupervisedSegmentation
-from cpfcte_hf.image_processing_cpfcte import class_probability_maps
-from cpfcte_hf.metrics import SegmentationMetric
-from cpfcte_hf.trainer import (
+from cpfcte_hf.evaluation.metrics import SegmentationMetric
+from cpfcte_hf.models.cpfcte.image_processing_cpfcte import class_probability_maps
+from cpfcte_hf.stage1.trainer import (
     CPFCTETrainer,
     CPFCTETrainingArguments,
     SegmentationEvalMetrics,

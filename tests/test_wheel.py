@@ -59,14 +59,14 @@ def test_the_wheel_holds_presets_entry_point_and_card_templates(installed):
     names = set(zipfile.ZipFile(installed["wheel"]).namelist())
     for preset in ("voc", "coco", "shapes", "demo", "deeplab_voc", "deeplab_coco", "deeplab_shapes"):
         assert f"cpfcte_hf/presets/{preset}.yaml" in names, preset
-    assert "cpfcte_hf/__main__.py" in names and "cpfcte_hf/commands/run.py" in names
+    assert "cpfcte_hf/__main__.py" in names and "cpfcte_hf/workflows/run.py" in names
     for template in (REPO / "cpfcte_hf" / "model_cards").rglob("*"):  # the templates, once they live in the package
         if template.is_file():
             assert template.relative_to(REPO).as_posix() in names, template
     for template in (REPO / "cpfcte_hf" / "html_report" / "templates").iterdir():  # report.html's parts
         assert template.relative_to(REPO).as_posix() in names, template
     entry_points = next(name for name in names if name.endswith(".dist-info/entry_points.txt"))
-    assert "cpfcte-hf = cpfcte_hf.commands:main" in zipfile.ZipFile(installed["wheel"]).read(entry_points).decode()
+    assert "cpfcte-hf = cpfcte_hf.cli.main:main" in zipfile.ZipFile(installed["wheel"]).read(entry_points).decode()
 
 
 def test_the_wheel_builds_without_deprecation_warnings_and_carries_its_license(installed):

@@ -1,12 +1,12 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
 """The `wsss_mean_iou` evaluate module: loaded offline by path, streaming with `add_batch`, `mean_iou`'s interface,
-exactly the numbers of `cpfcte_hf.metrics`, and those of `mean_iou`'s published formula (written out below)."""
+exactly the numbers of `cpfcte_hf.evaluation.metrics`, and those of `mean_iou`'s published formula (written out below)."""
 
 import numpy as np
 import pytest
 
 from cpfcte_hf.evaluation import WSSS_MEAN_IOU_PATH, load_wsss_mean_iou
-from cpfcte_hf.metrics import SegmentationMetric
+from cpfcte_hf.evaluation.metrics import SegmentationMetric
 
 
 evaluate = pytest.importorskip("evaluate")
@@ -111,13 +111,16 @@ def test_mean_iou_options(metric, masks):
     )
     remapped = [np.where(reference == 3, 2, reference) for reference in references]
     np.testing.assert_array_equal(
-        mapped["confusion_matrix"], SegmentationMetric(NUM_LABELS).update(predictions, remapped).compute().confusion_matrix
+        mapped["confusion_matrix"],
+        SegmentationMetric(NUM_LABELS).update(predictions, remapped).compute().confusion_matrix,
     )
     reduced = metric.compute(
         predictions=predictions, references=references, num_labels=NUM_LABELS, ignore_index=255, reduce_labels=True
     )
-    shifted = [np.where(reference == 0, 255, np.where(reference == 255, 255, reference.astype(np.int64) - 1))
-               for reference in references]
+    shifted = [
+        np.where(reference == 0, 255, np.where(reference == 255, 255, reference.astype(np.int64) - 1))
+        for reference in references
+    ]
     expected = formula_mean_iou(predictions, shifted, NUM_LABELS, 255)
     np.testing.assert_allclose(reduced["per_category_iou"], expected["per_category_iou"], equal_nan=True)
 

@@ -29,8 +29,8 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from ..image_processing_cpfcte import to_rgb_array
-from ..metrics import IGNORE_INDEX
+from ..evaluation.metrics import IGNORE_INDEX
+from ..models.cpfcte.image_processing_cpfcte import to_rgb_array
 from ..visualization import as_displayed, exif_orientation
 
 

@@ -14,7 +14,7 @@ Tag file formats (the file is `tags=`, or the first of `tags.csv`, `tags.json`, 
 File names are relative to the image folder (sub-folders, `./`, spaces and non-ASCII names allowed); the id is that
 path, normalised (`./cats/01.jpg` -> `cats/01`), without its extension. Class names are `class_names=` (a list, with
 background prepended when missing, or a model / its `id2label`: then the label ids are the model's class ids), else
-`background` + the sorted set of tags. Tags are matched to class names by `cpfcte_hf.class_names.normalize_class_name`
+`background` + the sorted set of tags. Tags are matched to class names by `cpfcte_hf.data.class_names.normalize_class_name`
 (case-insensitive, trimmed: `Disc` is `disc`). A tag `background` is accepted and ignored: the background is always
 class 0.
 
@@ -38,7 +38,6 @@ from collections.abc import Sequence
 
 import datasets
 
-from ..class_names import class_ids_from_tags, class_index, foreground_tags, tag_class_names
 from ._common import (
     IMAGE_EXTENSIONS,
     as_splits,
@@ -48,6 +47,7 @@ from ._common import (
     check_relative_id,
     check_root,
 )
+from .class_names import class_ids_from_tags, class_index, foreground_tags, tag_class_names
 
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ Pipeline of `TrainTransform` (ViT-PCM, docs/method.md section 2), on a batch of 
            -> colour jitter -> grayscale -> flip LR -> flip UD -> transpose
            -> round to uint8 -> resize_and_normalize(mean, std)      # the package's one normalisation
 
-so resizing and normalisation stay in `cpfcte_hf.image_processing_cpfcte.resize_and_normalize`, as in the image
+so resizing and normalisation stay in `cpfcte_hf.models.cpfcte.image_processing_cpfcte.resize_and_normalize`, as in the image
 processor, the pipeline and pseudo-labelling. Like ViT-PCM, the augmentation runs after the resize to the training
 resolution, on the whole batch at once.
 
@@ -43,8 +43,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, resize_and_normalize, to_rgb_array
-from ..inference import multi_hot
+from ..inference.core import multi_hot
+from ..models.cpfcte.image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, resize_and_normalize, to_rgb_array
 from ._common import IGNORE_INDEX
 
 

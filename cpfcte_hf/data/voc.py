@@ -38,7 +38,7 @@ from collections.abc import Sequence
 
 import datasets
 
-from ..configuration_cpfcte import VOC_CLASSES
+from ..models.cpfcte.configuration_cpfcte import VOC_CLASSES
 from ._common import (
     as_splits,
     build_from_records,

@@ -9,15 +9,15 @@ DeepLab-v2 checkpoint without `trust_remote_code`; `save_pretrained` writes the 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForSemanticSegmentation
 
 from .. import declare_no_video_processor
-from ..image_processing_cpfcte import CPFCTEImageProcessor
-from .configuration_deeplab import DeepLabV2Config, resnet101_config
-from .modeling_deeplab import (
+from ..models.cpfcte.image_processing_cpfcte import CPFCTEImageProcessor
+from ..models.deeplab_v2.configuration_deeplab import DeepLabV2Config, resnet101_config
+from ..models.deeplab_v2.modeling_deeplab import (
     AtrousSpatialPyramidClassifier,
     DeepLabV2ForSemanticSegmentation,
     DeepLabV2PreTrainedModel,
     dilate_resnet,
 )
-from .processing import DEEPLAB_IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, deeplab_image_processor
+from ..models.deeplab_v2.processing import DEEPLAB_IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, deeplab_image_processor
 
 
 def _register_auto_classes() -> None:

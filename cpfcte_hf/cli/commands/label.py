@@ -1,0 +1,138 @@
+# Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
+r"""Pseudo-label masks for a dataset split with a trained CPF-CTE model (stage 1's product), and their report.
+
+    cpfcte-hf label --model runs/voc/best --dataset voc --data_root data/VOCdevkit/VOC2012 \
+        --split train_aug --output_dir pseudo/voc_train_aug
+    accelerate launch --num_processes 2 -m cpfcte_hf label ...        # each process takes every 2nd image
+
+Writes OUTPUT_DIR/bpm/<id>.png (argmax before the CRF) and OUTPUT_DIR/crf/<id>.png (CRF-refined), VOC palette PNGs
+whose values are class ids; OUTPUT_DIR/summary.json; OUTPUT_DIR/report.html (every image with its masks, tags and
+image-level scores, and the accounting, to open in a browser; thumbnails in OUTPUT_DIR/report_assets/); and, when the
+split has ground-truth masks, OUTPUT_DIR/report/ (metrics.json, per_class_iou.csv, per_class_iou.png, per_image.json,
+overlays/). OUTPUT_DIR/fingerprint.json records what determines
+the masks: a rerun with the same settings skips the images already done; with other settings it is refused, naming
+what changed (--overwrite recomputes). OUTPUT_DIR/sources.json records each image's content (file size and times, a
+digest of its bytes) and tags: an image that changed since its masks were made is recomputed and counted as changed.
+One run at a time: a run into an OUTPUT_DIR another run is using stops at once, naming it. A preset's `label:`
+section gives defaults (`--config voc`); the command line wins. `--out` is an alias of `--output_dir`. CRF workers
+and torch threads: the CPUs divided by the processes of the launch on this machine (--crf_workers, OMP_NUM_THREADS).
+
+Your own photos: --dataset tagged --data_root FOLDER (a folder of images with tags.csv; tags are matched to the
+model's class names). Exit status: 0 every image has its mask; 1 some images failed or were skipped (the others are
+written; summary.json lists them with reasons); 2 bad arguments or input, or OUTPUT_DIR in use (nothing labelled,
+nothing created); 130 / 143 stopped by SIGINT / SIGTERM (the masks written are complete; rerun the same command to
+resume).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from ...prediction.pseudo_labels import PseudoLabelConfig, run_pseudo_labeling
+from ...stage2.train import DenseCRFArguments, crf_config_from
+from ...utils.arguments import loader_options, parse_args_with_presets, require
+from ...utils.interrupts import interrupt_exit_code
+
+
+@dataclass
+class LabelArguments:
+    """What to pseudo-label, with which model, and where to."""
+
+    model: str | None = field(default=None, metadata={"help": "Checkpoint directory or Hub id (required)."})
+    dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Dataset kind: voc, coco, shapes, hub, or tagged (your own photos: --data_root is the folder, with "
+            "a tags.csv / tags.json / tags.jsonl; --dataset_option tags=FILE names another file)."
+        },
+    )
+    data_root: str | None = field(default=None, metadata={"help": "Dataset root directory (or Hub id)."})
+    split: str = field(default="train", metadata={"help": "The split to pseudo-label."})
+    dataset_option: list[str] = field(
+        default_factory=list, metadata={"help": "Extra loader arguments KEY=VALUE ... (YAML values), repeatable."}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Arrow cache of the loaders."})
+    output_dir: str | None = field(default=None, metadata={"help": "Output directory (required); alias --out."})
+    size: int | None = field(
+        default=None, metadata={"help": "Inference resolution (default: the checkpoint's inference_size)."}
+    )
+    scales: list[float] = field(default_factory=lambda: [1.0], metadata={"help": "Multipliers of --size, averaged."})
+    flip: bool = field(default=False, metadata={"help": "Also average the left-right flipped image."})
+    use_image_labels: bool = field(
+        default=True, metadata={"help": "Restrict masks to the image-level labels (--no_label_masking: off)."}
+    )
+    crf: bool = field(default=True, metadata={"help": "Refine with the dense CRF (--no_crf: BPM only)."})
+    crf_workers: int | None = field(
+        default=None, metadata={"help": "CRF processes per process (default: CPUs / processes; 0 = serial)."}
+    )
+    crf_max_side: int = field(
+        default=PseudoLabelConfig.crf_max_side,
+        metadata={
+            "help": "Larger images are downscaled to this longest side for the probability maps and the CRF, and "
+            "their masks upsampled back (bounds memory; 0 = never)."
+        },
+    )
+    batch_size: int = 1
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Recompute everything (deletes the old masks); needed when OUTPUT_DIR has other settings."},
+    )
+    num_overlays: int = 4
+    device: str | None = field(default=None, metadata={"help": "Default: the accelerate device, else cuda if any."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar (--no_progress: off)."})
+    report_html: bool = field(
+        default=True,
+        metadata={
+            "help": "Write OUTPUT_DIR/report.html: every image with its masks, tags and scores, worst first "
+            "(--no_report_html: off, e.g. to save the thumbnails' time and space on a very large split)."
+        },
+    )
+
+    def pseudo_label_config(self, crf_args) -> PseudoLabelConfig:
+        return PseudoLabelConfig(
+            size=self.size,
+            scales=tuple(self.scales),
+            flip=self.flip,
+            use_image_labels=self.use_image_labels,
+            crf=self.crf,
+            crf_config=crf_config_from(crf_args),
+            crf_workers=self.crf_workers,
+            crf_max_side=self.crf_max_side,
+            batch_size=self.batch_size,
+            overwrite=self.overwrite,
+            num_overlays=self.num_overlays,
+            progress=self.progress,
+            report_html=self.report_html,
+        )
+
+
+ARGUMENT_TYPES = (LabelArguments, DenseCRFArguments)
+
+
+def parse_arguments(argv=None):
+    return parse_args_with_presets(ARGUMENT_TYPES, argv, description=__doc__, command="label", prog="cpfcte-hf label")
+
+
+def main(argv=None) -> int:
+    args, crf_args = parse_arguments(argv)
+    require(args, "model", "dataset", "output_dir")
+    try:
+        options = loader_options(args)
+        summary = run_pseudo_labeling(
+            model=args.model,
+            out_dir=args.output_dir,
+            dataset_name=args.dataset,
+            data_root=args.data_root,
+            split=args.split,
+            dataset_kwargs=options,
+            config=args.pseudo_label_config(crf_args),
+            device=args.device,
+        )
+    except (OSError, ValueError) as error:  # bad arguments: a clear message, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as error:  # SIGINT / SIGTERM: one line, exit status 130 / 143
+        print(str(error) or "interrupted", file=sys.stderr)
+        return interrupt_exit_code(error)
+    return summary.exit_status  # 1 when images failed or were skipped (the others are written)

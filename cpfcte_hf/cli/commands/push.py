@@ -1,0 +1,66 @@
+# Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
+r"""Share a trained CPF-CTE checkpoint on the Hugging Face Hub: weights, config with `auto_map`, image processor,
+the model's source files (for `trust_remote_code=True`), results files, and a model card filled from them.
+
+    cpfcte-hf push --model runs/cpf-cte-voc --repo_id USER/cpf-cte-voc \
+        --results pseudo/voc_train_aug runs/deeplab_voc                       # push (needs `hf auth login`)
+    cpfcte-hf push --model runs/cpf-cte-voc --repo_id USER/cpf-cte-voc --dry_run hub/cpf-cte-voc
+
+--results takes output directories or files of the other commands: `label` (report/metrics.json), `evaluate`
+(metrics.json), `train-deeplab` (predictions/<split>/report/metrics.json) and `train` (eval_results.json; the --model
+directory's own is always read). A value that no results file gives is "not measured" on the card. --dry_run
+writes the folder that would be uploaded instead of pushing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ...hub.folder import HubPushError, HubSharingError, build_hub_folder, format_hub_folder, push_to_hub
+from ...utils.arguments import parse_args_with_presets, print_error, require
+
+
+@dataclass
+class PushArguments:
+    model: str | None = field(default=None, metadata={"help": "Trained checkpoint directory (required)."})
+    repo_id: str | None = field(default=None, metadata={"help": "USER/NAME (or ORG/NAME) on the Hub (required)."})
+    card: str = field(default="auto", metadata={"help": "auto, a card name (voc, coco) or a template path."})
+    results: list[str] = field(default_factory=list, metadata={"help": "Results files or output directories."})
+    private: bool = field(default=False, metadata={"help": "Create the repo as private."})
+    dry_run: str | None = field(default=None, metadata={"help": "Write the Hub folder to this directory, no push."})
+    overwrite: bool = field(default=False, metadata={"help": "--dry_run: replace a folder this command wrote."})
+    commit_message: str | None = None
+
+
+def parse_arguments(argv=None):
+    return parse_args_with_presets((PushArguments,), argv, description=__doc__, command="push", prog="cpfcte-hf push")
+
+
+def main(argv=None) -> int:
+    (args,) = parse_arguments(argv)
+    require(args, "model", "repo_id")
+    try:
+        if args.dry_run:
+            folder = build_hub_folder(
+                args.model, args.dry_run, args.repo_id, card=args.card, results=args.results, overwrite=args.overwrite
+            )
+            print(format_hub_folder(folder))
+            print(f"Dry run: nothing pushed. Upload later with `hf upload {args.repo_id} {args.dry_run}`.")
+        else:
+            folder, url = push_to_hub(
+                args.model,
+                args.repo_id,
+                card=args.card,
+                results=args.results,
+                private=args.private,
+                commit_message=args.commit_message,
+            )
+            print(format_hub_folder(folder))
+            print(f"Pushed: {url}")
+    except HubPushError as error:
+        print_error(error)
+        return 3
+    except (HubSharingError, OSError, ValueError) as error:  # bad inputs: a clear message, not a traceback
+        print_error(error)
+        return 2
+    return 0

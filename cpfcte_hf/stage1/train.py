@@ -1,0 +1,474 @@
+# Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
+"""The stage-1 training recipe behind `scripts/train.py`: model + data + `CPFCTETrainer`, from three dataclasses.
+
+    accelerate launch scripts/train.py --config scripts/configs/voc.yaml
+    accelerate launch --multi_gpu --num_processes 2 scripts/train.py --config scripts/configs/shapes.yaml
+
+The dataset is an argument (`--dataset voc|coco|shapes|tagged|hub`), never a copied script. The output directory
+ends up holding a checkpoint that `from_pretrained` and `pipeline("image-segmentation")` load directly (weights,
+config, image processor, source files), the checkpoints of the run, `run_config.json`, `train_results.json`,
+`eval_results.json` and TensorBoard logs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AutoConfig, ViTConfig, set_seed
+from transformers.utils import logging
+
+from ..data import (
+    EvalTransform,
+    TrainTransform,
+    WeakSegmentationCollator,
+    build_dataset,
+    check_dataset,
+    class_names_of,
+)
+from ..data.transforms import (
+    AugmentationConfig,
+    EquivarianceCollator,
+    EquivarianceTrainTransform,
+    EquivarianceViewConfig,
+)
+from ..evaluation.results import training_results_record, write_results
+from ..inference.core import DEFAULT_INFERENCE_SIZE
+from ..models.cpfcte.configuration_cpfcte import CPFCTEConfig, backbone_config_from
+from ..models.cpfcte.image_processing_cpfcte import CPFCTEImageProcessor
+from ..models.cpfcte.modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
+from ..utils.arguments import check_model_option, describe, loader_options
+from .trainer import CPFCTETrainer, CPFCTETrainingArguments, resolve_resume_checkpoint
+
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    """Which model to train: from a ViT checkpoint (the paper), from scratch, or from a CPF-CTE checkpoint."""
+
+    backbone: str | None = field(
+        default=None,
+        metadata={"help": "ViT checkpoint for the encoder (Hub id or dir), e.g. google/vit-base-patch16-384."},
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A CPF-CTE checkpoint to continue from (instead of --backbone)."}
+    )
+    image_size: int = field(default=384, metadata={"help": "Training resolution (square), a multiple of the patch."})
+    patch_size: int = field(default=16, metadata={"help": "From scratch only: ViT patch size."})
+    hidden_size: int = field(default=768, metadata={"help": "From scratch only: ViT width D."})
+    num_hidden_layers: int = field(default=12, metadata={"help": "From scratch only: ViT depth."})
+    num_attention_heads: int = field(default=12, metadata={"help": "From scratch only: attention heads."})
+    intermediate_size: int = field(default=3072, metadata={"help": "From scratch only: MLP width."})
+    use_class_tokens: bool = field(default=True, metadata={"help": "Class-token fusion (paper Table 4)."})
+    use_context_fusion: bool = field(default=True, metadata={"help": "CF-BiLSTM (paper Table 4)."})
+    pooling: str = field(default="topk", metadata={"help": "topk, max or avg (paper Table 5)."})
+    top_k: float = field(
+        default=16,
+        metadata={
+            "help": "K of Top-K pooling: a number of patches (16) or a fraction of them in (0, 1) (0.03), which "
+            "transfers between grid sizes (README: the K sweep)."
+        },
+    )
+    lstm_hidden_size: int | None = field(
+        default=None, metadata={"help": "Hidden size per LSTM direction; default D/4 (192 for ViT-B)."}
+    )
+    context_fusion_residual: bool = field(
+        default=False, metadata={"help": "x + CF-BiLSTM(x) instead of CF-BiLSTM(x) (not in the paper)."}
+    )
+    context_fusion_projection: bool = field(
+        default=True,
+        metadata={"help": "Project [h; v] back to D (paper eq. 6); False feeds 4*lstm_hidden_size on (ViT-PCM)."},
+    )
+    context_fusion_dropout: float = 0.2
+    context_fusion_lstm_dropout_mode: str = field(
+        default="none",
+        metadata={"help": "Dropout inside the LSTMs: none, or per_sequence (ViT-PCM's Keras LSTM dropout)."},
+    )
+    classifier_dropout: float = 0.2
+    classifier_l2_weight: float = 0.01
+    hidden_dropout_prob: float | None = field(
+        default=None,
+        metadata={
+            "help": "ViT dropout after attention and in the MLP of every block (vit-keras, ViT-PCM: 0.1); "
+            "default: the backbone config's (0.0 in google/vit-base-patch16-384)."
+        },
+    )
+    attention_probs_dropout_prob: float | None = field(
+        default=None,
+        metadata={"help": "ViT dropout on the attention weights (vit-keras: none); default: the backbone config's."},
+    )
+    attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2."})
+    inference_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Pseudo-label resolution stored in the checkpoint (config.inference_size), the default of "
+            "pseudo_label.py --size. Default: kept from --model_name_or_path, else 960 (ViT-PCM's, for 384-px)."
+        },
+    )
+
+
+@dataclass
+class DataArguments:
+    """Which data: a source name, its root, the splits, and extra loader options."""
+
+    dataset: str = field(default="shapes", metadata={"help": "voc, coco, shapes, tagged or hub."})
+    data_root: str | None = field(
+        default=None, metadata={"help": "Dataset root (VOCdevkit, coco2014, ...), Hub id or parquet path."}
+    )
+    train_split: str = field(default="train", metadata={"help": "e.g. train_aug for VOC, train for COCO."})
+    eval_split: str | None = field(default="val", metadata={"help": "Split with masks for mIoU; empty: none."})
+    dataset_option: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Extra loader argument KEY=VALUE (YAML value), repeatable; e.g. num_train=512."},
+    )
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    augment: bool = field(default=True, metadata={"help": "ViT-PCM augmentation (colour jitter, flips, ...)."})
+    aug_brightness: float = field(default=0.2, metadata={"help": "Brightness delta range (images in [0, 1])."})
+    aug_contrast: list[float] = field(default_factory=lambda: [0.5, 2.0], metadata={"help": "Contrast factors."})
+    aug_saturation: list[float] = field(default_factory=lambda: [0.5, 1.5], metadata={"help": "Saturation factors."})
+    aug_hue: float = field(default=0.1, metadata={"help": "Hue shift range, in turns."})
+    aug_grayscale_p: float = 0.1
+    aug_hflip_p: float = 0.5
+    aug_vflip_p: float = 0.5
+    aug_transpose_p: float = 0.5
+    cache_dir: str | None = field(default=None, metadata={"help": "Arrow cache of the loaders."})
+    et_crop_p: float = field(
+        default=0.3, metadata={"help": "L_ET second view: probability of a crop (ViT-PCM PROB_CROP 0.3)."}
+    )
+    et_crop_size: int | None = field(
+        default=None,
+        metadata={"help": "L_ET second view: crop side in pixels (ViT-PCM: 128 of 384); default a third of the size."},
+    )
+    et_scale_size: int | None = field(
+        default=None, metadata={"help": "L_ET second view: side it is resized to; default half the training size."}
+    )
+
+    def augmentation_config(self) -> AugmentationConfig:
+        return AugmentationConfig(
+            brightness=self.aug_brightness,
+            contrast=tuple(self.aug_contrast),
+            saturation=tuple(self.aug_saturation),
+            hue=self.aug_hue,
+            grayscale_p=self.aug_grayscale_p,
+            hflip_p=self.aug_hflip_p,
+            vflip_p=self.aug_vflip_p,
+            transpose_p=self.aug_transpose_p,
+        )
+
+
+def build_datasets(data_args: DataArguments):
+    """(train, eval or None) `datasets.Dataset`s for `data_args`."""
+    options = loader_options(data_args)
+
+    def load(split):
+        try:
+            return build_dataset(data_args.dataset, data_args.data_root, split, **options)
+        except TypeError as error:
+            if "unexpected keyword argument" not in str(error):
+                raise
+            raise ValueError(
+                f"--dataset_option {sorted(options)} does not fit the {data_args.dataset!r} loader: {error}"
+            ) from error
+
+    train = load(data_args.train_split)
+    evaluation = load(data_args.eval_split) if data_args.eval_split else None
+    if evaluation is not None:
+        evaluation = with_masks_only(evaluation, f"{data_args.dataset} split {data_args.eval_split!r}")
+    if data_args.max_train_samples is not None:
+        train = train.select(range(min(data_args.max_train_samples, len(train))))
+    if evaluation is not None and data_args.max_eval_samples is not None:
+        evaluation = evaluation.select(range(min(data_args.max_eval_samples, len(evaluation))))
+    return train, evaluation
+
+
+def with_masks_only(dataset, name: str):
+    """The rows of `dataset` that have a ground-truth mask, or None when none has (one log line says so).
+
+    A split without masks (e.g. a tagged folder, whose loader returns the same images for any split name) cannot be
+    evaluated: scoring it would only repeat the training loss on the training images.
+    """
+    if "mask" not in dataset.column_names:
+        logger.warning(f"The {name} has no ground-truth masks: no evaluation during training (mIoU needs masks).")
+        return None
+    table = dataset.select_columns(["mask"]).with_format("arrow")[:]  # honours a `select`'s indices, decodes nothing
+    present = [i for i, value in enumerate(table.column("mask").is_valid().to_pylist()) if value]
+    if not present:
+        logger.warning(f"The {name} has no ground-truth masks: no evaluation during training (mIoU needs masks).")
+        return None
+    if len(present) < len(dataset):
+        logger.warning(
+            f"The {name}: {len(dataset) - len(present)} of {len(dataset)} images have no mask; evaluating on the "
+            f"{len(present)} with masks."
+        )
+        dataset = dataset.select(present)
+    return dataset
+
+
+def _check_one_model_source(model_args: ModelArguments) -> None:
+    if model_args.model_name_or_path and model_args.backbone:
+        raise ValueError("Pass either --model_name_or_path (a CPF-CTE checkpoint) or --backbone, not both.")
+
+
+def _encoder_patch_size(model_args: ModelArguments) -> int:
+    """The patch size of the encoder `build_model` will make, read from a config (no weights are loaded)."""
+    if model_args.model_name_or_path:
+        return CPFCTEConfig.from_pretrained(model_args.model_name_or_path).patch_size
+    if model_args.backbone:
+        patch = backbone_config_from(AutoConfig.from_pretrained(model_args.backbone)).patch_size
+        return patch if isinstance(patch, int) else patch[0]
+    return model_args.patch_size
+
+
+def equivariance_views(model_args: ModelArguments, data_args: DataArguments, patch: int) -> EquivarianceViewConfig:
+    """The second views of L_ET for this training size and patch (unset sizes: ViT-PCM's proportions), checked
+    against the training size."""
+    views = EquivarianceViewConfig(
+        crop_p=data_args.et_crop_p,
+        crop_size=data_args.et_crop_size or max(patch, round(model_args.image_size / 3 / patch) * patch),
+        scale_size=data_args.et_scale_size or model_args.image_size // 2,
+        patch_size=patch,
+    )
+    views.check_training_size(model_args.image_size)
+    return views
+
+
+def check_training_inputs(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: CPFCTETrainingArguments,
+    turn_off_bf16: str = "--bf16 false",
+) -> None:
+    """
+    What a training start can get wrong, checked before anything is loaded, built or written, in this order (the
+    first problem is the one reported, in one line naming the option or path): the data (loader options, root,
+    split files: `check_dataset`), the model (`--model_name_or_path` / `--backbone`), options that contradict each
+    other, and bf16 on a machine without it (`turn_off_bf16`: how to turn it off, in the caller's words).
+    """
+    options = loader_options(data_args)
+    for split in (data_args.train_split, data_args.eval_split):
+        if split:
+            check_dataset(data_args.dataset, data_args.data_root, split, **options)
+    _check_one_model_source(model_args)
+    check_model_option("model_name_or_path", model_args.model_name_or_path)
+    check_model_option("backbone", model_args.backbone)
+    patch = _encoder_patch_size(model_args)
+    if model_args.image_size % patch:
+        nearest = max(1, round(model_args.image_size / patch)) * patch
+        raise ValueError(
+            f"--image_size {model_args.image_size} is not a multiple of the encoder's patch size {patch} "
+            f"(e.g. {nearest})."
+        )
+    if training_args.equivariance_loss_weight > 0:
+        if not data_args.augment:
+            raise ValueError("--equivariance_loss_weight > 0 needs the training augmentation (--augment true).")
+        equivariance_views(model_args, data_args, patch)
+    training_args.check_precision(turn_off_bf16)
+
+
+def build_model(model_args: ModelArguments, class_names: list[str]) -> CPFCTEForWeaklySupervisedSegmentation:
+    """The model of `model_args` for these classes (background first)."""
+    id2label = dict(enumerate(class_names))
+    head_kwargs = dict(
+        id2label=id2label,
+        inference_size=model_args.inference_size or DEFAULT_INFERENCE_SIZE,
+        use_class_tokens=model_args.use_class_tokens,
+        use_context_fusion=model_args.use_context_fusion,
+        pooling=model_args.pooling,
+        pooling_top_k=int(model_args.top_k) if float(model_args.top_k).is_integer() else float(model_args.top_k),
+        context_fusion_residual=model_args.context_fusion_residual,
+        context_fusion_projection=model_args.context_fusion_projection,
+        context_fusion_dropout=model_args.context_fusion_dropout,
+        context_fusion_lstm_dropout_mode=model_args.context_fusion_lstm_dropout_mode,
+        classifier_dropout=model_args.classifier_dropout,
+        classifier_l2_weight=model_args.classifier_l2_weight,
+    )
+    attn = {"attn_implementation": model_args.attn_implementation}
+    _check_one_model_source(model_args)
+    if model_args.model_name_or_path:
+        model = CPFCTEForWeaklySupervisedSegmentation.from_pretrained(model_args.model_name_or_path, **attn)
+        if model.config.id2label != id2label:
+            raise ValueError(
+                f"{model_args.model_name_or_path} was trained on classes {list(model.config.id2label.values())}, "
+                f"the dataset has {class_names}."
+            )
+        set_encoder_dropout(model, model_args.hidden_dropout_prob, model_args.attention_probs_dropout_prob)
+        if model_args.inference_size is not None:
+            model.config.inference_size = model_args.inference_size
+        return model
+    if model_args.backbone:
+        backbone_hidden = backbone_config_from(AutoConfig.from_pretrained(model_args.backbone)).hidden_size
+        head_kwargs["lstm_hidden_size"] = model_args.lstm_hidden_size or backbone_hidden // 4
+        model = CPFCTEForWeaklySupervisedSegmentation.from_pretrained_backbone(
+            model_args.backbone, **head_kwargs, **attn
+        )
+        set_encoder_dropout(model, model_args.hidden_dropout_prob, model_args.attention_probs_dropout_prob)
+        return model
+    backbone_config = ViTConfig(
+        hidden_size=model_args.hidden_size,
+        num_hidden_layers=model_args.num_hidden_layers,
+        num_attention_heads=model_args.num_attention_heads,
+        intermediate_size=model_args.intermediate_size,
+        image_size=model_args.image_size,
+        patch_size=model_args.patch_size,
+        **{
+            name: value
+            for name in ("hidden_dropout_prob", "attention_probs_dropout_prob")
+            if (value := getattr(model_args, name)) is not None
+        },
+    )
+    head_kwargs["lstm_hidden_size"] = model_args.lstm_hidden_size or model_args.hidden_size // 4
+    model = CPFCTEForWeaklySupervisedSegmentation(CPFCTEConfig(backbone_config=backbone_config, **head_kwargs))
+    model.set_attn_implementation(model_args.attn_implementation)
+    return model
+
+
+def set_encoder_dropout(
+    model: CPFCTEForWeaklySupervisedSegmentation, hidden: float | None, attention: float | None
+) -> None:
+    """
+    Sets the ViT encoder's dropout rates of a built model (config and modules alike); None keeps a rate.
+
+    `hidden` is `hidden_dropout_prob` (embeddings, after attention, after the MLP), `attention` is
+    `attention_probs_dropout_prob` (on the attention weights). A ViT loaded from a checkpoint keeps that
+    checkpoint's rates otherwise (0.0 for google/vit-base-patch16-384; vit-keras, which ViT-PCM trains, uses 0.1).
+    """
+    backbone_config = model.config.backbone_config
+    for name, value in (("hidden_dropout_prob", hidden), ("attention_probs_dropout_prob", attention)):
+        if value is not None and not 0.0 <= value < 1.0:
+            raise ValueError(f"--{name} must be in [0, 1), got {value}.")
+    if hidden is not None:
+        backbone_config.hidden_dropout_prob = hidden
+        for module in model.vit.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = hidden
+    if attention is not None:
+        backbone_config.attention_probs_dropout_prob = attention
+        for module in model.vit.modules():
+            if hasattr(module, "attention_dropout"):
+                module.attention_dropout = attention
+
+
+def _train_save_evaluate(trainer, resume, evaluate: bool, class_names, model_args, data_args) -> None:
+    """Trains (from `resume`, if any), saves the model, state and metrics, then evaluates (`evaluate`)."""
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+    if evaluate:
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+        if trainer.is_world_process_zero() and "eval_mean_iou" in metrics:  # the card's "trainer validation" row
+            record = training_results_record(
+                metrics,
+                class_names,
+                dataset=data_args.dataset,
+                split=data_args.eval_split,
+                data_root=data_args.data_root,
+                model=os.path.abspath(trainer.args.output_dir),
+                settings=json.loads(describe(model_args, data_args, trainer.args)),
+            )
+            write_results(record, trainer.args.output_dir)
+    if trainer.is_world_process_zero():
+        print(f"Saved the model to {os.path.abspath(trainer.args.output_dir)}", flush=True)
+        print(json.dumps({"best_checkpoint": trainer.state.best_model_checkpoint}), flush=True)
+
+
+def run_training(
+    model_args: ModelArguments, data_args: DataArguments, training_args: CPFCTETrainingArguments
+) -> CPFCTETrainer:
+    """
+    Checks the inputs (`check_training_inputs`), builds everything, trains (resuming if asked), saves the final
+    model and its processor; returns the trainer. The resolved settings go to OUTPUT_DIR/run_config.json, not to
+    the console (`--print_config` prints them).
+    """
+    set_seed(training_args.seed)
+    resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    check_training_inputs(model_args, data_args, training_args)
+    if training_args.should_log:
+        print(f"Outputs: {os.path.abspath(training_args.output_dir)} (resolved settings: run_config.json)", flush=True)
+
+    # Every process says where it runs, so a multi-process launch shows all its ranks.
+    print(
+        f"[rank {training_args.process_index}/{training_args.world_size}] device {training_args.device}",
+        flush=True,
+    )
+    train_dataset, eval_dataset = build_datasets(data_args)
+    class_names = class_names_of(train_dataset)
+    num_labels = len(class_names)
+    size = {"height": model_args.image_size, "width": model_args.image_size}
+    # A pretrained encoder reads images normalised as in its pretraining (e.g. ImageNet statistics for DINOv2).
+    if model_args.backbone and not model_args.model_name_or_path:
+        processor = CPFCTEImageProcessor.for_backbone(model_args.backbone, size=size)
+    else:
+        processor = CPFCTEImageProcessor(size=size)
+    model = build_model(model_args, class_names)
+
+    collator = WeakSegmentationCollator(num_labels)
+    batch_augmentation = None  # set when the augmentation runs on the training device after the transfer
+    if training_args.equivariance_loss_weight > 0:
+        views = equivariance_views(model_args, data_args, model.config.patch_size)
+        train_transform = EquivarianceTrainTransform(
+            num_labels, processor, augmentation=data_args.augmentation_config(), views=views
+        )
+        collator = EquivarianceCollator(num_labels)
+    elif data_args.augment:
+        on_device = training_args.resolved_augmentation_device() == "device"
+        train_transform = TrainTransform(
+            num_labels,
+            processor,
+            augmentation=data_args.augmentation_config(),
+            augment_in_loader=not on_device,
+            rank=training_args.process_index,  # each rank (and loader worker) draws its own augmentations
+        )
+        batch_augmentation = train_transform.batch_augmentation if on_device else None
+    else:
+        train_transform = EvalTransform(num_labels, processor, with_masks=False)
+    train_dataset = train_dataset.with_transform(train_transform)
+    has_masks = eval_dataset is not None and "mask" in eval_dataset.column_names
+    if eval_dataset is not None:
+        eval_dataset = eval_dataset.with_transform(EvalTransform(num_labels, processor, with_masks=has_masks))
+    if not has_masks:
+        # Without ground truth there is no mIoU: evaluate the loss only and keep the last checkpoint.
+        training_args.label_names = ["labels"]
+        if training_args.metric_for_best_model == "mean_iou":
+            training_args.metric_for_best_model = "loss" if eval_dataset is not None else None
+            training_args.greater_is_better = False
+        if eval_dataset is None:
+            training_args.eval_strategy = "no"
+            training_args.load_best_model_at_end = False
+
+    trainer = CPFCTETrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=collator,
+        processing_class=processor,
+        batch_augmentation=batch_augmentation,
+    )
+    if trainer.is_world_process_zero():
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        with open(os.path.join(training_args.output_dir, "run_config.json"), "w") as handle:
+            handle.write(describe(model_args, data_args, training_args) + "\n")
+
+    _train_save_evaluate(trainer, resume, eval_dataset is not None, class_names, model_args, data_args)
+    return trainer
+
+
+__all__ = [
+    "DataArguments",
+    "ModelArguments",
+    "build_datasets",
+    "build_model",
+    "check_training_inputs",
+    "run_training",
+    "set_encoder_dropout",
+    "with_masks_only",
+]
