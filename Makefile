@@ -44,7 +44,7 @@ bench: $(VENV)/.installed
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
 
-# The one-call GPU benchmark (cpfcte_hf/bench_gpu.py): one CUDA GPU, random weights, synthetic data, <= 8 minutes,
+# The one-call GPU benchmark (cpfcte_hf/benchmarks/gpu.py): one CUDA GPU, random weights, synthetic data, <= 8 minutes,
 # JSON in $(BENCH_DIR)/gpu.json and a table on stdout. It runs with the machine's own python3 (a GPU machine has its
 # own torch; no .venv, no install); wheels put in .whl/ (datasets, kornia, ...) are installed next to it first.
 GPU_PYTHON ?= python3

@@ -141,7 +141,7 @@ def test_dry_run_folder_holds_the_model_its_code_and_the_results(dry_run, traine
     assert auto_map["AutoModelForSemanticSegmentation"] == "modeling_cpfcte.CPFCTEForWeaklySupervisedSegmentation"
     assert auto_map["AutoImageProcessor"] == "image_processing_cpfcte.CPFCTEImageProcessor"
     for name in SOURCE_FILES:
-        assert (dry_run / name).read_text() == (REPO / "cpfcte_hf" / name).read_text()
+        assert (dry_run / name).read_text() == (REPO / "cpfcte_hf" / "models" / "cpfcte" / name).read_text()
     # The copied results files are the ones the scripts wrote, local paths shortened, and results.json says so.
     copied = json.loads((dry_run / "results/pseudo_labels/metrics.json").read_text())
     original = json.loads((trained.pseudo / "report" / "metrics.json").read_text())

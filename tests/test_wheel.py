@@ -60,10 +60,10 @@ def test_the_wheel_holds_presets_entry_point_and_card_templates(installed):
     for preset in ("voc", "coco", "shapes", "demo", "deeplab_voc", "deeplab_coco", "deeplab_shapes"):
         assert f"cpfcte_hf/presets/{preset}.yaml" in names, preset
     assert "cpfcte_hf/__main__.py" in names and "cpfcte_hf/workflows/run.py" in names
-    for template in (REPO / "cpfcte_hf" / "model_cards").rglob("*"):  # the templates, once they live in the package
+    for template in (REPO / "model_cards").rglob("*"):  # the card templates: top level here, in the package there
         if template.is_file():
-            assert template.relative_to(REPO).as_posix() in names, template
-    for template in (REPO / "cpfcte_hf" / "html_report" / "templates").iterdir():  # report.html's parts
+            assert f"cpfcte_hf/{template.relative_to(REPO).as_posix()}" in names, template
+    for template in (REPO / "cpfcte_hf" / "evaluation" / "html_report" / "templates").iterdir():  # report.html's parts
         assert template.relative_to(REPO).as_posix() in names, template
     entry_points = next(name for name in names if name.endswith(".dist-info/entry_points.txt"))
     assert "cpfcte-hf = cpfcte_hf.cli.main:main" in zipfile.ZipFile(installed["wheel"]).read(entry_points).decode()
