@@ -57,7 +57,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "cpfcte_hf.html_report.thumbnails": ("cpfcte_hf.evaluation.html_report.thumbnails",),
     # prediction, the stages, the Hub
     "cpfcte_hf.pseudo_labeling": ("cpfcte_hf.prediction.pseudo_labels",),
-    "cpfcte_hf.prediction": ("cpfcte_hf.prediction.job",),
+    "cpfcte_hf.prediction": ("cpfcte_hf.prediction.job", "cpfcte_hf.utils.distributed"),
     "cpfcte_hf.trainer": ("cpfcte_hf.stage1.trainer",),
     "cpfcte_hf.training": ("cpfcte_hf.stage1.train",),
     "cpfcte_hf.deeplab.training": ("cpfcte_hf.stage2.trainer",),
@@ -66,7 +66,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     # workflows, the command line, the benchmarks
     "cpfcte_hf.demo": ("cpfcte_hf.workflows.demo",),
     "cpfcte_hf.reproduce": ("cpfcte_hf.workflows.reproduce",),
-    "cpfcte_hf.cli": ("cpfcte_hf.utils.arguments",),
+    "cpfcte_hf.cli": ("cpfcte_hf.utils.arguments", "cpfcte_hf.utils.distributed"),
     "cpfcte_hf.commands": ("cpfcte_hf.cli.main",),
     "cpfcte_hf.commands.run": ("cpfcte_hf.workflows.run",),
     **{

@@ -8,6 +8,7 @@ from transformers import ResNetForImageClassification, ResNetModel
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 import cpfcte_hf
+from cpfcte_hf.data import class_names
 from cpfcte_hf.deeplab import (
     AtrousSpatialPyramidClassifier,
     DeepLabV2Config,
@@ -156,7 +157,7 @@ def test_config_defaults_follow_the_spec():
     assert config.backbone_config.depths == [3, 4, 23, 3] and config.backbone_config.layer_type == "bottleneck"
     assert config.backbone_config.to_dict() == resnet101_config().to_dict()
     # The remote-code copy of the class names must not drift from the package's.
-    assert configuration_deeplab.VOC_CLASSES == cpfcte_hf.VOC_CLASSES
+    assert configuration_deeplab.VOC_CLASSES == cpfcte_hf.VOC_CLASSES == class_names.VOC_CLASSES
 
 
 def test_config_validation():

@@ -144,7 +144,8 @@ def test_stage_two_resumes_only_with_the_same_model_and_settings(tmp_path):
 
 DISAGREEING_PROCESSES = """
 import os, sys
-from cpfcte_hf.prediction.job import distributed_state, prepare_job_dir
+from cpfcte_hf.prediction.job import prepare_job_dir
+from cpfcte_hf.utils.distributed import distributed_state
 
 state = distributed_state()
 fingerprint = {"kind": "test", "model_weights": "abc" if state.process_index == 0 else "abd", "size": 192}

@@ -23,12 +23,14 @@ Typical use::
     loader = DataLoader(train, batch_size=16, shuffle=True, num_workers=2, collate_fn=WeakSegmentationCollator())
 """
 
+from __future__ import annotations
+
 import dataclasses
+import importlib
 import inspect
 import os
 from collections.abc import Callable
-
-import datasets
+from typing import TYPE_CHECKING
 
 from ._common import loader_report
 from .class_names import dataset_class_names
@@ -36,16 +38,11 @@ from .coco import COCO_CLASSES, check_coco, load_coco, paint_coco_masks
 from .hub import check_hub_dataset, load_hub_dataset
 from .shapes import SHAPE_NAMES, ShapesConfig, load_shapes, make_shapes_dataset, render_shapes_sample, write_shapes_voc
 from .tagged import check_tagged_images, load_tagged_images, read_tag_file
-from .transforms import (
-    AugmentationConfig,
-    EvalTransform,
-    SegmentationAugmentation,
-    TrainTransform,
-    WeakSegmentationCollator,
-    labels_to_multi_hot,
-    resize_mask,
-)
 from .voc import check_voc, find_voc_dir, load_voc
+
+
+if TYPE_CHECKING:
+    import datasets
 
 
 def _build_voc(root=None, split="train_aug", **kwargs):
@@ -156,6 +153,26 @@ def check_dataset(name: str, root: str | None = None, split="train", **kwargs) -
                 f"({', '.join(sorted(set(parameters) - {'root', 'split', 'image_dir', 'path'}))})."
             )
     DATASET_CHECKS[name](root=root, split=split, **kwargs)
+
+
+# The transforms and the collator need torch: imported on first use, so that the loaders' checks stay light.
+_TRANSFORMS = (
+    "AugmentationConfig",
+    "EvalTransform",
+    "SegmentationAugmentation",
+    "TrainTransform",
+    "WeakSegmentationCollator",
+    "labels_to_multi_hot",
+    "resize_mask",
+)
+
+
+def __getattr__(name: str):
+    if name in _TRANSFORMS:
+        value = getattr(importlib.import_module(".transforms", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def class_names_of(dataset) -> list[str]:

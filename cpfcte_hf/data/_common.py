@@ -16,6 +16,8 @@ Every on-disk loader (VOC, COCO, tagged folder) turns its layout into a list of 
 Images are stored as paths (the cache is small, and files are decoded lazily by `datasets.Image`).
 """
 
+from __future__ import annotations
+
 import hashlib
 import io
 import logging
@@ -25,13 +27,15 @@ import warnings
 from collections import Counter
 from collections.abc import Sequence
 
-import datasets
 import numpy as np
 from PIL import Image
 
 from ..evaluation.metrics import IGNORE_INDEX
-from ..models.cpfcte.image_processing_cpfcte import to_rgb_array
+from ..utils.lazy import lazy_module
 from ..visualization import as_displayed, exif_orientation
+
+
+datasets = lazy_module("datasets")  # imported when a loader runs, not for the checks
 
 
 logger = logging.getLogger(__name__)
@@ -192,6 +196,8 @@ def _decode_image(path) -> tuple[int, int]:
             # and is several times faster than a full decode.
             image.draft(image.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
         image.load()
+        from ..models.cpfcte.image_processing_cpfcte import to_rgb_array
+
         to_rgb_array(image)  # every mode the transforms will meet must convert
     return size
 

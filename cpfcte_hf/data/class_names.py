@@ -16,6 +16,33 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 
+# The PASCAL VOC classes, background first: what the VOC loader names. The model files keep their own copy (remote
+# code imports nothing of the package); tests/test_deeplab_modeling.py checks that the copies agree.
+VOC_CLASSES = (
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
+
+
 BACKGROUND = "background"
 
 

@@ -30,15 +30,17 @@ Bad input is handled as in `cpfcte_hf.data.voc` (missing files -> error naming t
 unreadable images / mismatched or out-of-range masks -> skipped with one warning, odd image modes -> converted).
 """
 
+from __future__ import annotations
+
 import json
 import logging
 import multiprocessing
 import os
 from collections.abc import Sequence
 
-import datasets
 import numpy as np
 
+from ..utils.lazy import lazy_module
 from ..visualization import save_mask
 from ._common import (
     as_splits,
@@ -51,6 +53,9 @@ from ._common import (
     read_class_names,
     read_id_list,
 )
+
+
+datasets = lazy_module("datasets")  # imported when a loader runs, not for the checks
 
 
 logger = logging.getLogger(__name__)

@@ -31,13 +31,15 @@ With `validate=True` (default) every image (and mask) is decoded once; unreadabl
 dropped with one warning, as for the on-disk loaders. That pass is a `datasets.map`, cached like any other.
 """
 
+from __future__ import annotations
+
 import os
 import re
 from collections.abc import Sequence
 
-import datasets
 import numpy as np
 
+from ..utils.lazy import lazy_module
 from ._common import (
     BACKGROUND,
     ERROR_COLUMN,
@@ -57,6 +59,9 @@ from .class_names import (
     map_class_names,
     tag_class_names,
 )
+
+
+datasets = lazy_module("datasets")  # imported when a loader runs, not for the checks
 
 
 IMAGE_COLUMNS = ("image", "img", "picture", "jpg", "png")

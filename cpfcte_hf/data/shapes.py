@@ -20,6 +20,8 @@ chroma subsampling) both in memory (`load_shapes`) and on disk (`write_shapes_vo
 pixels; masks are palette PNGs (VOC colours) holding class ids, without ignore pixels.
 """
 
+from __future__ import annotations
+
 import colorsys
 import dataclasses
 import io
@@ -28,12 +30,15 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import datasets
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..utils.lazy import lazy_module
 from ..visualization import atomic_write_bytes, mask_to_image
 from ._common import BACKGROUND, make_features
+
+
+datasets = lazy_module("datasets")  # imported when a loader runs, not for the checks
 
 
 SHAPE_NAMES = ("disc", "square", "triangle", "ring", "cross", "star", "crescent", "bar", "arrow", "hexagon")

@@ -28,6 +28,8 @@ folder that the tag file does not list are not loaded: one warning, and `loader_
 folders of `exclude=`, such as an output folder of masks inside the image folder, are not searched).
 """
 
+from __future__ import annotations
+
 import csv
 import json
 import logging
@@ -36,8 +38,7 @@ import posixpath
 import re
 from collections.abc import Sequence
 
-import datasets
-
+from ..utils.lazy import lazy_module
 from ._common import (
     IMAGE_EXTENSIONS,
     as_splits,
@@ -48,6 +49,9 @@ from ._common import (
     check_root,
 )
 from .class_names import class_ids_from_tags, class_index, foreground_tags, tag_class_names
+
+
+datasets = lazy_module("datasets")  # imported when a loader runs, not for the checks
 
 
 logger = logging.getLogger(__name__)

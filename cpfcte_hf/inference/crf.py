@@ -44,6 +44,12 @@ from typing import Any
 import numpy as np
 
 
+# 2048 px: masks stay within 2x of a 12 MP photo's resolution, and a CRF worker peaks well under the 2 GB goal at
+# 24 MP (README, Performance: CRF memory). VOC (500 px) and COCO (640 px) images are far below it: unchanged. Larger
+# images are downscaled to it for the probability maps and the CRF, and their masks upsampled back.
+DEFAULT_CRF_MAX_SIDE = 2048
+
+
 @dataclass
 class DenseCRFConfig:
     """

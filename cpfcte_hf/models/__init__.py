@@ -2,4 +2,87 @@
 """The models, one self-contained folder each, as transformers' `models/<name>/`: `cpfcte` (CPF-CTE) and
 `deeplab_v2` (DeepLab-v2). Each folder's configuration, modeling and image-processing files are the remote code a
 saved checkpoint carries; they import nothing else of this package.
+
+This module registers both models with transformers' Auto classes and the package's pipelines with `pipeline(...)`
+(`register_with_transformers`). It imports neither torch nor transformers itself: the registration runs once
+transformers is there — when `cpfcte_hf` is imported after transformers, when transformers is imported after
+`cpfcte_hf`, when a model file of this package has just been imported, or when a model name of `cpfcte_hf` is used.
 """
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from ..utils.import_hooks import call_after_import, is_initialising, remove_hook
+
+
+# What the registration imports: both models' files and the pipelines (and, through them, other modules of this
+# package). While any module of the package is still being executed (it imported transformers, which triggered the
+# hook), the registration waits: the hook calls back when each module of the package finishes.
+REGISTERED_MODULES = (
+    "cpfcte_hf.models.cpfcte.configuration_cpfcte",
+    "cpfcte_hf.models.cpfcte.image_processing_cpfcte",
+    "cpfcte_hf.models.cpfcte.modeling_cpfcte",
+    "cpfcte_hf.models.deeplab_v2.configuration_deeplab",
+    "cpfcte_hf.models.deeplab_v2.processing",
+    "cpfcte_hf.models.deeplab_v2.modeling_deeplab",
+    "cpfcte_hf.inference.pipelines",
+)
+_state = {"registered": False, "busy": False, "hook": None}
+
+
+def declare_no_video_processor(config_class) -> None:
+    """
+    Registers that this package has no video processor for `config_class`.
+
+    `pipeline("image-segmentation")` also tries to load a video processor, and transformers derives one from the image
+    processor's `auto_map` entry (`CPFCTEImageProcessor` -> `CPFCTEVideoProcessor`). Finding no local class for that
+    remote reference, it would ask "Do you wish to run the custom code? [y/N]" although the package is installed.
+    A (empty) registration makes the installed package the local code for it: no prompt, and the video processor is
+    simply absent. Without the package (remote code), `trust_remote_code=True` is asked for anyway.
+    """
+    # The class itself: `transformers.AutoVideoProcessor` is a placeholder that raises where torchvision is missing,
+    # but the pipelines use this one (and its registry) either way.
+    from transformers.models.auto.video_processing_auto import AutoVideoProcessor
+
+    AutoVideoProcessor.register(config_class, video_processor_classes={}, exist_ok=True)
+
+
+def register_with_transformers() -> None:
+    """Registers CPF-CTE and DeepLab-v2 with the Auto classes and the pipelines with `pipeline` (once)."""
+    if _state["registered"] or _state["busy"]:
+        return
+    _state["busy"] = True
+    try:
+        from .cpfcte import register_cpfcte
+        from .deeplab_v2 import register_deeplab_v2
+
+        register_cpfcte()
+        register_deeplab_v2()
+        importlib.import_module("cpfcte_hf.inference.pipelines")  # registers its task and classes on import
+        _state["registered"] = True
+    finally:
+        _state["busy"] = False
+    if _state["hook"] is not None:
+        remove_hook(_state["hook"])
+        _state["hook"] = None
+
+
+def _after_import(name: str) -> None:
+    """The hook's callback: registers once transformers and every module the registration imports are complete."""
+    if _state["registered"] or _state["busy"] or "transformers" not in sys.modules:
+        return
+    # `name` has just been executed (its import is still marked as running); any other still running calls back
+    running = [module for module in list(sys.modules) if module.startswith("cpfcte_hf.") or module == "transformers"]
+    if any(is_initialising(module) for module in running if module != name):
+        return
+    register_with_transformers()
+
+
+def register_when_transformers_is_imported() -> None:
+    """Registers now if transformers is imported, else as soon as it (or a model file of this package) is."""
+    if "transformers" in sys.modules and not is_initialising("transformers"):
+        _after_import("transformers")
+    elif _state["hook"] is None and not _state["registered"]:
+        _state["hook"] = call_after_import(("transformers",), _after_import, prefixes=("cpfcte_hf.",))

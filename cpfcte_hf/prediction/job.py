@@ -46,7 +46,7 @@ import torch
 
 from ..inference.core import restore_mask_size
 from ..inference.crf import CRFPool, DenseCRFConfig, default_num_workers
-from ..utils.arguments import has_accelerator
+from ..utils.distributed import distributed_state, finish_distributed, shared_process_group
 from ..utils.fingerprint import check_fingerprint, record_fingerprint
 from ..visualization import atomic_write_text, save_mask
 
@@ -77,49 +77,6 @@ class JobCounts:
     written_per_process: list[int] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     record_dir: str | None = None
-
-
-def distributed_state():
-    """accelerate's PartialState when launched with several processes, else None (plain single process)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    from accelerate import PartialState
-
-    if PartialState._shared_state and not torch.distributed.is_initialized():
-        # An earlier command of the same process (`cpfcte-hf run`) ended and tore its process group down: start anew.
-        PartialState._reset_state()
-    # Without `cpu=True` on a machine without a GPU, PartialState ignores the launcher and every process believes
-    # it is alone (each would then do the whole split); `cli.cpu_processes_use_gloo` does the same for training.
-    return PartialState(cpu=not has_accelerator())
-
-
-_shared_process_group = 0
-
-
-@contextmanager
-def shared_process_group():
-    """
-    Several commands in one process (the steps of `cpfcte-hf run`): the process group stays up between them (setting
-    it up again in the same processes is not reliable) and is torn down once, when the block ends.
-    """
-    global _shared_process_group
-    _shared_process_group += 1
-    try:
-        yield
-    finally:
-        _shared_process_group -= 1
-        if _shared_process_group == 0:
-            finish_distributed(distributed_state())
-
-
-def finish_distributed(state) -> None:
-    """End of a command: wait for every process, then tear the process group down before the interpreter exits (a
-    process group left to interpreter shutdown can abort a rank whose peer has already gone), unless the command
-    runs inside `shared_process_group`."""
-    if state is not None:
-        state.wait_for_everyone()
-        if _shared_process_group == 0:
-            state.destroy_process_group()
 
 
 def safe_file_id(image_id) -> str:

@@ -62,7 +62,7 @@ from ..inference.core import (
     multi_hot,
     predict_class_probabilities,
 )
-from ..inference.crf import DenseCRFConfig
+from ..inference.crf import DEFAULT_CRF_MAX_SIDE, DenseCRFConfig
 from ..models.cpfcte.image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, to_rgb_array
 from ..utils.arguments import parse_key_values  # noqa: F401  (re-exported: scripts and stage 2 import it from here)
 from ..utils.fingerprint import FINGERPRINT_FILE, weights_digest
@@ -90,9 +90,6 @@ from .job import (
 
 logger = logging.getLogger(__name__)
 
-# 2048 px: masks stay within 2x of a 12 MP photo's resolution, and a CRF worker peaks well under the 2 GB goal at
-# 24 MP (README, Performance: CRF memory). VOC (500 px) and COCO (640 px) images are far below it: unchanged.
-DEFAULT_CRF_MAX_SIDE = 2048
 
 WEIGHT_FILES = (
     "model.safetensors",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 
 import torch
 from transformers import AutoConfig, ViTConfig, set_seed
@@ -29,7 +28,6 @@ from ..data import (
     class_names_of,
 )
 from ..data.transforms import (
-    AugmentationConfig,
     EquivarianceCollator,
     EquivarianceTrainTransform,
     EquivarianceViewConfig,
@@ -40,125 +38,11 @@ from ..models.cpfcte.configuration_cpfcte import CPFCTEConfig, backbone_config_f
 from ..models.cpfcte.image_processing_cpfcte import CPFCTEImageProcessor
 from ..models.cpfcte.modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
 from ..utils.arguments import check_model_option, describe, loader_options
+from .arguments import DataArguments, ModelArguments
 from .trainer import CPFCTETrainer, CPFCTETrainingArguments, resolve_resume_checkpoint
 
 
 logger = logging.get_logger(__name__)
-
-
-@dataclass
-class ModelArguments:
-    """Which model to train: from a ViT checkpoint (the paper), from scratch, or from a CPF-CTE checkpoint."""
-
-    backbone: str | None = field(
-        default=None,
-        metadata={"help": "ViT checkpoint for the encoder (Hub id or dir), e.g. google/vit-base-patch16-384."},
-    )
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "A CPF-CTE checkpoint to continue from (instead of --backbone)."}
-    )
-    image_size: int = field(default=384, metadata={"help": "Training resolution (square), a multiple of the patch."})
-    patch_size: int = field(default=16, metadata={"help": "From scratch only: ViT patch size."})
-    hidden_size: int = field(default=768, metadata={"help": "From scratch only: ViT width D."})
-    num_hidden_layers: int = field(default=12, metadata={"help": "From scratch only: ViT depth."})
-    num_attention_heads: int = field(default=12, metadata={"help": "From scratch only: attention heads."})
-    intermediate_size: int = field(default=3072, metadata={"help": "From scratch only: MLP width."})
-    use_class_tokens: bool = field(default=True, metadata={"help": "Class-token fusion (paper Table 4)."})
-    use_context_fusion: bool = field(default=True, metadata={"help": "CF-BiLSTM (paper Table 4)."})
-    pooling: str = field(default="topk", metadata={"help": "topk, max or avg (paper Table 5)."})
-    top_k: float = field(
-        default=16,
-        metadata={
-            "help": "K of Top-K pooling: a number of patches (16) or a fraction of them in (0, 1) (0.03), which "
-            "transfers between grid sizes (README: the K sweep)."
-        },
-    )
-    lstm_hidden_size: int | None = field(
-        default=None, metadata={"help": "Hidden size per LSTM direction; default D/4 (192 for ViT-B)."}
-    )
-    context_fusion_residual: bool = field(
-        default=False, metadata={"help": "x + CF-BiLSTM(x) instead of CF-BiLSTM(x) (not in the paper)."}
-    )
-    context_fusion_projection: bool = field(
-        default=True,
-        metadata={"help": "Project [h; v] back to D (paper eq. 6); False feeds 4*lstm_hidden_size on (ViT-PCM)."},
-    )
-    context_fusion_dropout: float = 0.2
-    context_fusion_lstm_dropout_mode: str = field(
-        default="none",
-        metadata={"help": "Dropout inside the LSTMs: none, or per_sequence (ViT-PCM's Keras LSTM dropout)."},
-    )
-    classifier_dropout: float = 0.2
-    classifier_l2_weight: float = 0.01
-    hidden_dropout_prob: float | None = field(
-        default=None,
-        metadata={
-            "help": "ViT dropout after attention and in the MLP of every block (vit-keras, ViT-PCM: 0.1); "
-            "default: the backbone config's (0.0 in google/vit-base-patch16-384)."
-        },
-    )
-    attention_probs_dropout_prob: float | None = field(
-        default=None,
-        metadata={"help": "ViT dropout on the attention weights (vit-keras: none); default: the backbone config's."},
-    )
-    attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2."})
-    inference_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "Pseudo-label resolution stored in the checkpoint (config.inference_size), the default of "
-            "pseudo_label.py --size. Default: kept from --model_name_or_path, else 960 (ViT-PCM's, for 384-px)."
-        },
-    )
-
-
-@dataclass
-class DataArguments:
-    """Which data: a source name, its root, the splits, and extra loader options."""
-
-    dataset: str = field(default="shapes", metadata={"help": "voc, coco, shapes, tagged or hub."})
-    data_root: str | None = field(
-        default=None, metadata={"help": "Dataset root (VOCdevkit, coco2014, ...), Hub id or parquet path."}
-    )
-    train_split: str = field(default="train", metadata={"help": "e.g. train_aug for VOC, train for COCO."})
-    eval_split: str | None = field(default="val", metadata={"help": "Split with masks for mIoU; empty: none."})
-    dataset_option: list[str] = field(
-        default_factory=list,
-        metadata={"help": "Extra loader argument KEY=VALUE (YAML value), repeatable; e.g. num_train=512."},
-    )
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    augment: bool = field(default=True, metadata={"help": "ViT-PCM augmentation (colour jitter, flips, ...)."})
-    aug_brightness: float = field(default=0.2, metadata={"help": "Brightness delta range (images in [0, 1])."})
-    aug_contrast: list[float] = field(default_factory=lambda: [0.5, 2.0], metadata={"help": "Contrast factors."})
-    aug_saturation: list[float] = field(default_factory=lambda: [0.5, 1.5], metadata={"help": "Saturation factors."})
-    aug_hue: float = field(default=0.1, metadata={"help": "Hue shift range, in turns."})
-    aug_grayscale_p: float = 0.1
-    aug_hflip_p: float = 0.5
-    aug_vflip_p: float = 0.5
-    aug_transpose_p: float = 0.5
-    cache_dir: str | None = field(default=None, metadata={"help": "Arrow cache of the loaders."})
-    et_crop_p: float = field(
-        default=0.3, metadata={"help": "L_ET second view: probability of a crop (ViT-PCM PROB_CROP 0.3)."}
-    )
-    et_crop_size: int | None = field(
-        default=None,
-        metadata={"help": "L_ET second view: crop side in pixels (ViT-PCM: 128 of 384); default a third of the size."},
-    )
-    et_scale_size: int | None = field(
-        default=None, metadata={"help": "L_ET second view: side it is resized to; default half the training size."}
-    )
-
-    def augmentation_config(self) -> AugmentationConfig:
-        return AugmentationConfig(
-            brightness=self.aug_brightness,
-            contrast=tuple(self.aug_contrast),
-            saturation=tuple(self.aug_saturation),
-            hue=self.aug_hue,
-            grayscale_p=self.aug_grayscale_p,
-            hflip_p=self.aug_hflip_p,
-            vflip_p=self.aug_vflip_p,
-            transpose_p=self.aug_transpose_p,
-        )
 
 
 def build_datasets(data_args: DataArguments):

@@ -12,28 +12,32 @@ command line): `DeepLabDataArguments`, `DeepLabModelArguments`, `DeepLabTestArgu
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 from collections.abc import Collection
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import default_data_collator
 
 from ..data import check_dataset
-from ..inference.crf import DenseCRFConfig
 from ..models.deeplab_v2.configuration_deeplab import DeepLabV2Config, resnet101_config
 from ..models.deeplab_v2.modeling_deeplab import DeepLabV2ForSemanticSegmentation
-from ..models.deeplab_v2.processing import DEEPLAB_IMAGE_SIZE, deeplab_image_processor
-from ..prediction.job import distributed_state, finish_distributed
+from ..models.deeplab_v2.processing import deeplab_image_processor
 from ..prediction.pseudo_labels import dataset_class_names, format_report, load_split
 from ..stage1.trainer import resolve_resume_checkpoint
-from ..utils.arguments import check_model_option, describe, parse_args_with_presets, parse_key_values, print_error
+from ..utils.arguments import check_model_option, describe, print_error
+from ..utils.distributed import distributed_state, finish_distributed
 from ..visualization import atomic_write_text
+from .arguments import (
+    DeepLabDataArguments,
+    DeepLabModelArguments,
+    DeepLabTestArguments,
+    DenseCRFArguments,
+    crf_config_from,
+    parse_arguments,
+)
 from .trainer import (
-    MULTI_SCALE,
     DeepLabV2Trainer,
     DeepLabV2TrainingArguments,
     MultiScaleEvalConfig,
@@ -45,120 +49,6 @@ from .trainer import (
 
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class DeepLabDataArguments:
-    """Where the images, the pseudo-labels and the ground truth come from."""
-
-    dataset: str | None = field(
-        default=None, metadata={"help": "Dataset kind for cpfcte_hf.data (voc, coco, shapes)."}
-    )
-    data_root: str | None = field(default=None, metadata={"help": "Dataset root directory (or Hub id)."})
-    train_split: str = field(default="train_aug", metadata={"help": "Split whose images the pseudo-labels cover."})
-    pseudo_labels: str | None = field(
-        default=None,
-        metadata={
-            "help": "Output directory of scripts/pseudo_label.py (its crf/ masks are used), or a folder of <id>.png."
-        },
-    )
-    pseudo_label_set: str = field(
-        default="crf", metadata={"help": "Which masks of a pseudo_label.py output directory: 'crf' or 'bpm'."}
-    )
-    eval_split: str | None = field(
-        default="val", metadata={"help": "Split with ground truth for the final evaluation (empty: none)."}
-    )
-    dataset_option: list[str] = field(
-        default_factory=list,
-        metadata={"help": "Extra loader arguments KEY=VALUE (YAML values), e.g. num_train=512 image_size=64."},
-    )
-    cache_dir: str | None = field(default=None, metadata={"help": "Arrow cache of the loaders."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N images only."})
-    max_eval_samples: int | None = field(
-        default=None, metadata={"help": "Evaluate on the first N images only (quick checks)."}
-    )
-
-    def loader_options(self) -> dict:
-        """`dataset_option` (a list of KEY=VALUE, or a mapping from a YAML preset) and `cache_dir` as loader kwargs."""
-        options = self.dataset_option
-        options = parse_key_values(options)
-        if self.cache_dir:
-            options.setdefault("cache_dir", self.cache_dir)
-        return options
-
-
-@dataclass
-class DeepLabModelArguments:
-    """The network: ImageNet initialisation from a transformers ResNet checkpoint, or a DeepLab checkpoint."""
-
-    backbone: str | None = field(
-        default="microsoft/resnet-101",
-        metadata={"help": "transformers ResNet checkpoint (Hub id or dir) for the backbone; 'none' = random init."},
-    )
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "A DeepLab-v2 checkpoint to start from (fine-tuning, or evaluation only)."}
-    )
-    init_checkpoint: str | None = field(
-        default=None,
-        metadata={
-            "help": "A kazuto1011/deeplab-pytorch .pth to initialise from instead of --backbone, e.g. its converted "
-            "COCO-pretrained deeplabv1_resnet101-coco.pth (the init of its VOC/COCO recipes; deeplab/convert.py)."
-        },
-    )
-    output_stride: int = field(default=8, metadata={"help": "8 (dilation 2, 4 in the last stages), 16 or 32."})
-    atrous_rates: list[int] = field(default_factory=lambda: [6, 12, 18, 24], metadata={"help": "ASPP rates."})
-    freeze_batch_norm: bool = field(default=True, metadata={"help": "Keep the backbone's BatchNorm fixed."})
-    resnet_depths: list[int] = field(
-        default_factory=lambda: [3, 4, 23, 3], metadata={"help": "Blocks per stage when --backbone none."}
-    )
-    resnet_hidden_sizes: list[int] = field(
-        default_factory=lambda: [256, 512, 1024, 2048], metadata={"help": "Stage widths when --backbone none."}
-    )
-    resnet_embedding_size: int = field(default=64, metadata={"help": "Stem width when --backbone none."})
-    resnet_layer_type: str = field(
-        default="bottleneck", metadata={"help": "'bottleneck' or 'basic' (--backbone none)."}
-    )
-    image_size: int = field(
-        default=DEEPLAB_IMAGE_SIZE, metadata={"help": "Size the saved image processor (the pipeline) resizes to."}
-    )
-
-
-@dataclass
-class DeepLabTestArguments:
-    """Test-time inference of the final evaluation (docs/method.md section 4)."""
-
-    test_scales: list[float] = field(
-        default_factory=lambda: list(MULTI_SCALE), metadata={"help": "Scales fused by max (1.0 0.75 0.5)."}
-    )
-    test_flip: bool = field(default=False, metadata={"help": "Also run each scale flipped left-right."})
-    test_crf: bool = field(default=True, metadata={"help": "Refine the fused probabilities with the dense CRF."})
-    crf_workers: int | None = field(default=None, metadata={"help": "CRF processes per process (0 = serial)."})
-    num_overlays: int = field(default=4, metadata={"help": "Overlay panels written with the report."})
-    report_html: bool = field(
-        default=True,
-        metadata={
-            "help": "Write report.html (every image and its masks) next to the predictions (--no_report_html: off)."
-        },
-    )
-
-
-_TYPES = {"int": int, "float": float, "bool": bool}
-# The CRF parameters as `crf_<field>` options, generated from `DenseCRFConfig` so that the two never drift apart.
-DenseCRFArguments = dataclasses.make_dataclass(
-    "DenseCRFArguments",
-    [
-        (
-            f"crf_{f.name}",
-            _TYPES.get(f.type, f.type),
-            field(default=f.default, metadata={"help": f"DenseCRFConfig.{f.name}"}),
-        )
-        for f in dataclasses.fields(DenseCRFConfig)
-    ],
-)
-
-
-def crf_config_from(arguments) -> DenseCRFConfig:
-    return DenseCRFConfig(**{f.name: getattr(arguments, f"crf_{f.name}") for f in dataclasses.fields(DenseCRFConfig)})
 
 
 def build_model(model_args: DeepLabModelArguments, class_names: list[str]) -> DeepLabV2ForSemanticSegmentation:
@@ -376,28 +266,12 @@ def run_deeplab(
     return result
 
 
-def parse_arguments(argv=None):
-    """(data, model, test, crf, training) arguments from `argv` and an optional `--config` YAML preset."""
-    types = (
-        DeepLabDataArguments,
-        DeepLabModelArguments,
-        DeepLabTestArguments,
-        DenseCRFArguments,
-        DeepLabV2TrainingArguments,
-    )
-    parsed = parse_args_with_presets(
-        types,
-        argv,
-        description="Train DeepLab-v2 on CPF-CTE pseudo-labels and evaluate it (multi-scale + CRF).",
-        command="train_deeplab",
-        prog="cpfcte-hf train-deeplab",
-    )
-    # `parse_args_with_presets` may also return the argparse Namespace holding `--config`: keep the dataclasses.
-    return tuple(value for value in parsed if isinstance(value, types))
-
-
 def main(argv=None) -> int:
-    data_args, model_args, test_args, crf_args, training_args = parse_arguments(argv)
+    return run_parsed(*parse_arguments(argv))
+
+
+def run_parsed(data_args, model_args, test_args, crf_args, training_args) -> int:
+    """`train-deeplab` with parsed arguments: the run, a bad input as one line (status 2)."""
     logging.basicConfig(level=logging.INFO if training_args.process_index == 0 else logging.WARNING)
     try:
         run_deeplab(data_args, model_args, test_args, crf_args, training_args)
@@ -418,5 +292,6 @@ __all__ = [
     "crf_config_from",
     "main",
     "parse_arguments",
+    "run_parsed",
     "run_deeplab",
 ]

@@ -75,11 +75,10 @@ from ..stage1.trainer import (
 )
 from ..utils.fingerprint import FINGERPRINT_FILE, weights_digest
 from ..visualization import atomic_write_text, read_mask
+from .arguments import MULTI_SCALE
 
 
 logger = logging.getLogger(__name__)
-
-MULTI_SCALE = (1.0, 0.75, 0.5)
 
 
 # ----------------------------------------------------------------------------------------------------- training data

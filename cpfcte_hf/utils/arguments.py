@@ -32,7 +32,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
-from transformers import HfArgumentParser
+
+from .help import did_you_mean, format_help, is_lazy, resolve, unknown_options
 
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "presets"
@@ -241,25 +242,6 @@ def option_fields(dataclass_types: Sequence[type]) -> set[str]:
     return {f.name for dataclass_type in dataclass_types for f in dataclasses.fields(dataclass_type) if f.init}
 
 
-def cpu_processes_use_gloo() -> None:
-    """
-    Under a launcher with several processes (`WORLD_SIZE` > 1) on a machine without a GPU, makes `TrainingArguments`
-    set up CPU data parallelism (gloo), as `--use_cpu true` or `accelerate launch --cpu` would. Without it, a
-    recipe that does not say `use_cpu` would run one independent, unsharded training per process, each saving to the
-    same directory.
-    """
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator():
-        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
-
-
-def has_accelerator() -> bool:
-    """Whether torch sees a GPU (or another accelerator) to put each process on; False: the processes use the CPU."""
-    import torch
-
-    accelerator = getattr(torch, "accelerator", None)
-    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
-
-
 def parse_args_with_presets(
     dataclass_types: Sequence[type],
     args: Sequence[str] | None = None,
@@ -275,6 +257,22 @@ def parse_args_with_presets(
     (`error: ...`) and exits with status 2.
     """
     args = normalize_argv(sys.argv[1:] if args is None else args)
+    # The front door: help and misspelt options are answered from the dataclasses alone (no transformers, no torch).
+    if any(arg in ("-h", "--help", "--help_all") for arg in args):
+        print(format_help(dataclass_types, prog, description, show_all="--help_all" in args), end="")
+        raise SystemExit(0)
+    if not any(is_lazy(t) for t in dataclass_types):
+        extra = ["--config", "--print_config", *FALLBACK_ALIASES]
+        unknown = unknown_options(args, dataclass_types, extra)
+        if unknown:
+            fail(
+                f"unrecognised arguments: {unknown[0]}{did_you_mean(unknown[0], dataclass_types, extra)} (see --help)"
+            )
+    dataclass_types = resolve(dataclass_types)
+    from transformers import HfArgumentParser
+
+    from .distributed import cpu_processes_use_gloo
+
     cpu_processes_use_gloo()
     parser = HfArgumentParser(dataclass_types, description=description, prog=prog)
     for target in (parser, pre := argparse.ArgumentParser(add_help=False)):

@@ -37,15 +37,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data import check_dataset
-from ..prediction.pseudo_labels import PseudoLabelConfig, run_pseudo_labeling
-from ..stage1.train import DataArguments, ModelArguments, check_training_inputs, run_training
-from ..stage1.trainer import CPFCTETrainingArguments, last_complete_checkpoint
+from ..stage1.arguments import TRAINER_OPTIONS, DataArguments, ModelArguments
 from ..utils.arguments import parse_args_with_presets, parse_key_values, print_error, resolve_preset
 from ..visualization import atomic_write_text
 
 
 logger = logging.getLogger(__name__)
-TRAIN_ARGUMENTS = (ModelArguments, DataArguments, CPFCTETrainingArguments)  # `cpfcte-hf train`'s
+TRAIN_ARGUMENTS = (ModelArguments, DataArguments, TRAINER_OPTIONS)  # `cpfcte-hf train`'s
 
 PAPER_TABLES = {
     "1": {
@@ -239,11 +237,15 @@ class Cell:
             self.runner.reused.append(f"{self.directory.name}/train")
             return
         argv = list(self.train_argv)
+        from ..stage1.trainer import last_complete_checkpoint
+
         if last_complete_checkpoint(str(self.directory / "model")):
             argv += ["--resume_from_checkpoint", "last"]  # a killed run continues
         model_args, data_args, training_args = parse_args_with_presets(TRAIN_ARGUMENTS, argv)
         self.data_args = data_args
         started = time.perf_counter()
+        from ..stage1.train import run_training
+
         run_training(model_args, data_args, training_args)
         self._finish("train", {"seconds": time.perf_counter() - started})
         self.runner.ran.append(f"{self.directory.name}/train")
@@ -276,6 +278,8 @@ class Cell:
         if done:
             self.runner.reused.append(f"{self.directory.name}/{step}")
             return done
+        from ..prediction.pseudo_labels import PseudoLabelConfig, run_pseudo_labeling
+
         config = PseudoLabelConfig(size=self.runner.recipe.inference_size, progress=False)
         started = time.perf_counter()
         summary = run_pseudo_labeling(
@@ -326,6 +330,8 @@ class Cell:
         if done:
             self.runner.reused.append(f"{self.directory.name}/deeplab")
             return done
+        from ..stage1.trainer import last_complete_checkpoint
+
         if last_complete_checkpoint(str(out)):
             argv += ["--resume_from_checkpoint", "last"]  # a killed run continues
         started = time.perf_counter()
@@ -412,6 +418,8 @@ class Reproduction:
         cells = [Cell(self, variant, seed) for variant in (variants or self.variants())]
         for cell in cells:
             model_args, data_args, training_args = parse_args_with_presets(TRAIN_ARGUMENTS, cell.train_argv)
+            from ..stage1.train import check_training_inputs
+
             check_training_inputs(model_args, data_args, training_args, turn_off_bf16="--override bf16=false")
             dataset, data_root, options = cell._data_options()
             check_dataset(dataset, data_root, self.recipe.score_split, **options)
@@ -566,7 +574,8 @@ def build_parser():
     import argparse
 
     parser = argparse.ArgumentParser(
-        description="Run what the paper's tables need and write tables.md / tables.json (cpfcte_hf.workflows.reproduce)."
+        prog="cpfcte-hf reproduce",
+        description="Run what the paper's tables need and write tables.md / tables.json (cpfcte_hf.workflows.reproduce).",
     )
     parser.add_argument("--dataset", required=True, choices=sorted(RECIPES))
     parser.add_argument("--data_root", "--data-root", default=None, help="dataset root (shapes: a folder to write)")

@@ -45,7 +45,6 @@ from pathlib import Path
 import yaml
 
 from ..data import check_dataset
-from ..prediction.job import distributed_state, shared_process_group
 from ..utils.arguments import (
     COMMAND_SECTIONS,
     check_model_option,
@@ -323,6 +322,8 @@ MAIN_PROCESS_ONLY = ("push",)  # commands that do not split their work between p
 
 def _on_main_process(function) -> int:
     """`function()`'s exit status, run on the main process only when there are several; the others wait for it."""
+    from ..utils.distributed import distributed_state
+
     state = distributed_state()
     if state is None:
         return function()
@@ -521,6 +522,8 @@ def run(run_args: RunArguments, preset_name: str) -> dict:
     summary = {"preset": str(preset_name), "output_dir": str(run_dir), "steps": {}, "status": "complete"}
     fingerprints: dict[str, str] = {}
     start = time.perf_counter()
+    from ..utils.distributed import shared_process_group
+
     with shared_process_group():
         for step in steps:
             entry = execute_step(step, run_args, run_dir, fingerprints, data_options)
@@ -623,8 +626,8 @@ def failure_line(summary: dict) -> str | None:
     )
 
 
-def parse_arguments(argv=None):
-    return parse_args_with_presets((RunArguments,), argv, description=__doc__, command="run", prog="cpfcte-hf run")
+def parse_arguments(argv=None, prog: str = "cpfcte-hf run", description: str | None = None):
+    return parse_args_with_presets((RunArguments,), argv, description=description or __doc__, command="run", prog=prog)
 
 
 def _preset_name(argv) -> str | None:
@@ -639,13 +642,15 @@ def _preset_name(argv) -> str | None:
     return None
 
 
-def run_from_argv(argv=None, default_preset: str | None = None) -> tuple[int, dict | None]:
+def run_from_argv(
+    argv=None, default_preset: str | None = None, prog: str = "cpfcte-hf run", description: str | None = None
+) -> tuple[int, dict | None]:
     """Parses `argv` (`--config` defaults to `default_preset`), runs, prints the summary: (exit status, summary)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if default_preset and _preset_name(argv) is None:
         argv = ["--config", default_preset, *argv]
     preset_name = _preset_name(argv)
-    (run_args,) = parse_arguments(argv)
+    (run_args,) = parse_arguments(argv, prog=prog, description=description)
     if preset_name is None:
         fail("--config PRESET is required (a packaged name: voc, coco, shapes, demo; or a YAML path).")
     try:

@@ -15,7 +15,8 @@ from ...workflows.run import run_from_argv
 
 
 def main(argv=None) -> int:
-    status, summary = run_from_argv(list(sys.argv[1:] if argv is None else argv), default_preset="demo")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    status, summary = run_from_argv(argv, default_preset="demo", prog="cpfcte-hf demo", description=__doc__)
     if status == 0:  # a run that stopped ends with its error line, not with a table of what it did not measure
         print(format_demo_results(write_demo_results(summary)), flush=True)
     return status

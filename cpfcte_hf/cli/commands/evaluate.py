@@ -17,7 +17,6 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from ...prediction.pseudo_labels import run_evaluation
 from ...utils.arguments import loader_options, parse_args_with_presets, require
 
 
@@ -52,6 +51,8 @@ def parse_arguments(argv=None):
 def main(argv=None) -> int:
     (args,) = parse_arguments(argv)
     require(args, "pred", "dataset")
+    from ...prediction.pseudo_labels import run_evaluation
+
     try:
         options = loader_options(args)
         run_evaluation(

@@ -29,8 +29,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from ...prediction.pseudo_labels import PseudoLabelConfig, run_pseudo_labeling
-from ...stage2.train import DenseCRFArguments, crf_config_from
+from ...inference.crf import DEFAULT_CRF_MAX_SIDE
+from ...stage2.arguments import DenseCRFArguments, crf_config_from
 from ...utils.arguments import loader_options, parse_args_with_presets, require
 from ...utils.interrupts import interrupt_exit_code
 
@@ -67,7 +67,7 @@ class LabelArguments:
         default=None, metadata={"help": "CRF processes per process (default: CPUs / processes; 0 = serial)."}
     )
     crf_max_side: int = field(
-        default=PseudoLabelConfig.crf_max_side,
+        default=DEFAULT_CRF_MAX_SIDE,
         metadata={
             "help": "Larger images are downscaled to this longest side for the probability maps and the CRF, and "
             "their masks upsampled back (bounds memory; 0 = never)."
@@ -89,7 +89,9 @@ class LabelArguments:
         },
     )
 
-    def pseudo_label_config(self, crf_args) -> PseudoLabelConfig:
+    def pseudo_label_config(self, crf_args):
+        from ...prediction.pseudo_labels import PseudoLabelConfig
+
         return PseudoLabelConfig(
             size=self.size,
             scales=tuple(self.scales),
@@ -117,6 +119,8 @@ def parse_arguments(argv=None):
 def main(argv=None) -> int:
     args, crf_args = parse_arguments(argv)
     require(args, "model", "dataset", "output_dir")
+    from ...prediction.pseudo_labels import run_pseudo_labeling
+
     try:
         options = loader_options(args)
         summary = run_pseudo_labeling(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...hub.folder import HubPushError, HubSharingError, build_hub_folder, format_hub_folder, push_to_hub
 from ...utils.arguments import parse_args_with_presets, print_error, require
 
 
@@ -39,6 +38,8 @@ def parse_arguments(argv=None):
 def main(argv=None) -> int:
     (args,) = parse_arguments(argv)
     require(args, "model", "repo_id")
+    from ...hub.folder import HubPushError, HubSharingError, build_hub_folder, format_hub_folder, push_to_hub
+
     try:
         if args.dry_run:
             folder = build_hub_folder(

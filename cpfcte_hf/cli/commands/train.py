@@ -10,13 +10,13 @@ TrainingArguments) is an option; a `--config` preset gives defaults and the comm
 `--resume_from_checkpoint last` continues the newest checkpoint in --output_dir.
 """
 
-from ...prediction.job import distributed_state, finish_distributed
-from ...stage1.train import DataArguments, ModelArguments, run_training
-from ...stage1.trainer import CPFCTETrainingArguments
+from ...stage1.arguments import TRAINER_OPTIONS, DataArguments, ModelArguments
 from ...utils.arguments import parse_args_with_presets, print_error
 
 
-ARGUMENT_TYPES = (ModelArguments, DataArguments, CPFCTETrainingArguments)
+# This package's options first; Trainer's (`CPFCTETrainingArguments` = transformers' `TrainingArguments` + the
+# recipe's) are imported for the parse, and listed by `--help_all`.
+ARGUMENT_TYPES = (ModelArguments, DataArguments, TRAINER_OPTIONS)
 
 
 def parse_arguments(argv=None):
@@ -25,6 +25,9 @@ def parse_arguments(argv=None):
 
 def main(argv=None) -> int:
     model_args, data_args, training_args = parse_arguments(argv)
+    from ...stage1.train import run_training
+    from ...utils.distributed import distributed_state, finish_distributed
+
     try:
         run_training(model_args, data_args, training_args)
     except (OSError, ValueError) as error:  # bad arguments or data: a clear message, not a traceback

@@ -9,10 +9,17 @@
 
 --pseudo_labels is the output directory of `cpfcte-hf label` (its crf/<id>.png masks are the targets). The model
 (pipeline-ready) goes to --output_dir, the evaluation to --output_dir/predictions/<split>/ (ms/, ms_crf/, report/).
-The options are those of `cpfcte_hf.stage2.train`.
+The options are those of `cpfcte_hf.stage2.arguments` (`--help`), then Trainer's (`--help_all`).
 """
 
-from ...stage2.train import main, parse_arguments
+from ...stage2.arguments import parse_arguments
+
+
+def main(argv=None) -> int:
+    arguments = parse_arguments(argv)  # help and misspelt options answered before the training code is imported
+    from ...stage2.train import run_parsed
+
+    return run_parsed(*arguments)
 
 
 __all__ = ["main", "parse_arguments"]

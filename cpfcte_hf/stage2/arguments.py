@@ -1,0 +1,163 @@
+# Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
+"""Stage 2's own options: data (`DeepLabDataArguments`), model (`DeepLabModelArguments`), test-time
+(`DeepLabTestArguments`) and the CRF (`DenseCRFArguments`, generated from `DenseCRFConfig`).
+
+Light on purpose (no torch, transformers or datasets), so that `cpfcte-hf train-deeplab --help` and the input
+checks answer at once; `train.py` builds the run from them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..inference.crf import DenseCRFConfig
+from ..utils.arguments import parse_args_with_presets, parse_key_values
+from ..utils.help import LazyArguments
+
+
+# DeepLab's evaluation size on VOC (8k + 1, larger than any VOC image side): the saved image processor's default.
+# The same value as `models.deeplab_v2.processing.DEEPLAB_IMAGE_SIZE` (a test checks), kept here so that the options
+# do not import transformers.
+DEEPLAB_IMAGE_SIZE = 513
+# kazuto1011's test scales, fused by max.
+MULTI_SCALE = (1.0, 0.75, 0.5)
+
+
+@dataclass
+class DeepLabDataArguments:
+    """Where the images, the pseudo-labels and the ground truth come from."""
+
+    dataset: str | None = field(
+        default=None, metadata={"help": "Dataset kind for cpfcte_hf.data (voc, coco, shapes)."}
+    )
+    data_root: str | None = field(default=None, metadata={"help": "Dataset root directory (or Hub id)."})
+    train_split: str = field(default="train_aug", metadata={"help": "Split whose images the pseudo-labels cover."})
+    pseudo_labels: str | None = field(
+        default=None,
+        metadata={
+            "help": "Output directory of scripts/pseudo_label.py (its crf/ masks are used), or a folder of <id>.png."
+        },
+    )
+    pseudo_label_set: str = field(
+        default="crf", metadata={"help": "Which masks of a pseudo_label.py output directory: 'crf' or 'bpm'."}
+    )
+    eval_split: str | None = field(
+        default="val", metadata={"help": "Split with ground truth for the final evaluation (empty: none)."}
+    )
+    dataset_option: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Extra loader arguments KEY=VALUE (YAML values), e.g. num_train=512 image_size=64."},
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Arrow cache of the loaders."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N images only."})
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Evaluate on the first N images only (quick checks)."}
+    )
+
+    def loader_options(self) -> dict:
+        """`dataset_option` (a list of KEY=VALUE, or a mapping from a YAML preset) and `cache_dir` as loader kwargs."""
+        options = self.dataset_option
+        options = parse_key_values(options)
+        if self.cache_dir:
+            options.setdefault("cache_dir", self.cache_dir)
+        return options
+
+
+@dataclass
+class DeepLabModelArguments:
+    """The network: ImageNet initialisation from a transformers ResNet checkpoint, or a DeepLab checkpoint."""
+
+    backbone: str | None = field(
+        default="microsoft/resnet-101",
+        metadata={"help": "transformers ResNet checkpoint (Hub id or dir) for the backbone; 'none' = random init."},
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A DeepLab-v2 checkpoint to start from (fine-tuning, or evaluation only)."}
+    )
+    init_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "A kazuto1011/deeplab-pytorch .pth to initialise from instead of --backbone, e.g. its converted "
+            "COCO-pretrained deeplabv1_resnet101-coco.pth (the init of its VOC/COCO recipes; deeplab/convert.py)."
+        },
+    )
+    output_stride: int = field(default=8, metadata={"help": "8 (dilation 2, 4 in the last stages), 16 or 32."})
+    atrous_rates: list[int] = field(default_factory=lambda: [6, 12, 18, 24], metadata={"help": "ASPP rates."})
+    freeze_batch_norm: bool = field(default=True, metadata={"help": "Keep the backbone's BatchNorm fixed."})
+    resnet_depths: list[int] = field(
+        default_factory=lambda: [3, 4, 23, 3], metadata={"help": "Blocks per stage when --backbone none."}
+    )
+    resnet_hidden_sizes: list[int] = field(
+        default_factory=lambda: [256, 512, 1024, 2048], metadata={"help": "Stage widths when --backbone none."}
+    )
+    resnet_embedding_size: int = field(default=64, metadata={"help": "Stem width when --backbone none."})
+    resnet_layer_type: str = field(
+        default="bottleneck", metadata={"help": "'bottleneck' or 'basic' (--backbone none)."}
+    )
+    image_size: int = field(
+        default=DEEPLAB_IMAGE_SIZE, metadata={"help": "Size the saved image processor (the pipeline) resizes to."}
+    )
+
+
+@dataclass
+class DeepLabTestArguments:
+    """Test-time inference of the final evaluation (docs/method.md section 4)."""
+
+    test_scales: list[float] = field(
+        default_factory=lambda: list(MULTI_SCALE), metadata={"help": "Scales fused by max (1.0 0.75 0.5)."}
+    )
+    test_flip: bool = field(default=False, metadata={"help": "Also run each scale flipped left-right."})
+    test_crf: bool = field(default=True, metadata={"help": "Refine the fused probabilities with the dense CRF."})
+    crf_workers: int | None = field(default=None, metadata={"help": "CRF processes per process (0 = serial)."})
+    num_overlays: int = field(default=4, metadata={"help": "Overlay panels written with the report."})
+    report_html: bool = field(
+        default=True,
+        metadata={
+            "help": "Write report.html (every image and its masks) next to the predictions (--no_report_html: off)."
+        },
+    )
+
+
+_TYPES = {"int": int, "float": float, "bool": bool}
+# The CRF parameters as `crf_<field>` options, generated from `DenseCRFConfig` so that the two never drift apart.
+DenseCRFArguments = dataclasses.make_dataclass(
+    "DenseCRFArguments",
+    [
+        (
+            f"crf_{f.name}",
+            _TYPES.get(f.type, f.type),
+            field(default=f.default, metadata={"help": f"DenseCRFConfig.{f.name}"}),
+        )
+        for f in dataclasses.fields(DenseCRFConfig)
+    ],
+)
+
+
+def crf_config_from(arguments) -> DenseCRFConfig:
+    return DenseCRFConfig(**{f.name: getattr(arguments, f"crf_{f.name}") for f in dataclasses.fields(DenseCRFConfig)})
+
+
+ARGUMENT_TYPES = (
+    DeepLabDataArguments,
+    DeepLabModelArguments,
+    DeepLabTestArguments,
+    DenseCRFArguments,
+    LazyArguments(
+        "cpfcte_hf.stage2.trainer:DeepLabV2TrainingArguments",
+        "Trainer options (transformers' TrainingArguments and the DeepLab-v2 recipe)",
+    ),
+)
+
+
+def parse_arguments(argv=None):
+    """(data, model, test, crf, training) arguments from `argv` and an optional `--config` YAML preset."""
+    parsed = parse_args_with_presets(
+        ARGUMENT_TYPES,
+        argv,
+        description="Train DeepLab-v2 on CPF-CTE pseudo-labels and evaluate it (multi-scale + CRF).",
+        command="train_deeplab",
+        prog="cpfcte-hf train-deeplab",
+    )
+    # `parse_args_with_presets` may also return the argparse Namespace holding `--config`: keep the dataclasses.
+    return tuple(value for value in parsed if dataclasses.is_dataclass(value))

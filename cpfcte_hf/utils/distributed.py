@@ -1,0 +1,79 @@
+# Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
+"""The processes of a run: accelerate's `PartialState` under a launcher with several processes, the process group
+shared by the steps of `cpfcte-hf run`, its teardown, and whether torch sees an accelerator.
+
+torch is imported only when a function needs it (the command line's front door imports this module).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+
+def _torch_distributed_initialized() -> bool:
+    import torch
+
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def cpu_processes_use_gloo() -> None:
+    """
+    Under a launcher with several processes (`WORLD_SIZE` > 1) on a machine without a GPU, makes `TrainingArguments`
+    set up CPU data parallelism (gloo), as `--use_cpu true` or `accelerate launch --cpu` would. Without it, a
+    recipe that does not say `use_cpu` would run one independent, unsharded training per process, each saving to the
+    same directory.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+
+
+def has_accelerator() -> bool:
+    """Whether torch sees a GPU (or another accelerator) to put each process on; False: the processes use the CPU."""
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+
+
+def distributed_state():
+    """accelerate's PartialState when launched with several processes, else None (plain single process)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    if PartialState._shared_state and not _torch_distributed_initialized():
+        # An earlier command of the same process (`cpfcte-hf run`) ended and tore its process group down: start anew.
+        PartialState._reset_state()
+    # Without `cpu=True` on a machine without a GPU, PartialState ignores the launcher and every process believes
+    # it is alone (each would then do the whole split); `cli.cpu_processes_use_gloo` does the same for training.
+    return PartialState(cpu=not has_accelerator())
+
+
+_shared_process_group = 0
+
+
+@contextmanager
+def shared_process_group():
+    """
+    Several commands in one process (the steps of `cpfcte-hf run`): the process group stays up between them (setting
+    it up again in the same processes is not reliable) and is torn down once, when the block ends.
+    """
+    global _shared_process_group
+    _shared_process_group += 1
+    try:
+        yield
+    finally:
+        _shared_process_group -= 1
+        if _shared_process_group == 0:
+            finish_distributed(distributed_state())
+
+
+def finish_distributed(state) -> None:
+    """End of a command: wait for every process, then tear the process group down before the interpreter exits (a
+    process group left to interpreter shutdown can abort a rank whose peer has already gone), unless the command
+    runs inside `shared_process_group`."""
+    if state is not None:
+        state.wait_for_everyone()
+        if _shared_process_group == 0:
+            state.destroy_process_group()

@@ -1,0 +1,115 @@
+"""The front door: `import cpfcte_hf`, `--help` and misspelt options import neither torch, transformers nor datasets;
+the models still register with transformers whichever is imported first."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.utils import subprocess_env
+
+
+HEAVY = ("torch", "transformers", "datasets")
+COMMANDS = ["train", "label", "evaluate", "train-deeplab", "push", "run", "demo", "reproduce", "bench"]
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=subprocess_env(), timeout=300
+    )
+
+
+def heavy_after(argv: list[str]) -> tuple[int, str, str, list[str]]:
+    """Runs `cpfcte-hf ARGV` in a fresh interpreter: (status, stdout, stderr, heavy modules imported)."""
+    result = run_python(
+        f"""
+        import json, sys
+        from cpfcte_hf.cli.main import main
+        try:
+            status = main({argv!r})
+        except SystemExit as stop:
+            status = stop.code
+        heavy = [name for name in {HEAVY!r} if name in sys.modules]
+        print("HEAVY=" + json.dumps([status, heavy]), file=sys.stderr)
+        """
+    )
+    marker = [line for line in result.stderr.splitlines() if line.startswith("HEAVY=")]
+    assert marker, result.stderr
+    status, heavy = json.loads(marker[-1][len("HEAVY=") :])
+    stderr = "\n".join(line for line in result.stderr.splitlines() if not line.startswith("HEAVY="))
+    return status, result.stdout, stderr, heavy
+
+
+def test_importing_the_package_imports_no_heavy_library():
+    result = run_python(
+        "import sys, cpfcte_hf; print([m for m in ('torch', 'transformers', 'datasets') if m in sys.modules])"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_imports_no_heavy_library(command):
+    status, out, err, heavy = heavy_after([command, "--help"] if command else ["--help"])
+    assert status == 0, err
+    assert heavy == [], f"`cpfcte-hf {command} --help` imported {heavy}"
+    assert out.startswith("usage: cpfcte-hf"), out[:200]
+    if command:
+        assert f"cpfcte-hf {command}" in out.splitlines()[0]
+
+
+def test_train_help_lists_ours_first_and_trainers_behind_help_all():
+    status, out, _, _ = heavy_after(["train", "--help"])
+    assert status == 0
+    assert "--model_name_or_path" in out and "--dataset" in out and "--et_crop_p" in out
+    assert "--learning_rate" not in out and "Trainer options" in out and "--help_all" in out
+    # The examples of the command's docstring are printed as written, not reflowed.
+    assert "    cpfcte-hf train --config shapes --num_train_epochs 3\n" in out
+    status, out_all, _, heavy = heavy_after(["train", "--help_all"])
+    assert status == 0 and "--learning_rate" in out_all and "--per_device_train_batch_size" in out_all
+    assert out_all.index("--model_name_or_path") < out_all.index("--learning_rate")
+
+
+@pytest.mark.parametrize(
+    "argv, suggestion",
+    [
+        (["label", "--modle", "x"], "--model"),
+        (["evaluate", "--pred", "a", "--datset", "voc"], "--dataset"),
+        (["push", "--repoid", "a/b"], "--repo_id"),
+        (["run", "--config", "demo", "--ouput_dir", "x"], "--output_dir"),
+    ],
+)
+def test_a_misspelt_option_is_one_line_without_heavy_libraries(argv, suggestion):
+    status, out, err, heavy = heavy_after(argv)
+    assert status == 2
+    assert heavy == []
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: unrecognised arguments: ") and suggestion in lines[0], err
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        # the package first, then transformers
+        "import cpfcte_hf\nfrom transformers import AutoConfig",
+        # transformers first, then the package
+        "import transformers\nimport cpfcte_hf\nfrom transformers import AutoConfig",
+        # a model file first (it imports transformers while it runs)
+        "from cpfcte_hf.models.cpfcte.modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation\n"
+        "from transformers import AutoConfig",
+        # a name of the package
+        "import cpfcte_hf\nassert cpfcte_hf.CPFCTEConfig.model_type == 'cpfcte'\nfrom transformers import AutoConfig",
+    ],
+    ids=["package-first", "transformers-first", "model-file-first", "attribute"],
+)
+def test_the_models_and_pipelines_register_whatever_is_imported_first(code):
+    result = run_python(
+        code
+        + "\nfrom transformers.pipelines import PIPELINE_REGISTRY"
+        + "\nprint(AutoConfig.for_model('cpfcte').model_type, AutoConfig.for_model('deeplab_v2').model_type,"
+        + " 'weakly-supervised-pseudo-labelling' in PIPELINE_REGISTRY.get_supported_tasks())"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["cpfcte", "deeplab_v2", "True"]
