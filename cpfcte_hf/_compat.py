@@ -39,6 +39,8 @@ MOVED: dict[str, tuple[str, ...]] = {
     "cpfcte_hf.pipelines": ("cpfcte_hf.inference.pipelines",),
     "cpfcte_hf.class_names": ("cpfcte_hf.data.class_names",),
     "cpfcte_hf.metrics": ("cpfcte_hf.evaluation.metrics",),
+    # still a module: the names that left it (the atomic writes)
+    "cpfcte_hf.visualization": ("cpfcte_hf.utils.io",),
     "cpfcte_hf.deeplab.configuration_deeplab": (f"{_MODELS}.deeplab_v2.configuration_deeplab",),
     "cpfcte_hf.deeplab.modeling_deeplab": (f"{_MODELS}.deeplab_v2.modeling_deeplab",),
     "cpfcte_hf.deeplab.processing": (f"{_MODELS}.deeplab_v2.processing",),
@@ -57,7 +59,12 @@ MOVED: dict[str, tuple[str, ...]] = {
     "cpfcte_hf.html_report.thumbnails": ("cpfcte_hf.evaluation.html_report.thumbnails",),
     # prediction, the stages, the Hub
     "cpfcte_hf.pseudo_labeling": ("cpfcte_hf.prediction.pseudo_labels",),
-    "cpfcte_hf.prediction": ("cpfcte_hf.prediction.job", "cpfcte_hf.utils.distributed"),
+    "cpfcte_hf.prediction": (
+        "cpfcte_hf.prediction.job",
+        "cpfcte_hf.prediction.sources",
+        "cpfcte_hf.utils.output_dir",
+        "cpfcte_hf.utils.distributed",
+    ),
     "cpfcte_hf.trainer": ("cpfcte_hf.stage1.trainer",),
     "cpfcte_hf.training": ("cpfcte_hf.stage1.train",),
     "cpfcte_hf.deeplab.training": ("cpfcte_hf.stage2.trainer",),

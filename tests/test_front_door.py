@@ -17,7 +17,11 @@ COMMANDS = ["train", "label", "evaluate", "train-deeplab", "push", "run", "demo"
 
 def run_python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=subprocess_env(), timeout=300
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=300,
     )
 
 

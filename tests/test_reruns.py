@@ -18,17 +18,9 @@ from PIL import Image
 
 from cpfcte_hf.cli.commands import evaluate as evaluate_command
 from cpfcte_hf.cli.commands import label as label_command
-from cpfcte_hf.prediction.job import (
-    ContentRecord,
-    DatasetSources,
-    ImageSource,
-    OutputDirInUse,
-    content_key,
-    cpu_share,
-    hold_output_dir,
-    job_threads,
-    resolve_crf_workers,
-)
+from cpfcte_hf.prediction.sources import ContentRecord, DatasetSources, ImageSource, content_key
+from cpfcte_hf.utils.distributed import cpu_share, job_threads, resolve_crf_workers
+from cpfcte_hf.utils.output_dir import OutputDirInUse, hold_output_dir
 
 from .test_own_photos import SHAPES, write_folder
 from .utils import PYTHON, save_tiny_checkpoint, subprocess_env

@@ -122,7 +122,7 @@ def test_mask_pngs_written_by_the_data_loaders_use_the_one_palette(tmp_path):
 
 def test_atomic_writes_get_the_mode_a_plain_open_would_give(tmp_path):
     # mkstemp creates 0600 files: masks and reports must stay readable by the others a plain open() would allow.
-    from cpfcte_hf.visualization import atomic_write_text
+    from cpfcte_hf.utils.io import atomic_write_text
 
     atomic_write_text(tmp_path / "atomic.txt", "x")
     (tmp_path / "plain.txt").write_text("x")

@@ -28,7 +28,7 @@ import torch
 
 def report_results(results: dict, output: str | os.PathLike | None = None) -> None:
     """Prints a benchmark's results as JSON and, with `output`, writes the same JSON there (atomically)."""
-    from ..visualization import atomic_write_text
+    from ..utils.io import atomic_write_text
 
     text = json.dumps(results, indent=2)
     print(text)

@@ -26,8 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from cpfcte_hf.benchmarks.common import machine_description, report_results, summarize
-from cpfcte_hf.utils.arguments import parse_plain_args
+from ..utils.arguments import parse_plain_args
+from .common import machine_description, report_results, summarize
 
 
 def make_model(work_dir: Path, image_size: int) -> str:

@@ -12,9 +12,9 @@ the masks are restored to the full size. Prints one JSON line per case, then the
 
 import argparse
 
-from cpfcte_hf.benchmarks.common import crf_memory_benchmark, report_results
-from cpfcte_hf.prediction.pseudo_labels import DEFAULT_CRF_MAX_SIDE
-from cpfcte_hf.utils.arguments import parse_plain_args
+from ..prediction.pseudo_labels import DEFAULT_CRF_MAX_SIDE
+from ..utils.arguments import parse_plain_args
+from .common import crf_memory_benchmark, report_results
 
 
 def main(argv=None) -> int:

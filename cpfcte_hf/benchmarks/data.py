@@ -16,10 +16,10 @@ import tempfile
 
 import torch
 
-from cpfcte_hf.benchmarks.common import machine_description, report_results
-from cpfcte_hf.benchmarks.loaders import compare_loaders, write_voc_sized_set
-from cpfcte_hf.data import build_dataset
-from cpfcte_hf.utils.arguments import parse_plain_args
+from ..data import build_dataset
+from ..utils.arguments import parse_plain_args
+from .common import machine_description, report_results
+from .loaders import compare_loaders, write_voc_sized_set
 
 
 def main(argv=None) -> int:

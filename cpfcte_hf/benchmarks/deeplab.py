@@ -11,10 +11,10 @@ import argparse
 
 import torch
 
-from cpfcte_hf.benchmarks.common import report_results
-from cpfcte_hf.benchmarks.deeplab_model import count_parameters, time_forward_backward, training_step_flops
-from cpfcte_hf.deeplab import DeepLabV2Config, DeepLabV2ForSemanticSegmentation
-from cpfcte_hf.utils.arguments import parse_plain_args
+from ..deeplab import DeepLabV2Config, DeepLabV2ForSemanticSegmentation
+from ..utils.arguments import parse_plain_args
+from .common import report_results
+from .deeplab_model import count_parameters, time_forward_backward, training_step_flops
 
 
 def main(argv=None) -> int:

@@ -21,17 +21,17 @@ import time
 import numpy as np
 import torch
 
-from cpfcte_hf import CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation, vit_b16_384_config
-from cpfcte_hf.benchmarks.common import (
+from .. import CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation, vit_b16_384_config
+from ..inference.core import predict_class_probabilities
+from ..inference.crf import CRFPool, DenseCRFConfig, crf_mask, default_num_workers
+from ..utils.arguments import parse_plain_args
+from .common import (
     compare_interleaved,
     machine_description,
     report_results,
     synthetic_image,
     synthetic_probabilities,
 )
-from cpfcte_hf.inference.core import predict_class_probabilities
-from cpfcte_hf.inference.crf import CRFPool, DenseCRFConfig, crf_mask, default_num_workers
-from cpfcte_hf.utils.arguments import parse_plain_args
 
 
 def rates(timing: dict, images: int) -> dict:

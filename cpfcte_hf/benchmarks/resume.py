@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cpfcte_hf.benchmarks.common import machine_description, report_results, summarize, synthetic_image
-from cpfcte_hf.utils.arguments import parse_plain_args
-from cpfcte_hf.utils.fingerprint import record_fingerprint
+from ..utils.arguments import parse_plain_args
+from ..utils.fingerprint import record_fingerprint
+from .common import machine_description, report_results, summarize, synthetic_image
 
 
 FINGERPRINT = {"kind": "cpfcte_hf resume benchmark"}
@@ -63,7 +63,8 @@ def write_files(directory: Path, count: int, height: int, width: int) -> tuple[l
 
 def resume_once(dataset, ids: list[str], out: Path, with_sources: bool) -> float:
     """Seconds for the start of a job that finds every image done (the model is never called)."""
-    from cpfcte_hf.prediction.job import DatasetSources, gather_counts, prepare_job_dir, run_prediction_job
+    from ..prediction.job import gather_counts, prepare_job_dir, run_prediction_job
+    from ..prediction.sources import DatasetSources
 
     def never(*_):
         raise AssertionError("an image was not found done")

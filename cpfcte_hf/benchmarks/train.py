@@ -16,8 +16,10 @@ import argparse
 
 import torch
 
-from cpfcte_hf import CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation
-from cpfcte_hf.benchmarks.common import (
+from .. import CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation
+from ..models.cpfcte.modeling_cpfcte import ENCODER_FAMILIES, build_encoder
+from ..utils.arguments import parse_plain_args
+from .common import (
     BENCHMARK_BACKBONES,
     benchmark_backbone_config,
     machine_description,
@@ -25,8 +27,6 @@ from cpfcte_hf.benchmarks.common import (
     report_results,
     time_interleaved,
 )
-from cpfcte_hf.models.cpfcte.modeling_cpfcte import ENCODER_FAMILIES, build_encoder
-from cpfcte_hf.utils.arguments import parse_plain_args
 
 
 def bench_family(name: str, args, device: torch.device, autocast_dtype) -> dict:

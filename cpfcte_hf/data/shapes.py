@@ -33,8 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..utils.io import atomic_write_bytes
 from ..utils.lazy import lazy_module
-from ..visualization import atomic_write_bytes, mask_to_image
+from ..visualization import mask_to_image
 from ._common import BACKGROUND, make_features
 
 

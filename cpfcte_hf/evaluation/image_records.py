@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..visualization import atomic_write_text
+from ..utils.io import atomic_write_text
 from .metrics import scores_from_confusion_matrix
 
 

@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..visualization import atomic_write_text
+from ..utils.io import atomic_write_text
 from .metrics import IGNORE_INDEX
 
 

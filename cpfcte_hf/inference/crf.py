@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from ..utils.distributed import default_num_workers
+
 
 # 2048 px: masks stay within 2x of a 12 MP photo's resolution, and a CRF worker peaks well under the 2 GB goal at
 # 24 MP (README, Performance: CRF memory). VOC (500 px) and COCO (640 px) images are far below it: unchanged. Larger
@@ -237,14 +239,6 @@ def _worker_initializer(parent_pid: int | None, watch_interval: float) -> None:
                 os._exit(1)
 
     threading.Thread(target=watch, name="crf-parent-watch", daemon=True).start()
-
-
-def default_num_workers() -> int:
-    """CPUs this process may run on (`os.sched_getaffinity`, which respects container limits), else `os.cpu_count()`."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _default_context() -> str:

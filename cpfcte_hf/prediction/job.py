@@ -25,19 +25,12 @@ Each stage writes its own report from these counts.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import shlex
 import shutil
-import socket
-import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +38,24 @@ import numpy as np
 import torch
 
 from ..inference.core import restore_mask_size
-from ..inference.crf import CRFPool, DenseCRFConfig, default_num_workers
-from ..utils.distributed import distributed_state, finish_distributed, shared_process_group
+from ..inference.crf import CRFPool, DenseCRFConfig
+from ..utils.distributed import (
+    distributed_state,
+    finish_distributed,
+    resolve_crf_workers,  # moved
+    shared_process_group,
+)
 from ..utils.fingerprint import check_fingerprint, record_fingerprint
-from ..visualization import atomic_write_text, save_mask
+from ..utils.output_dir import (  # moved
+    remove_temporary_files,
+)
+from ..visualization import save_mask
+from .sources import (  # moved
+    ContentRecord,
+    ImageSource,
+    keyed_content,
+    same_content,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -102,310 +109,10 @@ def safe_file_id(image_id) -> str:
     return image_id
 
 
-def remove_temporary_files(root: str | os.PathLike) -> int:
-    """Deletes the `.tmp-*` files that atomic writes of a killed process left under `root`; returns how many."""
-    removed = 0
-    for path in Path(root).rglob(".tmp-*"):
-        if path.is_file() or path.is_symlink():
-            try:
-                path.unlink()
-                removed += 1
-            except FileNotFoundError:  # another process of the same run got there first
-                pass
-    return removed
-
-
 # ------------------------------------------------------------------------------------ content keys: resume by content
-
-SOURCES_FILE = "sources.json"
-JOURNAL_PREFIX = ".sources-"  # `.sources-<rank>.jsonl`: what each process finished since the last compaction
-
-
-@dataclass(frozen=True)
-class ImageSource:
-    """
-    Where an image's bytes are: a file (`path`; the loaders of `cpfcte_hf.data` keep local images as paths) or the
-    bytes themselves (`data`: a Hub parquet row, an image made in memory such as the shapes set's, or, for a column
-    that is not a `datasets.Image`, the Arrow value's canonical JSON).
-    """
-
-    path: str | None = None
-    data: bytes | memoryview | None = None
-
-
-def _blake2b_file(path: str) -> str:
-    digest = hashlib.blake2b(digest_size=20)
-    with open(path, "rb") as stream:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def content_key(source: ImageSource, recorded: Mapping | None = None) -> dict:
-    """
-    What identifies the image's content: `{"blake2b": digest of its bytes}`, plus for a file its `size`,
-    `mtime_ns` and `ctime_ns`. The cheap check first: when `recorded` (the key its masks were made from) has the
-    same size and times, its digest is reused without reading the file; only a file whose size or times differ is
-    read and hashed (a touched but identical file keeps its digest, and the new times are recorded).
-    """
-    if source.path is None:
-        return {"blake2b": hashlib.blake2b(source.data, digest_size=20).hexdigest()}
-    stat = os.stat(source.path)
-    key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns}
-    if recorded is not None and "blake2b" in recorded and all(recorded.get(k) == v for k, v in key.items()):
-        return {**key, "blake2b": recorded["blake2b"]}
-    return {**key, "blake2b": _blake2b_file(source.path)}
-
-
-def _source_of(value) -> ImageSource:
-    """An Arrow value of an image column -> `ImageSource` (a `datasets.Image` is a struct of `bytes` and `path`)."""
-    import pyarrow as pa
-
-    if pa.types.is_struct(value.type) and {"bytes", "path"} <= {f.name for f in value.type}:
-        data, path = value["bytes"], value["path"]
-        if data.is_valid:
-            return ImageSource(data=memoryview(data.as_buffer()))
-        if path.is_valid:
-            return ImageSource(path=path.as_py())
-        raise ValueError("the image has neither bytes nor a path")
-    return ImageSource(data=json.dumps(value.as_py(), sort_keys=True, default=str).encode())
-
-
-class DatasetSources:
-    """
-    `index -> ImageSource` for the `image` column of a `datasets.Dataset`, read as Arrow in blocks of `block` rows
-    (nothing is decoded; a `select`ed or `filter`ed dataset is read through its indices).
-    """
-
-    def __init__(self, dataset, column: str = "image", block: int = 1024):
-        self.rows = dataset.select_columns([column]).with_format("arrow")
-        self.column, self.block = column, block
-        self._start, self._values = 0, None
-
-    def __call__(self, index: int) -> ImageSource:
-        if self._values is None or not self._start <= index < self._start + len(self._values):
-            self._start = index
-            self._values = self.rows[index : index + self.block].column(self.column).combine_chunks()
-        return _source_of(self._values[index - self._start])
-
-
-class ContentRecord:
-    """
-    `<root>/sources.json`: per image id, the content key (`content_key`, plus the image's `inputs`) of the image its
-    masks were made from. While a job runs, each process appends one line per finished image to its own journal
-    (`<root>/.sources-<rank>.jsonl`), so a killed run loses no key; `compact` folds the journals into
-    `sources.json` (the main process, at the start and the end of a job).
-    """
-
-    def __init__(self, root: str | os.PathLike, rank: int = 0):
-        self.root = Path(root)
-        self.path = self.root / SOURCES_FILE
-        self.rank = rank
-        self._journal = None
-
-    def journals(self) -> list[Path]:
-        return sorted(self.root.glob(f"{JOURNAL_PREFIX}*.jsonl"))
-
-    def load(self) -> dict[str, dict]:
-        """`{id: key}` of `sources.json` and the journals (an unreadable record counts as absent)."""
-        records = {}
-        if self.path.is_file():
-            try:
-                records = json.loads(self.path.read_text(encoding="utf-8"))["images"]
-            except (OSError, ValueError, KeyError, TypeError) as error:
-                logger.warning(f"{self.path} is unreadable ({error}): the images of existing masks are re-recorded.")
-                records = {}
-        for journal in self.journals():
-            for line in journal.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = json.loads(line)
-                    records[entry.pop("id")] = entry
-                except (ValueError, KeyError, AttributeError):  # the torn last line of a killed process
-                    continue
-        return records
-
-    def compact(self) -> None:
-        """Writes `sources.json` (atomically) from the record and the journals, then deletes the journals."""
-        journals = self.journals()
-        if journals:
-            text = json.dumps({"images": self.load()}, sort_keys=True, separators=(",", ":"))
-            atomic_write_text(self.path, text + "\n")
-            for journal in journals:
-                journal.unlink(missing_ok=True)
-
-    def remove(self) -> None:
-        for path in [self.path, *self.journals()]:
-            path.unlink(missing_ok=True)
-
-    def append(self, image_id: str, key: Mapping) -> None:
-        """Records `key` for `image_id` in this process's journal (one line, flushed at once)."""
-        if self._journal is None:
-            self.root.mkdir(parents=True, exist_ok=True)
-            path = self.root / f"{JOURNAL_PREFIX}{self.rank}.jsonl"
-            self._journal = open(path, "a", encoding="utf-8", buffering=1)  # line-buffered: one write per line
-        self._journal.write(json.dumps({"id": image_id, **key}, sort_keys=True) + "\n")
-
-    def close(self) -> None:
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
-
-
-def keyed_content(source: ImageSource, inputs, recorded: Mapping | None = None) -> dict:
-    """`content_key` of `source` with the image's `inputs` (what else its masks depend on, e.g. its tags)."""
-    key = content_key(source, recorded)
-    if inputs is not None:
-        key["inputs"] = inputs
-    return key
-
-
-def same_content(key: Mapping, recorded: Mapping) -> bool:
-    """Whether `key` names the bytes and inputs that `recorded` does (a file's times may differ: touched)."""
-    return key.get("blake2b") == recorded.get("blake2b") and key.get("inputs") == recorded.get("inputs")
 
 
 # ---------------------------------------------------------------------------------- one run per output directory
-
-LOCK_FILE = ".cpfcte-hf.lock"
-HOLDER_FILE = ".cpfcte-hf.lock.json"
-
-
-class OutputDirInUse(OSError):
-    """Another run holds the output directory (its pid, host, start time and command are in the message)."""
-
-
-_held_dirs: dict[str, list] = {}  # real path -> [FileLock, depth, created directories]: nested holds of one process
-
-
-def describe_holder(holder: Mapping | None) -> str:
-    """`pid 123 on host, started 2026-12-02T10:00:00+00:00: cpfcte-hf label ...` (the command cut at 200 chars)."""
-    if not holder:
-        return "a run that has not written its record yet"
-    command = str(holder.get("command", "?"))
-    command = command if len(command) <= 200 else command[:197] + "..."
-    return f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}: {command}"
-
-
-def command_line() -> str:
-    """This process's command line as typed: `cpfcte-hf label ...`, `python -m cpfcte_hf label ...`,
-    `pseudo_label.py ...` (an interpreter running a script file is left out, and paths are cut to their name)."""
-    argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
-    if len(argv) > 1 and os.path.isfile(argv[1]):  # `python path/to/script`, the console script included
-        argv = argv[1:]
-    return shlex.join([os.path.basename(argv[0]), *argv[1:]])
-
-
-def _read_holder(root: Path, attempts: int = 10) -> dict | None:
-    """The holder record of `root` (the holder writes it just after locking: a missing one is waited for briefly)."""
-    for attempt in range(attempts):
-        try:
-            return json.loads((root / HOLDER_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            if attempt + 1 < attempts:
-                time.sleep(0.05)
-    return None
-
-
-def create_output_dir(path: str | os.PathLike) -> list[Path]:
-    """
-    Creates `path` and its missing parents; returns those it created (outermost first).
-
-    Raises:
-        NotADirectoryError: `path` or a parent exists and is not a directory.
-        PermissionError: `path` cannot be written.
-    """
-    root = Path(path)
-    for candidate in [root, *root.parents]:
-        if candidate.exists() and not candidate.is_dir():
-            raise NotADirectoryError(
-                f"Output directory {str(root)!r}: {str(candidate)!r} exists and is not a directory."
-            )
-    created = [p for p in [*reversed(root.parents), root] if not p.exists()]
-    root.mkdir(parents=True, exist_ok=True)
-    if not os.access(root, os.W_OK):
-        raise PermissionError(f"Output directory {str(root)!r} is not writable.")
-    return created
-
-
-def _lock_output_dir(root: Path) -> list:
-    """Locks `root` (created if missing) for this process: `[lock, 1, created directories]`, or `OutputDirInUse`."""
-    from filelock import FileLock, Timeout
-
-    created = create_output_dir(root)
-    lock = FileLock(root / LOCK_FILE)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise OutputDirInUse(
-            f"{root} is in use by another run ({describe_holder(_read_holder(root))}); wait for it to end, or "
-            "choose another output directory."
-        ) from None
-    left = _read_holder(root, attempts=1)
-    if left is not None:  # the lock was free: whoever wrote this record was stopped without releasing it
-        logger.warning(
-            f"{root}: taking over from a run that was stopped without releasing it ({describe_holder(left)})."
-        )
-    holder = {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "started": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": command_line(),
-    }
-    try:
-        atomic_write_text(root / HOLDER_FILE, json.dumps(holder) + "\n")
-    except BaseException:
-        _unlock_output_dir(root, lock, created)
-        raise
-    return [lock, 1, created]
-
-
-def _unlock_output_dir(root: Path, lock, created: list[Path]) -> None:
-    """Releases `root` (record and lock file first, while still locked: a run that opened the file before it was
-    unlinked finds it unlinked once locked, and filelock drops that lock), then removes the directories this hold
-    created if nothing was written into them (a failed start leaves no trace)."""
-    (root / HOLDER_FILE).unlink(missing_ok=True)
-    (root / LOCK_FILE).unlink(missing_ok=True)
-    lock.release()
-    if created and not any(path.is_file() for path in created[0].rglob("*")):
-        shutil.rmtree(created[0], ignore_errors=True)
-
-
-@contextmanager
-def hold_output_dir(path: str | os.PathLike, state=None):
-    """
-    One run per output directory. On the main process of a launch (the only one: the ranks of one launch, on one
-    machine or several sharing the directory, never lock each other out) takes an OS lock on `path/.cpfcte-hf.lock`
-    with `filelock` (released by the OS when the process dies, SIGKILL included) and records the holder (pid,
-    host, start time, command) in `path/.cpfcte-hf.lock.json`. A second run is refused at once with
-    `OutputDirInUse` naming the holder, on every process of its launch. A record left by a killed run is taken over
-    with one log line. `path` is created if missing; on leaving, the lock files are deleted, and so are the
-    directories this hold created if nothing was written into them. Nested holds of one process are one hold.
-    """
-    root = Path(path).absolute()
-    key = os.path.realpath(root)
-    main = state is None or state.is_main_process
-    refused = None
-    if main and key in _held_dirs:
-        _held_dirs[key][1] += 1
-    elif main:
-        try:
-            _held_dirs[key] = _lock_output_dir(root)
-        except OSError as error:  # in use, not a directory, not writable
-            refused = error
-    if state is not None and state.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
-        refused = broadcast_object_list([refused])[0]  # every process of the launch stops, not only the main one
-    if refused is not None:
-        raise refused
-    try:
-        yield root
-    finally:
-        if main:
-            _held_dirs[key][1] -= 1
-            if _held_dirs[key][1] == 0:
-                lock, _, created = _held_dirs.pop(key)
-                _unlock_output_dir(root, lock, created)
 
 
 def same_settings_on_every_process(fingerprint: dict, state) -> None:
@@ -476,46 +183,6 @@ def prepare_job_dir(
 
 
 # ------------------------------------------------------------------------------------------ threads and processes
-
-
-def local_process_count(state=None) -> int:
-    """Processes of this launch on this machine: `LOCAL_WORLD_SIZE` (set by torchrun / `accelerate launch`), else
-    the launch's process count, else 1."""
-    local = os.environ.get("LOCAL_WORLD_SIZE")
-    if local and local.isdigit() and int(local) > 0:
-        return int(local)
-    return state.num_processes if state is not None else 1
-
-
-def cpu_share(state=None) -> int:
-    """This process's share of the CPUs it may run on: the CPUs (affinity, container limits) divided by the
-    processes of the launch on this machine, at least 1."""
-    return max(1, default_num_workers() // local_process_count(state))
-
-
-def resolve_crf_workers(crf_workers: int | None, state) -> int:
-    """CRF worker processes per process: `crf_workers` if given (0: serial), else `cpu_share(state)`."""
-    if crf_workers is not None:
-        return crf_workers
-    return cpu_share(state)
-
-
-@contextmanager
-def job_threads(state=None):
-    """
-    Inside the block, torch runs on `cpu_share(state)` threads unless `OMP_NUM_THREADS` says otherwise (the user's
-    choice; `accelerate launch` and torchrun set it per process). The CRF workers get the same share
-    (`resolve_crf_workers`): the model and the CRF take turns on one image after another, and idle OpenMP threads
-    sleep rather than spin (`OMP_WAIT_POLICY=PASSIVE`, set by `cpfcte_hf/__init__.py`), so neither the two halves
-    of a run nor two runs side by side burn each other's cores (README, Performance).
-    """
-    previous = torch.get_num_threads()
-    if not os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(cpu_share(state))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def progress_bar(total: int, initial: int, enabled: bool, desc: str):
@@ -775,8 +442,6 @@ __all__ = [
     "gather_counts",
     "prepare_job_dir",
     "progress_bar",
-    "remove_temporary_files",
-    "resolve_crf_workers",
     "run_prediction_job",
     "safe_file_id",
     "same_settings_on_every_process",

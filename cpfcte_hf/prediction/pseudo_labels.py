@@ -65,27 +65,24 @@ from ..inference.core import (
 from ..inference.crf import DEFAULT_CRF_MAX_SIDE, DenseCRFConfig
 from ..models.cpfcte.image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, to_rgb_array
 from ..utils.arguments import parse_key_values  # noqa: F401  (re-exported: scripts and stage 2 import it from here)
+from ..utils.distributed import job_threads, resolve_crf_workers
 from ..utils.fingerprint import FINGERPRINT_FILE, weights_digest
 from ..utils.interrupts import Interrupted, stop_on_signals
-from ..visualization import atomic_write_text, plot_per_class_iou, read_mask, save_overlay_panels
+from ..utils.io import atomic_write_text
+from ..utils.output_dir import create_output_dir, hold_output_dir, remove_temporary_files
+from ..visualization import plot_per_class_iou, read_mask, save_overlay_panels
 from .job import (
-    SOURCES_FILE,
-    DatasetSources,
     Failure,
     JobCounts,
-    create_output_dir,
     distributed_state,
     finish_distributed,
     gather_counts,
-    hold_output_dir,
-    job_threads,
     prepare_job_dir,
     progress_bar,
-    remove_temporary_files,
-    resolve_crf_workers,
     run_prediction_job,
     safe_file_id,
 )
+from .sources import SOURCES_FILE, DatasetSources
 
 
 logger = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from ..prediction.pseudo_labels import dataset_class_names, format_report, load_
 from ..stage1.trainer import resolve_resume_checkpoint
 from ..utils.arguments import check_model_option, describe, print_error
 from ..utils.distributed import distributed_state, finish_distributed
-from ..visualization import atomic_write_text
+from ..utils.io import atomic_write_text
 from .arguments import (
     DeepLabDataArguments,
     DeepLabModelArguments,

@@ -55,26 +55,20 @@ from ..inference.crf import DenseCRFConfig
 from ..models.cpfcte.image_processing_cpfcte import resize_and_normalize, to_rgb_array
 from ..models.deeplab_v2.modeling_deeplab import DeepLabV2ForSemanticSegmentation
 from ..models.deeplab_v2.processing import IMAGENET_MEAN, IMAGENET_STD
-from ..prediction.job import (
-    SOURCES_FILE,
-    DatasetSources,
-    distributed_state,
-    gather_counts,
-    hold_output_dir,
-    job_threads,
-    prepare_job_dir,
-    run_prediction_job,
-    safe_file_id,
-)
+from ..prediction.job import distributed_state, gather_counts, prepare_job_dir, run_prediction_job, safe_file_id
 from ..prediction.pseudo_labels import OutputLayout, PseudoLabelSummary, evaluate_predictions, write_report_page
+from ..prediction.sources import SOURCES_FILE, DatasetSources
 from ..stage1.trainer import (
     ClosingProgressBarsMixin,
     ConvertedCheckpointMixin,
     DeferredPrecisionCheckMixin,
     FiniteLossMixin,
 )
+from ..utils.distributed import job_threads
 from ..utils.fingerprint import FINGERPRINT_FILE, weights_digest
-from ..visualization import atomic_write_text, read_mask
+from ..utils.io import atomic_write_text
+from ..utils.output_dir import hold_output_dir
+from ..visualization import read_mask
 from .arguments import MULTI_SCALE
 
 

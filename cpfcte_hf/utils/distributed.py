@@ -11,6 +11,14 @@ import os
 from contextlib import contextmanager
 
 
+def default_num_workers() -> int:
+    """CPUs this process may run on (`os.sched_getaffinity`, which respects container limits), else `os.cpu_count()`."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _torch_distributed_initialized() -> bool:
     import torch
 
@@ -77,3 +85,45 @@ def finish_distributed(state) -> None:
         state.wait_for_everyone()
         if _shared_process_group == 0:
             state.destroy_process_group()
+
+
+def local_process_count(state=None) -> int:
+    """Processes of this launch on this machine: `LOCAL_WORLD_SIZE` (set by torchrun / `accelerate launch`), else
+    the launch's process count, else 1."""
+    local = os.environ.get("LOCAL_WORLD_SIZE")
+    if local and local.isdigit() and int(local) > 0:
+        return int(local)
+    return state.num_processes if state is not None else 1
+
+
+def cpu_share(state=None) -> int:
+    """This process's share of the CPUs it may run on: the CPUs (affinity, container limits) divided by the
+    processes of the launch on this machine, at least 1."""
+    return max(1, default_num_workers() // local_process_count(state))
+
+
+def resolve_crf_workers(crf_workers: int | None, state) -> int:
+    """CRF worker processes per process: `crf_workers` if given (0: serial), else `cpu_share(state)`."""
+    if crf_workers is not None:
+        return crf_workers
+    return cpu_share(state)
+
+
+@contextmanager
+def job_threads(state=None):
+    """
+    Inside the block, torch runs on `cpu_share(state)` threads unless `OMP_NUM_THREADS` says otherwise (the user's
+    choice; `accelerate launch` and torchrun set it per process). The CRF workers get the same share
+    (`resolve_crf_workers`): the model and the CRF take turns on one image after another, and idle OpenMP threads
+    sleep rather than spin (`OMP_WAIT_POLICY=PASSIVE`, set by `cpfcte_hf/__init__.py`), so neither the two halves
+    of a run nor two runs side by side burn each other's cores (README, Performance).
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    if not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(cpu_share(state))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

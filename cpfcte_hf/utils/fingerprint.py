@@ -85,7 +85,7 @@ def read_fingerprint(directory: str | os.PathLike, name: str = FINGERPRINT_FILE)
 
 def record_fingerprint(directory: str | os.PathLike, fingerprint: Mapping, name: str = FINGERPRINT_FILE) -> Path:
     """Writes `fingerprint` (and its digest) to `directory/name`, atomically. Returns the path."""
-    from ..visualization import atomic_write_text
+    from .io import atomic_write_text
 
     path = Path(directory) / name
     payload = {"digest": fingerprint_digest(fingerprint), "fingerprint": dict(fingerprint)}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 
-from ..visualization import atomic_write_text
+from ..utils.io import atomic_write_text
 
 
 # (column of the console table, report of `collect_results`, prediction set in that report)

@@ -39,7 +39,7 @@ from pathlib import Path
 from ..data import check_dataset
 from ..stage1.arguments import TRAINER_OPTIONS, DataArguments, ModelArguments
 from ..utils.arguments import parse_args_with_presets, parse_key_values, print_error, resolve_preset
-from ..visualization import atomic_write_text
+from ..utils.io import atomic_write_text
 
 
 logger = logging.getLogger(__name__)

@@ -55,7 +55,7 @@ from ..utils.arguments import (
     parse_key_values,
     print_error,
 )
-from ..visualization import atomic_write_text
+from ..utils.io import atomic_write_text
 
 
 STEP_RECORD_SUFFIX = ".step.json"

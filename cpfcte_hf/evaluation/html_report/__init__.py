@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ...visualization import atomic_write_text
+from ...utils.io import atomic_write_text
 from .page import ReportPage, ReportRow, build_report_page
 from .records import NotARunDirectory, RunRecords, read_run_records
 from .render import render_report_page

@@ -17,7 +17,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from cpfcte_hf.evaluation.metrics import SegmentationMetric
+from ..metrics import SegmentationMetric
 
 
 _DESCRIPTION = """
