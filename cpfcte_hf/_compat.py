@@ -58,7 +58,14 @@ MOVED: dict[str, tuple[str, ...]] = {
     "cpfcte_hf.html_report.render": ("cpfcte_hf.evaluation.html_report.render",),
     "cpfcte_hf.html_report.thumbnails": ("cpfcte_hf.evaluation.html_report.thumbnails",),
     # prediction, the stages, the Hub
-    "cpfcte_hf.pseudo_labeling": ("cpfcte_hf.prediction.pseudo_labels",),
+    "cpfcte_hf.pseudo_labeling": (
+        "cpfcte_hf.prediction.pseudo_labels",
+        "cpfcte_hf.prediction.outputs",
+        "cpfcte_hf.evaluation.report",
+        "cpfcte_hf.utils.checkpoints",
+        "cpfcte_hf.utils.output_dir",
+        "cpfcte_hf.data",
+    ),
     "cpfcte_hf.prediction": (
         "cpfcte_hf.prediction.job",
         "cpfcte_hf.prediction.sources",

@@ -17,12 +17,13 @@ from PIL import Image
 
 from cpfcte_hf.cli.commands.evaluate import main as evaluate_main
 from cpfcte_hf.cli.commands.label import main as label_main
+from cpfcte_hf.data import load_split
 from cpfcte_hf.evaluation.html_report import NotARunDirectory, read_run_records, write_html_report
 from cpfcte_hf.evaluation.html_report.browser import chromium_problem, launch_chromium
 from cpfcte_hf.evaluation.html_report.thumbnails import ASSETS_DIR
 from cpfcte_hf.evaluation.image_records import ImageScoreLog, read_image_scores
 from cpfcte_hf.inference.core import predict_class_probabilities
-from cpfcte_hf.prediction.pseudo_labels import load_model, load_split
+from cpfcte_hf.utils.checkpoints import load_model
 from cpfcte_hf.visualization import read_mask, save_mask
 
 from .data_trees import write_voc_tree

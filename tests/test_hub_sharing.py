@@ -18,6 +18,7 @@ from PIL import Image
 from cpfcte_hf import VOC_CLASSES, CPFCTEForWeaklySupervisedSegmentation
 from cpfcte_hf.data import COCO_CLASSES, ShapesConfig, write_shapes_voc
 from cpfcte_hf.deeplab import DeepLabV2ForSemanticSegmentation, deeplab_image_processor
+from cpfcte_hf.evaluation.report import run_evaluation
 from cpfcte_hf.evaluation.results import read_results
 from cpfcte_hf.hub.folder import (
     CARD_TEMPLATE,
@@ -33,7 +34,7 @@ from cpfcte_hf.hub.folder import (
     push_to_hub,
     run_length,
 )
-from cpfcte_hf.prediction.pseudo_labels import PseudoLabelConfig, run_evaluation, run_pseudo_labeling
+from cpfcte_hf.prediction.pseudo_labels import PseudoLabelConfig, run_pseudo_labeling
 from cpfcte_hf.stage1.train import DataArguments, ModelArguments, run_training
 from cpfcte_hf.stage1.trainer import CPFCTETrainingArguments
 

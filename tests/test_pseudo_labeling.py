@@ -16,17 +16,13 @@ import torch
 from PIL import Image
 
 from cpfcte_hf.evaluation.metrics import SegmentationMetric
+from cpfcte_hf.evaluation.report import evaluate_predictions
 from cpfcte_hf.inference.core import predict_class_probabilities
 from cpfcte_hf.inference.crf import crf_mask
-from cpfcte_hf.prediction.pseudo_labels import (
-    PseudoLabelConfig,
-    evaluate_predictions,
-    generate_pseudo_labels,
-    load_model,
-    prepare_output_dir,
-    resolve_inference_size,
-)
+from cpfcte_hf.prediction.pseudo_labels import PseudoLabelConfig, generate_pseudo_labels, resolve_inference_size
+from cpfcte_hf.utils.checkpoints import load_model
 from cpfcte_hf.utils.fingerprint import FingerprintMismatch
+from cpfcte_hf.utils.output_dir import prepare_output_dir
 from cpfcte_hf.visualization import read_mask, save_mask
 
 from .data_trees import write_voc_tree

@@ -236,8 +236,10 @@ def test_every_writer_is_refused_a_directory_another_process_holds(tmp_path, sha
     the holder; nested holds of one process are one hold, and the lock files go when it ends."""
     from cpfcte_hf.data import load_tagged_images
     from cpfcte_hf.deeplab import DeepLabV2ForSemanticSegmentation
-    from cpfcte_hf.prediction.pseudo_labels import generate_pseudo_labels, load_model, run_evaluation
+    from cpfcte_hf.evaluation.report import run_evaluation
+    from cpfcte_hf.prediction.pseudo_labels import generate_pseudo_labels
     from cpfcte_hf.stage2.trainer import predict_split
+    from cpfcte_hf.utils.checkpoints import load_model
 
     from .deeplab_helpers import tiny_deeplab_config
 

@@ -191,7 +191,7 @@ def time_page(path: Path, repeats: int) -> dict:
 
 def main(argv=None) -> int:
     from ..evaluation.html_report import write_html_report
-    from ..prediction.pseudo_labels import evaluate_predictions
+    from ..evaluation.report import evaluate_predictions
     from ..utils.arguments import parse_plain_args
     from .common import machine_description, report_results
 

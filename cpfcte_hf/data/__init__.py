@@ -29,7 +29,7 @@ import dataclasses
 import importlib
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from ._common import loader_report
@@ -175,6 +175,20 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def load_split(dataset: str, data_root: str | os.PathLike | None = None, split: str = "train", **kwargs):
+    """`cpfcte_hf.data.build_dataset(name=dataset, root=data_root, split=split, **kwargs)` (see `cpfcte_hf.data`)."""
+    return build_dataset(name=dataset, root=data_root, split=split, **kwargs)
+
+
+def check_single_split(dataset) -> None:
+    if isinstance(dataset, Mapping) or not hasattr(dataset, "column_names"):
+        raise ValueError(
+            f"Expected one split (a datasets.Dataset), got {type(dataset).__name__}"
+            + (f" with splits {list(dataset)}" if isinstance(dataset, Mapping) else "")
+            + ": pass a single --split."
+        )
+
+
 def class_names_of(dataset) -> list[str]:
     """Class names (background first) of a dataset or dataset dict built by this package."""
     return dataset_class_names(dataset)
@@ -191,12 +205,14 @@ __all__ = [
     "TrainTransform",
     "WeakSegmentationCollator",
     "build_dataset",
+    "check_single_split",
     "check_dataset",
     "class_names_of",
     "find_voc_dir",
     "labels_to_multi_hot",
     "load_coco",
     "load_hub_dataset",
+    "load_split",
     "load_shapes",
     "load_tagged_images",
     "load_voc",

@@ -650,7 +650,7 @@ class HubFolder:
 
 def check_model_dir(model_dir: str | os.PathLike) -> Path:
     """The checkpoint directory, after checking it holds a CPF-CTE config, weights and an image processor config."""
-    from ..prediction.pseudo_labels import check_checkpoint_dir
+    from ..utils.checkpoints import check_checkpoint_dir
 
     path = Path(model_dir)
     if not path.is_dir():

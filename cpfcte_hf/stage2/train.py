@@ -20,11 +20,12 @@ from pathlib import Path
 
 from transformers import default_data_collator
 
-from ..data import check_dataset
+from ..data import check_dataset, load_split
+from ..data.class_names import dataset_class_names
+from ..evaluation.report import format_report
 from ..models.deeplab_v2.configuration_deeplab import DeepLabV2Config, resnet101_config
 from ..models.deeplab_v2.modeling_deeplab import DeepLabV2ForSemanticSegmentation
 from ..models.deeplab_v2.processing import deeplab_image_processor
-from ..prediction.pseudo_labels import dataset_class_names, format_report, load_split
 from ..stage1.trainer import resolve_resume_checkpoint
 from ..utils.arguments import check_model_option, describe, print_error
 from ..utils.distributed import distributed_state, finish_distributed

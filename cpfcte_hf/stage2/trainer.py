@@ -49,6 +49,7 @@ from transformers.trainer_utils import SchedulerType
 from ..data.transforms import resize_mask
 from ..evaluation.html_report import report_files
 from ..evaluation.metrics import IGNORE_INDEX, SegmentationMetric
+from ..evaluation.report import evaluate_predictions, write_report_page
 from ..evaluation.results import read_json
 from ..inference.core import max_fused_probabilities
 from ..inference.crf import DenseCRFConfig
@@ -56,7 +57,7 @@ from ..models.cpfcte.image_processing_cpfcte import resize_and_normalize, to_rgb
 from ..models.deeplab_v2.modeling_deeplab import DeepLabV2ForSemanticSegmentation
 from ..models.deeplab_v2.processing import IMAGENET_MEAN, IMAGENET_STD
 from ..prediction.job import distributed_state, gather_counts, prepare_job_dir, run_prediction_job, safe_file_id
-from ..prediction.pseudo_labels import OutputLayout, PseudoLabelSummary, evaluate_predictions, write_report_page
+from ..prediction.outputs import OutputLayout, PseudoLabelSummary
 from ..prediction.sources import SOURCES_FILE, DatasetSources
 from ..stage1.trainer import (
     ClosingProgressBarsMixin,

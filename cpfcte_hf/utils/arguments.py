@@ -347,7 +347,7 @@ def check_model_option(option: str, value) -> None:
     """
     if value is None or str(value).lower() in ("", "none"):
         return
-    from ..prediction.pseudo_labels import resolve_model_location
+    from .checkpoints import resolve_model_location
 
     try:
         resolve_model_location(str(value))

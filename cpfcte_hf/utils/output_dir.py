@@ -15,7 +15,7 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -180,3 +180,19 @@ def hold_output_dir(path: str | os.PathLike, state=None):
             if _held_dirs[key][1] == 0:
                 lock, _, created = _held_dirs.pop(key)
                 _unlock_output_dir(root, lock, created)
+
+
+def prepare_output_dir(path: str | os.PathLike, subdirectories: Sequence[str] = ()) -> Path:
+    """
+    Creates the output directory (and `subdirectories`) and checks it can be written
+    (`cpfcte_hf.prediction.job.create_output_dir`).
+
+    Raises:
+        NotADirectoryError: `path` (or a parent) exists and is a file.
+        PermissionError: it cannot be written.
+    """
+    root = Path(path)
+    create_output_dir(root)
+    for sub in subdirectories:
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return root

@@ -51,7 +51,7 @@ def parse_arguments(argv=None):
 def main(argv=None) -> int:
     (args,) = parse_arguments(argv)
     require(args, "pred", "dataset")
-    from ...prediction.pseudo_labels import run_evaluation
+    from ...evaluation.report import run_evaluation
 
     try:
         options = loader_options(args)
