@@ -60,6 +60,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     # prediction, the stages, the Hub
     "cpfcte_hf.pseudo_labeling": (
         "cpfcte_hf.prediction.pseudo_labels",
+        "cpfcte_hf.prediction.config",
         "cpfcte_hf.prediction.outputs",
         "cpfcte_hf.evaluation.report",
         "cpfcte_hf.utils.checkpoints",
@@ -72,11 +73,29 @@ MOVED: dict[str, tuple[str, ...]] = {
         "cpfcte_hf.utils.output_dir",
         "cpfcte_hf.utils.distributed",
     ),
-    "cpfcte_hf.trainer": ("cpfcte_hf.stage1.trainer",),
-    "cpfcte_hf.training": ("cpfcte_hf.stage1.train",),
-    "cpfcte_hf.deeplab.training": ("cpfcte_hf.stage2.trainer",),
-    "cpfcte_hf.deeplab.run": ("cpfcte_hf.stage2.train",),
-    "cpfcte_hf.hub": ("cpfcte_hf.hub.folder",),
+    "cpfcte_hf.trainer": (
+        "cpfcte_hf.stage1.trainer",
+        "cpfcte_hf.stage1.equivariance",
+        "cpfcte_hf.stage1.schedule",
+        "cpfcte_hf.stage1.evaluation",
+        "cpfcte_hf.utils.trainer_mixins",
+    ),
+    "cpfcte_hf.training": ("cpfcte_hf.stage1.train", "cpfcte_hf.stage1.arguments"),
+    "cpfcte_hf.deeplab.training": (
+        "cpfcte_hf.stage2.trainer",
+        "cpfcte_hf.stage2.dataset",
+        "cpfcte_hf.stage2.losses",
+        "cpfcte_hf.stage2.optim",
+        "cpfcte_hf.prediction.segment",
+        "cpfcte_hf.prediction.config",
+    ),
+    "cpfcte_hf.deeplab.run": ("cpfcte_hf.stage2.train", "cpfcte_hf.stage2.arguments"),
+    "cpfcte_hf.hub": (
+        "cpfcte_hf.hub.folder",
+        "cpfcte_hf.hub.card",
+        "cpfcte_hf.hub.measurements",
+        "cpfcte_hf.hub.public",
+    ),
     # workflows, the command line, the benchmarks
     "cpfcte_hf.demo": ("cpfcte_hf.workflows.demo",),
     "cpfcte_hf.reproduce": ("cpfcte_hf.workflows.reproduce",),

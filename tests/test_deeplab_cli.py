@@ -269,7 +269,7 @@ def test_multi_scale_views_are_8k_plus_1_so_corner_aligned_logits_fall_on_the_im
     bottom right (the demo's stage 2 lost 4.5 mIoU points to it); at 97 px they sit exactly on every 8th pixel."""
     import torch
 
-    from cpfcte_hf.stage2.trainer import multi_scale_probabilities
+    from cpfcte_hf.prediction.segment import multi_scale_probabilities
     from tests.deeplab_helpers import tiny_deeplab_config
 
     model = DeepLabV2ForSemanticSegmentation(tiny_deeplab_config()).eval()

@@ -16,13 +16,9 @@ from cpfcte_hf.models.deeplab_v2.convert import (
     kazuto_key_to_ours,
     load_kazuto_checkpoint,
 )
-from cpfcte_hf.stage2.trainer import (
-    DeepLabV2Trainer,
-    DeepLabV2TrainingArguments,
-    multi_scale_training_loss,
-    resize_labels_nearest,
-    sgd_parameter_groups,
-)
+from cpfcte_hf.stage2.losses import multi_scale_training_loss, resize_labels_nearest
+from cpfcte_hf.stage2.optim import sgd_parameter_groups
+from cpfcte_hf.stage2.trainer import DeepLabV2Trainer, DeepLabV2TrainingArguments
 from tests.deeplab_helpers import tiny_deeplab_config
 
 

@@ -16,6 +16,8 @@ from cpfcte_hf.data.shapes import load_shapes
 from cpfcte_hf.deeplab import IMAGENET_MEAN, IMAGENET_STD, DeepLabV2ForSemanticSegmentation
 from cpfcte_hf.evaluation.metrics import SegmentationMetric
 from cpfcte_hf.inference.core import corner_aligned_sizes
+from cpfcte_hf.prediction.segment import multi_scale_probabilities
+from cpfcte_hf.stage2.dataset import PseudoLabelDataset, random_scale_crop_flip, resolve_pseudo_label_dir
 from cpfcte_hf.stage2.train import (
     DeepLabDataArguments,
     DeepLabModelArguments,
@@ -23,14 +25,7 @@ from cpfcte_hf.stage2.train import (
     DenseCRFArguments,
     run_deeplab,
 )
-from cpfcte_hf.stage2.trainer import (
-    DeepLabV2Trainer,
-    DeepLabV2TrainingArguments,
-    PseudoLabelDataset,
-    multi_scale_probabilities,
-    random_scale_crop_flip,
-    resolve_pseudo_label_dir,
-)
+from cpfcte_hf.stage2.trainer import DeepLabV2Trainer, DeepLabV2TrainingArguments
 from cpfcte_hf.visualization import save_mask
 from tests.deeplab_helpers import tiny_deeplab_config
 

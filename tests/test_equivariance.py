@@ -20,7 +20,8 @@ from cpfcte_hf.data.transforms import (
     split_mosaics,
 )
 from cpfcte_hf.models.cpfcte.image_processing_cpfcte import CPFCTEImageProcessor, merge_class_labels
-from cpfcte_hf.stage1.trainer import CPFCTETrainer, equivariance_loss, equivariance_target
+from cpfcte_hf.stage1.equivariance import equivariance_loss, equivariance_target
+from cpfcte_hf.stage1.trainer import CPFCTETrainer
 from tests.test_trainer import _args
 from tests.utils import tiny_config
 

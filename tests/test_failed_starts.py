@@ -14,8 +14,8 @@ from transformers import ViTModel
 
 from cpfcte_hf.cli.main import main
 from cpfcte_hf.data import build_dataset, check_dataset
-from cpfcte_hf.stage1.trainer import bf16_available
 from cpfcte_hf.utils.arguments import COMMAND_SECTIONS, available_presets, load_preset
+from cpfcte_hf.utils.trainer_mixins import bf16_available
 from tests.data_trees import write_tagged_tree, write_voc_tree
 from tests.deeplab_helpers import tiny_deeplab_config
 from tests.utils import save_tiny_checkpoint, subprocess_env, tiny_vit_config

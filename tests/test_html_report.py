@@ -240,7 +240,8 @@ def test_stage2_prediction_writes_its_summary_and_report(tmp_path):
 
     from cpfcte_hf.data.shapes import load_shapes
     from cpfcte_hf.deeplab import DeepLabV2ForSemanticSegmentation
-    from cpfcte_hf.stage2.trainer import MultiScaleEvalConfig, predict_split
+    from cpfcte_hf.prediction.config import MultiScaleEvalConfig
+    from cpfcte_hf.prediction.segment import predict_split
 
     from .deeplab_helpers import tiny_deeplab_config
 

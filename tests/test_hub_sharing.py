@@ -20,21 +20,12 @@ from cpfcte_hf.data import COCO_CLASSES, ShapesConfig, write_shapes_voc
 from cpfcte_hf.deeplab import DeepLabV2ForSemanticSegmentation, deeplab_image_processor
 from cpfcte_hf.evaluation.report import run_evaluation
 from cpfcte_hf.evaluation.results import read_results
-from cpfcte_hf.hub.folder import (
-    CARD_TEMPLATE,
-    MEASUREMENTS,
-    NOT_MEASURED,
-    HubPushError,
-    HubSharingError,
-    available_cards,
-    build_hub_folder,
-    describe_dataset,
-    public_text,
-    public_value,
-    push_to_hub,
-    run_length,
-)
-from cpfcte_hf.prediction.pseudo_labels import PseudoLabelConfig, run_pseudo_labeling
+from cpfcte_hf.hub.card import available_cards, describe_dataset, run_length
+from cpfcte_hf.hub.folder import build_hub_folder, push_to_hub
+from cpfcte_hf.hub.measurements import CARD_TEMPLATE, MEASUREMENTS, NOT_MEASURED, HubPushError, HubSharingError
+from cpfcte_hf.hub.public import public_text, public_value
+from cpfcte_hf.prediction.config import PseudoLabelConfig
+from cpfcte_hf.prediction.pseudo_labels import run_pseudo_labeling
 from cpfcte_hf.stage1.train import DataArguments, ModelArguments, run_training
 from cpfcte_hf.stage1.trainer import CPFCTETrainingArguments
 
@@ -538,7 +529,8 @@ def test_stage_two_writes_the_results_schema_and_its_values_reach_the_card(shape
     a stage-2 results file, and the CPF-CTE card shows its multi-scale values (the same-weights check is stage 1's
     only: stage 2 is another model)."""
     from cpfcte_hf.data import load_voc
-    from cpfcte_hf.stage2.trainer import MultiScaleEvalConfig, predict_split
+    from cpfcte_hf.prediction.config import MultiScaleEvalConfig
+    from cpfcte_hf.prediction.segment import predict_split
 
     from .deeplab_helpers import tiny_deeplab_config
 
@@ -577,7 +569,8 @@ def test_untagged_stage_one_and_single_scale_stage_two_reach_the_card(shapes_run
     settings, and the card shows each as a value of its own, next to (not instead of) the tagged and multi-scale
     ones."""
     from cpfcte_hf.data import load_voc
-    from cpfcte_hf.stage2.trainer import MultiScaleEvalConfig, predict_split
+    from cpfcte_hf.prediction.config import MultiScaleEvalConfig
+    from cpfcte_hf.prediction.segment import predict_split
 
     from .deeplab_helpers import tiny_deeplab_config
 

@@ -264,7 +264,7 @@ def test_initialisation(tester):
 
 
 def test_encoder_layers_and_final_norm_are_found_in_every_family(tester):
-    from cpfcte_hf.stage1.trainer import encoder_parameter_groups
+    from cpfcte_hf.stage1.schedule import encoder_parameter_groups
 
     model = tester.create_model(tester.get_config())
     assert len(model.encoder_layers()) == tester.num_hidden_layers

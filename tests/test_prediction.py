@@ -117,7 +117,8 @@ def test_stage_two_resumes_only_with_the_same_model_and_settings(tmp_path):
 
     from cpfcte_hf.data.shapes import load_shapes
     from cpfcte_hf.deeplab import DeepLabV2ForSemanticSegmentation
-    from cpfcte_hf.stage2.trainer import MultiScaleEvalConfig, predict_split
+    from cpfcte_hf.prediction.config import MultiScaleEvalConfig
+    from cpfcte_hf.prediction.segment import predict_split
     from cpfcte_hf.utils.fingerprint import FingerprintMismatch
 
     from .deeplab_helpers import tiny_deeplab_config

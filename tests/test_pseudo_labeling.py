@@ -19,7 +19,8 @@ from cpfcte_hf.evaluation.metrics import SegmentationMetric
 from cpfcte_hf.evaluation.report import evaluate_predictions
 from cpfcte_hf.inference.core import predict_class_probabilities
 from cpfcte_hf.inference.crf import crf_mask
-from cpfcte_hf.prediction.pseudo_labels import PseudoLabelConfig, generate_pseudo_labels, resolve_inference_size
+from cpfcte_hf.prediction.config import PseudoLabelConfig
+from cpfcte_hf.prediction.pseudo_labels import generate_pseudo_labels, resolve_inference_size
 from cpfcte_hf.utils.checkpoints import load_model
 from cpfcte_hf.utils.fingerprint import FingerprintMismatch
 from cpfcte_hf.utils.output_dir import prepare_output_dir

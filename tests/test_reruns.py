@@ -130,7 +130,8 @@ def test_images_without_a_file_are_keyed_by_their_bytes_or_their_arrow_value():
 def test_stage_two_recomputes_an_image_whose_bytes_changed(tmp_path):
     from cpfcte_hf.data.shapes import load_shapes
     from cpfcte_hf.deeplab import DeepLabV2ForSemanticSegmentation
-    from cpfcte_hf.stage2.trainer import MultiScaleEvalConfig, predict_split
+    from cpfcte_hf.prediction.config import MultiScaleEvalConfig
+    from cpfcte_hf.prediction.segment import predict_split
 
     from .deeplab_helpers import tiny_deeplab_config
 
@@ -200,7 +201,8 @@ def test_a_failed_start_leaves_nothing_and_tags_are_checked_before_the_weights(t
 def test_stage_two_refused_settings_create_no_folder(tmp_path):
     from cpfcte_hf.data.shapes import load_shapes
     from cpfcte_hf.deeplab import DeepLabV2ForSemanticSegmentation
-    from cpfcte_hf.stage2.trainer import MultiScaleEvalConfig, predict_split
+    from cpfcte_hf.prediction.config import MultiScaleEvalConfig
+    from cpfcte_hf.prediction.segment import predict_split
     from cpfcte_hf.utils.fingerprint import FingerprintMismatch
 
     from .deeplab_helpers import tiny_deeplab_config
@@ -238,7 +240,7 @@ def test_every_writer_is_refused_a_directory_another_process_holds(tmp_path, sha
     from cpfcte_hf.deeplab import DeepLabV2ForSemanticSegmentation
     from cpfcte_hf.evaluation.report import run_evaluation
     from cpfcte_hf.prediction.pseudo_labels import generate_pseudo_labels
-    from cpfcte_hf.stage2.trainer import predict_split
+    from cpfcte_hf.prediction.segment import predict_split
     from cpfcte_hf.utils.checkpoints import load_model
 
     from .deeplab_helpers import tiny_deeplab_config

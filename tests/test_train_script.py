@@ -157,7 +157,7 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
 
 
 def test_resume_skips_a_checkpoint_that_was_cut_off(tmp_path):
-    from cpfcte_hf.stage1.trainer import last_complete_checkpoint
+    from cpfcte_hf.utils.trainer_mixins import last_complete_checkpoint
 
     (tmp_path / "checkpoint-4").mkdir()
     (tmp_path / "checkpoint-4" / "trainer_state.json").write_text("{}")

@@ -7,13 +7,9 @@ from transformers import TrainerCallback, TrainingArguments, default_data_collat
 from cpfcte_hf import CPFCTEForWeaklySupervisedSegmentation
 from cpfcte_hf.evaluation.metrics import SegmentationMetric
 from cpfcte_hf.models.cpfcte.image_processing_cpfcte import class_probability_maps
-from cpfcte_hf.stage1.trainer import (
-    CPFCTETrainer,
-    CPFCTETrainingArguments,
-    SegmentationEvalMetrics,
-    StageLearningRate,
-    encoder_parameter_groups,
-)
+from cpfcte_hf.stage1.evaluation import SegmentationEvalMetrics
+from cpfcte_hf.stage1.schedule import StageLearningRate, encoder_parameter_groups
+from cpfcte_hf.stage1.trainer import CPFCTETrainer, CPFCTETrainingArguments
 from tests.utils import tiny_config
 
 

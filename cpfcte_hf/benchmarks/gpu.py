@@ -352,7 +352,8 @@ def bench_pseudo_label_end_to_end(settings: BenchSettings, device: torch.device,
     from PIL import Image
 
     from ..inference.crf import default_num_workers
-    from ..prediction.pseudo_labels import PseudoLabelConfig, generate_pseudo_labels
+    from ..prediction.config import PseudoLabelConfig
+    from ..prediction.pseudo_labels import generate_pseudo_labels
 
     with_crf = _importable("pydensecrf.densecrf")
     count = settings.end_to_end_images

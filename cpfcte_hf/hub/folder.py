@@ -31,177 +31,39 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
-import yaml
-
-from ..evaluation.results import PREDICTION_SET_STAGES, Results, ResultsError, find_results, read_json, read_results
-from ..models.cpfcte.configuration_cpfcte import VOC_CLASSES, CPFCTEConfig
-
-
-CARDS_DIR = Path(__file__).resolve().parents[1] / "model_cards"  # the top-level `model_cards/` (linked)
-CARD_TEMPLATE = CARDS_DIR / "template.md"
-_CARDS = yaml.safe_load((CARDS_DIR / "cards.yaml").read_text(encoding="utf-8"))
-_SPECS = _CARDS["measurements"]  # key -> stage, prediction set, description, metric name, short name, optional
-# The values every card lists, "not measured" when no results file gives them; an optional one shows when measured.
-MEASUREMENTS = {key: spec["description"] for key, spec in _SPECS.items() if not spec.get("optional")}
-_BY_SET = {(spec["stage"], spec["set"]): key for key, spec in _SPECS.items()}
-NOT_MEASURED = "not measured"
-RESULTS_FILE = "results.json"
-# The stage-1 training records written to the Hub folder: path in the folder -> attribute of `HubFolder`.
-TRAINING_RECORDS = {"training/run_config.json": "run_config", "training/trainer_state.json": "trainer_state"}
-
-
-class HubSharingError(ValueError):
-    """A bad input to the sharing step: model directory, card template, results file, repo id, output folder."""
-
-
-class HubPushError(RuntimeError):
-    """The push itself could not happen: offline mode, no token, the Hub unreachable or refusing."""
-
-
-@dataclass(frozen=True)
-class DatasetCard:
-    """What the card says about the dataset of the run: `key` is the card's name ("voc", "coco", "shapes", ...)."""
-
-    key: str
-    name: str
-    description: str
-    loader: str
-    class_names: tuple[str, ...] | None = None
-    hub_datasets: Sequence[str] = ()
-    tags: Sequence[str] = ()
-    paper: Sequence[Sequence[str]] = ()  # (what, split, mIoU %) as the CPF-CTE paper reports them (cards.yaml)
-    train_split: str = "train"
-    example_image: str = "photo.jpg"
-    bias: str | None = None
-
-
-@cache
-def _known_datasets() -> dict[str, DatasetCard]:
-    from ..data.coco import COCO_CLASSES
-
-    classes = {"voc": tuple(VOC_CLASSES), "coco": tuple(COCO_CLASSES)}
-    return {key: DatasetCard(key, class_names=classes[key], **spec) for key, spec in _CARDS["datasets"].items()}
-
-
-def available_cards() -> dict[str, str]:
-    """`{card name: dataset}` of the datasets with a card of their own (`--card NAME`); any other run gets the card
-    of what it recorded (`--card auto`)."""
-    return {key: card.name for key, card in _known_datasets().items()}
-
-
-def describe_dataset(class_names: Sequence[str], recorded: Sequence[tuple[str | None, str | None]]) -> DatasetCard:
-    """
-    The dataset of a checkpoint, from what its run recorded (`(dataset, data_root)` pairs of `run_config.json` and
-    the results files) and the model's class names. VOC and COCO are named only when the classes are theirs; a
-    model whose classes are the procedural shapes' is "shapes"; any other run by what it recorded (cards.yaml).
-
-    Raises:
-        HubSharingError: the records name different datasets.
-    """
-    from ..data.shapes import BACKGROUND, SHAPE_NAMES
-
-    names = {name for name, _ in recorded if name}
-    if len(names) > 1:
-        raise HubSharingError(f"The run's records name different datasets {sorted(names)}: one card per dataset.")
-    name = names.pop() if names else None
-    root = next((root for _, root in recorded if root), None)
-    classes, known = tuple(class_names), _known_datasets()
-    for card in known.values():
-        if classes == card.class_names and name in (None, card.key):
-            return card
-    if classes == (BACKGROUND, *SHAPE_NAMES[: len(classes) - 1]) and name in (None, "shapes", "voc"):
-        kind, name = "shapes", "shapes"
-    elif name in known or name == "tagged" or (name == "hub" and root and public_text(root) == root):
-        kind = "layout" if name in known else name
-    else:
-        kind = "named" if name else "unrecorded"
-    where = f" (`{os.path.basename(os.path.normpath(root))}`)" if root else ""
-    fill = {"where": where, "root": root, "dataset": name, "num_objects": len(classes) - 1}  # root: a Hub id here
-    fill["layout"] = known[name].name if name in known else None
-    spec = {k: v.format(**fill) if isinstance(v, str) else v for k, v in _CARDS["other_datasets"][kind].items()}
-    spec.setdefault("loader", name or "tagged")
-    if kind == "hub":
-        spec["hub_datasets"] = (root,)
-    return DatasetCard(name or "custom", class_names=classes, **spec)
+from ..evaluation.results import ResultsError, read_json
+from ..models.cpfcte.configuration_cpfcte import CPFCTEConfig
+from .card import (
+    DatasetCard,
+    _known_datasets,
+    describe_dataset,
+    render_model_card,
+)
+from .measurements import (
+    _SPECS,
+    CARD_TEMPLATE,
+    MEASUREMENTS,
+    NOT_MEASURED,
+    RESULTS_FILE,
+    TRAINING_RECORDS,
+    HubPushError,
+    HubSharingError,
+    Measurement,
+    collect_measurements,
+)
+from .public import (
+    _copy_public,
+    _write_public_json,
+)
 
 
 # ---------------------------------------------------------------------------------------------------- results
-
-
-@dataclass
-class Measurement:
-    """One mIoU of a results file: a key of `cards.yaml`'s measurements, value in [0, 1], where it was measured."""
-
-    key: str
-    mean_iou: float
-    results: Results
-    per_class: dict[str, float | None]
-    repo_path: str | None = None  # where the results file lies in the Hub folder, once copied
-
-    source = property(lambda self: self.results.path)
-    dataset = property(lambda self: self.results.dataset)
-    split = property(lambda self: self.results.split)
-
-    @property
-    def percent(self) -> float:
-        """The mIoU in %, rounded to 2 decimals: the value on the card and in its `model-index`."""
-        return round(100.0 * self.mean_iou, 2)
-
-
-def _card_key(results: Results, name: str) -> str | None:
-    """The measurement of prediction set `name` of `results`, None if the card does not show it. `evaluate` names
-    sets after folders (bpm, ms_crf); pseudo-labels made without the tags and a single-scale stage 2 are
-    measurements of their own, told apart by the settings the file records."""
-    name = str(name).upper().replace("_", "+")
-    stage = PREDICTION_SET_STAGES.get(name.lower()) if results.stage == "evaluation" else results.stage
-    if stage == "pseudo_labels" and results.settings.get("use_image_labels") is False:
-        name = f"UNTAGGED {name}"
-    if stage == "stage2" and len(results.settings.get("scales") or ()) == 1:
-        name = name.replace("MS", "SS")
-    return _BY_SET.get((stage, name))
-
-
-def collect_measurements(
-    sources: Sequence[str | os.PathLike], class_names: Sequence[str]
-) -> tuple[dict[str, Measurement], list[str], list[Results]]:
-    """
-    Reads every results source (`results.find_results`) into `{key: Measurement}` (`key@split` for a second split
-    of one value), notes on what was skipped, and the results files read.
-
-    Raises:
-        ResultsError: an unknown or unreadable file, or results of other classes.
-        HubSharingError: two files give one value on one split, or no file gives any value the card knows.
-    """
-    paths = {}  # the first spelling of each file
-    for path in (path for source in sources for path in find_results(source)):
-        paths.setdefault(path.resolve(), path)
-    measurements, notes, read = {}, [], [read_results(path, class_names) for path in paths.values()]
-    for results in read:
-        for name in results.predictions:
-            key, value = _card_key(results, name), results.mean_iou(name)
-            if key is None or value is None:
-                why = "has no mIoU (nothing was scored)" if key else "is no value the card shows"
-                notes.append(f"{results.path}: {results.stage} prediction set {name!r} {why}; not on the card.")
-                continue
-            slot = key if key not in measurements or results.split in (None, measurements[key].split) else None
-            slot = slot or f"{key}@{results.split}"
-            if slot in measurements:
-                raise HubSharingError(
-                    f"Two results files give {key} on the same split: {measurements[slot].source} and "
-                    f"{results.path}. Pass only the one the card should show."
-                )
-            measurements[slot] = Measurement(key, value, results, results.per_class_iou(name))
-    if not measurements and read:
-        raise HubSharingError(f"No value the card knows in {', '.join(str(r.path) for r in read)}: {notes}")
-    return measurements, notes, read
 
 
 def _sha256(path: Path) -> str:
@@ -227,395 +89,11 @@ def _check_same_model(measurement: Measurement, model_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------- local paths
 
-# An absolute path of the machine that wrote a record: POSIX (not part of a URL or of a relative path) or Windows.
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/\\~…-])(?:/|[A-Za-z]:[\\/])[^\s\"'<>|,;:]+")
-LOCAL_PATH_PREFIX = "…/"  # markdown-safe (no HTML tag), read as "a path shortened"
-
-
-def _shorten(match: re.Match) -> str:
-    parts = [part for part in re.split(r"[\\/]", match.group(0)) if part]
-    return LOCAL_PATH_PREFIX + (parts[-1] if parts else "")
-
-
-def public_text(text: str) -> str:
-    """`text` with every absolute local path replaced by `…/<its last component>`: what the Hub folder may say of
-    the machine that made a run (the data folder's name, not the user's directories)."""
-    return _ABSOLUTE_PATH.sub(_shorten, text)
-
-
-def public_value(value):
-    """A JSON value (`public_text` on every string, keys included)."""
-    if isinstance(value, str):
-        return public_text(value)
-    if isinstance(value, Mapping):
-        return {public_text(str(key)): public_value(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [public_value(item) for item in value]
-    return value
-
-
-def _write_public_json(value, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(public_value(value), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def _copy_public(source: Path, target: Path) -> None:
-    """Copies a results file or companion with its local paths shortened (`public_text`); images as they are."""
-    if source.suffix == ".json":
-        _write_public_json(json.loads(source.read_text(encoding="utf-8")), target)
-    elif source.suffix in (".csv", ".txt", ".md", ".yaml", ".yml"):
-        target.write_text(public_text(source.read_text(encoding="utf-8")), encoding="utf-8")
-    else:
-        shutil.copy2(source, target)
-
 
 # ---------------------------------------------------------------------------- what the runs recorded, in words
 
 
-def _number(value) -> str:
-    return "–" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def run_length(arguments: Mapping, state: Mapping | None) -> str:
-    """How long a training ran: optimizer steps and epochs done (`trainer_state.json`) and the limit it had
-    (`max_steps`, which overrides `num_train_epochs` when > 0, as in transformers' Trainer)."""
-    max_steps, epochs = arguments.get("max_steps") or -1, arguments.get("num_train_epochs")
-    limit = f"max_steps {max_steps}, which overrides num_train_epochs {_number(epochs)}" if max_steps > 0 else (
-        f"num_train_epochs {_number(epochs)}"
-    )  # fmt: skip
-    if not state or state.get("global_step") is None:
-        return f"not recorded (no trainer_state.json); limit: {limit}"
-    done = f"{state['global_step']} optimizer steps = {state.get('epoch') or 0:.2f} epochs"
-    short = state["global_step"] < max_steps if max_steps > 0 else (state.get("epoch") or 0) < (epochs or 0)
-    return f"{done}{' (stopped before its limit)' if short else ''}; limit: {limit}"
-
-
-def augmentation_text(data: Mapping) -> str:
-    """The training augmentation a run recorded (`DataArguments`), only the steps that were on."""
-    if not data.get("augment"):
-        return "off"
-    jitter = [
-        f"brightness ±{_number(data.get('aug_brightness'))}" if data.get("aug_brightness") else None,
-        f"contrast {_number(data['aug_contrast'][0])}–{_number(data['aug_contrast'][1])}"
-        if list(data.get("aug_contrast") or [1, 1]) != [1, 1] else None,
-        f"saturation {_number(data['aug_saturation'][0])}–{_number(data['aug_saturation'][1])}"
-        if list(data.get("aug_saturation") or [1, 1]) != [1, 1] else None,
-        f"hue ±{_number(data.get('aug_hue'))}" if data.get("aug_hue") else None,
-    ]  # fmt: skip
-    parts = [f"colour jitter ({', '.join(j for j in jitter if j)})"] if any(jitter) else []
-    for key, name in (("aug_grayscale_p", "grayscale"), ("aug_hflip_p", "left-right flip"),
-                      ("aug_vflip_p", "up-down flip"), ("aug_transpose_p", "transpose")):  # fmt: skip
-        if data.get(key):
-            parts.append(f"{name} p = {_number(data[key])}")
-    return ", ".join(parts) or "on, with every step at probability 0 (no change)"
-
-
-def _phases(train: Mapping) -> list[tuple[str, str]]:
-    """The two phases of stage-1 training (`CPFCTETrainingArguments`) and its equivariance loss, as recorded."""
-    first = None
-    if train.get("stage1_steps"):
-        first = f"{train['stage1_steps']} optimizer steps"
-    elif (train.get("stage1_epochs") or 0) > 0:
-        first = f"{_number(train['stage1_epochs'])} epochs"
-    if first is not None:
-        frozen = ", encoder frozen" if train.get("stage1_freeze_encoder") else ""
-        first += f" at lr {_number(train.get('stage1_learning_rate'))}{frozen}"
-    blocks = train.get("trainable_encoder_blocks")
-    trainable = "whole encoder trainable" if blocks == -1 else f"last {blocks} encoder blocks + final norm trainable"
-    rows = [("Phase 1", first or "none"), ("Phase 2", f"lr {_number(train.get('learning_rate'))}, {trainable}")]
-    if (train.get("equivariance_loss_weight") or 0) > 0:
-        rows.append(("Equivariance loss (ViT-PCM's L_ET)", f"weight {_number(train['equivariance_loss_weight'])}"))
-    return rows
-
-
-def training_rows(run_config: Mapping, trainer_state: Mapping | None) -> list[tuple[str, str]]:
-    """The card's "this run" table of stage 1, every value from `run_config.json` / `trainer_state.json`."""
-    model, data = run_config.get("ModelArguments") or {}, run_config.get("DataArguments") or {}
-    train = next((v for k, v in run_config.items() if k.endswith("TrainingArguments")), None) or {}
-    encoder = model.get("model_name_or_path") or model.get("backbone") or "from scratch (random ViT)"
-    batch = f"{train.get('per_device_train_batch_size')} per device × {train.get('gradient_accumulation_steps') or 1}"
-    return public_value([
-        ("Dataset", data.get("dataset")),
-        ("Data root", data.get("data_root")),
-        ("Training split", data.get("train_split")),
-        ("Evaluation split", data.get("eval_split") or "none"),
-        ("Encoder initialisation", encoder),
-        ("Training resolution", model.get("image_size")),
-        ("Length", run_length(train, trainer_state)),
-        ("Batch", batch + " accumulation"),
-        *_phases(train),
-        ("Optimizer", f"{train.get('optim')}, weight decay {_number(train.get('weight_decay'))}"),
-        ("Augmentation", augmentation_text(data)),
-        ("Pooling K", model.get("top_k")),
-        ("Mixed precision", "bf16" if train.get("bf16") else "fp16" if train.get("fp16") else "off"),
-        ("Seed", train.get("seed")),
-    ])  # fmt: skip
-
-
-def crf_text(settings: Mapping | None) -> str:
-    """The dense CRF of recorded settings (`crf_config`, `crf_max_side`), or "none"."""
-    if not settings:
-        return "none"
-    crf = settings.get("crf_config") or {}
-    side = settings.get("crf_max_side")
-    where = f", images above {side} px a side downscaled for it" if side else ""
-    return (
-        f"{crf.get('iterations')} iterations; Gaussian kernel sxy {_number(crf.get('gaussian_sxy'))}, compat "
-        f"{_number(crf.get('gaussian_compat'))}; bilateral kernel sxy {_number(crf.get('bilateral_sxy'))}, srgb "
-        f"{_number(crf.get('bilateral_srgb'))}, compat {_number(crf.get('bilateral_compat'))}{where}"
-    )
-
-
-def _size_text(size, patch: int) -> str:
-    height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    return f"{height}×{width} ({height // patch}×{width // patch} patches)"
-
-
-def pseudo_label_rows(measurements: Mapping[str, Measurement], patch: int) -> list[tuple]:
-    """One row per pseudo-labelling run whose results file recorded its settings: (split, file, size, scales,
-    flip, tags, CRF)."""
-    rows = {}
-    for m in measurements.values():
-        settings = m.results.settings
-        if m.results.stage != "pseudo_labels" or settings.get("size") is None:
-            continue
-        rows[m.source] = (
-            m.split, m.repo_path or m.source.name, _size_text(settings["size"], patch),
-            ", ".join(str(float(s)) for s in settings.get("scales") or [1.0]), "yes" if settings.get("flip") else "no",
-            "yes" if settings.get("use_image_labels", True) else "no (every class competes)",
-            crf_text(settings) if settings.get("crf", True) else "none",
-        )  # fmt: skip
-    return list(rows.values())
-
-
-def _deeplab_initialisation(model: Mapping) -> str:
-    if model.get("model_name_or_path"):
-        return f"continued from the DeepLab-v2 checkpoint {model['model_name_or_path']}"
-    if model.get("init_checkpoint"):
-        return f"the deeplab-pytorch checkpoint {model['init_checkpoint']}"
-    backbone = model.get("backbone")
-    return f"ResNet weights of {backbone}, fresh ASPP" if backbone and backbone.lower() != "none" else "random weights"
-
-
-def deeplab_training_rows(run_args: Mapping | None, state: Mapping | None) -> list[tuple[str, str]]:
-    """The stage-2 training a results file recorded (`model_info`: `run_args.json`, `trainer_state.json`)."""
-    if not run_args:
-        return [("Training", "not recorded with the evaluated weights (no run_args.json next to them)")]
-    model, data = run_args.get("DeepLabModelArguments") or {}, run_args.get("DeepLabDataArguments") or {}
-    train = run_args.get("DeepLabV2TrainingArguments") or {}
-    optimizer = (
-        f"{train.get('optim')}, lr {_number(train.get('learning_rate'))} "
-        f"({_number(train.get('classifier_lr_multiplier'))}× on the ASPP), weight decay "
-        f"{_number(train.get('weight_decay'))}"
-        + (f", momentum {_number(train.get('momentum'))}" if train.get("optim") == "sgd" else "")
-        + (f", poly decay (power {_number(train.get('poly_power'))})" if train.get("lr_scheduler_type") == "polynomial"
-           else f", {train.get('lr_scheduler_type')} schedule")
-    )  # fmt: skip
-    rows = [
-        ("Initialisation", _deeplab_initialisation(model)),
-        ("Trained on", f"the `{data.get('pseudo_label_set')}` pseudo-labels of split {data.get('train_split')}"),
-        ("Crops", f"{train.get('crop_size')} px, random scale {_number(train.get('min_scale'))}–"
-                  f"{_number(train.get('max_scale'))}, left-right flip p = {_number(train.get('flip_prob'))}"),
-        ("Optimizer", optimizer),
-        ("Batch", f"{train.get('per_device_train_batch_size')} per device × "
-                  f"{train.get('gradient_accumulation_steps') or 1} accumulation"),
-        ("Length", run_length(train, state)),
-        ("Mixed precision", "bf16" if train.get("bf16") else "fp16" if train.get("fp16") else "off"),
-        ("Seed", train.get("seed")),
-    ]  # fmt: skip
-    if train.get("multi_scale_loss"):
-        rows.insert(4, ("Loss", f"multi-scale, input scales {', '.join(map(_number, train.get('loss_scales')))}"))
-    return public_value(rows)
-
-
-def _architecture_text(architecture: Mapping) -> str:
-    depths = "/".join(str(d) for d in architecture.get("depths") or [])
-    widths = "/".join(str(w) for w in architecture.get("hidden_sizes") or [])
-    rates = "/".join(str(r) for r in architecture.get("atrous_rates") or [])
-    frozen = ", BatchNorm frozen" if architecture.get("freeze_batch_norm") else ""
-    return (
-        f"ResNet with {architecture.get('layer_type')} blocks ({depths} per stage, widths {widths}, stem "
-        f"{architecture.get('embedding_size')}{frozen}), output stride {architecture.get('output_stride')}, "
-        f"ASPP rates {rates}"
-    )
-
-
-def stage2_models(measurements: Mapping[str, Measurement]) -> list[dict]:
-    """The DeepLab-v2 models of the stage-2 values, each `{"rows": [(setting, value)], "tests": [(file, how)]}`
-    from what its results files recorded (one entry per distinct model; `known` False for files without
-    `model_info`)."""
-    models: dict[str, dict] = {}
-    for m in measurements.values():
-        if m.results.stage != "stage2":
-            continue
-        info = m.results.model_info
-        entry = models.setdefault(json.dumps(info, sort_keys=True), {"known": bool(info), "rows": [], "tests": {}})
-        if info and not entry["rows"]:
-            entry["rows"] = [("Architecture", _architecture_text(info.get("architecture") or {}))]
-            if info.get("num_parameters") is not None:
-                entry["rows"].append(("Parameters", f"{info['num_parameters']:,}"))
-            entry["rows"] += deeplab_training_rows(info.get("run_args"), info.get("trainer_state"))
-        settings = m.results.settings
-        scales = ", ".join(str(float(v)) for v in settings.get("scales") or [])
-        how = f"scales {scales or 'not recorded'} fused by max" + (", with flip" if settings.get("flip") else "")
-        how += ", then the dense CRF" if settings.get("crf") else ", no CRF"
-        entry["tests"][m.repo_path or m.source.name] = (m.split, how)
-    return [{**entry, "tests": [(file, *test) for file, test in entry["tests"].items()]} for entry in models.values()]
-
-
-def inference_size_text(config: CPFCTEConfig) -> str:
-    """The pseudo-labelling pipeline's default size for this checkpoint, and where it comes from."""
-    from ..inference.core import DEFAULT_INFERENCE_SIZE
-
-    if config.inference_size:
-        return f"{config.inference_size} (this checkpoint's `config.inference_size`)"
-    return f"{DEFAULT_INFERENCE_SIZE} (the pipeline's default: this checkpoint records no `config.inference_size`)"
-
-
 # -------------------------------------------------------------------------------------------------- the card
-
-
-def _cell(value) -> str:
-    return "–" if value in (None, "") else str(value).replace("|", "\\|")
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows])
-
-
-def results_table(measurements: Mapping[str, Measurement]) -> str:
-    """Every value the card knows, "not measured" where no results file gave it (an optional one only if given)."""
-    rows = []
-    for key, spec in _SPECS.items():
-        found = [m for m in measurements.values() if m.key == key]
-        if not found and not spec.get("optional"):
-            rows.append((spec["description"], None, None, None, NOT_MEASURED, None))
-        for m in found:
-            source = f"[`{m.repo_path}`]({m.repo_path})" if m.repo_path else f"`{m.source.name}`"
-            rows.append((spec["description"], m.dataset, m.split, m.results.num_images, f"{m.percent:.2f}", source))
-    return _table(("Measurement", "Dataset", "Split", "Images", "mIoU (%)", "Read from"), rows)
-
-
-def _percent(value: float | None) -> str | None:
-    return None if value is None else f"{100.0 * value:.2f}"
-
-
-def per_class_table(measurements: Mapping[str, Measurement], class_names: Sequence[str]) -> str:
-    """Per-class IoU (%) of every measurement that has it."""
-    columns = [m for key in _SPECS for m in measurements.values() if m.key == key and m.per_class]
-    if not columns:
-        return f"Per-class IoU: {NOT_MEASURED}."
-    header = ["Class", *[f"{_SPECS[m.key]['short']} ({_cell(m.split)})" for m in columns]]
-    rows = [(name, *[_percent(m.per_class.get(name)) for m in columns]) for name in class_names]
-    return _table(header, [*rows, ("**mIoU**", *[f"**{m.percent:.2f}**" for m in columns])])
-
-
-def _hub_model_id(value) -> str | None:
-    """`value` if it looks like a Hub model id (not a local path), else None."""
-    if not isinstance(value, str) or os.path.exists(value) or value.startswith((".", "/", "~")):
-        return None
-    return value if re.fullmatch(r"[\w.-]+/[\w.-]+", value) else None
-
-
-def card_facts(folder: HubFolder) -> dict:
-    """
-    What the card says about the run beyond its numbers, every value from the run's records (template variables):
-    `run` (stage-1 training: `model`, `data`, `train` sections of `run_config.json`, `steps`, `rows` of the
-    "this run" table; None when not recorded), `inference_size` (the pipeline's default size and its source),
-    `pipeline_size`, `label_rows` / `label_table` (the settings of each recorded pseudo-labelling run),
-    `pipeline_crf` (the pipeline's default CRF), `stage2` (`stage2_models`, with `table` and `tests_table`),
-    `train_split`, `training_records` (the files of `TRAINING_RECORDS` written). Local paths are shortened
-    (`public_text`).
-    """
-    from ..inference.core import DEFAULT_INFERENCE_SIZE
-    from ..inference.crf import DenseCRFConfig
-
-    run_config, state = folder.run_config, folder.trainer_state
-    run = None
-    if run_config:
-        run = public_value({
-            "model": run_config.get("ModelArguments") or {},
-            "data": run_config.get("DataArguments") or {},
-            "train": next((v for k, v in run_config.items() if k.endswith("TrainingArguments")), None) or {},
-            "steps": (state or {}).get("global_step"),
-        })  # fmt: skip
-        run["rows"] = training_rows(run_config, state)
-        run["table"] = _table(("Setting", "This run"), run["rows"])
-    label_rows = pseudo_label_rows(folder.measurements, folder.config.patch_size)
-    label_header = ("Split", "Results file", "Size", "Scales (views averaged)", "Flip", "Tags", "Dense CRF")
-    stage2 = stage2_models(folder.measurements)
-    for model in stage2:
-        model["table"] = _table(("Setting", "Value"), model["rows"])
-        model["tests_table"] = _table(("Results file", "Split", "Tested"), model["tests"])
-    return {
-        "run": run,
-        "inference_size": inference_size_text(folder.config),
-        "pipeline_size": folder.config.inference_size or DEFAULT_INFERENCE_SIZE,
-        "label_rows": label_rows,
-        "label_table": _table(label_header, label_rows) if label_rows else None,
-        "pipeline_crf": crf_text({"crf_config": DenseCRFConfig().to_dict()}),
-        "stage2": stage2,
-        "train_split": (run or {}).get("data", {}).get("train_split") or folder.dataset.train_split,
-        "training_records": [name for name, record in TRAINING_RECORDS.items() if getattr(folder, record)],
-    }
-
-
-def render_model_card(folder: HubFolder, processor, num_parameters: int | None = None, plots: Mapping | None = None):
-    """
-    The model card (`huggingface_hub.ModelCard`) of a planned Hub folder (`plan_hub_folder`): `ModelCardData` with
-    the `model-index` (`EvalResult`s, in %) of the measured values only, and the folder's Jinja template rendered by
-    `ModelCard.from_template`. `plots`: `{title: path in the folder}` of per-class plots.
-
-    Raises:
-        HubSharingError: the template does not render, or its front matter adds metrics of its own.
-    """
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
-    config, dataset, measurements = folder.config, folder.dataset, folder.measurements
-    class_names = [config.id2label[i] for i in range(config.num_labels)]
-    model_args = (folder.run_config or {}).get("ModelArguments") or {}
-    results = [
-        EvalResult(
-            task_type="image-segmentation", task_name=_CARDS["task_name"], dataset_type=dataset.key,
-            dataset_name=dataset.name, dataset_split=m.split, metric_type="mean_iou",
-            metric_name=_SPECS[m.key]["metric"], metric_value=m.percent,
-        )
-        for m in measurements.values()
-    ]  # fmt: skip
-    data = ModelCardData(
-        license="apache-2.0",
-        library_name="transformers",
-        pipeline_tag="image-segmentation",
-        base_model=_hub_model_id(model_args.get("model_name_or_path") or model_args.get("backbone")),
-        datasets=list(dataset.hub_datasets) or None,
-        tags=_CARDS["tags"] + list(dataset.tags),
-        metrics=["mean_iou"],
-        model_name=folder.repo_id.split("/")[-1],
-        eval_results=results or None,
-    )
-    try:
-        card = ModelCard.from_template(
-            data, template_path=str(folder.template), repo_id=folder.repo_id, dataset=dataset, config=config,
-            vit=config.backbone_config, num_labels=config.num_labels, num_parameters=num_parameters,
-            class_names=", ".join(f"`{name}`" for name in class_names), size=getattr(processor, "size", None) or {},
-            example_tags=json.dumps(class_names[1:3] or class_names[:1]), not_measured=NOT_MEASURED, cell=_cell,
-            results_table=results_table(measurements), per_class_table=per_class_table(measurements, class_names),
-            per_class_plots=list((plots or {}).items()), **card_facts(folder),
-        )  # fmt: skip
-        parsed = ModelCard(str(card)).data.eval_results or []
-    except Exception as error:  # noqa: BLE001 - a Jinja or YAML error is a template bug: name the template
-        raise HubSharingError(
-            f"The card rendered from {folder.template} is not a valid model card: {error}"
-        ) from error
-    ours = {(r.metric_name, r.metric_value, r.dataset_split) for r in results}
-    for result in parsed:
-        if (result.metric_name, result.metric_value, result.dataset_split) not in ours:
-            raise HubSharingError(
-                f"Model card template {folder.template}: model-index metric {result.metric_name!r} has the literal "
-                f"value {result.metric_value!r}. Values on the card come from results files only."
-            )
-    return card
 
 
 # ------------------------------------------------------------------------------------------------ Hub folder
@@ -908,19 +386,9 @@ def push_to_hub(
 
 
 __all__ = [
-    "CARD_TEMPLATE",
-    "MEASUREMENTS",
-    "NOT_MEASURED",
-    "DatasetCard",
     "HubFolder",
-    "HubPushError",
-    "HubSharingError",
-    "Measurement",
-    "available_cards",
     "build_hub_folder",
-    "describe_dataset",
     "format_hub_folder",
     "plan_hub_folder",
     "push_to_hub",
-    "render_model_card",
 ]

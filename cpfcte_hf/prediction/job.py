@@ -42,15 +42,15 @@ from ..inference.crf import CRFPool, DenseCRFConfig
 from ..utils.distributed import (
     distributed_state,
     finish_distributed,
-    resolve_crf_workers,  # moved
+    resolve_crf_workers,
     shared_process_group,
 )
 from ..utils.fingerprint import check_fingerprint, record_fingerprint
-from ..utils.output_dir import (  # moved
+from ..utils.output_dir import (
     remove_temporary_files,
 )
 from ..visualization import save_mask
-from .sources import (  # moved
+from .sources import (
     ContentRecord,
     ImageSource,
     keyed_content,

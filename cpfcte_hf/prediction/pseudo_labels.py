@@ -38,8 +38,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -48,7 +47,7 @@ from ..data import check_single_split, load_split
 from ..data.class_names import dataset_class_names, map_class_names, mapping_is_identity, names_of
 from ..evaluation.html_report import report_files
 from ..evaluation.image_records import ImageScoreLog
-from ..evaluation.report import (  # moved
+from ..evaluation.report import (
     evaluate_predictions,
     format_report,
     write_report_page,
@@ -60,10 +59,10 @@ from ..inference.core import (
     multi_hot,
     predict_class_probabilities,
 )
-from ..inference.crf import DEFAULT_CRF_MAX_SIDE, DenseCRFConfig
+from ..inference.crf import DEFAULT_CRF_MAX_SIDE
 from ..models.cpfcte.image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, to_rgb_array
 from ..utils.arguments import parse_key_values  # noqa: F401  (re-exported: scripts and stage 2 import it from here)
-from ..utils.checkpoints import (  # moved
+from ..utils.checkpoints import (
     load_model,
     load_model_config,
 )
@@ -71,6 +70,7 @@ from ..utils.distributed import job_threads, resolve_crf_workers
 from ..utils.fingerprint import weights_digest
 from ..utils.interrupts import Interrupted, stop_on_signals
 from ..utils.output_dir import hold_output_dir, remove_temporary_files
+from .config import PseudoLabelConfig
 from .job import (
     Failure,
     distributed_state,
@@ -81,73 +81,16 @@ from .job import (
     run_prediction_job,
     safe_file_id,
 )
-from .outputs import (  # moved
+from .outputs import (
     OutputLayout,
     PseudoLabelSummary,
-    SplitCheck,  # moved
+    SplitCheck,
     _write_summary,
 )
 from .sources import DatasetSources
 
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class PseudoLabelConfig:
-    """
-    Settings of a pseudo-labelling run.
-
-    Attributes:
-        size: inference resolution (square side, a multiple of the patch size after rounding); `None` = the
-            checkpoint's `config.inference_size` (960, as in ViT-PCM, for checkpoints that do not record one).
-        scales: multipliers of `size`; the views' probability maps are averaged (`(1.0,)` = single scale).
-        flip: also run the left-right flipped image and average.
-        use_image_labels: mask absent classes with the image-level labels and max-normalise each class
-            (training-set pseudo-labels). Off: every class competes (e.g. for images without tags).
-        crf: refine with the dense CRF and write `crf/`.
-        crf_config: CRF parameters (docs/method.md section 3).
-        crf_workers: CRF worker processes per process; `None` = the CPUs available divided by the number of
-            processes; 0 = serial in the main process.
-        crf_max_side: longest side, in pixels, at which the probability maps are upsampled and the CRF runs
-            (`None` or 0: the image's own size). A larger image is downscaled to it first (antialiased) and its
-            masks are upsampled back (nearest) and written at the original size. It bounds the memory of a CRF
-            worker for phone photos; VOC (500 px) and COCO (640 px) images are below the default and unchanged.
-        batch_size: images per model call.
-        overwrite: recompute every mask (the old masks, report and summary are deleted first). Without it, an
-            output directory made with other settings (`pseudo_label_fingerprint`) is refused.
-        num_overlays: overlay panels written in the report.
-        progress: show a tqdm bar (main process only).
-        report_html: write `OUT/report.html` and its thumbnails (`cpfcte_hf.evaluation.html_report`) at the end.
-    """
-
-    size: int | None = None
-    scales: tuple[float, ...] = (1.0,)
-    flip: bool = False
-    use_image_labels: bool = True
-    crf: bool = True
-    crf_config: DenseCRFConfig = field(default_factory=DenseCRFConfig)
-    crf_workers: int | None = None
-    crf_max_side: int | None = DEFAULT_CRF_MAX_SIDE
-    batch_size: int = 1
-    overwrite: bool = False
-    num_overlays: int = 4
-    progress: bool = True
-    report_html: bool = True
-
-    def __post_init__(self):
-        if isinstance(self.crf_config, Mapping):
-            self.crf_config = DenseCRFConfig(**self.crf_config)
-        self.scales = tuple(float(s) for s in self.scales)
-        if (self.size is not None and int(self.size) < 1) or not self.scales or min(self.scales) <= 0:
-            raise ValueError(f"`size` must be >= 1 and `scales` positive, got size={self.size}, scales={self.scales}.")
-        if int(self.batch_size) < 1:
-            raise ValueError(f"`batch_size` must be >= 1, got {self.batch_size}.")
-        if self.crf_max_side is not None and int(self.crf_max_side) < 0:
-            raise ValueError(f"`crf_max_side` must be >= 0 (0 or None: no cap), got {self.crf_max_side}.")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # ----------------------------------------------------------------------------------------------------- inputs
@@ -500,7 +443,6 @@ __all__ = [
     "Failure",
     "check_mask_paths",
     "check_split",
-    "PseudoLabelConfig",
     "dataset_class_names",
     "distributed_state",
     "finish_distributed",

@@ -38,8 +38,9 @@ from ..models.cpfcte.configuration_cpfcte import CPFCTEConfig, backbone_config_f
 from ..models.cpfcte.image_processing_cpfcte import CPFCTEImageProcessor
 from ..models.cpfcte.modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
 from ..utils.arguments import check_model_option, describe, loader_options
+from ..utils.trainer_mixins import resolve_resume_checkpoint
 from .arguments import DataArguments, ModelArguments
-from .trainer import CPFCTETrainer, CPFCTETrainingArguments, resolve_resume_checkpoint
+from .trainer import CPFCTETrainer, CPFCTETrainingArguments
 
 
 logger = logging.get_logger(__name__)

@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..inference.crf import DenseCRFConfig
+from ..prediction.config import MULTI_SCALE
 from ..utils.arguments import parse_args_with_presets, parse_key_values
 from ..utils.help import LazyArguments
 
@@ -20,8 +21,6 @@ from ..utils.help import LazyArguments
 # The same value as `models.deeplab_v2.processing.DEEPLAB_IMAGE_SIZE` (a test checks), kept here so that the options
 # do not import transformers.
 DEEPLAB_IMAGE_SIZE = 513
-# kazuto1011's test scales, fused by max.
-MULTI_SCALE = (1.0, 0.75, 0.5)
 
 
 @dataclass

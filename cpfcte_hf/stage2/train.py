@@ -26,10 +26,12 @@ from ..evaluation.report import format_report
 from ..models.deeplab_v2.configuration_deeplab import DeepLabV2Config, resnet101_config
 from ..models.deeplab_v2.modeling_deeplab import DeepLabV2ForSemanticSegmentation
 from ..models.deeplab_v2.processing import deeplab_image_processor
-from ..stage1.trainer import resolve_resume_checkpoint
+from ..prediction.config import MultiScaleEvalConfig
+from ..prediction.segment import predict_split, stage2_model_info
 from ..utils.arguments import check_model_option, describe, print_error
 from ..utils.distributed import distributed_state, finish_distributed
 from ..utils.io import atomic_write_text
+from ..utils.trainer_mixins import resolve_resume_checkpoint
 from .arguments import (
     DeepLabDataArguments,
     DeepLabModelArguments,
@@ -38,15 +40,8 @@ from .arguments import (
     crf_config_from,
     parse_arguments,
 )
-from .trainer import (
-    DeepLabV2Trainer,
-    DeepLabV2TrainingArguments,
-    MultiScaleEvalConfig,
-    PseudoLabelDataset,
-    predict_split,
-    resolve_pseudo_label_dir,
-    stage2_model_info,
-)
+from .dataset import PseudoLabelDataset, resolve_pseudo_label_dir
+from .trainer import DeepLabV2Trainer, DeepLabV2TrainingArguments
 
 
 logger = logging.getLogger(__name__)

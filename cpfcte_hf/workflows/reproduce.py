@@ -237,7 +237,7 @@ class Cell:
             self.runner.reused.append(f"{self.directory.name}/train")
             return
         argv = list(self.train_argv)
-        from ..stage1.trainer import last_complete_checkpoint
+        from ..utils.trainer_mixins import last_complete_checkpoint
 
         if last_complete_checkpoint(str(self.directory / "model")):
             argv += ["--resume_from_checkpoint", "last"]  # a killed run continues
@@ -278,7 +278,8 @@ class Cell:
         if done:
             self.runner.reused.append(f"{self.directory.name}/{step}")
             return done
-        from ..prediction.pseudo_labels import PseudoLabelConfig, run_pseudo_labeling
+        from ..prediction.config import PseudoLabelConfig
+        from ..prediction.pseudo_labels import run_pseudo_labeling
 
         config = PseudoLabelConfig(size=self.runner.recipe.inference_size, progress=False)
         started = time.perf_counter()
@@ -330,7 +331,7 @@ class Cell:
         if done:
             self.runner.reused.append(f"{self.directory.name}/deeplab")
             return done
-        from ..stage1.trainer import last_complete_checkpoint
+        from ..utils.trainer_mixins import last_complete_checkpoint
 
         if last_complete_checkpoint(str(out)):
             argv += ["--resume_from_checkpoint", "last"]  # a killed run continues

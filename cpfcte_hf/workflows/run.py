@@ -342,7 +342,7 @@ def _run_data_step(run_args: RunArguments, directory: Path, options: dict) -> in
 
 
 def _has_complete_checkpoint(directory: Path) -> bool:
-    from ..stage1.trainer import last_complete_checkpoint
+    from ..utils.trainer_mixins import last_complete_checkpoint
 
     return directory.is_dir() and last_complete_checkpoint(str(directory)) is not None
 

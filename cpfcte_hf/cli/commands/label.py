@@ -90,7 +90,7 @@ class LabelArguments:
     )
 
     def pseudo_label_config(self, crf_args):
-        from ...prediction.pseudo_labels import PseudoLabelConfig
+        from ...prediction.config import PseudoLabelConfig
 
         return PseudoLabelConfig(
             size=self.size,

@@ -38,7 +38,8 @@ def parse_arguments(argv=None):
 def main(argv=None) -> int:
     (args,) = parse_arguments(argv)
     require(args, "model", "repo_id")
-    from ...hub.folder import HubPushError, HubSharingError, build_hub_folder, format_hub_folder, push_to_hub
+    from ...hub.folder import build_hub_folder, format_hub_folder, push_to_hub
+    from ...hub.measurements import HubPushError, HubSharingError
 
     try:
         if args.dry_run:

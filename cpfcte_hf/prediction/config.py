@@ -1,0 +1,107 @@
+# Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
+"""The settings of a prediction job, for both stages: stage 1's pseudo-labelling (`PseudoLabelConfig`: size, scales,
+flip, image-level label masking, CRF) and stage 2's multi-scale testing (`MultiScaleEvalConfig`: scales fused by max,
+flip, CRF). Light on purpose (no torch), so that the command line builds them before anything heavy is imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+
+from ..inference.crf import DEFAULT_CRF_MAX_SIDE, DenseCRFConfig
+
+
+# kazuto1011's test scales, fused by max.
+MULTI_SCALE = (1.0, 0.75, 0.5)
+
+
+@dataclass
+class MultiScaleEvalConfig:
+    """
+    Test-time settings of stage 2 (docs/method.md section 4).
+
+    Attributes:
+        scales: multipliers of the image's own size, fused by max (`(1.0, 0.75, 0.5)`; `(1.0,)` = single scale).
+        flip: also run each scale flipped left-right (not in the recipe of docs/method.md section 4).
+        crf: refine the fused probabilities with the dense CRF (`crf_config`, docs/method.md section 3).
+        crf_workers: CRF worker processes per process (`None`: the CPUs divided by the processes; 0: serial).
+        overwrite: recompute masks that exist (otherwise a rerun only does the missing ones).
+        num_overlays: image | ground truth | predictions panels written with the report.
+        progress: show a progress bar on the main process.
+        report_html: write `report.html` and its thumbnails (`cpfcte_hf.evaluation.html_report`) next to the masks.
+    """
+
+    scales: tuple[float, ...] = MULTI_SCALE
+    flip: bool = False
+    crf: bool = True
+    crf_config: DenseCRFConfig = field(default_factory=DenseCRFConfig)
+    crf_workers: int | None = None
+    overwrite: bool = False
+    num_overlays: int = 4
+    progress: bool = True
+    report_html: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.crf_config, dict):
+            self.crf_config = DenseCRFConfig(**self.crf_config)
+        self.scales = tuple(float(s) for s in self.scales)
+        if not self.scales or min(self.scales) <= 0:
+            raise ValueError(f"`scales` must be positive numbers, got {self.scales}.")
+
+
+@dataclass
+class PseudoLabelConfig:
+    """
+    Settings of a pseudo-labelling run.
+
+    Attributes:
+        size: inference resolution (square side, a multiple of the patch size after rounding); `None` = the
+            checkpoint's `config.inference_size` (960, as in ViT-PCM, for checkpoints that do not record one).
+        scales: multipliers of `size`; the views' probability maps are averaged (`(1.0,)` = single scale).
+        flip: also run the left-right flipped image and average.
+        use_image_labels: mask absent classes with the image-level labels and max-normalise each class
+            (training-set pseudo-labels). Off: every class competes (e.g. for images without tags).
+        crf: refine with the dense CRF and write `crf/`.
+        crf_config: CRF parameters (docs/method.md section 3).
+        crf_workers: CRF worker processes per process; `None` = the CPUs available divided by the number of
+            processes; 0 = serial in the main process.
+        crf_max_side: longest side, in pixels, at which the probability maps are upsampled and the CRF runs
+            (`None` or 0: the image's own size). A larger image is downscaled to it first (antialiased) and its
+            masks are upsampled back (nearest) and written at the original size. It bounds the memory of a CRF
+            worker for phone photos; VOC (500 px) and COCO (640 px) images are below the default and unchanged.
+        batch_size: images per model call.
+        overwrite: recompute every mask (the old masks, report and summary are deleted first). Without it, an
+            output directory made with other settings (`pseudo_label_fingerprint`) is refused.
+        num_overlays: overlay panels written in the report.
+        progress: show a tqdm bar (main process only).
+        report_html: write `OUT/report.html` and its thumbnails (`cpfcte_hf.evaluation.html_report`) at the end.
+    """
+
+    size: int | None = None
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    use_image_labels: bool = True
+    crf: bool = True
+    crf_config: DenseCRFConfig = field(default_factory=DenseCRFConfig)
+    crf_workers: int | None = None
+    crf_max_side: int | None = DEFAULT_CRF_MAX_SIDE
+    batch_size: int = 1
+    overwrite: bool = False
+    num_overlays: int = 4
+    progress: bool = True
+    report_html: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.crf_config, Mapping):
+            self.crf_config = DenseCRFConfig(**self.crf_config)
+        self.scales = tuple(float(s) for s in self.scales)
+        if (self.size is not None and int(self.size) < 1) or not self.scales or min(self.scales) <= 0:
+            raise ValueError(f"`size` must be >= 1 and `scales` positive, got size={self.size}, scales={self.scales}.")
+        if int(self.batch_size) < 1:
+            raise ValueError(f"`batch_size` must be >= 1, got {self.batch_size}.")
+        if self.crf_max_side is not None and int(self.crf_max_side) < 0:
+            raise ValueError(f"`crf_max_side` must be >= 0 (0 or None: no cap), got {self.crf_max_side}.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
