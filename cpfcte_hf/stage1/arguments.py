@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..data.arguments import DataSourceArguments
 from ..utils.help import LazyArguments
 
 
@@ -83,19 +84,12 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
+class DataArguments(DataSourceArguments):
     """Which data: a source name, its root, the splits, and extra loader options."""
 
     dataset: str = field(default="shapes", metadata={"help": "voc, coco, shapes, tagged or hub."})
-    data_root: str | None = field(
-        default=None, metadata={"help": "Dataset root (VOCdevkit, coco2014, ...), Hub id or parquet path."}
-    )
     train_split: str = field(default="train", metadata={"help": "e.g. train_aug for VOC, train for COCO."})
     eval_split: str | None = field(default="val", metadata={"help": "Split with masks for mIoU; empty: none."})
-    dataset_option: list[str] = field(
-        default_factory=list,
-        metadata={"help": "Extra loader argument KEY=VALUE (YAML value), repeatable; e.g. num_train=512."},
-    )
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     augment: bool = field(default=True, metadata={"help": "ViT-PCM augmentation (colour jitter, flips, ...)."})
@@ -107,7 +101,6 @@ class DataArguments:
     aug_hflip_p: float = 0.5
     aug_vflip_p: float = 0.5
     aug_transpose_p: float = 0.5
-    cache_dir: str | None = field(default=None, metadata={"help": "Arrow cache of the loaders."})
     et_crop_p: float = field(
         default=0.3, metadata={"help": "L_ET second view: probability of a crop (ViT-PCM PROB_CROP 0.3)."}
     )

@@ -37,7 +37,7 @@ from ..inference.core import DEFAULT_INFERENCE_SIZE
 from ..models.cpfcte.configuration_cpfcte import CPFCTEConfig, backbone_config_from
 from ..models.cpfcte.image_processing_cpfcte import CPFCTEImageProcessor
 from ..models.cpfcte.modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
-from ..utils.arguments import check_model_option, describe, loader_options
+from ..utils.arguments import check_model_option, describe
 from ..utils.trainer_mixins import resolve_resume_checkpoint
 from .arguments import DataArguments, ModelArguments
 from .trainer import CPFCTETrainer, CPFCTETrainingArguments
@@ -48,7 +48,7 @@ logger = logging.get_logger(__name__)
 
 def build_datasets(data_args: DataArguments):
     """(train, eval or None) `datasets.Dataset`s for `data_args`."""
-    options = loader_options(data_args)
+    options = data_args.loader_options()
 
     def load(split):
         try:
@@ -134,7 +134,7 @@ def check_training_inputs(
     split files: `check_dataset`), the model (`--model_name_or_path` / `--backbone`), options that contradict each
     other, and bf16 on a machine without it (`turn_off_bf16`: how to turn it off, in the caller's words).
     """
-    options = loader_options(data_args)
+    options = data_args.loader_options()
     for split in (data_args.train_split, data_args.eval_split):
         if split:
             check_dataset(data_args.dataset, data_args.data_root, split, **options)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from ..data.arguments import DataSourceArguments
 from ..inference.crf import DenseCRFConfig
 from ..prediction.config import MULTI_SCALE
-from ..utils.arguments import parse_args_with_presets, parse_key_values
+from ..utils.arguments import parse_args_with_presets
 from ..utils.help import LazyArguments
 
 
@@ -24,13 +25,9 @@ DEEPLAB_IMAGE_SIZE = 513
 
 
 @dataclass
-class DeepLabDataArguments:
+class DeepLabDataArguments(DataSourceArguments):
     """Where the images, the pseudo-labels and the ground truth come from."""
 
-    dataset: str | None = field(
-        default=None, metadata={"help": "Dataset kind for cpfcte_hf.data (voc, coco, shapes)."}
-    )
-    data_root: str | None = field(default=None, metadata={"help": "Dataset root directory (or Hub id)."})
     train_split: str = field(default="train_aug", metadata={"help": "Split whose images the pseudo-labels cover."})
     pseudo_labels: str | None = field(
         default=None,
@@ -44,23 +41,10 @@ class DeepLabDataArguments:
     eval_split: str | None = field(
         default="val", metadata={"help": "Split with ground truth for the final evaluation (empty: none)."}
     )
-    dataset_option: list[str] = field(
-        default_factory=list,
-        metadata={"help": "Extra loader arguments KEY=VALUE (YAML values), e.g. num_train=512 image_size=64."},
-    )
-    cache_dir: str | None = field(default=None, metadata={"help": "Arrow cache of the loaders."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N images only."})
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Evaluate on the first N images only (quick checks)."}
     )
-
-    def loader_options(self) -> dict:
-        """`dataset_option` (a list of KEY=VALUE, or a mapping from a YAML preset) and `cache_dir` as loader kwargs."""
-        options = self.dataset_option
-        options = parse_key_values(options)
-        if self.cache_dir:
-            options.setdefault("cache_dir", self.cache_dir)
-        return options
 
 
 @dataclass

@@ -45,6 +45,7 @@ from pathlib import Path
 import yaml
 
 from ..data import check_dataset
+from ..data.arguments import DataSourceArguments
 from ..utils.arguments import (
     COMMAND_SECTIONS,
     check_model_option,
@@ -68,16 +69,10 @@ UNFINGERPRINTED = {
 
 
 @dataclass
-class RunArguments:
+class RunArguments(DataSourceArguments):
     """Options of `cpfcte-hf run`; stage settings come from the preset (see the module docstring)."""
 
     output_dir: str | None = field(default=None, metadata={"help": "Folder of the run (default: outputs/<preset>)."})
-    dataset: str | None = field(default=None, metadata={"help": "Dataset kind (voc, coco, shapes, ...)."})
-    data_root: str | None = field(default=None, metadata={"help": "Dataset root (shapes: default OUTPUT_DIR/data)."})
-    dataset_option: list[str] = field(
-        default_factory=list, metadata={"help": "Extra loader arguments KEY=VALUE ..., added to the preset's."}
-    )
-    cache_dir: str | None = field(default=None, metadata={"help": "Arrow cache of the loaders."})
     train_split: str | None = field(default=None, metadata={"help": "Split that is trained on and pseudo-labelled."})
     eval_split: str | None = field(default=None, metadata={"help": "Held-out split with ground truth (default val)."})
     repo_id: str | None = field(default=None, metadata={"help": "Hub id written on the card (default: local/<name>)."})

@@ -17,19 +17,14 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from ...utils.arguments import loader_options, parse_args_with_presets, require
+from ...data.arguments import DataSourceArguments
+from ...utils.arguments import parse_args_with_presets, require
 
 
 @dataclass
-class EvaluateArguments:
+class EvaluateArguments(DataSourceArguments):
     pred: list[str] = field(default_factory=list, metadata={"help": "One or more directories of <id>.png masks."})
-    dataset: str | None = field(default=None, metadata={"help": "Dataset kind (voc, coco, shapes, ...)."})
-    data_root: str | None = field(default=None, metadata={"help": "Dataset root directory (or Hub id)."})
     split: str = "val"
-    dataset_option: list[str] = field(
-        default_factory=list, metadata={"help": "Extra loader arguments KEY=VALUE ... (YAML values), repeatable."}
-    )
-    cache_dir: str | None = field(default=None, metadata={"help": "Arrow cache of the loaders."})
     output_dir: str | None = field(
         default=None, metadata={"help": "Report directory (default: <first --pred>/report)."}
     )
@@ -54,7 +49,7 @@ def main(argv=None) -> int:
     from ...evaluation.report import run_evaluation
 
     try:
-        options = loader_options(args)
+        options = args.loader_options()
         run_evaluation(
             args.pred,
             dataset_name=args.dataset,

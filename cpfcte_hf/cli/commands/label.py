@@ -29,30 +29,19 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
+from ...data.arguments import DataSourceArguments
 from ...inference.crf import DEFAULT_CRF_MAX_SIDE
 from ...stage2.arguments import DenseCRFArguments, crf_config_from
-from ...utils.arguments import loader_options, parse_args_with_presets, require
+from ...utils.arguments import parse_args_with_presets, require
 from ...utils.interrupts import interrupt_exit_code
 
 
 @dataclass
-class LabelArguments:
+class LabelArguments(DataSourceArguments):
     """What to pseudo-label, with which model, and where to."""
 
     model: str | None = field(default=None, metadata={"help": "Checkpoint directory or Hub id (required)."})
-    dataset: str | None = field(
-        default=None,
-        metadata={
-            "help": "Dataset kind: voc, coco, shapes, hub, or tagged (your own photos: --data_root is the folder, with "
-            "a tags.csv / tags.json / tags.jsonl; --dataset_option tags=FILE names another file)."
-        },
-    )
-    data_root: str | None = field(default=None, metadata={"help": "Dataset root directory (or Hub id)."})
     split: str = field(default="train", metadata={"help": "The split to pseudo-label."})
-    dataset_option: list[str] = field(
-        default_factory=list, metadata={"help": "Extra loader arguments KEY=VALUE ... (YAML values), repeatable."}
-    )
-    cache_dir: str | None = field(default=None, metadata={"help": "Arrow cache of the loaders."})
     output_dir: str | None = field(default=None, metadata={"help": "Output directory (required); alias --out."})
     size: int | None = field(
         default=None, metadata={"help": "Inference resolution (default: the checkpoint's inference_size)."}
@@ -122,7 +111,7 @@ def main(argv=None) -> int:
     from ...prediction.pseudo_labels import run_pseudo_labeling
 
     try:
-        options = loader_options(args)
+        options = args.loader_options()
         summary = run_pseudo_labeling(
             model=args.model,
             out_dir=args.output_dir,
