@@ -33,14 +33,12 @@ MOVED: dict[str, tuple[str, ...]] = {
     "cpfcte_hf.configuration_cpfcte": (f"{_MODELS}.cpfcte.configuration_cpfcte",),
     "cpfcte_hf.modeling_cpfcte": (f"{_MODELS}.cpfcte.modeling_cpfcte",),
     "cpfcte_hf.image_processing_cpfcte": (f"{_MODELS}.cpfcte.image_processing_cpfcte",),
-    # the inference core both stages compose, the dense CRF and the pipelines built on them
-    "cpfcte_hf.inference": ("cpfcte_hf.inference.core",),
-    "cpfcte_hf.crf": ("cpfcte_hf.inference.crf",),
-    "cpfcte_hf.pipelines": ("cpfcte_hf.inference.pipelines",),
-    "cpfcte_hf.class_names": ("cpfcte_hf.data.class_names",),
-    "cpfcte_hf.metrics": ("cpfcte_hf.evaluation.metrics",),
-    # still a module: the names that left it (the atomic writes)
-    "cpfcte_hf.visualization": ("cpfcte_hf.utils.io",),
+    # the pipelines' remote-code set: the inference core both stages compose, the dense CRF, the class names, the
+    # confusion matrix and the palette live next to the model files (a saved pipeline carries them all)
+    **{
+        f"cpfcte_hf.{name}": (f"{_MODELS}.cpfcte.{name}",)
+        for name in ("inference", "crf", "pipelines", "class_names", "metrics", "visualization")
+    },
     "cpfcte_hf.deeplab.configuration_deeplab": (f"{_MODELS}.deeplab_v2.configuration_deeplab",),
     "cpfcte_hf.deeplab.modeling_deeplab": (f"{_MODELS}.deeplab_v2.modeling_deeplab",),
     "cpfcte_hf.deeplab.processing": (f"{_MODELS}.deeplab_v2.processing",),

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from cpfcte_hf.inference.crf import CRFPool, DenseCRFConfig, crf_mask, default_num_workers, dense_crf, refine_masks
+from cpfcte_hf.models.cpfcte.crf import CRFPool, DenseCRFConfig, crf_mask, default_num_workers, dense_crf, refine_masks
 
 
 def two_region_example(seed: int, height: int = 48, width: int = 64, boundary: int = 40, shift: int = 8):

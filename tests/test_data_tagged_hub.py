@@ -88,7 +88,7 @@ def test_parquet_with_string_tags(tmp_path):
 
 
 def test_parquet_string_tags_use_the_one_class_name_rule(tmp_path):
-    # The rule of cpfcte_hf.data.class_names, as in the tagged folder: case-insensitive, trimmed, `background` ignored,
+    # The rule of cpfcte_hf.models.cpfcte.class_names, as in the tagged folder: case-insensitive, trimmed, `background` ignored,
     # a model's id2label names the classes; an unknown tag names the row and the tag and lists the classes.
     images, _ = _hub_rows(3)
     features = datasets.Features({"image": datasets.Image(), "tags": datasets.Value("string")})

@@ -11,8 +11,8 @@ from transformers import ResNetForImageClassification
 
 from cpfcte_hf.data import build_dataset
 from cpfcte_hf.deeplab import DeepLabV2ForSemanticSegmentation
+from cpfcte_hf.models.cpfcte.visualization import save_mask
 from cpfcte_hf.stage2.train import parse_arguments
-from cpfcte_hf.visualization import save_mask
 from tests.data_trees import write_voc_tree
 from tests.deeplab_helpers import tiny_resnet_config
 from tests.utils import PYTHON, save_tiny_checkpoint, subprocess_env

@@ -14,8 +14,9 @@ from transformers import TrainerCallback, default_data_collator, pipeline
 from cpfcte_hf import resize_and_normalize
 from cpfcte_hf.data.shapes import load_shapes
 from cpfcte_hf.deeplab import IMAGENET_MEAN, IMAGENET_STD, DeepLabV2ForSemanticSegmentation
-from cpfcte_hf.evaluation.metrics import SegmentationMetric
-from cpfcte_hf.inference.core import corner_aligned_sizes
+from cpfcte_hf.models.cpfcte.inference import corner_aligned_sizes
+from cpfcte_hf.models.cpfcte.metrics import SegmentationMetric
+from cpfcte_hf.models.cpfcte.visualization import save_mask
 from cpfcte_hf.prediction.segment import multi_scale_probabilities
 from cpfcte_hf.stage2.dataset import PseudoLabelDataset, random_scale_crop_flip, resolve_pseudo_label_dir
 from cpfcte_hf.stage2.train import (
@@ -26,7 +27,6 @@ from cpfcte_hf.stage2.train import (
     run_deeplab,
 )
 from cpfcte_hf.stage2.trainer import DeepLabV2Trainer, DeepLabV2TrainingArguments
-from cpfcte_hf.visualization import save_mask
 from tests.deeplab_helpers import tiny_deeplab_config
 
 

@@ -22,9 +22,9 @@ from cpfcte_hf.evaluation.html_report import NotARunDirectory, read_run_records,
 from cpfcte_hf.evaluation.html_report.browser import chromium_problem, launch_chromium
 from cpfcte_hf.evaluation.html_report.thumbnails import ASSETS_DIR
 from cpfcte_hf.evaluation.image_records import ImageScoreLog, read_image_scores
-from cpfcte_hf.inference.core import predict_class_probabilities
+from cpfcte_hf.models.cpfcte.inference import predict_class_probabilities
+from cpfcte_hf.models.cpfcte.visualization import read_mask, save_mask
 from cpfcte_hf.utils.checkpoints import load_model
-from cpfcte_hf.visualization import read_mask, save_mask
 
 from .data_trees import write_voc_tree
 from .utils import save_tiny_checkpoint

@@ -8,10 +8,11 @@ import numpy as np
 import torch
 
 import cpfcte_hf
-from cpfcte_hf import inference
+from cpfcte_hf.models.cpfcte import inference
 
 
 PACKAGE = Path(cpfcte_hf.__file__).parent
+MODEL_FILES = PACKAGE / "models" / "cpfcte"  # the pipelines' remote-code set
 # What `pipelines.py` may import relatively, so that it loads as remote code without the package.
 LEAVES = {"class_names", "image_processing_cpfcte", "crf", "visualization", "metrics"}
 
@@ -22,13 +23,14 @@ def relative_imports(path: Path) -> set[str]:
 
 
 def test_inference_is_a_leaf_and_the_pipelines_import_only_leaves():
-    assert relative_imports(PACKAGE / "inference.py") <= LEAVES
-    assert relative_imports(PACKAGE / "pipelines.py") <= LEAVES | {"inference"}
+    assert relative_imports(MODEL_FILES / "inference.py") <= LEAVES
+    assert relative_imports(MODEL_FILES / "pipelines.py") <= LEAVES | {"inference"}
 
 
 def test_both_stages_and_the_pipelines_call_the_one_core():
-    from cpfcte_hf import pipelines, pseudo_labeling
-    from cpfcte_hf.deeplab import training
+    from cpfcte_hf import pseudo_labeling
+    from cpfcte_hf.models.cpfcte import pipelines
+    from cpfcte_hf.prediction import segment as training
 
     for name in ("predict_class_probabilities", "check_image_size", "multi_hot", "cap_image_side"):
         assert getattr(pseudo_labeling, name) is getattr(inference, name)
@@ -44,7 +46,8 @@ def test_both_stages_and_the_pipelines_call_the_one_core():
         assert not defined & steps, (
             f"{path} defines {sorted(defined & steps)}, which live in cpfcte_hf/inference/core.py"
         )
-    assert not relative_imports(PACKAGE / "deeplab" / "training.py") & {"..pipelines", "pipelines"}
+    for stage_two in (PACKAGE / "prediction" / "segment.py", *(PACKAGE / "stage2").glob("*.py")):
+        assert not {module.rsplit(".", 1)[-1] for module in relative_imports(stage_two)} & {"pipelines"}
 
 
 def test_corner_aligned_sizes_are_8k_plus_1():

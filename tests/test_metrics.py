@@ -1,11 +1,11 @@
-"""cpfcte_hf.evaluation.metrics against an independent implementation of `evaluate`'s mean_iou formula and hand-made cases."""
+"""cpfcte_hf.models.cpfcte.metrics against an independent implementation of `evaluate`'s mean_iou formula and hand-made cases."""
 
 import math
 
 import numpy as np
 import pytest
 
-from cpfcte_hf.evaluation.metrics import (
+from cpfcte_hf.models.cpfcte.metrics import (
     SegmentationMetric,
     confusion_matrix,
     iou_from_confusion_matrix,

@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 
 from cpfcte_hf.data import load_tagged_images, loader_report
-from cpfcte_hf.data.class_names import map_class_names, normalize_class_name
+from cpfcte_hf.models.cpfcte.class_names import map_class_names, normalize_class_name
+from cpfcte_hf.models.cpfcte.visualization import read_mask
 from cpfcte_hf.prediction.config import PseudoLabelConfig
 from cpfcte_hf.prediction.pseudo_labels import generate_pseudo_labels
 from cpfcte_hf.utils.checkpoints import load_model
-from cpfcte_hf.visualization import read_mask
 
 from .utils import save_tiny_checkpoint
 

@@ -11,9 +11,9 @@ from PIL import Image
 from transformers import pipeline
 
 from cpfcte_hf import CPFCTEImageProcessor
-from cpfcte_hf.inference.core import predict_class_probabilities
-from cpfcte_hf.inference.crf import DenseCRFConfig, crf_mask
-from cpfcte_hf.inference.pipelines import (
+from cpfcte_hf.models.cpfcte.crf import DenseCRFConfig, crf_mask
+from cpfcte_hf.models.cpfcte.inference import predict_class_probabilities
+from cpfcte_hf.models.cpfcte.pipelines import (
     PSEUDO_LABELLING_TASK,
     WeaklySupervisedPseudoLabelingPipeline,
     class_ids_from_tags,
@@ -235,7 +235,7 @@ def test_saved_pipeline_loads_as_remote_code_without_the_package(labeller, image
 def test_image_segmentation_scores_threshold_and_too_small_images(checkpoint, image):
     from transformers import ImageSegmentationPipeline
 
-    from cpfcte_hf.inference.pipelines import CPFCTEImageSegmentationPipeline
+    from cpfcte_hf.models.cpfcte.pipelines import CPFCTEImageSegmentationPipeline
 
     segmenter = pipeline("image-segmentation", model=checkpoint)
     assert isinstance(segmenter, CPFCTEImageSegmentationPipeline)

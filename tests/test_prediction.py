@@ -9,9 +9,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from cpfcte_hf.inference.crf import DenseCRFConfig
+from cpfcte_hf.models.cpfcte.crf import DenseCRFConfig
+from cpfcte_hf.models.cpfcte.visualization import read_mask
 from cpfcte_hf.prediction.job import gather_counts, run_prediction_job
-from cpfcte_hf.visualization import read_mask
 
 
 IDS = ["a", "bad_read", "c", "bad_model", "sub/e"]

@@ -15,16 +15,16 @@ import pytest
 import torch
 from PIL import Image
 
-from cpfcte_hf.evaluation.metrics import SegmentationMetric
 from cpfcte_hf.evaluation.report import evaluate_predictions
-from cpfcte_hf.inference.core import predict_class_probabilities
-from cpfcte_hf.inference.crf import crf_mask
+from cpfcte_hf.models.cpfcte.crf import crf_mask
+from cpfcte_hf.models.cpfcte.inference import predict_class_probabilities
+from cpfcte_hf.models.cpfcte.metrics import SegmentationMetric
+from cpfcte_hf.models.cpfcte.visualization import read_mask, save_mask
 from cpfcte_hf.prediction.config import PseudoLabelConfig
 from cpfcte_hf.prediction.pseudo_labels import generate_pseudo_labels, resolve_inference_size
 from cpfcte_hf.utils.checkpoints import load_model
 from cpfcte_hf.utils.fingerprint import FingerprintMismatch
 from cpfcte_hf.utils.output_dir import prepare_output_dir
-from cpfcte_hf.visualization import read_mask, save_mask
 
 from .data_trees import write_voc_tree
 from .utils import PYTHON, save_tiny_checkpoint, subprocess_env

@@ -5,8 +5,8 @@ import torch
 from transformers import TrainerCallback, TrainingArguments, default_data_collator
 
 from cpfcte_hf import CPFCTEForWeaklySupervisedSegmentation
-from cpfcte_hf.evaluation.metrics import SegmentationMetric
 from cpfcte_hf.models.cpfcte.image_processing_cpfcte import class_probability_maps
+from cpfcte_hf.models.cpfcte.metrics import SegmentationMetric
 from cpfcte_hf.stage1.evaluation import SegmentationEvalMetrics
 from cpfcte_hf.stage1.schedule import StageLearningRate, encoder_parameter_groups
 from cpfcte_hf.stage1.trainer import CPFCTETrainer, CPFCTETrainingArguments

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from cpfcte_hf.data._common import read_index_mask
-from cpfcte_hf.visualization import (
+from cpfcte_hf.models.cpfcte.visualization import (
     colorize_mask,
     mask_to_image,
     overlay_mask,

@@ -1,12 +1,12 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
 """The `wsss_mean_iou` evaluate module: loaded offline by path, streaming with `add_batch`, `mean_iou`'s interface,
-exactly the numbers of `cpfcte_hf.evaluation.metrics`, and those of `mean_iou`'s published formula (written out below)."""
+exactly the numbers of `cpfcte_hf.models.cpfcte.metrics`, and those of `mean_iou`'s published formula (written out below)."""
 
 import numpy as np
 import pytest
 
 from cpfcte_hf.evaluation import WSSS_MEAN_IOU_PATH, load_wsss_mean_iou
-from cpfcte_hf.evaluation.metrics import SegmentationMetric
+from cpfcte_hf.models.cpfcte.metrics import SegmentationMetric
 
 
 evaluate = pytest.importorskip("evaluate")

@@ -247,8 +247,8 @@ def crf_memory_benchmark(
     `worker_baseline_rss_mb` is the same after the tiny warm-up image). Cases with no cap above
     `skip_uncapped_above` MP are listed as skipped.
     """
-    from ..inference.core import cap_image_side, restore_mask_size
-    from ..inference.crf import CRFPool, DenseCRFConfig, peak_rss_mb
+    from ..models.cpfcte.crf import CRFPool, DenseCRFConfig, peak_rss_mb
+    from ..models.cpfcte.inference import cap_image_side, restore_mask_size
 
     classes = list(range(present))
     cases = []

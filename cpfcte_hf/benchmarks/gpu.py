@@ -316,7 +316,7 @@ def _pseudo_label_inputs(settings: BenchSettings, count: int):
 
 
 def bench_pseudo_label_model(settings: BenchSettings, device: torch.device, deadline: float):
-    from ..inference.core import predict_class_probabilities
+    from ..models.cpfcte.inference import predict_class_probabilities
 
     torch.manual_seed(0)
     model = _cpfcte_model(settings, device).eval()
@@ -351,7 +351,7 @@ def bench_pseudo_label_end_to_end(settings: BenchSettings, device: torch.device,
     import datasets
     from PIL import Image
 
-    from ..inference.crf import default_num_workers
+    from ..models.cpfcte.crf import default_num_workers
     from ..prediction.config import PseudoLabelConfig
     from ..prediction.pseudo_labels import generate_pseudo_labels
 
@@ -444,7 +444,7 @@ def bench_deeplab(settings: BenchSettings, device: torch.device, deadline: float
 def bench_loader(settings: BenchSettings, device: torch.device, deadline: float):
     _require("datasets", "the training loader")
     from ..data import build_dataset
-    from ..inference.crf import default_num_workers
+    from ..models.cpfcte.crf import default_num_workers
     from .loaders import compare_loaders, write_voc_sized_set
 
     cpus = default_num_workers()

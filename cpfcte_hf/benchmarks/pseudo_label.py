@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from .. import CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation, vit_b16_384_config
-from ..inference.core import predict_class_probabilities
-from ..inference.crf import CRFPool, DenseCRFConfig, crf_mask, default_num_workers
+from ..models.cpfcte.crf import CRFPool, DenseCRFConfig, crf_mask, default_num_workers
+from ..models.cpfcte.inference import predict_class_probabilities
 from ..utils.arguments import parse_plain_args
 from .common import (
     compare_interleaved,

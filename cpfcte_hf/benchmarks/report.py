@@ -68,8 +68,8 @@ def write_synthetic_run(root: Path, num_images: int, width: int, height: int, se
 
     from ..evaluation.image_records import ImageScoreLog
     from ..models.cpfcte.configuration_cpfcte import VOC_CLASSES
+    from ..models.cpfcte.visualization import mask_to_image
     from ..utils.fingerprint import record_fingerprint
-    from ..visualization import mask_to_image
 
     rng = np.random.default_rng(seed)
     out = root / "out"

@@ -32,8 +32,8 @@ import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from ..models.cpfcte.class_names import dataset_class_names
 from ._common import loader_report
-from .class_names import dataset_class_names
 from .coco import COCO_CLASSES, check_coco, load_coco, paint_coco_masks
 from .hub import check_hub_dataset, load_hub_dataset
 from .shapes import SHAPE_NAMES, ShapesConfig, load_shapes, make_shapes_dataset, render_shapes_sample, write_shapes_voc

@@ -30,9 +30,9 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from ..evaluation.metrics import IGNORE_INDEX
+from ..models.cpfcte.metrics import IGNORE_INDEX
+from ..models.cpfcte.visualization import as_displayed, exif_orientation
 from ..utils.lazy import lazy_module
-from ..visualization import as_displayed, exif_orientation
 
 
 datasets = lazy_module("datasets")  # imported when a loader runs, not for the checks

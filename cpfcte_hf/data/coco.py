@@ -40,8 +40,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..models.cpfcte.visualization import save_mask
 from ..utils.lazy import lazy_module
-from ..visualization import save_mask
 from ._common import (
     as_splits,
     build_from_records,

@@ -19,7 +19,7 @@ looked up among common names:
   (`background`, `_background_`, `__background__`, `bg`), `background` is prepended and ids shift by 1;
 * strings or lists of strings (tag names; a string is split on `;`, `|`, `,`): classes are `class_names=` (a
   list, or a model / its `id2label`) or `background` + the sorted tags; tags and `ClassLabel` names are matched to
-  `class_names=` by name with `cpfcte_hf.data.class_names.normalize_class_name` (case-insensitive, trimmed: `Disc` is
+  `class_names=` by name with `cpfcte_hf.models.cpfcte.class_names.normalize_class_name` (case-insensitive, trimmed: `Disc` is
   `disc`), and a tag that is no class is a `ValueError` naming the row and the tag and listing the classes;
 * integers or lists of integers: indices into `class_names=` (required), shifted by `label_offset` (default 0;
   use 1 when your ids count foreground classes from 0);
@@ -39,6 +39,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..models.cpfcte.class_names import (
+    class_ids_from_tags,
+    class_index,
+    foreground_tags,
+    map_class_names,
+    tag_class_names,
+)
 from ..utils.lazy import lazy_module
 from ._common import (
     BACKGROUND,
@@ -51,13 +58,6 @@ from ._common import (
     inspect_record,
     loader_report,
     make_features,
-)
-from .class_names import (
-    class_ids_from_tags,
-    class_index,
-    foreground_tags,
-    map_class_names,
-    tag_class_names,
 )
 
 
@@ -168,7 +168,7 @@ def _convert_labels(
 ) -> tuple[tuple[str, ...], list[list[int]]]:
     """Source label values -> (class names, lists of class ids with background 0).
 
-    String tags and `ClassLabel` names are matched to `class_names` by `cpfcte_hf.data.class_names` (case-insensitive,
+    String tags and `ClassLabel` names are matched to `class_names` by `cpfcte_hf.models.cpfcte.class_names` (case-insensitive,
     trimmed); an unknown tag is a `ValueError` naming `source`, the row and the tag, and listing the classes.
     """
     inner = feature.feature if isinstance(feature, (datasets.List, datasets.LargeList)) else feature

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..models.cpfcte.visualization import mask_to_image
 from ..utils.io import atomic_write_bytes
 from ..utils.lazy import lazy_module
-from ..visualization import mask_to_image
 from ._common import BACKGROUND, make_features
 
 

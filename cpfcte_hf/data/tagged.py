@@ -14,7 +14,7 @@ Tag file formats (the file is `tags=`, or the first of `tags.csv`, `tags.json`, 
 File names are relative to the image folder (sub-folders, `./`, spaces and non-ASCII names allowed); the id is that
 path, normalised (`./cats/01.jpg` -> `cats/01`), without its extension. Class names are `class_names=` (a list, with
 background prepended when missing, or a model / its `id2label`: then the label ids are the model's class ids), else
-`background` + the sorted set of tags. Tags are matched to class names by `cpfcte_hf.data.class_names.normalize_class_name`
+`background` + the sorted set of tags. Tags are matched to class names by `cpfcte_hf.models.cpfcte.class_names.normalize_class_name`
 (case-insensitive, trimmed: `Disc` is `disc`). A tag `background` is accepted and ignored: the background is always
 class 0.
 
@@ -38,6 +38,7 @@ import posixpath
 import re
 from collections.abc import Sequence
 
+from ..models.cpfcte.class_names import class_ids_from_tags, class_index, foreground_tags, tag_class_names
 from ..utils.lazy import lazy_module
 from ._common import (
     IMAGE_EXTENSIONS,
@@ -48,7 +49,6 @@ from ._common import (
     check_relative_id,
     check_root,
 )
-from .class_names import class_ids_from_tags, class_index, foreground_tags, tag_class_names
 
 
 datasets = lazy_module("datasets")  # imported when a loader runs, not for the checks

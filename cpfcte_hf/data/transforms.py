@@ -43,8 +43,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..inference.core import multi_hot
 from ..models.cpfcte.image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, resize_and_normalize, to_rgb_array
+from ..models.cpfcte.inference import multi_hot
 from ._common import IGNORE_INDEX
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from ..models.cpfcte.class_names import VOC_CLASSES
 from ..utils.lazy import lazy_module
 from ._common import (
     as_splits,
@@ -49,7 +50,6 @@ from ._common import (
     read_class_names,
     read_id_list,
 )
-from .class_names import VOC_CLASSES
 
 
 datasets = lazy_module("datasets")  # imported when a loader runs, not for the checks

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..models.cpfcte.metrics import scores_from_confusion_matrix
 from ..utils.io import atomic_write_text
-from .metrics import scores_from_confusion_matrix
 
 
 IMAGE_SCORES_FILE = "image_scores.jsonl"

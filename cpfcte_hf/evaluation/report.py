@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from ..data import check_single_split, load_split
-from ..data.class_names import dataset_class_names, mapping_is_identity
+from ..models.cpfcte.class_names import dataset_class_names, mapping_is_identity
 from ..models.cpfcte.image_processing_cpfcte import to_rgb_array
+from ..models.cpfcte.metrics import IGNORE_INDEX, SegmentationMetric, confusion_matrix
+from ..models.cpfcte.visualization import plot_per_class_iou, read_mask, save_overlay_panels
 from ..prediction.job import (
     distributed_state,
     finish_distributed,
@@ -27,10 +29,8 @@ from ..prediction.job import (
 from ..utils.arguments import parse_key_values  # noqa: F401  (re-exported: scripts and stage 2 import it from here)
 from ..utils.io import atomic_write_text
 from ..utils.output_dir import hold_output_dir, prepare_output_dir
-from ..visualization import plot_per_class_iou, read_mask, save_overlay_panels
 from .html_report import REPORT_FILE, write_html_report
 from .image_records import per_image_scores, write_per_image
-from .metrics import IGNORE_INDEX, SegmentationMetric, confusion_matrix
 from .results import results_record, write_results
 
 
@@ -75,7 +75,7 @@ def evaluate_predictions(
             (each image's mIoU per set, `cpfcte_hf.evaluation.image_records`), `overlays/` (`None`: compute only).
         class_names: the C class names of the predictions (default: the dataset's ClassLabel names).
         class_mapping: `class_mapping[dataset class id]` = the id of that class in `class_names`, for ground truth
-            whose class list differs from the predictions' (see `cpfcte_hf.data.class_names.map_class_names`).
+            whose class list differs from the predictions' (see `cpfcte_hf.models.cpfcte.class_names.map_class_names`).
         record: what else the results record says (`stage`, `model`, `data_root`, `settings`, `command`: see
             `results.results_record`; the stage defaults to "evaluation").
 

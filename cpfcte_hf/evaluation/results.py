@@ -37,8 +37,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..models.cpfcte.metrics import IGNORE_INDEX
 from ..utils.io import atomic_write_text
-from .metrics import IGNORE_INDEX
 
 
 SCHEMA = "cpfcte_hf.results"

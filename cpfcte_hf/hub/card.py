@@ -295,7 +295,7 @@ def stage2_models(measurements: Mapping[str, Measurement]) -> list[dict]:
 
 def inference_size_text(config: CPFCTEConfig) -> str:
     """The pseudo-labelling pipeline's default size for this checkpoint, and where it comes from."""
-    from ..inference.core import DEFAULT_INFERENCE_SIZE
+    from ..models.cpfcte.inference import DEFAULT_INFERENCE_SIZE
 
     if config.inference_size:
         return f"{config.inference_size} (this checkpoint's `config.inference_size`)"
@@ -319,8 +319,8 @@ def card_facts(folder: HubFolder) -> dict:
     `train_split`, `training_records` (the files of `TRAINING_RECORDS` written). Local paths are shortened
     (`public_text`).
     """
-    from ..inference.core import DEFAULT_INFERENCE_SIZE
-    from ..inference.crf import DenseCRFConfig
+    from ..models.cpfcte.crf import DenseCRFConfig
+    from ..models.cpfcte.inference import DEFAULT_INFERENCE_SIZE
 
     run_config, state = folder.run_config, folder.trainer_state
     run = None

@@ -27,7 +27,7 @@ REGISTERED_MODULES = (
     "cpfcte_hf.models.deeplab_v2.configuration_deeplab",
     "cpfcte_hf.models.deeplab_v2.processing",
     "cpfcte_hf.models.deeplab_v2.modeling_deeplab",
-    "cpfcte_hf.inference.pipelines",
+    "cpfcte_hf.models.cpfcte.pipelines",
 )
 _state = {"registered": False, "busy": False, "hook": None}
 
@@ -60,7 +60,7 @@ def register_with_transformers() -> None:
 
         register_cpfcte()
         register_deeplab_v2()
-        importlib.import_module("cpfcte_hf.inference.pipelines")  # registers its task and classes on import
+        importlib.import_module("cpfcte_hf.models.cpfcte.pipelines")  # registers its task and classes on import
         _state["registered"] = True
     finally:
         _state["busy"] = False

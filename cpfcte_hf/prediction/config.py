@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
-from ..inference.crf import DEFAULT_CRF_MAX_SIDE, DenseCRFConfig
+from ..models.cpfcte.crf import DEFAULT_CRF_MAX_SIDE, DenseCRFConfig
 
 
 # kazuto1011's test scales, fused by max.

@@ -37,8 +37,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..inference.core import restore_mask_size
-from ..inference.crf import CRFPool, DenseCRFConfig
+from ..models.cpfcte.crf import CRFPool, DenseCRFConfig
+from ..models.cpfcte.inference import restore_mask_size
+from ..models.cpfcte.visualization import save_mask
 from ..utils.distributed import (
     distributed_state,
     finish_distributed,
@@ -49,7 +50,6 @@ from ..utils.fingerprint import check_fingerprint, record_fingerprint
 from ..utils.output_dir import (
     remove_temporary_files,
 )
-from ..visualization import save_mask
 from .sources import (
     ContentRecord,
     ImageSource,

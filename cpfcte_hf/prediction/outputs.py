@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..data._common import loader_report
-from ..data.class_names import names_of
 from ..evaluation.html_report import REPORT_FILE, report_files
 from ..evaluation.image_records import IMAGE_SCORES_FILE
+from ..models.cpfcte.class_names import names_of
 from ..utils.arguments import parse_key_values  # noqa: F401  (re-exported: scripts and stage 2 import it from here)
 from ..utils.fingerprint import FINGERPRINT_FILE
 from ..utils.io import atomic_write_text

@@ -44,7 +44,6 @@ from pathlib import Path
 import torch
 
 from ..data import check_single_split, load_split
-from ..data.class_names import dataset_class_names, map_class_names, mapping_is_identity, names_of
 from ..evaluation.html_report import report_files
 from ..evaluation.image_records import ImageScoreLog
 from ..evaluation.report import (
@@ -52,15 +51,16 @@ from ..evaluation.report import (
     format_report,
     write_report_page,
 )
-from ..inference.core import (
+from ..models.cpfcte.class_names import dataset_class_names, map_class_names, mapping_is_identity, names_of
+from ..models.cpfcte.crf import DEFAULT_CRF_MAX_SIDE
+from ..models.cpfcte.image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, to_rgb_array
+from ..models.cpfcte.inference import (
     DEFAULT_INFERENCE_SIZE,
     cap_image_side,
     check_image_size,
     multi_hot,
     predict_class_probabilities,
 )
-from ..inference.crf import DEFAULT_CRF_MAX_SIDE
-from ..models.cpfcte.image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, to_rgb_array
 from ..utils.arguments import parse_key_values  # noqa: F401  (re-exported: scripts and stage 2 import it from here)
 from ..utils.checkpoints import (
     load_model,
@@ -289,7 +289,7 @@ def generate_pseudo_labels(
         config: `PseudoLabelConfig`.
         image_processor: supplies `image_mean` / `image_std` (ViT-PCM's 0.5 / 0.5 if `None`).
         class_names: the dataset's class names (default: its ClassLabel names, else the model's id2label). They
-            are mapped onto the model's `id2label` by name (`cpfcte_hf.data.class_names.map_class_names`: case and
+            are mapped onto the model's `id2label` by name (`cpfcte_hf.models.cpfcte.class_names.map_class_names`: case and
             surrounding spaces ignored, any order or subset); a class the model does not know is a `ValueError`
             saying what to do. Masks and the report use the model's class ids and names.
 

@@ -19,8 +19,8 @@ import torch
 from ..evaluation.html_report import report_files
 from ..evaluation.report import evaluate_predictions, write_report_page
 from ..evaluation.results import read_json
-from ..inference.core import max_fused_probabilities
 from ..models.cpfcte.image_processing_cpfcte import to_rgb_array
+from ..models.cpfcte.inference import max_fused_probabilities
 from ..models.deeplab_v2.modeling_deeplab import DeepLabV2ForSemanticSegmentation
 from ..models.deeplab_v2.processing import IMAGENET_MEAN, IMAGENET_STD
 from ..utils.distributed import job_threads

@@ -13,8 +13,8 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from ..evaluation import load_wsss_mean_iou
-from ..evaluation.metrics import scores_from_confusion_matrix
 from ..models.cpfcte.image_processing_cpfcte import class_probability_maps
+from ..models.cpfcte.metrics import scores_from_confusion_matrix
 
 
 class SegmentationEvalMetrics:
@@ -92,7 +92,7 @@ class EvalPicturesCallback(TrainerCallback):
             return
         from PIL import Image
 
-        from ..visualization import plot_per_class_iou, save_overlay_panels
+        from ..models.cpfcte.visualization import plot_per_class_iou, save_overlay_panels
 
         model = trainer.accelerator.unwrap_model(trainer.model)
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]

@@ -33,9 +33,9 @@ from ..data.transforms import (
     EquivarianceViewConfig,
 )
 from ..evaluation.results import training_results_record, write_results
-from ..inference.core import DEFAULT_INFERENCE_SIZE
 from ..models.cpfcte.configuration_cpfcte import CPFCTEConfig, backbone_config_from
 from ..models.cpfcte.image_processing_cpfcte import CPFCTEImageProcessor
+from ..models.cpfcte.inference import DEFAULT_INFERENCE_SIZE
 from ..models.cpfcte.modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
 from ..utils.arguments import check_model_option, describe
 from ..utils.trainer_mixins import resolve_resume_checkpoint

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..data.arguments import DataSourceArguments
-from ..inference.crf import DenseCRFConfig
+from ..models.cpfcte.crf import DenseCRFConfig
 from ..prediction.config import MULTI_SCALE
 from ..utils.arguments import parse_args_with_presets
 from ..utils.help import LazyArguments

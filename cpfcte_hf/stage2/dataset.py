@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from ..data.transforms import resize_mask
-from ..evaluation.metrics import IGNORE_INDEX
 from ..models.cpfcte.image_processing_cpfcte import resize_and_normalize, to_rgb_array
+from ..models.cpfcte.metrics import IGNORE_INDEX
+from ..models.cpfcte.visualization import read_mask
 from ..models.deeplab_v2.processing import IMAGENET_MEAN, IMAGENET_STD
 from ..prediction.job import safe_file_id
 from ..prediction.outputs import OutputLayout
-from ..visualization import read_mask
 
 
 logger = logging.getLogger(__name__)

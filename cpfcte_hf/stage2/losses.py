@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..evaluation.metrics import IGNORE_INDEX
+from ..models.cpfcte.metrics import IGNORE_INDEX
 from ..prediction.config import MULTI_SCALE
 
 

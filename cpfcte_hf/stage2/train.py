@@ -21,8 +21,8 @@ from pathlib import Path
 from transformers import default_data_collator
 
 from ..data import check_dataset, load_split
-from ..data.class_names import dataset_class_names
 from ..evaluation.report import format_report
+from ..models.cpfcte.class_names import dataset_class_names
 from ..models.deeplab_v2.configuration_deeplab import DeepLabV2Config, resnet101_config
 from ..models.deeplab_v2.modeling_deeplab import DeepLabV2ForSemanticSegmentation
 from ..models.deeplab_v2.processing import deeplab_image_processor

@@ -40,8 +40,8 @@ import torch
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import SchedulerType
 
-from ..evaluation.metrics import SegmentationMetric
 from ..models.cpfcte.image_processing_cpfcte import to_rgb_array
+from ..models.cpfcte.metrics import SegmentationMetric
 from ..prediction.config import MULTI_SCALE
 from ..prediction.segment import (
     _image_statistics,

@@ -10,13 +10,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 
-
-def default_num_workers() -> int:
-    """CPUs this process may run on (`os.sched_getaffinity`, which respects container limits), else `os.cpu_count()`."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+from ..models.cpfcte.crf import default_num_workers
 
 
 def _torch_distributed_initialized() -> bool:

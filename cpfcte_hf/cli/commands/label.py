@@ -30,7 +30,7 @@ import sys
 from dataclasses import dataclass, field
 
 from ...data.arguments import DataSourceArguments
-from ...inference.crf import DEFAULT_CRF_MAX_SIDE
+from ...models.cpfcte.crf import DEFAULT_CRF_MAX_SIDE
 from ...stage2.arguments import DenseCRFArguments, crf_config_from
 from ...utils.arguments import parse_args_with_presets, require
 from ...utils.interrupts import interrupt_exit_code

@@ -19,9 +19,9 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from ...data.class_names import dataset_class_names, map_class_names, mapping_is_identity
-from ...visualization import voc_palette
-from ..metrics import IGNORE_INDEX
+from ...models.cpfcte.class_names import dataset_class_names, map_class_names, mapping_is_identity
+from ...models.cpfcte.metrics import IGNORE_INDEX
+from ...models.cpfcte.visualization import voc_palette
 from .records import RunRecords
 from .thumbnails import RelativeURLs, ThumbnailWriter, thumbnail_key
 

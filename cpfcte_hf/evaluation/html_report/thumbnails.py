@@ -27,8 +27,8 @@ import numpy as np
 from PIL import Image
 
 from ...models.cpfcte.image_processing_cpfcte import to_rgb_array
+from ...models.cpfcte.visualization import as_displayed, exif_orientation, overlay_mask, read_mask
 from ...utils.io import atomic_write_bytes, atomic_write_text
-from ...visualization import as_displayed, exif_orientation, overlay_mask, read_mask
 
 
 ASSETS_DIR = "report_assets"

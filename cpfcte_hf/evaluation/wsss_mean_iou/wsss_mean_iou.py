@@ -1,7 +1,7 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
 """WSSS mean IoU: the mIoU of weakly supervised semantic segmentation as an `evaluate` metric module.
 
-The same numbers as `cpfcte_hf.evaluation.metrics` (one confusion matrix over the whole split, every class background included,
+The same numbers as `cpfcte_hf.models.cpfcte.metrics` (one confusion matrix over the whole split, every class background included,
 reference pixels equal to `ignore_index` left out), behind the interface of `evaluate`'s `mean_iou`. This folder has
 the layout of a metric Space (`wsss_mean_iou.py`, `README.md`, `requirements.txt`), so it can be pushed as one, and
 loads offline by path:
@@ -17,7 +17,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from ..metrics import SegmentationMetric
+from ...models.cpfcte.metrics import SegmentationMetric
 
 
 _DESCRIPTION = """

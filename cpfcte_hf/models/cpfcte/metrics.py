@@ -13,7 +13,7 @@ classes); `evaluate.load("mean_iou")` needs the Hub, this does not, and a bincou
 Two ways to use it:
 
 ```python
->>> from cpfcte_hf.evaluation.metrics import SegmentationMetric, mean_iou
+>>> from cpfcte_hf.models.cpfcte.metrics import SegmentationMetric, mean_iou
 >>> metric = SegmentationMetric(num_labels=21)
 >>> for prediction, reference in pairs:        # (H, W) integer arrays, any size per image
 ...     metric.update(prediction, reference)

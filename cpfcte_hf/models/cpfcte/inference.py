@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..models.cpfcte.image_processing_cpfcte import (
+from .image_processing_cpfcte import (
     VIT_PCM_MEAN,
     VIT_PCM_STD,
     class_probability_maps,

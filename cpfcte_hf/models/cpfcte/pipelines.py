@@ -36,10 +36,10 @@ from transformers.image_utils import load_image
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from ..data.class_names import class_ids_from_tags
-from ..models.cpfcte.image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, class_probability_maps, to_rgb_array
-from ..visualization import mask_to_image
-from .core import (
+from .class_names import class_ids_from_tags
+from .crf import DenseCRFConfig, crf_mask
+from .image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, class_probability_maps, to_rgb_array
+from .inference import (
     DEFAULT_INFERENCE_SIZE,
     check_image_size,
     forward_views,
@@ -48,7 +48,7 @@ from .core import (
     make_views,
     multi_hot,
 )
-from .crf import DenseCRFConfig, crf_mask
+from .visualization import mask_to_image
 
 
 PSEUDO_LABELLING_TASK = "weakly-supervised-pseudo-labelling"

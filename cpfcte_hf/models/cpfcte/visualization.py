@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from .evaluation.metrics import IGNORE_INDEX
-from .utils.io import atomic_write, atomic_write_bytes
+from .metrics import IGNORE_INDEX
 
 
 EXIF_ORIENTATION = 0x0112
@@ -105,10 +105,43 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"{path}: a mask must be a palette or greyscale PNG of class ids, got mode {image.mode!r}.")
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once (there is no read-only call); restored at once
+
+
+def _atomic_write(path: str | os.PathLike, write) -> str:
+    """Writes through a temporary file in the destination folder, then renames it over `path`."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    try:
+        os.fchmod(handle, 0o666 & ~_UMASK)  # mkstemp makes 0600: give the file the mode `open` would have
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> str:
+    """Writes `data` to `path` atomically: readers see the old file or the whole new one, never a partial one."""
+    return _atomic_write(path, lambda stream: stream.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> str:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
 def save_mask(mask, path: str | os.PathLike) -> str:
     """Saves `(H, W)` class ids as a VOC palette PNG, atomically (temporary file + `os.replace`). Returns the path."""
     image = mask_to_image(mask)
-    return atomic_write(path, lambda stream: image.save(stream, format="PNG"))
+    return _atomic_write(path, lambda stream: image.save(stream, format="PNG"))
 
 
 def overlay_mask(image: np.ndarray, mask, alpha: float = 0.5) -> np.ndarray:
@@ -248,10 +281,3 @@ __all__ = [
     "save_overlay_panels",
     "voc_palette",
 ]
-
-
-def __getattr__(name: str):
-    # Names of 0.1.0 that moved (the atomic writes, to `utils.io`): still found, with a DeprecationWarning.
-    from ._compat import moved_attribute
-
-    return moved_attribute(__name__, name)

@@ -14,7 +14,7 @@ reaches the workers too, and they must neither die first nor print anything), an
 exception such as `KeyboardInterrupt` kills them at once instead of waiting for the images in flight:
 
 ```python
->>> from cpfcte_hf.inference.crf import CRFPool, DenseCRFConfig, crf_mask
+>>> from cpfcte_hf.models.cpfcte.crf import CRFPool, DenseCRFConfig, crf_mask
 >>> mask = crf_mask(rgb, probabilities)                       # (H, W) uint8, one image
 >>> with CRFPool(DenseCRFConfig(), num_workers=4) as pool:
 ...     for result in pool.map((key, rgb, probabilities) for ...):   # results in completion order
@@ -42,8 +42,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-
-from ..utils.distributed import default_num_workers
 
 
 # 2048 px: masks stay within 2x of a 12 MP photo's resolution, and a CRF worker peaks well under the 2 GB goal at
@@ -239,6 +237,14 @@ def _worker_initializer(parent_pid: int | None, watch_interval: float) -> None:
                 os._exit(1)
 
     threading.Thread(target=watch, name="crf-parent-watch", daemon=True).start()
+
+
+def default_num_workers() -> int:
+    """CPUs this process may run on (`os.sched_getaffinity`, which respects container limits), else `os.cpu_count()`."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _default_context() -> str:
