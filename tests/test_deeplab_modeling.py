@@ -8,7 +8,7 @@ from transformers import ResNetForImageClassification, ResNetModel
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 import cpfcte_hf
-from cpfcte_hf.data import class_names
+from cpfcte_hf.models.cpfcte import class_names
 from cpfcte_hf.deeplab import (
     AtrousSpatialPyramidClassifier,
     DeepLabV2Config,
