@@ -49,6 +49,25 @@ def declare_no_video_processor(config_class) -> None:
     AutoVideoProcessor.register(config_class, video_processor_classes={}, exist_ok=True)
 
 
+def register_model(config_class, model_class, image_processor_class, remote_image_processor: bool) -> None:
+    """
+    Registers one model with the Auto classes (config, model, semantic-segmentation head, image processor) and for
+    `save_pretrained` to write its remote code (`auto_map` and the source files), so that a checkpoint also loads
+    with `trust_remote_code=True` where this package is not installed.
+    """
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForSemanticSegmentation
+
+    AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+    AutoModel.register(config_class, model_class, exist_ok=True)
+    AutoModelForSemanticSegmentation.register(config_class, model_class, exist_ok=True)
+    AutoImageProcessor.register(config_class, image_processor_classes={"pil": image_processor_class}, exist_ok=True)
+    declare_no_video_processor(config_class)
+    config_class.register_for_auto_class()
+    model_class.register_for_auto_class("AutoModelForSemanticSegmentation")
+    if remote_image_processor:
+        image_processor_class.register_for_auto_class("AutoImageProcessor")
+
+
 def register_with_transformers() -> None:
     """Registers CPF-CTE and DeepLab-v2 with the Auto classes and the pipelines with `pipeline` (once)."""
     if _state["registered"] or _state["busy"]:
