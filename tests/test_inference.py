@@ -44,7 +44,7 @@ def test_both_stages_and_the_pipelines_call_the_one_core():
             continue
         defined = {node.name for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.FunctionDef)}
         assert not defined & steps, (
-            f"{path} defines {sorted(defined & steps)}, which live in cpfcte_hf/inference/core.py"
+            f"{path} defines {sorted(defined & steps)}, which live in cpfcte_hf/models/cpfcte/inference.py"
         )
     for stage_two in (PACKAGE / "prediction" / "segment.py", *(PACKAGE / "stage2").glob("*.py")):
         assert not {module.rsplit(".", 1)[-1] for module in relative_imports(stage_two)} & {"pipelines"}
