@@ -8,16 +8,16 @@ import platform
 import torch
 
 from ..models.deeplab_v2.modeling_deeplab import DeepLabV2ForSemanticSegmentation
-from .common import compare_interleaved
+from .common import compare_interleaved, parameter_count
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:
     """`{"total", "trainable", "backbone", "classifier"}` parameter counts (frozen BatchNorm is not trainable)."""
     return {
-        "total": sum(p.numel() for p in model.parameters()),
-        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "backbone": sum(p.numel() for p in model.resnet.parameters()),
-        "classifier": sum(p.numel() for p in model.aspp.parameters()),
+        "total": model.num_parameters(),
+        "trainable": model.num_parameters(only_trainable=True),
+        "backbone": model.resnet.num_parameters(),
+        "classifier": parameter_count(model.aspp),
     }
 
 

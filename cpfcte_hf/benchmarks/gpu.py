@@ -217,8 +217,8 @@ def _train_steps(settings: BenchSettings, device: torch.device, batch_size: int,
 
         steps[name] = step
     parameters = {
-        "full": sum(p.numel() for p in full.parameters()),
-        "backbone": sum(p.numel() for p in backbone.parameters()),
+        "full": full.num_parameters(),
+        "backbone": backbone.num_parameters(),
     }
     return steps, parameters
 

@@ -23,7 +23,6 @@ from .common import (
     BENCHMARK_BACKBONES,
     benchmark_backbone_config,
     machine_description,
-    parameter_count,
     report_results,
     time_interleaved,
 )
@@ -84,9 +83,9 @@ def bench_family(name: str, args, device: torch.device, autocast_dtype) -> dict:
         "patch_grid": grid,
         "prefix_tokens": full.num_prefix_tokens,
         "parameters": {
-            "full": parameter_count(full),
-            "backbone": parameter_count(full.vit),
-            "heads": parameter_count(full) - parameter_count(full.vit),
+            "full": full.num_parameters(),
+            "backbone": full.vit.num_parameters(),
+            "heads": full.num_parameters() - full.vit.num_parameters(),
         },
         "forward_backward_s": {key: value["median_s"] for key, value in fb_times.items()},
         "train_step_s": {key: value["median_s"] for key, value in step_times.items()},

@@ -1,8 +1,8 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
 """The stage-1 training recipe behind `scripts/train.py`: model + data + `CPFCTETrainer`, from three dataclasses.
 
-    accelerate launch scripts/train.py --config scripts/configs/voc.yaml
-    accelerate launch --multi_gpu --num_processes 2 scripts/train.py --config scripts/configs/shapes.yaml
+    accelerate launch scripts/train.py --config voc
+    accelerate launch --multi_gpu --num_processes 2 scripts/train.py --config shapes
 
 The dataset is an argument (`--dataset voc|coco|shapes|tagged|hub`), never a copied script. The output directory
 ends up holding a checkpoint that `from_pretrained` and `pipeline("image-segmentation")` load directly (weights,

@@ -1,7 +1,7 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
 """`scripts/train_deeplab.py` as a library: its arguments, and the run (train, save, multi-scale + CRF evaluation).
 
-    python scripts/train_deeplab.py --config scripts/configs/deeplab_voc.yaml \
+    python scripts/train_deeplab.py --config deeplab_voc \
         --data_root data/VOCdevkit/VOC2012 --pseudo_labels pseudo/voc_train_aug --output_dir runs/deeplab_voc
     accelerate launch --num_processes 2 scripts/train_deeplab.py --config ...      # DDP; same flags
 
