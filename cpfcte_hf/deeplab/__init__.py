@@ -6,7 +6,8 @@ Importing this package registers the model with transformers' Auto classes, so t
 DeepLab-v2 checkpoint without `trust_remote_code`; `save_pretrained` writes the remote code for everyone else.
 """
 
-from ..models import register_with_transformers
+from ..models import declare_no_video_processor, register_with_transformers  # noqa: F401  (0.1.0 names)
+from ..models.cpfcte.image_processing_cpfcte import CPFCTEImageProcessor  # noqa: F401  (DeepLab's processor class)
 from ..models.deeplab_v2.configuration_deeplab import DeepLabV2Config, resnet101_config
 from ..models.deeplab_v2.modeling_deeplab import (
     AtrousSpatialPyramidClassifier,
