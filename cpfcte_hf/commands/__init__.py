@@ -28,6 +28,10 @@ COMMANDS = {
         "cpfcte_hf.commands.run",
         "The whole method: stage 1 -> pseudo-labels -> stage 2 -> evaluation -> Hub folder.",
     ),
+    "make-voc-rehearsal": (
+        "cpfcte_hf.commands.make_voc_rehearsal",
+        "A VOC 2012 + SBD-sized tree from the procedural shapes (rehearsals at scale).",
+    ),
     "demo": ("cpfcte_hf.commands.demo", "`run --config demo` on the built-in shapes data, on a CPU, with a report."),
     "bench": ("cpfcte_hf.commands.bench", "Benchmarks (train, data, pseudo_label, deeplab, crf_memory, gpu)."),
     "reproduce": ("cpfcte_hf.reproduce", "The paper's tables: the runs each needs, tables.md and tables.json."),
