@@ -522,6 +522,9 @@ def run(run_args: RunArguments, preset_name: str) -> dict:
     fingerprints: dict[str, str] = {}
     start = time.perf_counter()
     with shared_process_group():
+        state = distributed_state()
+        if state is not None:  # the other processes read run_preset.yaml, which the main process has just written
+            state.wait_for_everyone()
         for step in steps:
             entry = execute_step(step, run_args, run_dir, fingerprints, data_options)
             summary["steps"][step.name] = entry
