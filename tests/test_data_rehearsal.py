@@ -66,7 +66,9 @@ def test_sizes_vary_like_photos_and_images_do_not_depend_on_the_counts(tmp_path)
 
 def test_an_interrupted_tree_resumes_and_other_settings_are_refused(tmp_path, tree):
     root, _ = tree
-    write_voc_rehearsal(str(tmp_path), train_images=7, val_images=3, seed=5, num_workers=0, progress=False)
+    write_voc_rehearsal(str(tmp_path), train_images=4, val_images=3, seed=5, num_workers=0, progress=False)
+    summary = write_voc_rehearsal(str(tmp_path), train_images=7, val_images=3, seed=5, num_workers=0, progress=False)
+    assert (summary["written"], summary["found_done"]) == (3, 7)  # the tree grew by the 3 new images only
     os.remove(tmp_path / VOC / "SegmentationClassAug" / "2010_000002.png")  # as if killed before this mask
     summary = write_voc_rehearsal(str(tmp_path), train_images=7, val_images=3, seed=5, num_workers=0, progress=False)
     assert (summary["written"], summary["found_done"]) == (1, 9)

@@ -6,20 +6,22 @@ r"""The VOC-scale rehearsal: `cpfcte-hf run --config voc` on the generated VOC s
     cpfcte-hf bench rehearsal --sizes 3000 10582 --steps stage1                               # data + stage 1
     cpfcte-hf bench rehearsal --sizes 1000 --kill_check                                       # kill -9, resume
 
-For each size N it writes (or reuses) the rehearsal tree of `cpfcte-hf make-voc-rehearsal` with N `train_aug` and
-round(N x 1449/10582) `val` images (`--data_root`: one tree for every size, the smaller sizes reading its first
-images through list files written next to VOC's), then launches, as a user would,
+For each size N it makes, completes or grows the rehearsal tree of `cpfcte-hf make-voc-rehearsal` (--data_root,
+default WORK/data; one tree for every size) to at least N `train_aug` and round(N x 1449/10582) `val` images, writes
+`train_aug_N` / `val_N` lists of its first images next to VOC's, then launches, as a user would,
 
     accelerate launch --multi_gpu --num_processes P -m cpfcte_hf run --config voc --data_root TREE \
         --train_split train_aug_N --eval_split val_N --cache_dir WORK/cache_N --override <REHEARSAL_OVERRIDES>
 
-`REHEARSAL_OVERRIDES` shrink only the stage-1 encoder (a random ViT 192 wide, 2 blocks, 16-px patches instead of
-ViT-B/16 from the Hub) and cut the training steps; stage 2 keeps DeepLab-v2 ResNet-101 (random weights: no Hub here)
-at a per-device batch of 2 (the preset's 10 per process, twice, does not fit this 24 GiB machine); bf16 is off (no
-CPU support here). `--override` adds more. While the run goes, every 0.5 s it reads /proc for every process of the
+`REHEARSAL_OVERRIDES` shrink only the encoders (stage 1: a random ViT 192 wide, 2 blocks, 16-px patches instead of
+ViT-B/16 from the Hub; stage 2: a random 4-block ResNet 32-256 wide instead of ResNet-101) and cut the training
+steps (8 and 4); bf16 is off (no CPU support here). Everything else is the `voc` preset's: sizes (384, 960, 321),
+batches, augmentation, the CRF, multi-scale testing. `--override` adds more. (With ResNet-101 itself, 10 images per
+process on 2 processes was killed for memory on this 24 GiB machine, and its 3-scale test on this shared 2-core
+machine would take most of an hour at 1,000 images; the projection takes its cost from its FLOPs instead.) While the run goes, every second it reads /proc for every process of the
 launch (the two ranks, their data-loader and CRF workers) and, per step (from the run's `=== [run] step` lines):
 wall time, images/s, peak RSS of each rank and of the largest helper processes, the largest total PSS of the launch (shared pages
-counted once),
+counted once; read every 5 s),
 bytes written in the step's folder, and the growth of the Arrow cache folder. A rank's peak is per step: its
 high-water mark is reset (`/proc/PID/clear_refs`) when a step starts.
 
@@ -62,8 +64,11 @@ REHEARSAL_OVERRIDES = [
     "trainable_encoder_blocks=-1",  # the preset's 5 needs at least 5 blocks
     "bf16=false",
     "max_steps=8",
-    "train_deeplab.backbone=none",  # DeepLab-v2 ResNet-101, random weights
-    "train_deeplab.per_device_train_batch_size=2",
+    "train_deeplab.backbone=none",  # stage 2's encoder shrunk too: a random ResNet of 4 basic blocks, 32-256 wide
+    "train_deeplab.resnet_layer_type=basic",
+    "train_deeplab.resnet_depths=[1,1,1,1]",
+    "train_deeplab.resnet_hidden_sizes=[32,64,128,256]",
+    "train_deeplab.resnet_embedding_size=32",
     "train_deeplab.max_steps=4",
     "train_deeplab.save_steps=2",
 ]
@@ -157,8 +162,9 @@ def folder_bytes(path: Path) -> int:
 class LaunchMonitor:
     """Samples the RSS of every process under `pid` every `interval` s and cuts the samples by the run's steps."""
 
-    def __init__(self, pid: int, run_dir: Path, cache_dir: Path, interval: float = 0.5):
+    def __init__(self, pid: int, run_dir: Path, cache_dir: Path, interval: float = 1.0, pss_every: int = 5):
         self.pid, self.run_dir, self.cache_dir, self.interval = pid, run_dir, cache_dir, interval
+        self.pss_every, self.samples = pss_every, 0
         self.steps: list[dict] = []
         self.current: dict | None = None
         self.seen: set[int] = set()
@@ -170,6 +176,8 @@ class LaunchMonitor:
 
     def _sample(self) -> None:
         while not self.stop.wait(self.interval):
+            self.samples += 1
+            with_pss = self.samples % self.pss_every == 0  # reading PSS walks page tables: not every sample
             children = _children_map()
             ranks = set(children.get(self.pid, []))  # the launcher's children; their own children are helpers
             pids = [pid for pid in descendants(self.pid, children) if pid != self.pid]
@@ -188,13 +196,13 @@ class LaunchMonitor:
                         self.cpu[pid] = cpu
                     status = _status(pid)
                     rss, hwm = status.get("VmRSS", 0), status.get("VmHWM", 0)
-                    total += _pss(pid)
+                    total += _pss(pid) if with_pss else 0
                     if step is None:
                         continue
                     peak = max(rss, hwm if pid in step["reset"] else rss)
                     bucket = step["rank_peaks"] if pid in ranks else step["helper_peaks"]
                     bucket[pid] = max(bucket.get(pid, 0), peak)
-                if step is not None:
+                if step is not None and with_pss:
                     step["total_pss_peak"] = max(step["total_pss_peak"], total)
 
     def step_started(self, name: str) -> None:
@@ -337,17 +345,16 @@ def val_count(size: int) -> int:
 
 
 def prepare_tree(args, size: int) -> tuple[Path, dict]:
-    """The tree for `size` (made or completed) and the `train_aug_<size>` / `val_<size>` lists in it."""
-    if args.data_root:
-        root = Path(args.data_root)
-        voc = root / VOC_DIR
-        summary = json.loads((root / "rehearsal.json").read_text())
-        if summary["splits"]["train_aug"] < size or summary["splits"]["val"] < val_count(size):
-            raise SystemExit(f"error: {root} has {summary['splits']} images, fewer than size {size} needs.")
-    else:
-        root = Path(args.work_dir) / f"data_{size}"
-        summary = write_voc_rehearsal(str(root), train_images=size, val_images=val_count(size), seed=args.seed)
-        voc = root / VOC_DIR
+    """The tree for `size`, made, completed or grown (`--data_root`, else WORK/data), with `train_aug_<size>` and
+    `val_<size>` lists of its first images."""
+    root = Path(args.data_root or Path(args.work_dir) / "data")
+    train, val = size, val_count(size)
+    if (root / "rehearsal.json").is_file():  # keep what the tree has: smaller sizes read its first images
+        splits = json.loads((root / "rehearsal.json").read_text())["splits"]
+        train, val = max(train, splits["train_aug"]), max(val, splits["val"])
+    workers = getattr(args, "generator_workers", None)
+    summary = write_voc_rehearsal(str(root), train_images=train, val_images=val, seed=args.seed, num_workers=workers)
+    voc = root / VOC_DIR
     lists = voc / "ImageSets" / "Segmentation"
     for name, count in (("train_aug", size), ("val", val_count(size))):
         ids = (lists / f"{name}.txt").read_text().split()[:count]
@@ -427,6 +434,84 @@ def _first_mean_iou(metrics: dict):
     return metrics.get("mean_iou")
 
 
+# ------------------------------------------------------------------------------------------------ CPU costs
+
+
+def cpu_costs(tree: Path, count: int, split: str = "train_aug") -> dict:
+    """CPU seconds per image (this process, one thread: `time.process_time`, so the machine's load barely matters)
+    of what the CPU does for each image whatever the GPU: JPEG decode; stage 1's loader (decode, resize to 384; with
+    the voc preset's augmentation too, as when it runs in the loader rather than on the GPU); the label pass's input (decode, resize to 960, normalise); its dense CRF at the image
+    size with the image's tags (background + its classes, the docs/method.md section 3 parameters), on smooth
+    probabilities made from the ground truth; stage 2's loader input (the JPEG and a palette PNG decoded)."""
+    import numpy as np
+    from PIL import Image
+
+    from ..cli import load_preset
+    from ..crf import DenseCRFConfig, dense_crf
+    from ..data.transforms import AugmentationConfig, TrainTransform
+    from ..image_processing_cpfcte import resize_and_normalize
+
+    torch.set_num_threads(1)
+    voc = tree / VOC_DIR
+    ids = (voc / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().split()[:count]
+    preset = load_preset("voc")
+    augmentation = AugmentationConfig(
+        **{key: preset[f"aug_{key}"] for key in AugmentationConfig.__dataclass_fields__ if f"aug_{key}" in preset}
+    )
+    train = TrainTransform(21, size=384, augmentation=augmentation)
+    resize_only = TrainTransform(21, size=384, augmentation=augmentation, augment_in_loader=False)
+    config = DenseCRFConfig()
+    totals = {
+        "decode": 0.0,
+        "stage1_loader_augment_on_gpu": 0.0,
+        "stage1_loader": 0.0,
+        "label_input_960": 0.0,
+        "crf": 0.0,
+        "stage2_loader_decode": 0.0,
+    }
+    classes_total = 0
+    for item_id in ids:
+        image_path, mask_path = voc / "JPEGImages" / f"{item_id}.jpg", voc / "SegmentationClassAug" / f"{item_id}.png"
+        start = time.process_time()
+        with Image.open(image_path) as handle:
+            image = np.asarray(handle.convert("RGB"))
+        totals["decode"] += time.process_time() - start
+        start = time.process_time()
+        with Image.open(image_path) as handle:
+            resize_only({"image": [handle.convert("RGB")], "labels": [[0]]})
+        totals["stage1_loader_augment_on_gpu"] += time.process_time() - start
+        start = time.process_time()
+        with Image.open(image_path) as handle:
+            train({"image": [handle.convert("RGB")], "labels": [[0]]})
+        totals["stage1_loader"] += time.process_time() - start
+        start = time.process_time()
+        with Image.open(image_path) as handle:
+            resize_and_normalize(
+                [np.asarray(handle.convert("RGB"))], (960, 960), (0.5,) * 3, (0.5,) * 3, Image.BILINEAR
+            )
+        totals["label_input_960"] += time.process_time() - start
+        start = time.process_time()
+        with Image.open(image_path) as handle, Image.open(mask_path) as mask_handle:
+            np.asarray(handle.convert("RGB")), np.asarray(mask_handle)
+        totals["stage2_loader_decode"] += time.process_time() - start
+        with Image.open(mask_path) as mask_handle:
+            mask = np.asarray(mask_handle)
+        present = [0, *[int(v) for v in np.unique(mask) if 0 < v < 255]]
+        classes_total += len(present)
+        probabilities = np.full((21, *mask.shape), 0.0, np.float32)
+        for class_id in present:  # the truth, blurred at the borders and softened: a plausible model output
+            probabilities[class_id] = 0.2 + 0.6 * (np.where(mask == 255, 0, mask) == class_id)
+        probabilities[present] /= probabilities[present].sum(0, keepdims=True)
+        start = time.process_time()
+        dense_crf(image, probabilities, config)
+        totals["crf"] += time.process_time() - start
+    return {
+        "images": len(ids),
+        "classes_per_image_with_background": round(classes_total / max(1, len(ids)), 2),
+        "cpu_seconds_per_image": {key: round(value / max(1, len(ids)), 4) for key, value in totals.items()},
+    }
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 
@@ -439,8 +524,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="cpfcte-hf bench rehearsal", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000], help="train_aug images per run")
-    parser.add_argument("--data_root", help="an existing rehearsal tree with at least max(--sizes) images")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1000], help="train_aug images per run (none: no run)")
+    parser.add_argument("--cpu_costs", type=int, default=0, help="also time the per-image CPU work on N images")
+    parser.add_argument("--data_root", help="the rehearsal tree (made or grown as needed; default WORK/data)")
     parser.add_argument("--work_dir", default="outputs/rehearsal", help="trees, runs, caches and the log")
     parser.add_argument("--steps", nargs="*", default=[], help="steps of `run` to make (default: all)")
     parser.add_argument("--processes", type=int, default=2)
@@ -460,6 +546,10 @@ def main(argv=None) -> int:
     log_path = work / "rehearsal.log"
     result = {"machine": machine_description(torch.device("cpu")), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "overrides": REHEARSAL_OVERRIDES + args.override, "processes": args.processes, "runs": []}  # fmt: skip
+    if args.cpu_costs:
+        tree, _ = prepare_tree(args, max(args.sizes or [args.cpu_costs]))
+        result["cpu_costs"] = cpu_costs(tree, args.cpu_costs)
+        print(json.dumps(result["cpu_costs"]), flush=True)
     for size in args.sizes:
         load_before = _load()
         tree_start = time.time()

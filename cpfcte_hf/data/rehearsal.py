@@ -28,9 +28,11 @@ What is like VOC, and what is assumed (we have no VOC copy here to measure):
 
 Every image is a pure function of `(seed, split, index)`: image `i` is the same whatever the counts, so a 1,000-image
 tree is the first 1,000 images of the 10,582-image one. Files are written atomically and images already there are
-kept, so an interrupted run resumes where it stopped; `fingerprint.json` records the settings, and a directory made
-with other settings is refused (or cleared with `overwrite=True`). The lists, tags and `rehearsal.json` are written
-last: a tree with its lists is complete.
+kept, so an interrupted run resumes where it stopped, and a tree grows: asking a 1,000-image tree for 3,000 draws
+only the 2,000 new ones (asking for fewer rewrites the lists; the images past them stay, unlisted).
+`fingerprint.json` records what decides the bytes (seed, version, JPEG and border settings), and a directory made
+with others is refused (or cleared with `overwrite=True`). The lists, tags and `rehearsal.json` are written last: a
+tree with its lists is complete.
 """
 
 from __future__ import annotations
@@ -239,14 +241,8 @@ def write_voc_rehearsal(
     """
     if train_images < 1 or val_images < 1:
         raise ValueError(f"train_images and val_images must be at least 1, got {train_images} and {val_images}.")
-    settings = {
-        "generator": REHEARSAL_VERSION,
-        "seed": seed,
-        "train_images": train_images,
-        "val_images": val_images,
-        "jpeg": JPEG_OPTIONS,
-        "border_width": BORDER_WIDTH,
-    }
+    # what decides each image's bytes; not the counts: image i does not depend on them, so a tree can grow
+    settings = {"generator": REHEARSAL_VERSION, "seed": seed, "jpeg": JPEG_OPTIONS, "border_width": BORDER_WIDTH}
     voc_dir = os.path.join(out_dir, VOC_DIR)
     has_content = os.path.isdir(os.path.join(voc_dir, "JPEGImages"))
     status = check_fingerprint(out_dir, settings, overwrite=overwrite, has_content=has_content)
@@ -309,7 +305,7 @@ def write_voc_rehearsal(
     summary = {
         "root": out_dir,
         "voc_dir": voc_dir,
-        "settings": settings,
+        "settings": {**settings, "train_images": train_images, "val_images": val_images},
         "splits": {name: len(values) for name, values in ids.items()},
         "written": sum(1 for result in results if result[3]),
         "found_done": sum(1 for result in results if not result[3]),
