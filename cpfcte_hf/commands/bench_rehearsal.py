@@ -354,12 +354,15 @@ def prepare_tree(args, size: int) -> tuple[Path, dict]:
         train, val = max(train, splits["train_aug"]), max(val, splits["val"])
     workers = getattr(args, "generator_workers", None)
     summary = write_voc_rehearsal(str(root), train_images=train, val_images=val, seed=args.seed, num_workers=workers)
-    voc = root / VOC_DIR
-    lists = voc / "ImageSets" / "Segmentation"
+    _write_lists(root, size)
+    return root, summary
+
+
+def _write_lists(root: Path, size: int) -> None:
+    lists = root / VOC_DIR / "ImageSets" / "Segmentation"
     for name, count in (("train_aug", size), ("val", val_count(size))):
         ids = (lists / f"{name}.txt").read_text().split()[:count]
         (lists / f"{name}_{size}.txt").write_text("\n".join(ids) + "\n")
-    return root, summary
 
 
 # ------------------------------------------------------------------------------------------------ the kill check
@@ -370,17 +373,26 @@ def _count_pngs(folder: Path) -> int:
 
 
 def kill_check(args, size: int, tree: Path, first: Path, cache_dir: Path, log_path: Path) -> dict:
-    second = Path(args.work_dir) / f"run_{size}_killed"
+    """Kill -9 in the label pass and in stage 2, resume, and compare with the uninterrupted run `first` (see the
+    module docstring). With `--kill_check_images N` below the size, the killed run labels the first N images with
+    `first`'s stage-1 model (their masks are compared with `first`'s masks of those images), and an uninterrupted
+    stage 2 on a copy of its pseudo-labels is the stage-2 reference."""
+    images = args.kill_check_images or size
+    second = Path(args.work_dir) / f"run_{size}_killed_{images}"
     shutil.rmtree(second, ignore_errors=True)
     second.mkdir(parents=True)
     shutil.copytree(first / "stage1", second / "stage1")  # same stage 1: the check is about the later steps
-    record = json.loads((first / "stage1.step.json").read_text())
-    (second / "stage1.step.json").write_text(json.dumps(record, indent=2))
-    steps = ("stage1", "pseudo_labels", "stage2")
-    command = run_command_line(tree, second, cache_dir, size, args, steps)
-    half = size // 2
+    if images == size:
+        shutil.copy(first / "stage1.step.json", second / "stage1.step.json")  # skipped as done
+        steps = ("stage1", "pseudo_labels", "stage2")
+    else:
+        _write_lists(tree, images)
+        steps = ("pseudo_labels", "stage2")  # stage 1 is read from its folder
+    if args.kill_check_label_only:
+        steps = steps[:-1]  # no stage 2
+    command = run_command_line(tree, second, cache_dir, images, args, steps)
     attempts = [
-        ("killed in pseudo_labels", lambda m: _count_pngs(second / "pseudo_labels" / "crf") >= half),
+        ("killed in pseudo_labels", lambda m: _count_pngs(second / "pseudo_labels" / "crf") >= images // 2),
         (
             "killed in stage2",
             lambda m: (
@@ -391,6 +403,8 @@ def kill_check(args, size: int, tree: Path, first: Path, cache_dir: Path, log_pa
         ),
         ("resumed to the end", None),
     ]
+    if args.kill_check_label_only:
+        del attempts[1]
     launches = []
     for label, kill_when in attempts:
         result = launch(command, second, cache_dir, log_path, kill_when)
@@ -405,26 +419,50 @@ def kill_check(args, size: int, tree: Path, first: Path, cache_dir: Path, log_pa
                 "steps": result["steps"],
             }
         )
+    reference = first
+    if (
+        images != size and not args.kill_check_label_only
+    ):  # stage 2 of the uninterrupted run saw other pseudo-labels: make the reference
+        reference = Path(args.work_dir) / f"run_{size}_reference_{images}"
+        shutil.rmtree(reference, ignore_errors=True)
+        reference.mkdir(parents=True)
+        shutil.copytree(second / "stage1", reference / "stage1")
+        shutil.copytree(second / "pseudo_labels", reference / "pseudo_labels")
+        command = run_command_line(tree, reference, cache_dir, images, args, ("stage2",))
+        launches.append({"what": "uninterrupted stage-2 reference", **launch(command, reference, cache_dir, log_path)})
     comparison = {}
     for kind in ("bpm", "crf"):
-        names = sorted(path.name for path in (first / "pseudo_labels" / kind).glob("*.png"))
-        other = sorted(path.name for path in (second / "pseudo_labels" / kind).glob("*.png"))
+        names = sorted(path.name for path in (second / "pseudo_labels" / kind).glob("*.png"))
         same = sum(
-            (first / "pseudo_labels" / kind / name).read_bytes()
+            (first / "pseudo_labels" / kind / name).is_file()
+            and (first / "pseudo_labels" / kind / name).read_bytes()
             == (second / "pseudo_labels" / kind / name).read_bytes()
             for name in names
-            if name in other
         )
-        comparison[f"{kind}_masks"] = {"uninterrupted": len(names), "resumed": len(other), "byte_identical": same}
-    held_out = f"val_{size}"
-    metrics = [json.loads((run / "stage2" / "predictions" / held_out / "report" / "metrics.json").read_text())
-               for run in (first, second)]  # fmt: skip
+        comparison[f"{kind}_masks"] = {"images": images, "resumed_run": len(names), "byte_identical": same}
+    if args.kill_check_label_only:
+        return {"run_dir": str(second), "launches": launches, "comparison": comparison}
+    held_out = f"val_{images}"
+    metrics = [
+        _stable(json.loads((run / "stage2" / "predictions" / held_out / "report" / "metrics.json").read_text()))
+        for run in (reference, second)
+    ]
     comparison["stage2_metrics_equal"] = metrics[0] == metrics[1]
     comparison["stage2_mean_iou"] = [_first_mean_iou(metric) for metric in metrics]
-    comparison["stage2_weights_identical"] = (first / "stage2" / "model.safetensors").read_bytes() == (
+    comparison["stage2_weights_identical"] = (reference / "stage2" / "model.safetensors").read_bytes() == (
         second / "stage2" / "model.safetensors"
     ).read_bytes()
-    return {"run_dir": str(second), "launches": launches, "comparison": comparison}
+    return {"run_dir": str(second), "reference": str(reference), "launches": launches, "comparison": comparison}
+
+
+def _stable(value):
+    """A metrics record without what differs between two equal runs (times, dates, paths)."""
+    volatile = ("second", "time", "date", "path", "dir", "model")
+    if isinstance(value, dict):
+        return {key: _stable(item) for key, item in value.items() if not any(word in key for word in volatile)}
+    if isinstance(value, list):
+        return [_stable(item) for item in value]
+    return value
 
 
 def _first_mean_iou(metrics: dict):
@@ -534,6 +572,15 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--kill_check", action="store_true", help="kill -9 in pseudo_labels and stage2, resume, compare"
     )
+    parser.add_argument(
+        "--kill_check_images", type=int, default=0, help="the killed run labels only the first N images (default all)"
+    )
+    parser.add_argument(
+        "--kill_check_label_only", action="store_true", help="kill and compare the label pass only (no stage 2)"
+    )
+    parser.add_argument(
+        "--kill_check_only", action="store_true", help="no measured run: check against the run made before"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep an existing run folder (else it is made anew)")
     parser.add_argument("--output", help="also write the JSON here")
@@ -555,10 +602,18 @@ def main(argv=None) -> int:
         tree_start = time.time()
         tree, tree_summary = prepare_tree(args, size)
         run_dir, cache_dir = work / f"run_{size}", work / f"cache_{size}"
-        if not args.keep:
+        if not args.keep and not args.kill_check_only:  # --kill_check_only reads the run made before
             shutil.rmtree(run_dir, ignore_errors=True)
             shutil.rmtree(cache_dir, ignore_errors=True)
         command = run_command_line(tree, run_dir, cache_dir, size, args, args.steps)
+        if args.kill_check_only:
+            if not (run_dir / "run_summary.json").is_file():
+                print(f"error: --kill_check_only needs the finished run {run_dir}.", file=sys.stderr)
+                return 2
+            entry = {"train_images": size, "exit_status": 0, "seconds": 0.0, "measured": "before"}
+            entry["kill_check"] = kill_check(args, size, tree, run_dir, cache_dir, log_path)
+            result["runs"].append(entry)
+            continue
         measured = launch(command, run_dir, cache_dir, log_path)
         entry = {
             "train_images": size,
