@@ -8,7 +8,6 @@ from transformers import ResNetForImageClassification, ResNetModel
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 import cpfcte_hf
-from cpfcte_hf.models.cpfcte import class_names
 from cpfcte_hf.deeplab import (
     AtrousSpatialPyramidClassifier,
     DeepLabV2Config,
@@ -17,6 +16,7 @@ from cpfcte_hf.deeplab import (
     dilate_resnet,
     resnet101_config,
 )
+from cpfcte_hf.models.cpfcte import class_names
 from cpfcte_hf.models.deeplab_v2.modeling_deeplab import DeepLabV2ResNetLayer
 from tests.deeplab_helpers import tiny_deeplab_config, tiny_resnet_config
 

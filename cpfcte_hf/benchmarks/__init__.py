@@ -10,6 +10,7 @@
     cpfcte-hf bench report --output outputs/bench/report.json                  # report.html of 10,000 images
     cpfcte-hf bench resume --images 10000                                      # resume by content: its cost
     cpfcte-hf bench concurrency                                                # two `label` runs side by side
+    cpfcte-hf bench rehearsal --sizes 1000 --kill_check                        # `run --config voc` at VOC scale
 
 Each benchmark is a module with `main(argv) -> int`; register a new one in `BENCHMARKS`.
 """
@@ -41,6 +42,10 @@ BENCHMARKS = {
     "concurrency": (
         "cpfcte_hf.benchmarks.concurrency",
         "`label` runs side by side against one after the other (threads x CRF workers x processes).",
+    ),
+    "rehearsal": (
+        "cpfcte_hf.benchmarks.rehearsal",
+        "`run --config voc` on a VOC-sized generated tree, per step: time, RSS, disk; kill -9 and resume.",
     ),
 }
 

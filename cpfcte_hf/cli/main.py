@@ -34,6 +34,10 @@ COMMANDS = {
         "cpfcte_hf.workflows.run",
         "The whole method: stage 1 -> pseudo-labels -> stage 2 -> evaluation -> Hub folder.",
     ),
+    "make-voc-rehearsal": (
+        "cpfcte_hf.cli.commands.make_voc_rehearsal",
+        "A VOC 2012 + SBD-sized tree from the procedural shapes (rehearsals at scale).",
+    ),
     "demo": (
         "cpfcte_hf.cli.commands.demo",
         "`run --config demo` on the built-in shapes data, on a CPU, with a report.",

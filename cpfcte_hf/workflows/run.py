@@ -517,9 +517,12 @@ def run(run_args: RunArguments, preset_name: str) -> dict:
     summary = {"preset": str(preset_name), "output_dir": str(run_dir), "steps": {}, "status": "complete"}
     fingerprints: dict[str, str] = {}
     start = time.perf_counter()
-    from ..utils.distributed import shared_process_group
+    from ..utils.distributed import distributed_state, shared_process_group
 
     with shared_process_group():
+        state = distributed_state()
+        if state is not None:  # the other processes read run_preset.yaml, which the main process has just written
+            state.wait_for_everyone()
         for step in steps:
             entry = execute_step(step, run_args, run_dir, fingerprints, data_options)
             summary["steps"][step.name] = entry
