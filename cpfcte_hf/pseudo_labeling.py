@@ -712,7 +712,9 @@ def generate_pseudo_labels(
                 model, dataset, layout, config, checked, size, dataset_name, split, data_root
             )
         if state is None or state.is_main_process:
-            _write_summary(layout, summary, model, config, checked, size, crf_workers, dataset_name, split, state)
+            _write_summary(
+                layout, summary, model, config, checked, size, crf_workers, dataset_name, split, state, data_root
+            )
         if config.report_html:
             summary.report_html = write_report_page(layout.root, dataset, state, config.progress)
     return summary
@@ -740,11 +742,14 @@ def _evaluate_run(model, dataset, layout, config, checked: SplitCheck, size, dat
     )
 
 
-def _write_summary(layout, summary, model, config, checked: SplitCheck, size, crf_workers, dataset_name, split, state):
+def _write_summary(
+    layout, summary, model, config, checked: SplitCheck, size, crf_workers, dataset_name, split, state, data_root=None
+):
     """`summary.json` (atomically): the counts, the failures and the settings of the run."""
     payload = {
         **summary.to_dict(),
         "dataset": dataset_name,
+        "data_root": None if data_root is None else str(data_root),  # with dataset and split: where the images are
         "split": split,
         "model": getattr(model.config, "_name_or_path", None),
         "num_processes": state.num_processes if state is not None else 1,

@@ -24,6 +24,7 @@ COMMANDS = {
     "evaluate": ("cpfcte_hf.commands.evaluate", "mIoU report of folders of mask PNGs against a split's ground truth."),
     "train-deeplab": ("cpfcte_hf.commands.train_deeplab", "Stage 2: train DeepLab-v2 on pseudo-labels, evaluate it."),
     "push": ("cpfcte_hf.commands.push", "Share a checkpoint on the Hub (or --dry_run DIR: write the folder)."),
+    "export": ("cpfcte_hf.commands.export", "Masks of a labelled output as a `datasets` dataset and/or COCO JSON."),
     "run": (
         "cpfcte_hf.commands.run",
         "The whole method: stage 1 -> pseudo-labels -> stage 2 -> evaluation -> Hub folder.",
