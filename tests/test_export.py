@@ -278,3 +278,35 @@ def test_stage_two_predictions_export_with_their_scores_on_the_card(tmp_path):
     card = (tmp_path / "out" / "README.md").read_text()
     assert "stage 2" in card and "MS+CRF mIoU against the ground truth (3 images)" in card
     assert os.path.isfile(tmp_path / "out" / "export_summary.json")
+
+
+# ------------------------------------------------------------------------------------------------ cpfcte-hf run
+
+
+@pytest.mark.slow
+def test_run_exports_the_pseudo_labels_after_labelling_and_records_it(tmp_path):
+    import subprocess
+    import sys
+
+    from .test_demo import REPO, TINY_PRESET
+    from .utils import subprocess_env
+
+    (tmp_path / "tiny.yaml").write_text(TINY_PRESET)
+    command = [
+        sys.executable, "-m", "cpfcte_hf", "run", "--config", str(tmp_path / "tiny.yaml"), "--output_dir",
+        str(tmp_path / "run"), "--crf_workers", "0", "--steps", "data", "stage1", "pseudo_labels", "export",
+        "--export", "datasets", "coco", "--override", "label.scales=[1.0]", "label.flip=false",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run = tmp_path / "run"
+    summary = json.loads((run / "run_summary.json").read_text())
+    assert list(summary["steps"]) == ["data", "stage1", "pseudo_labels", "export"]
+    assert summary["steps"]["export"]["status"] == "ran"
+    assert summary["export"]["formats"] == ["datasets", "coco"]
+    assert summary["export"]["splits"]["train"]["exported"] == 24
+    loaded = datasets.load_from_disk(str(run / "export"))["train"]
+    assert loaded.num_rows == 24 and (run / "export" / "train.json").is_file()
+    row = loaded[0]
+    assert np.array_equal(np.asarray(row["label"]), read_mask(run / "pseudo_labels" / "crf" / f"{row['id']}.png"))
+    assert "CRF mIoU against the ground truth (24 images)" in (run / "export" / "README.md").read_text()
