@@ -136,6 +136,8 @@ def prepare_selections(
     dataset_options: dict | None = None,
 ) -> list[Selection]:
     """Reads and checks every labelled folder and sorts its split's images (nothing is written)."""
+    if split and len(labels) > 1:
+        raise ExportError("--split names the split of one --labels folder; each of several keeps its recorded split.")
     selections: list[Selection] = []
     for path in labels:
         labelled = read_labelled_output(path, mask_set, dataset, data_root, split if len(labels) == 1 else None)

@@ -28,7 +28,7 @@ from PIL import Image
 from ..fingerprint import FINGERPRINT_FILE, canonical_json, diff_fingerprints, fingerprint_digest
 from ..html_report.records import SUMMARY_FILE, NotARunDirectory, read_run_records
 from ..metrics import IGNORE_INDEX
-from ..prediction import ContentRecord, DatasetSources, ImageSource, keyed_content, same_content
+from ..prediction import HOLDER_FILE, ContentRecord, DatasetSources, ImageSource, keyed_content, same_content
 from ..results import ResultsError, read_json
 from ..visualization import exif_orientation, read_mask
 
@@ -131,6 +131,11 @@ def resolve_labels_dir(path: str | os.PathLike) -> Path:
         raise ExportError(
             f"--labels {directory}: a stage-2 output with several prediction folders "
             f"({', '.join(str(p) for p in predictions)}); name one."
+        )
+    if (directory / HOLDER_FILE).is_file():
+        raise ExportError(
+            f"{directory / SUMMARY_FILE}: not found, and {directory / HOLDER_FILE} says a run is labelling the folder "
+            "(or was stopped): its summary is written when it finishes; export it then."
         )
     raise ExportError(
         f"{directory / SUMMARY_FILE}: not found, so {directory} is not a labelled output (a `cpfcte-hf label` "
@@ -388,7 +393,9 @@ def scan_masks(selection: Selection, progress=None) -> Selection:
             )
         with Image.open(item.source.path or io.BytesIO(item.image_bytes())) as image:
             item.width, item.height = _displayed_size(image)
-            item.extension = IMAGE_EXTENSIONS.get(image.format or "", ".png")
+            # The image's own extension when it is a file, else its format's: the COCO export copies its bytes.
+            suffix = Path(item.source.path).suffix.lower() if item.source.path else ""
+            item.extension = suffix or IMAGE_EXTENSIONS.get(image.format or "", ".png")
         if (item.height, item.width) != mask.shape:
             selection.left_out.append(
                 {
