@@ -103,6 +103,8 @@ def test_the_datasets_export_loads_with_load_from_disk_and_each_label_is_its_mas
         assert np.array_equal(np.asarray(row["image"].convert("RGB")), np.asarray(photo))
     assert 255 in np.asarray(split[split["id"].index(WITH_IGNORE)]["label"])  # ignore pixels kept as they are
     assert json.loads((folder / "id2label.json").read_text()) == {str(i): name for i, name in enumerate(SHAPES)}
+    (folder.parent / "plain").mkdir()  # the export folder has the permissions of any new folder (not mkdtemp's 0700)
+    assert os.stat(folder).st_mode == os.stat(folder.parent / "plain").st_mode
 
 
 def test_the_dataset_card_names_the_classes_how_the_masks_were_made_and_what_was_left_out(exported):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..prediction import create_output_dir, progress_bar
 from ..review import rejected_ids
+from ..visualization import _UMASK
 from .records import (
     LEFT_OUT_REASONS,
     ExportError,
@@ -75,7 +76,9 @@ def _staging_folder(target: Path, created: list[Path] | None = None) -> Path:
         raise ExportError(str(error)) from None
     if created is not None:
         created.extend(made)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp's 0700 would stay on the folder once renamed into place
+    return staging
 
 
 def summary_record(selections: Sequence[Selection], formats: Sequence[str], seconds: float) -> dict:
