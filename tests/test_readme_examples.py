@@ -41,6 +41,7 @@ LOCAL_STAND_INS = {
     "data/VOCdevkit": "a VOC-layout tree of 4 generated images (train_aug, val)",
     "data/coco2014": "a ToCo-layout COCO tree of 5 generated images",
     "my_photos": "the README's own photos example: tags.csv, photo_01.jpg, holiday/beach 2.jpg",
+    "outputs/demo/export": "my_photos labelled with outputs/demo/stage1, then `cpfcte-hf export --format datasets`",
 }
 DEMO_CLASSES = [BACKGROUND, *SHAPE_NAMES[:5]]
 
@@ -62,6 +63,17 @@ def _write_my_photos(root: Path) -> None:
         _generated_image(root / name, seed)
     with open(root / "tags.csv", "w", newline="") as handle:
         csv.writer(handle).writerows([("file_name", "tags"), *rows])
+
+
+def _write_export(work: Path) -> None:
+    from cpfcte_hf.commands import run_command
+
+    labels = ["--model", str(work / "outputs/demo/stage1"), "--dataset", "tagged"]
+    labels += ["--data_root", str(work / "my_photos"), "--output_dir", str(work / "labels")]
+    labels += ["--crf_workers", "0", "--no_progress", "--no_report_html"]
+    assert run_command("label", labels) == 0
+    export = ["--labels", str(work / "labels"), "--output_dir", str(work / "outputs/demo/export"), "--no_progress"]
+    assert run_command("export", export) == 0
 
 
 def _write_hub_stand_ins(hub: Path) -> None:
@@ -101,6 +113,7 @@ def workdir(tmp_path_factory):
     write_voc_tree(work / "data", splits={"train_aug": 2, "val": 2})
     write_coco_toco_tree(work / "data" / "coco2014")
     _write_my_photos(work / "my_photos")
+    _write_export(work)
     hub.mkdir()
     _write_hub_stand_ins(hub)
     assert all((work / path).exists() for path in LOCAL_STAND_INS)

@@ -29,6 +29,10 @@ COMMANDS = {
         "cpfcte_hf.cli.commands.train_deeplab",
         "Stage 2: train DeepLab-v2 on pseudo-labels, evaluate it.",
     ),
+    "export": (
+        "cpfcte_hf.cli.commands.export",
+        "Masks of a labelled output as a `datasets` dataset and/or COCO JSON.",
+    ),
     "push": ("cpfcte_hf.cli.commands.push", "Share a checkpoint on the Hub (or --dry_run DIR: write the folder)."),
     "run": (
         "cpfcte_hf.workflows.run",

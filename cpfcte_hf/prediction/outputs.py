@@ -138,11 +138,14 @@ class PseudoLabelSummary:
         }
 
 
-def _write_summary(layout, summary, model, config, checked: SplitCheck, size, crf_workers, dataset_name, split, state):
+def _write_summary(
+    layout, summary, model, config, checked: SplitCheck, size, crf_workers, dataset_name, split, state, data_root=None
+):
     """`summary.json` (atomically): the counts, the failures and the settings of the run."""
     payload = {
         **summary.to_dict(),
         "dataset": dataset_name,
+        "data_root": None if data_root is None else str(data_root),  # with dataset and split: where the images are
         "split": split,
         "model": getattr(model.config, "_name_or_path", None),
         "num_processes": state.num_processes if state is not None else 1,

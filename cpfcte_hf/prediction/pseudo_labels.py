@@ -345,7 +345,9 @@ def generate_pseudo_labels(
                 model, dataset, layout, config, checked, size, dataset_name, split, data_root
             )
         if state is None or state.is_main_process:
-            _write_summary(layout, summary, model, config, checked, size, crf_workers, dataset_name, split, state)
+            _write_summary(
+                layout, summary, model, config, checked, size, crf_workers, dataset_name, split, state, data_root
+            )
         if config.report_html:
             summary.report_html = write_report_page(layout.root, dataset, state, config.progress)
     return summary

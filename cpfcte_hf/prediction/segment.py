@@ -119,12 +119,14 @@ def predict_split(
     dataset_name: str | None = None,
     split: str | None = None,
     model_info: dict | None = None,
+    data_root: str | os.PathLike | None = None,
 ) -> dict:
     """
     Segments every image of `dataset` (columns `image`, `id`, optional `mask`) into `out_dir/ms/<id>.png`
     (multi-scale argmax) and, with `config.crf`, `out_dir/ms_crf/<id>.png`; when the dataset has ground truth,
     scores them with `evaluate_predictions` into `out_dir/report/`, which records `model_info` (what the model is and
-    how it was trained, `stage2_model_info`; by default its architecture only).
+    how it was trained, `stage2_model_info`; by default its architecture only). `dataset_name`, `split` and `data_root`
+    are recorded in `out_dir/summary.json` (where the images are, for `cpfcte-hf export`).
 
     Under several processes each takes every N-th image and the report is written once. One run at a time holds
     `out_dir` (`cpfcte_hf.prediction.job.hold_output_dir`). Existing masks are kept (a killed run resumes) when they were
@@ -166,7 +168,7 @@ def predict_split(
         report = _score_split(model, dataset, out_dir, config, dataset_name, split, model_info)
         summary = PseudoLabelSummary.from_job(counts, dataset, time.perf_counter() - started)
         if state is None or state.is_main_process:
-            _write_stage_two_summary(out_dir, summary, model, config, dataset_name, split, state)
+            _write_stage_two_summary(out_dir, summary, model, config, dataset_name, split, state, data_root)
         report_html = write_report_page(out_dir, dataset, state, config.progress) if config.report_html else None
     return {
         "written": counts.written,
@@ -198,12 +200,15 @@ def _prepare_stage_two_dir(out_dir: Path, fingerprint: dict, overwrite: bool, st
     )
 
 
-def _write_stage_two_summary(out_dir: Path, summary, model, config: MultiScaleEvalConfig, dataset_name, split, state):
+def _write_stage_two_summary(
+    out_dir: Path, summary, model, config: MultiScaleEvalConfig, dataset_name, split, state, data_root=None
+):
     """`out_dir/summary.json` (atomically): the counts (changed included), failures and settings of the run."""
     record = {
         **summary.to_dict(),
         "stage": "stage2",
         "dataset": dataset_name,
+        "data_root": None if data_root is None else str(data_root),  # with dataset and split: where the images are
         "split": split,
         "model": getattr(model.config, "_name_or_path", None),
         "num_processes": state.num_processes if state is not None else 1,

@@ -241,6 +241,7 @@ def run_deeplab(
             dataset_name=data_args.dataset,
             split=split,
             model_info=stage2_model_info(model, model_dir),
+            data_root=data_args.data_root,
         )
         result["report"] = prediction["report"]
         result["prediction"] = {key: value for key, value in prediction.items() if key != "report"}

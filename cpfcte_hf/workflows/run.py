@@ -15,6 +15,7 @@ Steps, each the command a user could type (printed as it starts), each in its ow
     eval_stage1_tagged    `label` of the held-out split with its tags (BPM, CRF): eval/stage1_tagged/
     eval_stage1_untagged  `label --no_use_image_labels --no_crf` of the held-out split: eval/stage1_untagged/
     eval_stage2           `train-deeplab --do_train false` at one scale, no CRF: eval/stage2/
+    export                (with --export datasets coco, right after pseudo_labels) `export` of them: export/
     hub                   `push --dry_run` of the stage-1 checkpoint with the results: hub/
 
 and OUTPUT_DIR/run_summary.json. The preset's flat keys are stage-1 (`train`) settings; its `label:` and
@@ -88,6 +89,10 @@ class RunArguments(DataSourceArguments):
         default=False, metadata={"help": "Redo steps whose outputs were made with other settings."}
     )
     crf_workers: int | None = field(default=None, metadata={"help": "CRF processes (default: all CPUs; 0 = serial)."})
+    export: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Export the pseudo-labels (datasets, coco) to OUTPUT_DIR/export/ (`cpfcte-hf export`)."},
+    )
 
 
 STEPS = (
@@ -98,6 +103,7 @@ STEPS = (
     "eval_stage1_tagged",
     "eval_stage1_untagged",
     "eval_stage2",
+    "export",
     "hub",
 )
 
@@ -290,6 +296,12 @@ def plan_steps(run_args: RunArguments, run_dir: Path, preset_path: Path) -> list
             fatal=False,
         ),
     ]  # fmt: skip
+    if run_args.export:  # the pseudo-labels as a datasets dataset and/or COCO JSON; a failed export stops no step
+        export = run_dir / "export"
+        argv = ["--config", str(preset_path), "--labels", str(pseudo), "--format", *run_args.export]
+        argv += ["--output_dir", str(export), "--overwrite", "--no_progress"]
+        step = Step("export", "export", argv, export, ["export_summary.json"], ("pseudo_labels",), fatal=False)
+        steps.insert([s.name for s in steps].index("pseudo_labels") + 1, step)  # right after the labelling
     return steps
 
 
@@ -433,6 +445,17 @@ def collect_results(run_dir: Path, held_out: str) -> dict:
     return {name: _metrics(path) for name, path in reports.items()}
 
 
+def export_record(directory: Path, formats: list[str]) -> dict:
+    """What the export step wrote (from its export_summary.json): per split, the images exported and left out."""
+    record = {"directory": str(directory), "formats": list(formats), "splits": None}
+    path = directory / "export_summary.json"
+    if path.is_file():
+        splits = json.loads(path.read_text()).get("splits", {})
+        keys = ("exported", "left_out", "left_out_by_reason", "mask_set")
+        record["splits"] = {name: {key: entry.get(key) for key in keys} for name, entry in splits.items()}
+    return record
+
+
 def _miou(results: dict, report: str, prediction: str):
     entry = (results.get(report) or {}).get("predictions", {}).get(prediction)
     return None if entry is None else entry["mean_iou"]
@@ -506,6 +529,12 @@ def run(run_args: RunArguments, preset_name: str) -> dict:
     if unknown:
         raise ValueError(f"--steps: unknown step(s) {', '.join(unknown)}; the steps are {', '.join(STEPS)}.")
     selected = set(run_args.steps) or set(STEPS)
+    if "export" in run_args.steps and not run_args.export:
+        raise ValueError("--steps export: say which formats with --export (datasets, coco).")
+    from ..export import FORMATS
+
+    if set(run_args.export) - set(FORMATS):
+        raise ValueError(f"--export {' '.join(run_args.export)}: the formats are {', '.join(FORMATS)}.")
     preset_path = run_dir / "run_preset.yaml"
     steps = [step for step in plan_steps(run_args, run_dir, preset_path) if step.name in selected]
     resolved = resolved_run_preset(preset, run_args)
@@ -534,6 +563,8 @@ def run(run_args: RunArguments, preset_name: str) -> dict:
     summary["seconds_total"] = round(time.perf_counter() - start, 3)
     summary["results"] = collect_results(run_dir, run_args.eval_split)
     summary["mean_iou"] = headline(summary["results"])
+    if run_args.export:
+        summary["export"] = export_record(run_dir / "export", run_args.export)
     summary["arguments"] = dataclasses.asdict(run_args)
     if is_main_process():
         atomic_write_text(run_dir / "run_summary.json", json.dumps(summary, indent=2, default=str) + "\n")

@@ -1,0 +1,101 @@
+# Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
+r"""Export a labelled output's masks as a `datasets` dataset and/or COCO JSON, with a count of what was left out.
+
+    cpfcte-hf export --labels outputs/demo/pseudo_labels --format datasets coco --output_dir exports/demo_train
+    cpfcte-hf export --labels pseudo/voc_train_aug --format datasets --output_dir exports/voc \
+        --push_to_hub USER/voc-pseudo-labels                          # needs `hf auth login`
+    cpfcte-hf export --labels pseudo/voc_train_aug --output_dir exports/voc --dry_run hub/voc-pseudo-labels
+
+--labels takes one or more labelled output folders, one split each: a `cpfcte-hf label` folder (its CRF masks by
+default, --mask_set bpm for the others) or a stage-2 `predictions/<split>/` folder (MS+CRF by default). The split
+is loaded again from what the run recorded in its summary.json (dataset, data root, split); --dataset, --data_root,
+--split and --dataset_option override it. Only images whose masks are complete and current are exported: failed,
+skipped, without a mask, changed since their mask was made, or rejected in the folder's review.json, they are left
+out and counted (printed, and in OUTPUT_DIR/export_summary.json and the dataset card).
+
+--format datasets: `DatasetDict.save_to_disk(OUTPUT_DIR)` (`datasets.load_from_disk(OUTPUT_DIR)`), columns image,
+label (the mask PNG), id, classes, with OUTPUT_DIR/id2label.json and a dataset card, OUTPUT_DIR/README.md.
+--format coco: OUTPUT_DIR/<split>.json (one RLE annotation per class present per image; background and 255 = ignore
+are not annotated) and the images in OUTPUT_DIR/images/<split>/. --push_to_hub REPO uploads the Hub dataset folder
+(parquet shards, card, id2label.json); --dry_run DIR writes that folder instead (`datasets.load_dataset(DIR)`).
+
+Everything is written to a temporary folder and renamed into place. Exit status: 0 exported; 2 bad arguments or
+input (not a labelled output, records that disagree, a mask value beyond the classes, an output folder in the way:
+one line naming the file, nothing written); 3 the push failed (the export on disk is complete).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ...utils.arguments import loader_options, parse_args_with_presets, print_error, require
+
+
+@dataclass
+class ExportArguments:
+    """What to export, in which formats, and where to."""
+
+    labels: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Labelled output folders (required): `label` output, or stage-2 predictions/<split>/."},
+    )
+    format: list[str] = field(default_factory=lambda: ["datasets"], metadata={"help": "datasets and/or coco."})
+    output_dir: str | None = field(default=None, metadata={"help": "Folder of the export (required); alias --out."})
+    mask_set: str | None = field(
+        default=None, metadata={"help": "The masks to export: crf or bpm (stage 1), ms_crf or ms (stage 2)."}
+    )
+    dataset: str | None = field(default=None, metadata={"help": "Dataset kind (default: the one the run recorded)."})
+    data_root: str | None = field(default=None, metadata={"help": "Dataset root (default: the one recorded)."})
+    split: str | None = field(default=None, metadata={"help": "Split name (default: the one recorded)."})
+    dataset_option: list[str] = field(
+        default_factory=list, metadata={"help": "Extra loader arguments KEY=VALUE ... (YAML values), repeatable."}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Arrow cache of the loaders."})
+    push_to_hub: str | None = field(default=None, metadata={"help": "USER/NAME of a Hub dataset repo to push to."})
+    dry_run: str | None = field(default=None, metadata={"help": "Write the Hub dataset folder here, no push."})
+    private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an export this command wrote."})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars (--no_progress: off)."})
+
+
+def parse_arguments(argv=None):
+    return parse_args_with_presets(
+        (ExportArguments,), argv, description=__doc__, command="export", prog="cpfcte-hf export"
+    )
+
+
+def main(argv=None) -> int:
+    from ...export import ExportError, export_labels, format_record
+    from ...hub.measurements import HubPushError
+
+    (args,) = parse_arguments(argv)
+    require(args, "labels", "output_dir")
+    try:
+        result = export_labels(
+            args.labels,
+            args.output_dir,
+            args.format,
+            mask_set=args.mask_set,
+            dataset=args.dataset,
+            data_root=args.data_root,
+            split=args.split,
+            dataset_options=loader_options(args),
+            push_to_hub=args.push_to_hub,
+            dry_run=args.dry_run,
+            private=args.private,
+            overwrite=args.overwrite,
+            progress=args.progress,
+        )
+    except HubPushError as error:  # the export on disk is complete; the push is what failed
+        print_error(error)
+        return 3
+    except (ExportError, OSError, ValueError) as error:  # bad input: one line, nothing written
+        print_error(error)
+        return 2
+    print(format_record(result.record, result.output_dir))
+    if result.dry_run is not None:
+        print(f"Hub dataset folder in {result.dry_run}: {', '.join(result.hub_files)}.")
+        print("Dry run: nothing pushed. Upload later with `hf upload --repo-type dataset USER/NAME DIR`.")
+    if result.commit_url:
+        print(f"Pushed: {result.commit_url}")
+    return 0
