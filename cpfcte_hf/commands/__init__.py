@@ -29,6 +29,7 @@ COMMANDS = {
         "The whole method: stage 1 -> pseudo-labels -> stage 2 -> evaluation -> Hub folder.",
     ),
     "demo": ("cpfcte_hf.commands.demo", "`run --config demo` on the built-in shapes data, on a CPU, with a report."),
+    "app": ("cpfcte_hf.commands.app", "A page in the browser: label photos, review a labelling run (pip: [app])."),
     "bench": ("cpfcte_hf.commands.bench", "Benchmarks (train, data, pseudo_label, deeplab, crf_memory, gpu)."),
     "reproduce": ("cpfcte_hf.reproduce", "The paper's tables: the runs each needs, tables.md and tables.json."),
 }
