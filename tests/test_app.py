@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cpfcte_hf.app.limits import UploadLimits, UploadRefused, read_upload
+from cpfcte_hf.app.limits import AppInputError, UploadLimits, UploadRefused, read_upload
 from cpfcte_hf.commands.app import main as app_main
 from cpfcte_hf.commands.label import main as label_main
 from cpfcte_hf.review import ReviewFileError, read_review, record_decision, rejected_ids
@@ -307,6 +307,25 @@ def test_train_deeplab_leaves_rejected_images_out_and_says_how_many(tmp_path, ca
     kept, left_out = leave_out_rejected(dataset, tmp_path / "crf")
     assert left_out == 1 and kept["id"] == ["a", "c"]
     assert "1 image(s) rejected in" in caplog.text
+
+
+def test_untagged_photos_go_through_the_stage2_model(run_dir, tmp_path):
+    from cpfcte_hf.app.label_mode import label_uploads, load_app_models
+
+    from .deeplab_helpers import save_tiny_deeplab
+
+    save_tiny_deeplab(tmp_path / "deeplab", num_labels=4)
+    models = load_app_models(run_dir / "model", stage2=tmp_path / "deeplab")
+    photo = run_dir / "photos" / "a.png"
+    outcome = label_uploads(models, [str(photo)], [], UploadLimits(), tmp_path)
+    assert outcome.problems == [] and len(outcome.files) == 1
+    mask = read_mask(outcome.files[0])
+    assert mask.shape == (28, 36) and mask.max() < 4
+    shares = {row[1]: row[2] for row in outcome.scores}  # stage 2 has no image-level scores: pixel shares
+    assert len(shares) == 4 and sum(shares.values()) == pytest.approx(1.0, abs=1e-3)
+    assert "stage 2" in outcome.overlays[0][1]
+    with pytest.raises(AppInputError, match="--stage2 .*not 'deeplab_v2'"):
+        load_app_models(run_dir / "model", stage2=run_dir / "model")  # a stage-1 checkpoint is no stage-2 model
 
 
 # ------------------------------------------------------------------------------------------------------ the Space
