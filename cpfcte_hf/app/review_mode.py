@@ -159,7 +159,7 @@ class ReviewSession:
         score = "–" if item.score is None else f"{item.score:.3f}"
         made = "none yet" if decision is None else f"{decision['decision']} ({decision['time']})"
         return (
-            f"**{index + 1} of {len(self.items)}** (worst first) · `{html.escape(item.id)}` · {item.score_name} "
+            f"**{index + 1} of {len(self.items)}** (worst first) · {html.escape(item.id)} · {item.score_name} "
             f"{score} · tags: {html.escape(', '.join(self.current_tags(item)) or 'none')} · decision: "
             f"{html.escape(made)}"
         )

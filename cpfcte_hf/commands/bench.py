@@ -33,6 +33,7 @@ BENCHMARKS = {
         "cpfcte_hf.commands.bench_report",
         "report.html of a synthetic 10,000-image run: build time, load time in headless Chromium.",
     ),
+    "app": ("cpfcte_hf.commands.bench_app", "The app's label mode in headless Chromium: seconds per photo."),
     "gpu": ("cpfcte_hf.bench_gpu", "One-call GPU benchmark (make bench-gpu); --smoke runs it on the CPU in seconds."),
     "resume": ("cpfcte_hf.commands.bench_resume", "Resume by content: the start of a job over N done images."),
     "concurrency": (
