@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,6 +30,9 @@ REVIEW_FILE = "review.json"
 REVIEW_FORMAT = "cpfcte-hf-review"
 REVIEW_VERSION = 1
 DECISIONS = ("accept", "reject", "retag")
+# The directory's file lock is one hold per process (nested holds of its threads share it): the read-modify-write of
+# the decisions is also serialised between the threads of one process (a page's simultaneous clicks).
+_WRITE_LOCK = threading.Lock()
 
 
 class ReviewFileError(ValueError):
@@ -112,7 +116,7 @@ def record_decision(output_dir: str | os.PathLike, image_id: str, decision: str,
         if not tags:
             raise ValueError("A retag needs at least one tag.")
         entry["tags"] = [str(tag) for tag in tags]
-    with hold_output_dir(output_dir):
+    with _WRITE_LOCK, hold_output_dir(output_dir):
         decisions = read_review(output_dir)
         decisions[str(image_id)] = entry
         write_review(output_dir, decisions)

@@ -192,7 +192,7 @@ def test_review_mode_in_chromium_rejects_the_worst_image_into_review_json(browse
     page.get_by_role("tab", name="Review a run").click()
     info = page.locator("#review-info")
     info.get_by_text("1 of 3").wait_for()
-    assert f"`{worst}`" in info.inner_text() or worst in info.inner_text()
+    assert f"(worst first) · {worst} · tag score" in info.inner_text()
     page.locator("#review-mask img").wait_for()
     screenshot(page, tmp_path, "app_review_mode")
     page.locator("#review-reject").click()

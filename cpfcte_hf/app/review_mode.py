@@ -205,7 +205,7 @@ class ReviewSession:
         ids = class_ids_from_tags(tags, self.models.model.config.id2label)
         read, predict, config = self._relabel_functions(item, ids, fingerprint)
         layout_crf = self.records.sets.get("CRF") if fingerprint.get("crf") else None
-        with hold_output_dir(self.directory):
+        with self.models.lock, hold_output_dir(self.directory):  # one model call at a time, as label mode
             counts = run_prediction_job(
                 [item.id], read, predict, self.records.sets["BPM"], layout_crf, config.crf_config, crf_workers=0,
                 overwrite=True, progress=False,
