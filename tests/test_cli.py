@@ -22,7 +22,7 @@ def test_module_entry_lists_every_subcommand():
         [sys.executable, "-m", "cpfcte_hf", "--help"], capture_output=True, text=True, env=subprocess_env()
     )
     assert result.returncode == 0, result.stderr
-    names = ("train", "label", "evaluate", "train-deeplab", "push", "run", "demo", "bench", "reproduce")
+    names = ("train", "label", "evaluate", "train-deeplab", "push", "run", "demo", "app", "bench", "reproduce")
     for name in names:
         assert f"  {name} " in result.stdout
     assert set(COMMANDS) == set(names)
@@ -35,7 +35,7 @@ def test_unknown_command_is_one_clear_error(capsys):
 
 @pytest.mark.parametrize(
     "command",
-    [["train"], ["label"], ["evaluate"], ["train-deeplab"], ["push"], ["run", "--config", "shapes"], ["demo"]],
+    [["train"], ["label"], ["evaluate"], ["train-deeplab"], ["push"], ["run", "--config", "shapes"], ["demo"], ["app"]],
 )
 def test_every_command_prints_its_resolved_config(command, capsys):
     assert main([*command, "--print_config"]) == 0

@@ -2,8 +2,10 @@
 """The Space files of a Hub folder (`cpfcte-hf push`): `app.py` and `requirements.txt`.
 
 Copied into a Gradio Space (a Space repo whose README says `sdk: gradio`), they run this package's app (label
-mode) on the pushed checkpoint, loaded from the Hub with `trust_remote_code=True`: the model's own code files in its
-repo build it. `CPFCTE_MODEL` points the same `app.py` at another Hub id or a local folder (as the tests do).
+mode) on the pushed checkpoint, loaded from the Hub with `trust_remote_code=True`. The Space installs this package
+(`requirements.txt`), whose registered classes then build the model (the code files pushed with the model are the
+same classes, for those who load it without the package). `CPFCTE_MODEL` points the same `app.py` at another Hub id
+or a local folder (as the tests do).
 This module imports nothing from Gradio: `push` works without the `app` extra.
 """
 
@@ -29,8 +31,9 @@ from cpfcte_hf.app import build_app, launch_app, load_app_models
 
 MODEL = os.environ.get("CPFCTE_MODEL", {repo_id!r})
 
-# trust_remote_code: the model is built by the code files pushed with it (configuration_cpfcte.py, ...).
-demo = build_app(load_app_models(MODEL, trust_remote_code=True), title={title!r})
+# The model's repo holds its code files too (trust_remote_code); the installed package's classes are the same.
+models = load_app_models(MODEL, trust_remote_code=True)
+demo = build_app(models, title={title!r})
 
 if __name__ == "__main__":
     # A Space sets GRADIO_SERVER_NAME=0.0.0.0 and its port; run locally, the page stays on 127.0.0.1.
