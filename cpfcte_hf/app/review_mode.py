@@ -30,6 +30,7 @@ from .limits import AppInputError
 
 
 DISPLAY_SIDE = 1024  # the pictures sent to the browser are at most this wide or high
+MIN_DISPLAY_SIDE = 320  # and smaller photos are enlarged (nearest) to at least this, to be seen
 _DATA = re.compile(r'<script type="application/json" id="report-data">(.*?)</script>', re.S)
 
 
@@ -142,7 +143,9 @@ class ReviewSession:
         except OSError:
             return photo, None
         small = Image.fromarray(mask).resize(photo.shape[1::-1], Image.Resampling.NEAREST)
-        return photo, overlay_mask(photo, np.asarray(small), 0.55)
+        factor = max(1, MIN_DISPLAY_SIDE // max(photo.shape[:2]))
+        masked = overlay_mask(photo, np.asarray(small), 0.55)
+        return tuple(np.repeat(np.repeat(a, factor, 0), factor, 1) for a in (photo, masked))
 
     def decision_of(self, item: ReviewItem) -> dict | None:
         return read_review(self.directory).get(item.id)
