@@ -42,7 +42,6 @@ from pathlib import Path
 
 import yaml
 
-from .app.space import write_space_files
 from .configuration_cpfcte import VOC_CLASSES, CPFCTEConfig
 from .results import PREDICTION_SET_STAGES, Results, ResultsError, find_results, read_json, read_results
 
@@ -808,6 +807,7 @@ def build_hub_folder(
     Raises:
         HubSharingError: a bad model directory, card, results source, repo id or output folder (message names it).
     """
+    from .app.space import write_space_files
     from .image_processing_cpfcte import CPFCTEImageProcessor
     from .modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
 
