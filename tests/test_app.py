@@ -135,11 +135,17 @@ def test_label_mode_in_chromium_gives_a_mask_of_the_ticked_tag_and_says_why_othe
 ):
     photo = app["root"] / "photos" / "b.png"
     (tmp_path / "notes.txt").write_text("not a photo")
+    (tmp_path / "<img src=x onerror=alert(1)>_[x](y).jpg").write_text("a name that would be markup")
     Image.new("RGB", (5, 5)).save(tmp_path / "tiny.png")
     page, events = open_app(browser, app["url"])
     page.get_by_role("tab", name="Label photos").click()
-    page.locator("#photos input[type=file]").set_input_files([str(photo), str(tmp_path / "notes.txt"),
-                                                               str(tmp_path / "tiny.png")])  # fmt: skip
+    names = [
+        str(photo),
+        str(tmp_path / "notes.txt"),
+        str(tmp_path / "tiny.png"),
+        str(tmp_path / "<img src=x onerror=alert(1)>_[x](y).jpg"),
+    ]
+    page.locator("#photos input[type=file]").set_input_files(names)
     page.locator("#photos [aria-label='tiny.png']").wait_for()
     page.locator("#tags").get_by_label("class_2").check()
     page.locator("#label-button").click()
@@ -147,6 +153,9 @@ def test_label_mode_in_chromium_gives_a_mask_of_the_ticked_tag_and_says_why_othe
     message.get_by_text("Labelled 1 photo(s)").wait_for()
     text = message.inner_text()
     assert "notes.txt: not an image file." in text
+    # A file name is text, never markup or a link (Gradio drops the name's < and > at upload; the app escapes the rest).
+    assert "src=x onerror=alert(1)_[x](y).jpg: not an image file." in text
+    assert message.locator("img, a").count() == 0
     assert "tiny.png: the photo is 5x5 pixels, smaller than one 8x8 patch" in text
     page.locator("#overlays img").first.wait_for()
     links = page.locator("#masks a[download]")

@@ -14,7 +14,6 @@ palette (`visualization.overlay_mask`), one file per photo and a zip of all of t
 
 from __future__ import annotations
 
-import html
 import os
 import tempfile
 import threading
@@ -27,7 +26,15 @@ import numpy as np
 from ..crf import DenseCRFConfig, crf_mask
 from ..inference import cap_image_side, check_image_size, max_fused_probabilities, restore_mask_size
 from ..visualization import overlay_mask, save_mask, voc_palette
-from .limits import AppInputError, UploadLimits, UploadRefused, check_file_count, read_upload, upload_name
+from .limits import (
+    AppInputError,
+    UploadLimits,
+    UploadRefused,
+    check_file_count,
+    markdown_text,
+    read_upload,
+    upload_name,
+)
 
 
 OVERLAY_ALPHA = 0.55
@@ -216,7 +223,7 @@ def legend_markdown(class_names, classes) -> str:
     for c in sorted(classes):
         if c < len(class_names):
             colour = "#" + bytes(int(v) for v in palette[c]).hex()
-            items.append(f'<span style="color:{colour}">&#9632;</span> {html.escape(str(class_names[c]))}')
+            items.append(f'<span style="color:{colour}">&#9632;</span> {markdown_text(str(class_names[c]))}')
     return "Colours: " + " · ".join(items) if items else ""
 
 
@@ -228,7 +235,7 @@ def outcome_message(outcome: LabelOutcome, class_names) -> str:
         lines.append(legend_markdown(class_names, outcome.classes))
     if outcome.problems:
         lines.append("Not labelled:")
-        lines += [f"- {html.escape(problem)}" for problem in outcome.problems]
+        lines += [f"- {markdown_text(problem)}" for problem in outcome.problems]
     return "\n\n".join(line for line in lines if line)
 
 
@@ -238,8 +245,8 @@ def outcome_message(outcome: LabelOutcome, class_names) -> str:
 def build_label_tab(gr, models: AppModels, limits: UploadLimits, workdir: str | os.PathLike) -> None:
     """The label mode's components and event, inside the caller's `gr.Blocks` (and tab)."""
     gr.Markdown(
-        f"Upload photos ({html.escape(limits.describe())}), tick the classes they show, and press **Label**. "
-        "Model: " + html.escape(models.name)
+        f"Upload photos ({markdown_text(limits.describe())}), tick the classes they show, and press **Label**. "
+        "Model: " + markdown_text(models.name)
     )
     with gr.Row():
         with gr.Column(scale=1):

@@ -10,7 +10,9 @@ labelled.
 
 from __future__ import annotations
 
+import html
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +50,12 @@ class AppInputError(ValueError):
 
 class UploadRefused(ValueError):
     """An upload the app does not process; the message names the file and why."""
+
+
+def markdown_text(value) -> str:
+    """`value` as literal text inside a Gradio Markdown block: HTML escaped, Markdown punctuation backslashed (a
+    file name, tag or class name is shown as it is, never as markup or a link)."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~])", r"\\\1", html.escape(str(value)))
 
 
 def upload_name(path: str | os.PathLike) -> str:
@@ -92,4 +100,13 @@ def read_upload(path: str | os.PathLike, limits: UploadLimits) -> np.ndarray:
         raise UploadRefused(f"{name}: {reason}.") from None
 
 
-__all__ = ["AppInputError", "MIB", "UploadLimits", "UploadRefused", "check_file_count", "read_upload", "upload_name"]
+__all__ = [
+    "AppInputError",
+    "MIB",
+    "markdown_text",
+    "UploadLimits",
+    "UploadRefused",
+    "check_file_count",
+    "read_upload",
+    "upload_name",
+]

@@ -14,7 +14,6 @@ are rewritten atomically. Nothing else in the directory changes.
 
 from __future__ import annotations
 
-import html
 import json
 import re
 import urllib.parse
@@ -26,7 +25,7 @@ import numpy as np
 from ..inference import cap_image_side
 from ..review import read_review, record_decision
 from ..visualization import overlay_mask, read_mask
-from .limits import AppInputError
+from .limits import AppInputError, markdown_text
 
 
 DISPLAY_SIDE = 1024  # the pictures sent to the browser are at most this wide or high
@@ -162,15 +161,15 @@ class ReviewSession:
         score = "–" if item.score is None else f"{item.score:.3f}"
         made = "none yet" if decision is None else f"{decision['decision']} ({decision['time']})"
         return (
-            f"**{index + 1} of {len(self.items)}** (worst first) · {html.escape(item.id)} · {item.score_name} "
-            f"{score} · tags: {html.escape(', '.join(self.current_tags(item)) or 'none')} · decision: "
-            f"{html.escape(made)}"
+            f"**{index + 1} of {len(self.items)}** (worst first) · {markdown_text(item.id)} · {item.score_name} "
+            f"{score} · tags: {markdown_text(', '.join(self.current_tags(item)) or 'none')} · decision: "
+            f"{markdown_text(made)}"
         )
 
     def decide(self, index: int, decision: str) -> str:
         item = self.items[index]
         record_decision(self.directory, item.id, decision)
-        return f"{html.escape(item.id)}: {decision}ed, recorded in {self.directory / 'review.json'}."
+        return f"{markdown_text(item.id)}: {decision}ed, recorded in {markdown_text(self.directory / 'review.json')}."
 
     # -------------------------------------------------------------------------------------------------- retag
 
@@ -217,7 +216,7 @@ class ReviewSession:
                 failure = counts.failures[0]
                 raise ValueError(f"relabelling {item.id!r} failed ({failure.stage}): {failure.error}")
             record_decision(self.directory, item.id, "retag", tags)
-        return f"{html.escape(item.id)}: relabelled with {html.escape(', '.join(tags))}; masks rewritten."
+        return f"{markdown_text(item.id)}: relabelled with {markdown_text(', '.join(tags))}; masks rewritten."
 
     def _relabel_functions(self, item: ReviewItem, ids: list[int], fingerprint: dict):
         """Stage 1's `read` and `predict` for this one image and its new tags, with the run's recorded settings."""
@@ -258,7 +257,7 @@ def build_review_tab(gr, session: ReviewSession) -> None:
 
     skipped = len(session.records.summary.get("failures", [])) + len(session.records.summary.get("skipped", []))
     gr.Markdown(
-        f"Reviewing `{html.escape(str(session.directory))}`: {len(session)} image(s) with masks, worst first"
+        f"Reviewing {markdown_text(session.directory)}: {len(session)} image(s) with masks, worst first"
         + (f" ({skipped} failed or skipped image(s) have none: see its report.html)." if skipped else ".")
     )
     position = gr.State(0)
@@ -291,7 +290,7 @@ def build_review_tab(gr, session: ReviewSession) -> None:
                 return show(index, session.retag(index, list(ticked or [])))
             return show(index + 1, session.decide(index, what))
         except (OutputDirInUse, ValueError, OSError) as error:
-            return show(index, f"Not recorded: {html.escape(str(error))}")
+            return show(index, f"Not recorded: {markdown_text(str(error))}")
 
     previous.click(lambda i: show(i - 1), inputs=position, outputs=outputs)
     following.click(lambda i: show(i + 1), inputs=position, outputs=outputs)
