@@ -100,6 +100,8 @@ def app(run_dir):
     demo, review = prepare(args)
     port = free_port()
     _, url = launch_app(demo, port=port, review=review, block=False)
+    assert urllib.parse.urlsplit(url).hostname == "127.0.0.1" and demo.server_name == "127.0.0.1"  # safe defaults
+    assert not demo.share
     yield {"url": url, "out": out, "review": review, "root": run_dir}
     demo.close()
 
@@ -272,6 +274,52 @@ def test_file_route_serves_only_the_output_directory(app):
             assert status(target) in (403, 404), target
     finally:
         (out / "link.png").unlink()
+
+
+@pytest.mark.slow
+def test_the_command_serves_on_localhost_only_and_stops_on_sigterm_leaving_nothing(run_dir, tmp_path):
+    if _gradio_problem() and not os.environ.get("CI"):
+        pytest.skip(_gradio_problem())
+    import signal
+    import time
+
+    port = free_port()
+    env = {**subprocess_env(), "TMPDIR": str(tmp_path)}  # the app's private folder is made here
+    command = [sys.executable, "-m", "cpfcte_hf", "app", "--model", str(run_dir / "model"), "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 480  # a loaded machine imports torch and Gradio slowly
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-2000:]
+                time.sleep(1)
+        assert [p.name for p in tmp_path.glob("cpfcte-app-*")]  # its uploads and masks live there while it runs
+        with socket.socket() as probe:  # nothing listens on the machine's other addresses
+            address = next((a for a in _other_addresses() if not a.startswith("127.")), None)
+            if address is not None:
+                assert probe.connect_ex((address, port)) != 0
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=180)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 143, stderr[-2000:]
+    assert f"http://127.0.0.1:{port}" in stdout and "stopped (interrupted by SIGTERM" in stderr
+    assert not list(tmp_path.glob("cpfcte-app-*"))  # removed at exit
+
+
+def _other_addresses() -> list[str]:
+    """The machine's outgoing IPv4 address (the route to a documentation address; nothing is sent), if it has one."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))
+            return [probe.getsockname()[0]]
+    except OSError:
+        return []
 
 
 # --------------------------------------------------------------------------------------------- bad inputs, review.json

@@ -14,12 +14,14 @@ OUTPUT_DIR/review.json (rejected images are left out by `train-deeplab`); a reta
 Safe by default: the page listens on 127.0.0.1 (--host 0.0.0.0 to reach it from other machines), opens no public
 share link unless --share, sends no analytics, and serves no file of the disk except, with --review, those under
 OUTPUT_DIR. Uploads: --max_files photos per request, each at most --max_megabytes and --max_megapixels.
-Exit status: 0 stopped by Ctrl-C; 2 bad arguments (no Gradio, a folder that is no checkpoint, a review directory
-that is no labelling output), with one line saying which.
+Exit status: 130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM (the server closed, its temporary folder removed); 2 bad
+arguments (no Gradio, a folder that is no checkpoint, a review directory that is no labelling output), with one line
+saying which.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 from ..cli import parse_args_with_presets, print_error, require
@@ -70,7 +72,7 @@ def prepare(args):
 def main(argv=None) -> int:
     (args,) = parse_arguments(argv)
     require(args, "model")
-    from ..app import AppInputError, launch_app
+    from ..app import AppInputError
 
     try:
         demo, review = prepare(args)
@@ -80,11 +82,26 @@ def main(argv=None) -> int:
     print(
         f"cpfcte-hf app: http://{args.host}:{args.port} (Ctrl-C to stop)" + (" and a share link" if args.share else "")
     )
-    try:
-        launch_app(demo, host=args.host, port=args.port, share=args.share, review=review, block=True)
-    except KeyboardInterrupt:
-        pass
-    except OSError as error:  # e.g. the port is taken
-        print_error(error)
-        return 2
-    return 0
+    return serve(demo, args, review)
+
+
+def serve(demo, args, review) -> int:
+    """Serves until SIGINT or SIGTERM, then closes the server (its temporary folder goes at exit): 130 / 143."""
+    import time
+
+    from ..app import launch_app
+    from ..interrupts import interrupt_exit_code, stop_on_signals
+
+    with stop_on_signals():
+        try:
+            launch_app(demo, host=args.host, port=args.port, share=args.share, review=review, block=False)
+            while True:
+                time.sleep(0.5)
+        except KeyboardInterrupt as error:
+            print(f"cpfcte-hf app: stopped ({error or 'interrupted'}).", file=sys.stderr)
+            return interrupt_exit_code(error)
+        except OSError as error:  # e.g. the port is taken
+            print_error(error)
+            return 2
+        finally:
+            demo.close()
