@@ -34,6 +34,7 @@ BENCHMARKS = {
         "cpfcte_hf.benchmarks.report",
         "report.html of a synthetic 10,000-image run: build time, load time in headless Chromium.",
     ),
+    "app": ("cpfcte_hf.benchmarks.app", "The app's label mode in headless Chromium: seconds per photo."),
     "gpu": (
         "cpfcte_hf.benchmarks.gpu",
         "One-call GPU benchmark (make bench-gpu); --smoke runs it on the CPU in seconds.",

@@ -46,6 +46,7 @@ COMMANDS = {
         "cpfcte_hf.cli.commands.demo",
         "`run --config demo` on the built-in shapes data, on a CPU, with a report.",
     ),
+    "app": ("cpfcte_hf.cli.commands.app", "A page in the browser: label photos, review a labelling run (pip: [app])."),
     "bench": ("cpfcte_hf.benchmarks", "Benchmarks (train, data, pseudo_label, deeplab, crf_memory, gpu)."),
     "reproduce": (
         "cpfcte_hf.workflows.reproduce",

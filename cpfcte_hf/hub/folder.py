@@ -11,6 +11,7 @@ README.md                             the model card: `model_cards/template.md` 
 results.json                          every measurement on the card: value, dataset, split, the file it came from
 results/<group>/...                   copies of those results files (`results.py` schema) and their plots
 training/run_config.json, trainer_state.json      the stage-1 training run as recorded (when it was)
+app.py, requirements.txt              a Gradio Space that runs `cpfcte-hf app` on this model (`app.space`)
 ```
 
 Card rule: a number on the card comes from a results file the project wrote (`results.py`), never from the
@@ -272,18 +273,21 @@ def build_hub_folder(
     results: Sequence[str | os.PathLike] = (),
     overwrite: bool = False,
     plan: HubFolder | None = None,
+    space_requirement: str | None = None,
 ) -> HubFolder:
     """
     Writes the Hub folder (see the module docstring) of the checkpoint `model_dir` to `out_dir` through a staging
     folder renamed into place, so it is never left half-written. `out_dir` must not exist, be empty, or (with
     `overwrite`) be a folder this function wrote. `card`, `results`: see `plan_hub_folder`, whose result for these
-    arguments `plan` is, if already made.
+    arguments `plan` is, if already made. `space_requirement`: how the Space's `requirements.txt` installs this
+    package (`app.space.write_space_files`).
 
     Raises:
         HubSharingError: a bad model directory, card, results source, repo id or output folder (message names it).
     """
     from ..models.cpfcte.image_processing_cpfcte import CPFCTEImageProcessor
     from ..models.cpfcte.modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
+    from .app.space import write_space_files
 
     out = Path(out_dir)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
@@ -307,6 +311,7 @@ def build_hub_folder(
             if getattr(plan, attribute):
                 _write_public_json(getattr(plan, attribute), staging / name)
         render_model_card(plan, processor, model.num_parameters(), plots).save(staging / "README.md")
+        write_space_files(staging, plan.repo_id, space_requirement)
         record = _results_json(plan, staging, [model.config.id2label[i] for i in range(model.config.num_labels)])
         (staging / RESULTS_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         if out.exists():
@@ -344,6 +349,7 @@ def push_to_hub(
     token: str | None = None,
     commit_message: str | None = None,
     endpoint: str | None = None,
+    space_requirement: str | None = None,
 ) -> tuple[HubFolder, str]:
     """
     Builds the Hub folder of `model_dir` in a temporary directory, creates `repo_id` if needed and uploads the folder
@@ -370,7 +376,9 @@ def push_to_hub(
             "(https://huggingface.co/settings/tokens); or write the folder with --dry-run DIR."
         )
     with tempfile.TemporaryDirectory(prefix="cpfcte-hub-") as tmp:
-        folder = build_hub_folder(model_dir, Path(tmp) / "repo", repo_id, plan=plan)
+        folder = build_hub_folder(
+            model_dir, Path(tmp) / "repo", repo_id, plan=plan, space_requirement=space_requirement
+        )
         try:
             api.create_repo(repo_id, private=private, exist_ok=True)
             commit = api.upload_folder(

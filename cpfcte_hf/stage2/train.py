@@ -47,6 +47,21 @@ from .trainer import DeepLabV2Trainer, DeepLabV2TrainingArguments
 logger = logging.getLogger(__name__)
 
 
+def leave_out_rejected(dataset, mask_dir: Path):
+    """`dataset` without the images rejected in the review of its pseudo-labels (`review.json` of the labelling
+    output directory that holds `mask_dir`, `cpfcte_hf.review`), and how many were left out (logged)."""
+    from ..review import rejected_ids
+
+    root = mask_dir.parent if mask_dir.name in ("crf", "bpm") else mask_dir
+    rejected = rejected_ids(root)
+    if not rejected:
+        return dataset, 0
+    keep = [index for index, image_id in enumerate(dataset["id"]) if str(image_id) not in rejected]
+    left_out = len(dataset) - len(keep)
+    logger.warning(f"{left_out} image(s) rejected in {root / 'review.json'} are left out of training.")
+    return (dataset.select(keep) if left_out else dataset), left_out
+
+
 def build_model(model_args: DeepLabModelArguments, class_names: list[str]) -> DeepLabV2ForSemanticSegmentation:
     """The DeepLab-v2 to train: from `model_name_or_path`, else ImageNet `backbone` + a fresh ASPP, else random."""
     id2label = dict(enumerate(class_names))
@@ -184,6 +199,7 @@ def run_deeplab(
     result = {"train": None, "report": None, "prediction": None, "model_dir": str(output_dir)}
     if training_args.do_train:
         mask_dir = resolve_pseudo_label_dir(data_args.pseudo_labels, data_args.pseudo_label_set)
+        train_dataset, result["rejected"] = leave_out_rejected(train_dataset, mask_dir)
         train_set = PseudoLabelDataset(
             train_dataset,
             mask_dir,

@@ -29,6 +29,10 @@ class PushArguments:
     dry_run: str | None = field(default=None, metadata={"help": "Write the Hub folder to this directory, no push."})
     overwrite: bool = field(default=False, metadata={"help": "--dry_run: replace a folder this command wrote."})
     commit_message: str | None = None
+    space_requirement: str | None = field(
+        default=None,
+        metadata={"help": "The Space's requirements.txt line for this package (default cpfcte-hf[app]==VERSION)."},
+    )
 
 
 def parse_arguments(argv=None):
@@ -44,8 +48,9 @@ def main(argv=None) -> int:
     try:
         if args.dry_run:
             folder = build_hub_folder(
-                args.model, args.dry_run, args.repo_id, card=args.card, results=args.results, overwrite=args.overwrite
-            )
+                args.model, args.dry_run, args.repo_id, card=args.card, results=args.results, overwrite=args.overwrite,
+                space_requirement=args.space_requirement,
+            )  # fmt: skip
             print(format_hub_folder(folder))
             print(f"Dry run: nothing pushed. Upload later with `hf upload {args.repo_id} {args.dry_run}`.")
         else:
@@ -56,6 +61,7 @@ def main(argv=None) -> int:
                 results=args.results,
                 private=args.private,
                 commit_message=args.commit_message,
+                space_requirement=args.space_requirement,
             )
             print(format_hub_folder(folder))
             print(f"Pushed: {url}")
