@@ -23,6 +23,10 @@ COMMANDS = {
     "label": ("cpfcte_hf.commands.label", "Pseudo-label masks of a split (BPM + dense CRF) and their report."),
     "evaluate": ("cpfcte_hf.commands.evaluate", "mIoU report of folders of mask PNGs against a split's ground truth."),
     "train-deeplab": ("cpfcte_hf.commands.train_deeplab", "Stage 2: train DeepLab-v2 on pseudo-labels, evaluate it."),
+    "train-segmenter": (
+        "cpfcte_hf.commands.train_segmenter",
+        "Stage 2 with any transformers segmentation model (SegFormer, UperNet, ...; default DeepLab-v2).",
+    ),
     "push": ("cpfcte_hf.commands.push", "Share a checkpoint on the Hub (or --dry_run DIR: write the folder)."),
     "run": (
         "cpfcte_hf.commands.run",

@@ -20,18 +20,26 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import default_data_collator
+from transformers import AutoModelForSemanticSegmentation, default_data_collator
 
 from ..cli import check_model_option, describe, parse_args_with_presets, parse_key_values, print_error
 from ..crf import DenseCRFConfig
 from ..data import check_dataset
 from ..prediction import distributed_state, finish_distributed
 from ..pseudo_labeling import dataset_class_names, format_report, load_split
+from ..segmenter import (
+    DEEPLAB_MODEL_TYPE,
+    build_segmenter,
+    parse_config_overrides,
+    resolve_model_type,
+    segmenter_image_processor,
+    segmenter_model_types,
+)
 from ..trainer import resolve_resume_checkpoint
 from ..visualization import atomic_write_text
 from .configuration_deeplab import DeepLabV2Config, resnet101_config
 from .modeling_deeplab import DeepLabV2ForSemanticSegmentation
-from .processing import DEEPLAB_IMAGE_SIZE, deeplab_image_processor
+from .processing import DEEPLAB_IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, deeplab_image_processor
 from .training import (
     MULTI_SCALE,
     DeepLabV2Trainer,
@@ -89,14 +97,35 @@ class DeepLabDataArguments:
 
 @dataclass
 class DeepLabModelArguments:
-    """The network: ImageNet initialisation from a transformers ResNet checkpoint, or a DeepLab checkpoint."""
+    """The network: DeepLab-v2 (ImageNet initialisation from a transformers ResNet checkpoint, or a DeepLab
+    checkpoint), or any transformers semantic-segmentation architecture (`model_type`, `cpfcte_hf.segmenter`)."""
 
+    model_type: str | None = field(
+        default=None,
+        metadata={
+            "help": "Architecture: deeplab_v2 (the default, the paper's) or any AutoModelForSemanticSegmentation type "
+            "(segformer, upernet, dpt, ...), built from its config with random weights unless --model_name_or_path "
+            "(whose own type it must match). The other options of this group are DeepLab-v2's."
+        },
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": "With --model_type other than deeplab_v2: config fields over its defaults, KEY=VALUE pairs "
+            "separated by commas, values YAML, e.g. 'depths=[1,1,1,1],hidden_sizes=[16,32,64,128]'; a dotted key "
+            "sets a nested config's field (backbone_config.depths=[1,1,1,1])."
+        },
+    )
     backbone: str | None = field(
         default="microsoft/resnet-101",
         metadata={"help": "transformers ResNet checkpoint (Hub id or dir) for the backbone; 'none' = random init."},
     )
     model_name_or_path: str | None = field(
-        default=None, metadata={"help": "A DeepLab-v2 checkpoint to start from (fine-tuning, or evaluation only)."}
+        default=None,
+        metadata={
+            "help": "A checkpoint to start from (fine-tuning, or evaluation only): DeepLab-v2, or any transformers "
+            "semantic-segmentation model or encoder (e.g. nvidia/mit-b1: a new decode head for the dataset's classes)."
+        },
     )
     init_checkpoint: str | None = field(
         default=None,
@@ -161,8 +190,17 @@ def crf_config_from(arguments) -> DenseCRFConfig:
     return DenseCRFConfig(**{f.name: getattr(arguments, f"crf_{f.name}") for f in dataclasses.fields(DenseCRFConfig)})
 
 
-def build_model(model_args: DeepLabModelArguments, class_names: list[str]) -> DeepLabV2ForSemanticSegmentation:
-    """The DeepLab-v2 to train: from `model_name_or_path`, else ImageNet `backbone` + a fresh ASPP, else random."""
+def build_model(model_args: DeepLabModelArguments, class_names: list[str], new_head_allowed: bool = True):
+    """The model to train: another architecture than DeepLab-v2 through `segmenter.build_segmenter`; DeepLab-v2 from
+    `model_name_or_path`, else ImageNet `backbone` + a fresh ASPP, else random."""
+    if resolve_model_type(model_args.model_type, model_args.model_name_or_path) != DEEPLAB_MODEL_TYPE:
+        return build_segmenter(
+            class_names,
+            model_args.model_type,
+            model_args.model_name_or_path,
+            model_args.config_overrides,
+            new_head_allowed=new_head_allowed,
+        )
     id2label = dict(enumerate(class_names))
     if model_args.model_name_or_path:
         model = DeepLabV2ForSemanticSegmentation.from_pretrained(model_args.model_name_or_path)
@@ -245,7 +283,19 @@ def check_deeplab_inputs(
 
 
 def _check_deeplab_model(model_args: DeepLabModelArguments, made_earlier: Collection[str]) -> None:
-    """The model source `build_model` will use exists: a checkpoint, else a converted .pth, else a backbone."""
+    """The model source `build_model` will use exists: a checkpoint, else a converted .pth, else a backbone; for
+    another architecture than DeepLab-v2, a known `--model_type` and readable `--config_overrides`."""
+    if model_args.model_type and model_args.model_type not in segmenter_model_types():
+        resolve_model_type(model_args.model_type, None)  # the one-line error listing the architectures
+    if model_args.model_type and model_args.model_type != DEEPLAB_MODEL_TYPE:
+        if model_args.init_checkpoint:
+            raise ValueError(f"--init_checkpoint is a DeepLab-v2 .pth; it cannot start a {model_args.model_type}.")
+        parse_config_overrides(model_args.config_overrides)
+        if model_args.model_name_or_path and str(model_args.model_name_or_path) not in made_earlier:
+            check_model_option("model_name_or_path", model_args.model_name_or_path)
+        return
+    if model_args.model_type == DEEPLAB_MODEL_TYPE and parse_config_overrides(model_args.config_overrides):
+        raise ValueError("--config_overrides is for other architectures: DeepLab-v2 has its own options (--help).")
     if model_args.model_name_or_path:
         if str(model_args.model_name_or_path) not in made_earlier:
             check_model_option("model_name_or_path", model_args.model_name_or_path)
@@ -292,8 +342,11 @@ def run_deeplab(
 
     reference = train_dataset if train_dataset is not None else eval_dataset
     class_names = dataset_class_names(reference)
-    model = build_model(model_args, class_names)
-    processor = deeplab_image_processor(model_args.image_size)
+    model = build_model(model_args, class_names, new_head_allowed=training_args.do_train)
+    if model.config.model_type == DEEPLAB_MODEL_TYPE:
+        processor = deeplab_image_processor(model_args.image_size)
+    else:  # transformers' own image processor for the architecture, with the statistics training uses
+        processor = segmenter_image_processor(model, model_args.image_size, IMAGENET_MEAN, IMAGENET_STD)
 
     result = {"train": None, "report": None, "prediction": None, "model_dir": str(output_dir)}
     if training_args.do_train:
@@ -305,6 +358,8 @@ def run_deeplab(
             crop_size=training_args.crop_size,
             scale_range=(training_args.min_scale, training_args.max_scale),
             flip_prob=training_args.flip_prob,
+            vflip_prob=training_args.vflip_prob,
+            transpose_prob=training_args.transpose_prob,
             image_mean=processor.image_mean,
             image_std=processor.image_std,
             ignore_index=model.config.semantic_loss_ignore_index,
@@ -330,7 +385,7 @@ def run_deeplab(
         # Predict with the weights as saved, on every process: under DDP each rank's BatchNorm running statistics
         # are its own after the last step, and only rank 0's were saved.
         trainer.accelerator.wait_for_everyone()
-        model = DeepLabV2ForSemanticSegmentation.from_pretrained(str(output_dir))
+        model = AutoModelForSemanticSegmentation.from_pretrained(str(output_dir))
 
     if eval_dataset is not None:
         model = model.to(training_args.device)
@@ -376,8 +431,9 @@ def run_deeplab(
     return result
 
 
-def parse_arguments(argv=None):
-    """(data, model, test, crf, training) arguments from `argv` and an optional `--config` YAML preset."""
+def parse_arguments(argv=None, prog: str = "cpfcte-hf train-deeplab"):
+    """(data, model, test, crf, training) arguments from `argv` and an optional `--config` YAML preset; `prog` is
+    the command's name in messages (`train-deeplab` and `train-segmenter` are the same command)."""
     types = (
         DeepLabDataArguments,
         DeepLabModelArguments,
@@ -388,16 +444,17 @@ def parse_arguments(argv=None):
     parsed = parse_args_with_presets(
         types,
         argv,
-        description="Train DeepLab-v2 on CPF-CTE pseudo-labels and evaluate it (multi-scale + CRF).",
+        description="Train DeepLab-v2 (or any transformers semantic-segmentation model, --model_type) on CPF-CTE "
+        "pseudo-labels and evaluate it (multi-scale + CRF).",
         command="train_deeplab",
-        prog="cpfcte-hf train-deeplab",
+        prog=prog,
     )
     # `parse_args_with_presets` may also return the argparse Namespace holding `--config`: keep the dataclasses.
     return tuple(value for value in parsed if isinstance(value, types))
 
 
-def main(argv=None) -> int:
-    data_args, model_args, test_args, crf_args, training_args = parse_arguments(argv)
+def main(argv=None, prog: str = "cpfcte-hf train-deeplab") -> int:
+    data_args, model_args, test_args, crf_args, training_args = parse_arguments(argv, prog)
     logging.basicConfig(level=logging.INFO if training_args.process_index == 0 else logging.WARNING)
     try:
         run_deeplab(data_args, model_args, test_args, crf_args, training_args)

@@ -66,6 +66,7 @@ from ..prediction import (
 )
 from ..pseudo_labeling import OutputLayout, PseudoLabelSummary, evaluate_predictions, write_report_page
 from ..results import read_json
+from ..segmenter import DEEPLAB_MODEL_TYPE, body_and_head_parameters, segmentation_loss, segmenter_architecture
 from ..trainer import (
     ClosingProgressBarsMixin,
     ConvertedCheckpointMixin,
@@ -95,6 +96,8 @@ def random_scale_crop_flip(
     image_std: Sequence[float] = IMAGENET_STD,
     ignore_index: int = IGNORE_INDEX,
     generator: torch.Generator | None = None,
+    vflip_prob: float = 0.0,
+    transpose_prob: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """
     DeepLab's training augmentation of one image and its mask.
@@ -104,7 +107,11 @@ def random_scale_crop_flip(
     2. pad to at least `crop_size` on each side, bottom and right (the image with zeros, i.e. the mean colour after
        normalisation; the mask with `ignore_index`);
     3. take a random `crop_size` x `crop_size` crop;
-    4. flip left-right with probability `flip_prob`.
+    4. flip left-right with probability `flip_prob`;
+    5. flip top-bottom with probability `vflip_prob` and swap height and width (transpose) with probability
+       `transpose_prob`: both 0 in DeepLab's recipe; turned on they make the flips and 90-degree turns of the square
+       crop (the dihedral group), for images whose classes do not depend on orientation (the shapes demo), a
+       departure from the paper. At 0 they draw no random number (the recipe's crops stay exactly the same).
 
     Random numbers come from torch (`generator`, else the global generator), which `DataLoader` seeds per worker.
 
@@ -133,6 +140,10 @@ def random_scale_crop_flip(
     labels = labels[top : top + crop_size, left : left + crop_size]
     if torch.rand((), generator=generator).item() < flip_prob:
         pixel_values, labels = pixel_values.flip(-1), labels.flip(-1)
+    if vflip_prob > 0 and torch.rand((), generator=generator).item() < vflip_prob:
+        pixel_values, labels = pixel_values.flip(-2), labels.flip(-2)
+    if transpose_prob > 0 and torch.rand((), generator=generator).item() < transpose_prob:
+        pixel_values, labels = pixel_values.transpose(-1, -2), labels.transpose(-1, -2)
     return pixel_values.contiguous(), labels.contiguous()
 
 
@@ -184,13 +195,17 @@ class PseudoLabelDataset(torch.utils.data.Dataset):
         image_mean: Sequence[float] = IMAGENET_MEAN,
         image_std: Sequence[float] = IMAGENET_STD,
         ignore_index: int = IGNORE_INDEX,
+        vflip_prob: float = 0.0,
+        transpose_prob: float = 0.0,
     ):
         for column in ("image", "id"):
             if column not in dataset.column_names:
                 raise ValueError(f"The training dataset needs an {column!r} column; it has {dataset.column_names}.")
-        if crop_size < 1 or not 0 < scale_range[0] <= scale_range[1] or not 0.0 <= flip_prob <= 1.0:
+        probabilities_ok = all(0.0 <= p <= 1.0 for p in (flip_prob, vflip_prob, transpose_prob))
+        if crop_size < 1 or not 0 < scale_range[0] <= scale_range[1] or not probabilities_ok:
             raise ValueError(
-                f"Bad augmentation: crop_size={crop_size}, scale_range={scale_range}, flip_prob={flip_prob}."
+                f"Bad augmentation: crop_size={crop_size}, scale_range={scale_range}, flip_prob={flip_prob}, "
+                f"vflip_prob={vflip_prob}, transpose_prob={transpose_prob}."
             )
         self.mask_dir = Path(mask_dir)
         ids = [str(i) for i in dataset["id"]]
@@ -213,6 +228,8 @@ class PseudoLabelDataset(torch.utils.data.Dataset):
         self.crop_size = int(crop_size)
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         self.flip_prob = float(flip_prob)
+        self.vflip_prob = float(vflip_prob)
+        self.transpose_prob = float(transpose_prob)
         self.image_mean = tuple(image_mean)
         self.image_std = tuple(image_std)
         self.ignore_index = int(ignore_index)
@@ -250,6 +267,8 @@ class PseudoLabelDataset(torch.utils.data.Dataset):
             self.image_mean,
             self.image_std,
             self.ignore_index,
+            vflip_prob=self.vflip_prob,
+            transpose_prob=self.transpose_prob,
         )
         return {"pixel_values": pixel_values, "labels": labels}
 
@@ -324,17 +343,11 @@ def stage2_model_info(model: DeepLabV2ForSemanticSegmentation, model_dir: str | 
     training wrote, the arguments of that run (`run_args.json`) and how far it went (`trainer_state.json`: optimizer
     steps and epochs done, and their limits). Without them, `run_args` and `trainer_state` are None.
     """
-    config, backbone = model.config, model.config.backbone_config
-    architecture = {
-        "backbone": backbone.model_type,
-        "layer_type": backbone.layer_type,
-        "depths": list(backbone.depths),
-        "hidden_sizes": list(backbone.hidden_sizes),
-        "embedding_size": backbone.embedding_size,
-        "output_stride": config.output_stride,
-        "atrous_rates": list(config.atrous_rates),
-        "freeze_batch_norm": bool(config.freeze_batch_norm),
-    }
+    config = model.config
+    if config.model_type != DEEPLAB_MODEL_TYPE:
+        architecture = segmenter_architecture(model)
+    else:
+        architecture = _deeplab_architecture(config)
     folder = Path(model_dir) if model_dir is not None else None
     run_args = trainer_state = None
     if folder is not None and folder.is_dir():
@@ -349,6 +362,20 @@ def stage2_model_info(model: DeepLabV2ForSemanticSegmentation, model_dir: str | 
     }
 
 
+def _deeplab_architecture(config) -> dict:
+    backbone = config.backbone_config
+    return {
+        "backbone": backbone.model_type,
+        "layer_type": backbone.layer_type,
+        "depths": list(backbone.depths),
+        "hidden_sizes": list(backbone.hidden_sizes),
+        "embedding_size": backbone.embedding_size,
+        "output_stride": config.output_stride,
+        "atrous_rates": list(config.atrous_rates),
+        "freeze_batch_norm": bool(config.freeze_batch_norm),
+    }
+
+
 def stage_two_fingerprint(model, config: MultiScaleEvalConfig, mean, std) -> dict:
     """Everything that determines stage 2's masks (`cpfcte_hf.fingerprint`): weights, classes, normalisation,
     scales, flip, the CRF. Worker counts and progress do not change a mask and are left out."""
@@ -356,7 +383,7 @@ def stage_two_fingerprint(model, config: MultiScaleEvalConfig, mean, std) -> dic
         "kind": "cpfcte_hf stage-2 predictions",
         "model_weights": weights_digest(model),
         "id2label": {str(i): str(name) for i, name in sorted(model.config.id2label.items())},
-        "align_corners": bool(model.config.align_corners),
+        "align_corners": bool(getattr(model.config, "align_corners", False)),
         "image_mean": [float(v) for v in mean],
         "image_std": [float(v) for v in std],
         "scales": [float(s) for s in config.scales],
@@ -512,6 +539,20 @@ class DeepLabV2TrainingArguments(DeferredPrecisionCheckMixin, TrainingArguments)
     min_scale: float = field(default=0.5, metadata={"help": "Smallest random rescaling factor (0.5)."})
     max_scale: float = field(default=1.5, metadata={"help": "Largest random rescaling factor (1.5)."})
     flip_prob: float = field(default=0.5, metadata={"help": "Probability of a left-right flip."})
+    vflip_prob: float = field(
+        default=0.0,
+        metadata={
+            "help": "Probability of a top-bottom flip of the crop (0: DeepLab's recipe; not in the paper when on)."
+        },
+    )
+    transpose_prob: float = field(
+        default=0.0,
+        metadata={
+            "help": "Probability of transposing the square crop (height <-> width); with flip_prob and vflip_prob "
+            "0.5 the crop takes each of the 8 flips and 90-degree turns alike (0: DeepLab's recipe; not in the "
+            "paper when on)."
+        },
+    )
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum (0.9)."})
     classifier_lr_multiplier: float = field(
         default=10.0, metadata={"help": "Learning-rate multiplier of the ASPP classifier (DeepLab-v2: 10)."}
@@ -566,6 +607,9 @@ class DeepLabV2TrainingArguments(DeferredPrecisionCheckMixin, TrainingArguments)
             raise ValueError(f"Need 0 < min_scale <= max_scale, got {self.min_scale}, {self.max_scale}.")
         if self.crop_size < 1:
             raise ValueError(f"`crop_size` must be >= 1, got {self.crop_size}.")
+        for name in ("flip_prob", "vflip_prob", "transpose_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"`{name}` is a probability (0 to 1), got {getattr(self, name)}.")
         if self.max_steps is None or self.max_steps <= 0:
             raise ValueError("DeepLab-v2 trains for a number of steps: set `max_steps` (the recipe: 20000).")
         if self.lr_groups not in LR_GROUPS:
@@ -650,13 +694,16 @@ def sgd_parameter_groups(
 ) -> list[dict]:
     """
     SGD parameter groups. `"backbone_aspp"`: the trainable backbone at `learning_rate`, the ASPP at
-    `classifier_lr_multiplier` x. `"deeplab_v2"` (kazuto1011's `main.py` `get_params`, after Caffe's
+    `classifier_lr_multiplier` x; for another architecture than DeepLab-v2, its body (`segmenter.
+    body_and_head_parameters`: the encoder or backbone) at 1x and its decode head at `classifier_lr_multiplier` x. `"deeplab_v2"` (kazuto1011's `main.py` `get_params`, after Caffe's
     `lr_mult`/`decay_mult`): the backbone's convolution weights at 1x, the ASPP weights at `classifier_lr_multiplier`
     x, the ASPP biases at twice that without weight decay; nothing else (BatchNorm) is optimised.
     """
     if lr_groups not in LR_GROUPS:
         raise ValueError(f"`lr_groups` must be one of {LR_GROUPS}, got {lr_groups!r}.")
     if lr_groups == "deeplab_v2":
+        if model.config.model_type != DEEPLAB_MODEL_TYPE:
+            raise ValueError(f"`lr_groups` deeplab_v2 is DeepLab-v2's; {model.config.model_type} takes backbone_aspp.")
         convolutions = [m for m in model.resnet.modules() if isinstance(m, torch.nn.Conv2d)]
         branches = list(model.aspp.branches)
         return [
@@ -679,9 +726,7 @@ def sgd_parameter_groups(
                 "name": "aspp_bias",
             },
         ]
-    classifier = [p for p in model.aspp.parameters() if p.requires_grad]
-    classifier_ids = {id(p) for p in classifier}
-    backbone = [p for p in model.parameters() if p.requires_grad and id(p) not in classifier_ids]
+    backbone, classifier = body_and_head_parameters(model)
     return [
         {"params": backbone, "lr": learning_rate, "weight_decay": weight_decay, "name": "backbone"},
         {
@@ -725,9 +770,15 @@ class DeepLabV2Trainer(ClosingProgressBarsMixin, FiniteLossMixin, ConvertedCheck
         return self.optimizer
 
     def model_loss(self, model, inputs):
-        if not self.args.multi_scale_loss or not model.training:
-            return super().model_loss(model, inputs)
         config = self.accelerator.unwrap_model(model).config
+        if not self.args.multi_scale_loss or not model.training:  # one loss for every architecture
+            return segmentation_loss(
+                model,
+                inputs["pixel_values"],
+                inputs["labels"],
+                config.semantic_loss_ignore_index,
+                align_corners=bool(getattr(config, "align_corners", False)),
+            )
         return multi_scale_training_loss(
             model, inputs["pixel_values"], inputs["labels"], self.args.loss_scales, config.semantic_loss_ignore_index
         )
