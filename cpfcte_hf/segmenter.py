@@ -165,9 +165,21 @@ def segmenter_config(model_type: str, class_names, config_overrides=None) -> Pre
         base = dict(base) if isinstance(base, dict) else getattr(defaults, head).to_dict()
         flat[head] = {**base, **fields}
     config = AutoConfig.for_model(model_type, **flat, **label_kwargs(class_names))
+    for head, value in flat.items():
+        _keep_every_stage(getattr(defaults, head), getattr(config, head), value)
     config.semantic_loss_ignore_index = IGNORE_INDEX
     _no_auxiliary_head(config, overrides)
     return config
+
+
+def _keep_every_stage(default, built, given) -> None:
+    """A backbone config given as a mapping without `out_features` / `out_indices` feeds the decoder every stage when
+    the architecture's default backbone does (UperNet's FPN), not only its last stage (a backbone's own default)."""
+    if not isinstance(given, dict) or "out_features" in given or "out_indices" in given:
+        return
+    stages = getattr(default, "out_features", None)
+    if isinstance(built, PretrainedConfig) and stages and len(stages) > 1 and getattr(built, "stage_names", None):
+        built.out_features = list(built.stage_names[1:])
 
 
 def build_segmenter(
@@ -192,13 +204,9 @@ def build_segmenter(
         config = segmenter_config(model_type, names, config_overrides)
         logger.warning(f"--model_type {model_type}: random initialisation (no --model_name_or_path).")
         return AutoModelForSemanticSegmentation.from_config(config)
-    if parse_config_overrides(config_overrides):
-        raise ValueError(
-            "--config_overrides builds a model from a config; it cannot change the architecture of "
-            f"--model_name_or_path {model_name_or_path}."
-        )
     resolve_model_type(model_type, model_name_or_path)
     config = AutoConfig.from_pretrained(model_name_or_path)
+    _check_overrides_match(config, config_overrides, model_name_or_path)
     trained = [str(config.id2label[i]) for i in range(config.num_labels)] if config.id2label else []
     kwargs = {}
     if trained != names:
@@ -218,6 +226,35 @@ def build_segmenter(
     model = AutoModelForSemanticSegmentation.from_pretrained(model_name_or_path, **kwargs)
     model.config.semantic_loss_ignore_index = IGNORE_INDEX
     return model
+
+
+def _check_overrides_match(config: PretrainedConfig, config_overrides, model_name_or_path: str) -> None:
+    """`--config_overrides` with a checkpoint: the preset that trained it may be given again (evaluation only,
+    `cpfcte-hf run`), but an override cannot change the checkpoint's architecture (a ValueError naming the key)."""
+    overrides = parse_config_overrides(config_overrides)
+    if not overrides:
+        return
+    wanted = segmenter_config(config.model_type, ["_"], overrides)
+    for key in overrides:
+        head = key.partition(".")[0]
+        have, want = getattr(config, head, None), getattr(wanted, head, None)
+        if isinstance(have, PretrainedConfig) and isinstance(want, PretrainedConfig):
+            have, want = have.to_diff_dict(), want.to_diff_dict()
+            have, want = ({k: v for k, v in d.items() if k != "transformers_version"} for d in (have, want))
+        if _plain(have) != _plain(want):
+            raise ValueError(
+                f"--config_overrides {head}={_plain(want)} disagrees with --model_name_or_path {model_name_or_path} "
+                f"({head}={_plain(have)}): overrides build a model from a config, they cannot change a checkpoint."
+            )
+
+
+def _plain(value):
+    """Tuples as lists (configs keep some lists as tuples), recursively, for comparing config values."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def segmenter_image_processor(model, image_size: int, image_mean, image_std):

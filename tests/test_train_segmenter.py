@@ -36,8 +36,8 @@ TINY_SEGFORMER = (
     "num_attention_heads=[1,1],mlp_ratios=[2,2],decoder_hidden_size=16"
 )
 TINY_UPERNET = (
-    "backbone_config={model_type: convnext, depths: [1,1], hidden_sizes: [8,16], num_stages: 2, "
-    "out_features: [stage1, stage2]},hidden_size=16,pool_scales=[1,2]"
+    "backbone_config={model_type: convnext, depths: [1,1], hidden_sizes: [8,16], num_stages: 2},hidden_size=16,"
+    "pool_scales=[1,2]"
 )
 
 
@@ -106,6 +106,8 @@ def test_upernet_with_a_tiny_convnext_backbone_trains_and_serves_the_pipeline(ps
     _check_trained_and_evaluated(output, UperNetForSemanticSegmentation)
     config = json.loads((output / "config.json").read_text())
     assert config["backbone_config"]["model_type"] == "convnext" and config["use_auxiliary_head"] is False
+    # The decoder reads every stage of the backbone given as a mapping (a ConvNeXt alone would give its last only).
+    assert config["backbone_config"]["out_features"] == ["stage1", "stage2"]
 
 
 def test_an_encoder_checkpoint_gets_a_decode_head_for_the_dataset_classes(pseudo_labels, tmp_path):
@@ -180,3 +182,23 @@ def test_two_processes_train_a_segformer_with_accelerate_launch(pseudo_labels, t
     assert report["predictions"]["MS+CRF"]["num_scored"] == 3  # the split shared by the processes, scored once
     assert len(list((output / "predictions" / "val" / "ms_crf").glob("*.png"))) == 3
     assert type(AutoModelForSemanticSegmentation.from_pretrained(output)) is SegformerForSemanticSegmentation
+
+
+@pytest.mark.parametrize("preset", ["segformer_voc", "segformer_coco", "segformer_shapes", "deeplab_shapes"])
+def test_presets_are_read_by_train_segmenter_and_build_their_model(preset):
+    from cpfcte_hf.commands.train_segmenter import parse_arguments
+    from cpfcte_hf.deeplab.run import build_model
+
+    data, model_args, test, crf, training = parse_arguments(["--config", preset])
+    assert test.test_scales == [1.0, 0.75, 0.5] and test.test_crf and data.pseudo_label_set == "crf"
+    if preset in ("segformer_voc", "segformer_coco"):  # SegFormer's recipe on a MiT encoder from the Hub
+        assert model_args.model_name_or_path.startswith("nvidia/mit-b") and training.optim == "adamw_torch"
+        assert training.learning_rate == 6e-5 and training.classifier_lr_multiplier == 10.0
+        assert training.warmup_steps == 1500 and training.poly_power == 1.0 and training.vflip_prob == 0.0
+        return
+    model = build_model(model_args, ["background", "disc", "square", "triangle", "ring", "cross"])
+    if preset == "segformer_shapes":  # random init from the preset's config overrides (a YAML mapping)
+        assert type(model) is SegformerForSemanticSegmentation and list(model.config.depths) == [2, 2, 2, 2]
+        assert training.vflip_prob == training.transpose_prob == 0.5
+    else:  # the same command reads the DeepLab-v2 presets: the default architecture
+        assert model.config.model_type == "deeplab_v2" and training.vflip_prob == training.transpose_prob == 0.0
