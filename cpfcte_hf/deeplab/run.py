@@ -32,6 +32,7 @@ from ..segmenter import (
     build_segmenter,
     parse_config_overrides,
     resolve_model_type,
+    segmenter_config,
     segmenter_image_processor,
     segmenter_model_types,
 )
@@ -290,6 +291,8 @@ def _check_deeplab_model(model_args: DeepLabModelArguments, made_earlier: Collec
     if model_args.model_type and model_args.model_type != DEEPLAB_MODEL_TYPE:
         if model_args.init_checkpoint:
             raise ValueError(f"--init_checkpoint is a DeepLab-v2 .pth; it cannot start a {model_args.model_type}.")
+        if not model_args.model_name_or_path:  # the config it builds: a bad override is found before the data loads
+            segmenter_config(model_args.model_type, ["background"], model_args.config_overrides)
         parse_config_overrides(model_args.config_overrides)
         if model_args.model_name_or_path and str(model_args.model_name_or_path) not in made_earlier:
             check_model_option("model_name_or_path", model_args.model_name_or_path)
