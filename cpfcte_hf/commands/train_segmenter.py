@@ -8,11 +8,12 @@
         --pseudo_labels outputs/demo/pseudo_labels --output_dir runs/segformer_tiny   # random init, from a config
     accelerate launch --num_processes 2 -m cpfcte_hf train-segmenter --config ...    # DDP; same flags
 
-`--model_type` is deeplab_v2 (the default: `train-deeplab` is this same command) or any `AutoModelForSemanticSegmentation`
-type (segformer, upernet, dpt, ...); `--model_name_or_path` starts from a checkpoint or an encoder (a Hub id or a
-folder; e.g. nvidia/mit-b1, whose decode head is made for the dataset's classes). The data, augmentation, trainer,
-prediction job and multi-scale + CRF evaluation are stage 2's (`cpfcte_hf.deeplab.run`); the model and its image
-processor go to --output_dir, ready for `pipeline("image-segmentation", model=OUTPUT_DIR)`.
+`--model_type` is deeplab_v2 (the default: `train-deeplab` is this same command) or any
+`AutoModelForSemanticSegmentation` type (segformer, upernet, dpt, ...); `--model_name_or_path` starts from a
+checkpoint or an encoder (a Hub id or a folder; e.g. nvidia/mit-b1, whose decode head is made for the dataset's
+classes). The data, augmentation, trainer, prediction job and multi-scale + CRF evaluation are stage 2's
+(`cpfcte_hf.deeplab.run`); the model and its image processor go to --output_dir, ready for
+`pipeline("image-segmentation", model=OUTPUT_DIR)`.
 """
 
 from ..deeplab.run import main as _main

@@ -694,10 +694,11 @@ def sgd_parameter_groups(
 ) -> list[dict]:
     """
     SGD parameter groups. `"backbone_aspp"`: the trainable backbone at `learning_rate`, the ASPP at
-    `classifier_lr_multiplier` x; for another architecture than DeepLab-v2, its body (`segmenter.
-    body_and_head_parameters`: the encoder or backbone) at 1x and its decode head at `classifier_lr_multiplier` x. `"deeplab_v2"` (kazuto1011's `main.py` `get_params`, after Caffe's
-    `lr_mult`/`decay_mult`): the backbone's convolution weights at 1x, the ASPP weights at `classifier_lr_multiplier`
-    x, the ASPP biases at twice that without weight decay; nothing else (BatchNorm) is optimised.
+    `classifier_lr_multiplier` x (for another architecture than DeepLab-v2: its encoder or backbone at 1x and its
+    decode head at `classifier_lr_multiplier` x, `segmenter.body_and_head_parameters`). `"deeplab_v2"`
+    (kazuto1011's `main.py` `get_params`, after Caffe's `lr_mult`/`decay_mult`): the backbone's convolution weights
+    at 1x, the ASPP weights at `classifier_lr_multiplier` x, the ASPP biases at twice that without weight decay;
+    nothing else (BatchNorm) is optimised.
     """
     if lr_groups not in LR_GROUPS:
         raise ValueError(f"`lr_groups` must be one of {LR_GROUPS}, got {lr_groups!r}.")
