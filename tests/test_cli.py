@@ -23,18 +23,9 @@ def test_module_entry_lists_every_subcommand():
     )
     assert result.returncode == 0, result.stderr
     names = (
-        "train",
-        "label",
-        "evaluate",
-        "train-deeplab",
-        "push",
-        "export",
-        "run",
-        "demo",
-        "app",
-        "bench",
-        "reproduce",
-    )
+        "train", "label", "evaluate", "train-deeplab", "train-segmenter", "push", "export", "run",
+        "make-voc-rehearsal", "demo", "app", "bench", "reproduce",
+    )  # fmt: skip
     for name in names:
         assert f"  {name} " in result.stdout
     assert set(COMMANDS) == set(names)

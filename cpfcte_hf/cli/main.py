@@ -33,6 +33,10 @@ COMMANDS = {
         "cpfcte_hf.cli.commands.export",
         "Masks of a labelled output as a `datasets` dataset and/or COCO JSON.",
     ),
+    "train-segmenter": (
+        "cpfcte_hf.cli.commands.train_segmenter",
+        "Stage 2 with any transformers segmentation model (SegFormer, UperNet, ...; default DeepLab-v2).",
+    ),
     "push": ("cpfcte_hf.cli.commands.push", "Share a checkpoint on the Hub (or --dry_run DIR: write the folder)."),
     "run": (
         "cpfcte_hf.workflows.run",

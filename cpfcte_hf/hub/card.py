@@ -259,6 +259,9 @@ def deeplab_training_rows(run_args: Mapping | None, state: Mapping | None) -> li
 
 
 def _architecture_text(architecture: Mapping) -> str:
+    if "config" in architecture:  # another architecture than DeepLab-v2 (`segmenter.segmenter_architecture`)
+        fields = ", ".join(f"{key} {value}" for key, value in sorted(architecture["config"].items()))
+        return f"{architecture.get('model_type')} ({fields or 'the defaults of its config'})"
     depths = "/".join(str(d) for d in architecture.get("depths") or [])
     widths = "/".join(str(w) for w in architecture.get("hidden_sizes") or [])
     rates = "/".join(str(r) for r in architecture.get("atrous_rates") or [])

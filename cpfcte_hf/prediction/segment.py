@@ -23,6 +23,7 @@ from ..models.cpfcte.image_processing_cpfcte import to_rgb_array
 from ..models.cpfcte.inference import max_fused_probabilities
 from ..models.deeplab_v2.modeling_deeplab import DeepLabV2ForSemanticSegmentation
 from ..models.deeplab_v2.processing import IMAGENET_MEAN, IMAGENET_STD
+from ..models.segmenters import DEEPLAB_MODEL_TYPE, segmenter_architecture
 from ..utils.distributed import job_threads
 from ..utils.fingerprint import FINGERPRINT_FILE, weights_digest
 from ..utils.io import atomic_write_text
@@ -69,17 +70,11 @@ def stage2_model_info(model: DeepLabV2ForSemanticSegmentation, model_dir: str | 
     training wrote, the arguments of that run (`run_args.json`) and how far it went (`trainer_state.json`: optimizer
     steps and epochs done, and their limits). Without them, `run_args` and `trainer_state` are None.
     """
-    config, backbone = model.config, model.config.backbone_config
-    architecture = {
-        "backbone": backbone.model_type,
-        "layer_type": backbone.layer_type,
-        "depths": list(backbone.depths),
-        "hidden_sizes": list(backbone.hidden_sizes),
-        "embedding_size": backbone.embedding_size,
-        "output_stride": config.output_stride,
-        "atrous_rates": list(config.atrous_rates),
-        "freeze_batch_norm": bool(config.freeze_batch_norm),
-    }
+    config = model.config
+    if config.model_type != DEEPLAB_MODEL_TYPE:
+        architecture = segmenter_architecture(model)
+    else:
+        architecture = _deeplab_architecture(config)
     folder = Path(model_dir) if model_dir is not None else None
     run_args = trainer_state = None
     if folder is not None and folder.is_dir():
@@ -94,6 +89,20 @@ def stage2_model_info(model: DeepLabV2ForSemanticSegmentation, model_dir: str | 
     }
 
 
+def _deeplab_architecture(config) -> dict:
+    backbone = config.backbone_config
+    return {
+        "backbone": backbone.model_type,
+        "layer_type": backbone.layer_type,
+        "depths": list(backbone.depths),
+        "hidden_sizes": list(backbone.hidden_sizes),
+        "embedding_size": backbone.embedding_size,
+        "output_stride": config.output_stride,
+        "atrous_rates": list(config.atrous_rates),
+        "freeze_batch_norm": bool(config.freeze_batch_norm),
+    }
+
+
 def stage_two_fingerprint(model, config: MultiScaleEvalConfig, mean, std) -> dict:
     """Everything that determines stage 2's masks (`cpfcte_hf.utils.fingerprint`): weights, classes, normalisation,
     scales, flip, the CRF. Worker counts and progress do not change a mask and are left out."""
@@ -101,7 +110,7 @@ def stage_two_fingerprint(model, config: MultiScaleEvalConfig, mean, std) -> dic
         "kind": "cpfcte_hf stage-2 predictions",
         "model_weights": weights_digest(model),
         "id2label": {str(i): str(name) for i, name in sorted(model.config.id2label.items())},
-        "align_corners": bool(model.config.align_corners),
+        "align_corners": bool(getattr(model.config, "align_corners", False)),
         "image_mean": [float(v) for v in mean],
         "image_std": [float(v) for v in std],
         "scales": [float(s) for s in config.scales],

@@ -49,14 +49,35 @@ class DeepLabDataArguments(DataSourceArguments):
 
 @dataclass
 class DeepLabModelArguments:
-    """The network: ImageNet initialisation from a transformers ResNet checkpoint, or a DeepLab checkpoint."""
+    """The network: DeepLab-v2 (ImageNet initialisation from a transformers ResNet checkpoint, or a DeepLab
+    checkpoint), or any transformers semantic-segmentation architecture (`model_type`, `cpfcte_hf.segmenter`)."""
 
+    model_type: str | None = field(
+        default=None,
+        metadata={
+            "help": "Architecture: deeplab_v2 (the default, the paper's) or any AutoModelForSemanticSegmentation type "
+            "(segformer, upernet, dpt, ...), built from its config with random weights unless --model_name_or_path "
+            "(whose own type it must match). The other options of this group are DeepLab-v2's."
+        },
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": "With --model_type other than deeplab_v2: config fields over its defaults, KEY=VALUE pairs "
+            "separated by commas, values YAML, e.g. 'depths=[1,1,1,1],hidden_sizes=[16,32,64,128]'; a dotted key "
+            "sets a nested config's field (backbone_config.depths=[1,1,1,1])."
+        },
+    )
     backbone: str | None = field(
         default="microsoft/resnet-101",
         metadata={"help": "transformers ResNet checkpoint (Hub id or dir) for the backbone; 'none' = random init."},
     )
     model_name_or_path: str | None = field(
-        default=None, metadata={"help": "A DeepLab-v2 checkpoint to start from (fine-tuning, or evaluation only)."}
+        default=None,
+        metadata={
+            "help": "A checkpoint to start from (fine-tuning, or evaluation only): DeepLab-v2, or any transformers "
+            "semantic-segmentation model or encoder (e.g. nvidia/mit-b1: a new decode head for the dataset's classes)."
+        },
     )
     init_checkpoint: str | None = field(
         default=None,
@@ -133,14 +154,16 @@ ARGUMENT_TYPES = (
 )
 
 
-def parse_arguments(argv=None):
-    """(data, model, test, crf, training) arguments from `argv` and an optional `--config` YAML preset."""
+def parse_arguments(argv=None, prog: str = "cpfcte-hf train-deeplab"):
+    """(data, model, test, crf, training) arguments from `argv` and an optional `--config` YAML preset; `prog` is
+    the command's name in messages (`train-deeplab` and `train-segmenter` are the same command)."""
     parsed = parse_args_with_presets(
         ARGUMENT_TYPES,
         argv,
-        description="Train DeepLab-v2 on CPF-CTE pseudo-labels and evaluate it (multi-scale + CRF).",
+        description="Train DeepLab-v2 (or any transformers semantic-segmentation model, --model_type) on CPF-CTE "
+        "pseudo-labels and evaluate it (multi-scale + CRF).",
         command="train_deeplab",
-        prog="cpfcte-hf train-deeplab",
+        prog=prog,
     )
     # `parse_args_with_presets` may also return the argparse Namespace holding `--config`: keep the dataclasses.
     return tuple(value for value in parsed if dataclasses.is_dataclass(value))

@@ -37,6 +37,8 @@ def random_scale_crop_flip(
     image_std: Sequence[float] = IMAGENET_STD,
     ignore_index: int = IGNORE_INDEX,
     generator: torch.Generator | None = None,
+    vflip_prob: float = 0.0,
+    transpose_prob: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """
     DeepLab's training augmentation of one image and its mask.
@@ -46,7 +48,11 @@ def random_scale_crop_flip(
     2. pad to at least `crop_size` on each side, bottom and right (the image with zeros, i.e. the mean colour after
        normalisation; the mask with `ignore_index`);
     3. take a random `crop_size` x `crop_size` crop;
-    4. flip left-right with probability `flip_prob`.
+    4. flip left-right with probability `flip_prob`;
+    5. flip top-bottom with probability `vflip_prob` and swap height and width (transpose) with probability
+       `transpose_prob`: both 0 in DeepLab's recipe; turned on they make the flips and 90-degree turns of the square
+       crop (the dihedral group), for images whose classes do not depend on orientation (the shapes demo), a
+       departure from the paper. At 0 they draw no random number (the recipe's crops stay exactly the same).
 
     Random numbers come from torch (`generator`, else the global generator), which `DataLoader` seeds per worker.
 
@@ -75,6 +81,10 @@ def random_scale_crop_flip(
     labels = labels[top : top + crop_size, left : left + crop_size]
     if torch.rand((), generator=generator).item() < flip_prob:
         pixel_values, labels = pixel_values.flip(-1), labels.flip(-1)
+    if vflip_prob > 0 and torch.rand((), generator=generator).item() < vflip_prob:
+        pixel_values, labels = pixel_values.flip(-2), labels.flip(-2)
+    if transpose_prob > 0 and torch.rand((), generator=generator).item() < transpose_prob:
+        pixel_values, labels = pixel_values.transpose(-1, -2), labels.transpose(-1, -2)
     return pixel_values.contiguous(), labels.contiguous()
 
 
@@ -126,13 +136,17 @@ class PseudoLabelDataset(torch.utils.data.Dataset):
         image_mean: Sequence[float] = IMAGENET_MEAN,
         image_std: Sequence[float] = IMAGENET_STD,
         ignore_index: int = IGNORE_INDEX,
+        vflip_prob: float = 0.0,
+        transpose_prob: float = 0.0,
     ):
         for column in ("image", "id"):
             if column not in dataset.column_names:
                 raise ValueError(f"The training dataset needs an {column!r} column; it has {dataset.column_names}.")
-        if crop_size < 1 or not 0 < scale_range[0] <= scale_range[1] or not 0.0 <= flip_prob <= 1.0:
+        probabilities_ok = all(0.0 <= p <= 1.0 for p in (flip_prob, vflip_prob, transpose_prob))
+        if crop_size < 1 or not 0 < scale_range[0] <= scale_range[1] or not probabilities_ok:
             raise ValueError(
-                f"Bad augmentation: crop_size={crop_size}, scale_range={scale_range}, flip_prob={flip_prob}."
+                f"Bad augmentation: crop_size={crop_size}, scale_range={scale_range}, flip_prob={flip_prob}, "
+                f"vflip_prob={vflip_prob}, transpose_prob={transpose_prob}."
             )
         self.mask_dir = Path(mask_dir)
         ids = [str(i) for i in dataset["id"]]
@@ -155,6 +169,8 @@ class PseudoLabelDataset(torch.utils.data.Dataset):
         self.crop_size = int(crop_size)
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         self.flip_prob = float(flip_prob)
+        self.vflip_prob = float(vflip_prob)
+        self.transpose_prob = float(transpose_prob)
         self.image_mean = tuple(image_mean)
         self.image_std = tuple(image_std)
         self.ignore_index = int(ignore_index)
@@ -192,5 +208,7 @@ class PseudoLabelDataset(torch.utils.data.Dataset):
             self.image_mean,
             self.image_std,
             self.ignore_index,
+            vflip_prob=self.vflip_prob,
+            transpose_prob=self.transpose_prob,
         )
         return {"pixel_values": pixel_values, "labels": labels}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..models.deeplab_v2.modeling_deeplab import DeepLabV2ForSemanticSegmentation
+from ..models.segmenters import DEEPLAB_MODEL_TYPE, body_and_head_parameters
 
 
 LR_GROUPS = ("backbone_aspp", "deeplab_v2")
@@ -22,13 +23,17 @@ def sgd_parameter_groups(
 ) -> list[dict]:
     """
     SGD parameter groups. `"backbone_aspp"`: the trainable backbone at `learning_rate`, the ASPP at
-    `classifier_lr_multiplier` x. `"deeplab_v2"` (kazuto1011's `main.py` `get_params`, after Caffe's
-    `lr_mult`/`decay_mult`): the backbone's convolution weights at 1x, the ASPP weights at `classifier_lr_multiplier`
-    x, the ASPP biases at twice that without weight decay; nothing else (BatchNorm) is optimised.
+    `classifier_lr_multiplier` x (for another architecture than DeepLab-v2: its encoder or backbone at 1x and its
+    decode head at `classifier_lr_multiplier` x, `segmenter.body_and_head_parameters`). `"deeplab_v2"`
+    (kazuto1011's `main.py` `get_params`, after Caffe's `lr_mult`/`decay_mult`): the backbone's convolution weights
+    at 1x, the ASPP weights at `classifier_lr_multiplier` x, the ASPP biases at twice that without weight decay;
+    nothing else (BatchNorm) is optimised.
     """
     if lr_groups not in LR_GROUPS:
         raise ValueError(f"`lr_groups` must be one of {LR_GROUPS}, got {lr_groups!r}.")
     if lr_groups == "deeplab_v2":
+        if model.config.model_type != DEEPLAB_MODEL_TYPE:
+            raise ValueError(f"`lr_groups` deeplab_v2 is DeepLab-v2's; {model.config.model_type} takes backbone_aspp.")
         convolutions = [m for m in model.resnet.modules() if isinstance(m, torch.nn.Conv2d)]
         branches = list(model.aspp.branches)
         return [
@@ -51,9 +56,7 @@ def sgd_parameter_groups(
                 "name": "aspp_bias",
             },
         ]
-    classifier = [p for p in model.aspp.parameters() if p.requires_grad]
-    classifier_ids = {id(p) for p in classifier}
-    backbone = [p for p in model.parameters() if p.requires_grad and id(p) not in classifier_ids]
+    backbone, classifier = body_and_head_parameters(model)
     return [
         {"params": backbone, "lr": learning_rate, "weight_decay": weight_decay, "name": "backbone"},
         {

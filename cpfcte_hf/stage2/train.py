@@ -18,14 +18,23 @@ import os
 from collections.abc import Collection
 from pathlib import Path
 
-from transformers import default_data_collator
+from transformers import AutoModelForSemanticSegmentation, default_data_collator
 
 from ..data import check_dataset, load_split
 from ..evaluation.report import format_report
 from ..models.cpfcte.class_names import dataset_class_names
 from ..models.deeplab_v2.configuration_deeplab import DeepLabV2Config, resnet101_config
 from ..models.deeplab_v2.modeling_deeplab import DeepLabV2ForSemanticSegmentation
-from ..models.deeplab_v2.processing import deeplab_image_processor
+from ..models.deeplab_v2.processing import IMAGENET_MEAN, IMAGENET_STD, deeplab_image_processor
+from ..models.segmenters import (
+    DEEPLAB_MODEL_TYPE,
+    build_segmenter,
+    parse_config_overrides,
+    resolve_model_type,
+    segmenter_config,
+    segmenter_image_processor,
+    segmenter_model_types,
+)
 from ..prediction.config import MultiScaleEvalConfig
 from ..prediction.segment import predict_split, stage2_model_info
 from ..utils.arguments import check_model_option, describe, print_error
@@ -62,8 +71,17 @@ def leave_out_rejected(dataset, mask_dir: Path):
     return (dataset.select(keep) if left_out else dataset), left_out
 
 
-def build_model(model_args: DeepLabModelArguments, class_names: list[str]) -> DeepLabV2ForSemanticSegmentation:
-    """The DeepLab-v2 to train: from `model_name_or_path`, else ImageNet `backbone` + a fresh ASPP, else random."""
+def build_model(model_args: DeepLabModelArguments, class_names: list[str], new_head_allowed: bool = True):
+    """The model to train: another architecture than DeepLab-v2 through `segmenter.build_segmenter`; DeepLab-v2 from
+    `model_name_or_path`, else ImageNet `backbone` + a fresh ASPP, else random."""
+    if resolve_model_type(model_args.model_type, model_args.model_name_or_path) != DEEPLAB_MODEL_TYPE:
+        return build_segmenter(
+            class_names,
+            model_args.model_type,
+            model_args.model_name_or_path,
+            model_args.config_overrides,
+            new_head_allowed=new_head_allowed,
+        )
     id2label = dict(enumerate(class_names))
     if model_args.model_name_or_path:
         model = DeepLabV2ForSemanticSegmentation.from_pretrained(model_args.model_name_or_path)
@@ -146,7 +164,21 @@ def check_deeplab_inputs(
 
 
 def _check_deeplab_model(model_args: DeepLabModelArguments, made_earlier: Collection[str]) -> None:
-    """The model source `build_model` will use exists: a checkpoint, else a converted .pth, else a backbone."""
+    """The model source `build_model` will use exists: a checkpoint, else a converted .pth, else a backbone; for
+    another architecture than DeepLab-v2, a known `--model_type` and readable `--config_overrides`."""
+    if model_args.model_type and model_args.model_type not in segmenter_model_types():
+        resolve_model_type(model_args.model_type, None)  # the one-line error listing the architectures
+    if model_args.model_type and model_args.model_type != DEEPLAB_MODEL_TYPE:
+        if model_args.init_checkpoint:
+            raise ValueError(f"--init_checkpoint is a DeepLab-v2 .pth; it cannot start a {model_args.model_type}.")
+        if not model_args.model_name_or_path:  # the config it builds: a bad override is found before the data loads
+            segmenter_config(model_args.model_type, ["background"], model_args.config_overrides)
+        parse_config_overrides(model_args.config_overrides)
+        if model_args.model_name_or_path and str(model_args.model_name_or_path) not in made_earlier:
+            check_model_option("model_name_or_path", model_args.model_name_or_path)
+        return
+    if model_args.model_type == DEEPLAB_MODEL_TYPE and parse_config_overrides(model_args.config_overrides):
+        raise ValueError("--config_overrides is for other architectures: DeepLab-v2 has its own options (--help).")
     if model_args.model_name_or_path:
         if str(model_args.model_name_or_path) not in made_earlier:
             check_model_option("model_name_or_path", model_args.model_name_or_path)
@@ -193,8 +225,11 @@ def run_deeplab(
 
     reference = train_dataset if train_dataset is not None else eval_dataset
     class_names = dataset_class_names(reference)
-    model = build_model(model_args, class_names)
-    processor = deeplab_image_processor(model_args.image_size)
+    model = build_model(model_args, class_names, new_head_allowed=training_args.do_train)
+    if model.config.model_type == DEEPLAB_MODEL_TYPE:
+        processor = deeplab_image_processor(model_args.image_size)
+    else:  # transformers' own image processor for the architecture, with the statistics training uses
+        processor = segmenter_image_processor(model, model_args.image_size, IMAGENET_MEAN, IMAGENET_STD)
 
     result = {"train": None, "report": None, "prediction": None, "model_dir": str(output_dir)}
     if training_args.do_train:
@@ -207,6 +242,8 @@ def run_deeplab(
             crop_size=training_args.crop_size,
             scale_range=(training_args.min_scale, training_args.max_scale),
             flip_prob=training_args.flip_prob,
+            vflip_prob=training_args.vflip_prob,
+            transpose_prob=training_args.transpose_prob,
             image_mean=processor.image_mean,
             image_std=processor.image_std,
             ignore_index=model.config.semantic_loss_ignore_index,
@@ -232,7 +269,7 @@ def run_deeplab(
         # Predict with the weights as saved, on every process: under DDP each rank's BatchNorm running statistics
         # are its own after the last step, and only rank 0's were saved.
         trainer.accelerator.wait_for_everyone()
-        model = DeepLabV2ForSemanticSegmentation.from_pretrained(str(output_dir))
+        model = AutoModelForSemanticSegmentation.from_pretrained(str(output_dir))
 
     if eval_dataset is not None:
         model = model.to(training_args.device)
@@ -279,8 +316,8 @@ def run_deeplab(
     return result
 
 
-def main(argv=None) -> int:
-    return run_parsed(*parse_arguments(argv))
+def main(argv=None, prog: str = "cpfcte-hf train-deeplab") -> int:
+    return run_parsed(*parse_arguments(argv, prog))
 
 
 def run_parsed(data_args, model_args, test_args, crf_args, training_args) -> int:

@@ -42,6 +42,7 @@ from transformers.trainer_utils import SchedulerType
 
 from ..models.cpfcte.image_processing_cpfcte import to_rgb_array
 from ..models.cpfcte.metrics import SegmentationMetric
+from ..models.segmenters import segmentation_loss
 from ..prediction.config import MULTI_SCALE
 from ..prediction.segment import (
     _image_statistics,
@@ -85,6 +86,20 @@ class DeepLabV2TrainingArguments(DeferredPrecisionCheckMixin, TrainingArguments)
     min_scale: float = field(default=0.5, metadata={"help": "Smallest random rescaling factor (0.5)."})
     max_scale: float = field(default=1.5, metadata={"help": "Largest random rescaling factor (1.5)."})
     flip_prob: float = field(default=0.5, metadata={"help": "Probability of a left-right flip."})
+    vflip_prob: float = field(
+        default=0.0,
+        metadata={
+            "help": "Probability of a top-bottom flip of the crop (0: DeepLab's recipe; not in the paper when on)."
+        },
+    )
+    transpose_prob: float = field(
+        default=0.0,
+        metadata={
+            "help": "Probability of transposing the square crop (height <-> width); with flip_prob and vflip_prob "
+            "0.5 the crop takes each of the 8 flips and 90-degree turns alike (0: DeepLab's recipe; not in the "
+            "paper when on)."
+        },
+    )
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum (0.9)."})
     classifier_lr_multiplier: float = field(
         default=10.0, metadata={"help": "Learning-rate multiplier of the ASPP classifier (DeepLab-v2: 10)."}
@@ -139,6 +154,9 @@ class DeepLabV2TrainingArguments(DeferredPrecisionCheckMixin, TrainingArguments)
             raise ValueError(f"Need 0 < min_scale <= max_scale, got {self.min_scale}, {self.max_scale}.")
         if self.crop_size < 1:
             raise ValueError(f"`crop_size` must be >= 1, got {self.crop_size}.")
+        for name in ("flip_prob", "vflip_prob", "transpose_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"`{name}` is a probability (0 to 1), got {getattr(self, name)}.")
         if self.max_steps is None or self.max_steps <= 0:
             raise ValueError("DeepLab-v2 trains for a number of steps: set `max_steps` (the recipe: 20000).")
         if self.lr_groups not in LR_GROUPS:
@@ -195,9 +213,15 @@ class DeepLabV2Trainer(ClosingProgressBarsMixin, FiniteLossMixin, ConvertedCheck
         return self.optimizer
 
     def model_loss(self, model, inputs):
-        if not self.args.multi_scale_loss or not model.training:
-            return super().model_loss(model, inputs)
         config = self.accelerator.unwrap_model(model).config
+        if not self.args.multi_scale_loss or not model.training:  # one loss for every architecture
+            return segmentation_loss(
+                model,
+                inputs["pixel_values"],
+                inputs["labels"],
+                config.semantic_loss_ignore_index,
+                align_corners=bool(getattr(config, "align_corners", False)),
+            )
         return multi_scale_training_loss(
             model, inputs["pixel_values"], inputs["labels"], self.args.loss_scales, config.semantic_loss_ignore_index
         )

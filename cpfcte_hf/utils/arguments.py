@@ -38,6 +38,9 @@ from .help import did_you_mean, format_help, is_lazy, resolve, unknown_options
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "presets"
 COMMAND_SECTIONS = ("train", "label", "evaluate", "train_deeplab", "run")
+# Commands that are another's under a second name: a preset of either is read by both (`train-segmenter` is
+# `train-deeplab` for any architecture; both read `command: train_deeplab` presets and `train_deeplab:` sections).
+COMMAND_ALIASES = {"train_segmenter": "train_deeplab"}
 # Keys of a preset's flat part that every command with such an option takes, even when it has its own section.
 SHARED_KEYS = ("dataset", "data_root", "dataset_option", "cache_dir", "train_split", "eval_split")
 # Older option names, kept working: old -> the option they stand for (after dashes became underscores).
@@ -149,7 +152,7 @@ def preset_values_for(preset: dict, command: str | None, fields: set[str], sourc
     The part of `preset` that `command` takes (see the module docstring), checked against the command's option
     names `fields`: a key that is no option is a `PresetError` naming `source` and the key.
     """
-    owner = preset.get("command", "train")
+    owner = COMMAND_ALIASES.get(preset.get("command", "train"), preset.get("command", "train"))
     plain = "command" not in preset and not any(key in preset for key in COMMAND_SECTIONS)
     if plain and command not in (None, "run"):
         # A plain preset (no `command:`, no sections) handed to a command is that command's: its keys are never

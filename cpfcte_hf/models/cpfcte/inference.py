@@ -222,7 +222,7 @@ def max_fused_probabilities(
     upsampled to `(H, W)` (`config.align_corners`), fused by their element-wise maximum, then the softmax.
     """
     height, width = image.shape[:2]
-    align_corners = model.config.align_corners
+    align_corners = bool(getattr(model.config, "align_corners", False))  # DeepLab-v2: True; transformers' heads: False
     sizes = inference_sizes((height, width), scales, 1)
     if align_corners:
         sizes = corner_aligned_sizes(sizes, model.config.output_stride)
