@@ -517,6 +517,11 @@ def run(run_args: RunArguments, preset_name: str) -> dict:
     if is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(preset_path, yaml.safe_dump(resolved, sort_keys=False))
+    # Every step reads run_preset.yaml: the other processes wait until the main one has written it (a run without
+    # the shapes data step, whose broadcast waits too, would otherwise let a fast rank read a missing preset).
+    state = distributed_state()
+    if state is not None:
+        state.wait_for_everyone()
 
     summary = {"preset": str(preset_name), "output_dir": str(run_dir), "steps": {}, "status": "complete"}
     fingerprints: dict[str, str] = {}
