@@ -393,6 +393,7 @@ def run_training(
     check_training_inputs(model_args, data_args, training_args)
     if training_args.should_log:
         print(f"Outputs: {os.path.abspath(training_args.output_dir)} (resolved settings: run_config.json)", flush=True)
+        print(training_args.train_batch_plan.line(), flush=True)
 
     # Every process says where it runs, so a multi-process launch shows all its ranks.
     print(

@@ -309,6 +309,8 @@ def run_deeplab(
             image_std=processor.image_std,
             ignore_index=model.config.semantic_loss_ignore_index,
         )
+        if training_args.should_log:
+            print(training_args.train_batch_plan.line(), flush=True)
         if training_args.should_save:
             output_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(
