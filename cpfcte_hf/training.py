@@ -84,6 +84,13 @@ class ModelArguments:
         metadata={"help": "Project [h; v] back to D (paper eq. 6); False feeds 4*lstm_hidden_size on (ViT-PCM)."},
     )
     context_fusion_dropout: float = 0.2
+    context_fusion_projection_dropout: float | None = field(
+        default=None,
+        metadata={
+            "help": "Dropout on [h; v] before the projection (eq. 6); default: --context_fusion_dropout. 0 is the "
+            "reference's (ViT-PCM has no projection: only the classifier's dropout reads [h; v])."
+        },
+    )
     context_fusion_lstm_dropout_mode: str = field(
         default="none",
         metadata={"help": "Dropout inside the LSTMs: none, or per_sequence (ViT-PCM's Keras LSTM dropout)."},
@@ -283,6 +290,7 @@ def build_model(model_args: ModelArguments, class_names: list[str]) -> CPFCTEFor
         context_fusion_residual=model_args.context_fusion_residual,
         context_fusion_projection=model_args.context_fusion_projection,
         context_fusion_dropout=model_args.context_fusion_dropout,
+        context_fusion_projection_dropout=model_args.context_fusion_projection_dropout,
         context_fusion_lstm_dropout_mode=model_args.context_fusion_lstm_dropout_mode,
         classifier_dropout=model_args.classifier_dropout,
         classifier_l2_weight=model_args.classifier_l2_weight,

@@ -30,6 +30,7 @@ from ..pseudo_labeling import dataset_class_names, format_report, load_split
 from ..trainer import resolve_resume_checkpoint
 from ..visualization import atomic_write_text
 from .configuration_deeplab import DeepLabV2Config, resnet101_config
+from .fusion import check_test_fusion
 from .modeling_deeplab import DeepLabV2ForSemanticSegmentation
 from .processing import DEEPLAB_IMAGE_SIZE, deeplab_image_processor
 from .training import (
@@ -131,6 +132,13 @@ class DeepLabTestArguments:
         default_factory=lambda: list(MULTI_SCALE), metadata={"help": "Scales fused by max (1.0 0.75 0.5)."}
     )
     test_flip: bool = field(default=False, metadata={"help": "Also run each scale flipped left-right."})
+    test_fusion: str = field(
+        default="image",
+        metadata={
+            "help": "Where the scales are fused by max: image (ours: every scale's logits upsampled to the image, "
+            "align_corners=True) or logits (kazuto1011: at the 1.0 scale's logit size, align_corners=False)."
+        },
+    )
     test_crf: bool = field(default=True, metadata={"help": "Refine the fused probabilities with the dense CRF."})
     crf_workers: int | None = field(default=None, metadata={"help": "CRF processes per process (0 = serial)."})
     num_overlays: int = field(default=4, metadata={"help": "Overlay panels written with the report."})
@@ -140,6 +148,11 @@ class DeepLabTestArguments:
             "help": "Write report.html (every image and its masks) next to the predictions (--no_report_html: off)."
         },
     )
+
+    def __post_init__(self):
+        check_test_fusion(self.test_fusion)
+        if self.test_fusion == "logits" and 1.0 not in [float(s) for s in self.test_scales]:
+            raise ValueError("--test_fusion logits fuses at the 1.0 scale's logits: add 1.0 to --test_scales.")
 
 
 _TYPES = {"int": int, "float": float, "bool": bool}
@@ -339,6 +352,7 @@ def run_deeplab(
         config = MultiScaleEvalConfig(
             scales=tuple(test_args.test_scales),
             flip=test_args.test_flip,
+            fusion=test_args.test_fusion,
             crf=test_args.test_crf,
             crf_config=crf_config_from(crf_args),
             crf_workers=test_args.crf_workers,

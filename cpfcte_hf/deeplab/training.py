@@ -52,7 +52,6 @@ from ..data.transforms import resize_mask
 from ..fingerprint import FINGERPRINT_FILE, weights_digest
 from ..html_report import report_files
 from ..image_processing_cpfcte import resize_and_normalize, to_rgb_array
-from ..inference import max_fused_probabilities
 from ..metrics import IGNORE_INDEX, SegmentationMetric
 from ..prediction import (
     SOURCES_FILE,
@@ -74,6 +73,7 @@ from ..trainer import (
     FiniteLossMixin,
 )
 from ..visualization import atomic_write_text, read_mask
+from .fusion import check_test_fusion, fused_probabilities
 from .modeling_deeplab import DeepLabV2ForSemanticSegmentation
 from .processing import IMAGENET_MEAN, IMAGENET_STD
 
@@ -265,13 +265,14 @@ def multi_scale_probabilities(
     flip: bool = False,
     image_mean: Sequence[float] = IMAGENET_MEAN,
     image_std: Sequence[float] = IMAGENET_STD,
+    fusion: str = "image",
 ) -> torch.Tensor:
     """
     Class probabilities `(C, H, W)` (float32, CPU) of one `(H, W, 3)` uint8 image by DeepLab-v2's multi-scale
-    inference (`inference.max_fused_probabilities`) with its recipe's defaults: scales `MULTI_SCALE`, ImageNet
-    statistics.
+    inference with its recipe's defaults: scales `MULTI_SCALE`, ImageNet statistics; `fusion` where the scales are
+    fused (`deeplab.fusion`: `image`, ours, or `logits`, kazuto1011's).
     """
-    return max_fused_probabilities(model, image, scales, flip, image_mean, image_std)
+    return fused_probabilities(model, image, scales, flip, image_mean, image_std, fusion)
 
 
 @dataclass
@@ -282,6 +283,9 @@ class MultiScaleEvalConfig:
     Attributes:
         scales: multipliers of the image's own size, fused by max (`(1.0, 0.75, 0.5)`; `(1.0,)` = single scale).
         flip: also run each scale flipped left-right (not in the recipe of docs/method.md section 4).
+        fusion: where the scales are fused by max (`deeplab.fusion`): `image` (ours: each scale's logits upsampled to
+            the image with `align_corners=True`) or `logits` (kazuto1011: at the 1.0 scale's logit size,
+            `align_corners=False`, then upsampled).
         crf: refine the fused probabilities with the dense CRF (`crf_config`, docs/method.md section 3).
         crf_workers: CRF worker processes per process (`None`: the CPUs divided by the processes; 0: serial).
         overwrite: recompute masks that exist (otherwise a rerun only does the missing ones).
@@ -292,6 +296,7 @@ class MultiScaleEvalConfig:
 
     scales: tuple[float, ...] = MULTI_SCALE
     flip: bool = False
+    fusion: str = "image"
     crf: bool = True
     crf_config: DenseCRFConfig = field(default_factory=DenseCRFConfig)
     crf_workers: int | None = None
@@ -306,6 +311,9 @@ class MultiScaleEvalConfig:
         self.scales = tuple(float(s) for s in self.scales)
         if not self.scales or min(self.scales) <= 0:
             raise ValueError(f"`scales` must be positive numbers, got {self.scales}.")
+        check_test_fusion(self.fusion)
+        if self.fusion == "logits" and 1.0 not in self.scales:
+            raise ValueError(f"--test_fusion logits fuses at the 1.0 scale's logits: add 1.0 to {list(self.scales)}.")
 
 
 def _image_statistics(image_processor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -363,6 +371,8 @@ def stage_two_fingerprint(model, config: MultiScaleEvalConfig, mean, std) -> dic
         "scales": [float(s) for s in config.scales],
         "flip": bool(config.flip),
         "crf": config.crf_config.to_dict() if config.crf else None,
+        # Only when not the default, so that masks made before the option existed keep their fingerprint.
+        **({"fusion": config.fusion} if config.fusion != "image" else {}),
     }
 
 
@@ -410,7 +420,10 @@ def predict_split(
             return to_rgb_array(images[index]["image"]), None, None
 
         def predict(items):
-            return [multi_scale_probabilities(model, rgb, config.scales, config.flip, mean, std) for rgb, _ in items]
+            return [
+                multi_scale_probabilities(model, rgb, config.scales, config.flip, mean, std, config.fusion)
+                for rgb, _ in items
+            ]
 
         ids = [str(i) for i in dataset.select_columns(["id"])[:]["id"]]  # one read, not one per row
         counts = run_prediction_job(
