@@ -85,6 +85,7 @@ from .prediction import (
     safe_file_id,
 )
 from .results import results_record, write_results
+from .upsampling import check_crf_upsampling, predict_with_crf_input
 from .visualization import (
     atomic_write_text,
     plot_per_class_iou,
@@ -121,6 +122,8 @@ class PseudoLabelConfig:
             (training-set pseudo-labels). Off: every class competes (e.g. for images without tags).
         crf: refine with the dense CRF and write `crf/`.
         crf_config: CRF parameters (docs/method.md section 3).
+        crf_upsampling: the geometry of the CRF's input (`upsampling`): `align_corners` (ours: the BPM's map) or
+            `half_pixel` (ViT-PCM's: scikit-image's resize of the grid probabilities).
         crf_workers: CRF worker processes per process; `None` = the CPUs available divided by the number of
             processes; 0 = serial in the main process.
         crf_max_side: longest side, in pixels, at which the probability maps are upsampled and the CRF runs
@@ -141,6 +144,7 @@ class PseudoLabelConfig:
     use_image_labels: bool = True
     crf: bool = True
     crf_config: DenseCRFConfig = field(default_factory=DenseCRFConfig)
+    crf_upsampling: str = "align_corners"
     crf_workers: int | None = None
     crf_max_side: int | None = DEFAULT_CRF_MAX_SIDE
     batch_size: int = 1
@@ -157,6 +161,7 @@ class PseudoLabelConfig:
             raise ValueError(f"`size` must be >= 1 and `scales` positive, got size={self.size}, scales={self.scales}.")
         if int(self.batch_size) < 1:
             raise ValueError(f"`batch_size` must be >= 1, got {self.batch_size}.")
+        check_crf_upsampling(self.crf_upsampling)
         if self.crf_max_side is not None and int(self.crf_max_side) < 0:
             raise ValueError(f"`crf_max_side` must be >= 0 (0 or None: no cap), got {self.crf_max_side}.")
 
@@ -507,6 +512,8 @@ def pseudo_label_fingerprint(
         "use_image_labels": bool(use_labels),
         "crf": config.crf_config.to_dict() if config.crf else None,
         "crf_max_side": int(config.crf_max_side or 0),
+        # Only when not the default, so that pseudo-labels made before the option existed keep their fingerprint.
+        **({"crf_upsampling": config.crf_upsampling} if config.crf and config.crf_upsampling != "align_corners" else {}),
     }
 
 
@@ -624,7 +631,12 @@ def _pseudo_label_functions(
     def predict(items):
         labels = torch.stack([labels for _, (_, labels) in items]) if split.use_labels else None
         rgbs = [rgb for rgb, _ in items]
-        maps, scores = predict_class_probabilities(model, rgbs, labels, size, config.scales, config.flip, mean, std)
+        if config.crf and config.crf_upsampling == "half_pixel":  # (BPM map, CRF input) per image
+            maps, scores = predict_with_crf_input(model, rgbs, labels, size, config.scales, config.flip, mean, std)
+        else:
+            maps, scores = predict_class_probabilities(
+                model, rgbs, labels, size, config.scales, config.flip, mean, std
+            )
         score_log.append([image_id for _, (image_id, _) in items], scores)  # the report's per-image scores
         return maps
 

@@ -33,6 +33,7 @@ from ..cli import loader_options, parse_args_with_presets, require
 from ..deeplab.run import DenseCRFArguments, crf_config_from
 from ..interrupts import interrupt_exit_code
 from ..pseudo_labeling import PseudoLabelConfig, run_pseudo_labeling
+from ..upsampling import check_crf_upsampling
 
 
 @dataclass
@@ -63,6 +64,13 @@ class LabelArguments:
         default=True, metadata={"help": "Restrict masks to the image-level labels (--no_label_masking: off)."}
     )
     crf: bool = field(default=True, metadata={"help": "Refine with the dense CRF (--no_crf: BPM only)."})
+    crf_upsampling: str = field(
+        default="align_corners",
+        metadata={
+            "help": "Geometry of the CRF's input: align_corners (ours: the BPM's map) or half_pixel (ViT-PCM: "
+            "scikit-image's resize of the patch probabilities)."
+        },
+    )
     crf_workers: int | None = field(
         default=None, metadata={"help": "CRF processes per process (default: CPUs / processes; 0 = serial)."}
     )
@@ -89,6 +97,9 @@ class LabelArguments:
         },
     )
 
+    def __post_init__(self):
+        check_crf_upsampling(self.crf_upsampling)
+
     def pseudo_label_config(self, crf_args) -> PseudoLabelConfig:
         return PseudoLabelConfig(
             size=self.size,
@@ -97,6 +108,7 @@ class LabelArguments:
             use_image_labels=self.use_image_labels,
             crf=self.crf,
             crf_config=crf_config_from(crf_args),
+            crf_upsampling=self.crf_upsampling,
             crf_workers=self.crf_workers,
             crf_max_side=self.crf_max_side,
             batch_size=self.batch_size,
