@@ -143,6 +143,13 @@ class DataArguments:
     aug_hflip_p: float = 0.5
     aug_vflip_p: float = 0.5
     aug_transpose_p: float = 0.5
+    aug_clip: bool = field(
+        default=True,
+        metadata={
+            "help": "Clamp to [0, 1] after every colour step and round to 8-bit levels (ours); false: unclipped "
+            "floats, as ViT-PCM's colour jitter on 0..255 floats."
+        },
+    )
     cache_dir: str | None = field(default=None, metadata={"help": "Arrow cache of the loaders."})
     et_crop_p: float = field(
         default=0.3, metadata={"help": "L_ET second view: probability of a crop (ViT-PCM PROB_CROP 0.3)."}
@@ -165,6 +172,7 @@ class DataArguments:
             hflip_p=self.aug_hflip_p,
             vflip_p=self.aug_vflip_p,
             transpose_p=self.aug_transpose_p,
+            clip=self.aug_clip,
         )
 
 
