@@ -513,7 +513,11 @@ def pseudo_label_fingerprint(
         "crf": config.crf_config.to_dict() if config.crf else None,
         "crf_max_side": int(config.crf_max_side or 0),
         # Only when not the default, so that pseudo-labels made before the option existed keep their fingerprint.
-        **({"crf_upsampling": config.crf_upsampling} if config.crf and config.crf_upsampling != "align_corners" else {}),
+        **(
+            {"crf_upsampling": config.crf_upsampling}
+            if config.crf and config.crf_upsampling != "align_corners"
+            else {}
+        ),
     }
 
 

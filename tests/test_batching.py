@@ -45,14 +45,19 @@ def test_a_launch_that_cannot_realise_the_recipe_is_refused_saying_what_works():
         plan_train_batch(10, 3, max_per_device=5)
     with pytest.raises(ValueError, match=r"multiple of 4 .* launch 1, 2, 4 process"):
         plan_train_batch(16, 8, max_per_device=8, multiple=4)
-    with pytest.raises(ValueError, match=r"--gradient_accumulation_steps 3 does not divide the 8 images .* 1, 2, 4, 8"):
+    with pytest.raises(
+        ValueError, match=r"--gradient_accumulation_steps 3 does not divide the 8 images .* 1, 2, 4, 8"
+    ):
         plan_train_batch(16, 2, accumulation=3)
 
 
 def test_an_explicit_per_device_batch_is_kept_and_named_a_departure():
     plan = plan_train_batch(16, 1, max_per_device=8, per_device=4)
     assert (plan.per_device, plan.accumulation, plan.global_batch) == (4, 1, 4)
-    assert plan.departure == "global batch 4 instead of the recipe's 16 (--per_device_train_batch_size 4 given explicitly)"
+    assert (
+        plan.departure
+        == "global batch 4 instead of the recipe's 16 (--per_device_train_batch_size 4 given explicitly)"
+    )
     assert "a departure from the recipe" in plan.line()
     # Explicit, but the same global batch: no departure.
     assert plan_train_batch(16, 2, per_device=4, accumulation=2).departure is None
@@ -110,7 +115,11 @@ def test_an_explicit_per_device_batch_is_printed_as_a_departure():
     result = _print_config(1, "train", "--config", "voc", "--per_device_train_batch_size", "4")
     assert result.returncode == 0, result.stderr[-2000:]
     plan = json.loads(result.stdout)["train_batch"]
-    assert (plan["per_device_train_batch_size"], plan["gradient_accumulation_steps"], plan["global_train_batch_size"]) == (
+    assert (
+        plan["per_device_train_batch_size"],
+        plan["gradient_accumulation_steps"],
+        plan["global_train_batch_size"],
+    ) == (
         4,
         1,
         4,

@@ -12,7 +12,7 @@ from cpfcte_hf.pseudo_labeling import generate_pseudo_labels, pseudo_label_finge
 from cpfcte_hf.upsampling import half_pixel_resize, predict_with_crf_input
 from cpfcte_hf.visualization import read_mask
 
-from .test_pseudo_labeling import make_dataset, model_and_processor, checkpoint, tiny_config  # noqa: F401
+from .test_pseudo_labeling import checkpoint, make_dataset, model_and_processor, tiny_config  # noqa: F401
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 
 from cpfcte_hf.deeplab import DeepLabV2ForSemanticSegmentation
 from cpfcte_hf.deeplab.fusion import fused_probabilities
+from cpfcte_hf.deeplab.processing import IMAGENET_MEAN, IMAGENET_STD
 from cpfcte_hf.deeplab.run import parse_arguments
 from cpfcte_hf.deeplab.training import MultiScaleEvalConfig, stage_two_fingerprint
-from cpfcte_hf.deeplab.processing import IMAGENET_MEAN, IMAGENET_STD
 
 from .deeplab_helpers import tiny_deeplab_config
 

@@ -33,7 +33,12 @@ def _free_port() -> int:
 def one_machine(argv: list[str]) -> subprocess.CompletedProcess:
     command = [ACCELERATE, "launch", *COMMON, "--num_machines", "1", "--main_process_port", str(_free_port())]
     result = subprocess.run(
-        [*command, "-m", "cpfcte_hf", *argv], capture_output=True, text=True, env=subprocess_env(), cwd=REPO, timeout=600
+        [*command, "-m", "cpfcte_hf", *argv],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        cwd=REPO,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
@@ -44,9 +49,27 @@ def two_machines(argv: list[str]) -> list[str]:
     port = str(_free_port())
     launches = [
         subprocess.Popen(
-            [ACCELERATE, "launch", *COMMON, "--num_machines", "2", "--machine_rank", str(rank), "--main_process_ip",
-             "127.0.0.1", "--main_process_port", port, "-m", "cpfcte_hf", *argv],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(), cwd=REPO,
+            [
+                ACCELERATE,
+                "launch",
+                *COMMON,
+                "--num_machines",
+                "2",
+                "--machine_rank",
+                str(rank),
+                "--main_process_ip",
+                "127.0.0.1",
+                "--main_process_port",
+                port,
+                "-m",
+                "cpfcte_hf",
+                *argv,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=subprocess_env(),
+            cwd=REPO,
         )  # fmt: skip
         for rank in (0, 1)
     ]

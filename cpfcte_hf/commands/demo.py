@@ -16,6 +16,8 @@ from .run import run_from_argv
 
 def main(argv=None) -> int:
     status, summary = run_from_argv(list(sys.argv[1:] if argv is None else argv), default_preset="demo")
-    if status == 0 and summary is not None:  # None: --print_config ran nothing. A run that stopped ends with its error line, not with a table of what it did not measure
+    # A run that stopped ends with its error line, not with a table of what it did not measure; --print_config
+    # runs nothing (no summary).
+    if status == 0 and summary is not None:
         print(format_demo_results(write_demo_results(summary)), flush=True)
     return status

@@ -66,7 +66,9 @@ def logit_resolution_max_fusion(
                 logits = logits.flip(-1)
             if reference_size is None:
                 if scale != 1.0:
-                    raise ValueError(f"--test_fusion logits fuses at the 1.0 scale's logits: add 1.0 to {list(scales)}.")
+                    raise ValueError(
+                        f"--test_fusion logits fuses at the 1.0 scale's logits: add 1.0 to {list(scales)}."
+                    )
                 reference_size = logits.shape[-2:]
             elif logits.shape[-2:] != reference_size:
                 logits = F.interpolate(logits, size=reference_size, mode="bilinear", align_corners=False)
