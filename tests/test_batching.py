@@ -5,7 +5,6 @@ settings exactly as the commands do, without training.
 """
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 
 from cpfcte_hf.batching import plan_train_batch
 
-from .utils import subprocess_env
+from .utils import free_port, subprocess_env
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,12 +62,6 @@ def test_an_explicit_per_device_batch_is_kept_and_named_a_departure():
     assert plan_train_batch(16, 2, per_device=4, accumulation=2).departure is None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _print_config(processes: int, *argv: str) -> subprocess.CompletedProcess:
     if processes == 1:
         command = [sys.executable, "-m", "cpfcte_hf", *argv, "--print_config"]
@@ -76,7 +69,7 @@ def _print_config(processes: int, *argv: str) -> subprocess.CompletedProcess:
         accelerate = str(Path(sys.executable).with_name("accelerate"))
         command = [
             accelerate, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
-            "--main_process_port", str(_free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
             "-m", "cpfcte_hf", *argv, "--print_config",
         ]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), cwd=REPO, timeout=300)

@@ -8,7 +8,6 @@ identical byte for byte, the reports' numbers equal, and every image labelled on
 
 import filecmp
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from .test_demo import TINY_PRESET
-from .utils import subprocess_env
+from .utils import free_port, subprocess_env
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,14 +23,8 @@ ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
 COMMON = ["--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", "--num_processes", "2"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def one_machine(argv: list[str]) -> subprocess.CompletedProcess:
-    command = [ACCELERATE, "launch", *COMMON, "--num_machines", "1", "--main_process_port", str(_free_port())]
+    command = [ACCELERATE, "launch", *COMMON, "--num_machines", "1", "--main_process_port", str(free_port())]
     result = subprocess.run(
         [*command, "-m", "cpfcte_hf", *argv],
         capture_output=True,
@@ -46,7 +39,7 @@ def one_machine(argv: list[str]) -> subprocess.CompletedProcess:
 
 def two_machines(argv: list[str]) -> list[str]:
     """The two machines' launches of `cpfcte-hf <argv>`, started together; both must succeed. Their stdouts."""
-    port = str(_free_port())
+    port = str(free_port())
     launches = [
         subprocess.Popen(
             [
