@@ -126,3 +126,26 @@ def test_a_run_whose_launch_cannot_realise_stage_2s_batch_is_refused_in_one_line
     assert result.returncode != 0 and not result.stdout.strip()
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors and "cannot be split evenly over 3 processes: launch 1, 2, 5, 10 process(es)" in errors[0]
+
+
+def test_a_training_on_one_process_accumulates_to_the_global_batch(tmp_path):
+    """`train` with a global batch of 8, at most 4 per device, on one process: 4 x 2, and each optimiser step takes 8
+    of the 24 training images (2 steps = 2/3 of an epoch)."""
+    out = tmp_path / "run"
+    argv = [
+        "train", "--config", "shapes", "--dataset_option", "num_train=24", "num_val=4", "image_size=32",
+        "--cache_dir", str(tmp_path / "cache"), "--image_size", "32", "--patch_size", "8", "--hidden_size", "32",
+        "--num_hidden_layers", "1", "--num_attention_heads", "2", "--intermediate_size", "32",
+        "--global_train_batch_size", "8", "--max_per_device_train_batch_size", "4", "--max_steps", "2",
+        "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false",
+        "--report_to", "none", "--dataloader_num_workers", "0", "--output_dir", str(out),
+    ]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "cpfcte_hf", *argv], capture_output=True, text=True, env=subprocess_env(), cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Batch: 8 images per optimiser step = 4 per device x 2 accumulation x 1 process(es)" in result.stdout
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and state["epoch"] == pytest.approx(2 / 3)
+    recorded = json.loads((out / "run_config.json").read_text())["train_batch"]
+    assert (recorded["per_device_train_batch_size"], recorded["gradient_accumulation_steps"]) == (4, 2)
