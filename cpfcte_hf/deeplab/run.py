@@ -20,7 +20,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import default_data_collator
+from transformers import default_data_collator, set_seed
 
 from ..cli import check_model_option, describe, parse_args_with_presets, parse_key_values, print_error
 from ..crf import DenseCRFConfig
@@ -305,6 +305,9 @@ def run_deeplab(
 
     reference = train_dataset if train_dataset is not None else eval_dataset
     class_names = dataset_class_names(reference)
+    # The fresh ASPP (and a random backbone) start from --seed, as stage 1's model does: not from whatever state the
+    # random generator was left in (in `cpfcte-hf run`, by the steps before; alone, torch's default seed).
+    set_seed(training_args.seed)
     model = build_model(model_args, class_names)
     processor = deeplab_image_processor(model_args.image_size)
 
