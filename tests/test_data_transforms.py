@@ -250,3 +250,26 @@ def test_colour_jitter_is_kornias_four_steps_in_vit_pcm_order():
     expected = adjust_saturation(expected, saturation).clamp(0, 1)
     expected = adjust_hue(expected, hue * 2 * torch.pi).clamp(0, 1)
     torch.testing.assert_close(augmented, expected, rtol=0, atol=1e-5)
+
+
+def test_clip_false_keeps_vit_pcms_unclipped_floats():
+    """ViT-PCM jitters floats and normalises them as they are: with `clip=False` a contrast of 2 on a bright image
+    leaves [0, 1] (beyond +-1 after normalisation) and nothing is rounded to 8-bit levels; the same draws with the
+    default clamp after every step and round."""
+    from cpfcte_hf.data.transforms import BatchAugmentation
+
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (4, 3, 12, 12), dtype=np.uint8))
+    settings = dict(brightness=0.2, contrast=(2.0, 2.0), saturation=(1.0, 1.0), hue=0.0, grayscale_p=0, hflip_p=0)
+    settings.update(vflip_p=0, transpose_p=0)
+    torch.manual_seed(3)
+    clipped, _ = BatchAugmentation(AugmentationConfig(**settings))(images)
+    torch.manual_seed(3)
+    unclipped, _ = BatchAugmentation(AugmentationConfig(**settings, clip=False))(images)
+    assert clipped.min() >= -1 and clipped.max() <= 1
+    assert unclipped.min() < -1 and unclipped.max() > 1
+    levels = clipped * 127.5 + 127.5
+    torch.testing.assert_close(levels, levels.round(), rtol=0, atol=1e-3)  # 8-bit levels
+    inside = (unclipped > -1) & (unclipped < 1)
+    fractional = unclipped * 127.5 + 127.5
+    assert (fractional[inside] - fractional[inside].round()).abs().max() > 0.01  # not rounded

@@ -214,7 +214,13 @@ def test_presets_parse_and_carry_the_recipe(preset):
     data, model, test, crf, training = parse_arguments(["--config", preset])
     assert training.min_scale <= 1.0 <= training.max_scale and training.flip_prob == 0.5
     assert training.momentum == 0.9 and training.weight_decay == 5e-4 and training.poly_power == 0.9
-    assert training.classifier_lr_multiplier == 10.0 and training.per_device_train_batch_size == 10
+    assert training.classifier_lr_multiplier == 10.0 and training.global_train_batch_size == 10
+    # One process: kazuto1011's 5 x iter_size 2 (a toy model on shapes takes the 10 at once).
+    per_device = 10 if preset == "deeplab_shapes" else 5
+    assert (training.per_device_train_batch_size, training.gradient_accumulation_steps) == (
+        per_device,
+        10 // per_device,
+    )
     assert test.test_scales == [1.0, 0.75, 0.5] and test.test_crf and crf.crf_iterations == 10
     assert model.output_stride == 8 and data.pseudo_label_set == "crf"
     if preset != "deeplab_shapes":  # the recipe of docs/method.md section 4 exactly

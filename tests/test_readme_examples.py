@@ -66,7 +66,7 @@ def _write_my_photos(root: Path) -> None:
 
 
 def _write_export(work: Path) -> None:
-    from cpfcte_hf.commands import run_command
+    from cpfcte_hf.cli.main import run_command
 
     labels = ["--model", str(work / "outputs/demo/stage1"), "--dataset", "tagged"]
     labels += ["--data_root", str(work / "my_photos"), "--output_dir", str(work / "labels")]

@@ -23,7 +23,7 @@ from transformers import (
 from cpfcte_hf.cli.main import run_command
 from cpfcte_hf.data import build_dataset
 from cpfcte_hf.models.cpfcte.visualization import save_mask
-from cpfcte_hf.segmenter import parse_config_overrides, segmentation_loss, segmenter_config
+from cpfcte_hf.models.segmenters import parse_config_overrides, segmentation_loss, segmenter_config
 from cpfcte_hf.stage2.dataset import random_scale_crop_flip
 from tests.utils import subprocess_env
 

@@ -62,6 +62,15 @@ BLOCK_PACKAGE_IMPORT = textwrap.dedent(
 )
 
 
+def free_port() -> int:
+    """A TCP port that is free now on 127.0.0.1 (for `accelerate launch --main_process_port`)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def subprocess_env() -> dict:
     """Environment for subprocesses: offline, unbuffered, and without the repo on the import path."""
     env = dict(os.environ)

@@ -7,6 +7,10 @@ Pipeline of `TrainTransform` (ViT-PCM, docs/method.md section 2), on a batch of 
            -> colour jitter -> grayscale -> flip LR -> flip UD -> transpose
            -> round to uint8 -> resize_and_normalize(mean, std)      # the package's one normalisation
 
+With `AugmentationConfig.clip` (ours, the default) every colour step is clamped to [0, 1] and the result rounded to
+8-bit levels; ViT-PCM (`utils.py` `color_transform`) works on unclipped floats on a 0..255 scale and normalises them
+as they are, which `clip=False` does (no clamp after a step, no rounding).
+
 so resizing and normalisation stay in `cpfcte_hf.models.cpfcte.image_processing_cpfcte.resize_and_normalize`, as in the image
 processor, the pipeline and pseudo-labelling. Like ViT-PCM, the augmentation runs after the resize to the training
 resolution, on the whole batch at once.
@@ -64,6 +68,9 @@ class AugmentationConfig:
         grayscale_p: probability of converting to grey (3 equal channels).
         hflip_p, vflip_p: probabilities of a left-right and an up-down flip.
         transpose_p: probability of swapping height and width (needs a square training size).
+        clip: clamp to [0, 1] after every colour step and round the result to 8-bit levels (ours); False keeps
+            unclipped floats throughout, as ViT-PCM's colour jitter on 0..255 floats (the L_ET second views, which
+            go through an 8-bit resize, stay clipped).
     """
 
     brightness: float = 0.2
@@ -75,6 +82,7 @@ class AugmentationConfig:
     hflip_p: float = 0.5
     vflip_p: float = 0.5
     transpose_p: float = 0.5
+    clip: bool = True
 
     def __post_init__(self):
         self.contrast = tuple(self.contrast)
@@ -147,6 +155,10 @@ class SegmentationAugmentation:
         count = images.shape[0]
         device = images.device
         images = images.clamp(0, 1)
+
+        def clip(values):
+            return values.clamp(0, 1) if config.clip else values
+
         # Every random draw is made on the CPU, with torch's global generator (or this rank's, `rank_generator`),
         # and only its result moves to the images' device: the same seed gives the same augmentation on the CPU and
         # on a GPU, and deciding whether a step runs at all never waits for the GPU.
@@ -157,12 +169,16 @@ class SegmentationAugmentation:
             contrast = torch.where(jitter, _uniform(*config.contrast, count, generator), 1.0)
             saturation = torch.where(jitter, _uniform(*config.saturation, count, generator), 1.0)
             hue = torch.where(jitter, _uniform(-config.hue, config.hue, count, generator), 0.0)
-            images = adjust_brightness(images, brightness.to(device)).clamp(0, 1)
-            images = adjust_contrast_with_mean_subtraction(images, contrast.to(device)).clamp(0, 1)
+            images = adjust_brightness(images, brightness.to(device), clip_output=config.clip)
+            if config.clip:
+                images = adjust_contrast_with_mean_subtraction(images, contrast.to(device)).clamp(0, 1)
+            else:  # kornia's formula without its clamp: blend with the grey mean
+                factor = contrast.to(device).view(-1, 1, 1, 1)
+                images = images * factor + rgb_to_grayscale(images).mean((-2, -1), True) * (1 - factor)
             # Saturation then hue, as kornia's adjust_saturation and adjust_hue, in one HSV round trip instead of
             # two (the same result up to float rounding, and the costliest step of the pipeline).
             hsv = adjust_saturation_raw(rgb_to_hsv(images), saturation.to(device))
-            images = hsv_to_rgb(adjust_hue_raw(hsv, (hue * 2 * torch.pi).to(device))).clamp(0, 1)
+            images = clip(hsv_to_rgb(adjust_hue_raw(hsv, (hue * 2 * torch.pi).to(device))))
         grey = torch.rand(count, generator=generator) < config.grayscale_p
         if grey.any():
             grey = grey.to(device)[:, None, None, None]
@@ -196,8 +212,9 @@ class BatchAugmentation:
     The batch half of `TrainTransform`: resized `uint8` images -> augmented, normalised `pixel_values`.
 
     `(images (B, 3, H, W) uint8, masks (B, H, W) | None)` on any device -> `(pixel_values (B, 3, H, W) float32,
-    masks)` on the same device: scale to [0, 1], `SegmentationAugmentation`, round to 8-bit levels (as ViT-PCM,
-    which augments 8-bit images), then `(x - mean) / std`, the arithmetic of `resize_and_normalize`. `TrainTransform`
+    masks)` on the same device: scale to [0, 1], `SegmentationAugmentation`, round to 8-bit levels (ours; ViT-PCM keeps
+    its unclipped floats: `AugmentationConfig.clip=False` skips the rounding), then `(x - mean) / std`, the arithmetic
+    of `resize_and_normalize`. `TrainTransform`
     calls it in the loader; with `augment_in_loader=False` the loader stops before it and the trainer calls it on the
     training device after the transfer (`CPFCTETrainingArguments.augmentation_device`).
     """
@@ -219,7 +236,9 @@ class BatchAugmentation:
                 f"BatchAugmentation takes (B, 3, H, W) uint8 images, got {tuple(images.shape)} {images.dtype}."
             )
         augmented, masks = self.augmentation(images.float() / 255.0, masks)
-        levels = (augmented * 255.0).round_().clamp_(0, 255)
+        levels = augmented * 255.0
+        if self.augmentation.config.clip:
+            levels = levels.round_().clamp_(0, 255)
         mean = torch.tensor(self.image_mean, dtype=torch.float32, device=images.device).view(1, 3, 1, 1) * 255.0
         std = torch.tensor(self.image_std, dtype=torch.float32, device=images.device).view(1, 3, 1, 1) * 255.0
         return ((levels - mean) / std).contiguous(), masks

@@ -24,6 +24,9 @@ class MultiScaleEvalConfig:
     Attributes:
         scales: multipliers of the image's own size, fused by max (`(1.0, 0.75, 0.5)`; `(1.0,)` = single scale).
         flip: also run each scale flipped left-right (not in the recipe of docs/method.md section 4).
+        fusion: where the scales are fused by max (`deeplab.fusion`): `image` (ours: each scale's logits upsampled to
+            the image with `align_corners=True`) or `logits` (kazuto1011: at the 1.0 scale's logit size,
+            `align_corners=False`, then upsampled).
         crf: refine the fused probabilities with the dense CRF (`crf_config`, docs/method.md section 3).
         crf_workers: CRF worker processes per process (`None`: the CPUs divided by the processes; 0: serial).
         overwrite: recompute masks that exist (otherwise a rerun only does the missing ones).
@@ -34,6 +37,7 @@ class MultiScaleEvalConfig:
 
     scales: tuple[float, ...] = MULTI_SCALE
     flip: bool = False
+    fusion: str = "image"
     crf: bool = True
     crf_config: DenseCRFConfig = field(default_factory=DenseCRFConfig)
     crf_workers: int | None = None
@@ -48,6 +52,9 @@ class MultiScaleEvalConfig:
         self.scales = tuple(float(s) for s in self.scales)
         if not self.scales or min(self.scales) <= 0:
             raise ValueError(f"`scales` must be positive numbers, got {self.scales}.")
+        check_test_fusion(self.fusion)
+        if self.fusion == "logits" and 1.0 not in self.scales:
+            raise ValueError(f"--test_fusion logits fuses at the 1.0 scale's logits: add 1.0 to {list(self.scales)}.")
 
 
 @dataclass
@@ -64,6 +71,8 @@ class PseudoLabelConfig:
             (training-set pseudo-labels). Off: every class competes (e.g. for images without tags).
         crf: refine with the dense CRF and write `crf/`.
         crf_config: CRF parameters (docs/method.md section 3).
+        crf_upsampling: the geometry of the CRF's input (`upsampling`): `align_corners` (ours: the BPM's map) or
+            `half_pixel` (ViT-PCM's: scikit-image's resize of the grid probabilities).
         crf_workers: CRF worker processes per process; `None` = the CPUs available divided by the number of
             processes; 0 = serial in the main process.
         crf_max_side: longest side, in pixels, at which the probability maps are upsampled and the CRF runs
@@ -84,6 +93,7 @@ class PseudoLabelConfig:
     use_image_labels: bool = True
     crf: bool = True
     crf_config: DenseCRFConfig = field(default_factory=DenseCRFConfig)
+    crf_upsampling: str = "align_corners"
     crf_workers: int | None = None
     crf_max_side: int | None = DEFAULT_CRF_MAX_SIDE
     batch_size: int = 1
@@ -100,8 +110,33 @@ class PseudoLabelConfig:
             raise ValueError(f"`size` must be >= 1 and `scales` positive, got size={self.size}, scales={self.scales}.")
         if int(self.batch_size) < 1:
             raise ValueError(f"`batch_size` must be >= 1, got {self.batch_size}.")
+        check_crf_upsampling(self.crf_upsampling)
         if self.crf_max_side is not None and int(self.crf_max_side) < 0:
             raise ValueError(f"`crf_max_side` must be >= 0 (0 or None: no cap), got {self.crf_max_side}.")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+CRF_UPSAMPLING = ("align_corners", "half_pixel")
+
+
+def check_crf_upsampling(value: str) -> str:
+    if value not in CRF_UPSAMPLING:
+        raise ValueError(
+            f"--crf_upsampling must be 'align_corners' (ours, as the BPM) or 'half_pixel' (ViT-PCM's CRF input, "
+            f"scikit-image's resize), got {value!r}."
+        )
+    return value
+
+
+TEST_FUSIONS = ("image", "logits")
+
+
+def check_test_fusion(fusion: str) -> str:
+    if fusion not in TEST_FUSIONS:
+        raise ValueError(
+            f"--test_fusion must be 'image' (ours: at the image size, align_corners=True) or 'logits' "
+            f"(kazuto1011: at the 1.0 scale's logit size, align_corners=False), got {fusion!r}."
+        )
+    return fusion

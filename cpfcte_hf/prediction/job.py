@@ -363,12 +363,17 @@ class _ShardJob:
         return image_id, rgb, extra
 
     def run_model(self, items):
-        """[(id, rgb, extra)] -> [(item, (C, H, W) array)]; a failed batch is retried image by image."""
+        """[(id, rgb, extra)] -> [(item, (C, H, W) array)]; a failed batch is retried image by image. A `predict`
+        that returns a pair `(mask map, CRF input)` per image gives the CRF its own input (`--crf_upsampling`)."""
+
+        def array(m):
+            if isinstance(m, tuple):
+                return tuple(array(part) for part in m)
+            return m.numpy() if isinstance(m, torch.Tensor) else np.asarray(m)
+
         try:
             maps = self.predict([(rgb, extra) for _, rgb, extra in items])
-            return [
-                (item, m.numpy() if isinstance(m, torch.Tensor) else np.asarray(m)) for item, m in zip(items, maps)
-            ]
+            return [(item, array(m)) for item, m in zip(items, maps)]
         except Exception as error:  # noqa: BLE001
             if len(items) > 1:
                 return [pair for item in items for pair in self.run_model([item])]
@@ -388,13 +393,14 @@ class _ShardJob:
         for start in range(0, len(todo), batch_size):
             batch = [item for item in map(self.read_item, todo[start : start + batch_size]) if item is not None]
             for (image_id, rgb, _), probabilities in self.run_model(batch) if batch else []:
+                probabilities, crf_input = probabilities if isinstance(probabilities, tuple) else (probabilities,) * 2
                 mask = probabilities.argmax(axis=0).astype(np.uint8)
                 if not self.write(mask, self.mask_dir, image_id, self.original_sizes.get(image_id)):
                     continue
                 if self.crf_dir is None:
                     self.finish(image_id)
                 else:
-                    yield image_id, rgb, probabilities
+                    yield image_id, rgb, crf_input
 
     def run(self, todo: Sequence[int], batch_size: int, crf_config, crf_workers: int) -> None:
         if self.crf_dir is None:

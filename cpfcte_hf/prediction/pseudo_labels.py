@@ -88,6 +88,7 @@ from .outputs import (
     _write_summary,
 )
 from .sources import DatasetSources
+from .upsampling import predict_with_crf_input
 
 
 logger = logging.getLogger(__name__)
@@ -150,6 +151,12 @@ def pseudo_label_fingerprint(
         "use_image_labels": bool(use_labels),
         "crf": config.crf_config.to_dict() if config.crf else None,
         "crf_max_side": int(config.crf_max_side or 0),
+        # Only when not the default, so that pseudo-labels made before the option existed keep their fingerprint.
+        **(
+            {"crf_upsampling": config.crf_upsampling}
+            if config.crf and config.crf_upsampling != "align_corners"
+            else {}
+        ),
     }
 
 
@@ -257,7 +264,12 @@ def _pseudo_label_functions(
     def predict(items):
         labels = torch.stack([labels for _, (_, labels) in items]) if split.use_labels else None
         rgbs = [rgb for rgb, _ in items]
-        maps, scores = predict_class_probabilities(model, rgbs, labels, size, config.scales, config.flip, mean, std)
+        if config.crf and config.crf_upsampling == "half_pixel":  # (BPM map, CRF input) per image
+            maps, scores = predict_with_crf_input(model, rgbs, labels, size, config.scales, config.flip, mean, std)
+        else:
+            maps, scores = predict_class_probabilities(
+                model, rgbs, labels, size, config.scales, config.flip, mean, std
+            )
         score_log.append([image_id for _, (image_id, _) in items], scores)  # the report's per-image scores
         return maps
 

@@ -20,7 +20,6 @@ from ..evaluation.html_report import report_files
 from ..evaluation.report import evaluate_predictions, write_report_page
 from ..evaluation.results import read_json
 from ..models.cpfcte.image_processing_cpfcte import to_rgb_array
-from ..models.cpfcte.inference import max_fused_probabilities
 from ..models.deeplab_v2.modeling_deeplab import DeepLabV2ForSemanticSegmentation
 from ..models.deeplab_v2.processing import IMAGENET_MEAN, IMAGENET_STD
 from ..models.segmenters import DEEPLAB_MODEL_TYPE, segmenter_architecture
@@ -32,6 +31,7 @@ from .config import (
     MULTI_SCALE,
     MultiScaleEvalConfig,
 )
+from .fusion import fused_probabilities
 from .job import distributed_state, gather_counts, prepare_job_dir, run_prediction_job
 from .outputs import OutputLayout, PseudoLabelSummary
 from .sources import SOURCES_FILE, DatasetSources
@@ -44,13 +44,14 @@ def multi_scale_probabilities(
     flip: bool = False,
     image_mean: Sequence[float] = IMAGENET_MEAN,
     image_std: Sequence[float] = IMAGENET_STD,
+    fusion: str = "image",
 ) -> torch.Tensor:
     """
     Class probabilities `(C, H, W)` (float32, CPU) of one `(H, W, 3)` uint8 image by DeepLab-v2's multi-scale
-    inference (`inference.max_fused_probabilities`) with its recipe's defaults: scales `MULTI_SCALE`, ImageNet
-    statistics.
+    inference with its recipe's defaults: scales `MULTI_SCALE`, ImageNet statistics; `fusion` where the scales are
+    fused (`deeplab.fusion`: `image`, ours, or `logits`, kazuto1011's).
     """
-    return max_fused_probabilities(model, image, scales, flip, image_mean, image_std)
+    return fused_probabilities(model, image, scales, flip, image_mean, image_std, fusion)
 
 
 def _image_statistics(image_processor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -116,6 +117,8 @@ def stage_two_fingerprint(model, config: MultiScaleEvalConfig, mean, std) -> dic
         "scales": [float(s) for s in config.scales],
         "flip": bool(config.flip),
         "crf": config.crf_config.to_dict() if config.crf else None,
+        # Only when not the default, so that masks made before the option existed keep their fingerprint.
+        **({"fusion": config.fusion} if config.fusion != "image" else {}),
     }
 
 
@@ -165,7 +168,10 @@ def predict_split(
             return to_rgb_array(images[index]["image"]), None, None
 
         def predict(items):
-            return [multi_scale_probabilities(model, rgb, config.scales, config.flip, mean, std) for rgb, _ in items]
+            return [
+                multi_scale_probabilities(model, rgb, config.scales, config.flip, mean, std, config.fusion)
+                for rgb, _ in items
+            ]
 
         ids = [str(i) for i in dataset.select_columns(["id"])[:]["id"]]  # one read, not one per row
         counts = run_prediction_job(

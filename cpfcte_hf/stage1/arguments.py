@@ -56,6 +56,13 @@ class ModelArguments:
         metadata={"help": "Project [h; v] back to D (paper eq. 6); False feeds 4*lstm_hidden_size on (ViT-PCM)."},
     )
     context_fusion_dropout: float = 0.2
+    context_fusion_projection_dropout: float | None = field(
+        default=None,
+        metadata={
+            "help": "Dropout on [h; v] before the projection (eq. 6); default: --context_fusion_dropout. 0 is the "
+            "reference's (ViT-PCM has no projection: only the classifier's dropout reads [h; v])."
+        },
+    )
     context_fusion_lstm_dropout_mode: str = field(
         default="none",
         metadata={"help": "Dropout inside the LSTMs: none, or per_sequence (ViT-PCM's Keras LSTM dropout)."},
@@ -101,6 +108,13 @@ class DataArguments(DataSourceArguments):
     aug_hflip_p: float = 0.5
     aug_vflip_p: float = 0.5
     aug_transpose_p: float = 0.5
+    aug_clip: bool = field(
+        default=True,
+        metadata={
+            "help": "Clamp to [0, 1] after every colour step and round to 8-bit levels (ours); false: unclipped "
+            "floats, as ViT-PCM's colour jitter on 0..255 floats."
+        },
+    )
     et_crop_p: float = field(
         default=0.3, metadata={"help": "L_ET second view: probability of a crop (ViT-PCM PROB_CROP 0.3)."}
     )
@@ -124,6 +138,7 @@ class DataArguments(DataSourceArguments):
             hflip_p=self.aug_hflip_p,
             vflip_p=self.aug_vflip_p,
             transpose_p=self.aug_transpose_p,
+            clip=self.aug_clip,
         )
 
 

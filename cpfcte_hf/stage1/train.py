@@ -168,6 +168,7 @@ def build_model(model_args: ModelArguments, class_names: list[str]) -> CPFCTEFor
         context_fusion_residual=model_args.context_fusion_residual,
         context_fusion_projection=model_args.context_fusion_projection,
         context_fusion_dropout=model_args.context_fusion_dropout,
+        context_fusion_projection_dropout=model_args.context_fusion_projection_dropout,
         context_fusion_lstm_dropout_mode=model_args.context_fusion_lstm_dropout_mode,
         classifier_dropout=model_args.classifier_dropout,
         classifier_l2_weight=model_args.classifier_l2_weight,
@@ -278,6 +279,7 @@ def run_training(
     check_training_inputs(model_args, data_args, training_args)
     if training_args.should_log:
         print(f"Outputs: {os.path.abspath(training_args.output_dir)} (resolved settings: run_config.json)", flush=True)
+        print(training_args.train_batch_plan.line(), flush=True)
 
     # Every process says where it runs, so a multi-process launch shows all its ranks.
     print(

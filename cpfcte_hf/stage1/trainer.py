@@ -38,6 +38,7 @@ from transformers.trainer_utils import (
 from transformers.training_args import OptimizerNames
 from transformers.utils import logging
 
+from ..utils.batching import TrainBatchMixin
 from ..utils.trainer_mixins import (
     ClosingProgressBarsMixin,
     ConvertedCheckpointMixin,
@@ -53,12 +54,12 @@ logger = logging.get_logger(__name__)
 
 
 @dataclass
-class CPFCTETrainingArguments(DeferredPrecisionCheckMixin, TrainingArguments):
+class CPFCTETrainingArguments(TrainBatchMixin, DeferredPrecisionCheckMixin, TrainingArguments):
     """
     `TrainingArguments` with the paper's defaults and the two-stage schedule.
 
     Defaults that differ from `TrainingArguments`: `learning_rate=1e-4` (stage 2), `num_train_epochs=50`,
-    `per_device_train_batch_size=8` (16 over 2 GPUs in the paper), `weight_decay=0`, `optim="adamw_torch"`
+    `global_train_batch_size=16` (the paper's; at most 8 per device, its 2-GPU split: `batching`), `weight_decay=0`, `optim="adamw_torch"`
     (= Adam), `seed=1234`, evaluation and saving every epoch, best checkpoint by `eval_mean_iou`,
     `remove_unused_columns=False` (the datasets use `set_transform`), `label_names=["labels", "masks"]`,
     streaming evaluation metrics, TensorBoard logging.
@@ -101,7 +102,12 @@ class CPFCTETrainingArguments(DeferredPrecisionCheckMixin, TrainingArguments):
     )
     learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of stage 2 (paper: 1e-4)."})
     num_train_epochs: float = field(default=50.0, metadata={"help": "Epochs in total (paper: at most 50)."})
-    per_device_train_batch_size: int = 8
+    global_train_batch_size: int | None = field(
+        default=16, metadata={"help": "Images per optimiser step over all processes (paper: 16); README: batch sizes."}
+    )
+    max_per_device_train_batch_size: int | None = field(
+        default=8, metadata={"help": "Most images per device at once (paper: 16 on two GPUs, 8 each)."}
+    )
     per_device_eval_batch_size: int = 8
     weight_decay: float = 0.0
     optim: OptimizerNames | str = "adamw_torch"
@@ -136,6 +142,10 @@ class CPFCTETrainingArguments(DeferredPrecisionCheckMixin, TrainingArguments):
             raise ValueError(
                 f"--augmentation_device must be one of {AUGMENTATION_DEVICES}, got {self.augmentation_device!r}."
             )
+
+    def per_device_multiple(self) -> int:
+        """With L_ET every 4 images of a device's batch make one mosaic: a derived per-device batch is a multiple of 4."""
+        return 4 if self.equivariance_loss_weight > 0 else 1
 
     def resolved_augmentation_device(self) -> str:
         """'loader' or 'device': 'auto' is 'device' when training on CUDA, where loader workers would not keep up."""

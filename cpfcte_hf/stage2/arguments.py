@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ..data.arguments import DataSourceArguments
 from ..models.cpfcte.crf import DenseCRFConfig
-from ..prediction.config import MULTI_SCALE
+from ..prediction.config import MULTI_SCALE, check_test_fusion
 from ..utils.arguments import parse_args_with_presets
 from ..utils.help import LazyArguments
 
@@ -50,7 +50,7 @@ class DeepLabDataArguments(DataSourceArguments):
 @dataclass
 class DeepLabModelArguments:
     """The network: DeepLab-v2 (ImageNet initialisation from a transformers ResNet checkpoint, or a DeepLab
-    checkpoint), or any transformers semantic-segmentation architecture (`model_type`, `cpfcte_hf.segmenter`)."""
+    checkpoint), or any transformers semantic-segmentation architecture (`model_type`, `cpfcte_hf.models.segmenters`)."""
 
     model_type: str | None = field(
         default=None,
@@ -112,6 +112,13 @@ class DeepLabTestArguments:
         default_factory=lambda: list(MULTI_SCALE), metadata={"help": "Scales fused by max (1.0 0.75 0.5)."}
     )
     test_flip: bool = field(default=False, metadata={"help": "Also run each scale flipped left-right."})
+    test_fusion: str = field(
+        default="image",
+        metadata={
+            "help": "Where the scales are fused by max: image (ours: every scale's logits upsampled to the image, "
+            "align_corners=True) or logits (kazuto1011: at the 1.0 scale's logit size, align_corners=False)."
+        },
+    )
     test_crf: bool = field(default=True, metadata={"help": "Refine the fused probabilities with the dense CRF."})
     crf_workers: int | None = field(default=None, metadata={"help": "CRF processes per process (0 = serial)."})
     num_overlays: int = field(default=4, metadata={"help": "Overlay panels written with the report."})
@@ -121,6 +128,11 @@ class DeepLabTestArguments:
             "help": "Write report.html (every image and its masks) next to the predictions (--no_report_html: off)."
         },
     )
+
+    def __post_init__(self):
+        check_test_fusion(self.test_fusion)
+        if self.test_fusion == "logits" and 1.0 not in [float(s) for s in self.test_scales]:
+            raise ValueError("--test_fusion logits fuses at the 1.0 scale's logits: add 1.0 to --test_scales.")
 
 
 _TYPES = {"int": int, "float": float, "bool": bool}

@@ -18,7 +18,7 @@ import os
 from collections.abc import Collection
 from pathlib import Path
 
-from transformers import AutoModelForSemanticSegmentation, default_data_collator
+from transformers import AutoModelForSemanticSegmentation, default_data_collator, set_seed
 
 from ..data import check_dataset, load_split
 from ..evaluation.report import format_report
@@ -225,6 +225,9 @@ def run_deeplab(
 
     reference = train_dataset if train_dataset is not None else eval_dataset
     class_names = dataset_class_names(reference)
+    # The fresh ASPP (and a random backbone) start from --seed, as stage 1's model does: not from whatever state the
+    # random generator was left in (in `cpfcte-hf run`, by the steps before; alone, torch's default seed).
+    set_seed(training_args.seed)
     model = build_model(model_args, class_names, new_head_allowed=training_args.do_train)
     if model.config.model_type == DEEPLAB_MODEL_TYPE:
         processor = deeplab_image_processor(model_args.image_size)
@@ -248,6 +251,8 @@ def run_deeplab(
             image_std=processor.image_std,
             ignore_index=model.config.semantic_loss_ignore_index,
         )
+        if training_args.should_log:
+            print(training_args.train_batch_plan.line(), flush=True)
         if training_args.should_save:
             output_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(
@@ -276,6 +281,7 @@ def run_deeplab(
         config = MultiScaleEvalConfig(
             scales=tuple(test_args.test_scales),
             flip=test_args.test_flip,
+            fusion=test_args.test_fusion,
             crf=test_args.test_crf,
             crf_config=crf_config_from(crf_args),
             crf_workers=test_args.crf_workers,

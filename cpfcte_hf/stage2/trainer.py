@@ -48,6 +48,7 @@ from ..prediction.segment import (
     _image_statistics,
     multi_scale_probabilities,
 )
+from ..utils.batching import TrainBatchMixin
 from ..utils.trainer_mixins import (
     ClosingProgressBarsMixin,
     ConvertedCheckpointMixin,
@@ -71,12 +72,12 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class DeepLabV2TrainingArguments(DeferredPrecisionCheckMixin, TrainingArguments):
+class DeepLabV2TrainingArguments(TrainBatchMixin, DeferredPrecisionCheckMixin, TrainingArguments):
     """
     `TrainingArguments` with the DeepLab-v2 recipe (docs/method.md section 4) as defaults, and its augmentation.
 
     Defaults that differ from `TrainingArguments`: `do_train=True`, `optim="sgd"` (with `momentum`; another
-    transformers optimizer name, e.g. `adamw_torch`, gets the same parameter groups), `per_device_train_batch_size=10`,
+    transformers optimizer name, e.g. `adamw_torch`, gets the same parameter groups), `global_train_batch_size=10` (5 per device at most, kazuto1011's 5 x 2: `batching`),
     `max_steps=20000`, `learning_rate=2.5e-4` (backbone; the classifier gets `classifier_lr_multiplier` x),
     `weight_decay=5e-4`, `seed=1234`, checkpoints every 1000 steps (the last 3 kept), no evaluation during training
     (the final model is evaluated), `remove_unused_columns=False`, TensorBoard logging.
@@ -131,7 +132,12 @@ class DeepLabV2TrainingArguments(DeferredPrecisionCheckMixin, TrainingArguments)
     )
     do_train: bool = True
     optim: str = "sgd"  # DeepLab-v2: SGD with `momentum`; any other transformers optimizer gets the same groups
-    per_device_train_batch_size: int = 10
+    global_train_batch_size: int | None = field(
+        default=10, metadata={"help": "Images per optimiser step over all processes (kazuto1011: 10)."}
+    )
+    max_per_device_train_batch_size: int | None = field(
+        default=5, metadata={"help": "Most images per device at once (kazuto1011: 5, with iter_size 2)."}
+    )
     max_steps: int = 20000
     learning_rate: float = 2.5e-4
     weight_decay: float = 5e-4
@@ -147,6 +153,9 @@ class DeepLabV2TrainingArguments(DeferredPrecisionCheckMixin, TrainingArguments)
     remove_unused_columns: bool = False
     report_to: None | str | list[str] = "tensorboard"
     dataloader_num_workers: int = 2
+
+    def trains_model(self) -> bool:
+        return self.do_train
 
     def __post_init__(self):
         super().__post_init__()

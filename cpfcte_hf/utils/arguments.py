@@ -310,9 +310,25 @@ def parse_args_with_presets(
             if hasattr(instance, "dataset_option") and getattr(instance, "dataset", None) == preset_dataset:
                 instance.dataset_option = _key_value_list(preset_options) + list(instance.dataset_option or [])
     if known.print_config:
-        print(describe(*instances))
+        print_once(describe(*instances))
         raise SystemExit(0)
     return instances
+
+
+def print_once(text: str) -> None:
+    """
+    Prints `text` from the main process of a launch only (`RANK` 0, or no launcher), then, under a launcher, tears down
+    the process group that resolving `TrainingArguments` set up, before the interpreter exits (`--print_config`).
+    """
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(text, flush=True)
+    if "torch" not in sys.modules:  # nothing set a process group up (no Trainer options were resolved)
+        return
+    import torch.distributed
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def _key_value_list(options) -> list[str]:
@@ -396,4 +412,7 @@ def describe(*instances) -> str:
     for instance in instances:
         values = instance.to_dict() if hasattr(instance, "to_dict") else dataclasses.asdict(instance)
         resolved[type(instance).__name__] = values
+        plan = getattr(instance, "train_batch_plan", None)  # `batching`: how this launch realises the recipe's batch
+        if plan is not None:
+            resolved["train_batch"] = plan.summary()
     return json.dumps(resolved, indent=2, default=str, sort_keys=True)

@@ -50,12 +50,14 @@ from ..data.arguments import DataSourceArguments
 from ..utils.arguments import (
     COMMAND_SECTIONS,
     check_model_option,
+    describe,
     fail,
     load_preset,
     named_preset,
     parse_args_with_presets,
     parse_key_values,
     print_error,
+    print_once,
 )
 from ..utils.io import atomic_write_text
 
@@ -542,16 +544,18 @@ def run(run_args: RunArguments, preset_name: str) -> dict:
     if is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(preset_path, yaml.safe_dump(resolved, sort_keys=False))
+    # Every step reads run_preset.yaml: the other processes wait until the main one has written it (a run without
+    # the shapes data step, whose broadcast waits too, would otherwise let a fast rank read a missing preset).
+    from ..utils.distributed import distributed_state, shared_process_group
+
+    state = distributed_state()
+    if state is not None:
+        state.wait_for_everyone()
 
     summary = {"preset": str(preset_name), "output_dir": str(run_dir), "steps": {}, "status": "complete"}
     fingerprints: dict[str, str] = {}
     start = time.perf_counter()
-    from ..utils.distributed import distributed_state, shared_process_group
-
     with shared_process_group():
-        state = distributed_state()
-        if state is not None:  # the other processes read run_preset.yaml, which the main process has just written
-            state.wait_for_everyone()
         for step in steps:
             entry = execute_step(step, run_args, run_dir, fingerprints, data_options)
             summary["steps"][step.name] = entry
@@ -629,6 +633,29 @@ def _check_step(command: str, instances: tuple, made_earlier: set[str]) -> None:
         check_model_option("model", instances[0].model)
 
 
+def resolved_config(run_args: RunArguments, preset_name: str) -> dict:
+    """
+    `--print_config` of `run`: its own options, and the resolved settings of its two trainings under the current
+    launch (`stage1`: `train`, `stage2`: `train-deeplab`), with how each realises its recipe's global batch on this
+    many processes (`train_batch`: per-device batch x accumulation x processes). Nothing is written.
+    """
+    preset = apply_overrides(load_preset(preset_name), run_args.override)
+    run_args = resolve_run_arguments(run_args, preset, preset_name)
+    run_dir = Path(run_args.output_dir)
+    resolved = resolved_run_preset(preset, run_args)
+    preset_path = str(run_dir / "run_preset.yaml")
+    config = {"RunArguments": dataclasses.asdict(run_args)}
+    with tempfile.TemporaryDirectory(prefix="cpfcte-run-") as folder:
+        copy = Path(folder) / "run_preset.yaml"
+        copy.write_text(yaml.safe_dump(resolved, sort_keys=False))
+        with named_preset(copy, str(preset_name)):
+            for step in plan_steps(run_args, run_dir, Path(preset_path)):
+                if step.name in ("stage1", "stage2"):
+                    argv = [str(copy) if arg == preset_path else arg for arg in step.argv]
+                    config[step.name] = json.loads(describe(*parse_step_arguments(step.command, argv)))
+    return config
+
+
 def format_summary(summary: dict) -> str:
     def percent(value):
         return "  n/a" if value is None else f"{100 * value:5.1f}"
@@ -679,9 +706,17 @@ def run_from_argv(
     if default_preset and _preset_name(argv) is None:
         argv = ["--config", default_preset, *argv]
     preset_name = _preset_name(argv)
-    (run_args,) = parse_arguments(argv, prog=prog, description=description)
+    print_config = "--print_config" in argv
+    (run_args,) = parse_arguments([arg for arg in argv if arg != "--print_config"], prog=prog, description=description)
     if preset_name is None:
         fail("--config PRESET is required (a packaged name: voc, coco, shapes, demo; or a YAML path).")
+    if print_config:  # the trainings' resolved settings under this launch, nothing run or written
+        try:
+            print_once(json.dumps(resolved_config(run_args, preset_name), indent=2, default=str, sort_keys=True))
+        except (OSError, ValueError) as error:
+            print_error(error)
+            return 2, None
+        return 0, None
     try:
         summary = run(run_args, preset_name)
     except (OSError, ValueError) as error:  # bad arguments or inputs, or a mismatched step: one clear line

@@ -17,6 +17,8 @@ from ...workflows.run import run_from_argv
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     status, summary = run_from_argv(argv, default_preset="demo", prog="cpfcte-hf demo", description=__doc__)
-    if status == 0:  # a run that stopped ends with its error line, not with a table of what it did not measure
+    # A run that stopped ends with its error line, not with a table of what it did not measure; --print_config
+    # runs nothing (no summary).
+    if status == 0 and summary is not None:
         print(format_demo_results(write_demo_results(summary)), flush=True)
     return status

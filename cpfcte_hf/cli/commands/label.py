@@ -52,6 +52,13 @@ class LabelArguments(DataSourceArguments):
         default=True, metadata={"help": "Restrict masks to the image-level labels (--no_label_masking: off)."}
     )
     crf: bool = field(default=True, metadata={"help": "Refine with the dense CRF (--no_crf: BPM only)."})
+    crf_upsampling: str = field(
+        default="align_corners",
+        metadata={
+            "help": "Geometry of the CRF's input: align_corners (ours: the BPM's map) or half_pixel (ViT-PCM: "
+            "scikit-image's resize of the patch probabilities)."
+        },
+    )
     crf_workers: int | None = field(
         default=None, metadata={"help": "CRF processes per process (default: CPUs / processes; 0 = serial)."}
     )
@@ -78,6 +85,11 @@ class LabelArguments(DataSourceArguments):
         },
     )
 
+    def __post_init__(self):
+        from ...prediction.config import check_crf_upsampling
+
+        check_crf_upsampling(self.crf_upsampling)
+
     def pseudo_label_config(self, crf_args):
         from ...prediction.config import PseudoLabelConfig
 
@@ -88,6 +100,7 @@ class LabelArguments(DataSourceArguments):
             use_image_labels=self.use_image_labels,
             crf=self.crf,
             crf_config=crf_config_from(crf_args),
+            crf_upsampling=self.crf_upsampling,
             crf_workers=self.crf_workers,
             crf_max_side=self.crf_max_side,
             batch_size=self.batch_size,

@@ -148,7 +148,13 @@ class CPFCTEConfig(PreTrainedConfig):
             `4 * lstm_hidden_size` features straight to the patch classifier, as ViT-PCM's HV-BiLSTM does (and drops
             the dropout before the projection: ViT-PCM's only dropout there is the classifier's).
         context_fusion_dropout (`float`, *optional*, defaults to 0.2):
-            Dropout on the CF-BiLSTM input and on its concatenated hidden states (ViT-PCM's 0.2).
+            Dropout on the CF-BiLSTM input (ViT-PCM's 0.2), and, unless `context_fusion_projection_dropout` is set, on
+            its concatenated hidden states `[h; v]` before the projection.
+        context_fusion_projection_dropout (`float`, *optional*):
+            Dropout on `[h; v]` before the projection of eq. 6 (only with `context_fusion_projection`). `None` (the
+            default, and checkpoints saved before this field) uses `context_fusion_dropout`; `0.0` is the reference's
+            behaviour: ViT-PCM has no projection, and its only dropout between the LSTMs and the classifier is the
+            classifier's own (`classifier_dropout`), which applies here too.
         context_fusion_lstm_dropout_mode (`str`, *optional*, defaults to `"none"`):
             Dropout inside the LSTMs at rate `context_fusion_dropout`: `"none"`, or `"per_sequence"` (ViT-PCM's Keras
             `LSTM(dropout=0.2)`: one mask over the input features per row/column sequence, per LSTM and direction).
@@ -192,6 +198,7 @@ class CPFCTEConfig(PreTrainedConfig):
     context_fusion_residual: bool = False
     context_fusion_projection: bool = True
     context_fusion_dropout: float = 0.2
+    context_fusion_projection_dropout: float | None = None
     context_fusion_lstm_dropout_mode: str = "none"
     classifier_dropout: float = 0.2
     classifier_init_std: float = 0.05
@@ -256,9 +263,9 @@ class CPFCTEConfig(PreTrainedConfig):
             raise ValueError(f"`lstm_hidden_size` must be >= 1, got {self.lstm_hidden_size}.")
         if self.inference_size is not None and int(self.inference_size) < 1:
             raise ValueError(f"`inference_size` must be >= 1 (or None), got {self.inference_size}.")
-        for name in ("context_fusion_dropout", "classifier_dropout"):
+        for name in ("context_fusion_dropout", "context_fusion_projection_dropout", "classifier_dropout"):
             value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
+            if value is not None and not 0.0 <= value < 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1), got {value}.")
 
     def to_dict(self):

@@ -152,9 +152,12 @@ def fuse_views(
     flipped: Sequence[bool],
     target_sizes: Sequence[tuple[int, int]],
     labels: torch.Tensor | None = None,
+    upsample=None,
 ) -> list[torch.Tensor]:
     """
     Patch logits of every view -> one `(C, H, W)` class probability map per image at its original size.
+    `upsample(maps, size)`, if given, replaces the align_corners=True upsampling of the grid probabilities (e.g.
+    `upsampling.half_pixel_resize`, ViT-PCM's CRF input).
 
     Each view goes through `class_probability_maps` (softmax, class masking by `labels` `(B, C)` with per-class max
     normalisation, bilinear upsampling with align_corners=True); flipped views are flipped back (on the patch grid:
@@ -168,7 +171,10 @@ def fuse_views(
             image_logits = logits[index : index + 1]
             if is_flipped:
                 image_logits = image_logits.flip(-1)
-            probabilities = class_probability_maps(image_logits, image_labels, tuple(target_size))[0]
+            if upsample is None:
+                probabilities = class_probability_maps(image_logits, image_labels, tuple(target_size))[0]
+            else:
+                probabilities = upsample(class_probability_maps(image_logits, image_labels)[0], tuple(target_size))
             total = probabilities if total is None else total + probabilities
         maps.append(total / len(view_logits))
     return maps

@@ -104,6 +104,9 @@ class ContextFusionBiLSTM(nn.Module):
     bidirectional LSTM together and the forward half of one and the backward half of the other are kept, which
     doubles the LSTM cost of a training step.
 
+    `projection_dropout` is the dropout on `[h; v]` before the projection (None: `dropout`; 0: none, as ViT-PCM,
+    which has no projection and whose only dropout there is the classifier's).
+
     All rows of all images go through one batched LSTM call (and likewise all columns).
     With `residual=True` the output is added to the input instead of replacing it (not in the paper; see
     `CPFCTEConfig.context_fusion_residual`). Input `(B, h, w, D)`, output `(B, h, w, D)`, or
@@ -118,6 +121,7 @@ class ContextFusionBiLSTM(nn.Module):
         residual: bool = False,
         projection: bool = True,
         lstm_dropout_mode: str = "none",
+        projection_dropout: float | None = None,
     ):
         super().__init__()
         if lstm_dropout_mode not in LSTM_DROPOUT_MODES:
@@ -130,7 +134,8 @@ class ContextFusionBiLSTM(nn.Module):
         self.row_lstm = nn.LSTM(hidden_size, lstm_hidden_size, batch_first=True, bidirectional=True)
         self.column_lstm = nn.LSTM(hidden_size, lstm_hidden_size, batch_first=True, bidirectional=True)
         # ViT-PCM has no dropout between the LSTMs and its classifier other than the classifier's own.
-        self.output_dropout = nn.Dropout(dropout) if projection else nn.Identity()
+        projection_dropout = dropout if projection_dropout is None else projection_dropout
+        self.output_dropout = nn.Dropout(projection_dropout) if projection else nn.Identity()
         self.projection = nn.Linear(4 * lstm_hidden_size, hidden_size) if projection else nn.Identity()
 
     def _bidirectional(self, lstm: nn.LSTM, sequences: torch.Tensor) -> torch.Tensor:
@@ -365,6 +370,7 @@ class CPFCTEForWeaklySupervisedSegmentation(CPFCTEPreTrainedModel):
                 config.context_fusion_residual,
                 projection=config.context_fusion_projection,
                 lstm_dropout_mode=config.context_fusion_lstm_dropout_mode,
+                projection_dropout=config.context_fusion_projection_dropout,
             )
             if config.use_context_fusion
             else None
