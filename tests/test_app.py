@@ -25,7 +25,7 @@ from PIL import Image
 
 from cpfcte_hf.app.limits import AppInputError, UploadLimits, UploadRefused, read_upload
 from cpfcte_hf.cli.commands.label import main as label_main
-from cpfcte_hf.cli.main.app import main as app_main
+from cpfcte_hf.cli.commands.app import main as app_main
 from cpfcte_hf.models.cpfcte.visualization import read_mask
 from cpfcte_hf.review import ReviewFileError, read_review, record_decision, rejected_ids
 
@@ -92,7 +92,7 @@ def app(run_dir):
             pytest.fail(f"The app tests must run on CI: {reason}.")
         pytest.skip(reason)
     from cpfcte_hf.app import launch_app
-    from cpfcte_hf.cli.main.app import parse_arguments, prepare
+    from cpfcte_hf.cli.commands.app import parse_arguments, prepare
 
     out = run_dir / "reviewed"  # a copy next to the original: the report's links to the photos still hold
     shutil.copytree(run_dir / "out", out)

@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 
-from cpfcte_hf.cli.main.bench_rehearsal import cpu_costs, launch, prepare_tree, val_count
+from cpfcte_hf.benchmarks.rehearsal import cpu_costs, launch, prepare_tree, val_count
 from cpfcte_hf.data.rehearsal import VOC_DIR
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from skimage.transform import resize as skimage_resize
 
-from cpfcte_hf.cli.main import label as label_command
+from cpfcte_hf.cli.commands import label as label_command
 from cpfcte_hf.models.cpfcte.crf import crf_mask
 from cpfcte_hf.models.cpfcte.inference import predict_class_probabilities
 from cpfcte_hf.models.cpfcte.visualization import read_mask

@@ -5,7 +5,7 @@ import json
 import torch
 
 from cpfcte_hf import CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation
-from cpfcte_hf.cli.main import train as train_command
+from cpfcte_hf.cli.commands import train as train_command
 from cpfcte_hf.stage1.train import build_model
 
 from .utils import tiny_config

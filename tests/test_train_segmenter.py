@@ -186,7 +186,7 @@ def test_two_processes_train_a_segformer_with_accelerate_launch(pseudo_labels, t
 
 @pytest.mark.parametrize("preset", ["segformer_voc", "segformer_coco", "segformer_shapes", "deeplab_shapes"])
 def test_presets_are_read_by_train_segmenter_and_build_their_model(preset):
-    from cpfcte_hf.cli.main.train_segmenter import parse_arguments
+    from cpfcte_hf.cli.commands.train_segmenter import parse_arguments
     from cpfcte_hf.stage2.train import build_model
 
     data, model_args, test, crf, training = parse_arguments(["--config", preset])
