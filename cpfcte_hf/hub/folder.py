@@ -287,7 +287,7 @@ def build_hub_folder(
     """
     from ..models.cpfcte.image_processing_cpfcte import CPFCTEImageProcessor
     from ..models.cpfcte.modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
-    from .app.space import write_space_files
+    from ..app.space import write_space_files
 
     out = Path(out_dir)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):

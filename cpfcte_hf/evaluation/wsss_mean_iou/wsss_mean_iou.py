@@ -17,7 +17,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from ...models.cpfcte.metrics import SegmentationMetric
+from cpfcte_hf.models.cpfcte.metrics import SegmentationMetric
 
 
 _DESCRIPTION = """
