@@ -285,6 +285,7 @@ def test_the_command_serves_on_localhost_only_and_stops_on_sigterm_leaving_nothi
 
     port = free_port()
     env = {**subprocess_env(), "TMPDIR": str(tmp_path)}  # the app's private folder is made here
+    env.pop("GRADIO_TEMP_DIR", None)  # set in this process by the app fixture
     command = [sys.executable, "-m", "cpfcte_hf", "app", "--model", str(run_dir / "model"), "--port", str(port)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
