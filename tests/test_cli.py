@@ -22,7 +22,18 @@ def test_module_entry_lists_every_subcommand():
         [sys.executable, "-m", "cpfcte_hf", "--help"], capture_output=True, text=True, env=subprocess_env()
     )
     assert result.returncode == 0, result.stderr
-    names = ("train", "label", "evaluate", "train-deeplab", "push", "run", "demo", "bench", "reproduce")
+    names = (
+        "train",
+        "label",
+        "evaluate",
+        "train-deeplab",
+        "push",
+        "run",
+        "make-voc-rehearsal",
+        "demo",
+        "bench",
+        "reproduce",
+    )
     for name in names:
         assert f"  {name} " in result.stdout
     assert set(COMMANDS) == set(names)
