@@ -378,7 +378,7 @@ def kill_check(args, size: int, tree: Path, first: Path, cache_dir: Path, log_pa
     `first`'s stage-1 model (their masks are compared with `first`'s masks of those images), and an uninterrupted
     stage 2 on a copy of its pseudo-labels is the stage-2 reference."""
     images = args.kill_check_images or size
-    second = Path(args.work_dir) / f"run_{size}_killed_{images}"
+    second = Path(args.work_dir) / f"run_{size}_killed_{images}{'_stage2' if args.kill_check_stage2_only else ''}"
     shutil.rmtree(second, ignore_errors=True)
     second.mkdir(parents=True)
     shutil.copytree(first / "stage1", second / "stage1")  # same stage 1: the check is about the later steps
@@ -390,6 +390,11 @@ def kill_check(args, size: int, tree: Path, first: Path, cache_dir: Path, log_pa
         steps = ("pseudo_labels", "stage2")  # stage 1 is read from its folder
     if args.kill_check_label_only:
         steps = steps[:-1]  # no stage 2
+    if args.kill_check_stage2_only:  # the uninterrupted run's pseudo-labels, as done: only stage 2 is killed
+        shutil.copytree(first / "pseudo_labels", second / "pseudo_labels")
+        shutil.copy(first / "pseudo_labels.step.json", second / "pseudo_labels.step.json")
+        if images == size:
+            steps = ("stage1", "pseudo_labels", "stage2")
     command = run_command_line(tree, second, cache_dir, images, args, steps)
     attempts = [
         ("killed in pseudo_labels", lambda m: _count_pngs(second / "pseudo_labels" / "crf") >= images // 2),
@@ -405,6 +410,8 @@ def kill_check(args, size: int, tree: Path, first: Path, cache_dir: Path, log_pa
     ]
     if args.kill_check_label_only:
         del attempts[1]
+    if args.kill_check_stage2_only:
+        del attempts[0]
     launches = []
     for label, kill_when in attempts:
         result = launch(command, second, cache_dir, log_path, kill_when)
@@ -577,6 +584,9 @@ def main(argv=None) -> int:
     )
     parser.add_argument(
         "--kill_check_label_only", action="store_true", help="kill and compare the label pass only (no stage 2)"
+    )
+    parser.add_argument(
+        "--kill_check_stage2_only", action="store_true", help="kill and compare stage 2 only (the labels copied)"
     )
     parser.add_argument(
         "--kill_check_only", action="store_true", help="no measured run: check against the run made before"

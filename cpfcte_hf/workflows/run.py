@@ -391,7 +391,7 @@ def execute_step(step: Step, run_args: RunArguments, run_dir: Path, fingerprints
         return {**entry, "status": "skipped", "seconds": 0.0}
 
     argv = list(step.argv)
-    if step.command == "train" and _has_complete_checkpoint(step.directory):
+    if step.command in ("train", "train-deeplab") and _has_complete_checkpoint(step.directory):  # both stages resume
         argv += ["--resume_from_checkpoint", "last"]
     say(f"\n=== [run] {step.name}: {printable} ===")
     base_record = {
