@@ -36,7 +36,11 @@ def test_both_stages_and_the_pipelines_call_the_one_core():
         assert getattr(pseudo_labeling, name) is getattr(inference, name)
     for name in ("make_views", "fuse_views", "forward_views", "inference_sizes", "check_image_size"):
         assert getattr(pipelines, name) is getattr(inference, name)
-    assert training.max_fused_probabilities is inference.max_fused_probabilities
+    # Stage 2's default test fusion is the core's; kazuto1011's (`--test_fusion logits`) sits beside it.
+    from cpfcte_hf.deeplab import fusion
+
+    assert training.fused_probabilities is fusion.fused_probabilities
+    assert fusion.max_fused_probabilities is inference.max_fused_probabilities
     # Nothing outside the core defines an inference step, and stage 2 takes none from stage 1 or the pipelines.
     steps = set(inference.__all__) - {"DEFAULT_INFERENCE_SIZE"}
     for path in PACKAGE.rglob("*.py"):
