@@ -37,7 +37,7 @@ def test_both_stages_and_the_pipelines_call_the_one_core():
     for name in ("make_views", "fuse_views", "forward_views", "inference_sizes", "check_image_size"):
         assert getattr(pipelines, name) is getattr(inference, name)
     # Stage 2's default test fusion is the core's; kazuto1011's (`--test_fusion logits`) sits beside it.
-    from cpfcte_hf.deeplab import fusion
+    from cpfcte_hf.prediction import fusion
 
     assert training.fused_probabilities is fusion.fused_probabilities
     assert fusion.max_fused_probabilities is inference.max_fused_probabilities
