@@ -24,7 +24,7 @@ class MultiScaleEvalConfig:
     Attributes:
         scales: multipliers of the image's own size, fused by max (`(1.0, 0.75, 0.5)`; `(1.0,)` = single scale).
         flip: also run each scale flipped left-right (not in the recipe of docs/method.md section 4).
-        fusion: where the scales are fused by max (`deeplab.fusion`): `image` (ours: each scale's logits upsampled to
+        fusion: where the scales are fused by max (`prediction.fusion`): `image` (ours: each scale's logits upsampled to
             the image with `align_corners=True`) or `logits` (kazuto1011: at the 1.0 scale's logit size,
             `align_corners=False`, then upsampled).
         crf: refine the fused probabilities with the dense CRF (`crf_config`, docs/method.md section 3).

@@ -49,7 +49,7 @@ def multi_scale_probabilities(
     """
     Class probabilities `(C, H, W)` (float32, CPU) of one `(H, W, 3)` uint8 image by DeepLab-v2's multi-scale
     inference with its recipe's defaults: scales `MULTI_SCALE`, ImageNet statistics; `fusion` where the scales are
-    fused (`deeplab.fusion`: `image`, ours, or `logits`, kazuto1011's).
+    fused (`prediction.fusion`: `image`, ours, or `logits`, kazuto1011's).
     """
     return fused_probabilities(model, image, scales, flip, image_mean, image_std, fusion)
 
