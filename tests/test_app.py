@@ -24,8 +24,8 @@ import pytest
 from PIL import Image
 
 from cpfcte_hf.app.limits import AppInputError, UploadLimits, UploadRefused, read_upload
-from cpfcte_hf.cli.commands.label import main as label_main
 from cpfcte_hf.cli.commands.app import main as app_main
+from cpfcte_hf.cli.commands.label import main as label_main
 from cpfcte_hf.models.cpfcte.visualization import read_mask
 from cpfcte_hf.review import ReviewFileError, read_review, record_decision, rejected_ids
 

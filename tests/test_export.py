@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cpfcte_hf.cli.commands.label import main as label_main
 from cpfcte_hf.cli.commands.export import main as export_main
+from cpfcte_hf.cli.commands.label import main as label_main
 from cpfcte_hf.models.cpfcte.visualization import read_mask, save_mask
 from cpfcte_hf.utils.fingerprint import read_fingerprint, record_fingerprint
 

@@ -28,9 +28,9 @@ def test_inference_is_a_leaf_and_the_pipelines_import_only_leaves():
 
 
 def test_both_stages_and_the_pipelines_call_the_one_core():
+    import cpfcte_hf.prediction.segment as training
     from cpfcte_hf import pseudo_labeling
     from cpfcte_hf.models.cpfcte import pipelines
-    import cpfcte_hf.prediction.segment as training
 
     for name in ("predict_class_probabilities", "check_image_size", "multi_hot", "cap_image_side"):
         assert getattr(pseudo_labeling, name) is getattr(inference, name)

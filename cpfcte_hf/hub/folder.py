@@ -285,9 +285,9 @@ def build_hub_folder(
     Raises:
         HubSharingError: a bad model directory, card, results source, repo id or output folder (message names it).
     """
+    from ..app.space import write_space_files
     from ..models.cpfcte.image_processing_cpfcte import CPFCTEImageProcessor
     from ..models.cpfcte.modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
-    from ..app.space import write_space_files
 
     out = Path(out_dir)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
