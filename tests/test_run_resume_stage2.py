@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cpfcte_hf.cli.main import run as run_module
+from cpfcte_hf.workflows import run as run_module
 
 
 @pytest.mark.parametrize("name, command", [("stage1", "train"), ("stage2", "train-deeplab")])
