@@ -1,7 +1,13 @@
 #!/usr/bin/env python
 """The same as `cpfcte-hf bench crf_memory` (see `cpfcte_hf/benchmarks/crf_memory.py` for the options)."""
 
+import os
 import sys
+
+
+# Run as a file, Python puts this folder first on the import path, where `evaluate.py` and `demo.py` would shadow the
+# libraries of those names (the `evaluate` metric library among them): the package is imported from its install.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != os.path.dirname(os.path.abspath(__file__))]
 
 from cpfcte_hf.benchmarks.crf_memory import main
 

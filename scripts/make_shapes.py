@@ -6,6 +6,13 @@ python scripts/make_shapes.py --out data/shapes --num-train 2000 --num-val 300 -
 
 import argparse
 import json
+import os
+import sys
+
+
+# Run as a file, Python puts this folder first on the import path, where `evaluate.py` and `demo.py` would shadow the
+# libraries of those names (the `evaluate` metric library among them): the package is imported from its install.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != os.path.dirname(os.path.abspath(__file__))]
 
 from cpfcte_hf.data import ShapesConfig, write_shapes_voc
 from cpfcte_hf.utils.arguments import parse_plain_args

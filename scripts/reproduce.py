@@ -8,7 +8,13 @@ OUTPUT/tables.md and OUTPUT/tables.json (our numbers, mean ± std over seeds, be
 A rerun with the same settings reuses every finished step; a killed run resumes. See cpfcte_hf/workflows/reproduce.py.
 """
 
+import os
 import sys
+
+
+# Run as a file, Python puts this folder first on the import path, where `evaluate.py` and `demo.py` would shadow the
+# libraries of those names (the `evaluate` metric library among them): the package is imported from its install.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != os.path.dirname(os.path.abspath(__file__))]
 
 from cpfcte_hf.workflows.reproduce import main
 

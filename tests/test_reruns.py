@@ -226,7 +226,7 @@ def test_stage_two_refused_settings_create_no_folder(tmp_path):
 
 HOLDER = """
 import os, sys, time
-from cpfcte_hf.prediction.job import hold_output_dir
+from cpfcte_hf.utils.output_dir import hold_output_dir
 with hold_output_dir(sys.argv[1]):
     print("held", os.environ.get("OMP_WAIT_POLICY"), flush=True)
     time.sleep(120)
