@@ -59,7 +59,7 @@ class AppModels:
 
 
 def _load(name, expected_type: str, option: str, device=None, **hub_kwargs):
-    """`pseudo_labeling.load_model` of `name` after checking its config is of `expected_type`."""
+    """`utils.checkpoints.load_model` of `name` after checking its config is of `expected_type`."""
     from ..utils.checkpoints import load_model, load_model_config
 
     try:

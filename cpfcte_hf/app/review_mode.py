@@ -7,7 +7,7 @@ run wrote next to its masks. The order is the report's default: per-image mIoU o
 had ground truth, else the image-level score of the tags, lowest first.
 
 Decisions go to `OUTPUT_DIR/review.json` (`cpfcte_hf.review`). A retagged image is relabelled with its new tags by
-stage 1's own functions and prediction job (`pseudo_labeling._pseudo_label_functions`, `prediction.
+stage 1's own functions and prediction job (`prediction.pseudo_labels._pseudo_label_functions`, `prediction.
 run_prediction_job`) with the settings the run recorded in `fingerprint.json`, under the directory's lock; its masks
 are rewritten atomically. Nothing else in the directory changes.
 """

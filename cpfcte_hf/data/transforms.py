@@ -398,7 +398,7 @@ class TrainTransform(_SegmentationTransform):
 # ViT-PCM (`dataloader.py` `_preprocess_image`, `utils.py` `affine_transform`) gives every training image two views:
 # the full view (colour jitter, flips, transpose) that the BCE trains on, and a second view with its own colour
 # jitter, a crop or a downscale, and its own flips. Four second views are tiled into one mosaic at the training size;
-# the model's patch probabilities on the mosaic are trained towards the full view's (see `trainer.py`
+# the model's patch probabilities on the mosaic are trained towards the full view's (see `stage1/equivariance.py`
 # `equivariance_loss`). The geometry below is shared by the images and the patch probabilities.
 
 

@@ -8,7 +8,7 @@ Two files:
   probabilities, `outputs.image_scores`, averaged over the views), in the model's class order. Lines are appended
   (one `write` each, so that the processes of one run can share the file); the last line of an id wins, a line cut
   short by a killed run is ignored, and a resumed run keeps the lines of the images it does not redo.
-- `per_image.json`, written with an evaluation's `metrics.json` (`pseudo_labeling.evaluate_predictions`): each
+- `per_image.json`, written with an evaluation's `metrics.json` (`evaluation.report.evaluate_predictions`): each
   image's mIoU per prediction set, from its own confusion matrix (`metrics.confusion_matrix`, the split's formula on
   one image), the classes of its ground truth, and why a prediction could not be scored.
 

@@ -190,7 +190,7 @@ def build_segmenter(
     new_head_allowed: bool = True,
 ):
     """
-    A transformers semantic-segmentation model for `class_names` (not DeepLab-v2, which `deeplab.run.build_model`
+    A transformers semantic-segmentation model for `class_names` (not DeepLab-v2, which `stage2.train.build_model`
     builds): from `model_name_or_path` (a Hub id or a folder; `model_type`, when given, must agree with it) or,
     without one, from `segmenter_config(model_type, class_names, config_overrides)` with random weights.
 

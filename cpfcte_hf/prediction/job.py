@@ -1,8 +1,8 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
 """The one prediction job: a split's images -> mask files, used by both stages.
 
-`run_prediction_job` is what stage-1 pseudo-labelling (`pseudo_labeling.generate_pseudo_labels`) and stage-2
-prediction (`deeplab.training.predict_split`) share:
+`run_prediction_job` is what stage-1 pseudo-labelling (`prediction.pseudo_labels.generate_pseudo_labels`) and stage-2
+prediction (`prediction.segment.predict_split`) share:
 
 - sharding: under `accelerate launch` (or `torchrun`) process `rank` of `world` takes images `rank`, `rank + world`,
   ...; `distributed_state` says which;

@@ -2,7 +2,7 @@
 """The one inference core: image -> class probability maps, for both stages.
 
 The pipelines (`pipelines`), stage-1 pseudo-labelling (`pseudo_labeling`) and stage-2 prediction
-(`deeplab.training`) all go through these steps (docs/method.md sections 3 and 4):
+(`prediction.segment`) all go through these steps (docs/method.md sections 3 and 4):
 
 1. resize: the inference sizes (`inference_sizes`; `corner_aligned_sizes` for DeepLab's 8k+1 inputs) and, for the
    CRF, `cap_image_side` / `restore_mask_size`;
