@@ -17,18 +17,9 @@ import sys
 from ..utils.import_hooks import call_after_import, is_initialising, remove_hook
 
 
-# What the registration imports: both models' files and the pipelines (and, through them, other modules of this
-# package). While any module of the package is still being executed (it imported transformers, which triggered the
-# hook), the registration waits: the hook calls back when each module of the package finishes.
-REGISTERED_MODULES = (
-    "cpfcte_hf.models.cpfcte.configuration_cpfcte",
-    "cpfcte_hf.models.cpfcte.image_processing_cpfcte",
-    "cpfcte_hf.models.cpfcte.modeling_cpfcte",
-    "cpfcte_hf.models.deeplab_v2.configuration_deeplab",
-    "cpfcte_hf.models.deeplab_v2.processing",
-    "cpfcte_hf.models.deeplab_v2.modeling_deeplab",
-    "cpfcte_hf.models.cpfcte.pipelines",
-)
+# The registration imports both models' files and the pipelines (and, through them, other modules of this package).
+# While any module of the package is still being executed (it imported transformers, which triggered the hook), it
+# waits: the hook calls back when each module of the package finishes, and the last one registers.
 _state = {"registered": False, "busy": False, "hook": None}
 
 
