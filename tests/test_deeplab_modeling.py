@@ -17,7 +17,9 @@ from cpfcte_hf.deeplab import (
     resnet101_config,
 )
 from cpfcte_hf.models.cpfcte import class_names
+from cpfcte_hf.models.deeplab_v2 import processing
 from cpfcte_hf.models.deeplab_v2.modeling_deeplab import DeepLabV2ResNetLayer
+from cpfcte_hf.stage2 import arguments as stage2_arguments
 from tests.deeplab_helpers import tiny_deeplab_config, tiny_resnet_config
 
 
@@ -158,6 +160,8 @@ def test_config_defaults_follow_the_spec():
     assert config.backbone_config.to_dict() == resnet101_config().to_dict()
     # The remote-code copy of the class names must not drift from the package's.
     assert configuration_deeplab.VOC_CLASSES == cpfcte_hf.VOC_CLASSES == class_names.VOC_CLASSES
+    # The stage-2 options keep the processor's default size without importing transformers: the copies agree.
+    assert stage2_arguments.DEEPLAB_IMAGE_SIZE == processing.DEEPLAB_IMAGE_SIZE
 
 
 def test_config_validation():
