@@ -13,7 +13,7 @@ import pytest
 
 from cpfcte_hf.utils.batching import plan_train_batch
 
-from .utils import free_port, subprocess_env
+from .utils import accelerate_launch, subprocess_env
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,12 +66,7 @@ def _print_config(processes: int, *argv: str) -> subprocess.CompletedProcess:
     if processes == 1:
         command = [sys.executable, "-m", "cpfcte_hf", *argv, "--print_config"]
     else:
-        accelerate = str(Path(sys.executable).with_name("accelerate"))
-        command = [
-            accelerate, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
-            "--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
-            "-m", "cpfcte_hf", *argv, "--print_config",
-        ]  # fmt: skip
+        command = [*accelerate_launch(processes), "-m", "cpfcte_hf", *argv, "--print_config"]
     return subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), cwd=REPO, timeout=300)
 
 

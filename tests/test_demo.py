@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.utils import subprocess_env
+from tests.utils import accelerate_launch, subprocess_env
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,10 +174,8 @@ def test_run_on_two_processes_splits_every_step_and_ships_one_model(tmp_path):
     preset = tmp_path / "tiny_demo.yaml"
     preset.write_text(TINY_PRESET)
     out = tmp_path / "out"
-    accelerate = str(Path(sys.executable).with_name("accelerate"))
     command = [
-        accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "-m", "cpfcte_hf", "run", "--config", str(preset), "--output_dir", str(out),
+        *accelerate_launch(2), "-m", "cpfcte_hf", "run", "--config", str(preset), "--output_dir", str(out),
         "--crf_workers", "0",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), cwd=REPO, timeout=600)

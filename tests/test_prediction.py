@@ -164,16 +164,12 @@ def test_processes_that_disagree_on_the_weights_stop_together(tmp_path):
     """Two processes of one job with different weights (e.g. BatchNorm statistics left per rank by DDP): both stop
     with an error naming what differs, and nothing is recorded, instead of writing masks of two models."""
     import subprocess
-    import sys
-    from pathlib import Path
 
-    from tests.utils import subprocess_env
+    from tests.utils import accelerate_launch, subprocess_env
 
     script = tmp_path / "job.py"
     script.write_text(DISAGREEING_PROCESSES)
-    accelerate = str(Path(sys.executable).with_name("accelerate"))
-    command = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", str(script), str(tmp_path / "job")]  # fmt: skip
+    command = [*accelerate_launch(2), str(script), str(tmp_path / "job")]
     result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=300)
     assert result.returncode != 0
     for rank in (0, 1):

@@ -27,7 +27,7 @@ from cpfcte_hf.utils.fingerprint import FingerprintMismatch
 from cpfcte_hf.utils.output_dir import prepare_output_dir
 
 from .data_trees import write_voc_tree
-from .utils import PYTHON, save_tiny_checkpoint, subprocess_env
+from .utils import accelerate_launch, save_tiny_checkpoint, subprocess_env
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -357,19 +357,7 @@ def test_accelerate_launch_shares_the_split_and_sums_the_metrics(tmp_path, check
         "0",
     ]
     command = [
-        os.path.join(os.path.dirname(PYTHON), "accelerate"),
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "29517",
+        *accelerate_launch(2),
         os.path.join(REPO, "scripts", "pseudo_label.py"),
         *options,
         "--out",

@@ -13,12 +13,11 @@ import pytest
 import torch
 
 from cpfcte_hf import CPFCTEForWeaklySupervisedSegmentation
-from tests.utils import subprocess_env
+from tests.utils import accelerate_launch, subprocess_env
 
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = str(REPO / "scripts" / "train.py")
-ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
 
 
 SHAPES_OPTIONS = ("--dataset_option", "num_train=16", "num_val=8", "image_size=32")
@@ -88,9 +87,7 @@ def test_train_script_saves_a_checkpoint_that_loads_everywhere(tmp_path):
 def test_two_processes_with_accelerate_launch_over_gloo(tmp_path, entry):
     out = tmp_path / "ddp"
     command = [
-        ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no",
-        *entry, *tiny_args(tmp_path, out, "--num_train_epochs", "2", "--use_cpu", "true"),
+        *accelerate_launch(2), *entry, *tiny_args(tmp_path, out, "--num_train_epochs", "2", "--use_cpu", "true"),
     ]  # fmt: skip
     result = run(command)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -109,8 +106,7 @@ def test_equivariance_loss_on_two_processes(tmp_path):
     extra = ("--num_train_epochs", "2", "--use_cpu", "true", "--equivariance_loss_weight", "1.0",
              "--et_crop_size", "8", "--et_scale_size", "16")  # fmt: skip
     command = [
-        ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "cpfcte_hf", "train", *tiny_args(tmp_path, out, *extra),
+        *accelerate_launch(2), "-m", "cpfcte_hf", "train", *tiny_args(tmp_path, out, *extra),
     ]  # fmt: skip
     result = run(command)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -4,7 +4,6 @@ encoder checkpoint) on a tiny pseudo-label folder, through the shared prediction
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from cpfcte_hf.data import build_dataset
 from cpfcte_hf.models.cpfcte.visualization import save_mask
 from cpfcte_hf.models.segmenters import parse_config_overrides, segmentation_loss, segmenter_config
 from cpfcte_hf.stage2.dataset import random_scale_crop_flip
-from tests.utils import subprocess_env
+from tests.utils import accelerate_launch, subprocess_env
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -166,10 +165,8 @@ def test_vertical_flip_and_transpose_options_turn_the_square_crop():
 @pytest.mark.slow
 def test_two_processes_train_a_segformer_with_accelerate_launch(pseudo_labels, tmp_path):
     output = tmp_path / "ddp"
-    accelerate = str(Path(sys.executable).with_name("accelerate"))
     command = [
-        accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "-m", "cpfcte_hf", "train-segmenter",
+        *accelerate_launch(2), "-m", "cpfcte_hf", "train-segmenter",
         *_argv(pseudo_labels, output, "--model_type", "segformer", "--config_overrides", TINY_SEGFORMER),
         "--per_device_train_batch_size", "1", "--ddp_backend", "gloo",
     ]  # fmt: skip

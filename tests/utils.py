@@ -3,6 +3,7 @@
 import os
 import sys
 import textwrap
+from pathlib import Path
 
 from transformers import ViTConfig
 
@@ -69,6 +70,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def accelerate_launch(num_processes: int = 2) -> list[str]:
+    """The start of an `accelerate launch` command line for `num_processes` CPU processes on this machine, on a port
+    that is free now (tests run side by side under `pytest -n`: accelerate's default port 29500 would be taken)."""
+    return [
+        str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes",
+        str(num_processes), "--num_machines", "1", "--main_process_port", str(free_port()),
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+    ]  # fmt: skip
 
 
 def subprocess_env() -> dict:
