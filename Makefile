@@ -6,7 +6,9 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-PYTEST_ARGS ?=
+# The suite runs on the machine's cores side by side (pytest-xdist, at most 4 workers: each test may start two
+# processes of its own). `make test PYTEST_ARGS="-n 0 -x tests/test_cli.py"` runs one file in this process.
+PYTEST_ARGS ?= -n auto --maxprocesses 4
 # Extra demo options, any option of `cpfcte-hf run`: e.g. `make demo DEMO_ARGS="--override top_k=4 label.size=128"`.
 DEMO_ARGS ?=
 
