@@ -1,3 +1,4 @@
+import builtins
 import os
 
 import pytest
@@ -13,3 +14,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def no_prompt(monkeypatch):
+    """transformers asks "Do you wish to run the custom code? [y/N]" through input(): fail the test instead."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"transformers prompted for input: {args}")
+
+    monkeypatch.setattr(builtins, "input", refuse)

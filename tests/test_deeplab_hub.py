@@ -1,6 +1,5 @@
 """DeepLab-v2 checkpoints: save/load, Auto classes, the image-segmentation pipeline, and remote code."""
 
-import builtins
 import json
 import subprocess
 
@@ -14,16 +13,6 @@ from cpfcte_hf import CPFCTEImageProcessor, resize_and_normalize
 from cpfcte_hf.deeplab import IMAGENET_MEAN, IMAGENET_STD, DeepLabV2Config, DeepLabV2ForSemanticSegmentation
 from tests.deeplab_helpers import save_tiny_deeplab
 from tests.utils import BLOCK_PACKAGE_IMPORT, PYTHON, subprocess_env
-
-
-@pytest.fixture
-def no_prompt(monkeypatch):
-    """transformers asks "Do you wish to run the custom code? [y/N]" through input(): fail the test instead."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"transformers prompted for input: {args}")
-
-    monkeypatch.setattr(builtins, "input", refuse)
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """Checkpoints: save/load, backbone initialisation, Auto classes, pipelines and remote code."""
 
-import builtins
 import json
 import subprocess
 
@@ -27,16 +26,6 @@ from tests.utils import (
     tiny_config,
     tiny_vit_config,
 )
-
-
-@pytest.fixture
-def no_prompt(monkeypatch):
-    """transformers asks "Do you wish to run the custom code? [y/N]" through input(): fail the test instead."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"transformers prompted for input: {args}")
-
-    monkeypatch.setattr(builtins, "input", refuse)
 
 
 @pytest.fixture
