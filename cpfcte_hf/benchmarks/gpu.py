@@ -168,16 +168,4 @@ def main(argv=None) -> int:
     return 0
 
 
-__all__ = [
-    "PARTS",
-    "BenchSettings",
-    "SkipPart",
-    "bench_deeplab",
-    "bench_device_augmentation",
-    "bench_loader",
-    "bench_pseudo_label_end_to_end",
-    "bench_pseudo_label_model",
-    "bench_train",
-    "main",
-    "run_benchmark",
-]
+__all__ = ["BenchSettings", "PARTS", "main", "run_benchmark"]
