@@ -52,16 +52,7 @@ from PIL import Image, ImageFilter
 from ..models.cpfcte.class_names import VOC_CLASSES
 from ..utils.fingerprint import check_fingerprint, record_fingerprint
 from ..utils.io import atomic_write_bytes, atomic_write_text
-from .shape_drawing import (
-    OBJECT_TEXTURES,
-    Occupancy,
-    blend_object,
-    draw_shape,
-    hsv,
-    object_texture,
-    place_object,
-    textured_background,
-)
+from . import shape_drawing as drawing
 from .shapes import SHAPE_NAMES, encode_sample
 
 
@@ -102,7 +93,7 @@ def sample_image_size(rng: np.random.Generator) -> tuple[int, int]:
 def _colour(class_id: int, rng: np.random.Generator) -> np.ndarray:
     """Half the objects take their class's hue (+ noise), the others a random one (as the shapes do)."""
     hue = (class_id - 1) / 20 + rng.normal(0, 0.03) if rng.uniform() < 0.5 else rng.uniform()
-    return hsv(hue, rng.uniform(0.35, 1.0), rng.uniform(0.35, 1.0))
+    return drawing.hsv(hue, rng.uniform(0.35, 1.0), rng.uniform(0.35, 1.0))
 
 
 def _draw_object(rng: np.random.Generator, name: str, width: int, height: int) -> np.ndarray:
@@ -110,7 +101,7 @@ def _draw_object(rng: np.random.Generator, name: str, width: int, height: int) -
     radius = rng.uniform(0.10, 0.32) * min(width, height)
     margin = 0.8 * radius
     centre = (rng.uniform(margin, width - margin), rng.uniform(margin, height - margin))
-    return draw_shape(rng, name, centre, radius, max(width, height))[:height, :width]
+    return drawing.draw_shape(rng, name, centre, radius, max(width, height))[:height, :width]
 
 
 def render_rehearsal_sample(seed: int, split: str, index: int) -> dict:
@@ -123,25 +114,25 @@ def render_rehearsal_sample(seed: int, split: str, index: int) -> dict:
     rng = np.random.default_rng([seed, SPLITS[split], index])
     width, height = sample_image_size(rng)
     side = max(width, height)  # drawn on a square canvas (the shapes' helpers), then cropped to the image
-    image = textured_background(rng, side)[:height, :width]
+    image = drawing.textured_background(rng, side)[:height, :width]
     labels_map = np.zeros((height, width), np.uint8)
-    occupancy = Occupancy(height, width)
+    occupancy = drawing.Occupancy(height, width)
     for _ in range(int(rng.integers(1, 5))):
         class_id = int(rng.integers(1, 21))
         name = SHAPE_NAMES[(class_id - 1) % len(SHAPE_NAMES)]
         draw = functools.partial(_draw_object, rng, name, width, height)
-        placed = place_object(draw, occupancy, 20, min_area=200, min_visible=0.65, min_background=0.25)
+        placed = drawing.place_object(draw, occupancy, 20, min_area=200, min_visible=0.65, min_background=0.25)
         if placed is None:
             continue  # no placement found: one object fewer
         coverage, inside = placed
         if class_id > len(SHAPE_NAMES):
             texture = STRIPED
         else:
-            texture = OBJECT_TEXTURES[rng.integers(len(OBJECT_TEXTURES))]
+            texture = drawing.OBJECT_TEXTURES[rng.integers(len(drawing.OBJECT_TEXTURES))]
             texture = "flat" if texture == STRIPED else texture
         amplitude = 0.0 if texture == "flat" else rng.uniform(0.25, 0.4)
-        field = object_texture(texture, rng, side)[:height, :width]
-        image = blend_object(image, coverage, _colour(class_id, rng), amplitude, field, rng)
+        field = drawing.object_texture(texture, rng, side)[:height, :width]
+        image = drawing.blend_object(image, coverage, _colour(class_id, rng), amplitude, field, rng)
         labels_map[inside] = class_id
         occupancy.add(inside)
     mask = add_void_borders(labels_map)
