@@ -104,6 +104,26 @@ def compare_interleaved(
         for _ in range(warmup):
             candidates[name]()
     synchronize(device)
+    times = _interleaved_rounds(candidates, device, repeats, calls_per_repeat, deadline)
+    results: dict = {name: _timing_record(times[name], items_per_call) for name in names}
+    if len(names) > 1:
+        results["ratios"] = {
+            f"{name}/{baseline}": summarize([a / b for a, b in zip(times[name], times[baseline])])
+            for name in names
+            if name != baseline
+        }
+    return results
+
+
+def _interleaved_rounds(
+    candidates: dict[str, Callable[[], object]],
+    device: torch.device,
+    repeats: int,
+    calls_per_repeat: int,
+    deadline: float | None,
+) -> dict[str, list[float]]:
+    """Seconds per call of every candidate in each round, the order alternating from round to round."""
+    names = list(candidates)
     times: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(repeats):
         order = names if round_index % 2 == 0 else names[::-1]
@@ -115,26 +135,48 @@ def compare_interleaved(
             times[name].append((time.perf_counter() - start) / calls_per_repeat)
         if deadline is not None and time.perf_counter() > deadline:
             break
-    results: dict = {}
-    for name in names:
-        stats = summarize(times[name])
-        results[name] = {
-            "median_s": stats["median"],
-            "min_s": stats["min"],
-            "max_s": stats["max"],
-            "spread": stats["spread"],
-            "repeats": stats["repeats"],
-            "times_s": times[name],
-        }
-        if items_per_call is not None:
-            results[name]["items_per_s"] = items_per_call / stats["median"]
-    if len(names) > 1:
-        results["ratios"] = {
-            f"{name}/{baseline}": summarize([a / b for a, b in zip(times[name], times[baseline])])
-            for name in names
-            if name != baseline
-        }
-    return results
+    return times
+
+
+def _timing_record(times: list[float], items_per_call: int | None) -> dict:
+    stats = summarize(times)
+    record = {
+        "median_s": stats["median"],
+        "min_s": stats["min"],
+        "max_s": stats["max"],
+        "spread": stats["spread"],
+        "repeats": stats["repeats"],
+        "times_s": times,
+    }
+    if items_per_call is not None:
+        record["items_per_s"] = items_per_call / stats["median"]
+    return record
+
+
+def throughput(timing: dict, items: int) -> dict:
+    """Items per second of one `compare_interleaved` candidate that handles `items` per call: at its median time,
+    and at its slowest and fastest rounds (`images_per_s`, `images_per_s_min`, `images_per_s_max`)."""
+    return {
+        "images_per_s": items / timing["median_s"],
+        "images_per_s_min": items / timing["max_s"],
+        "images_per_s_max": items / timing["min_s"],
+    }
+
+
+def optimizer_step(
+    loss_fn: Callable[[], torch.Tensor], optimizer: torch.optim.Optimizer, autocast: Callable[[], object]
+) -> Callable[[], None]:
+    """One training step as a callable to time: the loss under `autocast()` (a context manager factory), backward,
+    the optimizer's step, gradients set to None."""
+
+    def step():
+        with autocast():
+            loss = loss_fn()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
 
 
 def synthetic_image(rng, height: int = 375, width: int = 500):
@@ -226,6 +268,45 @@ def benchmark_backbone_config(name: str, size: str, grid: int):
     return AutoConfig.for_model(model_type, **values)
 
 
+def _crf_memory_case(
+    height: int, width: int, max_side: int | None, num_workers: int, num_labels: int, classes: list[int], seed: int
+) -> dict:
+    """One case of `crf_memory_benchmark`: a fresh pool, warmed up on tiny images, then one photo per worker."""
+    from ..models.cpfcte.crf import CRFPool, DenseCRFConfig, peak_rss_mb
+    from ..models.cpfcte.inference import cap_image_side, restore_mask_size
+
+    case = {}
+    with CRFPool(DenseCRFConfig(), num_workers=num_workers) as pool:
+        rng = np.random.default_rng(seed)
+        tiny = synthetic_image(rng, 16, 16)
+        for index in range(num_workers):  # with "fork", all workers start at the first submit
+            pool.submit(f"warm-up {index}", tiny, synthetic_probabilities(rng, classes, num_labels, 16, 16))
+        baseline = [r.extra.get("worker_peak_rss_mb") for r in pool.drain()]
+        items = []
+        for index in range(num_workers):
+            photo = synthetic_image(rng, height, width)
+            capped = cap_image_side(photo, max_side)
+            maps = synthetic_probabilities(rng, classes, num_labels, *capped.shape[:2])
+            items.append((index, capped, maps))
+            del photo
+        case["crf_size"] = list(items[0][1].shape[:2])
+        start = time.perf_counter()
+        for key, image, maps in items:
+            pool.submit(key, image, maps)
+        del items
+        results = pool.drain()
+        masks = [restore_mask_size(r.mask, (height, width)) for r in results if r.ok]
+        case["seconds"] = round(time.perf_counter() - start, 2)
+    return case | {
+        "masks": len(masks),
+        "mask_shape": list(masks[0].shape) if masks else None,
+        "errors": [r.error for r in results if not r.ok],
+        "worker_peak_rss_mb": round(max(r.extra.get("worker_peak_rss_mb") or 0 for r in results), 1),
+        "worker_baseline_rss_mb": round(max(b or 0 for b in baseline), 1),
+        "main_peak_rss_mb_so_far": round(peak_rss_mb() or 0, 1),
+    }
+
+
 def crf_memory_benchmark(
     megapixels: Sequence[float] = (0.5, 4, 12, 24),
     max_sides: Sequence[int | None] = (None, 2048),
@@ -247,10 +328,6 @@ def crf_memory_benchmark(
     `worker_baseline_rss_mb` is the same after the tiny warm-up image). Cases with no cap above
     `skip_uncapped_above` MP are listed as skipped.
     """
-    from ..models.cpfcte.crf import CRFPool, DenseCRFConfig, peak_rss_mb
-    from ..models.cpfcte.inference import cap_image_side, restore_mask_size
-
-    classes = list(range(present))
     cases = []
     for max_side in max_sides:
         for mp in megapixels:
@@ -261,39 +338,7 @@ def crf_memory_benchmark(
                 case["skipped"] = f"no cap above {skip_uncapped_above} MP (memory of this machine)"
                 cases.append(case)
                 continue
-            with CRFPool(DenseCRFConfig(), num_workers=num_workers) as pool:
-                rng = np.random.default_rng(seed)
-                tiny = synthetic_image(rng, 16, 16)
-                for index in range(num_workers):  # with "fork", all workers start at the first submit
-                    pool.submit(f"warm-up {index}", tiny, synthetic_probabilities(rng, classes, num_labels, 16, 16))
-                baseline = [r.extra.get("worker_peak_rss_mb") for r in pool.drain()]
-                items = []
-                for index in range(num_workers):
-                    photo = synthetic_image(rng, height, width)
-                    capped = cap_image_side(photo, max_side)
-                    maps = synthetic_probabilities(rng, classes, num_labels, *capped.shape[:2])
-                    items.append((index, capped, maps))
-                    del photo
-                case["crf_size"] = list(items[0][1].shape[:2])
-                start = time.perf_counter()
-                for key, image, maps in items:
-                    pool.submit(key, image, maps)
-                del items
-                results = pool.drain()
-                masks = [restore_mask_size(r.mask, (height, width)) for r in results if r.ok]
-                case["seconds"] = round(time.perf_counter() - start, 2)
-            errors = [r.error for r in results if not r.ok]
-            case.update(
-                {
-                    "masks": len(masks),
-                    "mask_shape": list(masks[0].shape) if masks else None,
-                    "errors": errors,
-                    "worker_peak_rss_mb": round(max(r.extra.get("worker_peak_rss_mb") or 0 for r in results), 1),
-                    "worker_baseline_rss_mb": round(max(b or 0 for b in baseline), 1),
-                    "main_peak_rss_mb_so_far": round(peak_rss_mb() or 0, 1),
-                }
-            )
-            del masks, results
+            case.update(_crf_memory_case(height, width, max_side, num_workers, num_labels, list(range(present)), seed))
             cases.append(case)
             print(json.dumps(case), flush=True)
     return {

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from ..data.shapes import write_shapes_voc
 from ..data.transforms import AugmentationConfig, EvalTransform, TrainTransform, WeakSegmentationCollator
-from .common import compare_interleaved
+from .common import compare_interleaved, throughput
 
 
 def write_voc_sized_set(
@@ -110,29 +110,11 @@ def compare_loaders(
             augment_in_loader=augment_in_loader,
             seed=seed,
         )
-
-        def draw(stream=stream):
-            for _ in range(num_batches):
-                next(stream)
-
-        for _ in range(warmup_batches):
-            next(stream)
-        cpu_start = time.process_time()
-        timing = compare_interleaved({"loader": draw}, repeats=repeats, warmup=0, deadline=deadline)["loader"]
-        # CPU seconds of this process per image: with 0 workers, the whole cost of an image on one core, which a
-        # shared machine's wall time cannot give; with workers, what collating and receiving batches costs here.
-        main_cpu_per_image = (time.process_time() - cpu_start) / (images * timing["repeats"])
+        rates = _time_stream(stream, num_batches, warmup_batches, repeats, deadline, images, num_workers)
         del stream  # stops the workers before the next loader starts its own
-        median = images / timing["median_s"]
         results.append(
             {
-                "images_per_s": median,
-                "images_per_s_min": images / timing["max_s"],
-                "images_per_s_max": images / timing["min_s"],
-                "spread": timing["spread"],
-                "images_per_s_per_worker": median / max(1, num_workers),
-                "main_process_cpu_s_per_image": main_cpu_per_image,
-                "repeats": timing["repeats"],
+                **rates,
                 "images_per_repeat": images,
                 "batch_size": batch_size,
                 "size": size,
@@ -143,6 +125,33 @@ def compare_loaders(
             }
         )
     return results
+
+
+def _time_stream(
+    stream, num_batches: int, warmup_batches: int, repeats: int, deadline, images: int, num_workers: int
+) -> dict:
+    """Images/s of `repeats` windows of `num_batches` batches drawn from `stream` after `warmup_batches` (also per
+    one of its `num_workers`), and the CPU seconds per image of this process."""
+
+    def draw():
+        for _ in range(num_batches):
+            next(stream)
+
+    for _ in range(warmup_batches):
+        next(stream)
+    cpu_start = time.process_time()
+    timing = compare_interleaved({"loader": draw}, repeats=repeats, warmup=0, deadline=deadline)["loader"]
+    # CPU seconds of this process per image: with 0 workers, the whole cost of an image on one core, which a
+    # shared machine's wall time cannot give; with workers, what collating and receiving batches costs here.
+    main_cpu_per_image = (time.process_time() - cpu_start) / (images * timing["repeats"])
+    rates = throughput(timing, images)
+    return {
+        **rates,
+        "spread": timing["spread"],
+        "images_per_s_per_worker": rates["images_per_s"] / max(1, num_workers),
+        "main_process_cpu_s_per_image": main_cpu_per_image,
+        "repeats": timing["repeats"],
+    }
 
 
 def loader_throughput(dataset, *, num_workers: int = 2, **kwargs) -> dict:

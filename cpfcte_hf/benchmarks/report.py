@@ -64,11 +64,8 @@ def _mask(boxes, classes, width: int, height: int, shift: tuple[int, int] = (0, 
 
 def write_synthetic_run(root: Path, num_images: int, width: int, height: int, seed: int = 0):
     """Files and records of a labelling run over `num_images` generated images; returns `(dataset, out_dir)`."""
-    import datasets
-
     from ..evaluation.image_records import ImageScoreLog
     from ..models.cpfcte.configuration_cpfcte import VOC_CLASSES
-    from ..models.cpfcte.visualization import mask_to_image
     from ..utils.fingerprint import record_fingerprint
 
     rng = np.random.default_rng(seed)
@@ -83,44 +80,77 @@ def write_synthetic_run(root: Path, num_images: int, width: int, height: int, se
     colours = rng.integers(40, 255, (num_labels, 3))
     for index in range(num_images):
         image_id = f"{index:06d}"
-        classes = sorted(rng.choice(np.arange(1, num_labels), size=int(rng.integers(1, 4)), replace=False).tolist())
-        boxes = _shapes(rng, width, height, len(classes))
-        photo = rng.integers(0, 60, (height, width, 3), dtype=np.uint8)
-        truth = _mask(boxes, classes, width, height)
-        for class_id in classes:
-            photo[truth == class_id] = colours[class_id]
-        Image.fromarray(photo).save(root / "photos" / f"{image_id}.jpg", quality=90)
-        mask_to_image(truth).save(root / "ground_truth" / f"{image_id}.png")
-        rows["id"].append(image_id)
-        rows["image"].append(str(root / "photos" / f"{image_id}.jpg"))
-        rows["mask"].append(str(root / "ground_truth" / f"{image_id}.png"))
-        rows["labels"].append([0, *classes])
+        classes, boxes = _write_photo(root, rng, image_id, colours, (width, height), rows)
         if index % 500 == 7:  # a few images the job could not do: in the accounting, without masks
             failures.append({"id": image_id, "stage": "read", "error": "OSError: image file is truncated"})
             continue
-        quality = rng.uniform(0, 0.5)  # how far the masks are off: some images are much worse than others
-        shift = (int(quality * width * rng.choice([-1, 1])), int(quality * height * rng.choice([-1, 1])))
-        mask_to_image(_mask(boxes, classes, width, height, shift)).save(out / "bpm" / f"{image_id}.png")
-        small = (shift[0] // 2, shift[1] // 2)
-        mask_to_image(_mask(boxes, classes, width, height, small)).save(out / "crf" / f"{image_id}.png")
-        scores = rng.uniform(0, 0.2, num_labels)
-        scores[classes] = rng.uniform(0.3, 1.0, len(classes))
         batch_ids.append(image_id)
-        batch_scores.append(scores)
+        batch_scores.append(_write_masks(out, rng, image_id, boxes, classes, (width, height), num_labels))
         if len(batch_ids) == 256:
             scores_log.append(batch_ids, np.stack(batch_scores))
             batch_ids, batch_scores = [], []
     if batch_ids:
         scores_log.append(batch_ids, np.stack(batch_scores))
+    dataset = _synthetic_dataset(rows, list(VOC_CLASSES))
+    _write_summary(out, num_images, failures, list(VOC_CLASSES))
+    record_fingerprint(out, {"kind": "synthetic run for `cpfcte-hf bench report`", "size": 448, "scales": [1.0]})
+    return dataset, out
+
+
+def _write_photo(root: Path, rng, image_id: str, colours, size: tuple[int, int], rows: dict) -> tuple[list, list]:
+    """One photo (JPEG) with 1-3 of VOC's classes as coloured boxes and its ground truth, added to `rows`; returns
+    its classes and boxes."""
+    from ..models.cpfcte.visualization import mask_to_image
+
+    width, height = size
+    num_labels = len(colours)
+    classes = sorted(rng.choice(np.arange(1, num_labels), size=int(rng.integers(1, 4)), replace=False).tolist())
+    boxes = _shapes(rng, width, height, len(classes))
+    photo = rng.integers(0, 60, (height, width, 3), dtype=np.uint8)
+    truth = _mask(boxes, classes, width, height)
+    for class_id in classes:
+        photo[truth == class_id] = colours[class_id]
+    Image.fromarray(photo).save(root / "photos" / f"{image_id}.jpg", quality=90)
+    mask_to_image(truth).save(root / "ground_truth" / f"{image_id}.png")
+    rows["id"].append(image_id)
+    rows["image"].append(str(root / "photos" / f"{image_id}.jpg"))
+    rows["mask"].append(str(root / "ground_truth" / f"{image_id}.png"))
+    rows["labels"].append([0, *classes])
+    return classes, boxes
+
+
+def _write_masks(out: Path, rng, image_id: str, boxes, classes, size: tuple[int, int], num_labels: int):
+    """The BPM and CRF masks of one image, off by a random shift (the CRF's by half of it); returns its class
+    scores."""
+    from ..models.cpfcte.visualization import mask_to_image
+
+    width, height = size
+    quality = rng.uniform(0, 0.5)  # how far the masks are off: some images are much worse than others
+    shift = (int(quality * width * rng.choice([-1, 1])), int(quality * height * rng.choice([-1, 1])))
+    mask_to_image(_mask(boxes, classes, width, height, shift)).save(out / "bpm" / f"{image_id}.png")
+    small = (shift[0] // 2, shift[1] // 2)
+    mask_to_image(_mask(boxes, classes, width, height, small)).save(out / "crf" / f"{image_id}.png")
+    scores = rng.uniform(0, 0.2, num_labels)
+    scores[classes] = rng.uniform(0.3, 1.0, len(classes))
+    return scores
+
+
+def _synthetic_dataset(rows: dict, class_names: list[str]):
+    import datasets
+
     features = datasets.Features(
         {
             "id": datasets.Value("string"),
             "image": datasets.Image(),
             "mask": datasets.Image(),
-            "labels": datasets.List(datasets.ClassLabel(names=list(VOC_CLASSES))),
+            "labels": datasets.List(datasets.ClassLabel(names=class_names)),
         }
     )
-    dataset = datasets.Dataset.from_dict(rows, features=features)
+    return datasets.Dataset.from_dict(rows, features=features)
+
+
+def _write_summary(out: Path, num_images: int, failures: list[dict], class_names: list[str]) -> None:
+    """`summary.json` as a labelling run writes it, with the failures and ten images skipped by the loader."""
     skipped = [
         {"id": f"unreadable_{k}", "image": f"unreadable_{k}.jpg", "reason": "unreadable image: cannot identify image"}
         for k in range(10)
@@ -138,13 +168,11 @@ def write_synthetic_run(root: Path, num_images: int, width: int, height: int, se
         "dataset": "synthetic",
         "split": "train",
         "model": "(none: synthetic masks)",
-        "class_names": list(VOC_CLASSES),
+        "class_names": class_names,
         "stage": "pseudo_labels",
         "prediction_sets": {"BPM": "bpm", "CRF": "crf"},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    record_fingerprint(out, {"kind": "synthetic run for `cpfcte-hf bench report`", "size": 448, "scales": [1.0]})
-    return dataset, out
 
 
 def time_page(path: Path, repeats: int) -> dict:

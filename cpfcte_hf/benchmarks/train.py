@@ -23,6 +23,7 @@ from .common import (
     BENCHMARK_BACKBONES,
     benchmark_backbone_config,
     machine_description,
+    optimizer_step,
     report_results,
     time_interleaved,
 )
@@ -58,25 +59,32 @@ def bench_family(name: str, args, device: torch.device, autocast_dtype) -> dict:
     }
     forward_backward, train_step = {}, {}
     for key, (model, loss_fn) in losses.items():
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-        def fb(model=model, loss_fn=loss_fn):
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                loss = loss_fn()
-            loss.backward()
-            model.zero_grad(set_to_none=True)
-
-        def step(loss_fn=loss_fn, optimizer=optimizer):
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                loss = loss_fn()
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-        forward_backward[key], train_step[key] = fb, step
-
+        forward_backward[key] = _forward_backward(model, loss_fn, device, autocast_dtype)
+        train_step[key] = optimizer_step(
+            loss_fn, torch.optim.Adam(model.parameters(), lr=1e-4), lambda: _autocast(device, autocast_dtype)
+        )
     fb_times = time_interleaved(forward_backward, device, args.repeats, args.warmup)
     step_times = time_interleaved(train_step, device, args.repeats, args.warmup)
+    return _family_record(args, full, backbone_config, image_size, grid, fb_times, step_times)
+
+
+def _autocast(device: torch.device, autocast_dtype):
+    return torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
+
+
+def _forward_backward(model, loss_fn, device: torch.device, autocast_dtype):
+    """Forward and backward without an optimizer step, as a callable to time."""
+
+    def fb():
+        with _autocast(device, autocast_dtype):
+            loss = loss_fn()
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    return fb
+
+
+def _family_record(args, full, backbone_config, image_size: int, grid: int, fb_times: dict, step_times: dict) -> dict:
     return {
         "model_type": backbone_config.model_type,
         "image_size": image_size,

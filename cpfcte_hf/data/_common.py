@@ -8,9 +8,10 @@ Every on-disk loader (VOC, COCO, tagged folder) turns its layout into a list of 
 1. fingerprints the files the records name (path, size, mtime in ns) and puts that fingerprint into the
    `gen_kwargs` of `datasets.Dataset.from_generator`, so that a second load of unchanged files is served from
    the Arrow cache and any change (a file added to a split, removed, or rewritten) builds a new cache;
-2. decodes every image and mask once, at build time, so that a bad file is found here and not in a DataLoader
-   worker hours into training; a bad item is skipped, and all skipped items are reported in one warning, also
-   when the dataset comes from the cache (the reasons are stored in the cache next to the rows);
+2. decodes every image and mask once, at build time (`_validation.inspect_record`), so that a bad file is found
+   here and not in a DataLoader worker hours into training; a bad item is skipped, and all skipped items are
+   reported in one warning, also when the dataset comes from the cache (the reasons are stored in the cache next
+   to the rows);
 3. derives image-level labels from the mask where no labels are given.
 
 Images are stored as paths (the cache is small, and files are decoded lazily by `datasets.Image`).
@@ -19,7 +20,6 @@ Images are stored as paths (the cache is small, and files are decoded lazily by 
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import re
@@ -28,11 +28,16 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
 
 from ..models.cpfcte.metrics import IGNORE_INDEX
-from ..models.cpfcte.visualization import as_displayed, exif_orientation
 from ..utils.lazy import lazy_module
+from ._validation import (  # noqa: F401 - INDEX_MASK_MODES, displayed_size, read_index_mask: importable here too
+    INDEX_MASK_MODES,
+    describe_source,
+    displayed_size,
+    inspect_record,
+    read_index_mask,
+)
 
 
 datasets = lazy_module("datasets")  # imported when a loader runs, not for the checks
@@ -47,8 +52,6 @@ CACHE_VERSION = "cpfcte-data-1"
 ERROR_COLUMN = "_error"
 # Errors with this prefix are filtering by policy (e.g. background-only images on COCO), reported at INFO level.
 POLICY_PREFIX = "policy: "
-# Mask modes that hold one index per pixel. RGB masks (colour-coded) are rejected: see `inspect_record`.
-INDEX_MASK_MODES = ("P", "L", "I", "I;16", "I;16B", "I;16L")
 # Attribute of a loaded `datasets.Dataset` holding what the loader left out (see `loader_report`).
 LOADER_REPORT_ATTRIBUTE = "_cpfcte_loader_report"
 
@@ -158,94 +161,8 @@ def load_cls_labels(path: str, num_classes: int) -> dict[str, list[int]]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# validation at build time
+# features, fingerprint, build
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def _open_source(source):
-    """A path, or a `datasets.Image(decode=False)` value `{"bytes", "path"}` -> something `Image.open` reads."""
-    if isinstance(source, dict):
-        if source.get("bytes") is not None:
-            return io.BytesIO(source["bytes"])
-        return source["path"]
-    return source
-
-
-def describe_source(source) -> str:
-    if isinstance(source, dict):
-        return source.get("path") or "<embedded bytes>"
-    return str(source)
-
-
-def displayed_size(image: Image.Image) -> tuple[int, int]:
-    """`(width, height)` as displayed: orientations 5..8 (a quarter turn) swap the stored sides.
-
-    The one orientation rule of the package: images and masks are used as displayed (`ImageOps.exif_transpose`,
-    which is what `datasets.Image` and `transformers.image_utils.load_image` apply when decoding).
-    """
-    width, height = image.size
-    return (height, width) if exif_orientation(image) in (5, 6, 7, 8) else (width, height)
-
-
-def _decode_image(path) -> tuple[int, int]:
-    """Decodes the whole file (a truncated or corrupt file raises here) and returns its displayed `(width, height)`."""
-    with Image.open(_open_source(path)) as image:
-        size = displayed_size(image)
-        if image.format == "JPEG":
-            # DCT-domain downscaling still reads every byte of the entropy-coded data (so truncation is caught)
-            # and is several times faster than a full decode.
-            image.draft(image.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
-        image.load()
-        from ..models.cpfcte.image_processing_cpfcte import to_rgb_array
-
-        to_rgb_array(image)  # every mode the transforms will meet must convert
-    return size
-
-
-def read_index_mask(path) -> np.ndarray:
-    """A single-channel index mask as an `(H, W)` array, as displayed (EXIF orientation applied); raises
-    `ValueError` for a colour-coded (RGB) mask."""
-    with Image.open(_open_source(path)) as mask:
-        mask.load()
-        if mask.mode not in INDEX_MASK_MODES:
-            raise ValueError(
-                f"mask mode {mask.mode} is not an index mask: save class ids as a palette ('P') or grey ('L') PNG"
-            )
-        return np.asarray(as_displayed(mask))
-
-
-def inspect_record(record: dict, num_classes: int) -> tuple[list[int], str | None]:
-    """Validates one record; returns `(labels, error)` where `error` is None for a usable item."""
-    try:
-        width, height = _decode_image(record["image"])
-    except Exception as error:  # noqa: BLE001 - PIL raises many types for bad files
-        return [], f"unreadable image: {describe_source(record['image'])}: {type(error).__name__}: {error}"
-    labels = record.get("labels")
-    if record.get("mask") is not None:
-        try:
-            mask = read_index_mask(record["mask"])
-        except Exception as error:  # noqa: BLE001
-            return [], f"unreadable mask: {describe_source(record['mask'])}: {error}"
-        if mask.shape[:2] != (height, width):
-            return [], (
-                f"mask size differs from image: {describe_source(record['mask'])} is {mask.shape[1]}x{mask.shape[0]}, "
-                f"{describe_source(record['image'])} is {width}x{height}"
-            )
-        values = np.unique(mask)
-        bad = values[(values >= num_classes) & (values != IGNORE_INDEX)]
-        if bad.size or (values < 0).any():
-            return [], (
-                f"mask values outside 0..{num_classes - 1} and {IGNORE_INDEX}: {describe_source(record['mask'])} has "
-                f"{sorted(int(v) for v in values if v < 0 or (v >= num_classes and v != IGNORE_INDEX))[:10]}"
-            )
-        if labels is None:
-            labels = [int(v) for v in values if v != IGNORE_INDEX]
-    if labels is None:
-        return [], f"no labels and no mask for {record['id']}"
-    bad_labels = [label for label in labels if not 0 <= int(label) < num_classes]
-    if bad_labels:
-        return [], f"label ids outside 0..{num_classes - 1} for {record['id']}: {bad_labels}"
-    return sorted({0, *(int(label) for label in labels)}), None
 
 
 def _generate_rows(records, num_classes, with_mask, drop_background_only, fingerprint, version):
@@ -258,11 +175,6 @@ def _generate_rows(records, num_classes, with_mask, drop_background_only, finger
         if with_mask:
             row["mask"] = record.get("mask")
         yield row
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# features, fingerprint, build
-# ----------------------------------------------------------------------------------------------------------------
 
 
 def make_features(class_names: Sequence[str], with_mask: bool) -> datasets.Features:

@@ -32,33 +32,24 @@ unreadable images / mismatched or out-of-range masks -> skipped with one warning
 
 from __future__ import annotations
 
-import json
-import logging
-import multiprocessing
 import os
 from collections.abc import Sequence
 
-import numpy as np
-
-from ..models.cpfcte.visualization import save_mask
 from ..utils.lazy import lazy_module
-from ._common import (
-    as_splits,
-    build_from_records,
-    check_class_names,
-    check_relative_id,
-    check_root,
-    find_file,
-    load_cls_labels,
-    read_class_names,
-    read_id_list,
+from ._common import as_splits, build_from_records, check_class_names, check_root, read_class_names, read_id_list
+from ._records import cls_label_table, find_listed_image, listed_record
+from .coco_instances import (  # noqa: F401 - MARKER_FILE, MASKS_VERSION: importable here too
+    MARKER_FILE,
+    MASKS_VERSION,
+    coco_class_names_from_annotations,
+    coco_image_folder,
+    instances_annotation_file,
+    load_instances_split,
+    paint_coco_masks,
 )
 
 
 datasets = lazy_module("datasets")  # imported when a loader runs, not for the checks
-
-
-logger = logging.getLogger(__name__)
 
 COCO_CLASSES = (
     "background",
@@ -143,17 +134,6 @@ COCO_CLASSES = (
     "hair drier",
     "toothbrush",
 )
-MARKER_FILE = ".cpfcte_masks.json"
-MASKS_VERSION = "coco-masks-1"
-
-
-def _image_folder(root: str, folder: str) -> str:
-    for candidate in (os.path.join(root, folder), os.path.join(root, "JPEGImages", folder)):
-        if os.path.isdir(candidate):
-            return candidate
-    raise FileNotFoundError(
-        f"COCO image folder not found: {os.path.join(root, folder)} (nor {os.path.join(root, 'JPEGImages', folder)})"
-    )
 
 
 def _split_folder(item_id: str, split: str, year: str) -> str:
@@ -164,7 +144,7 @@ def _split_folder(item_id: str, split: str, year: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# (a) ToCo layout
+# (a) ToCo layout; (b), the official instances JSON, is `coco_instances`
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -194,10 +174,7 @@ def _load_toco(root, split, *, class_names, cls_labels, split_file, year, drop_b
         extra_files.append(names_file)
     else:
         names = COCO_CLASSES
-    if cls_labels is None:
-        candidate = os.path.join(root, "cls_labels_onehot.npy")
-        cls_labels = candidate if os.path.isfile(candidate) else False
-    label_table = load_cls_labels(cls_labels, len(names)) if cls_labels else None
+    cls_labels, label_table = cls_label_table(cls_labels, root, len(names))
     if cls_labels:
         extra_files.append(cls_labels)
     list_file = _toco_split_file(root, split, split_file)
@@ -210,21 +187,9 @@ def _load_toco(root, split, *, class_names, cls_labels, split_file, year, drop_b
     records = []
     for item_id in read_id_list(list_file):
         folder = _split_folder(item_id, split, year)
-        image = find_file(_image_folder(root, folder), item_id, (".jpg", ".jpeg", ".png"))
-        if image is None:
-            raise FileNotFoundError(
-                f"Image not found for id {item_id!r} (listed in {list_file}): "
-                f"{os.path.join(_image_folder(root, folder), item_id + '.jpg')}"
-            )
-        labels = label_table.get(item_id) if label_table is not None else None
+        image = find_listed_image(coco_image_folder(root, folder), item_id, list_file)
         mask = os.path.join(mask_root, folder, item_id + ".png") if with_mask else None
-        if mask is not None and not os.path.isfile(mask):
-            if labels is None:
-                raise FileNotFoundError(f"Mask not found for id {item_id!r} (listed in {list_file}): {mask}")
-            mask = None
-        if mask is None and labels is None:
-            raise ValueError(f"Id {item_id!r} of {list_file} is neither in {cls_labels} nor has a mask.")
-        records.append({"id": item_id, "image": image, "mask": mask, "labels": labels})
+        records.append(listed_record(item_id, image, mask, label_table, list_file, cls_labels))
     return build_from_records(
         records,
         names,
@@ -238,152 +203,10 @@ def _load_toco(root, split, *, class_names, cls_labels, split_file, year, drop_b
     )
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# (b) official instances JSON
-# ----------------------------------------------------------------------------------------------------------------
-
-_COCO_API = None  # set in the parent before forking the painting pool; read by `_paint_one`
-
-
-def coco_class_names_from_annotations(coco) -> tuple[str, ...]:
-    """("background", category names in `sorted(getCatIds())` order)."""
-    categories = coco.loadCats(sorted(coco.getCatIds()))
-    return ("background", *(category["name"] for category in categories))
-
-
-def _paint(coco, image_id: int, class_of_category: dict) -> np.ndarray:
-    info = coco.loadImgs([image_id])[0]
-    mask = np.zeros((info["height"], info["width"]), np.uint8)
-    annotations = coco.loadAnns(coco.getAnnIds(imgIds=[image_id], iscrowd=None))
-    annotations = sorted(annotations, key=lambda a: (not a.get("iscrowd", 0), -float(a.get("area", 0.0))))
-    for annotation in annotations:
-        if annotation["category_id"] not in class_of_category:
-            continue
-        region = coco.annToMask(annotation).astype(bool)
-        mask[region] = class_of_category[annotation["category_id"]]
-    return mask
-
-
-def _paint_one(job):
-    image_id, path, class_of_category = job
-    save_mask(_paint(_COCO_API, image_id, class_of_category), path)
-    return path
-
-
-def paint_coco_masks(coco, image_ids: Sequence[int], mask_dir: str, annotation_file: str, num_proc: int | None = None):
-    """Writes one index PNG per image to `mask_dir` (skipping those already written for this annotation file).
-
-    Returns `{image_id: png_path}`.
-    """
-    global _COCO_API
-    os.makedirs(mask_dir, exist_ok=True)
-    stat = os.stat(annotation_file)
-    marker = {
-        "annotation_file": os.path.abspath(annotation_file),
-        "size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
-        "version": MASKS_VERSION,
-    }
-    marker_path = os.path.join(mask_dir, MARKER_FILE)
-    previous = None
-    if os.path.isfile(marker_path):
-        with open(marker_path, encoding="utf-8") as handle:
-            previous = json.load(handle)
-    if previous != marker:
-        stale = [name for name in os.listdir(mask_dir) if name.endswith(".png")]
-        if stale:
-            logger.warning(
-                "%s: annotations changed since its masks were written; rewriting %d masks.", mask_dir, len(stale)
-            )
-        for name in stale:
-            os.remove(os.path.join(mask_dir, name))
-        with open(marker_path, "w", encoding="utf-8") as handle:
-            json.dump(marker, handle)
-    class_of_category = {category: index + 1 for index, category in enumerate(sorted(coco.getCatIds()))}
-    paths, jobs = {}, []
-    for image_id in image_ids:
-        stem = os.path.splitext(coco.loadImgs([image_id])[0]["file_name"])[0]
-        path = os.path.join(mask_dir, stem + ".png")
-        paths[image_id] = path
-        if not os.path.isfile(path):
-            jobs.append((image_id, path, class_of_category))
-    if jobs:
-        logger.info("Painting %d COCO masks into %s", len(jobs), mask_dir)
-        _COCO_API = coco
-        try:
-            if num_proc and num_proc > 1 and len(jobs) > 1 and "fork" in multiprocessing.get_all_start_methods():
-                with multiprocessing.get_context("fork").Pool(num_proc) as pool:
-                    for _ in pool.imap_unordered(_paint_one, jobs, chunksize=64):
-                        pass
-            else:
-                for job in jobs:
-                    _paint_one(job)
-        finally:
-            _COCO_API = None
-    return paths
-
-
-def _load_instances(
-    root, split, *, annotation_file, mask_dir, year, min_size, drop_background_only, cache_dir, num_proc, class_names
-):
-    from pycocotools.coco import COCO
-
-    folder = f"{split}{year}"
-    annotation_file = _annotation_file(root, split, annotation_file, year)
-    if not os.path.isfile(annotation_file):
-        raise FileNotFoundError(f"COCO annotation file not found: {annotation_file}")
-    image_dir = _image_folder(root, folder)
-    coco = COCO(annotation_file)
-    names = coco_class_names_from_annotations(coco)
-    if class_names is not None and tuple(class_names) != names:
-        raise ValueError(f"class_names {list(class_names)[:5]}... differ from the categories of {annotation_file}.")
-    image_ids = []
-    for image_id in sorted(coco.getImgIds()):
-        info = coco.loadImgs([image_id])[0]
-        check_relative_id(info["file_name"], annotation_file)
-        if min(info["height"], info["width"]) < min_size:
-            continue
-        image_ids.append(image_id)
-    if not image_ids:
-        raise ValueError(f"No image of {annotation_file} is at least {min_size} pixels a side.")
-    skipped_small = len(coco.getImgIds()) - len(image_ids)
-    if skipped_small:
-        logger.info("%s: left out %d images under %d pixels a side.", annotation_file, skipped_small, min_size)
-    records = []
-    for image_id in image_ids:
-        info = coco.loadImgs([image_id])[0]
-        image = os.path.join(image_dir, info["file_name"])
-        if not os.path.isfile(image):
-            raise FileNotFoundError(f"Image not found for id {image_id} (listed in {annotation_file}): {image}")
-        records.append({"id": os.path.splitext(info["file_name"])[0], "image": image, "coco_id": image_id})
-    mask_dir = mask_dir or os.path.join(root, "masks_from_instances", folder)
-    try:
-        mask_paths = paint_coco_masks(coco, image_ids, mask_dir, annotation_file, num_proc)
-    except OSError as error:
-        raise OSError(f"Cannot write COCO masks to {mask_dir} ({error}); pass mask_dir= a writable folder.") from error
-    for record in records:
-        record["mask"] = mask_paths[record.pop("coco_id")]
-    return build_from_records(
-        records,
-        names,
-        with_mask=True,
-        source=f"COCO {folder} from {annotation_file}",
-        split=split,
-        cache_dir=cache_dir,
-        num_proc=num_proc,
-        drop_background_only=drop_background_only,
-        extra_files=[annotation_file],
-    )
-
-
-def _annotation_file(root: str, split: str, annotation_file: str | None, year: str) -> str:
-    return annotation_file or os.path.join(root, "annotations", f"instances_{split}{year}.json")
-
-
 def _layout_of(root: str, split: str, layout: str, annotation_file: str | None, year: str) -> str:
     """'instances' or 'toco' for `layout` ('auto': instances when the split's annotation file exists)."""
     if layout == "auto":
-        return "instances" if os.path.isfile(_annotation_file(root, split, annotation_file, year)) else "toco"
+        return "instances" if os.path.isfile(instances_annotation_file(root, split, annotation_file, year)) else "toco"
     if layout not in ("toco", "instances"):
         raise ValueError(f"layout must be 'auto', 'toco' or 'instances', got {layout!r}.")
     return layout
@@ -395,7 +218,7 @@ def check_coco(root, split="train", *, layout="auto", split_file=None, annotatio
     root = check_root(root)
     for split_name in as_splits(split)[0]:
         if _layout_of(root, split_name, layout, annotation_file, year) == "instances":
-            path = _annotation_file(root, split_name, annotation_file, year)
+            path = instances_annotation_file(root, split_name, annotation_file, year)
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"COCO annotation file not found: {path}")
         else:
@@ -439,34 +262,18 @@ def load_coco(
     splits, as_dict = as_splits(split)
     if split_file is not None and len(splits) > 1:
         raise ValueError("split_file names one list: load one split at a time.")
+    shared = dict(class_names=class_names, year=year, cache_dir=cache_dir, num_proc=num_proc)
     result = {}
     for split_name in splits:
-        chosen = _layout_of(root, split_name, layout, annotation_file, year)
-        if chosen == "instances":
-            result[split_name] = _load_instances(
-                root,
-                split_name,
-                annotation_file=annotation_file,
-                mask_dir=mask_dir,
-                year=year,
-                min_size=min_size,
-                drop_background_only=True if drop_background_only is None else drop_background_only,
-                cache_dir=cache_dir,
-                num_proc=num_proc,
-                class_names=class_names,
+        if _layout_of(root, split_name, layout, annotation_file, year) == "instances":
+            instances = dict(annotation_file=annotation_file, mask_dir=mask_dir, min_size=min_size)
+            background_only = True if drop_background_only is None else drop_background_only
+            result[split_name] = load_instances_split(
+                root, split_name, drop_background_only=background_only, **instances, **shared
             )
         else:
-            result[split_name] = _load_toco(
-                root,
-                split_name,
-                class_names=class_names,
-                cls_labels=cls_labels,
-                split_file=split_file,
-                year=year,
-                drop_background_only=bool(drop_background_only),
-                cache_dir=cache_dir,
-                num_proc=num_proc,
-            )
+            toco = dict(cls_labels=cls_labels, split_file=split_file, drop_background_only=bool(drop_background_only))
+            result[split_name] = _load_toco(root, split_name, **toco, **shared)
     return datasets.DatasetDict(result) if as_dict else next(iter(result.values()))
 
 

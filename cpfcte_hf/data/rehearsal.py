@@ -15,9 +15,10 @@ What is like VOC, and what is assumed (we have no VOC copy here to measure):
 
 * counts: 10,582 `train_aug` and 1,449 `val` images by default (VOC 2012 + SBD); `train` is the first
   1,464/10,582 of `train_aug` (VOC's `train` is a subset of `train_aug`);
-* 21 classes, named as VOC's (background + 20); the objects are the procedural shapes of `data/shapes.py`:
-  classes 1-10 are its ten shapes, classes 11-20 the same ten shapes always striped (so a class is told by its
-  shape and, for the second ten, its texture; the set exists to measure scale, not accuracy);
+* 21 classes, named as VOC's (background + 20); the objects are the procedural shapes of `data/shapes.py` (drawn
+  by `data/shape_drawing.py`): classes 1-10 are its ten shapes, classes 11-20 the same ten shapes always striped
+  (so a class is told by its shape and, for the second ten, its texture; the set exists to measure scale, not
+  accuracy);
 * image sizes (assumed, VOC-like): the longer side is 500 px for 96 % of images, else uniform in 300..499;
   landscape 72 %, portrait 28 %; long/short side ratio 4:3 for 60 %, 3:2 for 22 %, 5:4 for 6 %, square for 4 %,
   uniform in 1.0..2.0 for 8 %. So about 500x375 and 375x500, with the variety of a photo collection;
@@ -37,9 +38,9 @@ tree with its lists is complete.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
-import math
 import os
 import shutil
 import time
@@ -49,10 +50,10 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from ..models.cpfcte.class_names import VOC_CLASSES
-from ..models.cpfcte.visualization import mask_to_image
 from ..utils.fingerprint import check_fingerprint, record_fingerprint
 from ..utils.io import atomic_write_bytes, atomic_write_text
-from .shapes import OBJECT_TEXTURES, SHAPE_NAMES, _background, _hsv, _object_texture, _rasterize, _shape_parts
+from . import shape_drawing as drawing
+from .shapes import SHAPE_NAMES, encode_sample
 
 
 VOC_TRAIN_AUG_IMAGES = 10582
@@ -92,7 +93,15 @@ def sample_image_size(rng: np.random.Generator) -> tuple[int, int]:
 def _colour(class_id: int, rng: np.random.Generator) -> np.ndarray:
     """Half the objects take their class's hue (+ noise), the others a random one (as the shapes do)."""
     hue = (class_id - 1) / 20 + rng.normal(0, 0.03) if rng.uniform() < 0.5 else rng.uniform()
-    return _hsv(hue, rng.uniform(0.35, 1.0), rng.uniform(0.35, 1.0))
+    return drawing.hsv(hue, rng.uniform(0.35, 1.0), rng.uniform(0.35, 1.0))
+
+
+def _draw_object(rng: np.random.Generator, name: str, width: int, height: int) -> np.ndarray:
+    """One try at placing shape `name` on a `width` x `height` image: its coverage at a random size and position."""
+    radius = rng.uniform(0.10, 0.32) * min(width, height)
+    margin = 0.8 * radius
+    centre = (rng.uniform(margin, width - margin), rng.uniform(margin, height - margin))
+    return drawing.draw_shape(rng, name, centre, radius, max(width, height))[:height, :width]
 
 
 def render_rehearsal_sample(seed: int, split: str, index: int) -> dict:
@@ -105,43 +114,27 @@ def render_rehearsal_sample(seed: int, split: str, index: int) -> dict:
     rng = np.random.default_rng([seed, SPLITS[split], index])
     width, height = sample_image_size(rng)
     side = max(width, height)  # drawn on a square canvas (the shapes' helpers), then cropped to the image
-    image = _background(rng, side)[:height, :width]
+    image = drawing.textured_background(rng, side)[:height, :width]
     labels_map = np.zeros((height, width), np.uint8)
-    owner = np.full((height, width), -1, np.int16)
-    areas: list[int] = []
-    short = min(width, height)
+    occupancy = drawing.Occupancy(height, width)
     for _ in range(int(rng.integers(1, 5))):
         class_id = int(rng.integers(1, 21))
         name = SHAPE_NAMES[(class_id - 1) % len(SHAPE_NAMES)]
-        for _attempt in range(20):
-            radius = rng.uniform(0.10, 0.32) * short
-            margin = 0.8 * radius
-            centre = (rng.uniform(margin, width - margin), rng.uniform(margin, height - margin))
-            coverage = _rasterize(
-                _shape_parts(name, rng), centre, radius, rng.uniform(0, 2 * math.pi), rng.uniform(0.85, 1.18), side
-            )[:height, :width]
-            inside = coverage >= 0.5
-            area = int(inside.sum())
-            covered = owner[inside]
-            visible = all((owner == j).sum() - (covered == j).sum() >= 0.65 * areas[j] for j in range(len(areas)))
-            if area >= 200 and visible and ((owner < 0) & ~inside).mean() >= 0.25:
-                break
-        else:
+        draw = functools.partial(_draw_object, rng, name, width, height)
+        placed = drawing.place_object(draw, occupancy, 20, min_area=200, min_visible=0.65, min_background=0.25)
+        if placed is None:
             continue  # no placement found: one object fewer
+        coverage, inside = placed
         if class_id > len(SHAPE_NAMES):
             texture = STRIPED
         else:
-            texture = OBJECT_TEXTURES[rng.integers(len(OBJECT_TEXTURES))]
+            texture = drawing.OBJECT_TEXTURES[rng.integers(len(drawing.OBJECT_TEXTURES))]
             texture = "flat" if texture == STRIPED else texture
         amplitude = 0.0 if texture == "flat" else rng.uniform(0.25, 0.4)
-        field = _object_texture(texture, rng, side)[:height, :width]
-        fill = _colour(class_id, rng)[None, None, :] * (1.0 + amplitude * field[..., None])
-        fill = fill + rng.normal(0, 3.0, size=fill.shape).astype(np.float32)
-        alpha = coverage[..., None]
-        image = image * (1 - alpha) + fill * alpha
+        field = drawing.object_texture(texture, rng, side)[:height, :width]
+        image = drawing.blend_object(image, coverage, _colour(class_id, rng), amplitude, field, rng)
         labels_map[inside] = class_id
-        owner[inside] = len(areas)
-        areas.append(area)
+        occupancy.add(inside)
     mask = add_void_borders(labels_map)
     return {
         "id": image_id(split, index),
@@ -164,13 +157,6 @@ def mask_labels(mask: np.ndarray) -> list[int]:
     return [int(v) for v in np.unique(mask) if 0 < v < 255]
 
 
-def _encode(sample: dict) -> tuple[bytes, bytes]:
-    image_buffer, mask_buffer = io.BytesIO(), io.BytesIO()
-    Image.fromarray(sample["image"]).save(image_buffer, format="JPEG", **JPEG_OPTIONS)
-    mask_to_image(sample["mask"]).save(mask_buffer, format="PNG")
-    return image_buffer.getvalue(), mask_buffer.getvalue()
-
-
 def _write_one(job: tuple) -> tuple[str, list[int], tuple[int, int], bool]:
     """Renders and writes one image and its mask unless both are there; returns (id, labels, (w, h), written)."""
     voc_dir, seed, split, index = job
@@ -182,7 +168,7 @@ def _write_one(job: tuple) -> tuple[str, list[int], tuple[int, int], bool]:
             mask = np.asarray(existing)
         return item_id, mask_labels(mask), (mask.shape[1], mask.shape[0]), False
     sample = render_rehearsal_sample(seed, split, index)
-    image_bytes, mask_bytes = _encode(sample)
+    image_bytes, mask_bytes = encode_sample(sample, JPEG_OPTIONS)
     atomic_write_bytes(image_path, image_bytes)  # the mask last: a mask means its image is complete
     atomic_write_bytes(mask_path, mask_bytes)
     return item_id, sample["labels"], (sample["mask"].shape[1], sample["mask"].shape[0]), True
@@ -236,6 +222,38 @@ def write_voc_rehearsal(
         raise ValueError(f"train_images and val_images must be at least 1, got {train_images} and {val_images}.")
     # what decides each image's bytes; not the counts: image i does not depend on them, so a tree can grow
     settings = {"generator": REHEARSAL_VERSION, "seed": seed, "jpeg": JPEG_OPTIONS, "border_width": BORDER_WIDTH}
+    voc_dir = _prepare_tree(out_dir, settings, overwrite)
+    start = time.perf_counter()
+    jobs = [(voc_dir, seed, "train_aug", i) for i in range(train_images)]
+    jobs += [(voc_dir, seed, "val", i) for i in range(val_images)]
+    workers = len(os.sched_getaffinity(0)) if num_workers is None else num_workers
+    results = _write_images(jobs, workers, progress)
+    ids = _split_ids(train_images, val_images)
+    _copy_class_masks(voc_dir, ids["train"] + ids["val"])
+    _write_tags(voc_dir, results)
+    list_dir = os.path.join(voc_dir, "ImageSets", "Segmentation")
+    for name in ("train", "val", "train_aug"):  # train_aug last: its list marks a complete tree
+        atomic_write_text(os.path.join(list_dir, f"{name}.txt"), "\n".join(ids[name]) + "\n")
+    summary = {
+        "root": out_dir,
+        "voc_dir": voc_dir,
+        "settings": {**settings, "train_images": train_images, "val_images": val_images},
+        "splits": {name: len(values) for name, values in ids.items()},
+        **_written_counts(results),
+        "seconds": round(time.perf_counter() - start, 2),
+        "workers": workers,
+        "image_bytes": _tree_bytes(os.path.join(voc_dir, "JPEGImages")),
+        "mask_bytes": _tree_bytes(os.path.join(voc_dir, "SegmentationClassAug"))
+        + _tree_bytes(os.path.join(voc_dir, "SegmentationClass")),
+        **_image_statistics(results),
+    }
+    atomic_write_text(os.path.join(out_dir, "rehearsal.json"), json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _prepare_tree(out_dir: str, settings: dict, overwrite: bool) -> str:
+    """The tree's folders, made after checking (or, with `overwrite`, clearing) a tree made with other settings;
+    returns its VOC folder."""
     voc_dir = os.path.join(out_dir, VOC_DIR)
     has_content = os.path.isdir(os.path.join(voc_dir, "JPEGImages"))
     status = check_fingerprint(out_dir, settings, overwrite=overwrite, has_content=has_content)
@@ -249,11 +267,11 @@ def write_voc_rehearsal(
     ):
         os.makedirs(os.path.join(voc_dir, folder), exist_ok=True)
     record_fingerprint(out_dir, settings)
+    return voc_dir
 
-    start = time.perf_counter()
-    jobs = [(voc_dir, seed, "train_aug", i) for i in range(train_images)]
-    jobs += [(voc_dir, seed, "val", i) for i in range(val_images)]
-    workers = len(os.sched_getaffinity(0)) if num_workers is None else num_workers
+
+def _write_images(jobs: list[tuple], workers: int, progress: bool) -> list[tuple]:
+    """`_write_one` of every job, in order, over `workers` processes (1 or fewer: in this one)."""
     report = _progress_printer(len(jobs)) if progress else (lambda done: None)
     results = []
     if workers > 1:
@@ -267,19 +285,32 @@ def write_voc_rehearsal(
         for job in jobs:
             results.append(_write_one(job))
             report(len(results))
+    return results
 
+
+def _split_ids(train_images: int, val_images: int) -> dict[str, list[str]]:
+    """The ids of `train_aug`, `val`, and `train` (the first of `train_aug`, in VOC's proportion)."""
     ids = {
         split: [image_id(split, i) for i in range(count)]
         for split, count in (("train_aug", train_images), ("val", val_images))
     }
     train_count = min(train_images, max(1, round(train_images * VOC_TRAIN_IMAGES / VOC_TRAIN_AUG_IMAGES)))
     ids["train"] = ids["train_aug"][:train_count]
-    for item_id in ids["train"] + ids["val"]:  # VOC ships the masks of train and val in SegmentationClass
+    return ids
+
+
+def _copy_class_masks(voc_dir: str, ids: list[str]) -> None:
+    """VOC ships the masks of train and val in `SegmentationClass` too."""
+    for item_id in ids:
         source = os.path.join(voc_dir, "SegmentationClassAug", item_id + ".png")
         target = os.path.join(voc_dir, "SegmentationClass", item_id + ".png")
         if not os.path.isfile(target) or os.path.getsize(target) != os.path.getsize(source):
             with open(source, "rb") as handle:
                 atomic_write_bytes(target, handle.read())
+
+
+def _write_tags(voc_dir: str, results: list[tuple]) -> None:
+    """`cls_labels_onehot.npy`: id -> float32[20] tags (the AFA/ToCo file)."""
     table = {}
     for item_id, labels, _, _ in results:
         vector = np.zeros(len(VOC_CLASSES) - 1, np.float32)
@@ -288,30 +319,24 @@ def write_voc_rehearsal(
     buffer = io.BytesIO()
     np.save(buffer, table, allow_pickle=True)
     atomic_write_bytes(os.path.join(voc_dir, "cls_labels_onehot.npy"), buffer.getvalue())
-    list_dir = os.path.join(voc_dir, "ImageSets", "Segmentation")
-    for name in ("train", "val", "train_aug"):  # train_aug last: its list marks a complete tree
-        atomic_write_text(os.path.join(list_dir, f"{name}.txt"), "\n".join(ids[name]) + "\n")
 
+
+def _written_counts(results: list[tuple]) -> dict:
+    return {
+        "written": sum(1 for result in results if result[3]),
+        "found_done": sum(1 for result in results if not result[3]),
+    }
+
+
+def _image_statistics(results: list[tuple]) -> dict:
+    """Classes per image, and how many images have each size (the most common first)."""
     sizes: dict[str, int] = {}
     for _, _, (width, height), _ in results:
         sizes[f"{width}x{height}"] = sizes.get(f"{width}x{height}", 0) + 1
-    summary = {
-        "root": out_dir,
-        "voc_dir": voc_dir,
-        "settings": {**settings, "train_images": train_images, "val_images": val_images},
-        "splits": {name: len(values) for name, values in ids.items()},
-        "written": sum(1 for result in results if result[3]),
-        "found_done": sum(1 for result in results if not result[3]),
-        "seconds": round(time.perf_counter() - start, 2),
-        "workers": workers,
-        "image_bytes": _tree_bytes(os.path.join(voc_dir, "JPEGImages")),
-        "mask_bytes": _tree_bytes(os.path.join(voc_dir, "SegmentationClassAug"))
-        + _tree_bytes(os.path.join(voc_dir, "SegmentationClass")),
+    return {
         "classes_per_image": round(float(np.mean([len(result[1]) for result in results])), 3),
         "image_sizes": dict(sorted(sizes.items(), key=lambda item: -item[1])),
     }
-    atomic_write_text(os.path.join(out_dir, "rehearsal.json"), json.dumps(summary, indent=2) + "\n")
-    return summary
 
 
 __all__ = [

@@ -22,29 +22,37 @@ pixels; masks are palette PNGs (VOC colours) holding class ids, without ignore p
 
 from __future__ import annotations
 
-import colorsys
 import dataclasses
+import functools
 import io
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from ..models.cpfcte.visualization import mask_to_image
 from ..utils.io import atomic_write_bytes
 from ..utils.lazy import lazy_module
 from ._common import BACKGROUND, make_features
+from .shape_drawing import (  # noqa: F401 - BACKGROUND_TEXTURES: importable here too
+    BACKGROUND_TEXTURES,
+    OBJECT_TEXTURES,
+    Occupancy,
+    blend_object,
+    draw_shape,
+    hsv,
+    object_texture,
+    place_object,
+    textured_background,
+)
 
 
 datasets = lazy_module("datasets")  # imported when a loader runs, not for the checks
 
 
 SHAPE_NAMES = ("disc", "square", "triangle", "ring", "cross", "star", "crescent", "bar", "arrow", "hexagon")
-OBJECT_TEXTURES = ("flat", "stripes", "checker", "dots", "gradient", "grain")
-BACKGROUND_TEXTURES = ("smooth", "stripes", "checker", "gradient")
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 TRAIN_ALIASES = ("train_aug", "trainaug")
 JPEG_OPTIONS = {"quality": 95, "subsampling": 0}
@@ -104,156 +112,8 @@ class ShapesConfig:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# shapes: polygons in a unit frame (the object's radius is 1), drawn in order with fill 1 (add) or 0 (cut)
+# one sample (drawn with `shape_drawing`)
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def _regular(count: int, radius: float, phase: float = 0.0) -> np.ndarray:
-    angles = phase + 2 * math.pi * np.arange(count) / count
-    return np.stack([radius * np.cos(angles), radius * np.sin(angles)], axis=1)
-
-
-def _star(points: int, outer: float, inner: float) -> np.ndarray:
-    radii = np.where(np.arange(2 * points) % 2 == 0, outer, inner)
-    angles = math.pi * np.arange(2 * points) / points
-    return np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
-
-
-def _shape_parts(name: str, rng: np.random.Generator) -> list[tuple[np.ndarray, int]]:
-    """Polygons of one shape, areas roughly matched (about 2 in unit-radius units)."""
-    if name == "disc":
-        return [(_regular(48, 0.85), 1)]
-    if name == "square":
-        return [(np.array([[-0.74, -0.74], [0.74, -0.74], [0.74, 0.74], [-0.74, 0.74]]), 1)]
-    if name == "triangle":
-        return [(_regular(3, 1.15, math.pi / 2), 1)]
-    if name == "ring":
-        return [(_regular(48, 1.0), 1), (_regular(48, rng.uniform(0.5, 0.62)), 0)]
-    if name == "cross":
-        a, w = 1.0, 0.3
-        return [
-            (
-                np.array(
-                    [
-                        [-w, -a],
-                        [w, -a],
-                        [w, -w],
-                        [a, -w],
-                        [a, w],
-                        [w, w],
-                        [w, a],
-                        [-w, a],
-                        [-w, w],
-                        [-a, w],
-                        [-a, -w],
-                        [-w, -w],
-                    ]
-                ),
-                1,
-            )
-        ]
-    if name == "star":
-        return [(_star(5, 1.15, 0.48), 1)]
-    if name == "crescent":
-        return [(_regular(48, 0.95), 1), (_regular(48, 0.8) + np.array([0.5, 0.0]), 0)]
-    if name == "bar":
-        return [(np.array([[-1.1, -0.36], [1.1, -0.36], [1.1, 0.36], [-1.1, 0.36]]), 1)]
-    if name == "arrow":
-        return [
-            (
-                np.array(
-                    [[-1.0, -0.22], [0.2, -0.22], [0.2, -0.6], [1.05, 0.0], [0.2, 0.6], [0.2, 0.22], [-1.0, 0.22]]
-                ),
-                1,
-            )
-        ]
-    if name == "hexagon":
-        return [(_regular(6, 0.88), 1)]
-    raise ValueError(f"Unknown shape {name!r}.")
-
-
-def _rasterize(parts, centre, radius, angle, aspect, size, supersample=2) -> np.ndarray:
-    """Coverage in [0, 1] of the shape on a `(size, size)` grid (anti-aliased by supersampling)."""
-    canvas = Image.new("L", (size * supersample, size * supersample), 0)
-    draw = ImageDraw.Draw(canvas)
-    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-    scale = np.array([radius * aspect, radius / aspect])
-    for points, fill in parts:
-        xy = (points * scale) @ rotation.T + np.asarray(centre)
-        xy = xy * supersample
-        draw.polygon([tuple(p) for p in xy.tolist()], fill=255 * fill)
-    coverage = np.asarray(canvas, dtype=np.float32).reshape(size, supersample, size, supersample).mean(axis=(1, 3))
-    return coverage / 255.0
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# colours and textures
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _hsv(h: float, s: float, v: float) -> np.ndarray:
-    return 255.0 * np.array(colorsys.hsv_to_rgb(h % 1.0, s, v), dtype=np.float32)
-
-
-def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
-    return x, y
-
-
-def _object_texture(kind: str, rng: np.random.Generator, size: int) -> np.ndarray:
-    """A `(size, size)` field in [-1, 1] that modulates an object's brightness."""
-    x, y = _grid(size)
-    if kind == "flat":
-        return np.zeros((size, size), np.float32)
-    if kind == "stripes":
-        angle, period = rng.uniform(0, math.pi), rng.uniform(3.5, 8.0)
-        return np.tanh(3 * np.sin(2 * math.pi * (x * math.cos(angle) + y * math.sin(angle)) / period))
-    if kind == "checker":
-        cell = rng.uniform(2.5, 6.0)
-        return np.sign(np.sin(math.pi * x / cell) * np.sin(math.pi * y / cell) + 1e-6)
-    if kind == "dots":
-        period = rng.uniform(4.0, 8.0)
-        dx, dy = (x % period) - period / 2, (y % period) - period / 2
-        return np.where(dx * dx + dy * dy < (0.3 * period) ** 2, 1.0, -0.6).astype(np.float32)
-    if kind == "gradient":
-        angle = rng.uniform(0, 2 * math.pi)
-        ramp = x * math.cos(angle) + y * math.sin(angle)
-        return (2 * (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6) - 1).astype(np.float32)
-    if kind == "grain":
-        coarse = rng.uniform(-1, 1, size=((size + 1) // 2, (size + 1) // 2)).astype(np.float32)
-        return np.kron(coarse, np.ones((2, 2), np.float32))[:size, :size]
-    raise ValueError(kind)
-
-
-def _background(rng: np.random.Generator, size: int, contrast: float = 1.0) -> np.ndarray:
-    """A `(size, size, 3)` float image in 0..255: two random colours mixed by a random texture, plus grain."""
-    first = _hsv(rng.uniform(), rng.uniform(0.0, 0.7), rng.uniform(0.15, 0.95))
-    if rng.uniform() < 0.6:
-        h, s, v = colorsys.rgb_to_hsv(*(first / 255.0))
-        second = _hsv(
-            h + rng.normal(0, 0.12), np.clip(s + rng.normal(0, 0.2), 0, 1), np.clip(v + rng.normal(0, 0.3), 0.05, 1)
-        )
-    else:
-        second = _hsv(rng.uniform(), rng.uniform(0.0, 0.7), rng.uniform(0.15, 0.95))
-    x, y = _grid(size)
-    kind = BACKGROUND_TEXTURES[rng.integers(len(BACKGROUND_TEXTURES))]
-    if kind == "smooth":
-        cells = int(rng.integers(3, 8))
-        low = Image.fromarray((rng.uniform(0, 1, size=(cells, cells)) * 255).astype(np.uint8))
-        mix = np.asarray(low.resize((size, size), Image.BICUBIC), dtype=np.float32) / 255.0
-    elif kind == "stripes":
-        angle, period = rng.uniform(0, math.pi), rng.uniform(0.08, 0.3) * size
-        mix = 0.5 + 0.5 * np.sin(2 * math.pi * (x * math.cos(angle) + y * math.sin(angle)) / period)
-    elif kind == "checker":
-        cell = rng.uniform(0.06, 0.2) * size
-        mix = (np.sin(math.pi * x / cell) * np.sin(math.pi * y / cell) > 0).astype(np.float32)
-    else:
-        angle = rng.uniform(0, 2 * math.pi)
-        ramp = x * math.cos(angle) + y * math.sin(angle)
-        mix = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
-    mix = 0.5 + contrast * (mix - 0.5)
-    image = first * (1 - mix[..., None]) + second * mix[..., None]
-    return image + rng.normal(0, rng.uniform(3, 10), size=image.shape).astype(np.float32)
 
 
 def _object_colour(config: ShapesConfig, class_id: int, rng: np.random.Generator) -> np.ndarray:
@@ -261,12 +121,33 @@ def _object_colour(config: ShapesConfig, class_id: int, rng: np.random.Generator
         hue = (class_id - 1) / config.num_classes + rng.normal(0, config.hue_noise)
     else:
         hue = rng.uniform()
-    return _hsv(hue, rng.uniform(0.35, 1.0), rng.uniform(0.35, 1.0))
+    return hsv(hue, rng.uniform(0.35, 1.0), rng.uniform(0.35, 1.0))
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# one sample
-# ----------------------------------------------------------------------------------------------------------------
+def _draw_object(config: ShapesConfig, name: str, rng: np.random.Generator) -> np.ndarray:
+    """One try at placing shape `name`: its coverage at a random size and position on the square image."""
+    radius = rng.uniform(config.min_radius, config.max_radius) * config.image_size
+    margin = 0.8 * radius
+    centre = rng.uniform(margin, config.image_size - margin, size=2)
+    return draw_shape(rng, name, centre, radius, config.image_size)
+
+
+def _paint_object(config: ShapesConfig, class_id: int, rng: np.random.Generator, image, coverage, inside):
+    """`image` with an object of class `class_id` painted over `coverage`: a colour that stands out from the
+    background under it, and a texture (the class's own with `texture_correlation`)."""
+    region = image[inside].mean(axis=0)
+    colour = _object_colour(config, class_id, rng)
+    for _retry in range(10):
+        if np.linalg.norm(colour - region) >= config.min_contrast:
+            break
+        colour = _object_colour(config, class_id, rng)
+    if rng.uniform() < config.texture_correlation:
+        texture = OBJECT_TEXTURES[(class_id - 1) % len(OBJECT_TEXTURES)]
+    else:
+        texture = OBJECT_TEXTURES[rng.integers(len(OBJECT_TEXTURES))]
+    amplitude = 0.0 if texture == "flat" else rng.uniform(0.2, 0.4) * config.texture_strength
+    field = object_texture(texture, rng, config.image_size)
+    return blend_object(image, coverage, colour, amplitude, field, rng)
 
 
 def _split_code(split: str) -> int:
@@ -284,53 +165,26 @@ def render_shapes_sample(config: ShapesConfig, split: str, index: int) -> dict:
     """
     rng = np.random.default_rng([config.seed, _split_code(split), index])
     size = config.image_size
-    image = _background(rng, size, config.background_contrast)
+    image = textured_background(rng, size, config.background_contrast)
     mask = np.zeros((size, size), np.uint8)
-    owner = np.full((size, size), -1, np.int16)  # which placed object each pixel shows
-    areas: list[int] = []
+    occupancy = Occupancy(size, size)
     count = int(rng.integers(config.min_objects, config.max_objects + 1))
     for _ in range(count):
         class_id = int(rng.integers(1, config.num_classes + 1))
-        name = SHAPE_NAMES[class_id - 1]
-        for _attempt in range(30):
-            radius = rng.uniform(config.min_radius, config.max_radius) * size
-            margin = 0.8 * radius
-            centre = rng.uniform(margin, size - margin, size=2)
-            parts = _shape_parts(name, rng)
-            coverage = _rasterize(parts, centre, radius, rng.uniform(0, 2 * math.pi), rng.uniform(0.85, 1.18), size)
-            inside = coverage >= 0.5
-            area = int(inside.sum())
-            if area < 12:
-                continue
-            covered = owner[inside]
-            ok = all(
-                (owner == j).sum() - (covered == j).sum() >= (1 - config.max_occlusion) * areas[j]
-                for j in range(len(areas))
-            )
-            background_left = ((owner < 0) & ~inside).mean()
-            if ok and background_left >= config.min_background:
-                break
-        else:
+        placed = place_object(
+            functools.partial(_draw_object, config, SHAPE_NAMES[class_id - 1], rng),
+            occupancy,
+            30,
+            min_area=12,
+            min_visible=1 - config.max_occlusion,
+            min_background=config.min_background,
+        )
+        if placed is None:
             continue  # no placement found: fewer objects in this image
-        region = image[inside].mean(axis=0)
-        colour = _object_colour(config, class_id, rng)
-        for _retry in range(10):
-            if np.linalg.norm(colour - region) >= config.min_contrast:
-                break
-            colour = _object_colour(config, class_id, rng)
-        if rng.uniform() < config.texture_correlation:
-            texture = OBJECT_TEXTURES[(class_id - 1) % len(OBJECT_TEXTURES)]
-        else:
-            texture = OBJECT_TEXTURES[rng.integers(len(OBJECT_TEXTURES))]
-        amplitude = 0.0 if texture == "flat" else rng.uniform(0.2, 0.4) * config.texture_strength
-        field = _object_texture(texture, rng, size)
-        fill = colour[None, None, :] * (1.0 + amplitude * field[..., None])
-        fill = fill + rng.normal(0, 3.0, size=fill.shape).astype(np.float32)
-        alpha = coverage[..., None]
-        image = image * (1 - alpha) + fill * alpha
+        coverage, inside = placed
+        image = _paint_object(config, class_id, rng, image, coverage, inside)
         mask[inside] = class_id
-        owner[inside] = len(areas)
-        areas.append(area)
+        occupancy.add(inside)
     labels = sorted(int(v) for v in np.unique(mask))
     if labels[0] != 0:
         labels = [0, *labels]
@@ -342,10 +196,11 @@ def render_shapes_sample(config: ShapesConfig, split: str, index: int) -> dict:
     }
 
 
-def encode_sample(sample: dict) -> tuple[bytes, bytes]:
-    """(JPEG bytes of the image, palette-PNG bytes of the mask), exactly as written to disk."""
+def encode_sample(sample: dict, jpeg_options: dict | None = None) -> tuple[bytes, bytes]:
+    """(JPEG bytes of the image, palette-PNG bytes of the mask), exactly as written to disk. `jpeg_options`: PIL's
+    JPEG settings (default `JPEG_OPTIONS`)."""
     image_buffer, mask_buffer = io.BytesIO(), io.BytesIO()
-    Image.fromarray(sample["image"]).save(image_buffer, format="JPEG", **JPEG_OPTIONS)
+    Image.fromarray(sample["image"]).save(image_buffer, format="JPEG", **(jpeg_options or JPEG_OPTIONS))
     mask_to_image(sample["mask"]).save(mask_buffer, format="PNG")
     return image_buffer.getvalue(), mask_buffer.getvalue()
 

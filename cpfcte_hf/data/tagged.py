@@ -243,26 +243,7 @@ def load_tagged_images(
     """
     image_dir, tags, rows = _tag_rows(image_dir, tags, separator)
     names = _tag_class_names(rows, class_names, tags)
-    records, seen, by_id = [], {}, {}
-    for file_name, row_tags, where in rows:
-        if not file_name:
-            raise ValueError(f"{where}: empty file name (tags {row_tags}).")
-        relative = _relative_file_name(file_name, where)
-        if relative in seen:
-            raise ValueError(f"{where}: {file_name!r} is listed twice (first at {seen[relative]}).")
-        seen[relative] = where
-        item_id = os.path.splitext(relative)[0]
-        if item_id in by_id:
-            raise ValueError(
-                f"{where}: {file_name!r} and {by_id[item_id][0]!r} ({by_id[item_id][1]}) have the same id "
-                f"{item_id!r} and would write the same mask; rename one of them."
-            )
-        by_id[item_id] = (file_name, where)
-        labels = class_ids_from_tags(foreground_tags(row_tags), names, where=where, allow_ids=False)
-        path = os.path.join(image_dir, relative)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"Image not found ({where}): {path}")
-        records.append({"id": item_id, "image": path, "mask": None, "labels": labels})
+    records, seen = _tagged_records(image_dir, rows, names)
     splits, _ = as_splits(split)
     dataset = build_from_records(
         records,
@@ -285,6 +266,33 @@ def load_tagged_images(
             untagged[:3],
         )
     return attach_loader_report(dataset, untagged=untagged)
+
+
+def _tagged_records(image_dir: str, rows: list, names: Sequence[str]) -> tuple[list[dict], dict[str, str]]:
+    """The records of the tag file's rows, and `{relative file name: where it is listed}`. A file listed twice, two
+    files of one id (they would write the same mask), an unsafe or missing file: `ValueError` / `FileNotFoundError`
+    naming the row."""
+    records, seen, by_id = [], {}, {}
+    for file_name, row_tags, where in rows:
+        if not file_name:
+            raise ValueError(f"{where}: empty file name (tags {row_tags}).")
+        relative = _relative_file_name(file_name, where)
+        if relative in seen:
+            raise ValueError(f"{where}: {file_name!r} is listed twice (first at {seen[relative]}).")
+        seen[relative] = where
+        item_id = os.path.splitext(relative)[0]
+        if item_id in by_id:
+            raise ValueError(
+                f"{where}: {file_name!r} and {by_id[item_id][0]!r} ({by_id[item_id][1]}) have the same id "
+                f"{item_id!r} and would write the same mask; rename one of them."
+            )
+        by_id[item_id] = (file_name, where)
+        labels = class_ids_from_tags(foreground_tags(row_tags), names, where=where, allow_ids=False)
+        path = os.path.join(image_dir, relative)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Image not found ({where}): {path}")
+        records.append({"id": item_id, "image": path, "mask": None, "labels": labels})
+    return records, seen
 
 
 __all__ = ["check_tagged_images", "load_tagged_images", "read_tag_file"]

@@ -40,15 +40,12 @@ from collections.abc import Sequence
 
 from ..models.cpfcte.class_names import VOC_CLASSES
 from ..utils.lazy import lazy_module
-from ._common import (
-    as_splits,
-    build_from_records,
-    check_class_names,
-    check_root,
-    find_file,
-    load_cls_labels,
-    read_class_names,
-    read_id_list,
+from ._common import as_splits, build_from_records, check_class_names, check_root, read_class_names, read_id_list
+from ._records import (  # noqa: F401 - CLS_LABELS_FILE: importable here too
+    CLS_LABELS_FILE,
+    cls_label_table,
+    find_listed_image,
+    listed_record,
 )
 
 
@@ -57,7 +54,6 @@ datasets = lazy_module("datasets")  # imported when a loader runs, not for the c
 
 SPLIT_ALIASES = {"train_aug": ("train_aug", "trainaug"), "trainaug": ("trainaug", "train_aug")}
 CLASS_NAMES_FILE = "class_names.txt"
-CLS_LABELS_FILE = "cls_labels_onehot.npy"
 
 
 def find_voc_dir(root: str) -> str:
@@ -152,10 +148,7 @@ def load_voc(
     voc_dir = find_voc_dir(root)
     names = voc_class_names(root, class_names)
     extra_files = [p for p in (os.path.join(voc_dir, CLASS_NAMES_FILE),) if class_names is None and os.path.isfile(p)]
-    if cls_labels is None:
-        candidate = os.path.join(voc_dir, CLS_LABELS_FILE)
-        cls_labels = candidate if os.path.isfile(candidate) else False
-    label_table = load_cls_labels(cls_labels, len(names)) if cls_labels else None
+    cls_labels, label_table = cls_label_table(cls_labels, voc_dir, len(names))
     if cls_labels:
         extra_files.append(cls_labels)
     masks = _mask_dir(voc_dir, mask_dir)
@@ -168,27 +161,7 @@ def load_voc(
     result = {}
     for split_name in splits:
         list_file = voc_split_file(voc_dir, split_name)
-        records = []
-        for item_id in read_id_list(list_file):
-            image = find_file(os.path.join(voc_dir, "JPEGImages"), item_id, (".jpg", ".jpeg", ".png"))
-            if image is None:
-                raise FileNotFoundError(
-                    f"Image not found for id {item_id!r} (listed in {list_file}): "
-                    f"{os.path.join(voc_dir, 'JPEGImages', item_id + '.jpg')}"
-                )
-            labels = None
-            if label_table is not None:
-                labels = label_table.get(item_id)
-            mask = None
-            if masks is not None:
-                mask = os.path.join(masks, item_id + ".png")
-                if not os.path.isfile(mask):
-                    if labels is None:
-                        raise FileNotFoundError(f"Mask not found for id {item_id!r} (listed in {list_file}): {mask}")
-                    mask = None
-            if mask is None and labels is None:
-                raise ValueError(f"Id {item_id!r} of {list_file} is neither in {cls_labels} nor has a mask.")
-            records.append({"id": item_id, "image": image, "mask": mask, "labels": labels})
+        records = _voc_records(voc_dir, list_file, masks, label_table, cls_labels)
         name = os.path.splitext(os.path.basename(split_name))[0] if split_name.endswith(".txt") else split_name
         result[name] = build_from_records(
             records,
@@ -202,6 +175,22 @@ def load_voc(
             extra_files=[list_file, *extra_files],
         )
     return datasets.DatasetDict(result) if as_dict else next(iter(result.values()))
+
+
+def _voc_records(voc_dir: str, list_file: str, masks: str | None, label_table: dict | None, cls_labels) -> list:
+    """The records of the ids of `list_file`: image in `JPEGImages/`, mask in `masks` (None: no masks)."""
+    image_dir = os.path.join(voc_dir, "JPEGImages")
+    return [
+        listed_record(
+            item_id,
+            find_listed_image(image_dir, item_id, list_file),
+            None if masks is None else os.path.join(masks, item_id + ".png"),
+            label_table,
+            list_file,
+            cls_labels,
+        )
+        for item_id in read_id_list(list_file)
+    ]
 
 
 __all__ = ["check_voc", "find_voc_dir", "load_voc", "voc_class_names", "voc_split_file"]

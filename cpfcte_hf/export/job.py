@@ -231,68 +231,101 @@ def _quiet_datasets():
 
 
 def _export(selections, output_dir: Path, formats, push_to_hub, dry_run, private, progress, started) -> ExportResult:
-    from .to_coco import write_coco_split
-    from .to_datasets import build_dataset_dict, push_folder, write_hub_folder, write_saved_dataset
+    from .to_datasets import push_folder
 
-    total = sum(len(s.images) for s in selections)
-    created: list[Path] = []
-    staging = _staging_folder(output_dir, created)
-    hub_staging = None
+    folders = _Folders(created=[])
+    folders.staging = _staging_folder(output_dir, folders.created)
     try:
-        bar = progress_bar(total, 0, progress, "export: check masks")
-        for selection in selections:
-            scan_masks(selection, bar)
-        bar.close()
-        if not any(s.images for s in selections):
-            raise ExportError("No image to export: every mask's size differs from its image's.")
+        _scan_all_masks(selections, progress)
         record = summary_record(selections, formats, 0.0)
-        exported = sum(len(s.images) for s in selections)
+        hub_files = []
         if "datasets" in formats:
-            work = staging / ".arrow-tmp"
-            work.mkdir()
-            bar = progress_bar(exported, 0, progress, "export: datasets")
-            dataset_dict = build_dataset_dict(selections, work, bar)
-            bar.close()
-            write_saved_dataset(dataset_dict, selections, staging, output_dir)
-            if dry_run is not None or push_to_hub:
-                # The Hub folder: written to the --dry_run folder, or to a temporary one that is pushed.
-                hub_staging = (
-                    _staging_folder(Path(dry_run), created) if dry_run is not None else Path(tempfile.mkdtemp())
-                )
-                shown = Path(dry_run) if dry_run is not None else None
-                hub_files = write_hub_folder(dataset_dict, selections, hub_staging, push_to_hub, shown)
-            del dataset_dict
-            shutil.rmtree(work)
+            hub_files = _write_datasets(selections, folders, output_dir, push_to_hub, dry_run, progress)
         if "coco" in formats:
-            bar = progress_bar(exported, 0, progress, "export: coco")
-            for selection in selections:
-                write_coco_split(selection, staging, bar)
-            bar.close()
+            _write_coco(selections, folders.staging, progress)
         record["seconds"] = round(time.perf_counter() - started, 3)
-        (staging / SUMMARY_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        (folders.staging / SUMMARY_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         result = ExportResult(output_dir, record)
-        if hub_staging is not None:
-            from ..hub.card import public_value
-
-            (hub_staging / SUMMARY_FILE).write_text(json.dumps(public_value(record), indent=2) + "\n")
-            result.hub_files = sorted({*hub_files, SUMMARY_FILE})
-            if dry_run is not None:
-                _replace_folder(hub_staging, Path(dry_run))
-                hub_staging, result.dry_run = None, Path(dry_run)
-        _replace_folder(staging, output_dir)
-        if hub_staging is not None:  # the export is complete on disk; a failed push is reported on its own
-            result.commit_url = push_folder(hub_staging, push_to_hub, private=private)
+        if folders.hub is not None:
+            _finish_hub_folder(folders, record, hub_files, dry_run, result)
+        _replace_folder(folders.staging, output_dir)
+        if folders.hub is not None:  # the export is complete on disk; a failed push is reported on its own
+            result.commit_url = push_folder(folders.hub, push_to_hub, private=private)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(folders.staging, ignore_errors=True)
         if not output_dir.exists():
-            for folder in reversed(created):  # innermost first; only the folders this export made
+            for folder in reversed(folders.created):  # innermost first; only the folders this export made
                 if folder.is_dir() and not any(folder.iterdir()):
                     folder.rmdir()
         raise
     finally:
-        if hub_staging is not None:
-            shutil.rmtree(hub_staging, ignore_errors=True)
+        if folders.hub is not None:
+            shutil.rmtree(folders.hub, ignore_errors=True)
     return result
+
+
+@dataclass
+class _Folders:
+    """The folders an export is writing: the staging folder of the export, the Hub folder's (when one is written),
+    and the parent folders it had to create (removed again when the export fails)."""
+
+    created: list[Path]
+    staging: Path | None = None
+    hub: Path | None = None
+
+
+def _scan_all_masks(selections: Sequence[Selection], progress: bool) -> None:
+    bar = progress_bar(sum(len(s.images) for s in selections), 0, progress, "export: check masks")
+    for selection in selections:
+        scan_masks(selection, bar)
+    bar.close()
+    if not any(s.images for s in selections):
+        raise ExportError("No image to export: every mask's size differs from its image's.")
+
+
+def _write_datasets(selections, folders: _Folders, output_dir: Path, push_to_hub, dry_run, progress) -> list[str]:
+    """The `datasets` export into the staging folder and, for `--push_to_hub` / `--dry_run`, the Hub folder (into
+    `folders.hub`); returns the Hub folder's files."""
+    from .to_datasets import build_dataset_dict, write_hub_folder, write_saved_dataset
+
+    work = folders.staging / ".arrow-tmp"
+    work.mkdir()
+    bar = progress_bar(sum(len(s.images) for s in selections), 0, progress, "export: datasets")
+    dataset_dict = build_dataset_dict(selections, work, bar)
+    bar.close()
+    write_saved_dataset(dataset_dict, selections, folders.staging, output_dir)
+    hub_files = []
+    if dry_run is not None or push_to_hub:
+        # The Hub folder: written to the --dry_run folder, or to a temporary one that is pushed.
+        folders.hub = (
+            _staging_folder(Path(dry_run), folders.created) if dry_run is not None else Path(tempfile.mkdtemp())
+        )
+        shown = Path(dry_run) if dry_run is not None else None
+        hub_files = write_hub_folder(dataset_dict, selections, folders.hub, push_to_hub, shown)
+    del dataset_dict
+    shutil.rmtree(work)
+    return hub_files
+
+
+def _write_coco(selections, staging: Path, progress) -> None:
+    from .to_coco import write_coco_split
+
+    bar = progress_bar(sum(len(s.images) for s in selections), 0, progress, "export: coco")
+    for selection in selections:
+        write_coco_split(selection, staging, bar)
+    bar.close()
+
+
+def _finish_hub_folder(folders: _Folders, record: dict, hub_files: list[str], dry_run, result: ExportResult) -> None:
+    """The Hub folder's summary (public values only); a `--dry_run` folder is renamed into place (then nothing is
+    left to push)."""
+    from ..hub.card import public_value
+
+    (folders.hub / SUMMARY_FILE).write_text(json.dumps(public_value(record), indent=2) + "\n")
+    result.hub_files = sorted({*hub_files, SUMMARY_FILE})
+    if dry_run is not None:
+        _replace_folder(folders.hub, Path(dry_run))
+        folders.hub, result.dry_run = None, Path(dry_run)
 
 
 __all__ = ["FORMATS", "SUMMARY_FILE", "ExportResult", "export_labels", "format_record", "prepare_selections"]

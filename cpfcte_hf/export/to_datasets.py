@@ -147,48 +147,12 @@ def render_dataset_card(
     `load_from_disk(folder)`). `hub_info`: the `datasets.DatasetInfo` (features, splits, sizes) of a Hub folder,
     written into the card's metadata with the `configs` of its parquet files.
     """
-    from datasets.info import DatasetInfosDict
-    from datasets.utils.metadata import MetadataConfigs
-    from huggingface_hub import DatasetCard, DatasetCardData
+    from huggingface_hub import DatasetCard
 
     first = selections[0].labelled
-    names = first.class_names
-    total = sum(len(s.images) for s in selections)
     source = first.dataset or "images"
-    data = DatasetCardData(
-        pretty_name=f"{source} pseudo-label masks (CPF-CTE)",
-        task_categories=["image-segmentation"],
-        task_ids=["semantic-segmentation"],
-        annotations_creators=["machine-generated"],
-        size_categories=[_size_category(total)],
-        tags=["weakly-supervised-semantic-segmentation", "pseudo-labels", "cpfcte-hf"],
-    )
-    if hub_info is not None:
-        configs = {"default": {"data_files": [{"split": s.labelled.split, "path": f"data/{s.labelled.split}-*"}
-                                              for s in selections]}}  # fmt: skip
-        MetadataConfigs(configs).to_dataset_card_data(data)
-        DatasetInfosDict({"default": hub_info}).to_dataset_card_data(data)
+    data = _card_data(selections, source, hub_info)
     images_with = Counter(c for s in selections for item in s.images for c in item.classes)
-    splits = []
-    for selection in selections:
-        labelled = selection.labelled
-        left_out = [
-            f"{count} {LEFT_OUT_REASONS[reason]}" for reason, count in selection.counts.items()
-        ]  # fmt: skip
-        splits.append(
-            {
-                "name": labelled.split,
-                "exported": len(selection.images),
-                "source": f"{labelled.dataset} / {labelled.split}",
-                "mask_set": labelled.mask_set,
-                "left_out_total": len(selection.left_out),
-                "left_out": left_out,
-                "stage_text": _stage_text(selection),
-                "settings": _settings_rows(selection),
-                "numbers": _numbers(selection),
-                "scores": bool(labelled.metrics),
-            }
-        )
     if repo_id or hub_info is not None:
         usage = f'from datasets import load_dataset\n\nds = load_dataset("{repo_id or public_text(str(folder))}")'
     else:
@@ -201,10 +165,52 @@ def render_dataset_card(
         pretty_name=data.pretty_name,
         made_by=f"{stage} of {source}",
         ignore_note=True,
-        class_rows=[{"id": i, "name": name, "images": images_with.get(i, 0)} for i, name in enumerate(names)],
-        splits=splits,
+        class_rows=[
+            {"id": i, "name": name, "images": images_with.get(i, 0)} for i, name in enumerate(first.class_names)
+        ],
+        splits=[_split_entry(selection) for selection in selections],
         usage=usage,
     )
+
+
+def _card_data(selections: Sequence[Selection], source: str, hub_info):
+    """The card's metadata; with `hub_info`, the `configs` of the Hub folder's parquet files and its features."""
+    from datasets.info import DatasetInfosDict
+    from datasets.utils.metadata import MetadataConfigs
+    from huggingface_hub import DatasetCardData
+
+    data = DatasetCardData(
+        pretty_name=f"{source} pseudo-label masks (CPF-CTE)",
+        task_categories=["image-segmentation"],
+        task_ids=["semantic-segmentation"],
+        annotations_creators=["machine-generated"],
+        size_categories=[_size_category(sum(len(s.images) for s in selections))],
+        tags=["weakly-supervised-semantic-segmentation", "pseudo-labels", "cpfcte-hf"],
+    )
+    if hub_info is not None:
+        configs = {"default": {"data_files": [{"split": s.labelled.split, "path": f"data/{s.labelled.split}-*"}
+                                              for s in selections]}}  # fmt: skip
+        MetadataConfigs(configs).to_dataset_card_data(data)
+        DatasetInfosDict({"default": hub_info}).to_dataset_card_data(data)
+    return data
+
+
+def _split_entry(selection: Selection) -> dict:
+    """What the card's template says of one split."""
+    labelled = selection.labelled
+    left_out = [f"{count} {LEFT_OUT_REASONS[reason]}" for reason, count in selection.counts.items()]
+    return {
+        "name": labelled.split,
+        "exported": len(selection.images),
+        "source": f"{labelled.dataset} / {labelled.split}",
+        "mask_set": labelled.mask_set,
+        "left_out_total": len(selection.left_out),
+        "left_out": left_out,
+        "stage_text": _stage_text(selection),
+        "settings": _settings_rows(selection),
+        "numbers": _numbers(selection),
+        "scores": bool(labelled.metrics),
+    }
 
 
 def _size_category(count: int) -> str:
