@@ -85,9 +85,10 @@ def load_app_models(model, stage2=None, trust_remote_code: bool = False, device=
     Raises:
         AppInputError: a folder that is no checkpoint, or of the wrong kind (the message names the option).
     """
-    import cpfcte_hf  # noqa: F401  (registers the models and the pipeline task)
-
+    from ..models import register_with_transformers
     from ..models.cpfcte.pipelines import WeaklySupervisedPseudoLabelingPipeline
+
+    register_with_transformers()  # the models and the pipeline task, for the Auto classes and `pipeline`
 
     extra = {"trust_remote_code": True} if trust_remote_code else {}
     loaded, processor = _load(os.fspath(model), "cpfcte", "model", device, **extra)

@@ -29,8 +29,11 @@ def demo_architecture_model(directory: Path):
     import torch
     from transformers import ViTConfig
 
-    from cpfcte_hf import CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation, CPFCTEImageProcessor
     from cpfcte_hf.data.shapes import BACKGROUND, SHAPE_NAMES
+
+    from ..models.cpfcte.configuration_cpfcte import CPFCTEConfig
+    from ..models.cpfcte.image_processing_cpfcte import CPFCTEImageProcessor
+    from ..models.cpfcte.modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
 
     torch.manual_seed(0)
     vit = ViTConfig(hidden_size=192, num_hidden_layers=2, num_attention_heads=3, intermediate_size=384,

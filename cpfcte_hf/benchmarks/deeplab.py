@@ -11,7 +11,8 @@ import argparse
 
 import torch
 
-from ..deeplab import DeepLabV2Config, DeepLabV2ForSemanticSegmentation
+from ..models.deeplab_v2.configuration_deeplab import DeepLabV2Config
+from ..models.deeplab_v2.modeling_deeplab import DeepLabV2ForSemanticSegmentation
 from ..utils.arguments import parse_plain_args
 from .common import report_results
 from .deeplab_model import count_parameters, time_forward_backward, training_step_flops

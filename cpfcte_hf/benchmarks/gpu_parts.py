@@ -282,7 +282,8 @@ def bench_pseudo_label_end_to_end(settings: BenchSettings, device: torch.device,
 def bench_deeplab(settings: BenchSettings, device: torch.device, deadline: float):
     from transformers import ResNetConfig
 
-    from ..deeplab import DeepLabV2Config, DeepLabV2ForSemanticSegmentation
+    from ..models.deeplab_v2.configuration_deeplab import DeepLabV2Config
+    from ..models.deeplab_v2.modeling_deeplab import DeepLabV2ForSemanticSegmentation
 
     torch.manual_seed(0)
     if settings.deeplab_resnet:

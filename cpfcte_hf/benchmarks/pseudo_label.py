@@ -21,9 +21,10 @@ import time
 import numpy as np
 import torch
 
-from .. import CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation, vit_b16_384_config
+from ..models.cpfcte.configuration_cpfcte import CPFCTEConfig, vit_b16_384_config
 from ..models.cpfcte.crf import CRFPool, DenseCRFConfig, crf_mask, default_num_workers
 from ..models.cpfcte.inference import predict_class_probabilities
+from ..models.cpfcte.modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
 from ..utils.arguments import parse_plain_args
 from .common import (
     compare_interleaved,

@@ -16,8 +16,8 @@ import argparse
 
 import torch
 
-from .. import CPFCTEConfig, CPFCTEForWeaklySupervisedSegmentation
-from ..models.cpfcte.modeling_cpfcte import ENCODER_FAMILIES, build_encoder
+from ..models.cpfcte.configuration_cpfcte import CPFCTEConfig
+from ..models.cpfcte.modeling_cpfcte import ENCODER_FAMILIES, CPFCTEForWeaklySupervisedSegmentation, build_encoder
 from ..utils.arguments import parse_plain_args
 from .common import (
     BENCHMARK_BACKBONES,
