@@ -91,6 +91,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "cpfcte_hf.hub": (
         "cpfcte_hf.hub.folder",
         "cpfcte_hf.hub.card",
+        "cpfcte_hf.hub.card_rows",
         "cpfcte_hf.hub.measurements",
         "cpfcte_hf.hub.public",
     ),

@@ -155,23 +155,38 @@ def check_training_inputs(
     training_args.check_precision(turn_off_bf16)
 
 
+# `ModelArguments` fields passed under their own names: to `CPFCTEConfig` (the heads), to `ViTConfig` (an encoder
+# trained from scratch).
+_HEAD_OPTIONS = (
+    "use_class_tokens",
+    "use_context_fusion",
+    "pooling",
+    "context_fusion_residual",
+    "context_fusion_projection",
+    "context_fusion_dropout",
+    "context_fusion_projection_dropout",
+    "context_fusion_lstm_dropout_mode",
+    "classifier_dropout",
+    "classifier_l2_weight",
+)
+_VIT_OPTIONS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "image_size",
+    "patch_size",
+)
+
+
 def build_model(model_args: ModelArguments, class_names: list[str]) -> CPFCTEForWeaklySupervisedSegmentation:
     """The model of `model_args` for these classes (background first)."""
     id2label = dict(enumerate(class_names))
     head_kwargs = dict(
         id2label=id2label,
         inference_size=model_args.inference_size or DEFAULT_INFERENCE_SIZE,
-        use_class_tokens=model_args.use_class_tokens,
-        use_context_fusion=model_args.use_context_fusion,
-        pooling=model_args.pooling,
         pooling_top_k=int(model_args.top_k) if float(model_args.top_k).is_integer() else float(model_args.top_k),
-        context_fusion_residual=model_args.context_fusion_residual,
-        context_fusion_projection=model_args.context_fusion_projection,
-        context_fusion_dropout=model_args.context_fusion_dropout,
-        context_fusion_projection_dropout=model_args.context_fusion_projection_dropout,
-        context_fusion_lstm_dropout_mode=model_args.context_fusion_lstm_dropout_mode,
-        classifier_dropout=model_args.classifier_dropout,
-        classifier_l2_weight=model_args.classifier_l2_weight,
+        **{name: getattr(model_args, name) for name in _HEAD_OPTIONS},
     )
     attn = {"attn_implementation": model_args.attn_implementation}
     _check_one_model_source(model_args)
@@ -195,12 +210,7 @@ def build_model(model_args: ModelArguments, class_names: list[str]) -> CPFCTEFor
         set_encoder_dropout(model, model_args.hidden_dropout_prob, model_args.attention_probs_dropout_prob)
         return model
     backbone_config = ViTConfig(
-        hidden_size=model_args.hidden_size,
-        num_hidden_layers=model_args.num_hidden_layers,
-        num_attention_heads=model_args.num_attention_heads,
-        intermediate_size=model_args.intermediate_size,
-        image_size=model_args.image_size,
-        patch_size=model_args.patch_size,
+        **{name: getattr(model_args, name) for name in _VIT_OPTIONS},
         **{
             name: value
             for name in ("hidden_dropout_prob", "attention_probs_dropout_prob")
@@ -237,6 +247,58 @@ def set_encoder_dropout(
         for module in model.vit.modules():
             if hasattr(module, "attention_dropout"):
                 module.attention_dropout = attention
+
+
+def build_processor(model_args: ModelArguments) -> CPFCTEImageProcessor:
+    """The image processor of the run, at the training size."""
+    size = {"height": model_args.image_size, "width": model_args.image_size}
+    # A pretrained encoder reads images normalised as in its pretraining (e.g. ImageNet statistics for DINOv2).
+    if model_args.backbone and not model_args.model_name_or_path:
+        return CPFCTEImageProcessor.for_backbone(model_args.backbone, size=size)
+    return CPFCTEImageProcessor(size=size)
+
+
+def build_train_transform(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: CPFCTETrainingArguments,
+    processor: CPFCTEImageProcessor,
+    num_labels: int,
+    patch: int,
+):
+    """
+    `(transform, collator, batch_augmentation)` of the training set: with L_ET its second views, else the
+    augmentation (in the loader, or `batch_augmentation` on the training device after the transfer), else none.
+    """
+    if training_args.equivariance_loss_weight > 0:
+        views = equivariance_views(model_args, data_args, patch)
+        transform = EquivarianceTrainTransform(
+            num_labels, processor, augmentation=data_args.augmentation_config(), views=views
+        )
+        return transform, EquivarianceCollator(num_labels), None
+    collator = WeakSegmentationCollator(num_labels)
+    if not data_args.augment:
+        return EvalTransform(num_labels, processor, with_masks=False), collator, None
+    on_device = training_args.resolved_augmentation_device() == "device"
+    transform = TrainTransform(
+        num_labels,
+        processor,
+        augmentation=data_args.augmentation_config(),
+        augment_in_loader=not on_device,
+        rank=training_args.process_index,  # each rank (and loader worker) draws its own augmentations
+    )
+    return transform, collator, transform.batch_augmentation if on_device else None
+
+
+def _evaluate_without_masks(training_args: CPFCTETrainingArguments, has_eval_dataset: bool) -> None:
+    """Without ground truth there is no mIoU: evaluate the loss only (if anything), and keep the last checkpoint."""
+    training_args.label_names = ["labels"]
+    if training_args.metric_for_best_model == "mean_iou":
+        training_args.metric_for_best_model = "loss" if has_eval_dataset else None
+        training_args.greater_is_better = False
+    if not has_eval_dataset:
+        training_args.eval_strategy = "no"
+        training_args.load_best_model_at_end = False
 
 
 def _train_save_evaluate(trainer, resume, evaluate: bool, class_names, model_args, data_args) -> None:
@@ -289,47 +351,18 @@ def run_training(
     train_dataset, eval_dataset = build_datasets(data_args)
     class_names = class_names_of(train_dataset)
     num_labels = len(class_names)
-    size = {"height": model_args.image_size, "width": model_args.image_size}
-    # A pretrained encoder reads images normalised as in its pretraining (e.g. ImageNet statistics for DINOv2).
-    if model_args.backbone and not model_args.model_name_or_path:
-        processor = CPFCTEImageProcessor.for_backbone(model_args.backbone, size=size)
-    else:
-        processor = CPFCTEImageProcessor(size=size)
+    processor = build_processor(model_args)
     model = build_model(model_args, class_names)
 
-    collator = WeakSegmentationCollator(num_labels)
-    batch_augmentation = None  # set when the augmentation runs on the training device after the transfer
-    if training_args.equivariance_loss_weight > 0:
-        views = equivariance_views(model_args, data_args, model.config.patch_size)
-        train_transform = EquivarianceTrainTransform(
-            num_labels, processor, augmentation=data_args.augmentation_config(), views=views
-        )
-        collator = EquivarianceCollator(num_labels)
-    elif data_args.augment:
-        on_device = training_args.resolved_augmentation_device() == "device"
-        train_transform = TrainTransform(
-            num_labels,
-            processor,
-            augmentation=data_args.augmentation_config(),
-            augment_in_loader=not on_device,
-            rank=training_args.process_index,  # each rank (and loader worker) draws its own augmentations
-        )
-        batch_augmentation = train_transform.batch_augmentation if on_device else None
-    else:
-        train_transform = EvalTransform(num_labels, processor, with_masks=False)
+    train_transform, collator, batch_augmentation = build_train_transform(
+        model_args, data_args, training_args, processor, num_labels, model.config.patch_size
+    )
     train_dataset = train_dataset.with_transform(train_transform)
     has_masks = eval_dataset is not None and "mask" in eval_dataset.column_names
     if eval_dataset is not None:
         eval_dataset = eval_dataset.with_transform(EvalTransform(num_labels, processor, with_masks=has_masks))
     if not has_masks:
-        # Without ground truth there is no mIoU: evaluate the loss only and keep the last checkpoint.
-        training_args.label_names = ["labels"]
-        if training_args.metric_for_best_model == "mean_iou":
-            training_args.metric_for_best_model = "loss" if eval_dataset is not None else None
-            training_args.greater_is_better = False
-        if eval_dataset is None:
-            training_args.eval_strategy = "no"
-            training_args.load_best_model_at_end = False
+        _evaluate_without_masks(training_args, eval_dataset is not None)
 
     trainer = CPFCTETrainer(
         model=model,

@@ -87,6 +87,36 @@ def _divisors(number: int) -> list[int]:
     return [d for d in range(1, number + 1) if number % d == 0]
 
 
+def _check_batch_values(global_batch, num_processes, max_per_device, per_device, accumulation) -> None:
+    """Every size given is at least 1, and so is the launch."""
+    for name, value in (
+        ("global_train_batch_size", global_batch),
+        ("max_per_device_train_batch_size", max_per_device),
+        ("per_device_train_batch_size", per_device),
+        ("gradient_accumulation_steps", accumulation),
+    ):
+        if value is not None and int(value) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}.")
+    if num_processes < 1:
+        raise ValueError(f"The launch has {num_processes} processes.")
+
+
+def _per_device_size(global_batch: int, num_processes: int, max_per_device: int | None, multiple: int) -> int:
+    """The largest divisor of each process's share of `global_batch` within the cap that is a multiple of
+    `multiple`; `ValueError` naming the process counts that would work when there is none."""
+    share = global_batch // num_processes
+    cap = share if max_per_device is None else min(share, max_per_device)
+    sizes = [d for d in _divisors(share) if d <= cap and d % multiple == 0]
+    if not sizes:
+        counts = ", ".join(str(n) for n in _divisors(global_batch) if (global_batch // n) % multiple == 0)
+        raise ValueError(
+            f"--global_train_batch_size {global_batch} over {num_processes} processes leaves {share} image(s) per "
+            f"process, and the per-device batch must be a multiple of {multiple} (the L_ET mosaics tile 4 images): "
+            f"launch {counts or 'fewer'} process(es)."
+        )
+    return max(sizes)
+
+
 def plan_train_batch(
     global_batch: int | None,
     num_processes: int,
@@ -103,16 +133,7 @@ def plan_train_batch(
     ViT-PCM's L_ET, whose mosaics tile 4 images of a batch). Raises `ValueError` (one line saying what would work) when the
     recipe's global batch cannot be realised exactly.
     """
-    for name, value in (
-        ("global_train_batch_size", global_batch),
-        ("max_per_device_train_batch_size", max_per_device),
-        ("per_device_train_batch_size", per_device),
-        ("gradient_accumulation_steps", accumulation),
-    ):
-        if value is not None and int(value) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {value}.")
-    if num_processes < 1:
-        raise ValueError(f"The launch has {num_processes} processes.")
+    _check_batch_values(global_batch, num_processes, max_per_device, per_device, accumulation)
     if per_device is not None or global_batch is None:
         # Taken as given (the recipe's global batch is then only compared with, in `departure`).
         return TrainBatchPlan(
@@ -138,16 +159,7 @@ def plan_train_batch(
                 f"{num_processes} process(es) takes of the global batch {global_batch}: use one of {options}."
             )
         return TrainBatchPlan(share // accumulation, accumulation, num_processes, global_batch, explicit=False)
-    cap = share if max_per_device is None else min(share, max_per_device)
-    sizes = [d for d in _divisors(share) if d <= cap and d % multiple == 0]
-    if not sizes:
-        counts = ", ".join(str(n) for n in _divisors(global_batch) if (global_batch // n) % multiple == 0)
-        raise ValueError(
-            f"--global_train_batch_size {global_batch} over {num_processes} processes leaves {share} image(s) per "
-            f"process, and the per-device batch must be a multiple of {multiple} (the L_ET mosaics tile 4 images): "
-            f"launch {counts or 'fewer'} process(es)."
-        )
-    size = max(sizes)
+    size = _per_device_size(global_batch, num_processes, max_per_device, multiple)
     return TrainBatchPlan(size, share // size, num_processes, global_batch, explicit=False)
 
 

@@ -91,6 +91,24 @@ class DenseCRFConfig:
         return asdict(self)
 
 
+def _check_crf_inputs(image: np.ndarray, probabilities: np.ndarray) -> None:
+    """`dense_crf`'s checks: an `(H, W, 3)` image, finite `(C, H, W)` probabilities at the image's resolution."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"The CRF needs an (H, W, 3) RGB image, got shape {image.shape}.")
+    if probabilities.ndim != 3 or probabilities.shape[1:] != image.shape[:2]:
+        raise ValueError(
+            f"Probabilities {probabilities.shape} do not match the image {image.shape[:2]}: the CRF runs at the "
+            "original resolution, so upsample the maps to (C, H, W) first."
+        )
+    if not np.isfinite(probabilities).all():
+        raise ValueError("The probabilities contain NaN or infinite values.")
+
+
+def _present_classes(probabilities: np.ndarray) -> np.ndarray:
+    """Ids of the classes of `(C, H, W)` probabilities that are non-zero somewhere (`drop_empty_classes`)."""
+    return np.flatnonzero(probabilities.reshape(len(probabilities), -1).max(axis=1) > 0)
+
+
 def dense_crf(
     image: np.ndarray,
     probabilities: np.ndarray,
@@ -113,20 +131,11 @@ def dense_crf(
     config = config or DenseCRFConfig()
     image = np.asarray(image)
     probabilities = np.asarray(probabilities, dtype=np.float32)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"The CRF needs an (H, W, 3) RGB image, got shape {image.shape}.")
-    if probabilities.ndim != 3 or probabilities.shape[1:] != image.shape[:2]:
-        raise ValueError(
-            f"Probabilities {probabilities.shape} do not match the image {image.shape[:2]}: the CRF runs at the "
-            "original resolution, so upsample the maps to (C, H, W) first."
-        )
-    if not np.isfinite(probabilities).all():
-        raise ValueError("The probabilities contain NaN or infinite values.")
-
+    _check_crf_inputs(image, probabilities)
     num_classes, height, width = probabilities.shape
     classes = np.arange(num_classes)
     if config.drop_empty_classes:
-        classes = np.flatnonzero(probabilities.reshape(num_classes, -1).max(axis=1) > 0)
+        classes = _present_classes(probabilities)
         if classes.size == 0:
             classes = np.arange(num_classes)
     if classes.size == 1:  # nothing to choose between
@@ -340,7 +349,7 @@ class CRFPool:
     def _prepare(self, probabilities: np.ndarray):
         probabilities = np.asarray(probabilities, dtype=np.float32)
         if self.config.drop_empty_classes and probabilities.ndim == 3:
-            present = np.flatnonzero(probabilities.reshape(len(probabilities), -1).max(axis=1) > 0)
+            present = _present_classes(probabilities)
             if 0 < present.size < len(probabilities):
                 return np.ascontiguousarray(probabilities[present]), (present, len(probabilities))
         return probabilities, None

@@ -487,6 +487,34 @@ class CPFCTEForWeaklySupervisedSegmentation(CPFCTEPreTrainedModel):
         loss = top_k_bce_loss(image_scores, labels, self.config.bce_epsilon)
         return loss + self.config.classifier_l2_weight * self.patch_classifier.l2_penalty()
 
+    def _encode(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool,
+        output_attentions: bool,
+        interpolate_pos_encoding: bool,
+    ) -> tuple[ModelOutput, torch.Tensor]:
+        """The encoder's outputs and its patch tokens `(B, h*w, D)`, normalised as every family hands them on."""
+        encoder_kwargs = {"output_hidden_states": output_hidden_states, "output_attentions": output_attentions}
+        if self.encoder_family.interpolates_by_argument:
+            encoder_kwargs["interpolate_pos_encoding"] = interpolate_pos_encoding
+        with _attention_maps_enabled(self.vit, output_attentions):
+            encoder_outputs = self.vit(pixel_values, return_dict=True, **encoder_kwargs)
+        # Drop the prefix tokens (CLS, distillation, registers); patches are in row-major (h, w) order.
+        patches = encoder_outputs.last_hidden_state[:, self.num_prefix_tokens :]
+        if self.encoder_family.patch_norm is not None:
+            patches = self.vit.get_submodule(self.encoder_family.patch_norm)(patches)
+        return encoder_outputs, patches
+
+    def _classify_patches(self, patches: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
+        """Class-token fusion, CF-BiLSTM over the `(h, w)` grid and the patch classifier: logits `(B, C, h, w)`."""
+        if self.class_token_fusion is not None:
+            patches, _ = self.class_token_fusion(patches)
+        grid = patches.reshape(patches.shape[0], *grid_size, -1)
+        if self.context_fusion is not None:
+            grid = self.context_fusion(grid)
+        return self.patch_classifier(grid).permute(0, 3, 1, 2)
+
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -531,32 +559,14 @@ class CPFCTEForWeaklySupervisedSegmentation(CPFCTEPreTrainedModel):
         if interpolate_pos_encoding is None:
             interpolate_pos_encoding = self.config.interpolate_pos_encoding
         self._check_pixel_values(pixel_values, interpolate_pos_encoding)
-        batch_size = pixel_values.shape[0]
-        grid_height = pixel_values.shape[-2] // self.config.patch_size
-        grid_width = pixel_values.shape[-1] // self.config.patch_size
+        grid_size = tuple(side // self.config.patch_size for side in pixel_values.shape[-2:])
 
-        encoder_kwargs = {"output_hidden_states": output_hidden_states, "output_attentions": output_attentions}
-        if self.encoder_family.interpolates_by_argument:
-            encoder_kwargs["interpolate_pos_encoding"] = interpolate_pos_encoding
-        with _attention_maps_enabled(self.vit, output_attentions):
-            encoder_outputs = self.vit(pixel_values, return_dict=True, **encoder_kwargs)
-        # Drop the prefix tokens (CLS, distillation, registers); patches are in row-major (h, w) order.
-        patches = encoder_outputs.last_hidden_state[:, self.num_prefix_tokens :]
-        if self.encoder_family.patch_norm is not None:
-            patches = self.vit.get_submodule(self.encoder_family.patch_norm)(patches)
-
-        if self.class_token_fusion is not None:
-            patches, _ = self.class_token_fusion(patches)
-        grid = patches.reshape(batch_size, grid_height, grid_width, -1)
-        if self.context_fusion is not None:
-            grid = self.context_fusion(grid)
-
-        logits = self.patch_classifier(grid).permute(0, 3, 1, 2)  # (B, C, h, w)
-        probabilities = logits.float().softmax(dim=1)
-        image_scores = self.pooling(probabilities.flatten(2))
-
+        encoder_outputs, patches = self._encode(
+            pixel_values, output_hidden_states, output_attentions, interpolate_pos_encoding
+        )
+        logits = self._classify_patches(patches, grid_size)  # (B, C, h, w)
+        image_scores = self.pooling(logits.float().softmax(dim=1).flatten(2))  # (B, C)
         loss = self.compute_loss(image_scores, labels) if labels is not None else None
-
         output = CPFCTESegmentationOutput(
             loss=loss,
             logits=logits,
