@@ -11,16 +11,18 @@ Steps, each the command a user could type (printed as it starts), each in its ow
     data                  (shapes only) the procedural set written in the VOC layout: data/
     stage1                `train` on the train split's image-level labels: stage1/
     pseudo_labels         `label` of the train split (BPM + dense CRF, with the image tags): pseudo_labels/
-    stage2                `train-deeplab` on pseudo_labels/crf, then its multi-scale + CRF evaluation: stage2/
+    stage2                `train-deeplab` (= `train-segmenter`) on pseudo_labels/crf, then its multi-scale + CRF
+                          evaluation: stage2/ (DeepLab-v2, or the segmenter the preset names: `model_type: segformer`)
     eval_stage1_tagged    `label` of the held-out split with its tags (BPM, CRF): eval/stage1_tagged/
     eval_stage1_untagged  `label --no_use_image_labels --no_crf` of the held-out split: eval/stage1_untagged/
     eval_stage2           `train-deeplab --do_train false` at one scale, no CRF: eval/stage2/
     export                (with --export datasets coco, right after pseudo_labels) `export` of them: export/
     hub                   `push --dry_run` of the stage-1 checkpoint with the results: hub/
 
-and OUTPUT_DIR/run_summary.json. The preset's flat keys are stage-1 (`train`) settings; its `label:` and
-`train_deeplab:` sections set the other steps (`train_deeplab: {base: deeplab_voc}`), and `run:` this command's
-options. The resolved preset is written to OUTPUT_DIR/run_preset.yaml and every step reads it. A run that cannot
+and OUTPUT_DIR/run_summary.json, which names the stage-2 model trained (`stage2_model`). The preset's flat keys are
+stage-1 (`train`) settings; its `label:` and `train_deeplab:` sections set the other steps (`train_deeplab: {base:
+deeplab_voc}`; `train_segmenter:` is the same section under its other name, e.g. `train_segmenter: {base:
+segformer_shapes}` for a SegFormer stage 2), and `run:` this command's options. The resolved preset is written to OUTPUT_DIR/run_preset.yaml and every step reads it. A run that cannot
 start (missing data, an unknown key, a model that is not there, bf16 on a machine without it) is refused in one line
 before anything is written.
 
@@ -48,6 +50,7 @@ import yaml
 from ..data import check_dataset
 from ..data.arguments import DataSourceArguments
 from ..utils.arguments import (
+    COMMAND_ALIASES,
     COMMAND_SECTIONS,
     check_model_option,
     describe,
@@ -458,6 +461,30 @@ def export_record(directory: Path, formats: list[str]) -> dict:
     return record
 
 
+def stage2_model(run_dir: Path) -> dict | None:
+    """
+    Which model the stage-2 step trained (None before it ran): `model_type` (its checkpoint's, else its settings'),
+    `checkpoint` (what it started from: a model, a DeepLab .pth or ResNet weights; None: random weights) and `name`
+    for tables ("DeepLab-v2 (ResNet-101)", "segformer (random init)").
+    """
+    settings = ((read_step_record(run_dir / "stage2") or {}).get("settings") or {}).get("DeepLabModelArguments")
+    config = run_dir / "stage2" / "config.json"
+    if settings is None and not config.is_file():
+        return None
+    settings = settings or {}
+    model_type = json.loads(config.read_text()).get("model_type") if config.is_file() else None
+    model_type = model_type or settings.get("model_type") or "deeplab_v2"
+    starts = [settings.get("model_name_or_path")]
+    if model_type == "deeplab_v2":
+        starts += [settings.get("init_checkpoint"), settings.get("backbone")]
+    checkpoint = next((str(s) for s in starts if s and str(s).lower() != "none"), None)
+    start = "random init" if checkpoint is None else Path(checkpoint).name
+    if start.startswith("resnet-"):  # microsoft/resnet-101
+        start = "ResNet-" + start.split("-", 1)[1]
+    name = "DeepLab-v2" if model_type == "deeplab_v2" else model_type
+    return {"model_type": model_type, "checkpoint": checkpoint, "name": f"{name} ({start})"}
+
+
 def _miou(results: dict, report: str, prediction: str):
     entry = (results.get(report) or {}).get("predictions", {}).get(prediction)
     return None if entry is None else entry["mean_iou"]
@@ -504,6 +531,7 @@ def apply_overrides(preset: dict, overrides: list[str]) -> dict:
     preset = {key: dict(value) if isinstance(value, dict) else value for key, value in preset.items()}
     for key, value in parse_key_values(overrides).items():
         section, dot, name = key.partition(".")
+        section = COMMAND_ALIASES.get(section, section)  # `train_segmenter.max_steps` is `train_deeplab.max_steps`
         if not dot:
             preset[key] = value
         elif section in COMMAND_SECTIONS:
@@ -567,6 +595,7 @@ def run(run_args: RunArguments, preset_name: str) -> dict:
     summary["seconds_total"] = round(time.perf_counter() - start, 3)
     summary["results"] = collect_results(run_dir, run_args.eval_split)
     summary["mean_iou"] = headline(summary["results"])
+    summary["stage2_model"] = stage2_model(run_dir)
     if run_args.export:
         summary["export"] = export_record(run_dir / "export", run_args.export)
     summary["arguments"] = dataclasses.asdict(run_args)
