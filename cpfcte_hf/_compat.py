@@ -97,10 +97,20 @@ MOVED: dict[str, tuple[str, ...]] = {
     ),
     # workflows, the command line, the benchmarks
     "cpfcte_hf.demo": ("cpfcte_hf.workflows.demo",),
-    "cpfcte_hf.reproduce": ("cpfcte_hf.workflows.reproduce",),
+    "cpfcte_hf.reproduce": (
+        "cpfcte_hf.workflows.reproduce",
+        "cpfcte_hf.workflows.cells",
+        "cpfcte_hf.workflows.tables",
+    ),
     "cpfcte_hf.cli": ("cpfcte_hf.utils.arguments", "cpfcte_hf.utils.distributed"),
     "cpfcte_hf.commands": ("cpfcte_hf.cli.main",),
-    "cpfcte_hf.commands.run": ("cpfcte_hf.workflows.run",),
+    "cpfcte_hf.commands.run": (
+        "cpfcte_hf.workflows.run",
+        "cpfcte_hf.workflows.steps",
+        "cpfcte_hf.workflows.run_plan",
+        "cpfcte_hf.workflows.run_checks",
+        "cpfcte_hf.workflows.run_results",
+    ),
     **{
         f"cpfcte_hf.commands.{name}": (f"cpfcte_hf.cli.commands.{name}",)
         for name in ("train", "label", "evaluate", "push", "train_deeplab", "demo")

@@ -93,6 +93,10 @@ def test_demo_prints_the_table_and_writes_results(demo_run):
     assert results["failed_images"] == 0 and results["num_val_images"] == 6
     summary = json.loads((demo_dir / "run_summary.json").read_text())
     assert summary["mean_iou"]["stage2"] == results["stage2_miou"]
+    # Which model stage 2 trained: the demo's DeepLab-v2 from random weights, named in the summary and the table.
+    deeplab = {"model_type": "deeplab_v2", "checkpoint": None, "name": "DeepLab-v2 (random init)"}
+    assert summary["stage2_model"] == results["stage2_model"] == deeplab
+    assert "stage 2: DeepLab-v2 (random init)" in result.stdout
     # Every step records its settings and their fingerprint next to its folder; stage 1 got the demo preset's.
     record = json.loads((demo_dir / "stage1.step.json").read_text())
     assert record["status"] == "complete" and len(record["fingerprint"]) == 64

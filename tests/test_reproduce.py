@@ -201,3 +201,32 @@ def test_top_k_sweep_table(tmp_path, presets):
     assert all(row["paper"] is None and row["ours_mean"] is not None for row in table["rows"])
     assert any("--top_k 0.5" in command for command in table["commands"])
     assert any("--top_k 1 " in command for command in table["commands"])
+
+
+def test_a_cell_step_made_with_other_settings_is_refused_unless_overwrite(tmp_path, presets, capsys):
+    """The cells run on the step engine of `cpfcte-hf run`: a stage 2 whose settings changed (the cell's folder is
+    named by the stage-1 settings only) is refused with the difference named, `--overwrite` redoes it alone, and a
+    marker written without settings (an older cpfcte-hf) is refused the same way, never reused unchecked."""
+    argv = _argv(tmp_path, presets, "--tables", "2")
+    assert main(argv) == 0
+    cell = next((tmp_path / "out" / "cells").glob("cpf-cte-*"))
+    record = json.loads((cell / "deeplab.done.json").read_text())
+    assert record["status"] == "complete" and len(record["fingerprint"]) == 64
+    assert record["settings"]["DeepLabV2TrainingArguments"]["max_steps"] == 2
+    before = (cell / "deeplab" / "model.safetensors").stat().st_mtime_ns
+    capsys.readouterr()
+
+    changed = [*argv, "--deeplab_override", "max_steps=3"]
+    assert main(changed) == 2
+    error = capsys.readouterr().err
+    assert "step " + cell.name + "/deeplab" in error and "max_steps: 2 -> 3" in error and "--overwrite" in error
+    assert (cell / "deeplab" / "model.safetensors").stat().st_mtime_ns == before
+
+    assert main([*changed, "--overwrite"]) == 0
+    report = json.loads((tmp_path / "out" / "tables.json").read_text())
+    assert report["steps_run"] == [f"{cell.name}/deeplab"] and len(report["steps_reused"]) == 3
+    assert json.loads((cell / "deeplab" / "trainer_state.json").read_text())["global_step"] == 3
+
+    (cell / "train.done.json").write_text(json.dumps({"seconds": 1.0}))  # a marker of the engine-less reproduce
+    assert main(changed) == 2
+    assert "older cpfcte-hf" in capsys.readouterr().err

@@ -134,6 +134,7 @@ def card_facts(folder: HubFolder) -> dict:
     "this run" table; None when not recorded), `inference_size` (the pipeline's default size and its source),
     `pipeline_size`, `label_rows` / `label_table` (the settings of each recorded pseudo-labelling run),
     `pipeline_crf` (the pipeline's default CRF), `stage2` (`stage2_models`, with `table` and `tests_table`),
+    `stage2_names` (the stage-2 architectures recorded, e.g. "DeepLab-v2" or "segformer"; "" when none),
     `train_split`, `training_records` (the files of `TRAINING_RECORDS` written). Local paths are shortened
     (`public_text`).
     """
@@ -165,6 +166,7 @@ def card_facts(folder: HubFolder) -> dict:
         "label_table": _table(label_header, label_rows) if label_rows else None,
         "pipeline_crf": crf_text({"crf_config": DenseCRFConfig().to_dict()}),
         "stage2": stage2,
+        "stage2_names": ", ".join(dict.fromkeys(model["name"] for model in stage2 if model["name"])),
         "train_split": (run or {}).get("data", {}).get("train_split") or folder.dataset.train_split,
         "training_records": [name for name, record in TRAINING_RECORDS.items() if getattr(folder, record)],
     }

@@ -127,7 +127,17 @@ def pseudo_label_rows(measurements: Mapping[str, Measurement], patch: int) -> li
     return list(rows.values())
 
 
+def stage2_name(architecture: Mapping) -> str:
+    """The name of a stage-2 architecture a results file recorded: "DeepLab-v2", or transformers' `model_type`."""
+    if "config" not in architecture:
+        return "DeepLab-v2"
+    return architecture.get("model_type") or "another architecture"
+
+
 def _deeplab_initialisation(model: Mapping) -> str:
+    if model.get("model_type") not in (None, "deeplab_v2"):  # another architecture: its checkpoint, or its config
+        start = model.get("model_name_or_path")
+        return f"the {model['model_type']} checkpoint {start}" if start else "random weights (built from its config)"
     if model.get("model_name_or_path"):
         return f"continued from the DeepLab-v2 checkpoint {model['model_name_or_path']}"
     if model.get("init_checkpoint"):
@@ -142,9 +152,10 @@ def deeplab_training_rows(run_args: Mapping | None, state: Mapping | None) -> li
         return [("Training", "not recorded with the evaluated weights (no run_args.json next to them)")]
     model, data = run_args.get("DeepLabModelArguments") or {}, run_args.get("DeepLabDataArguments") or {}
     train = run_args.get("DeepLabV2TrainingArguments") or {}
+    head = "ASPP" if model.get("model_type") in (None, "deeplab_v2") else "decode head"
     optimizer = (
         f"{train.get('optim')}, lr {_number(train.get('learning_rate'))} "
-        f"({_number(train.get('classifier_lr_multiplier'))}× on the ASPP), weight decay "
+        f"({_number(train.get('classifier_lr_multiplier'))}× on the {head}), weight decay "
         f"{_number(train.get('weight_decay'))}"
         + (f", momentum {_number(train.get('momentum'))}" if train.get("optim") == "sgd" else "")
         + (f", poly decay (power {_number(train.get('poly_power'))})" if train.get("lr_scheduler_type") == "polynomial"
@@ -183,16 +194,19 @@ def _architecture_text(architecture: Mapping) -> str:
 
 
 def stage2_models(measurements: Mapping[str, Measurement]) -> list[dict]:
-    """The DeepLab-v2 models of the stage-2 values, each `{"rows": [(setting, value)], "tests": [(file, how)]}`
-    from what its results files recorded (one entry per distinct model; `known` False for files without
-    `model_info`)."""
+    """The models of the stage-2 values, each `{"name": "DeepLab-v2" or its model_type, "rows": [(setting, value)],
+    "tests": [(file, how)]}` from what its results files recorded (one entry per distinct model; `known` False and
+    `name` None for files without `model_info`)."""
     models: dict[str, dict] = {}
     for m in measurements.values():
         if m.results.stage != "stage2":
             continue
         info = m.results.model_info
-        entry = models.setdefault(json.dumps(info, sort_keys=True), {"known": bool(info), "rows": [], "tests": {}})
+        entry = models.setdefault(
+            json.dumps(info, sort_keys=True), {"known": bool(info), "name": None, "rows": [], "tests": {}}
+        )
         if info and not entry["rows"]:
+            entry["name"] = stage2_name(info.get("architecture") or {})
             entry["rows"] = [("Architecture", _architecture_text(info.get("architecture") or {}))]
             if info.get("num_parameters") is not None:
                 entry["rows"].append(("Parameters", f"{info['num_parameters']:,}"))

@@ -7,9 +7,9 @@
 Presets are YAML mappings shipped in the package (`cpfcte_hf/presets/<name>.yaml`, found by name) or any file
 path. A preset may inherit from another (`base: shapes`: the base's values, then this file's). Flat keys are
 settings of the preset's own command (`command: train_deeplab`; default `train`). A key that names a command
-(`train`, `label`, `evaluate`, `train_deeplab`, `run`) holds a section for that command. Any other command takes
-its section plus the shared data keys (`dataset`, `data_root`, `dataset_option`, ...) of the flat part, so that one
-preset (e.g. `voc`) drives every step of `cpfcte-hf run`. Sections may inherit too (`train_deeplab: {base:
+(`train`, `label`, `evaluate`, `train_deeplab` alias `train_segmenter`, `run`) holds a section for that command.
+Any other command takes its section plus the shared data keys (`dataset`, `data_root`, `dataset_option`, ...) of
+the flat part, so that one preset (e.g. `voc`) drives every step of `cpfcte-hf run`. Sections may inherit too (`train_deeplab: {base:
 deeplab_voc}`). A key that is no option of the command is an error naming the preset and the key; the command
 line always wins.
 
@@ -37,10 +37,24 @@ from .help import did_you_mean, format_help, is_lazy, resolve, unknown_options
 
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "presets"
-COMMAND_SECTIONS = ("train", "label", "evaluate", "train_deeplab", "run")
+COMMAND_SECTIONS = ("train", "label", "evaluate", "train_deeplab", "train_segmenter", "run")
 # Commands that are another's under a second name: a preset of either is read by both (`train-segmenter` is
 # `train-deeplab` for any architecture; both read `command: train_deeplab` presets and `train_deeplab:` sections).
+# A section under the second name is the first's (`train_segmenter:` is read as `train_deeplab:`; not both in one file).
 COMMAND_ALIASES = {"train_segmenter": "train_deeplab"}
+
+
+def canonical_sections(values: dict, origin) -> dict:
+    """`values` (one preset file) with each section under a second name (`COMMAND_ALIASES`) under the first."""
+    values = dict(values)
+    for alias, name in COMMAND_ALIASES.items():
+        if alias in values:
+            if name in values:
+                raise PresetError(f"Config preset {origin}: `{alias}:` and `{name}:` are the same section; keep one.")
+            values[name] = values.pop(alias)
+    return values
+
+
 # Keys of a preset's flat part that every command with such an option takes, even when it has its own section.
 SHARED_KEYS = ("dataset", "data_root", "dataset_option", "cache_dir", "train_split", "eval_split")
 # Older option names, kept working: old -> the option they stand for (after dashes became underscores).
@@ -127,7 +141,7 @@ def _merge(base: dict, override: dict) -> dict:
 
 def _resolve_bases(values: dict, origin: Path, chain: tuple[Path, ...]) -> dict:
     """Expands `base:` in `values` and in its command sections (recursively, cycles are an error)."""
-    values = dict(values)
+    values = canonical_sections(values, origin)
     base_name = values.pop("base", None)
     for section in COMMAND_SECTIONS:
         if isinstance(values.get(section), dict):

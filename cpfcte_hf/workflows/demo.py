@@ -5,7 +5,8 @@ procedural shapes set, on a CPU, through the same steps a VOC user runs (`cpfcte
 1. write the shapes set to disk in the VOC layout;
 2. train CPF-CTE from scratch on the train split's image-level tags (stage 1);
 3. pseudo-label the train split at a higher resolution with its tags, then dense CRF;
-4. train a small DeepLab-v2 on those masks (stage 2);
+4. train a small DeepLab-v2 on those masks (stage 2; the preset's `train_segmenter:` section, alias `train_deeplab:`,
+   may name another transformers segmenter, e.g. `model_type: segformer`);
 5. score on the held-out val split: stage-1 pseudo-labels with tags (BPM, CRF), stage 1 without tags, stage 2
    without tags at one scale and with multi-scale + CRF; per-class tables, plots and overlays in each report/.
 
@@ -68,6 +69,7 @@ def demo_results(summary: dict) -> dict:
         "seconds_total": summary["seconds_total"],
         "model_dir": os.path.join(run_dir, "stage1"),
         "stage2_model_dir": os.path.join(run_dir, "stage2"),
+        "stage2_model": summary.get("stage2_model"),
         "pseudo_label_dir": os.path.join(run_dir, "eval", "stage1_tagged"),
         "train_pseudo_label_dir": os.path.join(run_dir, "pseudo_labels"),
         "report_dir": os.path.join(run_dir, "eval", "stage1_tagged", "report"),
@@ -92,11 +94,13 @@ def format_demo_results(results: dict) -> str:
         return "n/a" if value is None else f"{100 * value:.1f}"
 
     header = [column for column, _, _ in COLUMNS]
+    stage2 = (results.get("stage2_model") or {}).get("name") or "DeepLab-v2"
     lines = [
         "",
         "CPF-CTE demo on held-out procedural images (IoU %, background included). Stage 1 with the image tags: BPM,",
-        "CRF; stage 1 without tags; stage 2 (DeepLab-v2 trained on the CRF pseudo-labels), no tags: one scale, MS+CRF.",
+        f"CRF; stage 1 without tags; stage 2 ({stage2} trained on the CRF pseudo-labels), no tags: one scale, MS+CRF.",
         "",
+        f"{'':<14}{'stage 1: CPF-CTE':>39}    stage 2: {stage2}",
         f"{'class':<14}" + "".join(f"{name:>13}" for name in header),
     ]
     for name, values in results["per_class_iou"].items():
@@ -123,7 +127,9 @@ def format_demo_results(results: dict) -> str:
     lines.append(
         f"stage 1:      {results['model_dir']}  (from_pretrained / pipeline('image-segmentation'), with tags)"
     )
-    lines.append(f"stage 2:      {results['stage2_model_dir']}  (pipeline('image-segmentation'), untagged images)")
+    lines.append(
+        f"stage 2:      {results['stage2_model_dir']}  ({stage2}; pipeline('image-segmentation'), untagged images)"
+    )
     lines.append(f"masks:        {results['pseudo_label_dir']}/{{bpm,crf}}/<id>.png")
     lines.append(
         f"reports:      {results['report_dir']}/, {results['stage2_report_dir']}/ (metrics, per-class, overlays)"

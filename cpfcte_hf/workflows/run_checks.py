@@ -1,0 +1,69 @@
+# Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
+"""The checks `cpfcte-hf run` makes before it writes anything: the data, then each step's settings as its command
+resolves them (`check_run_inputs`)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from ..data import check_dataset
+from ..utils.arguments import check_model_option, named_preset, parse_key_values
+from .steps import Step, parse_step_arguments
+
+
+if TYPE_CHECKING:
+    from .run import RunArguments
+
+
+# How a run turns bf16 off for the step that trains with the recipe of that command.
+BF16_OFF = {"train": "--override bf16=false", "train-deeplab": "--override train_deeplab.bf16=false"}
+
+
+def check_run_inputs(run_args: RunArguments, preset: dict, steps: list[Step], preset_name: str) -> None:
+    """
+    Refuses a run that cannot start before it writes anything (`run_preset.yaml`, a folder, a step record) or
+    builds a model, reporting the first problem in one line: the data (root, split files, tags; `check_dataset`),
+    then each step's settings as its command resolves them from `preset` (unknown keys, refused values), the
+    models it reads from outside the run, and bf16 on a machine without it. What an earlier step of the run makes
+    (a checkpoint, the pseudo-labels) is not checked; what a step reads from a step that is not run must exist.
+    """
+    options = parse_key_values(run_args.dataset_option)
+    if run_args.cache_dir:
+        options.setdefault("cache_dir", run_args.cache_dir)
+    for split in (run_args.train_split, run_args.eval_split):  # shapes data the run writes itself passes
+        check_dataset(run_args.dataset, run_args.data_root, split, **options)
+    preset_path = str(Path(run_args.output_dir) / "run_preset.yaml")
+    made_earlier: set[str] = set()
+    with tempfile.TemporaryDirectory(prefix="cpfcte-run-") as folder:
+        copy = Path(folder) / "run_preset.yaml"
+        copy.write_text(yaml.safe_dump(preset, sort_keys=False))
+        with named_preset(copy, str(preset_name)):
+            for step in steps:
+                if step.command is not None:
+                    argv = [str(copy) if arg == preset_path else arg for arg in step.argv]
+                    _check_step(step.command, parse_step_arguments(step.command, argv), made_earlier)
+                made_earlier.add(str(step.directory))
+
+
+def _check_step(command: str, instances: tuple, made_earlier: set[str]) -> None:
+    """The checks `command` makes at its own start, on its resolved `instances`, before the run writes anything."""
+    if command == "train":
+        from ..stage1.train import check_training_inputs
+
+        check_training_inputs(*instances, turn_off_bf16=BF16_OFF[command])
+    elif command == "train-deeplab":
+        from ..stage2.train import check_deeplab_inputs
+
+        data_args, model_args, _, _, training_args = instances
+        check_deeplab_inputs(
+            data_args, model_args, training_args, turn_off_bf16=BF16_OFF[command], made_earlier=made_earlier
+        )
+    elif command in ("label", "push") and str(instances[0].model) not in made_earlier:
+        check_model_option("model", instances[0].model)
+
+
+__all__ = ["BF16_OFF", "check_run_inputs"]
