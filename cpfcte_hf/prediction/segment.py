@@ -184,21 +184,13 @@ def _stage_two_job(model, dataset, out_dir: Path, config: MultiScaleEvalConfig, 
             for rgb, _ in items
         ]
 
+    ids = [str(i) for i in dataset.select_columns(["id"])[:]["id"]]  # one read, not one per row
     return dict(
-        ids=[str(i) for i in dataset.select_columns(["id"])[:]["id"]],  # one read, not one per row
-        read=read,
-        predict=predict,
-        mask_dir=out_dir / "ms",
-        crf_dir=out_dir / "ms_crf" if config.crf else None,
-        crf_config=config.crf_config,
-        crf_workers=config.crf_workers,
-        overwrite=config.overwrite,
-        progress=config.progress,
-        desc="deeplab predict",
-        state=state,
-        sources=DatasetSources(dataset),
+        ids=ids, read=read, predict=predict, mask_dir=out_dir / "ms", crf_dir=out_dir / "ms_crf" if config.crf else None,
+        crf_config=config.crf_config, crf_workers=config.crf_workers, overwrite=config.overwrite,
+        progress=config.progress, desc="deeplab predict", state=state, sources=DatasetSources(dataset),
         record_dir=out_dir,
-    )
+    )  # fmt: skip
 
 
 def _split_result(counts: JobCounts, report: dict | None, report_html: str | None) -> dict:
