@@ -298,3 +298,44 @@ def test_threads_and_crf_workers_share_the_cpus_of_the_machine(monkeypatch):
             assert torch.get_num_threads() == cpus + 3
     finally:
         torch.set_num_threads(before)
+
+
+ALONE = """
+import os, sys
+import torch
+from accelerate.utils import gather_object
+from cpfcte_hf.utils.distributed import distributed_state, finish_distributed
+
+torch.set_num_threads(7)
+environment = dict(os.environ)
+state = distributed_state()
+assert (state.num_processes, state.process_index, state.is_main_process) == (1, 0, True), state
+assert not torch.distributed.is_initialized(), "a process group of one"
+assert torch.get_num_threads() == 7, torch.get_num_threads()
+assert dict(os.environ) == environment, "the environment changed"
+assert gather_object([{"id": 1}]) == [{"id": 1}]
+with state.split_between_processes([1, 2, 3]) as share:
+    assert share == [1, 2, 3]
+state.wait_for_everyone()
+finish_distributed(state)
+assert distributed_state().num_processes == 1 and not torch.distributed.is_initialized()
+print("alone", state.device, flush=True)
+"""
+
+
+@pytest.mark.parametrize("launcher", [None, "torchrun"])
+def test_a_process_alone_has_a_state_of_one_without_a_process_group(tmp_path, launcher):
+    """`distributed_state()` is accelerate's `PartialState` in a process alone too (no `None` to branch on): one
+    process, main, no process group set up, torch's threads and the environment left as they were; also under a
+    launcher of one process (torchrun sets `LOCAL_RANK`, which alone would make accelerate set up a group)."""
+    script = tmp_path / "alone.py"
+    script.write_text(ALONE)
+    env = subprocess_env()
+    for name in ("WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "RANK", "OMP_NUM_THREADS"):
+        env.pop(name, None)
+    if launcher == "torchrun":
+        env.update(WORLD_SIZE="1", RANK="0", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
+        env.update(MASTER_PORT="29531")
+    result = subprocess.run([PYTHON, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "alone" in result.stdout

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from ..prediction.job import (
     progress_bar,
 )
 from ..utils.arguments import parse_key_values  # noqa: F401  (re-exported: scripts and stage 2 import it from here)
+from ..utils.distributed import shard_indices
 from ..utils.io import atomic_write_text
 from ..utils.output_dir import hold_output_dir, prepare_output_dir
 from .html_report import REPORT_FILE, write_html_report
@@ -41,8 +43,8 @@ def write_report_page(out_dir: str | os.PathLike, dataset, state=None, progress:
     """`OUT/report.html` of a finished job (`html_report.write_html_report`), once its summary is on disk. A page
     that cannot be written (a full disk, a record it cannot read) is a warning: the masks are what the run is for.
     Returns the page's path on the main process when written."""
-    if state is not None:
-        state.wait_for_everyone()  # the main process wrote the summary the page is built from
+    state = state if state is not None else distributed_state()
+    state.wait_for_everyone()  # the main process wrote the summary the page is built from
     try:
         path = write_html_report(out_dir, dataset, state=state, progress=progress)
     except (OSError, ValueError) as error:
@@ -87,7 +89,34 @@ def evaluate_predictions(
     """
     check_single_split(dataset)
     names = list(class_names) if class_names is not None else dataset_class_names(dataset)
-    num_labels = len(names)
+    predictions = _prediction_dirs(dataset, predictions)
+    state = distributed_state()
+    scores = _Scores.empty(predictions, len(names), ignore_index)
+    scores.score_share(dataset, predictions, _class_lookup(class_mapping, ignore_index), progress, state)
+    scores = scores.gathered(state)
+    report = results_record(
+        record.pop("stage", "evaluation"),
+        {},
+        names,
+        dataset=dataset_name,
+        split=split,
+        num_images=len(dataset),
+        ground_truth_unreadable=scores.gt_failed,
+        **record,
+    )
+    report["ignore_index"] = ignore_index
+    report["predictions"].update({name: scores.entry(name, folder, names) for name, folder in predictions.items()})
+    if state.is_main_process and report_dir is not None:
+        write_report(report, report_dir)
+        write_per_image(report_dir, scores.per_image, names, list(predictions))
+        if num_overlays > 0 and "image" in dataset.column_names:
+            _write_overlays(dataset, predictions, Path(report_dir) / "overlays", names, num_overlays)
+    return report
+
+
+def _prediction_dirs(dataset, predictions: Mapping[str, str | os.PathLike]) -> dict[str, Path]:
+    """`{name: Path}` of the prediction directories, refused before anything is scored if the dataset has no
+    ground truth or a directory is not one."""
     if "mask" not in dataset.column_names:
         raise ValueError("The dataset has no `mask` column: there is no ground truth to evaluate against.")
     predictions = {str(name): Path(directory) for name, directory in predictions.items()}
@@ -96,101 +125,119 @@ def evaluate_predictions(
             raise NotADirectoryError(
                 f"Prediction directory {str(directory)!r} ({name}) does not exist or is not a directory."
             )
+    return predictions
 
-    lookup = None
-    if class_mapping is not None and not mapping_is_identity(class_mapping):
-        lookup = np.full(256, ignore_index, np.uint8)  # ids the dataset does not name are ignored
-        lookup[: len(class_mapping)] = class_mapping
-        lookup[ignore_index] = ignore_index
-    state = distributed_state()
-    rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
-    metrics = {name: SegmentationMetric(num_labels, ignore_index) for name in predictions}
-    missing = {name: [] for name in predictions}
-    failed: dict[str, list[dict]] = {name: [] for name in predictions}
-    gt_failed: list[dict] = []
 
-    per_image: dict[str, dict] = {}  # each image's own scores (`image_records.per_image_scores`), for the report
-    masks_only = dataset.select_columns([c for c in ("id", "mask") if c in dataset.column_names])
-    indices = list(range(rank, len(dataset), world))
-    progress = progress_bar(len(indices), 0, enabled=progress and rank == 0, desc="evaluate")
-    for index in indices:
-        row = masks_only[index]
-        image_id = str(row["id"])
-        progress.update(1)
-        if row["mask"] is None:
-            gt_failed.append({"id": image_id, "error": "no ground-truth mask"})
-            continue
+def _class_lookup(class_mapping: Sequence[int] | None, ignore_index: int) -> np.ndarray | None:
+    """The table that maps the ground truth's class ids onto the predictions' (`None`: they are the same)."""
+    if class_mapping is None or mapping_is_identity(class_mapping):
+        return None
+    lookup = np.full(256, ignore_index, np.uint8)  # ids the dataset does not name are ignored
+    lookup[: len(class_mapping)] = class_mapping
+    lookup[ignore_index] = ignore_index
+    return lookup
+
+
+@dataclass
+class _Scores:
+    """What `evaluate_predictions` found, per prediction set: the streaming confusion matrix, the ids without a
+    prediction file (`missing`) or whose file could not be scored (`failed`); the ground truths that could not be
+    read; each image's own scores (`image_records.per_image_scores`, for the report)."""
+
+    metrics: dict[str, SegmentationMetric]
+    missing: dict[str, list[str]]
+    failed: dict[str, list[dict]]
+    gt_failed: list[dict] = field(default_factory=list)
+    per_image: dict[str, dict] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, predictions: Mapping[str, Path], num_labels: int, ignore_index: int) -> _Scores:
+        return cls(
+            metrics={name: SegmentationMetric(num_labels, ignore_index) for name in predictions},
+            missing={name: [] for name in predictions},
+            failed={name: [] for name in predictions},
+        )
+
+    def score_share(self, dataset, predictions: Mapping[str, Path], lookup, progress: bool, state) -> None:
+        """Scores this process's share of the split (`shard_indices`) against its ground truth."""
+        masks_only = dataset.select_columns([c for c in ("id", "mask") if c in dataset.column_names])
+        indices = shard_indices(len(dataset), state)
+        bar = progress_bar(len(indices), 0, enabled=progress and state.is_main_process, desc="evaluate")
+        for index in indices:
+            row = masks_only[index]
+            bar.update(1)
+            reference = self.ground_truth(str(row["id"]), row["mask"], lookup)
+            if reference is not None:
+                self.score_image(str(row["id"]), reference, predictions)
+        bar.close()
+
+    def ground_truth(self, image_id: str, mask, lookup) -> np.ndarray | None:
+        """The image's ground truth in the predictions' class ids; `None` (noted in `gt_failed`) if unreadable."""
+        if mask is None:
+            self.gt_failed.append({"id": image_id, "error": "no ground-truth mask"})
+            return None
         try:
-            reference = _mask_array(row["mask"])
-            if lookup is not None:
-                reference = lookup[reference]
+            reference = _mask_array(mask)
+            return lookup[reference] if lookup is not None else reference
         except Exception as error:  # noqa: BLE001
-            gt_failed.append({"id": image_id, "error": f"{type(error).__name__}: {error}"})
-            continue
-        image = per_image[image_id] = {"gt_classes": [], "mean_iou": {}, "errors": {}}
+            self.gt_failed.append({"id": image_id, "error": f"{type(error).__name__}: {error}"})
+            return None
+
+    def score_image(self, image_id: str, reference: np.ndarray, predictions: Mapping[str, Path]) -> None:
+        """Adds each set's mask of the image to its confusion matrix, and the image's own scores."""
+        image = self.per_image[image_id] = {"gt_classes": [], "mean_iou": {}, "errors": {}}
         for name, directory in predictions.items():
             path = directory / f"{image_id}.png"
             if not path.is_file():
-                missing[name].append(image_id)
+                self.missing[name].append(image_id)
                 continue
+            metric = self.metrics[name]
             try:
-                matrix = confusion_matrix(read_mask(path), reference, num_labels, ignore_index)
+                matrix = confusion_matrix(read_mask(path), reference, metric.num_labels, metric.ignore_index)
             except Exception as error:  # noqa: BLE001 - a bad file is reported, the rest is scored
-                failed[name].append({"id": image_id, "error": f"{path}: {error}"})
+                self.failed[name].append({"id": image_id, "error": f"{path}: {error}"})
                 image["errors"][name] = str(error)
                 continue
-            metrics[name].add_confusion_matrix(matrix)
+            metric.add_confusion_matrix(matrix)
             image["mean_iou"][name], image["gt_classes"] = per_image_scores(matrix)
-    progress.close()
 
-    if state is not None:
+    def gathered(self, state) -> _Scores:
+        """The scores of every process: confusion matrices summed, lists joined (missing ids sorted); `self` alone."""
+        if state.num_processes == 1:
+            return self
         from accelerate.utils import gather_object
 
-        for metric in metrics.values():
+        for metric in self.metrics.values():
             metric.all_reduce(state.device)
-        gathered = gather_object([(missing, failed, gt_failed, per_image)])
-        missing = {n: sorted(i for m, *_ in gathered for i in m[n]) for n in predictions}
-        failed = {n: [f for _, fl, *_ in gathered for f in fl[n]] for n in predictions}
-        gt_failed = [g for _, _, gl, _ in gathered for g in gl]
-        per_image = {image_id: entry for *_, images in gathered for image_id, entry in images.items()}
+        gathered = gather_object([(self.missing, self.failed, self.gt_failed, self.per_image)])
+        return _Scores(
+            metrics=self.metrics,
+            missing={n: sorted(i for m, *_ in gathered for i in m[n]) for n in self.missing},
+            failed={n: [f for _, fl, *_ in gathered for f in fl[n]] for n in self.failed},
+            gt_failed=[g for _, _, gl, _ in gathered for g in gl],
+            per_image={image_id: entry for *_, images in gathered for image_id, entry in images.items()},
+        )
 
-    report = results_record(
-        record.pop("stage", "evaluation"),
-        {},
-        names,
-        dataset=dataset_name,
-        split=split,
-        num_images=len(dataset),
-        ground_truth_unreadable=gt_failed,
-        **record,
-    )
-    report["ignore_index"] = ignore_index
-    for name, metric in metrics.items():
-        scores = metric.compute()
-        report["predictions"][name] = {
-            "directory": str(predictions[name]),
+    def entry(self, name: str, directory: Path, class_names: Sequence[str]) -> dict:
+        """The report's entry of prediction set `name` (see `results.py`), with a warning when images went unscored."""
+        scores, missing, failed = self.metrics[name].compute(), self.missing[name], self.failed[name]
+        if missing or failed:
+            logger.warning(
+                f"{name}: {len(missing)} image(s) without a prediction in {directory}, "
+                f"{len(failed)} unreadable or of the wrong size; scored {scores.num_images}."
+            )
+        return {
+            "directory": str(directory),
             "mean_iou": _finite(scores.mean_iou),
             "pixel_accuracy": _finite(scores.pixel_accuracy),
             "mean_accuracy": _finite(scores.mean_accuracy),
             "num_scored": scores.num_images,
-            "num_missing": len(missing[name]),
-            "num_failed": len(failed[name]),
-            "missing_ids": missing[name][:50],
-            "failures": failed[name][:50],
-            "per_class": scores.per_class_table(names),
+            "num_missing": len(missing),
+            "num_failed": len(failed),
+            "missing_ids": missing[:50],
+            "failures": failed[:50],
+            "per_class": scores.per_class_table(class_names),
         }
-        if missing[name] or failed[name]:
-            logger.warning(
-                f"{name}: {len(missing[name])} image(s) without a prediction in {predictions[name]}, "
-                f"{len(failed[name])} unreadable or of the wrong size; scored {scores.num_images}."
-            )
-
-    if rank == 0 and report_dir is not None:
-        write_report(report, report_dir)
-        write_per_image(report_dir, per_image, names, list(predictions))
-        if num_overlays > 0 and "image" in dataset.column_names:
-            _write_overlays(dataset, predictions, Path(report_dir) / "overlays", names, num_overlays)
-    return report
 
 
 def _mask_array(mask) -> np.ndarray:
@@ -319,7 +366,7 @@ def run_evaluation(
             data_root=data_root,
         )
         page = write_report_page(report_dir, dataset, state) if report_html else None
-    if state is None or state.is_main_process:
+    if state.is_main_process:
         print(format_report(report))
         print(f"Report in {report_dir}")
         if page:

@@ -5,7 +5,7 @@
 prediction (`prediction.segment.predict_split`) share:
 
 - sharding: under `accelerate launch` (or `torchrun`) process `rank` of `world` takes images `rank`, `rank + world`,
-  ...; `distributed_state` says which;
+  ... (`shard_indices` of `distributed_state()`, the whole split in a process alone);
 - one run per output directory: `hold_output_dir` takes an OS file lock (`filelock`) on the directory and records
   who holds it; a second run is refused naming the holder, the lock of a killed run is taken over;
 - fingerprinted resume: `prepare_job_dir` refuses a directory made with other settings (`cpfcte_hf.utils.fingerprint`),
@@ -44,6 +44,7 @@ from ..utils.distributed import (
     distributed_state,
     finish_distributed,
     resolve_crf_workers,
+    shard_indices,
     shared_process_group,
 )
 from ..utils.fingerprint import check_fingerprint, record_fingerprint
@@ -109,7 +110,12 @@ def safe_file_id(image_id) -> str:
     return image_id
 
 
-# ------------------------------------------------------------------------------------ content keys: resume by content
+def require_columns(dataset, names: Sequence[str]) -> None:
+    """Refuses a dataset without the columns `names` (`image` and `id` for a prediction job), naming what it has."""
+    columns = set(dataset.column_names)
+    for required in names:
+        if required not in columns:
+            raise ValueError(f"The dataset needs an {required!r} column; it has {sorted(columns)}.")
 
 
 # ---------------------------------------------------------------------------------- one run per output directory
@@ -118,7 +124,8 @@ def safe_file_id(image_id) -> str:
 def same_settings_on_every_process(fingerprint: dict, state) -> None:
     """
     Raises on every process (so none waits forever) when the processes of one job would predict with different
-    settings or weights, e.g. a model whose BatchNorm statistics were left different on each rank by training.
+    settings or weights, e.g. a model whose BatchNorm statistics were left different on each rank by training. A
+    process alone agrees with itself.
     """
     from accelerate.utils import gather_object
 
@@ -154,22 +161,17 @@ def prepare_job_dir(
     Raises:
         FingerprintMismatch (a ValueError): other settings, or masks without a record, and no `overwrite`.
     """
-    if state is not None and state.num_processes > 1:
-        same_settings_on_every_process(fingerprint, state)
+    state = state if state is not None else distributed_state()
+    same_settings_on_every_process(fingerprint, state)
     has_masks = any(
         path.suffix == ".png" and path.is_file() and not path.name.startswith(".tmp-")
         for folder in mask_dirs
         for path in Path(folder).rglob("*")
     )
     status = check_fingerprint(root, fingerprint, overwrite=overwrite, has_content=has_masks)
-    if state is None or state.is_main_process:
+    if state.is_main_process:
         if status == "overwrite":
-            for path in map(Path, [*mask_dirs, *clear]):
-                if path.is_dir():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
-            ContentRecord(root).remove()
+            _clear(root, [*mask_dirs, *clear])
         if before_record is not None:
             before_record()
         removed = remove_temporary_files(root)
@@ -177,9 +179,18 @@ def prepare_job_dir(
             logger.info(f"Removed {removed} temporary file(s) left in {root} by an interrupted run.")
         ContentRecord(root).compact()
         record_fingerprint(root, fingerprint)
-    if state is not None:
-        state.wait_for_everyone()
+    state.wait_for_everyone()
     return status
+
+
+def _clear(root, paths: Sequence[str | os.PathLike]) -> None:
+    """`--overwrite`: deletes `paths` (folders or files) and the content record of `root`."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    ContentRecord(root).remove()
 
 
 # ------------------------------------------------------------------------------------------ threads and processes
@@ -277,7 +288,7 @@ def run_prediction_job(
         batch_size: images per `predict` call.
         overwrite: recompute masks that exist (otherwise a rerun only does the missing and the changed ones).
         progress, desc: the progress bar (main process only).
-        state: `distributed_state()`.
+        state: `distributed_state()` (the default).
         sources: dataset index -> `ImageSource` (`DatasetSources(dataset)`): resume by content, `sort_out_shard`.
             `None`: an image whose masks exist is done.
         inputs: `{id: JSON value}`: what else an image's masks depend on (stage 1: its tags); a change recomputes it.
@@ -286,47 +297,65 @@ def run_prediction_job(
     Returns:
         `JobCounts` of this process (`gather_counts` sums them over processes).
     """
-    mask_dir = Path(mask_dir)
-    crf_dir = Path(crf_dir) if crf_dir is not None else None
-    rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
-    record = None
-    if sources is not None:
-        record = ContentRecord(record_dir if record_dir is not None else mask_dir.parent, rank=rank)
-    shard = list(range(rank, len(ids), world))
-    job = None
+    state = state if state is not None else distributed_state()
+    job = _ShardJob(ids, read, predict, mask_dir, crf_dir, sources, inputs, record_dir, rank=state.process_index)
     try:
-        mask_dirs = [mask_dir] + ([crf_dir] if crf_dir is not None else [])
-        todo, changed, already_done = sort_out_shard(ids, shard, mask_dirs, overwrite, sources, inputs, record)
-        counts = JobCounts(already_done=already_done, record_dir=None if record is None else str(record.root))
-        bar = progress_bar(len(shard), initial=already_done, enabled=progress and rank == 0, desc=desc)
-        job = _ShardJob(ids, read, predict, mask_dir, crf_dir, counts, bar, sources, inputs, record, changed)
+        todo = job.sort_out(shard_indices(len(ids), state), overwrite, progress and state.is_main_process, desc)
         job.run(todo, batch_size, crf_config, resolve_crf_workers(crf_workers, state))
     except BaseException:
         # Ctrl-C, SIGTERM (see `cpfcte_hf.utils.interrupts`) or a crash: the pool has stopped its workers; what is on
         # disk stays resumable (complete masks only, no temporary files; the keys of finished images recorded).
-        if job is not None:
-            job.bar.close()
-        for directory in {mask_dir.parent, *([crf_dir.parent] if crf_dir is not None else [])}:
-            remove_temporary_files(directory)
+        job.leave_resumable()
         raise
     finally:
-        if record is not None:
-            record.close()
-    bar.close()
-    counts.written_per_process = [counts.written + len(counts.changed)]
-    return counts
+        job.close_record()
+    return job.finish_counts()
 
 
 class _ShardJob:
-    """One process's share of `run_prediction_job`: read, predict, write the argmax masks, CRF, record."""
+    """One process's share of `run_prediction_job`: sort out its images, then read, predict, write the argmax masks,
+    CRF, record; the counts of what it did."""
 
-    def __init__(self, ids, read, predict, mask_dir, crf_dir, counts, bar, sources, inputs, record, changed):
+    def __init__(self, ids, read, predict, mask_dir, crf_dir, sources, inputs, record_dir, rank: int):
         self.ids, self.read, self.predict = ids, read, predict
-        self.mask_dir, self.crf_dir = mask_dir, crf_dir
-        self.counts, self.bar = counts, bar
-        self.sources, self.inputs, self.record, self.changed = sources, inputs, record, changed
+        self.mask_dir, self.crf_dir = Path(mask_dir), Path(crf_dir) if crf_dir is not None else None
+        self.sources, self.inputs = sources, inputs
+        self.record = None  # the content record (resume by content), kept with `sources` only
+        if sources is not None:
+            self.record = ContentRecord(record_dir if record_dir is not None else self.mask_dir.parent, rank=rank)
+        self.counts = JobCounts(record_dir=None if self.record is None else str(self.record.root))
+        self.changed: set[str] = set()  # ids whose image changed since their masks were made
+        self.bar = None
         self.keys: dict[str, dict] = {}  # content keys of the images read, recorded once their masks are written
         self.original_sizes: dict[str, tuple[int, int]] = {}  # images read downscaled: their own size
+
+    def sort_out(self, shard: Sequence[int], overwrite: bool, progress: bool, desc: str) -> list[int]:
+        """The indices of `shard` whose masks are to be computed (`sort_out_shard`); starts the progress bar."""
+        mask_dirs = [self.mask_dir] + ([self.crf_dir] if self.crf_dir is not None else [])
+        shard = list(shard)
+        todo, self.changed, already_done = sort_out_shard(
+            self.ids, shard, mask_dirs, overwrite, self.sources, self.inputs, self.record
+        )
+        self.counts.already_done = already_done
+        self.bar = progress_bar(len(shard), initial=already_done, enabled=progress, desc=desc)
+        return todo
+
+    def leave_resumable(self) -> None:
+        """After an interruption or a crash: no progress bar, no temporary files."""
+        if self.bar is not None:
+            self.bar.close()
+        for directory in {self.mask_dir.parent, *([self.crf_dir.parent] if self.crf_dir is not None else [])}:
+            remove_temporary_files(directory)
+
+    def close_record(self) -> None:
+        if self.record is not None:
+            self.record.close()
+
+    def finish_counts(self) -> JobCounts:
+        """The counts of this process, once its images are done."""
+        self.bar.close()
+        self.counts.written_per_process = [self.counts.written + len(self.counts.changed)]
+        return self.counts
 
     def fail(self, image_id: str, stage: str, error) -> None:
         message = str(error) if isinstance(error, str) else f"{type(error).__name__}: {error}"
@@ -418,10 +447,12 @@ class _ShardJob:
 
 def gather_counts(state, counts: JobCounts) -> JobCounts:
     """
-    The `JobCounts` of every process summed (failures and changed ids concatenated); `counts` itself in a single
-    process. Then the main process folds the journals into the content record (every process has finished).
+    The `JobCounts` of every process summed (failures and changed ids concatenated); `counts` itself in a process
+    alone. Then the main process folds the journals into the content record (every process has finished). `state`:
+    `distributed_state()` if None.
     """
-    if state is not None:
+    state = state if state is not None else distributed_state()
+    if state.num_processes > 1:
         from accelerate.utils import gather_object
 
         gathered = gather_object(
@@ -435,7 +466,7 @@ def gather_counts(state, counts: JobCounts) -> JobCounts:
             changed=[i for *_, changed in gathered for i in changed],
             record_dir=counts.record_dir,
         )
-    if counts.record_dir is not None and (state is None or state.is_main_process):
+    if counts.record_dir is not None and state.is_main_process:
         ContentRecord(counts.record_dir).compact()
     return counts
 
@@ -448,6 +479,7 @@ __all__ = [
     "gather_counts",
     "prepare_job_dir",
     "progress_bar",
+    "require_columns",
     "run_prediction_job",
     "safe_file_id",
     "same_settings_on_every_process",

@@ -14,6 +14,7 @@ from ..evaluation.html_report import REPORT_FILE, report_files
 from ..evaluation.image_records import IMAGE_SCORES_FILE
 from ..models.cpfcte.class_names import names_of
 from ..utils.arguments import parse_key_values  # noqa: F401  (re-exported: scripts and stage 2 import it from here)
+from ..utils.distributed import resolve_crf_workers
 from ..utils.fingerprint import FINGERPRINT_FILE
 from ..utils.io import atomic_write_text
 from .job import (
@@ -138,18 +139,27 @@ class PseudoLabelSummary:
         }
 
 
-def _write_summary(
-    layout, summary, model, config, checked: SplitCheck, size, crf_workers, dataset_name, split, state, data_root=None
-):
-    """`summary.json` (atomically): the counts, the failures and the settings of the run."""
-    payload = {
-        **summary.to_dict(),
+def run_origin(model, dataset_name, split, data_root, state) -> dict:
+    """The fields of a run's `summary.json` that say what it ran: on which dataset, split and data root (where the
+    images are, for `cpfcte-hf export`), with which model, over how many processes."""
+    return {
         "dataset": dataset_name,
-        "data_root": None if data_root is None else str(data_root),  # with dataset and split: where the images are
+        "data_root": None if data_root is None else str(data_root),
         "split": split,
         "model": getattr(model.config, "_name_or_path", None),
-        "num_processes": state.num_processes if state is not None else 1,
-        "crf_workers_per_process": crf_workers if config.crf else 0,
+        "num_processes": state.num_processes,
+    }
+
+
+def _write_summary(
+    layout, summary, model, config, checked: SplitCheck, size, dataset_name, split, state, data_root=None
+):
+    """`summary.json` (atomically): the counts, the failures and the settings of the run (the CRF workers each
+    process had: `resolve_crf_workers`, as the job)."""
+    payload = {
+        **summary.to_dict(),
+        **run_origin(model, dataset_name, split, data_root, state),
+        "crf_workers_per_process": resolve_crf_workers(config.crf_workers, state) if config.crf else 0,
         "config": {**config.to_dict(), "size": size},
         "class_names": names_of(model.config),
         "dataset_class_mapping": dict(zip(checked.dataset_names, checked.class_mapping)),

@@ -39,6 +39,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -66,7 +67,7 @@ from ..utils.checkpoints import (
     load_model,
     load_model_config,
 )
-from ..utils.distributed import job_threads, resolve_crf_workers
+from ..utils.distributed import job_threads
 from ..utils.fingerprint import weights_digest
 from ..utils.interrupts import Interrupted, stop_on_signals
 from ..utils.output_dir import hold_output_dir, remove_temporary_files
@@ -78,6 +79,7 @@ from .job import (
     gather_counts,
     prepare_job_dir,
     progress_bar,
+    require_columns,
     run_prediction_job,
     safe_file_id,
 )
@@ -228,11 +230,8 @@ def check_split(dataset, model_config, class_names: Sequence[str] | None = None,
     class_mapping = map_class_names(dataset_names, names_of(model_config), source="the dataset")
     if not mapping_is_identity(class_mapping) or len(dataset_names) != model_config.num_labels:
         logger.info(f"Dataset classes mapped onto the model's by name: {dict(zip(dataset_names, class_mapping))}.")
-    columns = set(dataset.column_names)
-    for required in ("image", "id"):
-        if required not in columns:
-            raise ValueError(f"The dataset needs an {required!r} column; it has {sorted(columns)}.")
-    use_labels = use_image_labels and "labels" in columns
+    require_columns(dataset, ("image", "id"))
+    use_labels = use_image_labels and "labels" in dataset.column_names
     ids = [str(i) for i in dataset.select_columns(["id"])[:]["id"]]  # one read, not one per row
     duplicates = [i for i, n in Counter(ids).items() if n > 1]
     if duplicates:
@@ -322,47 +321,68 @@ def generate_pseudo_labels(
         logger.warning("The dataset has no `labels` column: pseudo-labels are made without class masking.")
     with hold_output_dir(out_dir, state), job_threads(state):
         layout = OutputLayout(Path(out_dir))
-        mean = getattr(image_processor, "image_mean", None) or VIT_PCM_MEAN
-        std = getattr(image_processor, "image_std", None) or VIT_PCM_STD
-        size = resolve_inference_size(config.size, model.config)
-        fingerprint = pseudo_label_fingerprint(
-            model, config, size, checked.dataset_names, checked.use_labels, mean, std, checked.class_mapping
-        )
-        prepare_resume(layout, fingerprint, config.overwrite, state)
-        score_log = ImageScoreLog(layout.root)
-        read, predict = _pseudo_label_functions(model, dataset, checked, config, size, mean, std, score_log)
-        crf_workers = resolve_crf_workers(config.crf_workers, state)
-        counts = run_prediction_job(
-            checked.ids,
-            read,
-            predict,
-            layout.bpm_dir,
-            layout.crf_dir if config.crf else None,
-            config.crf_config,
-            crf_workers,
-            batch_size=config.batch_size,
-            overwrite=config.overwrite,
-            progress=config.progress,
-            desc="pseudo-labels",
-            state=state,
-            sources=DatasetSources(dataset),
-            inputs=_image_labels(dataset, checked.class_mapping, checked.ids, checked.use_labels),
-            record_dir=layout.root,
-        )
+        inference = _InferenceSettings.of(model, config, image_processor)
+        prepare_resume(layout, inference.fingerprint(model, config, checked), config.overwrite, state)
+        counts = run_prediction_job(**_stage_one_job(model, dataset, layout, config, checked, inference, state))
         summary = PseudoLabelSummary.from_job(gather_counts(state, counts), dataset, time.perf_counter() - started)
-        if evaluate is None:
-            evaluate = "mask" in dataset.column_names
-        if evaluate:
-            summary.report = _evaluate_run(
-                model, dataset, layout, config, checked, size, dataset_name, split, data_root
-            )
-        if state is None or state.is_main_process:
-            _write_summary(
-                layout, summary, model, config, checked, size, crf_workers, dataset_name, split, state, data_root
-            )
+        origin = {"dataset_name": dataset_name, "split": split, "data_root": data_root}
+        if evaluate or (evaluate is None and "mask" in dataset.column_names):
+            summary.report = _evaluate_run(model, dataset, layout, config, checked, inference.size, **origin)
+        if state.is_main_process:
+            _write_summary(layout, summary, model, config, checked, inference.size, state=state, **origin)
         if config.report_html:
             summary.report_html = write_report_page(layout.root, dataset, state, config.progress)
     return summary
+
+
+@dataclass(frozen=True)
+class _InferenceSettings:
+    """What the model sees of each image: the inference size and the normalisation."""
+
+    size: int
+    mean: Sequence[float]
+    std: Sequence[float]
+
+    @classmethod
+    def of(cls, model, config: PseudoLabelConfig, image_processor) -> _InferenceSettings:
+        """`config.size` (else the checkpoint's) and the processor's statistics (ViT-PCM's 0.5 / 0.5 without one)."""
+        return cls(
+            size=resolve_inference_size(config.size, model.config),
+            mean=getattr(image_processor, "image_mean", None) or VIT_PCM_MEAN,
+            std=getattr(image_processor, "image_std", None) or VIT_PCM_STD,
+        )
+
+    def fingerprint(self, model, config: PseudoLabelConfig, checked: SplitCheck) -> dict:
+        """`pseudo_label_fingerprint` of a run with these settings over the split `checked`."""
+        return pseudo_label_fingerprint(
+            model, config, self.size, checked.dataset_names, checked.use_labels, self.mean, self.std,
+            checked.class_mapping,
+        )  # fmt: skip
+
+
+def _stage_one_job(model, dataset, layout, config, checked: SplitCheck, inference: _InferenceSettings, state) -> dict:
+    """The arguments of stage 1's `run_prediction_job`: BPM and CRF masks of every image, and each image's
+    image-level scores into `image_scores.jsonl` on the way."""
+    score_log = ImageScoreLog(layout.root)
+    size, mean, std = inference.size, inference.mean, inference.std
+    read, predict = _pseudo_label_functions(model, dataset, checked, config, size, mean, std, score_log)
+    return dict(
+        ids=checked.ids,
+        read=read,
+        predict=predict,
+        mask_dir=layout.bpm_dir,
+        crf_dir=layout.crf_dir if config.crf else None,
+        crf_config=config.crf_config,
+        crf_workers=config.crf_workers,
+        batch_size=config.batch_size,
+        overwrite=config.overwrite,
+        progress=config.progress,
+        desc="pseudo-labels",
+        state=state,
+        sources=DatasetSources(dataset),
+        inputs=_image_labels(dataset, checked.class_mapping, checked.ids, checked.use_labels),
+        record_dir=layout.root,
+    )
 
 
 def _evaluate_run(model, dataset, layout, config, checked: SplitCheck, size, dataset_name, split, data_root) -> dict:
@@ -412,8 +432,8 @@ def run_pseudo_labeling(
     """
     config = config or PseudoLabelConfig()
     state = distributed_state()
-    if device is None:
-        device = state.device if state is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:  # a process of a launch: its own device; alone: the GPU if there is one, as always
+        device = state.device if state.use_distributed else ("cuda" if torch.cuda.is_available() else "cpu")
     with stop_on_signals():
         try:
             with hold_output_dir(out_dir, state):  # a second run into out_dir stops here, before any loading
@@ -432,7 +452,7 @@ def run_pseudo_labeling(
         except Interrupted as error:
             error.detail = f"the masks in {out_dir} are all complete; rerun the same command to resume."
             raise
-    if state is None or state.is_main_process:
+    if state.is_main_process:
         if summary.report is not None:
             print(format_report(summary.report))
         print(summary.format_counts(out_dir))

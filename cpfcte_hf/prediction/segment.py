@@ -32,8 +32,8 @@ from .config import (
     MultiScaleEvalConfig,
 )
 from .fusion import fused_probabilities
-from .job import distributed_state, gather_counts, prepare_job_dir, run_prediction_job
-from .outputs import OutputLayout, PseudoLabelSummary
+from .job import JobCounts, distributed_state, gather_counts, prepare_job_dir, require_columns, run_prediction_job
+from .outputs import OutputLayout, PseudoLabelSummary, run_origin
 from .sources import SOURCES_FILE, DatasetSources
 
 
@@ -80,8 +80,8 @@ def stage2_model_info(model: DeepLabV2ForSemanticSegmentation, model_dir: str | 
     run_args = trainer_state = None
     if folder is not None and folder.is_dir():
         run_args = read_json(folder / "run_args.json", missing_ok=True)
-        state = read_json(folder / "trainer_state.json", missing_ok=True)
-        trainer_state = None if state is None else {key: state.get(key) for key in TRAINER_STATE_KEYS}
+        progress = read_json(folder / "trainer_state.json", missing_ok=True)
+        trainer_state = None if progress is None else {key: progress.get(key) for key in TRAINER_STATE_KEYS}
     return {
         "architecture": architecture,
         "num_parameters": model.num_parameters(),
@@ -153,38 +153,48 @@ def predict_split(
     """
     started = time.perf_counter()
     config = config or MultiScaleEvalConfig()
-    for required in ("image", "id"):
-        if required not in dataset.column_names:
-            raise ValueError(f"The dataset needs an {required!r} column; it has {sorted(dataset.column_names)}.")
+    require_columns(dataset, ("image", "id"))
     state = distributed_state()
     mean, std = _image_statistics(image_processor)
     model.eval()
     out_dir = Path(out_dir)
     with hold_output_dir(out_dir, state), job_threads(state):
         _prepare_stage_two_dir(out_dir, stage_two_fingerprint(model, config, mean, std), config.overwrite, state)
-        images = dataset.select_columns(["image", "id"])
-
-        def read(index: int):
-            return to_rgb_array(images[index]["image"]), None, None
-
-        def predict(items):
-            return [
-                multi_scale_probabilities(model, rgb, config.scales, config.flip, mean, std, config.fusion)
-                for rgb, _ in items
-            ]
-
-        ids = [str(i) for i in dataset.select_columns(["id"])[:]["id"]]  # one read, not one per row
-        counts = run_prediction_job(
-            ids, read, predict, out_dir / "ms", out_dir / "ms_crf" if config.crf else None, config.crf_config,
-            config.crf_workers, overwrite=config.overwrite, progress=config.progress, desc="deeplab predict",
-            state=state, sources=DatasetSources(dataset), record_dir=out_dir,
-        )  # fmt: skip
+        counts = run_prediction_job(**_stage_two_job(model, dataset, out_dir, config, mean, std, state))
         counts = gather_counts(state, counts)  # every process's counts: the whole split is accounted for
         report = _score_split(model, dataset, out_dir, config, dataset_name, split, model_info)
         summary = PseudoLabelSummary.from_job(counts, dataset, time.perf_counter() - started)
-        if state is None or state.is_main_process:
+        if state.is_main_process:
             _write_stage_two_summary(out_dir, summary, model, config, dataset_name, split, state, data_root)
         report_html = write_report_page(out_dir, dataset, state, config.progress) if config.report_html else None
+    return _split_result(counts, report, report_html)
+
+
+def _stage_two_job(model, dataset, out_dir: Path, config: MultiScaleEvalConfig, mean, std, state) -> dict:
+    """The arguments of stage 2's `run_prediction_job`: multi-scale masks of every image in `ms/`, refined by the
+    CRF in `ms_crf/`."""
+    images = dataset.select_columns(["image", "id"])
+
+    def read(index: int):
+        return to_rgb_array(images[index]["image"]), None, None
+
+    def predict(items):
+        return [
+            multi_scale_probabilities(model, rgb, config.scales, config.flip, mean, std, config.fusion)
+            for rgb, _ in items
+        ]
+
+    ids = [str(i) for i in dataset.select_columns(["id"])[:]["id"]]  # one read, not one per row
+    return dict(
+        ids=ids, read=read, predict=predict, mask_dir=out_dir / "ms", crf_dir=out_dir / "ms_crf" if config.crf else None,
+        crf_config=config.crf_config, crf_workers=config.crf_workers, overwrite=config.overwrite,
+        progress=config.progress, desc="deeplab predict", state=state, sources=DatasetSources(dataset),
+        record_dir=out_dir,
+    )  # fmt: skip
+
+
+def _split_result(counts: JobCounts, report: dict | None, report_html: str | None) -> dict:
+    """What `predict_split` returns: the counts over the whole split, the report and the page."""
     return {
         "written": counts.written,
         "changed": list(counts.changed),
@@ -222,11 +232,7 @@ def _write_stage_two_summary(
     record = {
         **summary.to_dict(),
         "stage": "stage2",
-        "dataset": dataset_name,
-        "data_root": None if data_root is None else str(data_root),  # with dataset and split: where the images are
-        "split": split,
-        "model": getattr(model.config, "_name_or_path", None),
-        "num_processes": state.num_processes if state is not None else 1,
+        **run_origin(model, dataset_name, split, data_root, state),
         "config": asdict(config),
         "class_names": [model.config.id2label[i] for i in range(model.config.num_labels)],
         "fingerprint": FINGERPRINT_FILE,

@@ -1,6 +1,7 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
-"""The processes of a run: accelerate's `PartialState` under a launcher with several processes, the process group
-shared by the steps of `cpfcte-hf run`, its teardown, and whether torch sees an accelerator.
+"""The processes of a run: accelerate's `PartialState` (the launch's under a launcher with several processes, else
+this process alone), the share of a split each process takes, the process group shared by the steps of
+`cpfcte-hf run`, its teardown, and whether torch sees an accelerator.
 
 torch is imported only when a function needs it (the command line's front door imports this module).
 """
@@ -38,18 +39,50 @@ def has_accelerator() -> bool:
     return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
 
 
+# What accelerate reads to take a process for one of a launch: `LOCAL_RANK` (torchrun, even with one process) and
+# MPI's process counts. A process that is alone hides them while its state is made, so that no process group is set up.
+_LAUNCH_VARIABLES = ("LOCAL_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+@contextmanager
+def _without_environment_variables(names: tuple[str, ...]):
+    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
 def distributed_state():
-    """accelerate's PartialState when launched with several processes, else None (plain single process)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
+    """
+    accelerate's `PartialState` of this process, always one. Under a launcher with several processes (`WORLD_SIZE`
+    > 1): the launch's, with its process group. Otherwise this process alone: `num_processes` 1, `process_index` 0,
+    `is_main_process`; `wait_for_everyone`, `gather_object` and `broadcast_object_list` return at once. Made alone,
+    it sets up no process group and leaves torch's devices and threads as they are; a state this process already has
+    (a `Trainer`'s) serves as it is.
+    """
     from accelerate import PartialState
 
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        if PartialState._shared_state:
+            return PartialState()
+        with _without_environment_variables(_LAUNCH_VARIABLES):
+            return PartialState(cpu=not has_accelerator())
     if PartialState._shared_state and not _torch_distributed_initialized():
         # An earlier command of the same process (`cpfcte-hf run`) ended and tore its process group down: start anew.
         PartialState._reset_state()
     # Without `cpu=True` on a machine without a GPU, PartialState ignores the launcher and every process believes
     # it is alone (each would then do the whole split); `cli.cpu_processes_use_gloo` does the same for training.
     return PartialState(cpu=not has_accelerator())
+
+
+def shard_indices(count: int, state) -> range:
+    """
+    The items of `count` (a split's images) this process takes: `process_index`, `process_index + num_processes`,
+    ... (all of them alone). Every N-th rather than accelerate's `split_between_processes` (one block each): which
+    process writes which mask, and resumes it, stays as it always was.
+    """
+    return range(state.process_index, count, state.num_processes)
 
 
 _shared_process_group = 0
@@ -71,23 +104,23 @@ def shared_process_group():
             finish_distributed(distributed_state())
 
 
-def finish_distributed(state) -> None:
-    """End of a command: wait for every process, then tear the process group down before the interpreter exits (a
-    process group left to interpreter shutdown can abort a rank whose peer has already gone), unless the command
-    runs inside `shared_process_group`."""
-    if state is not None:
-        state.wait_for_everyone()
-        if _shared_process_group == 0:
-            state.destroy_process_group()
+def finish_distributed(state=None) -> None:
+    """End of a command: wait for every process, then tear the launch's process group down before the interpreter
+    exits (a process group left to interpreter shutdown can abort a rank whose peer has already gone), unless the
+    command runs inside `shared_process_group`. A process alone has no group to tear down."""
+    state = state if state is not None else distributed_state()
+    state.wait_for_everyone()
+    if _shared_process_group == 0 and state.use_distributed:
+        state.destroy_process_group()
 
 
 def local_process_count(state=None) -> int:
     """Processes of this launch on this machine: `LOCAL_WORLD_SIZE` (set by torchrun / `accelerate launch`), else
-    the launch's process count, else 1."""
+    the launch's process count (`state`, default `distributed_state()`)."""
     local = os.environ.get("LOCAL_WORLD_SIZE")
     if local and local.isdigit() and int(local) > 0:
         return int(local)
-    return state.num_processes if state is not None else 1
+    return (state if state is not None else distributed_state()).num_processes
 
 
 def cpu_share(state=None) -> int:

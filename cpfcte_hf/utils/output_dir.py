@@ -154,10 +154,16 @@ def hold_output_dir(path: str | os.PathLike, state=None):
     `OutputDirInUse` naming the holder, on every process of its launch. A record left by a killed run is taken over
     with one log line. `path` is created if missing; on leaving, the lock files are deleted, and so are the
     directories this hold created if nothing was written into them. Nested holds of one process are one hold.
+    `state`: `distributed_state()` (the default).
     """
+    from accelerate.utils import broadcast_object_list
+
+    from .distributed import distributed_state
+
+    state = state if state is not None else distributed_state()
     root = Path(path).absolute()
     key = os.path.realpath(root)
-    main = state is None or state.is_main_process
+    main = state.is_main_process
     refused = None
     if main and key in _held_dirs:
         _held_dirs[key][1] += 1
@@ -166,10 +172,7 @@ def hold_output_dir(path: str | os.PathLike, state=None):
             _held_dirs[key] = _lock_output_dir(root)
         except OSError as error:  # in use, not a directory, not writable
             refused = error
-    if state is not None and state.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
-        refused = broadcast_object_list([refused])[0]  # every process of the launch stops, not only the main one
+    refused = broadcast_object_list([refused])[0]  # every process of the launch stops, not only the main one
     if refused is not None:
         raise refused
     try:

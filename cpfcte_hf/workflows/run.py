@@ -127,8 +127,6 @@ def _on_main_process(function) -> int:
     from ..utils.distributed import distributed_state
 
     state = distributed_state()
-    if state is None:
-        return function()
     from accelerate.utils import broadcast_object_list
 
     status = [function() if state.is_main_process else None]
@@ -243,9 +241,7 @@ def run(run_args: RunArguments, preset_name: str) -> dict:
     # the shapes data step, whose broadcast waits too, would otherwise let a fast rank read a missing preset).
     from ..utils.distributed import distributed_state, shared_process_group
 
-    state = distributed_state()
-    if state is not None:
-        state.wait_for_everyone()
+    distributed_state().wait_for_everyone()
 
     summary = {"preset": str(preset_name), "output_dir": str(run_dir), "steps": {}, "status": "complete"}
     fingerprints: dict[str, str] = {}

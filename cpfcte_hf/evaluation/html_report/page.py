@@ -279,14 +279,15 @@ class RowMaker:
 
 
 def _image_rows(make_row: RowMaker, dataset, state, progress: bool, workers: int | None) -> list[ReportRow] | None:
-    """The rows of every image of `dataset`: each process makes its share (images `rank`, `rank + world`, ...) in a
-    pool of threads; the main process gets them all, in the dataset's order, and keeps the thumbnails they use."""
+    """The rows of every image of `dataset`: each process makes its share (images `rank`, `rank + world`, ...:
+    `shard_indices`) in a pool of threads; the main process gets them all, in the dataset's order, and keeps the
+    thumbnails they use."""
     from ...prediction.job import progress_bar
+    from ...utils.distributed import shard_indices
 
-    rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
-    indices = list(range(rank, len(dataset), world))
-    workers = workers or max(1, min(8, (os.cpu_count() or 1) // world))
-    bar = progress_bar(len(indices), 0, enabled=progress and rank == 0, desc="report")
+    indices = list(shard_indices(len(dataset), state))
+    workers = workers or max(1, min(8, (os.cpu_count() or 1) // state.num_processes))
+    bar = progress_bar(len(indices), 0, enabled=progress and state.is_main_process, desc="report")
     rows: list[ReportRow] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for chunk in _chunks(zip(indices, _dataset_rows(dataset, indices)), 4 * workers):
@@ -297,16 +298,15 @@ def _image_rows(make_row: RowMaker, dataset, state, progress: bool, workers: int
     used = [name for row in rows for name in row.thumbnails if name]
     keys = {thumbnail_key(name) for name in used}
     cache = {key: value for key, value in writer.cache.items() if key in keys}
-    if world > 1:
-        from accelerate.utils import gather_object
+    from accelerate.utils import gather_object
 
-        gathered = gather_object([(rows, used, cache)])
-        if rank != 0:
-            return None
-        rows = sorted((row for part, _, _ in gathered for row in part), key=lambda row: row.index)
-        used = [name for _, part, _ in gathered for name in part]
-        for _, _, part in gathered:
-            writer.cache.update(part)
+    gathered = gather_object([(rows, used, cache)])  # a process alone gets its own back
+    if not state.is_main_process:
+        return None
+    rows = sorted((row for part, _, _ in gathered for row in part), key=lambda row: row.index)
+    used = [name for _, part, _ in gathered for name in part]
+    for _, _, part in gathered:
+        writer.cache.update(part)
     writer.finish(used)
     return rows
 
@@ -336,11 +336,14 @@ def build_report_page(
     The page of a run: its settings, accounting and per-class scores from `records`, and one row per image of
     `dataset` (the split the run was made from: `image`, `id`, optional `labels` and `mask`), plus one per file the
     loader skipped or left untagged, each with its reason. Thumbnails are drawn on the way (each process of a
-    distributed run draws its share; `state` is `prediction.distributed_state()`).
+    distributed run draws its share; `state`: `distributed_state()`, the default).
 
     Returns:
         The page on the main process, `None` on the others.
     """
+    from ...utils.distributed import distributed_state
+
+    state = state if state is not None else distributed_state()
     names = list(records.class_names) or dataset_class_names(dataset)
     make_row = RowMaker(records, dataset, names)
     rows = _image_rows(make_row, dataset, state, progress, workers)
