@@ -22,15 +22,11 @@ from ..models.cpfcte.class_names import dataset_class_names, mapping_is_identity
 from ..models.cpfcte.image_processing_cpfcte import to_rgb_array
 from ..models.cpfcte.metrics import IGNORE_INDEX, SegmentationMetric, confusion_matrix
 from ..models.cpfcte.visualization import plot_per_class_iou, read_mask, save_overlay_panels
-from ..prediction.job import (
-    distributed_state,
-    finish_distributed,
-    progress_bar,
-)
 from ..utils.arguments import parse_key_values  # noqa: F401  (re-exported: scripts and stage 2 import it from here)
-from ..utils.distributed import shard_indices
+from ..utils.distributed import distributed_state, finish_distributed, shard_indices
 from ..utils.io import atomic_write_text
 from ..utils.output_dir import hold_output_dir, prepare_output_dir
+from ..utils.progress import progress_bar
 from .html_report import REPORT_FILE, write_html_report
 from .image_records import per_image_scores, write_per_image
 from .results import results_record, write_results

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..models.cpfcte.visualization import _UMASK
-from ..prediction.job import progress_bar
 from ..review import rejected_ids
 from ..utils.output_dir import create_output_dir
+from ..utils.progress import progress_bar
 from .records import (
     LEFT_OUT_REASONS,
     ExportError,

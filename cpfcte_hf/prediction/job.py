@@ -51,6 +51,7 @@ from ..utils.fingerprint import check_fingerprint, record_fingerprint
 from ..utils.output_dir import (
     remove_temporary_files,
 )
+from ..utils.progress import progress_bar
 from .sources import (
     ContentRecord,
     ImageSource,
@@ -194,13 +195,6 @@ def _clear(root, paths: Sequence[str | os.PathLike]) -> None:
 
 
 # ------------------------------------------------------------------------------------------ threads and processes
-
-
-def progress_bar(total: int, initial: int, enabled: bool, desc: str):
-    """The tqdm bar of per-image jobs (shown on the main process only: pass `enabled=False` elsewhere)."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit="img", dynamic_ncols=True)
 
 
 def sort_out_shard(

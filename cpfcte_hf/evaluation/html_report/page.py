@@ -282,8 +282,8 @@ def _image_rows(make_row: RowMaker, dataset, state, progress: bool, workers: int
     """The rows of every image of `dataset`: each process makes its share (images `rank`, `rank + world`, ...:
     `shard_indices`) in a pool of threads; the main process gets them all, in the dataset's order, and keeps the
     thumbnails they use."""
-    from ...prediction.job import progress_bar
     from ...utils.distributed import shard_indices
+    from ...utils.progress import progress_bar
 
     indices = list(shard_indices(len(dataset), state))
     workers = workers or max(1, min(8, (os.cpu_count() or 1) // state.num_processes))
