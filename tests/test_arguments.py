@@ -141,3 +141,19 @@ def test_plain_parsers_take_both_spellings_without_touching_argparse_internals()
     args = accept_both_spellings(plain).parse_args(["--batch_size", "3", "--dry-run"])
     assert (args.batch_size, args.dry_run) == (3, True)
     assert normalize_argv(["--data-root", "x", "--out", "y"]) == ["--data_root", "x", "--output_dir", "y"]
+
+
+def test_a_table_written_for_another_transformers_is_not_used(tmp_path, monkeypatch):
+    from cpfcte_hf.stage1.arguments import TRAINER_OPTIONS
+    from cpfcte_hf.utils import options
+
+    stale = tmp_path / "lazy_options.json"
+    stale.write_text(json.dumps({**json.loads(LAZY_TABLE.read_text()), "transformers": "0.0.1"}))
+    monkeypatch.setattr(options, "LAZY_TABLE", stale)
+    options._lazy_table.cache_clear()
+    try:
+        assert TRAINER_OPTIONS.specs() is None  # the real parse alone checks Trainer's options then
+    finally:
+        monkeypatch.undo()
+        options._lazy_table.cache_clear()
+    assert TRAINER_OPTIONS.specs()

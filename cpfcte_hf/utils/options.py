@@ -17,6 +17,7 @@ import dataclasses
 import enum
 import functools
 import importlib
+import importlib.metadata
 import inspect
 import json
 import types
@@ -47,7 +48,16 @@ class LazyArguments:
 
 @functools.cache
 def _lazy_table() -> dict:
-    return json.loads(LAZY_TABLE.read_text(encoding="utf-8")) if LAZY_TABLE.is_file() else {}
+    """The stored table; empty when it is missing or was written for another transformers than the installed one
+    (then the real parse alone checks Trainer's options)."""
+    if not LAZY_TABLE.is_file():
+        return {}
+    table = json.loads(LAZY_TABLE.read_text(encoding="utf-8"))
+    try:
+        installed = importlib.metadata.version("transformers")  # the package's metadata: transformers not imported
+    except importlib.metadata.PackageNotFoundError:
+        return {}
+    return table if table.get("transformers") == installed else {}
 
 
 def is_lazy(dataclass_type) -> bool:
