@@ -102,7 +102,7 @@ MOVED: dict[str, tuple[str, ...]] = {
         "cpfcte_hf.workflows.cells",
         "cpfcte_hf.workflows.tables",
     ),
-    "cpfcte_hf.cli": ("cpfcte_hf.utils.arguments", "cpfcte_hf.utils.distributed"),
+    "cpfcte_hf.cli": ("cpfcte_hf.utils.arguments", "cpfcte_hf.utils.distributed", "cpfcte_hf.utils.argv_rewriting"),
     "cpfcte_hf.commands": ("cpfcte_hf.cli.main",),
     "cpfcte_hf.commands.run": (
         "cpfcte_hf.workflows.run",

@@ -15,12 +15,12 @@ import sys
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != os.path.dirname(os.path.abspath(__file__))]
 
 from cpfcte_hf.data import ShapesConfig, write_shapes_voc
-from cpfcte_hf.utils.arguments import parse_plain_args
+from cpfcte_hf.utils.arguments import BothSpellingsParser, parse_plain_args
 
 
 def main(argv=None):
     defaults = ShapesConfig()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = BothSpellingsParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--out", "--data_root", "--output_dir", dest="out", required=True, help="output folder (VOC layout)"
     )

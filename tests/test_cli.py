@@ -10,7 +10,14 @@ import pytest
 from cpfcte_hf.cli.commands import label as label_command
 from cpfcte_hf.cli.commands import train as train_command
 from cpfcte_hf.cli.main import COMMANDS, main
-from cpfcte_hf.utils.arguments import PresetError, available_presets, load_preset, parse_key_values, parse_plain_args
+from cpfcte_hf.utils.arguments import (
+    BothSpellingsParser,
+    PresetError,
+    available_presets,
+    load_preset,
+    parse_key_values,
+    parse_plain_args,
+)
 from tests.utils import subprocess_env
 
 
@@ -124,10 +131,8 @@ def test_bad_presets_and_options_are_one_line_without_traceback(tmp_path, argv, 
 
 
 def test_plain_argparse_benchmarks_take_both_spellings_and_print_their_config(capsys):
-    import argparse
-
-    def parser():
-        plain = argparse.ArgumentParser()
+    def parser():  # the benchmarks' argparse parser, which adds every long option under both spellings
+        plain = BothSpellingsParser()
         plain.add_argument("--batch-size", type=int)
         return plain
 

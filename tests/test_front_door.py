@@ -83,6 +83,9 @@ def test_train_help_lists_ours_first_and_trainers_behind_help_all():
         (["evaluate", "--pred", "a", "--datset", "voc"], "--dataset"),
         (["push", "--repoid", "a/b"], "--repo_id"),
         (["run", "--config", "demo", "--ouput_dir", "x"], "--output_dir"),
+        # Trainer's options, from the stored table of `TrainingArguments` (no abbreviation is taken either)
+        (["train", "--learning_rat", "1"], "--learning_rate"),
+        (["train-deeplab", "--max_step", "3"], "--max_steps"),
     ],
 )
 def test_a_misspelt_option_is_one_line_without_heavy_libraries(argv, suggestion):
@@ -91,6 +94,24 @@ def test_a_misspelt_option_is_one_line_without_heavy_libraries(argv, suggestion)
     assert heavy == []
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: unrecognised arguments: ") and suggestion in lines[0], err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--learning_rate", "abc"], "invalid float value: 'abc'"),
+        (["train", "--num_train_epochs"], "expected one argument"),
+        (["train-deeplab", "--do_train", "maybe"], "Truthy value expected: got maybe"),
+        (["train", "--lr_scheduler_type", "sideways"], "invalid choice: 'sideways'"),
+        (["label", "--size", "big"], "invalid int value: 'big'"),
+        (["evaluate", "stray"], "unrecognised arguments: stray"),
+    ],
+)
+def test_a_bad_value_is_one_line_without_heavy_libraries(argv, message):
+    status, _, err, heavy = heavy_after(argv)
+    assert status == 2 and heavy == []
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
 
 
 @pytest.mark.parametrize(

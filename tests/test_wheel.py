@@ -61,6 +61,7 @@ def test_the_wheel_holds_presets_entry_point_and_card_templates(installed):
         assert f"cpfcte_hf/presets/{preset}.yaml" in names, preset
     assert "cpfcte_hf/__main__.py" in names and "cpfcte_hf/workflows/run.py" in names
     assert "cpfcte_hf/workflows/paper_tables.yaml" in names  # the paper's numbers `reproduce` compares with
+    assert "cpfcte_hf/utils/lazy_options.json" in names  # the front door's table of Trainer's options
     for template in (REPO / "model_cards").rglob("*"):  # the card templates: top level here, in the package there
         if template.is_file():
             assert f"cpfcte_hf/{template.relative_to(REPO).as_posix()}" in names, template

@@ -11,7 +11,6 @@ click to the page saying the photos are labelled (model, CRF, mask PNGs, overlay
 photo. The same photos through `label_mode.label_uploads` alone (no browser) give the server's share. Prints JSON.
 """
 
-import argparse
 import os
 import socket
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cpfcte_hf.benchmarks.common import machine_description, report_results, summarize, synthetic_image
-from cpfcte_hf.utils.arguments import parse_plain_args
+from cpfcte_hf.utils.arguments import BothSpellingsParser, parse_plain_args
 
 
 def demo_architecture_model(directory: Path):
@@ -86,7 +85,7 @@ def browser_seconds(url: str, photos: list[str], tag: str, repeats: int) -> list
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="cpfcte-hf bench app", description=__doc__)
+    parser = BothSpellingsParser(prog="cpfcte-hf bench app", description=__doc__)
     parser.add_argument("--photos", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--height", type=int, default=480)

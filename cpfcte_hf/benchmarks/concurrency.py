@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..utils.arguments import parse_plain_args
+from ..utils.arguments import BothSpellingsParser, parse_plain_args
 from .common import machine_description, report_results, summarize
 
 
@@ -100,7 +100,7 @@ def compare(commands: list[list[str]], env: dict, repeats: int, cwd: Path) -> di
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = BothSpellingsParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=2, help="label runs side by side")
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--image-size", "--image_size", dest="image_size", type=int, default=96)

@@ -13,12 +13,12 @@ the masks are restored to the full size. Prints one JSON line per case, then the
 import argparse
 
 from ..prediction.pseudo_labels import DEFAULT_CRF_MAX_SIDE
-from ..utils.arguments import parse_plain_args
+from ..utils.arguments import BothSpellingsParser, parse_plain_args
 from .common import crf_memory_benchmark, report_results
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = BothSpellingsParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--megapixels", type=float, nargs="+", default=[0.5, 4, 12, 24])
     parser.add_argument(
         "--max-sides", "--max_sides", dest="max_sides", type=int, nargs="+", default=[0, DEFAULT_CRF_MAX_SIDE]

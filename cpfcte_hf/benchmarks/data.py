@@ -17,13 +17,13 @@ import tempfile
 import torch
 
 from ..data import build_dataset
-from ..utils.arguments import parse_plain_args
+from ..utils.arguments import BothSpellingsParser, parse_plain_args
 from .common import machine_description, report_results
 from .loaders import compare_loaders, write_voc_sized_set
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = BothSpellingsParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="voc", help="voc, coco, shapes, tagged or hub (with --root)")
     parser.add_argument(
         "--root", "--data_root", dest="root", help="dataset folder; default: generated VOC-sized JPEGs in VOC layout"

@@ -13,13 +13,13 @@ import torch
 
 from ..models.deeplab_v2.configuration_deeplab import DeepLabV2Config
 from ..models.deeplab_v2.modeling_deeplab import DeepLabV2ForSemanticSegmentation
-from ..utils.arguments import parse_plain_args
+from ..utils.arguments import BothSpellingsParser, parse_plain_args
 from .common import report_results
 from .deeplab_model import count_parameters, time_forward_backward, training_step_flops
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = BothSpellingsParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch_size", type=int, default=2)
     parser.add_argument("--size", type=int, default=321)
     parser.add_argument("--steps", type=int, default=5, help="timed steps (median, min, max and spread)")

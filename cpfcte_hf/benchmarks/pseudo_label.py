@@ -25,7 +25,7 @@ from ..models.cpfcte.configuration_cpfcte import CPFCTEConfig, vit_b16_384_confi
 from ..models.cpfcte.crf import CRFPool, DenseCRFConfig, crf_mask, default_num_workers
 from ..models.cpfcte.inference import predict_class_probabilities
 from ..models.cpfcte.modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
-from ..utils.arguments import parse_plain_args
+from ..utils.arguments import BothSpellingsParser, parse_plain_args
 from .common import (
     compare_interleaved,
     machine_description,
@@ -47,7 +47,7 @@ def rates(timing: dict, images: int) -> dict:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = BothSpellingsParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=960, help="inference resolution")
     parser.add_argument("--height", type=int, default=375)
     parser.add_argument("--width", type=int, default=500)

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import torch
 
-from ..utils.arguments import parse_plain_args
+from ..utils.arguments import BothSpellingsParser, parse_plain_args
 from .common import machine_description, report_results
 from .rehearsal_data import cpu_costs, prepare_tree, val_count
 from .rehearsal_kill_check import kill_check
@@ -65,7 +65,7 @@ def _load() -> dict:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = BothSpellingsParser(
         prog="cpfcte-hf bench rehearsal", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", type=int, nargs="*", default=[1000], help="train_aug images per run (none: no run)")

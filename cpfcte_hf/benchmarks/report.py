@@ -220,10 +220,10 @@ def time_page(path: Path, repeats: int) -> dict:
 def main(argv=None) -> int:
     from ..evaluation.html_report import write_html_report
     from ..evaluation.report import evaluate_predictions
-    from ..utils.arguments import parse_plain_args
+    from ..utils.arguments import BothSpellingsParser, parse_plain_args
     from .common import machine_description, report_results
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = BothSpellingsParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num_images", type=int, default=10_000)
     parser.add_argument("--image_size", type=int, nargs=2, default=[500, 375], metavar=("WIDTH", "HEIGHT"))
     parser.add_argument("--repeats", type=int, default=5, help="page loads, each in a fresh browser context")

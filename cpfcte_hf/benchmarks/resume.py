@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils.arguments import parse_plain_args
+from ..utils.arguments import BothSpellingsParser, parse_plain_args
 from ..utils.fingerprint import record_fingerprint
 from .common import machine_description, report_results, summarize, synthetic_image
 
@@ -88,7 +88,7 @@ def touch_all(paths: list[str], offset_ns: int) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = BothSpellingsParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=10000)
     parser.add_argument("--height", type=int, default=375)
     parser.add_argument("--width", type=int, default=500)

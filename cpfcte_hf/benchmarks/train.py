@@ -18,7 +18,7 @@ import torch
 
 from ..models.cpfcte.configuration_cpfcte import CPFCTEConfig
 from ..models.cpfcte.modeling_cpfcte import ENCODER_FAMILIES, CPFCTEForWeaklySupervisedSegmentation, build_encoder
-from ..utils.arguments import parse_plain_args
+from ..utils.arguments import BothSpellingsParser, parse_plain_args
 from .common import (
     BENCHMARK_BACKBONES,
     benchmark_backbone_config,
@@ -107,7 +107,7 @@ def _family_record(args, full, backbone_config, image_size: int, grid: int, fb_t
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = BothSpellingsParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--backbone", nargs="+", choices=sorted(BENCHMARK_BACKBONES), default=["vit"], help="encoder families"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..utils.arguments import loader_options
+from ..utils.options import RepeatableList
 
 
 @dataclass
@@ -23,11 +24,18 @@ class DataSourceArguments:
     )
     data_root: str | None = field(
         default=None,
-        metadata={"help": "Dataset root (VOCdevkit/VOC2012, coco2014, a photo folder), Hub id or parquet path."},
+        metadata={
+            "help": "Dataset root (VOCdevkit/VOC2012, coco2014, a photo folder), Hub id or parquet path.",
+            "aliases": ["--root"],
+        },
     )
     dataset_option: list[str] = field(
         default_factory=list,
-        metadata={"help": "Extra loader arguments KEY=VALUE ... (YAML values), repeatable; e.g. num_train=512."},
+        metadata={
+            "help": "Extra loader arguments KEY=VALUE ... (YAML values), repeatable; e.g. num_train=512.",
+            "aliases": ["--dataset_options", "--dataset-options"],
+            "action": RepeatableList,
+        },
     )
     cache_dir: str | None = field(default=None, metadata={"help": "Arrow cache of the loaders."})
 

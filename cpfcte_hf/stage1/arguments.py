@@ -27,7 +27,8 @@ class ModelArguments:
         metadata={"help": "ViT checkpoint for the encoder (Hub id or dir), e.g. google/vit-base-patch16-384."},
     )
     model_name_or_path: str | None = field(
-        default=None, metadata={"help": "A CPF-CTE checkpoint to continue from (instead of --backbone)."}
+        default=None,
+        metadata={"help": "A CPF-CTE checkpoint to continue from (instead of --backbone).", "aliases": ["--model"]},
     )
     image_size: int = field(default=384, metadata={"help": "Training resolution (square), a multiple of the patch."})
     patch_size: int = field(default=16, metadata={"help": "From scratch only: ViT patch size."})

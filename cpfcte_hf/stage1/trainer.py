@@ -39,6 +39,7 @@ from transformers.training_args import OptimizerNames
 from transformers.utils import logging
 
 from ..utils.batching import TrainBatchMixin
+from ..utils.options import with_aliases
 from ..utils.trainer_mixins import (
     ClosingProgressBarsMixin,
     ConvertedCheckpointMixin,
@@ -64,6 +65,8 @@ class CPFCTETrainingArguments(TrainBatchMixin, DeferredPrecisionCheckMixin, Trai
     `remove_unused_columns=False` (the datasets use `set_transform`), `label_names=["labels", "masks"]`,
     streaming evaluation metrics, TensorBoard logging.
     """
+
+    output_dir: str | None = with_aliases(TrainingArguments, "output_dir", "--out")
 
     stage1_epochs: float = field(
         default=2.0, metadata={"help": "Length of stage 1 in epochs (paper: 2). 0 trains in one stage."}

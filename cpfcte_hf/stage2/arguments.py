@@ -76,7 +76,8 @@ class DeepLabModelArguments:
         default=None,
         metadata={
             "help": "A checkpoint to start from (fine-tuning, or evaluation only): DeepLab-v2, or any transformers "
-            "semantic-segmentation model or encoder (e.g. nvidia/mit-b1: a new decode head for the dataset's classes)."
+            "semantic-segmentation model or encoder (e.g. nvidia/mit-b1: a new decode head for the dataset's classes).",
+            "aliases": ["--model"],
         },
     )
     init_checkpoint: str | None = field(

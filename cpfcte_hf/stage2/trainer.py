@@ -49,6 +49,7 @@ from ..prediction.segment import (
     multi_scale_probabilities,
 )
 from ..utils.batching import TrainBatchMixin
+from ..utils.options import with_aliases
 from ..utils.trainer_mixins import (
     ClosingProgressBarsMixin,
     ConvertedCheckpointMixin,
@@ -82,6 +83,8 @@ class DeepLabV2TrainingArguments(TrainBatchMixin, DeferredPrecisionCheckMixin, T
     `weight_decay=5e-4`, `seed=1234`, checkpoints every 1000 steps (the last 3 kept), no evaluation during training
     (the final model is evaluated), `remove_unused_columns=False`, TensorBoard logging.
     """
+
+    output_dir: str | None = with_aliases(TrainingArguments, "output_dir", "--out")
 
     crop_size: int = field(default=321, metadata={"help": "Side of the square training crops (DeepLab: 321)."})
     min_scale: float = field(default=0.5, metadata={"help": "Smallest random rescaling factor (0.5)."})

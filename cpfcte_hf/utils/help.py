@@ -1,10 +1,11 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
-"""`--help` and the option-name check of every command, read from the same dataclass fields and metadata that
-`HfArgumentParser` parses (`help`, `aliases`, both spellings, `--no_<flag>` for a flag that defaults to true) —
-without importing transformers, torch or datasets, so that both answer at once.
+"""The front door of every command: `--help`, misspelt options and bad values, answered from the same dataclass
+fields and metadata that `HfArgumentParser` parses (`utils.options`: `help`, `aliases`, both spellings, `--no_<flag>`)
+— without importing transformers, torch or datasets, so that all three answer at once.
 
 A command's options may include a dataclass that lives in a heavy module (`TrainingArguments`): it is named as
-`LazyArguments("module:Class", heading)`, listed by `--help_all` only, and imported only for the real parse.
+`LazyArguments("module:Class", heading)`, listed by `--help_all` only, imported only for the real parse, and checked
+here from its stored option table (`lazy_options.json`).
 """
 
 from __future__ import annotations
@@ -12,43 +13,48 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import importlib
+import sys
 import typing
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from .options import LazyArguments, add_spec, field_spec, field_specs, is_lazy, resolve
 
 
-@dataclass(frozen=True)
-class LazyArguments:
-    """A dataclass of options imported only when needed: `"package.module:ClassName"`."""
+__all__ = [
+    "COMMON_OPTIONS",
+    "LazyArguments",
+    "answer_front_door",
+    "did_you_mean",
+    "fail",
+    "format_help",
+    "is_lazy",
+    "option_strings",
+    "print_error",
+    "resolve",
+    "unknown_options",
+]
 
-    target: str
-    heading: str
-
-    def load(self) -> type:
-        module, _, name = self.target.partition(":")
-        return getattr(importlib.import_module(module), name)
+# Options of every command besides its fields' (`utils.arguments` adds them to the real parser too).
+COMMON_OPTIONS = ("--config", "--print_config", "--print-config")
+HELP_OPTIONS = ("-h", "--help", "--help_all", "--help-all")
 
 
-def is_lazy(dataclass_type) -> bool:
-    return isinstance(dataclass_type, LazyArguments)
+def print_error(error: BaseException | str) -> None:
+    """`error: <message>` on stderr, on one line: a library's message that spans several is joined."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    print(f"error: {' '.join(lines) or type(error).__name__}", file=sys.stderr, flush=True)
 
 
-def resolve(dataclass_types: Sequence) -> tuple[type, ...]:
-    """The dataclass types, with every `LazyArguments` imported."""
-    return tuple(t.load() if is_lazy(t) else t for t in dataclass_types)
+def fail(message: str, status: int = 2):
+    """Ends a command with one line on stderr, no traceback."""
+    print_error(message)
+    raise SystemExit(status)
 
 
 def option_strings(field: dataclasses.Field, field_type) -> list[str]:
-    """Every spelling `HfArgumentParser` accepts for `field` (and its `--no_` complement for a true-by-default flag)."""
-    names = [f"--{field.name}"]
-    if "_" in field.name:
-        names.append(f"--{field.name.replace('_', '-')}")
-    aliases = field.metadata.get("aliases", [])
-    names += [aliases] if isinstance(aliases, str) else list(aliases)
-    if field.default is True and field_type in (bool, bool | None):
-        names += [f"--no_{field.name}", f"--no-{field.name.replace('_', '-')}"]
-    return names
+    """Every spelling `HfArgumentParser` accepts for `field` (and its `--no_` complements for a true-by-default flag)."""
+    spec = field_spec(field, field_type)
+    return spec["options"] + spec["negative"]
 
 
 def _fields(dataclass_type) -> list[tuple[dataclasses.Field, object]]:
@@ -80,11 +86,11 @@ def _default_text(field: dataclasses.Field) -> str:
 def _add_group(parser: argparse.ArgumentParser, title: str, dataclass_type) -> None:
     group = parser.add_argument_group(title)
     for field, field_type in _fields(dataclass_type):
-        names = [name for name in option_strings(field, field_type) if not name.startswith("--no")]
+        spec = field_spec(field, field_type)
         help_text = field.metadata.get("help", "") + _default_text(field)
-        if field.default is True and field_type in (bool, bool | None):
-            help_text += f" --no_{field.name}: off."
-        group.add_argument(*names, metavar=_type_name(field_type), help=help_text.replace("%", "%%"))
+        if spec["negative"]:
+            help_text += f" {' / '.join(spec['negative'][::2])}: off."
+        group.add_argument(*spec["options"], metavar=_type_name(field_type), help=help_text.replace("%", "%%"))
 
 
 def format_help(dataclass_types: Sequence, prog: str | None, description: str | None, show_all: bool = False) -> str:
@@ -97,7 +103,7 @@ def format_help(dataclass_types: Sequence, prog: str | None, description: str | 
     common.add_argument(
         "--config", metavar="PRESET", help="Preset: a packaged name (voc, shapes, ...) or a YAML path."
     )
-    common.add_argument("--print_config", action="store_true", help="Print the resolved settings and exit.")
+    common.add_argument(*COMMON_OPTIONS[1:], action="store_true", help="Print the resolved settings and exit.")
     lazy = [t for t in dataclass_types if is_lazy(t)]
     if lazy:
         common.add_argument(
@@ -118,17 +124,60 @@ def format_help(dataclass_types: Sequence, prog: str | None, description: str | 
 
 
 def unknown_options(args: Sequence[str], dataclass_types: Sequence, extra: Sequence[str] = ()) -> list[str]:
-    """The `--options` in `args` that no field of `dataclass_types` (all imported) spells, nor `extra`."""
+    """The `--options` in `args` that no field of `dataclass_types` spells (lazy ones: their stored table), nor `extra`."""
     known = set(extra)
     for dataclass_type in dataclass_types:
-        for field, field_type in _fields(dataclass_type):
-            known.update(option_strings(field, field_type))
+        for spec in field_specs(dataclass_type):
+            known.update(spec["options"] + spec["negative"])
     return [arg.split("=")[0] for arg in args if arg.startswith("--") and arg.split("=")[0] not in known]
 
 
 def did_you_mean(option: str, dataclass_types: Sequence, extra: Sequence[str] = ()) -> str:
-    known = list(extra)
-    for dataclass_type in dataclass_types:
-        known += [f"--{field.name}" for field, _ in _fields(dataclass_type)]
+    known = list(extra) + [f"--{spec['name']}" for t in dataclass_types for spec in field_specs(t)]
     close = difflib.get_close_matches(option, known, n=1)
     return f" (did you mean {close[0]}?)" if close else ""
+
+
+class _CheckingParser(argparse.ArgumentParser):
+    """A parser whose errors are raised (`ValueError`), for the front door to say them in its own words."""
+
+    def error(self, message):
+        raise ValueError(message)
+
+
+def check_values(args: Sequence[str], dataclass_types: Sequence) -> None:
+    """
+    Parses `args` with the options of `dataclass_types` (values converted and checked as `HfArgumentParser` does),
+    ending the command with one line at the first bad value or stray word. Presets and the dataclasses' own checks
+    (`__post_init__`) are left to the real parse.
+    """
+    parser = _CheckingParser(add_help=False, allow_abbrev=False)
+    parser.add_argument(COMMON_OPTIONS[0])
+    parser.add_argument(*COMMON_OPTIONS[1:], action="store_true")
+    for dataclass_type in dataclass_types:
+        for spec in field_specs(dataclass_type):
+            add_spec(parser, spec)
+    try:
+        _, rest = parser.parse_known_args(list(args))
+    except ValueError as error:
+        fail(f"{error} (see --help)")
+    if rest:
+        fail(f"unrecognised arguments: {' '.join(rest)} (see --help)")
+
+
+def answer_front_door(args: Sequence[str], dataclass_types: Sequence, prog: str | None, description: str | None):
+    """
+    Answers `--help` (exit 0), an unknown option ("did you mean") and a bad value (exit 2, one line) without the heavy
+    libraries; returns when `args` are fine as far as the option table can tell.
+    """
+    if any(arg in HELP_OPTIONS for arg in args):
+        show_all = bool({"--help_all", "--help-all"} & set(args))
+        print(format_help(dataclass_types, prog, description, show_all=show_all), end="")
+        raise SystemExit(0)
+    if any(is_lazy(t) and t.specs() is None for t in dataclass_types):
+        return  # no stored table for a lazy dataclass: the real parse checks everything
+    unknown = unknown_options(args, dataclass_types, COMMON_OPTIONS)
+    if unknown:
+        suggestion = did_you_mean(unknown[0], dataclass_types, COMMON_OPTIONS)
+        fail(f"unrecognised arguments: {unknown[0]}{suggestion} (see --help)")
+    check_values(args, dataclass_types)

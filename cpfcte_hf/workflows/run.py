@@ -49,6 +49,8 @@ from ..data.arguments import DataSourceArguments
 from ..utils.arguments import (
     COMMAND_ALIASES,
     COMMAND_SECTIONS,
+    RepeatableList,
+    config_option,
     describe,
     fail,
     load_preset,
@@ -81,7 +83,13 @@ from .steps import (
 class RunArguments(DataSourceArguments):
     """Options of `cpfcte-hf run`; stage settings come from the preset (see the module docstring)."""
 
-    output_dir: str | None = field(default=None, metadata={"help": "Folder of the run (default: outputs/<preset>)."})
+    output_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of the run (default: outputs/<preset>).",
+            "aliases": ["--out", "--demo_dir", "--demo-dir"],
+        },
+    )
     train_split: str | None = field(default=None, metadata={"help": "Split that is trained on and pseudo-labelled."})
     eval_split: str | None = field(default=None, metadata={"help": "Held-out split with ground truth (default val)."})
     repo_id: str | None = field(default=None, metadata={"help": "Hub id written on the card (default: local/<name>)."})
@@ -89,7 +97,8 @@ class RunArguments(DataSourceArguments):
         default_factory=list,
         metadata={
             "help": "Step settings KEY=VALUE ... on top of the preset: top_k=4 (stage 1), label.size=128, "
-            "train_deeplab.max_steps=300."
+            "train_deeplab.max_steps=300.",
+            "action": RepeatableList,
         },
     )
     steps: list[str] = field(default_factory=list, metadata={"help": "Run only these steps (default: all)."})
@@ -295,15 +304,7 @@ def parse_arguments(argv=None, prog: str = "cpfcte-hf run", description: str | N
 
 
 def _preset_name(argv) -> str | None:
-    from ..utils.arguments import normalize_argv
-
-    argv = normalize_argv(argv)
-    for index, arg in enumerate(argv):
-        if arg == "--config" and index + 1 < len(argv):
-            return argv[index + 1]
-        if arg.startswith("--config="):
-            return arg.partition("=")[2]
-    return None
+    return config_option(argv).config
 
 
 def run_from_argv(

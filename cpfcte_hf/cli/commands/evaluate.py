@@ -18,15 +18,18 @@ import sys
 from dataclasses import dataclass, field
 
 from ...data.arguments import DataSourceArguments
-from ...utils.arguments import parse_args_with_presets, require
+from ...utils.arguments import RepeatableList, parse_args_with_presets, require
 
 
 @dataclass
 class EvaluateArguments(DataSourceArguments):
-    pred: list[str] = field(default_factory=list, metadata={"help": "One or more directories of <id>.png masks."})
+    pred: list[str] = field(
+        default_factory=list,
+        metadata={"help": "One or more directories of <id>.png masks (repeatable).", "action": RepeatableList},
+    )
     split: str = "val"
     output_dir: str | None = field(
-        default=None, metadata={"help": "Report directory (default: <first --pred>/report)."}
+        default=None, metadata={"help": "Report directory (default: <first --pred>/report).", "aliases": ["--out"]}
     )
     num_overlays: int = 4
     report_html: bool = field(

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...utils.arguments import loader_options, parse_args_with_presets, print_error, require
+from ...utils.arguments import RepeatableList, loader_options, parse_args_with_presets, print_error, require
 
 
 @dataclass
@@ -40,15 +40,24 @@ class ExportArguments:
         metadata={"help": "Labelled output folders (required): `label` output, or stage-2 predictions/<split>/."},
     )
     format: list[str] = field(default_factory=lambda: ["datasets"], metadata={"help": "datasets and/or coco."})
-    output_dir: str | None = field(default=None, metadata={"help": "Folder of the export (required); alias --out."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Folder of the export (required); alias --out.", "aliases": ["--out"]}
+    )
     mask_set: str | None = field(
         default=None, metadata={"help": "The masks to export: crf or bpm (stage 1), ms_crf or ms (stage 2)."}
     )
     dataset: str | None = field(default=None, metadata={"help": "Dataset kind (default: the one the run recorded)."})
-    data_root: str | None = field(default=None, metadata={"help": "Dataset root (default: the one recorded)."})
+    data_root: str | None = field(
+        default=None, metadata={"help": "Dataset root (default: the one recorded).", "aliases": ["--root"]}
+    )
     split: str | None = field(default=None, metadata={"help": "Split name (default: the one recorded)."})
     dataset_option: list[str] = field(
-        default_factory=list, metadata={"help": "Extra loader arguments KEY=VALUE ... (YAML values), repeatable."}
+        default_factory=list,
+        metadata={
+            "help": "Extra loader arguments KEY=VALUE ... (YAML values), repeatable.",
+            "aliases": ["--dataset_options", "--dataset-options"],
+            "action": RepeatableList,
+        },
     )
     cache_dir: str | None = field(default=None, metadata={"help": "Arrow cache of the loaders."})
     push_to_hub: str | None = field(default=None, metadata={"help": "USER/NAME of a Hub dataset repo to push to."})

@@ -42,14 +42,20 @@ class LabelArguments(DataSourceArguments):
 
     model: str | None = field(default=None, metadata={"help": "Checkpoint directory or Hub id (required)."})
     split: str = field(default="train", metadata={"help": "The split to pseudo-label."})
-    output_dir: str | None = field(default=None, metadata={"help": "Output directory (required); alias --out."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Output directory (required); alias --out.", "aliases": ["--out"]}
+    )
     size: int | None = field(
         default=None, metadata={"help": "Inference resolution (default: the checkpoint's inference_size)."}
     )
     scales: list[float] = field(default_factory=lambda: [1.0], metadata={"help": "Multipliers of --size, averaged."})
     flip: bool = field(default=False, metadata={"help": "Also average the left-right flipped image."})
     use_image_labels: bool = field(
-        default=True, metadata={"help": "Restrict masks to the image-level labels (--no_label_masking: off)."}
+        default=True,
+        metadata={
+            "help": "Restrict masks to the image-level labels (--no_label_masking: off).",
+            "aliases": ["--label_masking", "--label-masking"],
+        },
     )
     crf: bool = field(default=True, metadata={"help": "Refine with the dense CRF (--no_crf: BPM only)."})
     crf_upsampling: str = field(

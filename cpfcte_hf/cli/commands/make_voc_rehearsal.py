@@ -15,7 +15,7 @@ import argparse
 import json
 
 from ...data.rehearsal import VOC_TRAIN_AUG_IMAGES, VOC_VAL_IMAGES, write_voc_rehearsal
-from ...utils.arguments import fail, parse_plain_args
+from ...utils.arguments import BothSpellingsParser, fail, parse_plain_args
 from ...utils.fingerprint import FingerprintMismatch
 
 
@@ -23,7 +23,7 @@ SUMMARY = "A VOC 2012 + SBD-sized tree (10,582 + 1,449 JPEGs) from the procedura
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = BothSpellingsParser(
         prog="cpfcte-hf make-voc-rehearsal", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--output_dir", required=True, help="folder that will hold VOCdevkit/VOC2012")

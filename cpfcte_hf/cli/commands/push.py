@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...utils.arguments import parse_args_with_presets, print_error, require
+from ...utils.arguments import RepeatableList, parse_args_with_presets, print_error, require
 
 
 @dataclass
@@ -24,7 +24,10 @@ class PushArguments:
     model: str | None = field(default=None, metadata={"help": "Trained checkpoint directory (required)."})
     repo_id: str | None = field(default=None, metadata={"help": "USER/NAME (or ORG/NAME) on the Hub (required)."})
     card: str = field(default="auto", metadata={"help": "auto, a card name (voc, coco) or a template path."})
-    results: list[str] = field(default_factory=list, metadata={"help": "Results files or output directories."})
+    results: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Results files or output directories (repeatable).", "action": RepeatableList},
+    )
     private: bool = field(default=False, metadata={"help": "Create the repo as private."})
     dry_run: str | None = field(default=None, metadata={"help": "Write the Hub folder to this directory, no push."})
     overwrite: bool = field(default=False, metadata={"help": "--dry_run: replace a folder this command wrote."})

@@ -1,0 +1,159 @@
+"""One table of option names: the fields' metadata (`aliases`, `RepeatableList`) is what `--help`, the front door's
+checks, the preset keys and `HfArgumentParser` all read — no argv rewriting."""
+
+import argparse
+import json
+import warnings
+
+import pytest
+
+from cpfcte_hf.cli.commands import evaluate as evaluate_command
+from cpfcte_hf.cli.commands import export as export_command
+from cpfcte_hf.cli.commands import label as label_command
+from cpfcte_hf.cli.commands import push as push_command
+from cpfcte_hf.cli.commands import train as train_command
+from cpfcte_hf.cli.main import main
+from cpfcte_hf.stage2 import arguments as stage2_arguments
+from cpfcte_hf.utils.arguments import BothSpellingsParser, build_parser, parse_plain_args
+from cpfcte_hf.utils.options import LAZY_TABLE, field_specs, lazy_targets, resolve
+from cpfcte_hf.workflows import run as run_command
+
+
+COMMAND_TYPES = {
+    "train": train_command.ARGUMENT_TYPES,
+    "label": label_command.ARGUMENT_TYPES,
+    "evaluate": (evaluate_command.EvaluateArguments,),
+    "train-deeplab": stage2_arguments.ARGUMENT_TYPES,
+    "push": (push_command.PushArguments,),
+    "export": (export_command.ExportArguments,),
+    "run": (run_command.RunArguments,),
+}
+
+
+def _real_options(parser) -> dict:
+    """`--option` -> (dest, value type, nargs, choices) of every action of a real `HfArgumentParser`."""
+    options = {}
+    for action in parser._actions:  # read only, to compare with the front door's table
+        flag_off = action.nargs == 0 and action.const is False  # store_false
+        kind = "flag-off" if flag_off else getattr(action.type, "__name__", None)
+        kind = {"string_to_bool": "bool", "<lambda>": "str"}.get(kind, kind)
+        choices = None if action.choices is None else [str(choice) for choice in action.choices]
+        for option in action.option_strings:
+            options[option] = (action.dest, kind, action.nargs if kind != "flag-off" else 0, choices)
+    return options
+
+
+def _front_door_options(dataclass_types) -> dict:
+    options = {}
+    for dataclass_type in dataclass_types:
+        for spec in field_specs(dataclass_type):
+            for option in spec["options"]:
+                options[option] = (spec["name"], spec["type"], spec["nargs"], spec["choices"])
+            for option in spec["negative"]:
+                options[option] = (spec["name"], "flag-off", 0, None)
+    return options
+
+
+@pytest.mark.parametrize("command", sorted(COMMAND_TYPES))
+def test_the_front_door_reads_the_options_hfargumentparser_makes(command):
+    """Every spelling, value type, nargs and choice the real parser takes is the front door's (stored for Trainer's)."""
+    dataclass_types = COMMAND_TYPES[command]
+    real = _real_options(build_parser(resolve(dataclass_types)))
+    for common in ("-h", "--help", "--config", "--print_config", "--print-config"):
+        real.pop(common, None)
+    assert _front_door_options(dataclass_types) == real
+
+
+def test_the_stored_trainer_options_are_those_of_the_installed_transformers():
+    from cpfcte_hf.utils.options import LazyArguments
+
+    stored = json.loads(LAZY_TABLE.read_text())["classes"]
+    assert sorted(stored) == lazy_targets()
+    for target in lazy_targets():
+        assert stored[target] == field_specs(resolve([LazyArguments(target, "")])[0]), (
+            f"{LAZY_TABLE.name} is out of date for {target}: rewrite it with `python -m cpfcte_hf.utils.options`."
+        )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--dataset_option", "a=1", "--dataset_option", "b=2"],
+        ["--dataset_option", "a=1", "b=2"],
+        ["--dataset-option=a=1", "--dataset_options", "b=2"],
+    ],
+)
+def test_a_repeated_list_option_and_one_with_several_values_give_the_same_list(argv):
+    args, _ = label_command.parse_arguments(argv)
+    assert args.dataset_option == ["a=1", "b=2"]
+
+
+def test_the_command_line_list_replaces_the_presets(tmp_path):
+    preset = tmp_path / "evaluate.yaml"
+    preset.write_text("command: evaluate\npred: [from_preset]\nout: report\n")
+    (args,) = evaluate_command.parse_arguments(["--config", str(preset)])
+    assert args.pred == ["from_preset"] and args.output_dir == "report"  # a preset key may be an alias
+    (args,) = evaluate_command.parse_arguments(["--config", str(preset), "--pred", "a", "--pred", "b"])
+    assert args.pred == ["a", "b"]
+
+
+def test_preset_keys_may_be_any_spelling_of_an_option(tmp_path):
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("base: shapes\nroot: /voc\nmodel: runs/x\nlabel:\n  out: /pseudo\n  data-root: /photos\n")
+    model_args, data_args, _ = train_command.parse_arguments(["--config", str(preset), "--use_cpu"])
+    assert data_args.data_root == "/voc" and model_args.model_name_or_path == "runs/x"
+    args, _ = label_command.parse_arguments(["--config", str(preset)])
+    assert args.output_dir == "/pseudo" and args.data_root == "/photos"
+
+
+def test_help_lists_the_aliases(capsys):
+    assert main(["label", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--out" in out and "--root" in out and "--dataset_options" in out and "--no_label_masking" in out
+    assert main(["train", "--help"]) == 0
+    assert "--model STR" in capsys.readouterr().out.replace(",", "")
+
+
+@pytest.mark.parametrize("argv", [["--learning_rat", "1"], ["--per_device_train"]])
+def test_abbreviations_are_refused_as_the_front_door_refuses_them(argv, capsys):
+    assert main(["train", *argv]) == 2
+    assert "unrecognised arguments: " + argv[0] in capsys.readouterr().err
+
+
+def test_a_bad_value_of_a_trainer_option_is_one_line(capsys):
+    assert main(["train", "--learning_rate", "abc"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: argument --learning_rate") and "invalid float value: 'abc'" in error
+    assert main(["train", "--lr_scheduler_type", "sideways"]) == 2
+    assert "invalid choice: 'sideways'" in capsys.readouterr().err
+
+
+def test_plain_parsers_take_both_spellings_without_touching_argparse_internals():
+    parser = BothSpellingsParser()
+    parser.add_argument("--batch-size", "-b", type=int)
+    assert parse_plain_args(parser, ["--batch_size", "3"]).batch_size == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from cpfcte_hf.cli import accept_both_spellings, normalize_argv
+    plain = argparse.ArgumentParser()
+    plain.add_argument("--batch-size", type=int)
+    plain.add_argument("--dry_run", action="store_true")
+    args = accept_both_spellings(plain).parse_args(["--batch_size", "3", "--dry-run"])
+    assert (args.batch_size, args.dry_run) == (3, True)
+    assert normalize_argv(["--data-root", "x", "--out", "y"]) == ["--data_root", "x", "--output_dir", "y"]
+
+
+def test_a_table_written_for_another_transformers_is_not_used(tmp_path, monkeypatch):
+    from cpfcte_hf.stage1.arguments import TRAINER_OPTIONS
+    from cpfcte_hf.utils import options
+
+    stale = tmp_path / "lazy_options.json"
+    stale.write_text(json.dumps({**json.loads(LAZY_TABLE.read_text()), "transformers": "0.0.1"}))
+    monkeypatch.setattr(options, "LAZY_TABLE", stale)
+    options._lazy_table.cache_clear()
+    try:
+        assert TRAINER_OPTIONS.specs() is None  # the real parse alone checks Trainer's options then
+    finally:
+        monkeypatch.undo()
+        options._lazy_table.cache_clear()
+    assert TRAINER_OPTIONS.specs()
