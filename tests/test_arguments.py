@@ -13,9 +13,10 @@ from cpfcte_hf.cli.commands import label as label_command
 from cpfcte_hf.cli.commands import push as push_command
 from cpfcte_hf.cli.commands import train as train_command
 from cpfcte_hf.cli.main import main
+from cpfcte_hf.cli.options_table import lazy_targets
 from cpfcte_hf.stage2 import arguments as stage2_arguments
 from cpfcte_hf.utils.arguments import BothSpellingsParser, build_parser, parse_plain_args
-from cpfcte_hf.utils.options import LAZY_TABLE, field_specs, lazy_targets, resolve
+from cpfcte_hf.utils.options import LAZY_TABLE, field_specs, resolve
 from cpfcte_hf.workflows import run as run_command
 
 
@@ -71,7 +72,7 @@ def test_the_stored_trainer_options_are_those_of_the_installed_transformers():
     assert sorted(stored) == lazy_targets()
     for target in lazy_targets():
         assert stored[target] == field_specs(resolve([LazyArguments(target, "")])[0]), (
-            f"{LAZY_TABLE.name} is out of date for {target}: rewrite it with `python -m cpfcte_hf.utils.options`."
+            f"{LAZY_TABLE.name} is out of date for {target}: rewrite it with `python -m cpfcte_hf.cli.options_table`."
         )
 
 

@@ -209,18 +209,3 @@ def with_aliases(dataclass_type, name: str, *aliases: str) -> dataclasses.Field:
     if inherited.default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=inherited.default_factory, metadata=metadata)
     return dataclasses.field(default=inherited.default, metadata=metadata)
-
-
-def lazy_targets() -> list[str]:
-    """The `LazyArguments` of the commands (stage 1's and stage 2's Trainer options)."""
-    from ..stage1.arguments import TRAINER_OPTIONS
-    from ..stage2.arguments import ARGUMENT_TYPES
-
-    return sorted({t.target for t in (TRAINER_OPTIONS, *ARGUMENT_TYPES) if is_lazy(t)})
-
-
-if __name__ == "__main__":  # python -m cpfcte_hf.utils.options: rewrites lazy_options.json from the dataclasses
-    from cpfcte_hf.utils import options  # the module itself, not `__main__` (whose LazyArguments is another class)
-
-    written = options.write_lazy_table(options.lazy_targets())
-    print(f"{LAZY_TABLE}: {sum(map(len, written['classes'].values()))} options of {len(written['classes'])} classes")
