@@ -97,24 +97,9 @@ class LabelArguments(DataSourceArguments):
         check_crf_upsampling(self.crf_upsampling)
 
     def pseudo_label_config(self, crf_args):
-        from ...prediction.config import PseudoLabelConfig
+        from ...prediction.config import PseudoLabelConfig, config_from_options
 
-        return PseudoLabelConfig(
-            size=self.size,
-            scales=tuple(self.scales),
-            flip=self.flip,
-            use_image_labels=self.use_image_labels,
-            crf=self.crf,
-            crf_config=crf_config_from(crf_args),
-            crf_upsampling=self.crf_upsampling,
-            crf_workers=self.crf_workers,
-            crf_max_side=self.crf_max_side,
-            batch_size=self.batch_size,
-            overwrite=self.overwrite,
-            num_overlays=self.num_overlays,
-            progress=self.progress,
-            report_html=self.report_html,
-        )
+        return config_from_options(PseudoLabelConfig, self, crf_config=crf_config_from(crf_args))
 
 
 ARGUMENT_TYPES = (LabelArguments, DenseCRFArguments)
