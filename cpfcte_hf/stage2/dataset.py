@@ -347,29 +347,20 @@ class PseudoLabelDataset(torch.utils.data.Dataset):
     `PseudoLabelTransform` (`transform`): items `{"pixel_values": (3, crop, crop) float32, "labels": (crop, crop)
     int64}`, `read_pair` for an item before augmentation. Images without a mask are left out with a warning; none
     at all is an error; a bad mask is an error when the dataset is made.
+
+    Args:
+        dataset: a split with `image` and `id` columns. mask_dir: the folder of `<id>.png`. num_labels: classes.
+        *augmentation, **options: the fields of `PseudoLabelTransform` (`crop_size`, `scale_range`, `flip_prob`,
+            `image_mean`, `image_std`, `ignore_index`, `vflip_prob`, `transpose_prob`, in 0.1.0's order), and
+            `cache_dir` of the pairs' Arrow files.
     """
 
-    def __init__(
-        self,
-        dataset,
-        mask_dir: str | os.PathLike,
-        num_labels: int,
-        crop_size: int = 321,
-        scale_range: tuple[float, float] = (0.5, 1.5),
-        flip_prob: float = 0.5,
-        image_mean: Sequence[float] = IMAGENET_MEAN,
-        image_std: Sequence[float] = IMAGENET_STD,
-        ignore_index: int = IGNORE_INDEX,
-        vflip_prob: float = 0.0,
-        transpose_prob: float = 0.0,
-        cache_dir: str | None = None,
-    ):
-        self.transform = PseudoLabelTransform(
-            crop_size, scale_range, flip_prob, image_mean, image_std, ignore_index, vflip_prob, transpose_prob
-        )
+    def __init__(self, dataset, mask_dir: str | os.PathLike, num_labels: int, *augmentation, **options):
+        cache_dir = options.pop("cache_dir", None)
+        self.transform = PseudoLabelTransform(*augmentation, **options)
         self.mask_dir = Path(mask_dir)
         self.num_labels = int(num_labels)
-        self.pairs = pseudo_label_dataset(dataset, mask_dir, num_labels, ignore_index, cache_dir)
+        self.pairs = pseudo_label_dataset(dataset, mask_dir, num_labels, self.transform.ignore_index, cache_dir)
         self.skipped = loader_report(self.pairs)["skipped"]
         self._items = self.pairs.with_transform(self.transform)
 
