@@ -12,13 +12,21 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback, default_data_collator, pipeline
 
 from cpfcte_hf import resize_and_normalize
+from cpfcte_hf.data import loader_report
 from cpfcte_hf.data.shapes import load_shapes
 from cpfcte_hf.deeplab import IMAGENET_MEAN, IMAGENET_STD, DeepLabV2ForSemanticSegmentation
 from cpfcte_hf.models.cpfcte.inference import corner_aligned_sizes
 from cpfcte_hf.models.cpfcte.metrics import SegmentationMetric
 from cpfcte_hf.models.cpfcte.visualization import save_mask
 from cpfcte_hf.prediction.segment import multi_scale_probabilities
-from cpfcte_hf.stage2.dataset import PseudoLabelDataset, random_scale_crop_flip, resolve_pseudo_label_dir
+from cpfcte_hf.stage2.dataset import (
+    PseudoLabelDataset,
+    PseudoLabelTransform,
+    pseudo_label_dataset,
+    random_scale_crop_flip,
+    read_label,
+    resolve_pseudo_label_dir,
+)
 from cpfcte_hf.stage2.train import (
     DeepLabDataArguments,
     DeepLabModelArguments,
@@ -174,6 +182,66 @@ def test_bad_pseudo_labels_raise_errors_naming_the_file(shapes, tmp_path):
     save_mask(np.full((64, 64), 7, np.uint8), tmp_path / "values" / f"{first}.png")
     with pytest.raises(ValueError, match=rf"values/{first}.png: values \[7\]"):
         PseudoLabelDataset(train, tmp_path / "values", NUM_CLASSES)[0]
+
+
+def test_pseudo_label_pairs_are_a_cached_datasets_dataset_rebuilt_when_a_mask_changes(shapes, tmp_path):
+    """Stage 2's pairs are built as stage 1's datasets are: records -> an Arrow cache keyed by the files' size and
+    modification time, so that a second build reads the cache and a rewritten pseudo-label builds a new one."""
+    import datasets
+
+    train, _, pseudo = shapes
+    masks = tmp_path / "masks"
+    shutil.copytree(pseudo / "crf", masks)
+    (masks / f"{train[7]['id']}.png").unlink()
+    pairs = pseudo_label_dataset(train, masks, NUM_CLASSES, cache_dir=str(tmp_path / "cache"))
+    assert isinstance(pairs, datasets.Dataset) and pairs.column_names == ["image", "label", "id"]
+    assert pairs["id"] == train["id"][:7]
+    assert [item["id"] for item in loader_report(pairs)["skipped"]] == [train[7]["id"]]
+    row = pairs[2]
+    assert np.array_equal(np.asarray(row["image"]), np.asarray(train[2]["image"]))
+    expected = np.asarray(train[2]["mask"]).copy()
+    expected[:4] = 255
+    assert np.array_equal(read_label(row["label"]), expected)
+    again = pseudo_label_dataset(train, masks, NUM_CLASSES, cache_dir=str(tmp_path / "cache"))
+    assert [f["filename"] for f in again.cache_files] == [f["filename"] for f in pairs.cache_files]
+
+    mask = np.asarray(train[0]["mask"]).copy()
+    mask[10:20, 10:20] = 0  # another pseudo-label of the same size: the cache goes stale
+    save_mask(mask, masks / f"{train[0]['id']}.png")
+    changed = pseudo_label_dataset(train, masks, NUM_CLASSES, cache_dir=str(tmp_path / "cache"))
+    assert [f["filename"] for f in changed.cache_files] != [f["filename"] for f in pairs.cache_files]
+    assert np.array_equal(read_label(changed[0]["label"]), mask)
+    save_mask(np.full((64, 64), 9, np.uint8), masks / f"{train[1]['id']}.png")
+    with pytest.raises(ValueError, match=rf"{train[1]['id']}.png: values \[9\]"):
+        pseudo_label_dataset(train, masks, NUM_CLASSES, cache_dir=str(tmp_path / "cache"))
+
+
+def test_the_transform_draws_the_crops_of_one_call_per_item_and_one_seed_gives_the_same_batches(shapes, tmp_path):
+    """`with_transform(PseudoLabelTransform)` gives, for a seed, the crops `random_scale_crop_flip` gives item by item
+    (0.1.0's `PseudoLabelDataset.__getitem__`); loaders with workers give identical batches for one seed."""
+    train, _, pseudo = shapes
+    pairs = pseudo_label_dataset(train, pseudo / "crf", NUM_CLASSES, cache_dir=str(tmp_path / "cache"))
+    transform = PseudoLabelTransform(crop_size=41, scale_range=(0.7, 1.3), vflip_prob=0.5, transpose_prob=0.5)
+    items = pairs.with_transform(transform)
+    torch.manual_seed(5)
+    batch = items.__getitems__([3, 1, 6])  # what a DataLoader fetches for one batch
+    torch.manual_seed(5)
+    for item, index in zip(batch, [3, 1, 6]):
+        image, mask = np.asarray(train[index]["image"].convert("RGB")), read_label(pairs[index]["label"])
+        expected = random_scale_crop_flip(image, mask, 41, (0.7, 1.3), vflip_prob=0.5, transpose_prob=0.5)
+        assert torch.equal(item["pixel_values"], expected[0]) and torch.equal(item["labels"], expected[1])
+
+    def batches():
+        torch.manual_seed(11)
+        loader = torch.utils.data.DataLoader(
+            items, batch_size=3, shuffle=True, num_workers=2, collate_fn=default_data_collator
+        )
+        return list(loader)
+
+    first, second = batches(), batches()
+    assert len(first) == 3 and first[0]["pixel_values"].shape == (3, 3, 41, 41)
+    for a, b in zip(first, second):
+        assert torch.equal(a["pixel_values"], b["pixel_values"]) and torch.equal(a["labels"], b["labels"])
 
 
 # ------------------------------------------------------------------------------------------ optimiser, schedule

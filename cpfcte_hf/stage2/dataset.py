@@ -1,7 +1,15 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
-"""Stage 2's training data: the pseudo-label folder of a labelling run (`resolve_pseudo_label_dir`), the dataset of
-(image, pseudo-label mask) pairs over a split (`PseudoLabelDataset`), and kazuto1011's augmentation (random scale,
-crop and flip).
+"""Stage 2's training data, built as stage 1's is: a `datasets.Dataset` of records, augmented lazily.
+
+    pairs = pseudo_label_dataset(train_split, mask_dir, num_labels)        # rows: image, label (mask file), id
+    train = pairs.with_transform(PseudoLabelTransform(crop_size=321))     # rows: pixel_values, labels
+
+`pseudo_label_dataset` pairs the images of a split with the masks `<mask_dir>/<id>.png` of a labelling run
+(`resolve_pseudo_label_dir`; images rejected in its review are left out first, `leave_out_rejected`), checks every
+mask once, at build time, and keeps the pairs in an Arrow cache whose key holds the size and modification time of
+every mask and image file (`cpfcte_hf.data._common.files_fingerprint`): a rewritten pseudo-label builds a new cache.
+`PseudoLabelTransform` is kazuto1011's augmentation (`random_scale_crop_flip`: random scale, crop and flip) as a
+`with_transform` callable. `PseudoLabelDataset` is the 0.1.0 torch `Dataset` with the same items, over the two.
 """
 
 from __future__ import annotations
@@ -9,12 +17,16 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
+from ..data._common import ERROR_COLUMN, attach_loader_report, files_fingerprint, loader_report
+from ..data._validation import _open_source, describe_source, displayed_size
 from ..data.transforms import resize_mask
 from ..models.cpfcte.image_processing_cpfcte import resize_and_normalize, to_rgb_array
 from ..models.cpfcte.metrics import IGNORE_INDEX
@@ -22,9 +34,16 @@ from ..models.cpfcte.visualization import read_mask
 from ..models.deeplab_v2.processing import IMAGENET_MEAN, IMAGENET_STD
 from ..prediction.job import safe_file_id
 from ..prediction.outputs import OutputLayout
+from ..utils.lazy import lazy_module
 
+
+datasets = lazy_module("datasets")
 
 logger = logging.getLogger(__name__)
+
+# Bumped whenever the rows written by `_generate_pairs` change meaning, so that old caches are not reused.
+CACHE_VERSION = "cpfcte-stage2-1"
+LABEL_COLUMN = "label"
 
 
 def random_scale_crop_flip(
@@ -116,99 +135,245 @@ def resolve_pseudo_label_dir(path: str | os.PathLike, pseudo_label_set: str = "c
     return root
 
 
+def leave_out_rejected(dataset, mask_dir: Path):
+    """`dataset` without the images rejected in the review of its pseudo-labels (`review.json` of the labelling
+    output directory that holds `mask_dir`, `cpfcte_hf.review`), and how many were left out (logged)."""
+    from ..review import rejected_ids
+
+    root = mask_dir.parent if mask_dir.name in ("crf", "bpm") else mask_dir
+    rejected = rejected_ids(root)
+    if not rejected:
+        return dataset, 0
+    keep = [index for index, image_id in enumerate(dataset["id"]) if str(image_id) not in rejected]
+    left_out = len(dataset) - len(keep)
+    logger.warning(f"{left_out} image(s) rejected in {root / 'review.json'} are left out of training.")
+    return (dataset.select(keep) if left_out else dataset), left_out
+
+
+# ----------------------------------------------------------------------------------------------------- records
+
+
+def pseudo_label_records(dataset, mask_dir: str | os.PathLike) -> tuple[list[dict], list[dict]]:
+    """
+    The records of the pairs to build, in the order of `dataset` (columns `image`, `id`): `{"id", "image": {"bytes",
+    "path"} (the stored image, not decoded), "label": <mask_dir>/<id>.png}` for every image with a mask, and the
+    images without one as loader-report items `{"id", "image", "reason"}`.
+    """
+    for column in ("image", "id"):
+        if column not in dataset.column_names:
+            raise ValueError(f"The training dataset needs an {column!r} column; it has {dataset.column_names}.")
+    stored = dataset.select_columns(["image", "id"]).cast_column("image", datasets.Image(decode=False))
+    records, missing = [], []
+    for image, image_id in zip(stored["image"], stored["id"]):
+        image_id = str(image_id)
+        label = os.path.abspath(os.path.join(mask_dir, f"{safe_file_id(image_id)}.png"))
+        if os.path.isfile(label):
+            records.append({"id": image_id, "image": dict(image), LABEL_COLUMN: label})
+        else:
+            missing.append({"id": image_id, "image": describe_source(image), "reason": f"no pseudo-label {label}"})
+    return records, missing
+
+
+def records_fingerprint(records: Sequence[dict]) -> str:
+    """`files_fingerprint` of the files the records name: every mask, and every image stored as a path (an image
+    stored as bytes is part of the records themselves, which `datasets` hashes into the cache key)."""
+    paths = [record["image"]["path"] for record in records if record["image"].get("bytes") is None]
+    return files_fingerprint([*paths, *(record[LABEL_COLUMN] for record in records)])
+
+
+def check_pair(record: dict, num_labels: int, ignore_index: int = IGNORE_INDEX) -> str | None:
+    """What is wrong with one record's mask (None: nothing): unreadable, not the image's size, or values that are
+    neither class ids `0..num_labels - 1` nor `ignore_index`. Reads the whole mask and only the image's header."""
+    path, image_id = record[LABEL_COLUMN], record["id"]
+    try:
+        mask = read_mask(path)
+    except ValueError as error:  # read_mask's message names the file
+        return str(error)
+    except OSError as error:
+        return f"{path}: unreadable mask: {error}"
+    image = record["image"]
+    try:
+        with Image.open(_open_source(image)) as opened:
+            width, height = displayed_size(opened)
+    except OSError as error:
+        return f"{describe_source(image)}: unreadable image {image_id!r}: {error}"
+    if mask.shape != (height, width):
+        return f"{path}: mask is {mask.shape[::-1]} (w x h) but image {image_id!r} is {(width, height)}."
+    bad = (mask >= num_labels) & (mask != ignore_index)
+    if bad.any():
+        return (
+            f"{path}: values {np.unique(mask[bad]).tolist()[:10]} are neither class ids 0..{num_labels - 1} "
+            f"nor {ignore_index} (ignore)."
+        )
+    return None
+
+
+def _generate_pairs(records, num_labels, ignore_index, fingerprint, version):
+    # `fingerprint` and `version` are unused here: they are part of the cache key (the generator's kwargs).
+    for record in records:
+        yield {**record, ERROR_COLUMN: check_pair(record, num_labels, ignore_index)}
+
+
+def pair_features() -> datasets.Features:
+    """`image` (decoded on access), `label` (the mask file, read by `PseudoLabelTransform`), `id`."""
+    return datasets.Features(
+        {
+            "image": datasets.Image(),
+            LABEL_COLUMN: datasets.Image(decode=False),
+            "id": datasets.Value("string"),
+        }
+    )
+
+
+def pseudo_label_dataset(
+    dataset,
+    mask_dir: str | os.PathLike,
+    num_labels: int,
+    ignore_index: int = IGNORE_INDEX,
+    cache_dir: str | None = None,
+    num_proc: int | None = None,
+):
+    """
+    The training pairs of stage 2 as a `datasets.Dataset`: the images of `dataset` (a split with `image` and `id`
+    columns) that have a mask `<mask_dir>/<id>.png`, with columns `image`, `label` (the mask file) and `id`.
+
+    Images without a mask (e.g. failed in pseudo-labelling) are left out with a warning and listed in the result's
+    `cpfcte_hf.data.loader_report`; none at all is a `FileNotFoundError`. Every mask is checked once, when the pairs
+    are built (`check_pair`); a bad one is a `ValueError` naming the file. The pairs are cached in Arrow files
+    (`cache_dir`, default the `datasets` cache), rebuilt when a mask or an image file changes.
+    """
+    mask_dir = Path(mask_dir)
+    records, missing = pseudo_label_records(dataset, mask_dir)
+    total = len(records) + len(missing)
+    if not records:
+        raise FileNotFoundError(
+            f"None of the {total} images (e.g. {[item['id'] for item in missing[:3]]}) has a pseudo-label <id>.png in "
+            f"{str(mask_dir)!r}: wrong directory or wrong split?"
+        )
+    if missing:
+        logger.warning(
+            f"{len(missing)} of {total} images have no pseudo-label in {mask_dir} and are left out "
+            f"(e.g. {[item['id'] for item in missing[:5]]})."
+        )
+    pairs = datasets.Dataset.from_generator(
+        _generate_pairs,
+        features=datasets.Features({**pair_features(), ERROR_COLUMN: datasets.Value("string")}),
+        cache_dir=cache_dir,
+        num_proc=num_proc if num_proc and num_proc > 1 and len(records) > 1 else None,
+        gen_kwargs=dict(
+            records=records,
+            num_labels=int(num_labels),
+            ignore_index=int(ignore_index),
+            fingerprint=records_fingerprint(records),
+            version=CACHE_VERSION,
+        ),
+    )
+    problems = [error for error in pairs.data.column(ERROR_COLUMN).to_pylist() if error is not None]
+    if problems:
+        more = f" ({len(problems) - 1} more bad pseudo-label(s) in {mask_dir})" if len(problems) > 1 else ""
+        raise ValueError(problems[0] + more)
+    return attach_loader_report(pairs.remove_columns(ERROR_COLUMN), skipped=missing)
+
+
+# ----------------------------------------------------------------------------------------------------- augmentation
+
+
+def read_label(label) -> np.ndarray:
+    """The `(H, W)` uint8 class ids of a `label` value (`{"bytes", "path"}`, as `datasets.Image(decode=False)` gives
+    it, or a path), read as `read_mask` reads a mask file."""
+    return read_mask(_open_source(label))
+
+
+@dataclass
+class PseudoLabelTransform:
+    """
+    kazuto1011's augmentation as a `with_transform` callable: a batch of rows of `pseudo_label_dataset` (`image`,
+    `label`) -> `{"pixel_values": [(3, crop, crop) float32], "labels": [(crop, crop) int64]}`, each row through
+    `random_scale_crop_flip` in turn with torch's global generator (which `DataLoader` seeds per worker): the same
+    draws, in the same order, as one call per item.
+    """
+
+    crop_size: int = 321
+    scale_range: tuple[float, float] = (0.5, 1.5)
+    flip_prob: float = 0.5
+    image_mean: Sequence[float] = IMAGENET_MEAN
+    image_std: Sequence[float] = IMAGENET_STD
+    ignore_index: int = IGNORE_INDEX
+    vflip_prob: float = 0.0
+    transpose_prob: float = 0.0
+
+    def __post_init__(self):
+        self.crop_size = int(self.crop_size)
+        self.scale_range = (float(self.scale_range[0]), float(self.scale_range[1]))
+        self.image_mean, self.image_std = tuple(self.image_mean), tuple(self.image_std)
+        self.ignore_index = int(self.ignore_index)
+        probabilities = (self.flip_prob, self.vflip_prob, self.transpose_prob)
+        if (
+            self.crop_size < 1
+            or not 0 < self.scale_range[0] <= self.scale_range[1]
+            or not all(0.0 <= p <= 1.0 for p in probabilities)
+        ):
+            raise ValueError(
+                f"Bad augmentation: crop_size={self.crop_size}, scale_range={self.scale_range}, "
+                f"flip_prob={self.flip_prob}, vflip_prob={self.vflip_prob}, transpose_prob={self.transpose_prob}."
+            )
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list[torch.Tensor]]:
+        output = {"pixel_values": [], "labels": []}
+        for image, label in zip(batch["image"], batch[LABEL_COLUMN]):
+            pixel_values, labels = random_scale_crop_flip(
+                to_rgb_array(image),
+                read_label(label),
+                self.crop_size,
+                self.scale_range,
+                self.flip_prob,
+                self.image_mean,
+                self.image_std,
+                self.ignore_index,
+                vflip_prob=self.vflip_prob,
+                transpose_prob=self.transpose_prob,
+            )
+            output["pixel_values"].append(pixel_values)
+            output["labels"].append(labels)
+        return output
+
+
+# ----------------------------------------------------------------------------------------------------- 0.1.0
+
+
 class PseudoLabelDataset(torch.utils.data.Dataset):
     """
-    Training pairs for stage 2: the images of a `datasets.Dataset` (columns `image`, `id`) and the masks
-    `<mask_dir>/<id>.png`, augmented by `random_scale_crop_flip`. Images without a mask (e.g. failed in
-    pseudo-labelling) are left out with a warning; none at all is an error.
+    The 0.1.0 interface of stage 2's training pairs, over `pseudo_label_dataset` (`pairs`) and
+    `PseudoLabelTransform` (`transform`): items `{"pixel_values": (3, crop, crop) float32, "labels": (crop, crop)
+    int64}`, `read_pair` for an item before augmentation. Images without a mask are left out with a warning; none
+    at all is an error; a bad mask is an error when the dataset is made.
 
-    Items are `{"pixel_values": (3, crop, crop) float32, "labels": (crop, crop) int64}`.
+    Args:
+        dataset: a split with `image` and `id` columns. mask_dir: the folder of `<id>.png`. num_labels: classes.
+        *augmentation, **options: the fields of `PseudoLabelTransform` (`crop_size`, `scale_range`, `flip_prob`,
+            `image_mean`, `image_std`, `ignore_index`, `vflip_prob`, `transpose_prob`, in 0.1.0's order), and
+            `cache_dir` of the pairs' Arrow files.
     """
 
-    def __init__(
-        self,
-        dataset,
-        mask_dir: str | os.PathLike,
-        num_labels: int,
-        crop_size: int = 321,
-        scale_range: tuple[float, float] = (0.5, 1.5),
-        flip_prob: float = 0.5,
-        image_mean: Sequence[float] = IMAGENET_MEAN,
-        image_std: Sequence[float] = IMAGENET_STD,
-        ignore_index: int = IGNORE_INDEX,
-        vflip_prob: float = 0.0,
-        transpose_prob: float = 0.0,
-    ):
-        for column in ("image", "id"):
-            if column not in dataset.column_names:
-                raise ValueError(f"The training dataset needs an {column!r} column; it has {dataset.column_names}.")
-        probabilities_ok = all(0.0 <= p <= 1.0 for p in (flip_prob, vflip_prob, transpose_prob))
-        if crop_size < 1 or not 0 < scale_range[0] <= scale_range[1] or not probabilities_ok:
-            raise ValueError(
-                f"Bad augmentation: crop_size={crop_size}, scale_range={scale_range}, flip_prob={flip_prob}, "
-                f"vflip_prob={vflip_prob}, transpose_prob={transpose_prob}."
-            )
+    def __init__(self, dataset, mask_dir: str | os.PathLike, num_labels: int, *augmentation, **options):
+        cache_dir = options.pop("cache_dir", None)
+        self.transform = PseudoLabelTransform(*augmentation, **options)
         self.mask_dir = Path(mask_dir)
-        ids = [str(i) for i in dataset["id"]]
-        keep, missing = [], []
-        for index, image_id in enumerate(ids):
-            (keep if (self.mask_dir / f"{safe_file_id(image_id)}.png").is_file() else missing).append(index)
-        if not keep:
-            raise FileNotFoundError(
-                f"None of the {len(ids)} images (e.g. {ids[:3]}) has a pseudo-label <id>.png in "
-                f"{str(self.mask_dir)!r}:"
-                " wrong directory or wrong split?"
-            )
-        if missing:
-            logger.warning(
-                f"{len(missing)} of {len(ids)} images have no pseudo-label in {self.mask_dir} and are left out "
-                f"(e.g. {[ids[i] for i in missing[:5]]})."
-            )
-        self.images = dataset.select_columns(["image", "id"]).select(keep)
         self.num_labels = int(num_labels)
-        self.crop_size = int(crop_size)
-        self.scale_range = (float(scale_range[0]), float(scale_range[1]))
-        self.flip_prob = float(flip_prob)
-        self.vflip_prob = float(vflip_prob)
-        self.transpose_prob = float(transpose_prob)
-        self.image_mean = tuple(image_mean)
-        self.image_std = tuple(image_std)
-        self.ignore_index = int(ignore_index)
+        self.pairs = pseudo_label_dataset(dataset, mask_dir, num_labels, self.transform.ignore_index, cache_dir)
+        self.skipped = loader_report(self.pairs)["skipped"]
+        self._items = self.pairs.with_transform(self.transform)
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.pairs)
 
     def read_pair(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         """`(H, W, 3)` uint8 image, `(H, W)` uint8 mask and the id of item `index`, before augmentation."""
-        row = self.images[index]
-        image_id = str(row["id"])
-        path = self.mask_dir / f"{image_id}.png"
-        image = to_rgb_array(row["image"])
-        mask = read_mask(path)
-        if mask.shape != image.shape[:2]:
-            raise ValueError(
-                f"{path}: mask is {mask.shape[::-1]} (w x h) but image {image_id!r} is {image.shape[1::-1]}."
-            )
-        bad = (mask >= self.num_labels) & (mask != self.ignore_index)
-        if bad.any():
-            raise ValueError(
-                f"{path}: values {np.unique(mask[bad]).tolist()[:10]} are neither class ids 0..{self.num_labels - 1} "
-                f"nor {self.ignore_index} (ignore)."
-            )
-        return image, mask, image_id
+        row = self.pairs[index]
+        return to_rgb_array(row["image"]), read_label(row[LABEL_COLUMN]), str(row["id"])
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        image, mask, _ = self.read_pair(index)
-        pixel_values, labels = random_scale_crop_flip(
-            image,
-            mask,
-            self.crop_size,
-            self.scale_range,
-            self.flip_prob,
-            self.image_mean,
-            self.image_std,
-            self.ignore_index,
-            vflip_prob=self.vflip_prob,
-            transpose_prob=self.transpose_prob,
-        )
-        return {"pixel_values": pixel_values, "labels": labels}
+        return self._items[index]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        return self._items.__getitems__(indices)

@@ -49,26 +49,11 @@ from .arguments import (
     crf_config_from,
     parse_arguments,
 )
-from .dataset import PseudoLabelDataset, resolve_pseudo_label_dir
+from .dataset import PseudoLabelTransform, leave_out_rejected, pseudo_label_dataset, resolve_pseudo_label_dir
 from .trainer import DeepLabV2Trainer, DeepLabV2TrainingArguments
 
 
 logger = logging.getLogger(__name__)
-
-
-def leave_out_rejected(dataset, mask_dir: Path):
-    """`dataset` without the images rejected in the review of its pseudo-labels (`review.json` of the labelling
-    output directory that holds `mask_dir`, `cpfcte_hf.review`), and how many were left out (logged)."""
-    from ..review import rejected_ids
-
-    root = mask_dir.parent if mask_dir.name in ("crf", "bpm") else mask_dir
-    rejected = rejected_ids(root)
-    if not rejected:
-        return dataset, 0
-    keep = [index for index, image_id in enumerate(dataset["id"]) if str(image_id) not in rejected]
-    left_out = len(dataset) - len(keep)
-    logger.warning(f"{left_out} image(s) rejected in {root / 'review.json'} are left out of training.")
-    return (dataset.select(keep) if left_out else dataset), left_out
 
 
 def build_model(model_args: DeepLabModelArguments, class_names: list[str], new_head_allowed: bool = True):
@@ -189,6 +174,136 @@ def _check_deeplab_model(model_args: DeepLabModelArguments, made_earlier: Collec
         check_model_option("backbone", model_args.backbone)
 
 
+def load_datasets(data_args, model_args, training_args, train_dataset=None, eval_dataset=None):
+    """The training and evaluation splits of the run (those not handed over are loaded, on the main process first),
+    cut to `max_train_samples` / `max_eval_samples`; None where the run needs none."""
+    load_train, load_eval = _splits_to_load(data_args, model_args, training_args, train_dataset, eval_dataset)
+    with training_args.main_process_first(desc="loading the dataset splits"):
+        options = data_args.loader_options()
+        if load_train:
+            train_dataset = load_split(data_args.dataset, data_args.data_root, data_args.train_split, **options)
+        if load_eval:
+            eval_dataset = load_split(data_args.dataset, data_args.data_root, data_args.eval_split, **options)
+    if train_dataset is not None and data_args.max_train_samples:
+        train_dataset = train_dataset.select(range(min(len(train_dataset), data_args.max_train_samples)))
+    if eval_dataset is not None and data_args.max_eval_samples:
+        eval_dataset = eval_dataset.select(range(min(len(eval_dataset), data_args.max_eval_samples)))
+    return train_dataset, eval_dataset
+
+
+def build_image_processor(model, model_args: DeepLabModelArguments):
+    """DeepLab-v2's processor, else transformers' own image processor for the architecture, with the statistics
+    training uses."""
+    if model.config.model_type == DEEPLAB_MODEL_TYPE:
+        return deeplab_image_processor(model_args.image_size)
+    return segmenter_image_processor(model, model_args.image_size, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def build_train_set(
+    data_args: DeepLabDataArguments, training_args: DeepLabV2TrainingArguments, dataset, model, processor
+):
+    """The training split's images paired with their pseudo-labels (`pseudo_label_dataset`, less the images rejected
+    in review), augmented by `PseudoLabelTransform` (`with_transform`); and how many images review rejected."""
+    mask_dir = resolve_pseudo_label_dir(data_args.pseudo_labels, data_args.pseudo_label_set)
+    dataset, rejected = leave_out_rejected(dataset, mask_dir)
+    options = data_args.loader_options()
+    with training_args.main_process_first(desc="pairing the images with their pseudo-labels"):
+        pairs = pseudo_label_dataset(
+            dataset,
+            mask_dir,
+            num_labels=model.config.num_labels,
+            ignore_index=model.config.semantic_loss_ignore_index,
+            cache_dir=options.get("cache_dir"),
+            num_proc=options.get("num_proc"),
+        )
+    transform = PseudoLabelTransform(
+        crop_size=training_args.crop_size,
+        scale_range=(training_args.min_scale, training_args.max_scale),
+        flip_prob=training_args.flip_prob,
+        vflip_prob=training_args.vflip_prob,
+        transpose_prob=training_args.transpose_prob,
+        image_mean=processor.image_mean,
+        image_std=processor.image_std,
+        ignore_index=model.config.semantic_loss_ignore_index,
+    )
+    return pairs.with_transform(transform), rejected
+
+
+def train_model(model, processor, train_set, eval_dataset, training_args, run_args: str, resume: str | None = None):
+    """Trains `model` on `train_set` (from the checkpoint `resume`, if any), saves it with `processor` and the run's
+    options (`run_args`, the text of `run_args.json`); returns the training metrics and the model as saved."""
+    output_dir = Path(training_args.output_dir)
+    if training_args.should_log:
+        print(training_args.train_batch_plan.line(), flush=True)
+    if training_args.should_save:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(output_dir / "run_args.json", run_args + "\n")
+    trainer = DeepLabV2Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_set,
+        eval_dataset=eval_dataset if training_args.eval_strategy != "no" else None,
+        processing_class=processor,
+        data_collator=default_data_collator,
+    )
+    train_output = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(str(output_dir))
+    trainer.save_state()
+    # Predict with the weights as saved, on every process: under DDP each rank's BatchNorm running statistics are its
+    # own after the last step, and only rank 0's were saved.
+    trainer.accelerator.wait_for_everyone()
+    return train_output.metrics, AutoModelForSemanticSegmentation.from_pretrained(str(output_dir))
+
+
+def evaluate_model(model, processor, eval_dataset, data_args, model_args, test_args, crf_args, training_args) -> dict:
+    """`predict_split` of `model` over the evaluation split at the test scales (and the CRF), into
+    `<output_dir>/predictions/<split>/`; its counts and report are printed on the main process."""
+    output_dir = Path(training_args.output_dir)
+    config = MultiScaleEvalConfig(
+        scales=tuple(test_args.test_scales),
+        flip=test_args.test_flip,
+        fusion=test_args.test_fusion,
+        crf=test_args.test_crf,
+        crf_config=crf_config_from(crf_args),
+        crf_workers=test_args.crf_workers,
+        num_overlays=test_args.num_overlays,
+        report_html=test_args.report_html,
+    )
+    split = data_args.eval_split or "eval"
+    # The folder of the weights scored, whose training files the report records: this run's, or the checkpoint's.
+    model_dir = output_dir if training_args.do_train else model_args.model_name_or_path
+    model = model.to(training_args.device)
+    prediction = predict_split(
+        model,
+        eval_dataset,
+        output_dir / "predictions" / split,
+        config,
+        image_processor=processor,
+        dataset_name=data_args.dataset,
+        split=split,
+        model_info=stage2_model_info(model, model_dir),
+        data_root=data_args.data_root,
+    )
+    if training_args.process_index == 0:
+        _print_prediction(prediction, len(eval_dataset), split, output_dir / "predictions" / split)
+    return prediction
+
+
+def _print_prediction(prediction: dict, num_images: int, split: str, prediction_dir: Path) -> None:
+    failed = prediction["failed"]
+    print(
+        f"{num_images} image(s) of {split}: {prediction['written']} written, "
+        f"{prediction['already_done']} already done, {len(failed)} failed, {len(prediction['changed'])} "
+        "changed since their masks were made (recomputed)"
+        + (f" (e.g. {failed[0][0]}: {failed[0][1]})" if failed else "")
+    )
+    if prediction["report"] is not None:
+        print(format_report(prediction["report"]))
+        print(f"Report in {prediction_dir / 'report'}")
+    if prediction["report_html"]:
+        print(f"Every image and its masks, to look at: {prediction['report_html']}")
+
+
 def run_deeplab(
     data_args: DeepLabDataArguments,
     model_args: DeepLabModelArguments,
@@ -204,119 +319,34 @@ def run_deeplab(
     scales with the CRF. `train_dataset` / `eval_dataset` (`datasets.Dataset`) replace loading the splits.
 
     Returns `{"train": train metrics | None, "report": the evaluation report | None, "prediction": the counts of
-    `predict_split` over the whole split | None, "model_dir": output_dir}`.
+    `predict_split` over the whole split | None, "model_dir": output_dir}` (+ `"rejected"`: images left out of
+    training by review).
     """
-    output_dir = Path(training_args.output_dir)
     resume = None
     if training_args.do_train:  # a bad --resume_from_checkpoint fails before the data is loaded
         resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     load_train, load_eval = _splits_to_load(data_args, model_args, training_args, train_dataset, eval_dataset)
     check_deeplab_inputs(data_args, model_args, training_args, load_train=load_train, load_eval=load_eval)
-    with training_args.main_process_first(desc="loading the dataset splits"):
-        options = data_args.loader_options()
-        if load_train:
-            train_dataset = load_split(data_args.dataset, data_args.data_root, data_args.train_split, **options)
-        if load_eval:
-            eval_dataset = load_split(data_args.dataset, data_args.data_root, data_args.eval_split, **options)
-    if train_dataset is not None and data_args.max_train_samples:
-        train_dataset = train_dataset.select(range(min(len(train_dataset), data_args.max_train_samples)))
-    if eval_dataset is not None and data_args.max_eval_samples:
-        eval_dataset = eval_dataset.select(range(min(len(eval_dataset), data_args.max_eval_samples)))
-
-    reference = train_dataset if train_dataset is not None else eval_dataset
-    class_names = dataset_class_names(reference)
+    train_dataset, eval_dataset = load_datasets(data_args, model_args, training_args, train_dataset, eval_dataset)
     # The fresh ASPP (and a random backbone) start from --seed, as stage 1's model does: not from whatever state the
     # random generator was left in (in `cpfcte-hf run`, by the steps before; alone, torch's default seed).
     set_seed(training_args.seed)
+    class_names = dataset_class_names(train_dataset if train_dataset is not None else eval_dataset)
     model = build_model(model_args, class_names, new_head_allowed=training_args.do_train)
-    if model.config.model_type == DEEPLAB_MODEL_TYPE:
-        processor = deeplab_image_processor(model_args.image_size)
-    else:  # transformers' own image processor for the architecture, with the statistics training uses
-        processor = segmenter_image_processor(model, model_args.image_size, IMAGENET_MEAN, IMAGENET_STD)
-
-    result = {"train": None, "report": None, "prediction": None, "model_dir": str(output_dir)}
+    processor = build_image_processor(model, model_args)
+    result = {"train": None, "report": None, "prediction": None, "model_dir": str(Path(training_args.output_dir))}
     if training_args.do_train:
-        mask_dir = resolve_pseudo_label_dir(data_args.pseudo_labels, data_args.pseudo_label_set)
-        train_dataset, result["rejected"] = leave_out_rejected(train_dataset, mask_dir)
-        train_set = PseudoLabelDataset(
-            train_dataset,
-            mask_dir,
-            num_labels=model.config.num_labels,
-            crop_size=training_args.crop_size,
-            scale_range=(training_args.min_scale, training_args.max_scale),
-            flip_prob=training_args.flip_prob,
-            vflip_prob=training_args.vflip_prob,
-            transpose_prob=training_args.transpose_prob,
-            image_mean=processor.image_mean,
-            image_std=processor.image_std,
-            ignore_index=model.config.semantic_loss_ignore_index,
+        train_set, result["rejected"] = build_train_set(data_args, training_args, train_dataset, model, processor)
+        run_args = describe(data_args, model_args, test_args, crf_args, training_args)
+        result["train"], model = train_model(
+            model, processor, train_set, eval_dataset, training_args, run_args, resume
         )
-        if training_args.should_log:
-            print(training_args.train_batch_plan.line(), flush=True)
-        if training_args.should_save:
-            output_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(
-                output_dir / "run_args.json",
-                describe(data_args, model_args, test_args, crf_args, training_args) + "\n",
-            )
-        trainer = DeepLabV2Trainer(
-            model=model,
-            args=training_args,
-            train_dataset=train_set,
-            eval_dataset=eval_dataset if training_args.eval_strategy != "no" else None,
-            processing_class=processor,
-            data_collator=default_data_collator,
-        )
-        train_output = trainer.train(resume_from_checkpoint=resume)
-        trainer.save_model(str(output_dir))
-        trainer.save_state()
-        result["train"] = train_output.metrics
-        # Predict with the weights as saved, on every process: under DDP each rank's BatchNorm running statistics
-        # are its own after the last step, and only rank 0's were saved.
-        trainer.accelerator.wait_for_everyone()
-        model = AutoModelForSemanticSegmentation.from_pretrained(str(output_dir))
-
     if eval_dataset is not None:
-        model = model.to(training_args.device)
-        config = MultiScaleEvalConfig(
-            scales=tuple(test_args.test_scales),
-            flip=test_args.test_flip,
-            fusion=test_args.test_fusion,
-            crf=test_args.test_crf,
-            crf_config=crf_config_from(crf_args),
-            crf_workers=test_args.crf_workers,
-            num_overlays=test_args.num_overlays,
-            report_html=test_args.report_html,
-        )
-        split = data_args.eval_split or "eval"
-        # The folder of the weights scored, whose training files the report records: this run's, or the checkpoint's.
-        model_dir = output_dir if training_args.do_train else model_args.model_name_or_path
-        prediction = predict_split(
-            model,
-            eval_dataset,
-            output_dir / "predictions" / split,
-            config,
-            image_processor=processor,
-            dataset_name=data_args.dataset,
-            split=split,
-            model_info=stage2_model_info(model, model_dir),
-            data_root=data_args.data_root,
+        prediction = evaluate_model(
+            model, processor, eval_dataset, data_args, model_args, test_args, crf_args, training_args
         )
         result["report"] = prediction["report"]
         result["prediction"] = {key: value for key, value in prediction.items() if key != "report"}
-        if training_args.process_index == 0:
-            failed = prediction["failed"]
-            print(
-                f"{len(eval_dataset)} image(s) of {split}: {prediction['written']} written, "
-                f"{prediction['already_done']} already done, {len(failed)} failed, {len(prediction['changed'])} "
-                "changed since their masks were made (recomputed)"
-                + (f" (e.g. {failed[0][0]}: {failed[0][1]})" if failed else "")
-            )
-        if training_args.process_index == 0 and prediction["report"] is not None:
-            print(format_report(prediction["report"]))
-            print(f"Report in {output_dir / 'predictions' / split / 'report'}")
-        if training_args.process_index == 0 and prediction["report_html"]:
-            print(f"Every image and its masks, to look at: {prediction['report_html']}")
     if training_args.process_index == 0 and result["train"] is not None:
         print(json.dumps(result["train"], indent=2))
     return result
