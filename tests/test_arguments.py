@@ -158,3 +158,40 @@ def test_a_table_written_for_another_transformers_is_not_used(tmp_path, monkeypa
         monkeypatch.undo()
         options._lazy_table.cache_clear()
     assert TRAINER_OPTIONS.specs()
+
+
+@pytest.mark.parametrize(
+    "command, options, config, prefix, without",
+    [
+        ("label", "cpfcte_hf.cli.commands.label:LabelArguments", "PseudoLabelConfig", "", {"crf_config"}),
+        (
+            "train-deeplab",
+            "cpfcte_hf.stage2.arguments:DeepLabTestArguments",
+            "MultiScaleEvalConfig",
+            "test_",
+            {"crf_config", "overwrite", "progress"},
+        ),
+    ],
+)
+def test_prediction_configs_are_built_from_the_options_by_name(command, options, config, prefix, without):
+    """`config_from_options` fills a prediction config from a command's options by field name: every field of the
+    config has its option (or is named here as set otherwise), so a new setting cannot be dropped on the way."""
+    import dataclasses
+    import importlib
+
+    from cpfcte_hf.prediction import config as configs
+
+    module, _, name = options.partition(":")
+    option_names = {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
+    config_type = getattr(configs, config)
+    missing = {
+        f.name
+        for f in dataclasses.fields(config_type)
+        if prefix + f.name not in option_names and f.name not in option_names
+    }
+    assert missing == without, command
+    defaults = {f.name: getattr(config_type(), f.name) for f in dataclasses.fields(config_type)}
+    options_instance = type("Options", (), {prefix + "scales": [1.0, 0.5], "crf_workers": 3})()
+    built = configs.config_from_options(config_type, options_instance, prefix=prefix, num_overlays=7)
+    assert built.scales == (1.0, 0.5) and built.crf_workers == 3 and built.num_overlays == 7
+    assert built.flip == defaults["flip"] and built.report_html == defaults["report_html"]

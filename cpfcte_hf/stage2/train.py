@@ -35,7 +35,7 @@ from ..models.segmenters import (
     segmenter_image_processor,
     segmenter_model_types,
 )
-from ..prediction.config import MultiScaleEvalConfig
+from ..prediction.config import MultiScaleEvalConfig, config_from_options
 from ..prediction.segment import predict_split, stage2_model_info
 from ..utils.arguments import check_model_option, describe, print_error
 from ..utils.distributed import distributed_state, finish_distributed
@@ -259,16 +259,7 @@ def evaluate_model(model, processor, eval_dataset, data_args, model_args, test_a
     """`predict_split` of `model` over the evaluation split at the test scales (and the CRF), into
     `<output_dir>/predictions/<split>/`; its counts and report are printed on the main process."""
     output_dir = Path(training_args.output_dir)
-    config = MultiScaleEvalConfig(
-        scales=tuple(test_args.test_scales),
-        flip=test_args.test_flip,
-        fusion=test_args.test_fusion,
-        crf=test_args.test_crf,
-        crf_config=crf_config_from(crf_args),
-        crf_workers=test_args.crf_workers,
-        num_overlays=test_args.num_overlays,
-        report_html=test_args.report_html,
-    )
+    config = config_from_options(MultiScaleEvalConfig, test_args, prefix="test_", crf_config=crf_config_from(crf_args))
     split = data_args.eval_split or "eval"
     # The folder of the weights scored, whose training files the report records: this run's, or the checkpoint's.
     model_dir = output_dir if training_args.do_train else model_args.model_name_or_path
