@@ -54,7 +54,8 @@ from ..evaluation.report import (
 from ..models.cpfcte.class_names import dataset_class_names, names_of
 from ..models.cpfcte.crf import DEFAULT_CRF_MAX_SIDE
 from ..models.cpfcte.image_processing_cpfcte import VIT_PCM_MEAN, VIT_PCM_STD, to_rgb_array
-from ..models.cpfcte.inference import (
+from ..models.cpfcte.inference import (  # noqa: F401  (DEFAULT_INFERENCE_SIZE: a 0.1.0 name of this module)
+    DEFAULT_INFERENCE_SIZE,
     cap_image_side,
     check_image_size,
     multi_hot,
