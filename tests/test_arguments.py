@@ -161,37 +161,54 @@ def test_a_table_written_for_another_transformers_is_not_used(tmp_path, monkeypa
 
 
 @pytest.mark.parametrize(
-    "command, options, config, prefix, without",
+    "options, config, prefixes, without",
     [
-        ("label", "cpfcte_hf.cli.commands.label:LabelArguments", "PseudoLabelConfig", "", {"crf_config"}),
         (
-            "train-deeplab",
+            "cpfcte_hf.cli.commands.label:LabelArguments",
+            "cpfcte_hf.prediction.config:PseudoLabelConfig",
+            ("",),
+            {"crf_config"},
+        ),
+        (
             "cpfcte_hf.stage2.arguments:DeepLabTestArguments",
-            "MultiScaleEvalConfig",
-            "test_",
+            "cpfcte_hf.prediction.config:MultiScaleEvalConfig",
+            ("test_", ""),
             {"crf_config", "overwrite", "progress"},
+        ),
+        (
+            "cpfcte_hf.stage1.arguments:DataArguments",
+            "cpfcte_hf.data.augmentation:AugmentationConfig",
+            ("aug_",),
+            {"colour_jitter_p"},
         ),
     ],
 )
-def test_prediction_configs_are_built_from_the_options_by_name(command, options, config, prefix, without):
-    """`config_from_options` fills a prediction config from a command's options by field name: every field of the
-    config has its option (or is named here as set otherwise), so a new setting cannot be dropped on the way."""
+def test_configs_are_built_from_the_options_by_name(options, config, prefixes, without):
+    """`build_from_options` fills a config from a command's options by field name: every field of the config has its
+    option (or is named here as set otherwise), so a new setting cannot be dropped on the way."""
     import dataclasses
     import importlib
 
-    from cpfcte_hf.prediction import config as configs
+    from cpfcte_hf.utils.options import build_from_options
 
-    module, _, name = options.partition(":")
-    option_names = {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
-    config_type = getattr(configs, config)
+    def load(spec):
+        module, _, name = spec.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    option_names = {f.name for f in dataclasses.fields(load(options))}
+    config_type = load(config)
     missing = {
-        f.name
-        for f in dataclasses.fields(config_type)
-        if prefix + f.name not in option_names and f.name not in option_names
+        f.name for f in dataclasses.fields(config_type) if not any(p + f.name in option_names for p in prefixes)
     }
-    assert missing == without, command
-    defaults = {f.name: getattr(config_type(), f.name) for f in dataclasses.fields(config_type)}
-    options_instance = type("Options", (), {prefix + "scales": [1.0, 0.5], "crf_workers": 3})()
-    built = configs.config_from_options(config_type, options_instance, prefix=prefix, num_overlays=7)
-    assert built.scales == (1.0, 0.5) and built.crf_workers == 3 and built.num_overlays == 7
-    assert built.flip == defaults["flip"] and built.report_html == defaults["report_html"]
+    assert missing == without
+    defaults = config_type()
+    instance = type("Options", (), {prefixes[0] + "contrast": [0.9, 1.1], prefixes[-1] + "hflip_p": 0.25})()
+    values = {"brightness": 0.0} if hasattr(defaults, "brightness") else {"num_overlays": 7}
+    built = build_from_options(config_type, instance, prefixes, **values)
+    for name, value in values.items():
+        assert getattr(built, name) == value
+    for f in dataclasses.fields(config_type):
+        if f.name not in values and not any(hasattr(instance, p + f.name) for p in prefixes):
+            assert getattr(built, f.name) == getattr(defaults, f.name)
+    if hasattr(defaults, "contrast"):
+        assert built.contrast == (0.9, 1.1) and built.hflip_p == 0.25

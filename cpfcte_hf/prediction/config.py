@@ -6,29 +6,17 @@ flip, CRF). Light on purpose (no torch), so that the command line builds them be
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 from ..models.cpfcte.crf import DEFAULT_CRF_MAX_SIDE, DenseCRFConfig
+from ..utils.options import build_from_options
 
 
 def config_from_options(config_type, options, prefix: str = "", **values):
-    """
-    A prediction config (`config_type`) built from a command's options (`options`, a dataclass instance): each of
-    its fields takes the option `prefix + name` (stage 2's `test_scales`, ...) or else `name` when the command has
-    one, lists as tuples; `values` (e.g. the `crf_config` of the CRF options) win. Fields the command has no option
-    for keep the config's defaults. The one place where options become a config, for both stages.
-    """
-    given = {}
-    for config_field in dataclasses.fields(config_type):
-        name = config_field.name
-        for option in (prefix + name, name) if prefix else (name,):
-            if hasattr(options, option):
-                value = getattr(options, option)
-                given[name] = tuple(value) if isinstance(value, list) else value
-                break
-    return config_type(**{**given, **values})
+    """A prediction config from a command's options: `prefix + name` (stage 2's `test_scales`, ...) or else `name`
+    (`build_from_options`); `values` (e.g. the CRF options' `crf_config`) win."""
+    return build_from_options(config_type, options, (prefix, "") if prefix else ("",), **values)
 
 
 # kazuto1011's test scales, fused by max.

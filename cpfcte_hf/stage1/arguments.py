@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from ..data.arguments import DataSourceArguments
 from ..utils.help import LazyArguments
+from ..utils.options import build_from_options
 
 
 if TYPE_CHECKING:
@@ -130,17 +131,7 @@ class DataArguments(DataSourceArguments):
     def augmentation_config(self) -> AugmentationConfig:
         from ..data.transforms import AugmentationConfig
 
-        return AugmentationConfig(
-            brightness=self.aug_brightness,
-            contrast=tuple(self.aug_contrast),
-            saturation=tuple(self.aug_saturation),
-            hue=self.aug_hue,
-            grayscale_p=self.aug_grayscale_p,
-            hflip_p=self.aug_hflip_p,
-            vflip_p=self.aug_vflip_p,
-            transpose_p=self.aug_transpose_p,
-            clip=self.aug_clip,
-        )
+        return build_from_options(AugmentationConfig, self, ("aug_",))  # aug_brightness -> brightness, ...
 
 
 # Trainer's options (`CPFCTETrainingArguments` = transformers' `TrainingArguments` + the CPF-CTE schedule): imported

@@ -199,6 +199,22 @@ def write_lazy_table(targets: Sequence[str]) -> dict:
     return table
 
 
+def build_from_options(config_type, options, prefixes: tuple[str, ...] = ("",), **values):
+    """
+    A settings dataclass (`config_type`) built from a command's options (`options`, a dataclass instance): each of its
+    fields takes the first option named `prefix + name` for `prefix` in `prefixes` (`aug_brightness` for
+    `AugmentationConfig.brightness`), lists as tuples; `values` win. Fields without an option keep their defaults.
+    The one place where options become the configs the library takes, instead of field-by-field copies.
+    """
+    given = {}
+    for config_field in dataclasses.fields(config_type):
+        option = next((p + config_field.name for p in prefixes if hasattr(options, p + config_field.name)), None)
+        if option is not None:
+            value = getattr(options, option)
+            given[config_field.name] = tuple(value) if isinstance(value, list) else value
+    return config_type(**{**given, **values})
+
+
 def with_aliases(dataclass_type, name: str, *aliases: str) -> dataclasses.Field:
     """
     A field of a subclass of `dataclass_type` that redeclares its field `name` with the same default and metadata,
