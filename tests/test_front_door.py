@@ -114,6 +114,27 @@ def test_a_bad_value_is_one_line_without_heavy_libraries(argv, message):
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
 
 
+@pytest.mark.parametrize("command", ["train", "label", "train-deeplab", "run"])
+def test_a_preset_error_is_one_line_without_heavy_libraries(command, tmp_path):
+    """A missing preset, and a preset key that is no option of the command (checked against the stored table of
+    Trainer's options for `train`/`train-deeplab`), are refused before transformers is imported."""
+    status, _, err, heavy = heavy_after([command, "--config", str(tmp_path / "missing.yaml")])
+    assert status == 2 and heavy == [] and err.strip().startswith("error: Config preset not found"), err
+    if command == "run":  # its flat keys are stage 1's, checked by the run's steps (which need the libraries)
+        return
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("not_an_option: 3\n")
+    status, _, err, heavy = heavy_after([command, "--config", str(bad)])
+    lines = err.strip().splitlines()
+    assert (
+        status == 2
+        and heavy == []
+        and len(lines) == 1
+        and "Unknown key(s)" in lines[0]
+        and "not_an_option" in lines[0]
+    )
+
+
 @pytest.mark.parametrize(
     "code",
     [

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import yaml
 
 from .help import COMMON_OPTIONS, answer_front_door, fail, print_error
-from .options import RepeatableList, both_spellings, field_specs, resolve, spellings
+from .options import RepeatableList, both_spellings, field_specs, is_lazy, resolve, spellings
 from .presets import (
     COMMAND_ALIASES,
     COMMAND_SECTIONS,
@@ -155,14 +155,19 @@ def parse_args_with_presets(
     """
     args = list(sys.argv[1:] if args is None else args)
     answer_front_door(args, dataclass_types, prog, description)
+    known = config_option(args)
+    source = preset_source(known.config) if known.config else None
+    # The preset is read and its keys checked before transformers is imported (a key of Trainer's options is known
+    # from the stored table; without one for this transformers, the keys are checked after the import).
+    values = _preset_values(known.config, command, dataclass_types, source, light=True)
     dataclass_types = resolve(dataclass_types)
     from .distributed import cpu_processes_use_gloo
 
     cpu_processes_use_gloo()
     parser = build_parser(dataclass_types, description=description, prog=prog)
-    known = config_option(args)
-    source = preset_source(known.config) if known.config else None
-    preset_options, preset_dataset = _apply_preset(parser, known.config, command, dataclass_types, source)
+    if values is None:
+        values = _preset_values(known.config, command, dataclass_types, source)
+    preset_options, preset_dataset = _apply_preset(parser, values)
     try:
         *outputs, unknown = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
     except ValueError as error:  # a dataclass refusing its values (e.g. bf16 without a GPU): one line
@@ -180,16 +185,30 @@ def parse_args_with_presets(
     return instances
 
 
-def _apply_preset(parser, config: str | None, command: str | None, dataclass_types, source: str | None):
-    """Sets the preset's values as the parser's defaults; returns its `dataset_option` pairs and its `dataset`."""
+def _preset_values(config: str | None, command: str | None, dataclass_types, source: str | None, light: bool = False):
+    """
+    The values the preset `config` gives this command's options (`{}` without a preset); a missing or broken preset
+    or a key that is no option is one line (`fail`). With `light` (options not imported yet): None when the keys can
+    only be checked against the imported dataclasses (no stored table of Trainer's options for this transformers);
+    the preset itself is still read.
+    """
     if not config:
-        return [], None
+        return {}
     try:
-        values = preset_values_for(load_preset(config), command, spellings(dataclass_types), source)
+        preset = load_preset(config)
+        if light and any(is_lazy(t) and not t.specs() for t in dataclass_types):
+            return None
+        return preset_values_for(preset, command, spellings(dataclass_types), source)
     except PresetError as error:
         fail(str(error))
+
+
+def _apply_preset(parser, values: dict):
+    """Sets the preset's values as the parser's defaults; returns its `dataset_option` pairs and its `dataset`."""
+    values = dict(values)
     options = values.pop("dataset_option", None) or []
-    parser.set_defaults(**values)
+    if values:
+        parser.set_defaults(**values)
     return options, values.get("dataset")
 
 
