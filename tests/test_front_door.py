@@ -114,6 +114,30 @@ def test_a_bad_value_is_one_line_without_heavy_libraries(argv, message):
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["label", "--model", "m", "--dataset", "voc", "--data_root", "{missing}", "--output_dir", "o"],
+            "Dataset root",
+        ),
+        (["label", "--model", "{missing}", "--dataset", "shapes", "--output_dir", "o"], "--model: Model directory"),
+        (["label", "--dataset", "shapes", "--output_dir", "o"], "required: --model"),
+        (["train", "--dataset", "voc", "--data_root", "{missing}", "--output_dir", "o"], "Dataset root"),
+        (
+            ["train", "--dataset", "shapes", "--model_name_or_path", "{missing}"],
+            "--model_name_or_path: Model directory",
+        ),
+        (["evaluate", "--dataset", "voc", "--data_root", "{missing}", "--pred", "p"], "Dataset root"),
+    ],
+)
+def test_an_input_error_is_one_line_without_heavy_libraries(argv, message, tmp_path):
+    """The data (root, split, tags) and the model's folder are checked before transformers is imported."""
+    status, _, err, heavy = heavy_after([arg.format(missing=tmp_path / "missing") for arg in argv])
+    lines = err.strip().splitlines()
+    assert status == 2 and heavy == [] and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
 @pytest.mark.parametrize("command", ["train", "label", "train-deeplab", "run"])
 def test_a_preset_error_is_one_line_without_heavy_libraries(command, tmp_path):
     """A missing preset, and a preset key that is no option of the command (checked against the stored table of

@@ -134,6 +134,29 @@ class DataArguments(DataSourceArguments):
         return build_from_options(AugmentationConfig, self, ("aug_",))  # aug_brightness -> brightness, ...
 
 
+def check_one_model_source(model_args: ModelArguments) -> None:
+    if model_args.model_name_or_path and model_args.backbone:
+        raise ValueError("Pass either --model_name_or_path (a CPF-CTE checkpoint) or --backbone, not both.")
+
+
+def check_data_and_model(model_args: ModelArguments, data_args: DataArguments, *_: object) -> None:
+    """
+    The inputs of a training start that need no library to check, in the order they are reported: the data (loader
+    options, root, split files: `check_dataset`) and the model (`--model_name_or_path` or `--backbone`, a folder that
+    exists and is a checkpoint, or a Hub id). `cpfcte-hf train` runs it before transformers is imported.
+    """
+    from ..data import check_dataset
+    from ..utils.arguments import check_model_option
+
+    options = data_args.loader_options()
+    for split in (data_args.train_split, data_args.eval_split):
+        if split:
+            check_dataset(data_args.dataset, data_args.data_root, split, **options)
+    check_one_model_source(model_args)
+    check_model_option("model_name_or_path", model_args.model_name_or_path)
+    check_model_option("backbone", model_args.backbone)
+
+
 # Trainer's options (`CPFCTETrainingArguments` = transformers' `TrainingArguments` + the CPF-CTE schedule): imported
 # for the parse only, listed by `--help_all`.
 TRAINER_OPTIONS = LazyArguments(

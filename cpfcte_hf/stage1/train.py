@@ -24,7 +24,6 @@ from ..data import (
     TrainTransform,
     WeakSegmentationCollator,
     build_dataset,
-    check_dataset,
     class_names_of,
 )
 from ..data.transforms import (
@@ -37,9 +36,9 @@ from ..models.cpfcte.configuration_cpfcte import CPFCTEConfig, backbone_config_f
 from ..models.cpfcte.image_processing_cpfcte import CPFCTEImageProcessor
 from ..models.cpfcte.inference import DEFAULT_INFERENCE_SIZE
 from ..models.cpfcte.modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
-from ..utils.arguments import check_model_option, describe
+from ..utils.arguments import describe
 from ..utils.trainer_mixins import resolve_resume_checkpoint
-from .arguments import DataArguments, ModelArguments
+from .arguments import DataArguments, ModelArguments, check_data_and_model, check_one_model_source
 from .trainer import CPFCTETrainer, CPFCTETrainingArguments
 
 
@@ -94,11 +93,6 @@ def with_masks_only(dataset, name: str):
     return dataset
 
 
-def _check_one_model_source(model_args: ModelArguments) -> None:
-    if model_args.model_name_or_path and model_args.backbone:
-        raise ValueError("Pass either --model_name_or_path (a CPF-CTE checkpoint) or --backbone, not both.")
-
-
 def _encoder_patch_size(model_args: ModelArguments) -> int:
     """The patch size of the encoder `build_model` will make, read from a config (no weights are loaded)."""
     if model_args.model_name_or_path:
@@ -134,13 +128,7 @@ def check_training_inputs(
     split files: `check_dataset`), the model (`--model_name_or_path` / `--backbone`), options that contradict each
     other, and bf16 on a machine without it (`turn_off_bf16`: how to turn it off, in the caller's words).
     """
-    options = data_args.loader_options()
-    for split in (data_args.train_split, data_args.eval_split):
-        if split:
-            check_dataset(data_args.dataset, data_args.data_root, split, **options)
-    _check_one_model_source(model_args)
-    check_model_option("model_name_or_path", model_args.model_name_or_path)
-    check_model_option("backbone", model_args.backbone)
+    check_data_and_model(model_args, data_args)
     patch = _encoder_patch_size(model_args)
     if model_args.image_size % patch:
         nearest = max(1, round(model_args.image_size / patch)) * patch
@@ -189,7 +177,7 @@ def build_model(model_args: ModelArguments, class_names: list[str]) -> CPFCTEFor
         **{name: getattr(model_args, name) for name in _HEAD_OPTIONS},
     )
     attn = {"attn_implementation": model_args.attn_implementation}
-    _check_one_model_source(model_args)
+    check_one_model_source(model_args)
     if model_args.model_name_or_path:
         model = CPFCTEForWeaklySupervisedSegmentation.from_pretrained(model_args.model_name_or_path, **attn)
         if model.config.id2label != id2label:

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import yaml
 
-from .help import COMMON_OPTIONS, answer_front_door, fail, print_error
+from .help import COMMON_OPTIONS, answer_front_door, fail, light_instances, print_error
 from .options import RepeatableList, both_spellings, field_specs, is_lazy, resolve, spellings
 from .presets import (
     COMMAND_ALIASES,
@@ -144,10 +144,15 @@ def parse_args_with_presets(
     description: str | None = None,
     command: str | None = None,
     prog: str | None = None,
+    early_check=None,
 ):
     """
     Parses `args` (default `sys.argv[1:]`) into instances of `dataclass_types`, with `--config PRESET` supplying
     defaults (`utils.presets`). Returns the tuple of dataclass instances.
+
+    `early_check(*instances)` (optional) checks the inputs (data root, split files, tags, the model's folder) on
+    instances built without transformers (`utils.help.light_instances`: None for Trainer's options), before the
+    real parse imports it; a problem (`OSError`, `ValueError`) is one line, exit status 2.
 
     `--help`, an unknown option or a bad value is answered without transformers (`utils.help`). `--print_config`
     prints the resolved instances as JSON and exits (status 0). A preset error prints one line (`error: ...`) and
@@ -160,6 +165,11 @@ def parse_args_with_presets(
     # The preset is read and its keys checked before transformers is imported (a key of Trainer's options is known
     # from the stored table; without one for this transformers, the keys are checked after the import).
     values = _preset_values(known.config, command, dataclass_types, source, light=True)
+    if early_check is not None and values is not None:
+        try:
+            early_check(*light_instances(args, dataclass_types, values))
+        except (OSError, ValueError) as error:
+            fail(str(error))
     dataclass_types = resolve(dataclass_types)
     from .distributed import cpu_processes_use_gloo
 

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import logging
 import os
-
-import torch
+from typing import TYPE_CHECKING
 
 from .arguments import parse_key_values  # noqa: F401  (re-exported: scripts and stage 2 import it from here)
+
+
+if TYPE_CHECKING:  # torch only where a model is loaded: the command line checks a model's location without it
+    import torch
 
 
 logger = logging.getLogger(__name__)

@@ -181,3 +181,42 @@ def answer_front_door(args: Sequence[str], dataclass_types: Sequence, prog: str 
         suggestion = did_you_mean(unknown[0], dataclass_types, COMMON_OPTIONS)
         fail(f"unrecognised arguments: {unknown[0]}{suggestion} (see --help)")
     check_values(args, dataclass_types)
+
+
+def given_options(args: Sequence[str], dataclass_types: Sequence) -> dict[str, object]:
+    """The options `args` gives, by field name, converted as `HfArgumentParser` converts them (none of the defaults):
+    what the front door's own parse saw."""
+    parser = _CheckingParser(add_help=False, allow_abbrev=False)
+    parser.add_argument(COMMON_OPTIONS[0])
+    parser.add_argument(*COMMON_OPTIONS[1:], action="store_true")
+    for dataclass_type in dataclass_types:
+        for spec in field_specs(dataclass_type):
+            add_spec(parser, spec, default=argparse.SUPPRESS)
+    namespace, _ = parser.parse_known_args(list(args))
+    return {key: value for key, value in vars(namespace).items() if key not in ("config", "print_config")}
+
+
+def light_instances(args: Sequence[str], dataclass_types: Sequence, preset: dict) -> tuple:
+    """
+    The command's option dataclasses as the real parse will make them, built without transformers: each field from
+    the command line, else the preset (`preset`: its values for this command), else its default; a preset's
+    `dataset_option` pairs go first, as the real parse puts them. A `LazyArguments` (Trainer's options) is None.
+    """
+    given = given_options(args, dataclass_types)
+    instances = []
+    for dataclass_type in dataclass_types:
+        if is_lazy(dataclass_type):
+            instances.append(None)
+            continue
+        names = {f.name for f in dataclasses.fields(dataclass_type) if f.init}
+        values = {k: v for k, v in preset.items() if k in names and k != "dataset_option"}
+        values.update({k: v for k, v in given.items() if k in names})
+        if "dataset_option" in names and preset.get("dataset_option"):
+            from .presets import key_value_list
+
+            if values.get("dataset", getattr(dataclass_type, "dataset", None)) == preset.get("dataset"):
+                values["dataset_option"] = key_value_list(preset["dataset_option"]) + list(
+                    values.get("dataset_option") or []
+                )
+        instances.append(dataclass_type(**values))
+    return tuple(instances)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
+from ...data import check_dataset
 from ...data.arguments import DataSourceArguments
 from ...utils.arguments import RepeatableList, parse_args_with_presets, require
 
@@ -40,14 +41,25 @@ class EvaluateArguments(DataSourceArguments):
     )
 
 
-def parse_arguments(argv=None):
+def check_inputs(args: EvaluateArguments) -> None:
+    """What `evaluate` can check before transformers is imported: the required options and the data."""
+    require(args, "pred", "dataset")
+    check_dataset(args.dataset, args.data_root, args.split, **args.loader_options())
+
+
+def parse_arguments(argv=None, early_check=None):
     return parse_args_with_presets(
-        (EvaluateArguments,), argv, description=__doc__, command="evaluate", prog="cpfcte-hf evaluate"
+        (EvaluateArguments,),
+        argv,
+        description=__doc__,
+        command="evaluate",
+        prog="cpfcte-hf evaluate",
+        early_check=early_check,
     )
 
 
 def main(argv=None) -> int:
-    (args,) = parse_arguments(argv)
+    (args,) = parse_arguments(argv, early_check=check_inputs)
     require(args, "pred", "dataset")
     from ...evaluation.report import run_evaluation
 

@@ -29,10 +29,11 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
+from ...data import check_dataset
 from ...data.arguments import DataSourceArguments
 from ...models.cpfcte.crf import DEFAULT_CRF_MAX_SIDE
 from ...stage2.arguments import DenseCRFArguments, crf_config_from
-from ...utils.arguments import parse_args_with_presets, require
+from ...utils.arguments import check_model_option, parse_args_with_presets, require
 from ...utils.interrupts import interrupt_exit_code
 
 
@@ -105,12 +106,24 @@ class LabelArguments(DataSourceArguments):
 ARGUMENT_TYPES = (LabelArguments, DenseCRFArguments)
 
 
-def parse_arguments(argv=None):
-    return parse_args_with_presets(ARGUMENT_TYPES, argv, description=__doc__, command="label", prog="cpfcte-hf label")
+def check_inputs(args: LabelArguments, crf_args=None) -> None:
+    """What `label` can check before transformers is imported, in the order it is reported: the required options,
+    the data (root, split, tags: `check_dataset`) and the model's folder or Hub id."""
+    require(args, "model", "dataset", "output_dir")
+    check_dataset(args.dataset, args.data_root, args.split, **args.loader_options())
+    check_model_option("model", args.model)
+
+
+def parse_arguments(argv=None, early_check=None):
+    """`label`'s options; `early_check` (the command's own start: `check_inputs`) runs before transformers is
+    imported. `run` parses its steps without it: an earlier step makes the model."""
+    return parse_args_with_presets(
+        ARGUMENT_TYPES, argv, description=__doc__, command="label", prog="cpfcte-hf label", early_check=early_check
+    )
 
 
 def main(argv=None) -> int:
-    args, crf_args = parse_arguments(argv)
+    args, crf_args = parse_arguments(argv, early_check=check_inputs)
     require(args, "model", "dataset", "output_dir")
     from ...prediction.pseudo_labels import run_pseudo_labeling
 

@@ -10,7 +10,7 @@ TrainingArguments) is an option; a `--config` preset gives defaults and the comm
 `--resume_from_checkpoint last` continues the newest checkpoint in --output_dir.
 """
 
-from ...stage1.arguments import TRAINER_OPTIONS, DataArguments, ModelArguments
+from ...stage1.arguments import TRAINER_OPTIONS, DataArguments, ModelArguments, check_data_and_model
 from ...utils.arguments import parse_args_with_presets, print_error
 
 
@@ -19,12 +19,16 @@ from ...utils.arguments import parse_args_with_presets, print_error
 ARGUMENT_TYPES = (ModelArguments, DataArguments, TRAINER_OPTIONS)
 
 
-def parse_arguments(argv=None):
-    return parse_args_with_presets(ARGUMENT_TYPES, argv, description=__doc__, command="train", prog="cpfcte-hf train")
+def parse_arguments(argv=None, early_check=None):
+    """`train`'s options; `early_check` (the command's own start: `check_data_and_model`) runs before transformers is
+    imported. `run` and `reproduce` parse their steps without it and check them themselves."""
+    return parse_args_with_presets(
+        ARGUMENT_TYPES, argv, description=__doc__, command="train", prog="cpfcte-hf train", early_check=early_check
+    )
 
 
 def main(argv=None) -> int:
-    model_args, data_args, training_args = parse_arguments(argv)
+    model_args, data_args, training_args = parse_arguments(argv, early_check=check_data_and_model)
     from ...stage1.train import run_training
     from ...utils.distributed import distributed_state, finish_distributed
 
