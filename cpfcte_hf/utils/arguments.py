@@ -152,7 +152,8 @@ def parse_args_with_presets(
 
     `early_check(*instances)` (optional) checks the inputs (data root, split files, tags, the model's folder) on
     instances built without transformers (`utils.help.light_instances`: None for Trainer's options), before the
-    real parse imports it; a problem (`OSError`, `ValueError`) is one line, exit status 2.
+    real parse imports it, except with `--print_config`; what it raises (`OSError`, `ValueError`) reaches the caller,
+    whose start reports it as it reports its other input errors (one line, exit status 2).
 
     `--help`, an unknown option or a bad value is answered without transformers (`utils.help`). `--print_config`
     prints the resolved instances as JSON and exits (status 0). A preset error prints one line (`error: ...`) and
@@ -165,11 +166,12 @@ def parse_args_with_presets(
     # The preset is read and its keys checked before transformers is imported (a key of Trainer's options is known
     # from the stored table; without one for this transformers, the keys are checked after the import).
     values = _preset_values(known.config, command, dataclass_types, source, light=True)
-    if early_check is not None and values is not None:
+    if early_check is not None and values is not None and not known.print_config:
         try:
-            early_check(*light_instances(args, dataclass_types, values))
-        except (OSError, ValueError) as error:
-            fail(str(error))
+            instances = light_instances(args, dataclass_types, values)
+        except ValueError as error:  # a dataclass refusing its values, as the real parse says it
+            fail(f"{error}{f' (preset {source})' if source else ''}")
+        early_check(*instances)  # its OSError / ValueError: the command's own start reports it (exit status 2)
     dataclass_types = resolve(dataclass_types)
     from .distributed import cpu_processes_use_gloo
 

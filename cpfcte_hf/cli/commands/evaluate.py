@@ -59,7 +59,11 @@ def parse_arguments(argv=None, early_check=None):
 
 
 def main(argv=None) -> int:
-    (args,) = parse_arguments(argv, early_check=check_inputs)
+    try:
+        (args,) = parse_arguments(argv, early_check=check_inputs)
+    except (OSError, ValueError) as error:  # the data, checked before transformers loads
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     require(args, "pred", "dataset")
     from ...evaluation.report import run_evaluation
 

@@ -123,7 +123,11 @@ def parse_arguments(argv=None, early_check=None):
 
 
 def main(argv=None) -> int:
-    args, crf_args = parse_arguments(argv, early_check=check_inputs)
+    try:
+        args, crf_args = parse_arguments(argv, early_check=check_inputs)
+    except (OSError, ValueError) as error:  # the data or the model's location, checked before transformers loads
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     require(args, "model", "dataset", "output_dir")
     from ...prediction.pseudo_labels import run_pseudo_labeling
 

@@ -28,7 +28,11 @@ def parse_arguments(argv=None, early_check=None):
 
 
 def main(argv=None) -> int:
-    model_args, data_args, training_args = parse_arguments(argv, early_check=check_data_and_model)
+    try:
+        model_args, data_args, training_args = parse_arguments(argv, early_check=check_data_and_model)
+    except (OSError, ValueError) as error:  # the data or the model's location, checked before transformers loads
+        print_error(error)
+        return 2
     from ...stage1.train import run_training
     from ...utils.distributed import distributed_state, finish_distributed
 
