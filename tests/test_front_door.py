@@ -128,7 +128,8 @@ def test_a_bad_value_is_one_line_without_heavy_libraries(argv, message):
             ["train", "--dataset", "shapes", "--model_name_or_path", "{missing}"],
             "--model_name_or_path: Model directory",
         ),
-        (["evaluate", "--dataset", "voc", "--data_root", "{missing}", "--pred", "p"], "Dataset root"),
+        (["evaluate", "--dataset", "voc", "--data_root", "{missing}", "--pred", "{missing}"], "Prediction directory"),
+        (["run", "--dataset", "voc", "--data_root", "{missing}"], "--config PRESET is required"),
     ],
 )
 def test_an_input_error_is_one_line_without_heavy_libraries(argv, message, tmp_path):

@@ -29,7 +29,7 @@ from ..utils.output_dir import hold_output_dir, prepare_output_dir
 from ..utils.progress import progress_bar
 from .html_report import REPORT_FILE, write_html_report
 from .image_records import per_image_scores, write_per_image
-from .results import results_record, write_results
+from .results import check_prediction_dirs, results_record, write_results
 
 
 logger = logging.getLogger(__name__)
@@ -369,20 +369,3 @@ def run_evaluation(
             print(f"Every image and its masks, to look at: {page}")
     finish_distributed(state)
     return report
-
-
-def check_prediction_dirs(directories: Sequence[str | os.PathLike]) -> None:
-    """Raises before anything is written if a prediction directory is missing, not a directory, or holds no mask.
-
-    Raises:
-        FileNotFoundError: a directory does not exist (a typo must not create `typo/report` and "score 0").
-        NotADirectoryError: it is a file.
-        ValueError: it holds no `.png` file at any depth.
-    """
-    for directory in map(Path, directories):
-        if not directory.exists():
-            raise FileNotFoundError(f"Prediction directory {str(directory)!r} not found.")
-        if not directory.is_dir():
-            raise NotADirectoryError(f"Prediction directory {str(directory)!r} is not a directory.")
-        if next(iter(p for p in directory.rglob("*.png") if not p.name.startswith(".")), None) is None:
-            raise ValueError(f"Prediction directory {str(directory)!r} holds no mask (.png) files.")

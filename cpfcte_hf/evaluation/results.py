@@ -303,7 +303,25 @@ def _fraction(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def check_prediction_dirs(directories: Sequence[str | os.PathLike]) -> None:
+    """Raises before anything is written if a prediction directory is missing, not a directory, or holds no mask.
+
+    Raises:
+        FileNotFoundError: a directory does not exist (a typo must not create `typo/report` and "score 0").
+        NotADirectoryError: it is a file.
+        ValueError: it holds no `.png` file at any depth.
+    """
+    for directory in map(Path, directories):
+        if not directory.exists():
+            raise FileNotFoundError(f"Prediction directory {str(directory)!r} not found.")
+        if not directory.is_dir():
+            raise NotADirectoryError(f"Prediction directory {str(directory)!r} is not a directory.")
+        if next(iter(p for p in directory.rglob("*.png") if not p.name.startswith(".")), None) is None:
+            raise ValueError(f"Prediction directory {str(directory)!r} holds no mask (.png) files.")
+
+
 __all__ = [
+    "check_prediction_dirs",
     "PREDICTION_SET_STAGES",
     "RESULTS_FILE",
     "SCHEMA",

@@ -60,6 +60,7 @@ from ..utils.arguments import (
     print_error,
     print_once,
 )
+from ..utils.help import answer_front_door
 from ..utils.io import atomic_write_text
 from .run_checks import BF16_OFF, check_run_inputs
 from .run_plan import _shapes_write_options, plan_steps, resolved_run_preset
@@ -316,9 +317,11 @@ def run_from_argv(
         argv = ["--config", default_preset, *argv]
     preset_name = _preset_name(argv)
     print_config = "--print_config" in argv
-    (run_args,) = parse_arguments([arg for arg in argv if arg != "--print_config"], prog=prog, description=description)
-    if preset_name is None:
+    options = [arg for arg in argv if arg != "--print_config"]
+    answer_front_door(options, (RunArguments,), prog, description or __doc__)  # help, misspelt options, bad values
+    if preset_name is None:  # before transformers is imported for the real parse
         fail("--config PRESET is required (a packaged name: voc, coco, shapes, demo; or a YAML path).")
+    (run_args,) = parse_arguments(options, prog=prog, description=description)
     if print_config:  # the trainings' resolved settings under this launch, nothing run or written
         try:
             print_once(json.dumps(resolved_config(run_args, preset_name), indent=2, default=str, sort_keys=True))

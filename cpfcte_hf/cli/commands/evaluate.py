@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from ...data import check_dataset
 from ...data.arguments import DataSourceArguments
+from ...evaluation.results import check_prediction_dirs
 from ...utils.arguments import RepeatableList, parse_args_with_presets, require
 
 
@@ -42,8 +43,10 @@ class EvaluateArguments(DataSourceArguments):
 
 
 def check_inputs(args: EvaluateArguments) -> None:
-    """What `evaluate` can check before transformers is imported: the required options and the data."""
+    """What `evaluate` can check before transformers is imported: the required options, the prediction folders and
+    the data."""
     require(args, "pred", "dataset")
+    check_prediction_dirs(args.pred)
     check_dataset(args.dataset, args.data_root, args.split, **args.loader_options())
 
 
