@@ -1,7 +1,9 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
-"""The settings of a prediction job, for both stages: stage 1's pseudo-labelling (`PseudoLabelConfig`: size, scales,
-flip, image-level label masking, CRF) and stage 2's multi-scale testing (`MultiScaleEvalConfig`: scales fused by max,
-flip, CRF). Light on purpose (no torch), so that the command line builds them before anything heavy is imported.
+"""The settings of a prediction job, for both stages: one `PredictionConfig` (scales, flip, CRF, workers, reports),
+which stage 1's pseudo-labelling extends (`PseudoLabelConfig`: size, image-level label masking, the CRF's input
+geometry and size cap, batch) and stage 2's multi-scale testing extends (`MultiScaleEvalConfig`: scales of the
+image's own size fused by max, the fusion). Light on purpose (no torch), so that the command line builds them before
+anything heavy is imported.
 """
 
 from __future__ import annotations
@@ -24,7 +26,45 @@ MULTI_SCALE = (1.0, 0.75, 0.5)
 
 
 @dataclass
-class MultiScaleEvalConfig:
+class PredictionConfig:
+    """
+    What every prediction job takes, stage 1's pseudo-labels and stage 2's multi-scale test alike (each stage's
+    config adds its own settings to these).
+
+    Attributes:
+        scales: the scales of the views (stage 1: multipliers of its inference size, averaged; stage 2: of the
+            image's own size, fused by max).
+        flip: also run the left-right flipped views.
+        crf: refine with the dense CRF (`crf_config`, docs/method.md section 3).
+        crf_config: CRF parameters.
+        crf_workers: CRF worker processes per process (`None`: the CPUs divided by the processes; 0: serial).
+        overwrite: recompute masks that exist.
+        num_overlays: overlay panels written with the report.
+        progress: show a progress bar on the main process.
+        report_html: write `report.html` and its thumbnails (`cpfcte_hf.evaluation.html_report`) next to the masks.
+    """
+
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    crf: bool = True
+    crf_config: DenseCRFConfig = field(default_factory=DenseCRFConfig)
+    crf_workers: int | None = None
+    overwrite: bool = False
+    num_overlays: int = 4
+    progress: bool = True
+    report_html: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.crf_config, Mapping):
+            self.crf_config = DenseCRFConfig(**self.crf_config)
+        self.scales = tuple(float(s) for s in self.scales)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class MultiScaleEvalConfig(PredictionConfig):
     """
     Test-time settings of stage 2 (docs/method.md section 4).
 
@@ -43,20 +83,10 @@ class MultiScaleEvalConfig:
     """
 
     scales: tuple[float, ...] = MULTI_SCALE
-    flip: bool = False
     fusion: str = "image"
-    crf: bool = True
-    crf_config: DenseCRFConfig = field(default_factory=DenseCRFConfig)
-    crf_workers: int | None = None
-    overwrite: bool = False
-    num_overlays: int = 4
-    progress: bool = True
-    report_html: bool = True
 
     def __post_init__(self):
-        if isinstance(self.crf_config, dict):
-            self.crf_config = DenseCRFConfig(**self.crf_config)
-        self.scales = tuple(float(s) for s in self.scales)
+        super().__post_init__()
         if not self.scales or min(self.scales) <= 0:
             raise ValueError(f"`scales` must be positive numbers, got {self.scales}.")
         check_test_fusion(self.fusion)
@@ -65,7 +95,7 @@ class MultiScaleEvalConfig:
 
 
 @dataclass
-class PseudoLabelConfig:
+class PseudoLabelConfig(PredictionConfig):
     """
     Settings of a pseudo-labelling run.
 
@@ -95,24 +125,13 @@ class PseudoLabelConfig:
     """
 
     size: int | None = None
-    scales: tuple[float, ...] = (1.0,)
-    flip: bool = False
     use_image_labels: bool = True
-    crf: bool = True
-    crf_config: DenseCRFConfig = field(default_factory=DenseCRFConfig)
     crf_upsampling: str = "align_corners"
-    crf_workers: int | None = None
     crf_max_side: int | None = DEFAULT_CRF_MAX_SIDE
     batch_size: int = 1
-    overwrite: bool = False
-    num_overlays: int = 4
-    progress: bool = True
-    report_html: bool = True
 
     def __post_init__(self):
-        if isinstance(self.crf_config, Mapping):
-            self.crf_config = DenseCRFConfig(**self.crf_config)
-        self.scales = tuple(float(s) for s in self.scales)
+        super().__post_init__()
         if (self.size is not None and int(self.size) < 1) or not self.scales or min(self.scales) <= 0:
             raise ValueError(f"`size` must be >= 1 and `scales` positive, got size={self.size}, scales={self.scales}.")
         if int(self.batch_size) < 1:
@@ -120,9 +139,6 @@ class PseudoLabelConfig:
         check_crf_upsampling(self.crf_upsampling)
         if self.crf_max_side is not None and int(self.crf_max_side) < 0:
             raise ValueError(f"`crf_max_side` must be >= 0 (0 or None: no cap), got {self.crf_max_side}.")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 CRF_UPSAMPLING = ("align_corners", "half_pixel")
