@@ -16,7 +16,7 @@ from cpfcte_hf.cli.main import main
 from cpfcte_hf.cli.options_table import lazy_targets
 from cpfcte_hf.stage2 import arguments as stage2_arguments
 from cpfcte_hf.utils.arguments import BothSpellingsParser, build_parser, parse_plain_args
-from cpfcte_hf.utils.options import LAZY_TABLE, field_specs, resolve
+from cpfcte_hf.utils.options import LAZY_TABLE, field_specs, resolve, stored_specs
 from cpfcte_hf.workflows import run as run_command
 
 
@@ -66,12 +66,14 @@ def test_the_front_door_reads_the_options_hfargumentparser_makes(command):
 
 
 def test_the_stored_trainer_options_are_those_of_the_installed_transformers():
+    from cpfcte_hf.cli.options_table import stored_facts
     from cpfcte_hf.utils.options import LazyArguments
 
+    assert json.loads(LAZY_TABLE.read_text())["facts"] == stored_facts()
     stored = json.loads(LAZY_TABLE.read_text())["classes"]
     assert sorted(stored) == lazy_targets()
     for target in lazy_targets():
-        assert stored[target] == field_specs(resolve([LazyArguments(target, "")])[0]), (
+        assert stored[target] == stored_specs(resolve([LazyArguments(target, "")])[0]), (
             f"{LAZY_TABLE.name} is out of date for {target}: rewrite it with `python -m cpfcte_hf.cli.options_table`."
         )
 

@@ -96,8 +96,9 @@ FAILED_STARTS = {
     "run: unknown key in a section": (["run", "--config", "{root}/bad.yaml", "--dataset", "voc", "--data_root",
                                        "{voc}", "--steps", "pseudo_labels"],
                                       "Unknown key(s) in {root}/bad.yaml (section label): sise"),
-    "run: bf16 on a CPU": (["run", "--config", "voc", "--data_root", "{voc}", "--override", "backbone={vit}"],
-                           "pass --override bf16=false"),
+    # (stage 2's ImageNet backbone is not in the Hub cache here: a problem of its own, found before any library loads)
+    "run: bf16 on a CPU": (["run", "--config", "voc", "--data_root", "{voc}", "--override", "backbone={vit}",
+                            "train_deeplab.backbone=none"], "pass --override bf16=false"),
     "demo: bad data root": (["demo", "--dataset", "voc", "--data_root", "nowhere"], "Dataset root not found: nowhere"),
     "reproduce: bad data root": (["reproduce", "--dataset", "voc", "--data_root", "nowhere"],
                                  "Dataset root not found: nowhere"),

@@ -130,13 +130,70 @@ def test_a_bad_value_is_one_line_without_heavy_libraries(argv, message):
         ),
         (["evaluate", "--dataset", "voc", "--data_root", "{missing}", "--pred", "{missing}"], "Prediction directory"),
         (["run", "--dataset", "voc", "--data_root", "{missing}"], "--config PRESET is required"),
+        (["run", "--config", "voc", "--data_root", "{missing}", "--output_dir", "{out}"], "Dataset root"),
+        (
+            ["run", "--config", "shapes", "--output_dir", "{out}", "--override", "train_deeplab.backbone={missing}"],
+            "--backbone: Model directory",
+        ),
+        (["run", "--config", "shapes", "--output_dir", "{out}", "--steps", "stage2"], "Pseudo-label directory"),
+        (["run", "--config", "shapes", "--output_dir", "{out}", "--steps", "pseudo_labels"], "--model: Model"),
+        (["run", "--config", "shapes", "--output_dir", "{out}", "--export", "parquet"], "invalid choice: 'parquet'"),
+        (["export", "--labels", "x", "--format", "csv", "--output_dir", "{out}"], "invalid choice: 'csv'"),
+        (["push", "--model", "{missing}", "--repo_id", "a/b", "--dry_run", "{out}"], "no such directory"),
+        (["reproduce", "--dataset", "voc", "--data_root", "{missing}", "--output_dir", "{out}"], "Dataset root"),
+        (
+            ["train-deeplab", "--config", "deeplab_voc", "--data_root", "{missing}", "--pseudo_labels", "p"],
+            "Dataset root",
+        ),
+        (
+            ["train-segmenter", "--dataset", "shapes", "--pseudo_labels", "{missing}", "--output_dir", "{out}"],
+            "Pseudo-label directory",
+        ),
+        (["train-deeplab", "--dataset", "shapes", "--do_train", "false"], "--do_train false evaluates a trained"),
+        (
+            ["train-segmenter", "--dataset", "shapes", "--model_type", "segformerr", "--pseudo_labels", "p"],
+            "--model_type 'segformerr' is not a semantic-segmentation architecture; choose one of deeplab_v2, ",
+        ),
+        (
+            ["train-deeplab", "--dataset", "shapes", "--do_train", "false", "--model_name_or_path", "{missing}"],
+            "--model_name_or_path: Model directory",
+        ),
     ],
 )
 def test_an_input_error_is_one_line_without_heavy_libraries(argv, message, tmp_path):
     """The data (root, split, tags) and the model's folder are checked before transformers is imported."""
-    status, _, err, heavy = heavy_after([arg.format(missing=tmp_path / "missing") for arg in argv])
+    out = tmp_path / "out"
+    status, _, err, heavy = heavy_after([arg.format(missing=tmp_path / "missing", out=out) for arg in argv])
     lines = err.strip().splitlines()
     assert status == 2 and heavy == [] and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert not out.exists()  # refused before anything is written
+
+
+def test_the_front_door_copies_of_library_facts_agree():
+    """What the front door knows without importing the libraries: the export formats, DeepLab-v2's model type, and
+    the defaults of Trainer's options it builds the early checks on (stage 2 trains unless told not to)."""
+    from cpfcte_hf.cli.commands.export import EXPORT_FORMATS
+    from cpfcte_hf.export import FORMATS
+    from cpfcte_hf.models import CPFCTE_MODEL_TYPE, DEEPLAB_MODEL_TYPE
+    from cpfcte_hf.models.cpfcte.configuration_cpfcte import CPFCTEConfig
+    from cpfcte_hf.models.deeplab_v2.configuration_deeplab import DeepLabV2Config
+    from cpfcte_hf.stage2.arguments import parse_arguments
+    from cpfcte_hf.stage2.trainer import DeepLabV2TrainingArguments
+
+    assert EXPORT_FORMATS == FORMATS and DEEPLAB_MODEL_TYPE == DeepLabV2Config.model_type
+    assert CPFCTE_MODEL_TYPE == CPFCTEConfig.model_type
+    *_, light = parse_arguments(["--dataset", "shapes", "--max_steps", "7"], light=True)
+    *_, real = parse_arguments(["--dataset", "shapes", "--max_steps", "7", "--output_dir", "o"])
+    assert isinstance(real, DeepLabV2TrainingArguments)
+    assert (
+        (light.do_train, light.max_steps, light.learning_rate)
+        == (real.do_train, 7, real.learning_rate)
+        == (
+            True,
+            7,
+            DeepLabV2TrainingArguments.learning_rate,
+        )
+    )
 
 
 @pytest.mark.parametrize("command", ["train", "label", "train-deeplab", "run"])
@@ -145,11 +202,9 @@ def test_a_preset_error_is_one_line_without_heavy_libraries(command, tmp_path):
     Trainer's options for `train`/`train-deeplab`), are refused before transformers is imported."""
     status, _, err, heavy = heavy_after([command, "--config", str(tmp_path / "missing.yaml")])
     assert status == 2 and heavy == [] and err.strip().startswith("error: Config preset not found"), err
-    if command == "run":  # its flat keys are stage 1's, checked by the run's steps (which need the libraries)
-        return
     bad = tmp_path / "bad.yaml"
-    bad.write_text("not_an_option: 3\n")
-    status, _, err, heavy = heavy_after([command, "--config", str(bad)])
+    bad.write_text("dataset: shapes\nnot_an_option: 3\n")  # run: a flat key is stage 1's, checked as its step
+    status, _, err, heavy = heavy_after([command, "--config", str(bad), "--output_dir", str(tmp_path / "out")])
     lines = err.strip().splitlines()
     assert (
         status == 2

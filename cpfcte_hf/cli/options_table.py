@@ -17,8 +17,16 @@ def lazy_targets() -> list[str]:
     return sorted({t.target for t in (TRAINER_OPTIONS, *ARGUMENT_TYPES) if is_lazy(t)})
 
 
+def stored_facts() -> dict:
+    """What the front door needs to know of the installed transformers besides Trainer's options: the architectures
+    stage 2's `--model_type` takes (`models.segmenters.segmenter_model_types`)."""
+    from ..models.segmenters import segmenter_model_types
+
+    return {"segmenter_model_types": segmenter_model_types()}
+
+
 def main() -> int:
-    written = write_lazy_table(lazy_targets())
+    written = write_lazy_table(lazy_targets(), stored_facts())
     print(f"{LAZY_TABLE}: {sum(map(len, written['classes'].values()))} options of {len(written['classes'])} classes")
     return 0
 

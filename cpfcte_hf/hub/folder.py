@@ -46,6 +46,7 @@ from .card import (
     describe_dataset,
     render_model_card,
 )
+from .checks import check_model_dir, check_repo_id  # noqa: F401  (importable from here, as in 0.1.0)
 from .measurements import (
     _SPECS,
     CARD_TEMPLATE,
@@ -116,45 +117,6 @@ class HubFolder:
     def not_measured(self) -> list[str]:
         """The values every card lists that no results file gave."""
         return [key for key in MEASUREMENTS if key not in {m.key for m in self.measurements.values()}]
-
-
-def check_model_dir(model_dir: str | os.PathLike) -> Path:
-    """The checkpoint directory, after checking it holds a CPF-CTE config, weights and an image processor config."""
-    from ..utils.checkpoints import check_checkpoint_dir
-
-    path = Path(model_dir)
-    if not path.is_dir():
-        raise HubSharingError(f"--model {path}: no such directory.")
-    try:
-        check_checkpoint_dir(path)
-    except FileNotFoundError as error:
-        raise HubSharingError(f"--model {path}: {error}") from error
-    if not (path / "preprocessor_config.json").is_file():
-        raise HubSharingError(
-            f"--model {path}: no preprocessor_config.json (the image processor); save it next to the model with "
-            "`CPFCTEImageProcessor(...).save_pretrained(dir)` (training does)."
-        )
-    model_type = read_json(path / "config.json").get("model_type")
-    if model_type != CPFCTEConfig.model_type:
-        raise HubSharingError(
-            f"--model {path}: config.json has model_type {model_type!r}, not {CPFCTEConfig.model_type!r}; "
-            "this command shares CPF-CTE checkpoints."
-        )
-    return path
-
-
-def check_repo_id(repo_id: str) -> str:
-    """`USER/NAME` (or `ORG/NAME`), valid for the Hub."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as error:
-        raise HubSharingError(f"--repo-id {repo_id!r} is not a valid Hub repo id: {error}") from error
-    if repo_id.count("/") != 1:
-        raise HubSharingError(f"--repo-id {repo_id!r}: expected USER/NAME (or ORG/NAME).")
-    return repo_id
 
 
 def plan_hub_folder(

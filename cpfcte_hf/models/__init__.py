@@ -17,6 +17,21 @@ import sys
 from ..utils.import_hooks import call_after_import, is_initialising, remove_hook
 
 
+# The model type of DeepLab-v2 (`configuration_deeplab.DeepLabV2Config.model_type`), stage 2's default architecture:
+# here, where the option checks read it without transformers.
+DEEPLAB_MODEL_TYPE = "deeplab_v2"
+# The model type of CPF-CTE (`configuration_cpfcte.CPFCTEConfig.model_type`), read by the checks of a checkpoint.
+CPFCTE_MODEL_TYPE = "cpfcte"
+
+
+def check_model_type(model_type: str, known: list[str]) -> None:
+    """Refuses a stage-2 `--model_type` that is not among the `known` architectures, listing them."""
+    if model_type not in known:
+        raise ValueError(
+            f"--model_type {model_type!r} is not a semantic-segmentation architecture; choose one of {', '.join(known)}."
+        )
+
+
 # The registration imports both models' files and the pipelines (and, through them, other modules of this package).
 # While any module of the package is still being executed (it imported transformers, which triggered the hook), it
 # waits: the hook calls back when each module of the package finishes, and the last one registers.

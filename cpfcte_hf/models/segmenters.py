@@ -35,12 +35,12 @@ from transformers import AutoConfig, AutoModelForSemanticSegmentation, Pretraine
 from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
 
+from . import DEEPLAB_MODEL_TYPE, check_model_type
 from .cpfcte.metrics import IGNORE_INDEX
 
 
 logger = logging.getLogger(__name__)
 
-DEEPLAB_MODEL_TYPE = "deeplab_v2"
 # Config keys that are not architecture: left out of `segmenter_architecture`.
 _NOT_ARCHITECTURE = {
     "id2label", "label2id", "architectures", "transformers_version", "_name_or_path", "torch_dtype", "dtype",
@@ -89,11 +89,7 @@ def parse_config_overrides(overrides) -> dict:
 
 
 def _check_model_type(model_type: str) -> None:
-    if model_type not in segmenter_model_types():
-        raise ValueError(
-            f"--model_type {model_type!r} is not a semantic-segmentation architecture; choose one of "
-            f"{', '.join(segmenter_model_types())}."
-        )
+    check_model_type(model_type, segmenter_model_types())
 
 
 def resolve_model_type(model_type: str | None, model_name_or_path: str | None = None) -> str:

@@ -20,6 +20,9 @@ from .sources import ContentRecord
 
 logger = logging.getLogger(__name__)
 
+# The mask folders of a labelling output directory: the argmax before the CRF, and after it (`outputs.OutputLayout`).
+MASK_SETS = ("bpm", "crf")
+
 
 def safe_file_id(image_id) -> str:
     """`image_id` if `<dir>/<image_id>.png` stays inside `<dir>`, else `ValueError`.

@@ -21,6 +21,7 @@ from .job import (
     Failure,
     JobCounts,
 )
+from .job_dir import MASK_SETS
 from .sources import SOURCES_FILE
 
 
@@ -32,11 +33,11 @@ class OutputLayout:
 
     @property
     def bpm_dir(self) -> Path:
-        return self.root / "bpm"
+        return self.root / MASK_SETS[0]
 
     @property
     def crf_dir(self) -> Path:
-        return self.root / "crf"
+        return self.root / MASK_SETS[1]
 
     @property
     def report_dir(self) -> Path:

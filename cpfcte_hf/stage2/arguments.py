@@ -167,16 +167,19 @@ ARGUMENT_TYPES = (
 )
 
 
-def parse_arguments(argv=None, prog: str = "cpfcte-hf train-deeplab"):
+def parse_arguments(argv=None, prog: str = "cpfcte-hf train-deeplab", early_check=None, light: bool = False):
     """(data, model, test, crf, training) arguments from `argv` and an optional `--config` YAML preset; `prog` is
-    the command's name in messages (`train-deeplab` and `train-segmenter` are the same command)."""
-    parsed = parse_args_with_presets(
+    the command's name in messages (`train-deeplab` and `train-segmenter` are the same command). `early_check` (the
+    command's own start: `stage2.checks.early_check`) runs before transformers is imported; `run` and `reproduce`
+    parse their steps without it and check them themselves (`light`: the options built without transformers, or
+    None; see `parse_args_with_presets`)."""
+    return parse_args_with_presets(
         ARGUMENT_TYPES,
         argv,
         description="Train DeepLab-v2 (or any transformers semantic-segmentation model, --model_type) on CPF-CTE "
         "pseudo-labels and evaluate it (multi-scale + CRF).",
         command="train_deeplab",
         prog=prog,
+        early_check=early_check,
+        light=light,
     )
-    # `parse_args_with_presets` may also return the argparse Namespace holding `--config`: keep the dataclasses.
-    return tuple(value for value in parsed if dataclasses.is_dataclass(value))

@@ -33,8 +33,8 @@ from ..models.cpfcte.metrics import IGNORE_INDEX
 from ..models.cpfcte.visualization import read_mask
 from ..models.deeplab_v2.processing import IMAGENET_MEAN, IMAGENET_STD
 from ..prediction.job import safe_file_id
-from ..prediction.outputs import OutputLayout
 from ..utils.lazy import lazy_module
+from .checks import resolve_pseudo_label_dir  # noqa: F401  (importable from here, as in 0.1.0)
 
 
 datasets = lazy_module("datasets")
@@ -105,34 +105,6 @@ def random_scale_crop_flip(
     if transpose_prob > 0 and torch.rand((), generator=generator).item() < transpose_prob:
         pixel_values, labels = pixel_values.transpose(-1, -2), labels.transpose(-1, -2)
     return pixel_values.contiguous(), labels.contiguous()
-
-
-def resolve_pseudo_label_dir(path: str | os.PathLike, pseudo_label_set: str = "crf") -> Path:
-    """
-    The folder of `<id>.png` masks to train on: `path/<pseudo_label_set>` when `path` is an output directory of
-    `scripts/pseudo_label.py` (it has `crf/` and `bpm/`), else `path` itself.
-
-    Raises:
-        NotADirectoryError / FileNotFoundError naming the path when there is no such folder or no PNG in it.
-    """
-    root = Path(path)
-    if not root.is_dir():
-        raise NotADirectoryError(f"Pseudo-label directory {str(root)!r} does not exist or is not a directory.")
-    layout = OutputLayout(root)
-    subfolders = {"crf": layout.crf_dir, "bpm": layout.bpm_dir}
-    if pseudo_label_set not in subfolders:
-        raise ValueError(f"`pseudo_label_set` must be 'crf' or 'bpm', got {pseudo_label_set!r}.")
-    if any(folder.is_dir() for folder in subfolders.values()):
-        folder = subfolders[pseudo_label_set]
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"{str(root)!r} is a pseudo-label output directory without {pseudo_label_set}/ "
-                f"(was scripts/pseudo_label.py run{' without --crf' if pseudo_label_set == 'crf' else ''}?)."
-            )
-        root = folder
-    if not any(root.glob("*.png")):
-        raise FileNotFoundError(f"No <id>.png masks in {str(root)!r}.")
-    return root
 
 
 def leave_out_rejected(dataset, mask_dir: Path):

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Collection
 from pathlib import Path
 
 from transformers import AutoModelForSemanticSegmentation, default_data_collator, set_seed
 
-from ..data import check_dataset, load_split
+from ..data import load_split
 from ..evaluation.report import format_report
 from ..models.cpfcte.class_names import dataset_class_names
 from ..models.deeplab_v2.configuration_deeplab import DeepLabV2Config, resnet101_config
@@ -37,7 +36,7 @@ from ..models.segmenters import (
 )
 from ..prediction.config import MultiScaleEvalConfig, config_from_options
 from ..prediction.segment import predict_split, stage2_model_info
-from ..utils.arguments import check_model_option, describe, print_error
+from ..utils.arguments import describe, print_error
 from ..utils.distributed import distributed_state, finish_distributed
 from ..utils.io import atomic_write_text
 from ..utils.trainer_mixins import resolve_resume_checkpoint
@@ -49,7 +48,8 @@ from .arguments import (
     crf_config_from,
     parse_arguments,
 )
-from .dataset import PseudoLabelTransform, leave_out_rejected, pseudo_label_dataset, resolve_pseudo_label_dir
+from .checks import check_stage2_inputs, resolve_pseudo_label_dir, splits_to_load
+from .dataset import PseudoLabelTransform, leave_out_rejected, pseudo_label_dataset
 from .trainer import DeepLabV2Trainer, DeepLabV2TrainingArguments
 
 
@@ -100,10 +100,7 @@ def build_model(model_args: DeepLabModelArguments, class_names: list[str], new_h
 
 
 def _splits_to_load(data_args, model_args, training_args, train_dataset=None, eval_dataset=None) -> tuple[bool, bool]:
-    """(load the training split, load the evaluation split): the training split gives the classes when there is
-    no checkpoint to take them from."""
-    need_train_split = training_args.do_train or not model_args.model_name_or_path
-    return train_dataset is None and need_train_split, eval_dataset is None and bool(data_args.eval_split)
+    return splits_to_load(data_args, model_args, training_args.do_train, train_dataset, eval_dataset)
 
 
 def check_deeplab_inputs(
@@ -118,39 +115,28 @@ def check_deeplab_inputs(
 ) -> None:
     """
     What a stage-2 start can get wrong, checked before anything is loaded, built or written; the first problem is
-    reported, in one line naming the option or path: the data (`check_dataset` of the splits to load), the
-    pseudo-labels, the model (`--model_name_or_path`, else `--init_checkpoint`, else `--backbone`), and bf16 on a
-    machine without it (`turn_off_bf16`: how to turn it off, in the caller's words). Paths in `made_earlier` are
-    made by an earlier step of a run (`cpfcte-hf run`) and not checked.
+    reported, in one line naming the option or path: the inputs the front door also checks without transformers
+    (`stage2.checks.check_stage2_inputs`: data, pseudo-labels, the model's location), the architecture
+    (`--model_type`, `--config_overrides`), and bf16 on a machine without it (`turn_off_bf16`: how to turn it off,
+    in the caller's words). Paths in `made_earlier` are made by an earlier step of a run (`cpfcte-hf run`) and not
+    checked.
     """
-    if load_train is None or load_eval is None:  # no datasets handed over: the splits are loaded
-        load_train, load_eval = _splits_to_load(data_args, model_args, training_args)
-    splits = [
-        split for split, load in ((data_args.train_split, load_train), (data_args.eval_split, load_eval)) if load
-    ]
-    if splits and not data_args.dataset:
-        raise ValueError("--dataset is required (voc, coco, shapes, ...).")
-    for split in splits:
-        check_dataset(data_args.dataset, data_args.data_root, split, **data_args.loader_options())
-    if not training_args.do_train and not data_args.eval_split:
-        raise ValueError("Nothing to do: no training (--do_train false) and no --eval_split.")
-    if not training_args.do_train and not (model_args.model_name_or_path or model_args.init_checkpoint):
-        raise ValueError(
-            "--do_train false evaluates a trained model: give it with --model_name_or_path (or --init_checkpoint); "
-            "without one the evaluation would score an untrained head."
-        )
-    if training_args.do_train and not data_args.pseudo_labels:
-        raise ValueError("--pseudo_labels is required for training (the output directory of `cpfcte-hf label`).")
-    if training_args.do_train and str(data_args.pseudo_labels) not in made_earlier:
-        resolve_pseudo_label_dir(data_args.pseudo_labels, data_args.pseudo_label_set)
-    _check_deeplab_model(model_args, made_earlier)
+    check_stage2_inputs(
+        data_args,
+        model_args,
+        training_args.do_train,
+        load_train=load_train,
+        load_eval=load_eval,
+        made_earlier=made_earlier,
+    )
+    _check_architecture(model_args)
     if training_args.do_train:
         training_args.check_precision(turn_off_bf16)
 
 
-def _check_deeplab_model(model_args: DeepLabModelArguments, made_earlier: Collection[str]) -> None:
-    """The model source `build_model` will use exists: a checkpoint, else a converted .pth, else a backbone; for
-    another architecture than DeepLab-v2, a known `--model_type` and readable `--config_overrides`."""
+def _check_architecture(model_args: DeepLabModelArguments) -> None:
+    """For another architecture than DeepLab-v2: a known `--model_type`, no DeepLab `.pth`, readable
+    `--config_overrides` that its config takes; for DeepLab-v2: no `--config_overrides`."""
     if model_args.model_type and model_args.model_type not in segmenter_model_types():
         resolve_model_type(model_args.model_type, None)  # the one-line error listing the architectures
     if model_args.model_type and model_args.model_type != DEEPLAB_MODEL_TYPE:
@@ -159,19 +145,8 @@ def _check_deeplab_model(model_args: DeepLabModelArguments, made_earlier: Collec
         if not model_args.model_name_or_path:  # the config it builds: a bad override is found before the data loads
             segmenter_config(model_args.model_type, ["background"], model_args.config_overrides)
         parse_config_overrides(model_args.config_overrides)
-        if model_args.model_name_or_path and str(model_args.model_name_or_path) not in made_earlier:
-            check_model_option("model_name_or_path", model_args.model_name_or_path)
-        return
-    if model_args.model_type == DEEPLAB_MODEL_TYPE and parse_config_overrides(model_args.config_overrides):
+    elif model_args.model_type == DEEPLAB_MODEL_TYPE and parse_config_overrides(model_args.config_overrides):
         raise ValueError("--config_overrides is for other architectures: DeepLab-v2 has its own options (--help).")
-    if model_args.model_name_or_path:
-        if str(model_args.model_name_or_path) not in made_earlier:
-            check_model_option("model_name_or_path", model_args.model_name_or_path)
-    elif model_args.init_checkpoint:
-        if not os.path.isfile(model_args.init_checkpoint):
-            raise FileNotFoundError(f"--init_checkpoint {model_args.init_checkpoint}: no such file.")
-    else:
-        check_model_option("backbone", model_args.backbone)
 
 
 def load_datasets(data_args, model_args, training_args, train_dataset=None, eval_dataset=None):

@@ -145,15 +145,19 @@ def parse_args_with_presets(
     command: str | None = None,
     prog: str | None = None,
     early_check=None,
+    light: bool = False,
 ):
     """
     Parses `args` (default `sys.argv[1:]`) into instances of `dataclass_types`, with `--config PRESET` supplying
     defaults (`utils.presets`). Returns the tuple of dataclass instances.
 
     `early_check(*instances)` (optional) checks the inputs (data root, split files, tags, the model's folder) on
-    instances built without transformers (`utils.help.light_instances`: None for Trainer's options), before the
+    instances built without transformers (`utils.help.light_instances`; Trainer's options: a namespace), before the
     real parse imports it, except with `--print_config`; what it raises (`OSError`, `ValueError`) reaches the caller,
     whose start reports it as it reports its other input errors (one line, exit status 2).
+
+    With `light`, returns those instances built without transformers (`light_instances`) instead, or None when the
+    preset's keys can only be checked against the imported options: `cpfcte-hf run` checks its steps with them.
 
     `--help`, an unknown option or a bad value is answered without transformers (`utils.help`). `--print_config`
     prints the resolved instances as JSON and exits (status 0). A preset error prints one line (`error: ...`) and
@@ -166,11 +170,10 @@ def parse_args_with_presets(
     # The preset is read and its keys checked before transformers is imported (a key of Trainer's options is known
     # from the stored table; without one for this transformers, the keys are checked after the import).
     values = _preset_values(known.config, command, dataclass_types, source, light=True)
-    if early_check is not None and values is not None and not known.print_config:
-        try:
-            instances = light_instances(args, dataclass_types, values)
-        except ValueError as error:  # a dataclass refusing its values, as the real parse says it
-            fail(f"{error}{f' (preset {source})' if source else ''}")
+    if light or (early_check is not None and values is not None and not known.print_config):
+        instances = _light_instances(args, dataclass_types, values, source)
+        if light:
+            return instances
         early_check(*instances)  # its OSError / ValueError: the command's own start reports it (exit status 2)
     dataclass_types = resolve(dataclass_types)
     from .distributed import cpu_processes_use_gloo
@@ -195,6 +198,14 @@ def parse_args_with_presets(
         print_once(describe(*instances))
         raise SystemExit(0)
     return instances
+
+
+def _light_instances(args, dataclass_types, values: dict | None, source: str | None) -> tuple | None:
+    """`light_instances` (None without the preset's values), a dataclass refusing its values said in one line."""
+    try:
+        return None if values is None else light_instances(args, dataclass_types, values)
+    except ValueError as error:  # as the real parse says it
+        fail(f"{error}{f' (preset {source})' if source else ''}")
 
 
 def _preset_values(config: str | None, command: str | None, dataclass_types, source: str | None, light: bool = False):

@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import difflib
 import sys
+import types
 import typing
 from collections.abc import Sequence
 
@@ -64,7 +65,7 @@ def _fields(dataclass_type) -> list[tuple[dataclasses.Field, object]]:
 
 def _type_name(field_type) -> str:
     origin = typing.get_origin(field_type)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(field_type) if a is not type(None)]
         return _type_name(args[0]) if len(args) == 1 else "VALUE"
     if origin is list:
@@ -200,13 +201,19 @@ def light_instances(args: Sequence[str], dataclass_types: Sequence, preset: dict
     """
     The command's option dataclasses as the real parse will make them, built without transformers: each field from
     the command line, else the preset (`preset`: its values for this command), else its default; a preset's
-    `dataset_option` pairs go first, as the real parse puts them. A `LazyArguments` (Trainer's options) is None.
+    `dataset_option` pairs go first, as the real parse puts them. A `LazyArguments` (Trainer's options) is a
+    namespace of the same values, its defaults those of the stored table (only those JSON holds: reading another
+    is an AttributeError), without its class's own checks.
     """
     given = given_options(args, dataclass_types)
     instances = []
     for dataclass_type in dataclass_types:
         if is_lazy(dataclass_type):
-            instances.append(None)
+            names = {spec["name"] for spec in field_specs(dataclass_type)}
+            values = dataclass_type.defaults()
+            values.update({k: v for k, v in preset.items() if k in names})
+            values.update({k: v for k, v in given.items() if k in names})
+            instances.append(types.SimpleNamespace(**values))
             continue
         names = {f.name for f in dataclasses.fields(dataclass_type) if f.init}
         values = {k: v for k, v in preset.items() if k in names and k != "dataset_option"}

@@ -45,6 +45,10 @@ class LazyArguments:
         """Its options as stored in `lazy_options.json` (None when the file does not hold them)."""
         return _lazy_table().get("classes", {}).get(self.target)
 
+    def defaults(self) -> dict[str, object]:
+        """The stored defaults of its options (those that JSON can hold), by field name."""
+        return {spec["name"]: spec["default"] for spec in self.specs() or [] if "default" in spec}
+
 
 @functools.cache
 def _lazy_table() -> dict:
@@ -182,18 +186,50 @@ def add_spec(parser, spec: dict, **kwargs) -> None:
         parser.add_argument(*spec["negative"], dest=spec["name"], action="store_false", default=argparse.SUPPRESS)
 
 
-def write_lazy_table(targets: Sequence[str]) -> dict:
-    """Writes the specs of the `LazyArguments` targets (imported: needs transformers) to `lazy_options.json`."""
+def _stored_default(field: dataclasses.Field) -> dict:
+    """`{"default": value}` for a field whose default JSON holds as it is (an enum by its value); else `{}`."""
+    default = field.default
+    if default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
+        default = field.default_factory()
+    if isinstance(default, enum.Enum):
+        default = default.value
+    if default is None or isinstance(default, (bool, int, float, str)):
+        return {"default": default}
+    if isinstance(default, (list, tuple)) and all(isinstance(item, (bool, int, float, str)) for item in default):
+        return {"default": list(default)}
+    return {}
+
+
+def stored_specs(dataclass_type) -> list[dict]:
+    """What `lazy_options.json` holds of a dataclass: its `field_specs`, each with its default where JSON holds it
+    (the front door builds the options it checks from them: `utils.help.light_instances`)."""
+    by_name = {f.name: f for f in dataclasses.fields(dataclass_type)}
+    return [{**spec, **_stored_default(by_name[spec["name"]])} for spec in field_specs(dataclass_type)]
+
+
+def stored_fact(name: str):
+    """A fact about the installed transformers that the table stores besides the options (e.g. the architectures
+    `AutoModelForSemanticSegmentation` maps); None when the table does not hold it for this transformers."""
+    return _lazy_table().get("facts", {}).get(name)
+
+
+def write_lazy_table(targets: Sequence[str], facts: dict | None = None) -> dict:
+    """Writes the specs of the `LazyArguments` targets (imported: needs transformers) and the `facts` (JSON values,
+    `stored_fact`) to `lazy_options.json`."""
     import transformers
 
-    table = {"transformers": transformers.__version__, "classes": {}}
+    table = {"transformers": transformers.__version__, "facts": dict(facts or {}), "classes": {}}
     for target in targets:
-        table["classes"][target] = field_specs(LazyArguments(target, "").load())
+        table["classes"][target] = stored_specs(LazyArguments(target, "").load())
     classes = ",\n".join(
         f"  {json.dumps(target)}: [\n" + ",\n".join(f"   {json.dumps(spec)}" for spec in specs) + "\n  ]"
         for target, specs in table["classes"].items()
     )  # one option a line
-    text = f'{{\n "transformers": {json.dumps(table["transformers"])},\n "classes": {{\n{classes}\n }}\n}}\n'
+    facts = json.dumps(table["facts"], sort_keys=True)
+    text = (
+        f'{{\n "transformers": {json.dumps(table["transformers"])},\n "facts": {facts},\n'
+        f' "classes": {{\n{classes}\n }}\n}}\n'
+    )
     LAZY_TABLE.write_text(text, encoding="utf-8")
     _lazy_table.cache_clear()
     return table

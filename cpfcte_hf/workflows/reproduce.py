@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 
 from ..data import check_dataset
+from ..stage1.arguments import check_data_and_model
+from ..stage2.checks import check_stage2_inputs
 from ..utils.arguments import parse_args_with_presets, parse_key_values, print_error
 from ..utils.io import atomic_write_text
 from .cells import (
@@ -97,12 +99,15 @@ class Reproduction:
         self.ran: list[str] = []
         self.reused: list[str] = []
 
-    def base_seed(self) -> int:
-        _, _, training_args = parse_args_with_presets(
+    def base_seed(self, light: bool = False) -> int | None:
+        """The first training seed: the stage-1 preset's (or `--override seed=`); with `light`, read without
+        transformers (None where the stored table of Trainer's options does not serve this transformers)."""
+        parsed = parse_args_with_presets(
             TRAIN_ARGUMENTS,
             ["--config", str(preset_path(self.preset)), "--output_dir", "unused", "--bf16", "false"],
+            light=light,
         )
-        return int(self.overrides.get("seed", training_args.seed))
+        return None if parsed is None else int(self.overrides.get("seed", parsed[2].seed))
 
     def variants(self) -> list[str]:
         needed = []
@@ -113,34 +118,47 @@ class Reproduction:
                     needed.append(variant)
         return needed
 
-    def check(self, variants=None) -> None:
+    def check(self, variants=None, light: bool = False) -> None:
         """
         Refuses, before anything is written, a reproduction that cannot start, reporting the first problem in one
         line: the stage-1 settings and data of each variant (default: those the tables need; `check_training_inputs`),
         the split the tables score, and the stage-2 settings (`check_deeplab_inputs`) where a table needs stage 2.
+        With `light`, the checks that need no library (`check_data_and_model`, `check_stage2_inputs`), on the
+        options as the front door builds them: `main` makes them before transformers is imported.
         """
-        from ..stage2.train import check_deeplab_inputs
-        from ..stage2.train import parse_arguments as deeplab_arguments
+        from ..stage2.arguments import parse_arguments as deeplab_arguments
 
-        seed = self.base_seed()
+        seed = self.base_seed(light)
+        if seed is None:
+            return  # no stored table of Trainer's options for this transformers: the full check does it all
         cells = [Cell(self, variant, seed) for variant in (variants or self.variants())]
         for cell in cells:
-            model_args, data_args, training_args = parse_args_with_presets(TRAIN_ARGUMENTS, cell.train_argv)
-            from ..stage1.train import check_training_inputs
+            model_args, data_args, training_args = parse_args_with_presets(
+                TRAIN_ARGUMENTS, cell.train_argv, light=light
+            )
+            if light:
+                check_data_and_model(model_args, data_args)
+            else:
+                from ..stage1.train import check_training_inputs
 
-            check_training_inputs(model_args, data_args, training_args, turn_off_bf16="--override bf16=false")
+                check_training_inputs(model_args, data_args, training_args, turn_off_bf16="--override bf16=false")
             dataset, data_root, options = cell._data_options()
             check_dataset(dataset, data_root, self.recipe.score_split, **options)
         if variants is None and {"2", "3"} & set(self.tables):
             argv = Cell(self, "cpf-cte", seed).deeplab_argv()
-            data_args, model_args, _, _, training_args = deeplab_arguments(argv)
-            pseudo = str(data_args.pseudo_labels)  # made by the cell's pseudo-labelling
+            data_args, model_args, _, _, training_args = deeplab_arguments(argv, light=light)
+            pseudo = {str(data_args.pseudo_labels)}  # made by the cell's pseudo-labelling
+            if light:
+                check_stage2_inputs(data_args, model_args, training_args.do_train, made_earlier=pseudo)
+                return
+            from ..stage2.train import check_deeplab_inputs
+
             check_deeplab_inputs(
                 data_args,
                 model_args,
                 training_args,
                 turn_off_bf16="--deeplab_override bf16=false",
-                made_earlier={pseudo},
+                made_earlier=pseudo,
             )
 
     def run(self) -> dict:
@@ -271,9 +289,10 @@ def main(argv=None) -> int:
             top_k_sweep=args.top_k_sweep,
             overwrite=args.overwrite,
         )
+        for variant in args.time_cells or ():
+            variant_overrides(variant)  # a clear error for an unknown one
+        reproduction.check(args.time_cells, light=True)  # the data and inputs, before transformers is imported
         if args.time_cells:
-            for variant in args.time_cells:
-                variant_overrides(variant)  # a clear error for an unknown one
             print(json.dumps(time_cells(reproduction, args.time_cells, args.time_epochs), indent=2))
             return 0
         report = reproduction.run()

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import yaml
 
+from ..cli.commands.export import EXPORT_FORMATS
 from ..data.arguments import DataSourceArguments
 from ..utils.arguments import (
     COMMAND_ALIASES,
@@ -109,7 +110,10 @@ class RunArguments(DataSourceArguments):
     crf_workers: int | None = field(default=None, metadata={"help": "CRF processes (default: all CPUs; 0 = serial)."})
     export: list[str] = field(
         default_factory=list,
-        metadata={"help": "Export the pseudo-labels (datasets, coco) to OUTPUT_DIR/export/ (`cpfcte-hf export`)."},
+        metadata={
+            "help": "Export the pseudo-labels (datasets, coco) to OUTPUT_DIR/export/ (`cpfcte-hf export`).",
+            "choices": EXPORT_FORMATS,
+        },
     )
 
 
@@ -228,10 +232,6 @@ def plan_run(run_args: RunArguments, preset_name: str) -> tuple[RunArguments, di
     selected = set(run_args.steps) or set(STEPS)
     if "export" in run_args.steps and not run_args.export:
         raise ValueError("--steps export: say which formats with --export (datasets, coco).")
-    from ..export import FORMATS
-
-    if set(run_args.export) - set(FORMATS):
-        raise ValueError(f"--export {' '.join(run_args.export)}: the formats are {', '.join(FORMATS)}.")
     steps = [step for step in plan_steps(run_args, run_dir, run_dir / "run_preset.yaml") if step.name in selected]
     return run_args, resolved_run_preset(preset, run_args), steps, data_options
 
@@ -300,8 +300,17 @@ def resolved_config(run_args: RunArguments, preset_name: str) -> dict:
     return config
 
 
-def parse_arguments(argv=None, prog: str = "cpfcte-hf run", description: str | None = None):
-    return parse_args_with_presets((RunArguments,), argv, description=description or __doc__, command="run", prog=prog)
+def parse_arguments(argv=None, prog: str = "cpfcte-hf run", description: str | None = None, early_check=None):
+    return parse_args_with_presets(
+        (RunArguments,), argv, description=description or __doc__, command="run", prog=prog, early_check=early_check
+    )
+
+
+def check_run_early(run_args: RunArguments, preset_name: str) -> None:
+    """The checks of a run that need no library (`check_run_inputs(light=True)`: the data, the steps' preset keys,
+    their inputs from outside the run), on the options the front door builds: before transformers is imported."""
+    run_args, resolved, steps, _ = plan_run(run_args, preset_name)
+    check_run_inputs(run_args, resolved, steps, preset_name, light=True)
 
 
 def _preset_name(argv) -> str | None:
@@ -321,7 +330,12 @@ def run_from_argv(
     answer_front_door(options, (RunArguments,), prog, description or __doc__)  # help, misspelt options, bad values
     if preset_name is None:  # before transformers is imported for the real parse
         fail("--config PRESET is required (a packaged name: voc, coco, shapes, demo; or a YAML path).")
-    (run_args,) = parse_arguments(options, prog=prog, description=description)
+    early_check = None if print_config else (lambda light_args: check_run_early(light_args, preset_name))
+    try:
+        (run_args,) = parse_arguments(options, prog=prog, description=description, early_check=early_check)
+    except (OSError, ValueError) as error:  # the data, the steps' settings and inputs: before transformers loads
+        print_error(error)
+        return 2, None
     if print_config:  # the trainings' resolved settings under this launch, nothing run or written
         try:
             print_once(json.dumps(resolved_config(run_args, preset_name), indent=2, default=str, sort_keys=True))

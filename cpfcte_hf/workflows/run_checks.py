@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 import yaml
 
 from ..data import check_dataset
+from ..stage1.arguments import check_data_and_model
+from ..stage2.checks import check_stage2_inputs
 from ..utils.arguments import check_model_option, named_preset, parse_key_values
 from .steps import Step, parse_step_arguments
 
@@ -23,13 +25,19 @@ if TYPE_CHECKING:
 BF16_OFF = {"train": "--override bf16=false", "train-deeplab": "--override train_deeplab.bf16=false"}
 
 
-def check_run_inputs(run_args: RunArguments, preset: dict, steps: list[Step], preset_name: str) -> None:
+def check_run_inputs(
+    run_args: RunArguments, preset: dict, steps: list[Step], preset_name: str, light: bool = False
+) -> None:
     """
     Refuses a run that cannot start before it writes anything (`run_preset.yaml`, a folder, a step record) or
     builds a model, reporting the first problem in one line: the data (root, split files, tags; `check_dataset`),
     then each step's settings as its command resolves them from `preset` (unknown keys, refused values), the
     models it reads from outside the run, and bf16 on a machine without it. What an earlier step of the run makes
     (a checkpoint, the pseudo-labels) is not checked; what a step reads from a step that is not run must exist.
+
+    With `light`, the checks that need no library, on the steps' options as their front doors build them
+    (`parse_step_arguments(light=True)`): `cpfcte-hf run` makes them before transformers is imported, and all of
+    them again after.
     """
     options = parse_key_values(run_args.dataset_option)
     if run_args.cache_dir:
@@ -45,20 +53,28 @@ def check_run_inputs(run_args: RunArguments, preset: dict, steps: list[Step], pr
             for step in steps:
                 if step.command is not None:
                     argv = [str(copy) if arg == preset_path else arg for arg in step.argv]
-                    _check_step(step.command, parse_step_arguments(step.command, argv), made_earlier)
+                    instances = parse_step_arguments(step.command, argv, light=light)
+                    if instances is not None:
+                        _check_step(step.command, instances, made_earlier, light)
                 made_earlier.add(str(step.directory))
 
 
-def _check_step(command: str, instances: tuple, made_earlier: set[str]) -> None:
-    """The checks `command` makes at its own start, on its resolved `instances`, before the run writes anything."""
-    if command == "train":
+def _check_step(command: str, instances: tuple, made_earlier: set[str], light: bool) -> None:
+    """The checks `command` makes at its own start, on its resolved `instances`, before the run writes anything
+    (with `light`, those its front door makes)."""
+    if command == "train" and light:
+        check_data_and_model(*instances)
+    elif command == "train":
         from ..stage1.train import check_training_inputs
 
         check_training_inputs(*instances, turn_off_bf16=BF16_OFF[command])
     elif command == "train-deeplab":
+        data_args, model_args, _, _, training_args = instances
+        if light:
+            check_stage2_inputs(data_args, model_args, training_args.do_train, made_earlier=made_earlier)
+            return
         from ..stage2.train import check_deeplab_inputs
 
-        data_args, model_args, _, _, training_args = instances
         check_deeplab_inputs(
             data_args, model_args, training_args, turn_off_bf16=BF16_OFF[command], made_earlier=made_earlier
         )

@@ -54,13 +54,22 @@ def _strip(value):
     return value
 
 
-def parse_step_arguments(command: str, argv: list[str]) -> tuple:
-    """The dataclasses of `cpfcte-hf <command> <argv>`, as the command parses them."""
+# Commands whose options can be built without transformers (`parse_arguments(argv, light=True)`).
+LIGHT_PARSE = ("train", "label", "train-deeplab", "train-segmenter", "push")
+
+
+def parse_step_arguments(command: str, argv: list[str], light: bool = False) -> tuple | None:
+    """The dataclasses of `cpfcte-hf <command> <argv>`, as the command parses them. With `light`, as its front door
+    builds them without transformers (Trainer's options: a namespace), or None where it cannot (see
+    `parse_args_with_presets`; a command not in `LIGHT_PARSE`)."""
     import importlib
 
     from ..cli.main import COMMANDS
 
-    return importlib.import_module(COMMANDS[command][0]).parse_arguments(argv)
+    module = importlib.import_module(COMMANDS[command][0])
+    if light:
+        return module.parse_arguments(argv, light=True) if command in LIGHT_PARSE else None
+    return module.parse_arguments(argv)
 
 
 def step_settings(command: str, argv: list[str], run_dir: Path) -> dict:

@@ -31,6 +31,11 @@ from dataclasses import dataclass, field
 from ...utils.arguments import RepeatableList, loader_options, parse_args_with_presets, print_error, require
 
 
+# The export formats as options (`--format`, run's `--export`) take them: `cpfcte_hf.export.FORMATS`, written here
+# too so that the front door checks them without importing the exporters (a test holds the two equal).
+EXPORT_FORMATS = ("datasets", "coco")
+
+
 @dataclass
 class ExportArguments:
     """What to export, in which formats, and where to."""
@@ -39,7 +44,9 @@ class ExportArguments:
         default_factory=list,
         metadata={"help": "Labelled output folders (required): `label` output, or stage-2 predictions/<split>/."},
     )
-    format: list[str] = field(default_factory=lambda: ["datasets"], metadata={"help": "datasets and/or coco."})
+    format: list[str] = field(
+        default_factory=lambda: ["datasets"], metadata={"help": "datasets and/or coco.", "choices": EXPORT_FORMATS}
+    )
     output_dir: str | None = field(
         default=None, metadata={"help": "Folder of the export (required); alias --out.", "aliases": ["--out"]}
     )
@@ -74,11 +81,11 @@ def parse_arguments(argv=None):
 
 
 def main(argv=None) -> int:
+    (args,) = parse_arguments(argv)  # help, misspelt options and bad values: before the exporters are imported
+    require(args, "labels", "output_dir")
     from ...export import ExportError, export_labels, format_record
     from ...hub.measurements import HubPushError
 
-    (args,) = parse_arguments(argv)
-    require(args, "labels", "output_dir")
     try:
         result = export_labels(
             args.labels,

@@ -114,11 +114,18 @@ def check_inputs(args: LabelArguments, crf_args=None) -> None:
     check_model_option("model", args.model)
 
 
-def parse_arguments(argv=None, early_check=None):
+def parse_arguments(argv=None, early_check=None, light: bool = False):
     """`label`'s options; `early_check` (the command's own start: `check_inputs`) runs before transformers is
-    imported. `run` parses its steps without it: an earlier step makes the model."""
+    imported. `run` parses its steps without it: an earlier step makes the model (`light`: the options built without
+    transformers, see `parse_args_with_presets`)."""
     return parse_args_with_presets(
-        ARGUMENT_TYPES, argv, description=__doc__, command="label", prog="cpfcte-hf label", early_check=early_check
+        ARGUMENT_TYPES,
+        argv,
+        description=__doc__,
+        command="label",
+        prog="cpfcte-hf label",
+        early_check=early_check,
+        light=light,
     )
 
 

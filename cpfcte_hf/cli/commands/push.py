@@ -38,12 +38,28 @@ class PushArguments:
     )
 
 
-def parse_arguments(argv=None):
-    return parse_args_with_presets((PushArguments,), argv, description=__doc__, command="push", prog="cpfcte-hf push")
+def parse_arguments(argv=None, light: bool = False, early_check=None):
+    """`push`'s options; `early_check` (the command's own start: `hub.checks.early_check`) runs before transformers is
+    imported (`light`: the options built without it, see `parse_args_with_presets`)."""
+    return parse_args_with_presets(
+        (PushArguments,),
+        argv,
+        description=__doc__,
+        command="push",
+        prog="cpfcte-hf push",
+        light=light,
+        early_check=early_check,
+    )
 
 
 def main(argv=None) -> int:
-    (args,) = parse_arguments(argv)
+    from ...hub.checks import early_check
+
+    try:  # the checkpoint and the repo id: before transformers is imported
+        (args,) = parse_arguments(argv, early_check=early_check)
+    except (OSError, ValueError) as error:
+        print_error(error)
+        return 2
     require(args, "model", "repo_id")
     from ...hub.folder import build_hub_folder, format_hub_folder, push_to_hub
     from ...hub.measurements import HubPushError, HubSharingError

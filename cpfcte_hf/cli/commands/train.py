@@ -19,11 +19,18 @@ from ...utils.arguments import parse_args_with_presets, print_error
 ARGUMENT_TYPES = (ModelArguments, DataArguments, TRAINER_OPTIONS)
 
 
-def parse_arguments(argv=None, early_check=None):
+def parse_arguments(argv=None, early_check=None, light: bool = False):
     """`train`'s options; `early_check` (the command's own start: `check_data_and_model`) runs before transformers is
-    imported. `run` and `reproduce` parse their steps without it and check them themselves."""
+    imported. `run` and `reproduce` parse their steps without it and check them themselves (`light`: the options
+    built without transformers, see `parse_args_with_presets`)."""
     return parse_args_with_presets(
-        ARGUMENT_TYPES, argv, description=__doc__, command="train", prog="cpfcte-hf train", early_check=early_check
+        ARGUMENT_TYPES,
+        argv,
+        description=__doc__,
+        command="train",
+        prog="cpfcte-hf train",
+        early_check=early_check,
+        light=light,
     )
 
 

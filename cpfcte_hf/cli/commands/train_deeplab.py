@@ -13,10 +13,16 @@ The options are those of `cpfcte_hf.stage2.arguments` (`--help`), then Trainer's
 """
 
 from ...stage2.arguments import parse_arguments
+from ...stage2.checks import early_check
+from ...utils.arguments import print_error
 
 
-def main(argv=None) -> int:
-    arguments = parse_arguments(argv)  # help and misspelt options answered before the training code is imported
+def main(argv=None, prog: str = "cpfcte-hf train-deeplab") -> int:
+    try:  # help, misspelt options, the data, pseudo-labels and model location: before transformers is imported
+        arguments = parse_arguments(argv, prog=prog, early_check=early_check)
+    except (OSError, ValueError) as error:
+        print_error(error)
+        return 2
     from ...stage2.train import run_parsed
 
     return run_parsed(*arguments)

@@ -17,20 +17,18 @@ classes). The data, augmentation, trainer, prediction job and multi-scale + CRF 
 """
 
 from ...stage2.arguments import parse_arguments as _parse_arguments
+from .train_deeplab import main as _main
 
 
 PROG = "cpfcte-hf train-segmenter"
 
 
-def parse_arguments(argv=None):
-    return _parse_arguments(argv, prog=PROG)
+def parse_arguments(argv=None, early_check=None, light: bool = False):
+    return _parse_arguments(argv, prog=PROG, early_check=early_check, light=light)
 
 
 def main(argv=None) -> int:
-    arguments = parse_arguments(argv)  # help and misspelt options answered before the training code is imported
-    from ...stage2.train import run_parsed
-
-    return run_parsed(*arguments)
+    return _main(argv, prog=PROG)
 
 
 __all__ = ["main", "parse_arguments"]
