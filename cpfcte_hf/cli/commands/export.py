@@ -28,7 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...utils.arguments import RepeatableList, loader_options, parse_args_with_presets, print_error, require
+from ...data.arguments import DataSourceArguments
+from ...utils.arguments import parse_args_with_presets, print_error, require
 
 
 # The export formats as options (`--format`, run's `--export`) take them: `cpfcte_hf.export.FORMATS`, written here
@@ -37,8 +38,9 @@ EXPORT_FORMATS = ("datasets", "coco")
 
 
 @dataclass
-class ExportArguments:
-    """What to export, in which formats, and where to."""
+class ExportArguments(DataSourceArguments):
+    """What to export, in which formats, and where to; the data source (`--dataset`, `--data_root`, `--split`, the
+    loader options) defaults to the one the labelling run recorded."""
 
     labels: list[str] = field(
         default_factory=list,
@@ -53,20 +55,7 @@ class ExportArguments:
     mask_set: str | None = field(
         default=None, metadata={"help": "The masks to export: crf or bpm (stage 1), ms_crf or ms (stage 2)."}
     )
-    dataset: str | None = field(default=None, metadata={"help": "Dataset kind (default: the one the run recorded)."})
-    data_root: str | None = field(
-        default=None, metadata={"help": "Dataset root (default: the one recorded).", "aliases": ["--root"]}
-    )
     split: str | None = field(default=None, metadata={"help": "Split name (default: the one recorded)."})
-    dataset_option: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "Extra loader arguments KEY=VALUE ... (YAML values), repeatable.",
-            "aliases": ["--dataset_options", "--dataset-options"],
-            "action": RepeatableList,
-        },
-    )
-    cache_dir: str | None = field(default=None, metadata={"help": "Arrow cache of the loaders."})
     push_to_hub: str | None = field(default=None, metadata={"help": "USER/NAME of a Hub dataset repo to push to."})
     dry_run: str | None = field(default=None, metadata={"help": "Write the Hub dataset folder here, no push."})
     private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
@@ -95,7 +84,7 @@ def main(argv=None) -> int:
             dataset=args.dataset,
             data_root=args.data_root,
             split=args.split,
-            dataset_options=loader_options(args),
+            dataset_options=args.loader_options(),
             push_to_hub=args.push_to_hub,
             dry_run=args.dry_run,
             private=args.private,
