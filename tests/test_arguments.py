@@ -156,6 +156,11 @@ def test_a_table_written_for_another_transformers_is_not_used(tmp_path, monkeypa
     options._lazy_table.cache_clear()
     try:
         assert TRAINER_OPTIONS.specs() is None  # the real parse alone checks Trainer's options then
+        assert options.stored_fact("segmenter_model_types") is None
+        # the early checks step aside: no options built without transformers; the command's start checks all
+        assert stage2_arguments.parse_arguments(["--dataset", "shapes"], light=True) is None
+        assert train_command.parse_arguments(["--dataset", "shapes"], light=True) is None
+        assert main(["train-deeplab", "--dataset", "shapes", "--pseudo_labels", str(tmp_path / "nowhere")]) == 2
     finally:
         monkeypatch.undo()
         options._lazy_table.cache_clear()

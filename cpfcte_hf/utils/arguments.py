@@ -170,11 +170,12 @@ def parse_args_with_presets(
     # The preset is read and its keys checked before transformers is imported (a key of Trainer's options is known
     # from the stored table; without one for this transformers, the keys are checked after the import).
     values = _preset_values(known.config, command, dataclass_types, source, light=True)
-    if light or (early_check is not None and values is not None and not known.print_config):
+    if light or (early_check is not None and not known.print_config):
         instances = _light_instances(args, dataclass_types, values, source)
         if light:
             return instances
-        early_check(*instances)  # its OSError / ValueError: the command's own start reports it (exit status 2)
+        if instances is not None:  # its OSError / ValueError: the command's own start reports it (exit status 2)
+            early_check(*instances)
     dataclass_types = resolve(dataclass_types)
     from .distributed import cpu_processes_use_gloo
 
@@ -201,9 +202,12 @@ def parse_args_with_presets(
 
 
 def _light_instances(args, dataclass_types, values: dict | None, source: str | None) -> tuple | None:
-    """`light_instances` (None without the preset's values), a dataclass refusing its values said in one line."""
+    """`light_instances`, a dataclass refusing its values said in one line; None without the preset's values or
+    without a stored table of a lazy dataclass's options (for another transformers: the real parse checks all)."""
+    if values is None or any(is_lazy(t) and not t.specs() for t in dataclass_types):
+        return None
     try:
-        return None if values is None else light_instances(args, dataclass_types, values)
+        return light_instances(args, dataclass_types, values)
     except ValueError as error:  # as the real parse says it
         fail(f"{error}{f' (preset {source})' if source else ''}")
 
