@@ -151,13 +151,12 @@ def parse_args_with_presets(
     Parses `args` (default `sys.argv[1:]`) into instances of `dataclass_types`, with `--config PRESET` supplying
     defaults (`utils.presets`). Returns the tuple of dataclass instances.
 
-    `early_check(*instances)` (optional) checks the inputs (data root, split files, tags, the model's folder) on
-    instances built without transformers (`utils.help.light_instances`; Trainer's options: a namespace), before the
-    real parse imports it, except with `--print_config`; what it raises (`OSError`, `ValueError`) reaches the caller,
-    whose start reports it as it reports its other input errors (one line, exit status 2).
+    `early_check(*instances)` (optional) checks the inputs (data, tags, the model's folder) on instances built
+    without transformers (`utils.help.light_instances`; Trainer's options: a namespace) before the real parse
+    imports it, except with `--print_config`; what it raises (`OSError`, `ValueError`) reaches the caller.
 
-    With `light`, returns those instances built without transformers (`light_instances`) instead, or None when the
-    preset's keys can only be checked against the imported options: `cpfcte-hf run` checks its steps with them.
+    With `light`, returns those instances instead (None where the stored table does not serve this transformers):
+    `cpfcte-hf run` and `reproduce` check their steps with them.
 
     `--help`, an unknown option or a bad value is answered without transformers (`utils.help`). `--print_config`
     prints the resolved instances as JSON and exits (status 0). A preset error prints one line (`error: ...`) and
