@@ -185,15 +185,8 @@ def test_the_front_door_copies_of_library_facts_agree():
     *_, light = parse_arguments(["--dataset", "shapes", "--max_steps", "7"], light=True)
     *_, real = parse_arguments(["--dataset", "shapes", "--max_steps", "7", "--output_dir", "o"])
     assert isinstance(real, DeepLabV2TrainingArguments)
-    assert (
-        (light.do_train, light.max_steps, light.learning_rate)
-        == (real.do_train, 7, real.learning_rate)
-        == (
-            True,
-            7,
-            DeepLabV2TrainingArguments.learning_rate,
-        )
-    )
+    assert (light.do_train, light.max_steps, light.learning_rate) == (real.do_train, 7, real.learning_rate)
+    assert light.do_train is True  # stage 2's default (transformers' own TrainingArguments says False)
 
 
 @pytest.mark.parametrize("command", ["train", "label", "train-deeplab", "run"])
