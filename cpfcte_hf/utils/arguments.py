@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import yaml
 
 from .help import COMMON_OPTIONS, answer_front_door, fail, light_instances, print_error
-from .options import RepeatableList, both_spellings, field_specs, is_lazy, resolve, spellings
+from .options import RepeatableList, both_spellings, field_specs, resolve, spellings, table_serves
 from .presets import (
     COMMAND_ALIASES,
     COMMAND_SECTIONS,
@@ -201,9 +201,9 @@ def parse_args_with_presets(
 
 
 def _light_instances(args, dataclass_types, values: dict | None, source: str | None) -> tuple | None:
-    """`light_instances`, a dataclass refusing its values said in one line; None without the preset's values or
-    without a stored table of a lazy dataclass's options (for another transformers: the real parse checks all)."""
-    if values is None or any(is_lazy(t) and not t.specs() for t in dataclass_types):
+    """`light_instances`, a dataclass refusing its values said in one line; None without the preset's values (no
+    stored table of a lazy dataclass's options for this transformers: the real parse checks all)."""
+    if values is None:
         return None
     try:
         return light_instances(args, dataclass_types, values)
@@ -214,17 +214,16 @@ def _light_instances(args, dataclass_types, values: dict | None, source: str | N
 def _preset_values(config: str | None, command: str | None, dataclass_types, source: str | None, light: bool = False):
     """
     The values the preset `config` gives this command's options (`{}` without a preset); a missing or broken preset
-    or a key that is no option is one line (`fail`). With `light` (options not imported yet): None when the keys can
-    only be checked against the imported dataclasses (no stored table of Trainer's options for this transformers);
+    or a key that is no option is one line (`fail`). With `light` (options not imported yet): None when the options
+    can only be known from the imported dataclasses (no stored table of Trainer's options for this transformers);
     the preset itself is still read.
     """
+    unknown_yet = light and not table_serves(dataclass_types)
     if not config:
-        return {}
+        return None if unknown_yet else {}
     try:
         preset = load_preset(config)
-        if light and any(is_lazy(t) and not t.specs() for t in dataclass_types):
-            return None
-        return preset_values_for(preset, command, spellings(dataclass_types), source)
+        return None if unknown_yet else preset_values_for(preset, command, spellings(dataclass_types), source)
     except PresetError as error:
         fail(str(error))
 

@@ -18,7 +18,8 @@ import types
 import typing
 from collections.abc import Sequence
 
-from .options import LazyArguments, add_spec, field_spec, field_specs, is_lazy, resolve
+from .options import LazyArguments, add_spec, field_spec, field_specs, is_lazy, resolve, table_serves
+from .presets import key_value_list
 
 
 __all__ = [
@@ -146,20 +147,26 @@ class _CheckingParser(argparse.ArgumentParser):
         raise ValueError(message)
 
 
+def _checking_parser(dataclass_types: Sequence, **spec_kwargs) -> _CheckingParser:
+    """A parser of the options of `dataclass_types` (and `--config`, `--print_config`) as `HfArgumentParser` makes
+    them; `spec_kwargs` go to every option's `add_argument` (`default=argparse.SUPPRESS`: given options only)."""
+    parser = _CheckingParser(add_help=False, allow_abbrev=False)
+    parser.add_argument(COMMON_OPTIONS[0])
+    parser.add_argument(*COMMON_OPTIONS[1:], action="store_true")
+    for dataclass_type in dataclass_types:
+        for spec in field_specs(dataclass_type):
+            add_spec(parser, spec, **spec_kwargs)
+    return parser
+
+
 def check_values(args: Sequence[str], dataclass_types: Sequence) -> None:
     """
     Parses `args` with the options of `dataclass_types` (values converted and checked as `HfArgumentParser` does),
     ending the command with one line at the first bad value or stray word. Presets and the dataclasses' own checks
     (`__post_init__`) are left to the real parse.
     """
-    parser = _CheckingParser(add_help=False, allow_abbrev=False)
-    parser.add_argument(COMMON_OPTIONS[0])
-    parser.add_argument(*COMMON_OPTIONS[1:], action="store_true")
-    for dataclass_type in dataclass_types:
-        for spec in field_specs(dataclass_type):
-            add_spec(parser, spec)
     try:
-        _, rest = parser.parse_known_args(list(args))
+        _, rest = _checking_parser(dataclass_types).parse_known_args(list(args))
     except ValueError as error:
         fail(f"{error} (see --help)")
     if rest:
@@ -175,7 +182,7 @@ def answer_front_door(args: Sequence[str], dataclass_types: Sequence, prog: str 
         show_all = bool({"--help_all", "--help-all"} & set(args))
         print(format_help(dataclass_types, prog, description, show_all=show_all), end="")
         raise SystemExit(0)
-    if any(is_lazy(t) and t.specs() is None for t in dataclass_types):
+    if not table_serves(dataclass_types):
         return  # no stored table for a lazy dataclass: the real parse checks everything
     unknown = unknown_options(args, dataclass_types, COMMON_OPTIONS)
     if unknown:
@@ -187,13 +194,7 @@ def answer_front_door(args: Sequence[str], dataclass_types: Sequence, prog: str 
 def given_options(args: Sequence[str], dataclass_types: Sequence) -> dict[str, object]:
     """The options `args` gives, by field name, converted as `HfArgumentParser` converts them (none of the defaults):
     what the front door's own parse saw."""
-    parser = _CheckingParser(add_help=False, allow_abbrev=False)
-    parser.add_argument(COMMON_OPTIONS[0])
-    parser.add_argument(*COMMON_OPTIONS[1:], action="store_true")
-    for dataclass_type in dataclass_types:
-        for spec in field_specs(dataclass_type):
-            add_spec(parser, spec, default=argparse.SUPPRESS)
-    namespace, _ = parser.parse_known_args(list(args))
+    namespace, _ = _checking_parser(dataclass_types, default=argparse.SUPPRESS).parse_known_args(list(args))
     return {key: value for key, value in vars(namespace).items() if key not in ("config", "print_config")}
 
 
@@ -219,8 +220,6 @@ def light_instances(args: Sequence[str], dataclass_types: Sequence, preset: dict
         values = {k: v for k, v in preset.items() if k in names and k != "dataset_option"}
         values.update({k: v for k, v in given.items() if k in names})
         if "dataset_option" in names and preset.get("dataset_option"):
-            from .presets import key_value_list
-
             if values.get("dataset", getattr(dataclass_type, "dataset", None)) == preset.get("dataset"):
                 values["dataset_option"] = key_value_list(preset["dataset_option"]) + list(
                     values.get("dataset_option") or []

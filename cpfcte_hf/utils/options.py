@@ -68,6 +68,12 @@ def is_lazy(dataclass_type) -> bool:
     return isinstance(dataclass_type, LazyArguments)
 
 
+def table_serves(dataclass_types: Sequence) -> bool:
+    """Whether every `LazyArguments` among `dataclass_types` has its options in the stored table (written for the
+    installed transformers): only then can the front door check and build them without importing it."""
+    return all(t.specs() for t in dataclass_types if is_lazy(t))
+
+
 def resolve(dataclass_types: Sequence) -> tuple[type, ...]:
     """The dataclass types, with every `LazyArguments` imported."""
     return tuple(t.load() if is_lazy(t) else t for t in dataclass_types)
