@@ -36,8 +36,6 @@ import time
 from pathlib import Path
 
 from ..data import check_dataset
-from ..stage1.arguments import check_data_and_model
-from ..stage2.checks import check_stage2_inputs
 from ..utils.arguments import parse_args_with_presets, parse_key_values, print_error
 from ..utils.io import atomic_write_text
 from .cells import (
@@ -50,6 +48,7 @@ from .cells import (
     preset_path,
     variant_overrides,
 )
+from .steps import check_step
 from .tables import METRIC_NAMES, PAPER_METRIC, PAPER_TABLES, format_tables, table_spec, tabulate
 
 
@@ -123,8 +122,8 @@ class Reproduction:
         Refuses, before anything is written, a reproduction that cannot start, reporting the first problem in one
         line: the stage-1 settings and data of each variant (default: those the tables need; `check_training_inputs`),
         the split the tables score, and the stage-2 settings (`check_deeplab_inputs`) where a table needs stage 2.
-        With `light`, the checks that need no library (`check_data_and_model`, `check_stage2_inputs`), on the
-        options as the front door builds them: `main` makes them before transformers is imported.
+        With `light`, the checks that need no library (`steps.check_step`), on the options as the front door builds
+        them: `main` makes them before transformers is imported.
         """
         from ..stage2.arguments import parse_arguments as deeplab_arguments
 
@@ -133,30 +132,18 @@ class Reproduction:
             return  # no stored table of Trainer's options for this transformers: the full check does it all
         cells = [Cell(self, variant, seed) for variant in (variants or self.variants())]
         for cell in cells:
-            model_args, data_args, training_args = parse_args_with_presets(
-                TRAIN_ARGUMENTS, cell.train_argv, light=light
-            )
-            if light:
-                check_data_and_model(model_args, data_args)
-            else:
-                from ..stage1.train import check_training_inputs
-
-                check_training_inputs(model_args, data_args, training_args, turn_off_bf16="--override bf16=false")
+            instances = parse_args_with_presets(TRAIN_ARGUMENTS, cell.train_argv, light=light)
+            check_step("train", instances, light=light, turn_off_bf16="--override bf16=false")
             dataset, data_root, options = cell._data_options()
             check_dataset(dataset, data_root, self.recipe.score_split, **options)
         if variants is None and {"2", "3"} & set(self.tables):
             argv = Cell(self, "cpf-cte", seed).deeplab_argv()
-            data_args, model_args, _, _, training_args = deeplab_arguments(argv, light=light)
-            pseudo = {str(data_args.pseudo_labels)}  # made by the cell's pseudo-labelling
-            if light:
-                check_stage2_inputs(data_args, model_args, training_args.do_train, made_earlier=pseudo)
-                return
-            from ..stage2.train import check_deeplab_inputs
-
-            check_deeplab_inputs(
-                data_args,
-                model_args,
-                training_args,
+            instances = deeplab_arguments(argv, light=light)
+            pseudo = {str(instances[0].pseudo_labels)}  # made by the cell's pseudo-labelling
+            check_step(
+                "train-deeplab",
+                instances,
+                light=light,
                 turn_off_bf16="--deeplab_override bf16=false",
                 made_earlier=pseudo,
             )

@@ -11,10 +11,8 @@ from typing import TYPE_CHECKING
 import yaml
 
 from ..data import check_dataset
-from ..stage1.arguments import check_data_and_model
-from ..stage2.checks import check_stage2_inputs
-from ..utils.arguments import check_model_option, named_preset, parse_key_values
-from .steps import Step, parse_step_arguments
+from ..utils.arguments import named_preset, parse_key_values
+from .steps import Step, check_step, parse_step_arguments
 
 
 if TYPE_CHECKING:
@@ -55,31 +53,15 @@ def check_run_inputs(
                     argv = [str(copy) if arg == preset_path else arg for arg in step.argv]
                     instances = parse_step_arguments(step.command, argv, light=light)
                     if instances is not None:
-                        _check_step(step.command, instances, made_earlier, light)
+                        turn_off_bf16 = BF16_OFF.get(step.command, "--bf16 false")
+                        check_step(
+                            step.command,
+                            instances,
+                            light=light,
+                            turn_off_bf16=turn_off_bf16,
+                            made_earlier=made_earlier,
+                        )
                 made_earlier.add(str(step.directory))
-
-
-def _check_step(command: str, instances: tuple, made_earlier: set[str], light: bool) -> None:
-    """The checks `command` makes at its own start, on its resolved `instances`, before the run writes anything
-    (with `light`, those its front door makes)."""
-    if command == "train" and light:
-        check_data_and_model(*instances)
-    elif command == "train":
-        from ..stage1.train import check_training_inputs
-
-        check_training_inputs(*instances, turn_off_bf16=BF16_OFF[command])
-    elif command == "train-deeplab":
-        data_args, model_args, _, _, training_args = instances
-        if light:
-            check_stage2_inputs(data_args, model_args, training_args.do_train, made_earlier=made_earlier)
-            return
-        from ..stage2.train import check_deeplab_inputs
-
-        check_deeplab_inputs(
-            data_args, model_args, training_args, turn_off_bf16=BF16_OFF[command], made_earlier=made_earlier
-        )
-    elif command in ("label", "push") and str(instances[0].model) not in made_earlier:
-        check_model_option("model", instances[0].model)
 
 
 __all__ = ["BF16_OFF", "check_run_inputs"]

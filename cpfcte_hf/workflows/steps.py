@@ -21,10 +21,13 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..stage1.arguments import check_data_and_model
+from ..stage2.checks import check_stage2_inputs
+from ..utils.arguments import check_model_option
 from ..utils.io import atomic_write_text
 
 
@@ -70,6 +73,41 @@ def parse_step_arguments(command: str, argv: list[str], light: bool = False) -> 
     if light:
         return module.parse_arguments(argv, light=True) if command in LIGHT_PARSE else None
     return module.parse_arguments(argv)
+
+
+def check_step(
+    command: str,
+    instances: tuple,
+    *,
+    light: bool = False,
+    turn_off_bf16: str = "--bf16 false",
+    made_earlier: Collection[str] = (),
+) -> None:
+    """
+    The checks `command` makes at its own start, on its resolved `instances` (`parse_step_arguments`), before a
+    workflow writes anything: with `light`, those its front door makes without the libraries (`check_data_and_model`,
+    `check_stage2_inputs`), else all of them (`check_training_inputs`, `check_deeplab_inputs`: bf16 included, which
+    the caller's `turn_off_bf16` says how to turn off). Paths in `made_earlier` are made by an earlier step.
+    """
+    if command == "train":
+        if light:
+            check_data_and_model(*instances)
+            return
+        from ..stage1.train import check_training_inputs
+
+        check_training_inputs(*instances, turn_off_bf16=turn_off_bf16)
+    elif command in ("train-deeplab", "train-segmenter"):
+        data_args, model_args, _, _, training_args = instances
+        if light:
+            check_stage2_inputs(data_args, model_args, training_args.do_train, made_earlier=made_earlier)
+            return
+        from ..stage2.train import check_deeplab_inputs
+
+        check_deeplab_inputs(
+            data_args, model_args, training_args, turn_off_bf16=turn_off_bf16, made_earlier=made_earlier
+        )
+    elif command in ("label", "push") and str(instances[0].model) not in made_earlier:
+        check_model_option("model", instances[0].model)
 
 
 def step_settings(command: str, argv: list[str], run_dir: Path) -> dict:
