@@ -33,6 +33,7 @@ from ..models.cpfcte.metrics import IGNORE_INDEX
 from ..models.cpfcte.visualization import read_mask
 from ..models.deeplab_v2.processing import IMAGENET_MEAN, IMAGENET_STD
 from ..prediction.job import safe_file_id
+from ..prediction.job_dir import MASK_SETS
 from ..utils.lazy import lazy_module
 from .checks import resolve_pseudo_label_dir  # noqa: F401  (importable from here, as in 0.1.0)
 
@@ -112,7 +113,7 @@ def leave_out_rejected(dataset, mask_dir: Path):
     output directory that holds `mask_dir`, `cpfcte_hf.review`), and how many were left out (logged)."""
     from ..review import rejected_ids
 
-    root = mask_dir.parent if mask_dir.name in ("crf", "bpm") else mask_dir
+    root = mask_dir.parent if mask_dir.name in MASK_SETS else mask_dir
     rejected = rejected_ids(root)
     if not rejected:
         return dataset, 0

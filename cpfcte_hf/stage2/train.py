@@ -99,10 +99,6 @@ def build_model(model_args: DeepLabModelArguments, class_names: list[str], new_h
     return DeepLabV2ForSemanticSegmentation(DeepLabV2Config(backbone_config=backbone_config, **head))
 
 
-def _splits_to_load(data_args, model_args, training_args, train_dataset=None, eval_dataset=None) -> tuple[bool, bool]:
-    return splits_to_load(data_args, model_args, training_args.do_train, train_dataset, eval_dataset)
-
-
 def check_deeplab_inputs(
     data_args: DeepLabDataArguments,
     model_args: DeepLabModelArguments,
@@ -152,7 +148,7 @@ def _check_architecture(model_args: DeepLabModelArguments) -> None:
 def load_datasets(data_args, model_args, training_args, train_dataset=None, eval_dataset=None):
     """The training and evaluation splits of the run (those not handed over are loaded, on the main process first),
     cut to `max_train_samples` / `max_eval_samples`; None where the run needs none."""
-    load_train, load_eval = _splits_to_load(data_args, model_args, training_args, train_dataset, eval_dataset)
+    load_train, load_eval = splits_to_load(data_args, model_args, training_args.do_train, train_dataset, eval_dataset)
     with training_args.main_process_first(desc="loading the dataset splits"):
         options = data_args.loader_options()
         if load_train:
@@ -291,7 +287,7 @@ def run_deeplab(
     resume = None
     if training_args.do_train:  # a bad --resume_from_checkpoint fails before the data is loaded
         resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
-    load_train, load_eval = _splits_to_load(data_args, model_args, training_args, train_dataset, eval_dataset)
+    load_train, load_eval = splits_to_load(data_args, model_args, training_args.do_train, train_dataset, eval_dataset)
     check_deeplab_inputs(data_args, model_args, training_args, load_train=load_train, load_eval=load_eval)
     train_dataset, eval_dataset = load_datasets(data_args, model_args, training_args, train_dataset, eval_dataset)
     # The fresh ASPP (and a random backbone) start from --seed, as stage 1's model does: not from whatever state the
