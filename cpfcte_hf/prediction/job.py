@@ -86,12 +86,13 @@ class JobCounts:
     record_dir: str | None = None
 
 
-def require_columns(dataset, names: Sequence[str]) -> None:
-    """Refuses a dataset without the columns `names` (`image` and `id` for a prediction job), naming what it has."""
+def require_columns(dataset, names: Sequence[str], what: str = "dataset") -> None:
+    """Refuses a dataset without the columns `names` (`image` and `id` for a prediction job), naming what it has;
+    `what` is how the message calls the dataset."""
     columns = set(dataset.column_names)
     for required in names:
         if required not in columns:
-            raise ValueError(f"The dataset needs an {required!r} column; it has {sorted(columns)}.")
+            raise ValueError(f"The {what} needs an {required!r} column; it has {sorted(columns)}.")
 
 
 # ------------------------------------------------------------------------------------------ threads and processes

@@ -32,7 +32,7 @@ from ..models.cpfcte.image_processing_cpfcte import resize_and_normalize, to_rgb
 from ..models.cpfcte.metrics import IGNORE_INDEX
 from ..models.cpfcte.visualization import read_mask
 from ..models.deeplab_v2.processing import IMAGENET_MEAN, IMAGENET_STD
-from ..prediction.job import safe_file_id
+from ..prediction.job import require_columns, safe_file_id
 from ..prediction.job_dir import MASK_SETS
 from ..utils.lazy import lazy_module
 from .checks import resolve_pseudo_label_dir  # noqa: F401  (importable from here, as in 0.1.0)
@@ -132,9 +132,7 @@ def pseudo_label_records(dataset, mask_dir: str | os.PathLike) -> tuple[list[dic
     "path"} (the stored image, not decoded), "label": <mask_dir>/<id>.png}` for every image with a mask, and the
     images without one as loader-report items `{"id", "image", "reason"}`.
     """
-    for column in ("image", "id"):
-        if column not in dataset.column_names:
-            raise ValueError(f"The training dataset needs an {column!r} column; it has {dataset.column_names}.")
+    require_columns(dataset, ("image", "id"), what="training dataset")
     stored = dataset.select_columns(["image", "id"]).cast_column("image", datasets.Image(decode=False))
     records, missing = [], []
     for image, image_id in zip(stored["image"], stored["id"]):
