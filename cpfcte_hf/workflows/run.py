@@ -38,7 +38,6 @@ import dataclasses
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +54,6 @@ from ..utils.arguments import (
     describe,
     fail,
     load_preset,
-    named_preset,
     parse_args_with_presets,
     parse_key_values,
     print_error,
@@ -64,7 +62,7 @@ from ..utils.arguments import (
 from ..utils.help import answer_front_door
 from ..utils.io import atomic_write_text
 from .run_checks import BF16_OFF, check_run_inputs
-from .run_plan import _shapes_write_options, plan_steps, resolved_run_preset
+from .run_plan import _shapes_write_options, plan_steps, preset_copy, resolved_run_preset
 from .run_results import collect_results, export_record, failure_line, format_summary, headline, stage2_model
 from .steps import (
     UNFINGERPRINTED,
@@ -287,16 +285,13 @@ def resolved_config(run_args: RunArguments, preset_name: str) -> dict:
     run_args = resolve_run_arguments(run_args, preset, preset_name)
     run_dir = Path(run_args.output_dir)
     resolved = resolved_run_preset(preset, run_args)
-    preset_path = str(run_dir / "run_preset.yaml")
+    preset_path = run_dir / "run_preset.yaml"
     config = {"RunArguments": dataclasses.asdict(run_args)}
-    with tempfile.TemporaryDirectory(prefix="cpfcte-run-") as folder:
-        copy = Path(folder) / "run_preset.yaml"
-        copy.write_text(yaml.safe_dump(resolved, sort_keys=False))
-        with named_preset(copy, str(preset_name)):
-            for step in plan_steps(run_args, run_dir, Path(preset_path)):
-                if step.name in ("stage1", "stage2"):
-                    argv = [str(copy) if arg == preset_path else arg for arg in step.argv]
-                    config[step.name] = json.loads(describe(*parse_step_arguments(step.command, argv)))
+    with preset_copy(resolved, preset_path, preset_name) as reading_copy:
+        for step in plan_steps(run_args, run_dir, preset_path):
+            if step.name in ("stage1", "stage2"):
+                instances = parse_step_arguments(step.command, reading_copy(step.argv))
+                config[step.name] = json.loads(describe(*instances))
     return config
 
 

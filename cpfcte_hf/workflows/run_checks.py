@@ -4,14 +4,11 @@ resolves them (`check_run_inputs`)."""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
 from ..data import check_dataset
-from ..utils.arguments import named_preset, parse_key_values
+from .run_plan import preset_copy
 from .steps import Step, check_step, parse_step_arguments
 
 
@@ -37,31 +34,20 @@ def check_run_inputs(
     (`parse_step_arguments(light=True)`): `cpfcte-hf run` makes them before transformers is imported, and all of
     them again after.
     """
-    options = parse_key_values(run_args.dataset_option)
-    if run_args.cache_dir:
-        options.setdefault("cache_dir", run_args.cache_dir)
+    options = run_args.loader_options()
     for split in (run_args.train_split, run_args.eval_split):  # shapes data the run writes itself passes
         check_dataset(run_args.dataset, run_args.data_root, split, **options)
-    preset_path = str(Path(run_args.output_dir) / "run_preset.yaml")
     made_earlier: set[str] = set()
-    with tempfile.TemporaryDirectory(prefix="cpfcte-run-") as folder:
-        copy = Path(folder) / "run_preset.yaml"
-        copy.write_text(yaml.safe_dump(preset, sort_keys=False))
-        with named_preset(copy, str(preset_name)):
-            for step in steps:
-                if step.command is not None:
-                    argv = [str(copy) if arg == preset_path else arg for arg in step.argv]
-                    instances = parse_step_arguments(step.command, argv, light=light)
-                    if instances is not None:
-                        turn_off_bf16 = BF16_OFF.get(step.command, "--bf16 false")
-                        check_step(
-                            step.command,
-                            instances,
-                            light=light,
-                            turn_off_bf16=turn_off_bf16,
-                            made_earlier=made_earlier,
-                        )
-                made_earlier.add(str(step.directory))
+    with preset_copy(preset, Path(run_args.output_dir) / "run_preset.yaml", preset_name) as reading_copy:
+        for step in steps:
+            if step.command is not None:
+                instances = parse_step_arguments(step.command, reading_copy(step.argv), light=light)
+                if instances is not None:
+                    turn_off_bf16 = BF16_OFF.get(step.command, "--bf16 false")
+                    check_step(
+                        step.command, instances, light=light, turn_off_bf16=turn_off_bf16, made_earlier=made_earlier
+                    )
+            made_earlier.add(str(step.directory))
 
 
 __all__ = ["BF16_OFF", "check_run_inputs"]

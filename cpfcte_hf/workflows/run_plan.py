@@ -4,10 +4,14 @@ OUTPUT_DIR/run_preset.yaml) and its steps, each a `cpfcte-hf` command of the ste
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..utils.arguments import COMMAND_SECTIONS, parse_key_values
+import yaml
+
+from ..utils.arguments import COMMAND_SECTIONS, named_preset, parse_key_values
 from .steps import Step
 
 
@@ -43,6 +47,20 @@ def resolved_run_preset(preset: dict, run_args: RunArguments) -> dict:
                 values["eval_split"] = run_args.eval_split
             resolved[section] = values
     return resolved
+
+
+@contextlib.contextmanager
+def preset_copy(preset: dict, preset_path: str | Path, preset_name: str):
+    """
+    The steps' arguments name `run_preset.yaml` (`preset_path`), which is written only when the run starts: within the
+    block, the function this yields gives a step's arguments reading a temporary copy of `preset` instead, which
+    messages call `preset_name` (`--print_config` and the checks resolve the steps before anything is written).
+    """
+    with tempfile.TemporaryDirectory(prefix="cpfcte-run-") as folder:
+        copy = Path(folder) / "run_preset.yaml"
+        copy.write_text(yaml.safe_dump(preset, sort_keys=False))
+        with named_preset(copy, str(preset_name)):
+            yield lambda argv: [str(copy) if arg == str(preset_path) else arg for arg in argv]
 
 
 def _shapes_write_options(run_args: RunArguments) -> dict:
