@@ -169,6 +169,25 @@ def test_an_input_error_is_one_line_without_heavy_libraries(argv, message, tmp_p
     assert not out.exists()  # refused before anything is written
 
 
+def test_reproduce_checks_the_split_it_scores_before_the_libraries_load(tmp_path):
+    """The VOC tables score pseudo-labels of `train`: a tree without that split file is refused, once each cell's
+    stage-1 data and model check out, still without torch, transformers or datasets."""
+    from transformers import ViTModel
+
+    from tests.data_trees import write_voc_tree
+    from tests.utils import tiny_vit_config
+
+    voc = write_voc_tree(tmp_path / "voc", splits={"train_aug": 2, "val": 2})  # no train.txt
+    ViTModel(tiny_vit_config()).save_pretrained(tmp_path / "vit")
+    argv = ["reproduce", "--dataset", "voc", "--data_root", voc["voc_dir"], "--tables", "4"]
+    argv += ["--output_dir", str(tmp_path / "out"), "--override", f"backbone={tmp_path / 'vit'}"]
+    status, _, err, heavy = heavy_after(argv)
+    lines = err.strip().splitlines()
+    assert status == 2 and heavy == [] and len(lines) == 1, err
+    assert lines[0].startswith("error: Split file not found") and lines[0].endswith("train.txt"), lines[0]
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_front_door_copies_of_library_facts_agree():
     """What the front door knows without importing the libraries: the export formats, DeepLab-v2's model type, and
     the defaults of Trainer's options it builds the early checks on (stage 2 trains unless told not to)."""

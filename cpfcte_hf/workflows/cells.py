@@ -170,11 +170,14 @@ class Cell:
         atomic_write_text(self.directory / "settings.json", json.dumps(self.settings, indent=2) + "\n")
         self._run("train", "train", self.train_argv, ["config.json", "model.safetensors"], ())
 
-    def _data_options(self) -> tuple[str, str | None, dict]:
-        _, data_args, _ = parse_args_with_presets(
-            TRAIN_ARGUMENTS,
-            [*self.train_argv, "--report_to", "none", "--use_cpu", "true", "--bf16", "false"],
-        )
+    def _data_options(self, data_args=None) -> tuple[str, str | None, dict]:
+        """The cell's dataset, data root and loader options, from its stage-1 options `data_args` (parsed from its
+        arguments when not given)."""
+        if data_args is None:
+            _, data_args, _ = parse_args_with_presets(
+                TRAIN_ARGUMENTS,
+                [*self.train_argv, "--report_to", "none", "--use_cpu", "true", "--bf16", "false"],
+            )
         options = parse_key_values(data_args.dataset_option)
         if data_args.cache_dir:
             options["cache_dir"] = data_args.cache_dir

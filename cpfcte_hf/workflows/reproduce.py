@@ -134,7 +134,7 @@ class Reproduction:
         for cell in cells:
             instances = parse_args_with_presets(TRAIN_ARGUMENTS, cell.train_argv, light=light)
             check_step("train", instances, light=light, turn_off_bf16="--override bf16=false")
-            dataset, data_root, options = cell._data_options()
+            dataset, data_root, options = cell._data_options(instances[1])  # (model, data, training) options
             check_dataset(dataset, data_root, self.recipe.score_split, **options)
         if variants is None and {"2", "3"} & set(self.tables):
             argv = Cell(self, "cpf-cte", seed).deeplab_argv()
