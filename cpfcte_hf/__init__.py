@@ -15,11 +15,15 @@ import importlib
 import os
 
 
-# Idle OpenMP threads (torch's CPU ops) sleep instead of spinning, so that the CRF worker processes and other runs on
-# the same cores get the CPU: two `label` runs side by side on 2 cores were 2.8x slower than one after the other with
-# spinning (README, Performance). OpenMP reads this once, when torch is loaded: it is set before torch is imported
-# (no effect if torch was imported first), and OMP_WAIT_POLICY=ACTIVE in the environment wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP threads (torch's CPU ops) that have nothing to do spin for a short while, then sleep: long enough to catch
+# the next op of a training step (sleeping at once, OMP_WAIT_POLICY=PASSIVE, made the demo's stage-2 step 1.5x
+# slower), short enough to leave the cores to the CRF worker processes and to other runs on the same machine (GNU
+# OpenMP's default spin made two `label` runs side by side 2.8x slower). README, Performance, "OpenMP threads".
+# OpenMP reads this once, when torch is loaded: it is set before torch is imported (no effect if torch was imported
+# first); an OMP_WAIT_POLICY or GOMP_SPINCOUNT in the environment wins.
+OPENMP_SPIN_COUNT = "10000"
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPIN_COUNT)
 
 from . import _compat  # noqa: E402
 from .models import register_when_transformers_is_imported  # noqa: E402

@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cpfcte_hf import OPENMP_SPIN_COUNT
 from cpfcte_hf.cli.commands import evaluate as evaluate_command
 from cpfcte_hf.cli.commands import label as label_command
 from cpfcte_hf.prediction.sources import ContentRecord, DatasetSources, ImageSource, content_key
@@ -228,9 +229,27 @@ HOLDER = """
 import os, sys, time
 from cpfcte_hf.utils.output_dir import hold_output_dir
 with hold_output_dir(sys.argv[1]):
-    print("held", os.environ.get("OMP_WAIT_POLICY"), flush=True)
+    print("held", os.environ.get("GOMP_SPINCOUNT"), os.environ.get("OMP_WAIT_POLICY"), flush=True)
     time.sleep(120)
 """
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ({}, [OPENMP_SPIN_COUNT, "None"]),
+        ({"OMP_WAIT_POLICY": "PASSIVE"}, ["None", "PASSIVE"]),
+        ({"GOMP_SPINCOUNT": "5"}, ["5", "None"]),
+    ],
+)
+def test_openmp_wait_settings_of_the_environment_win(given, expected):
+    """Importing cpfcte_hf sets a short OpenMP spin only where the environment chose no wait policy of its own."""
+    env = subprocess_env()
+    env.pop("GOMP_SPINCOUNT", None)
+    env.pop("OMP_WAIT_POLICY", None)
+    code = "import os, cpfcte_hf; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
+    result = subprocess.run([PYTHON, "-c", code], env={**env, **given}, capture_output=True, text=True, check=True)
+    assert result.stdout.split() == expected
 
 
 def test_every_writer_is_refused_a_directory_another_process_holds(tmp_path, shapes_model):
@@ -252,12 +271,14 @@ def test_every_writer_is_refused_a_directory_another_process_holds(tmp_path, sha
 
     held = tmp_path / "held"
     env = subprocess_env()
-    env.pop("OMP_WAIT_POLICY", None)  # (importing cpfcte_hf in this process set it)
+    env.pop("GOMP_SPINCOUNT", None)  # (importing cpfcte_hf in this process set it)
+    env.pop("OMP_WAIT_POLICY", None)
     holder = subprocess.Popen([PYTHON, "-c", HOLDER, str(held)], env=env, stdout=subprocess.PIPE, text=True)
     try:
-        # Idle OpenMP threads sleep: the package sets OMP_WAIT_POLICY=PASSIVE before torch loads OpenMP (spinning
-        # threads made two runs side by side 2.8x slower; a value in the environment wins, as `setdefault` does).
-        assert holder.stdout.readline().split() == ["held", "PASSIVE"]
+        # Idle OpenMP threads spin briefly, then sleep: the package sets GOMP_SPINCOUNT before torch loads OpenMP
+        # (GNU OpenMP's own spin made two runs side by side 5x slower, no spin a training step 1.3x slower; an
+        # OMP_WAIT_POLICY or GOMP_SPINCOUNT in the environment wins).
+        assert holder.stdout.readline().split() == ["held", OPENMP_SPIN_COUNT, "None"]
         record = json.loads((held / ".cpfcte-hf.lock.json").read_text())
         assert record["pid"] == holder.pid and record["command"].endswith(str(held))
         message = rf"{held} is in use by another run \(pid {holder.pid} on [^,]+, started [0-9T:+-]+: python[0-9.]* -c"

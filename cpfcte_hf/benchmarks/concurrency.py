@@ -2,9 +2,10 @@
 """Two (or more) `cpfcte-hf label` runs side by side against the same runs one after the other.
 
     cpfcte-hf bench concurrency --output outputs/bench/concurrency.json
-    cpfcte-hf bench concurrency --env OMP_WAIT_POLICY=ACTIVE          # spinning OpenMP threads, as before issue 19
+    cpfcte-hf bench concurrency --env GOMP_SPINCOUNT=300000          # GNU OpenMP's own spin, as before issue 19
+    cpfcte-hf bench concurrency --env OMP_WAIT_POLICY=PASSIVE        # no spin at all (issue 19 to 2026-12-03)
     cpfcte-hf bench concurrency --label-args="--crf_workers 1"        # any `label` option, the same for every run
-    cpfcte-hf bench concurrency --python OTHER/bin/python --env PYTHONPATH=OTHER_CHECKOUT OMP_WAIT_POLICY=
+    cpfcte-hf bench concurrency --python OTHER/bin/python --env PYTHONPATH=OTHER_CHECKOUT GOMP_SPINCOUNT=
                                                                       # another version (`KEY=` unsets KEY)
 
 Each run is a real `python -m cpfcte_hf label` process pseudo-labelling the shapes val split (--images images at
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
     for key, value in (item.split("=", 1) for item in args.env):
         if value:
             env[key] = value
-        else:  # `KEY=` unsets: e.g. OMP_WAIT_POLICY, which importing cpfcte_hf here put into this environment
+        else:  # `KEY=` unsets: e.g. GOMP_SPINCOUNT, which importing cpfcte_hf here put into this environment
             env.pop(key, None)
     commands = [label_command(model, work / f"run_{i}", args) for i in range(args.runs)]
     results = {"machine": machine_description(torch.device("cpu")), "runs": args.runs, "images": args.images}
