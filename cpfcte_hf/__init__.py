@@ -12,18 +12,15 @@ whenever one of the names below is used (`cpfcte_hf.CPFCTEConfig`, `from cpfcte_
 """
 
 import importlib
-import os
+
+# Idle OpenMP threads (torch's CPU ops) sleep instead of spinning, so that the CRF worker processes and other runs on
+# the same cores get the CPU; the training commands choose a short spin instead (`utils/openmp.py`, README,
+# Performance). OpenMP reads this once, when torch is loaded: it is set before torch is imported (no effect if torch
+# was imported first), and an OMP_WAIT_POLICY or GOMP_SPINCOUNT in the environment wins.
+from .utils.openmp import set_openmp_wait
 
 
-# OpenMP threads (torch's CPU ops) that have nothing to do spin for a short while, then sleep: long enough to catch
-# the next op of a training step (sleeping at once, OMP_WAIT_POLICY=PASSIVE, made the demo's stage-2 step 1.5x
-# slower), short enough to leave the cores to the CRF worker processes and to other runs on the same machine (GNU
-# OpenMP's default spin made two `label` runs side by side 2.8x slower). README, Performance, "OpenMP threads".
-# OpenMP reads this once, when torch is loaded: it is set before torch is imported (no effect if torch was imported
-# first); an OMP_WAIT_POLICY or GOMP_SPINCOUNT in the environment wins.
-OPENMP_SPIN_COUNT = "10000"
-if "OMP_WAIT_POLICY" not in os.environ:
-    os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPIN_COUNT)
+set_openmp_wait(training=False)
 
 from . import _compat  # noqa: E402
 from .models import register_when_transformers_is_imported  # noqa: E402

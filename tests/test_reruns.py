@@ -16,11 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
-from cpfcte_hf import OPENMP_SPIN_COUNT
 from cpfcte_hf.cli.commands import evaluate as evaluate_command
 from cpfcte_hf.cli.commands import label as label_command
 from cpfcte_hf.prediction.sources import ContentRecord, DatasetSources, ImageSource, content_key
 from cpfcte_hf.utils.distributed import cpu_share, job_threads, resolve_crf_workers
+from cpfcte_hf.utils.openmp import TRAINING_SPIN_COUNT, WAIT_MARKER, set_openmp_wait
 from cpfcte_hf.utils.output_dir import OutputDirInUse, hold_output_dir
 
 from .test_own_photos import SHAPES, write_folder
@@ -229,27 +229,54 @@ HOLDER = """
 import os, sys, time
 from cpfcte_hf.utils.output_dir import hold_output_dir
 with hold_output_dir(sys.argv[1]):
-    print("held", os.environ.get("GOMP_SPINCOUNT"), os.environ.get("OMP_WAIT_POLICY"), flush=True)
+    print("held", os.environ.get("OMP_WAIT_POLICY"), flush=True)
     time.sleep(120)
 """
+
+
+WAIT_CODE = "import os, cpfcte_hf; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
 
 
 @pytest.mark.parametrize(
     "given, expected",
     [
-        ({}, [OPENMP_SPIN_COUNT, "None"]),
-        ({"OMP_WAIT_POLICY": "PASSIVE"}, ["None", "PASSIVE"]),
+        ({}, ["None", "PASSIVE"]),
+        ({"OMP_WAIT_POLICY": "ACTIVE"}, ["None", "ACTIVE"]),
         ({"GOMP_SPINCOUNT": "5"}, ["5", "None"]),
+        # a training process's own setting, inherited: a child of another kind chooses its own
+        ({"GOMP_SPINCOUNT": TRAINING_SPIN_COUNT, WAIT_MARKER: "training"}, ["None", "PASSIVE"]),
     ],
 )
 def test_openmp_wait_settings_of_the_environment_win(given, expected):
-    """Importing cpfcte_hf sets a short OpenMP spin only where the environment chose no wait policy of its own."""
-    env = subprocess_env()
-    env.pop("GOMP_SPINCOUNT", None)
-    env.pop("OMP_WAIT_POLICY", None)
-    code = "import os, cpfcte_hf; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
-    result = subprocess.run([PYTHON, "-c", code], env={**env, **given}, capture_output=True, text=True, check=True)
+    """Importing cpfcte_hf makes idle OpenMP threads sleep at once, unless the environment chose how they wait."""
+    env = {key: value for key, value in subprocess_env().items() if key not in (*WAIT_NAMES, WAIT_MARKER)}
+    result = subprocess.run(
+        [PYTHON, "-c", WAIT_CODE], env={**env, **given}, capture_output=True, text=True, check=True
+    )
     assert result.stdout.split() == expected
+
+
+WAIT_NAMES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+@pytest.mark.parametrize("command", ["train", "train_deeplab", "train_segmenter"])
+@pytest.mark.parametrize("user_choice", [False, True])
+def test_training_commands_spin_briefly_before_torch_loads(monkeypatch, command, user_choice):
+    """The training commands set the short spin first thing (their `--help` imports no torch), a user's choice
+    stays; `label` keeps the package's default, sleep at once."""
+    import importlib
+
+    for name in (*WAIT_NAMES, WAIT_MARKER):
+        monkeypatch.delenv(name, raising=False)
+    if user_choice:
+        monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    else:
+        set_openmp_wait(training=False)  # what importing cpfcte_hf did
+    module = importlib.import_module(f"cpfcte_hf.cli.commands.{command}")
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    wanted = ("PASSIVE", None) if user_choice else (None, TRAINING_SPIN_COUNT)
+    assert (os.environ.get("OMP_WAIT_POLICY"), os.environ.get("GOMP_SPINCOUNT")) == wanted
 
 
 def test_every_writer_is_refused_a_directory_another_process_holds(tmp_path, shapes_model):
@@ -271,14 +298,13 @@ def test_every_writer_is_refused_a_directory_another_process_holds(tmp_path, sha
 
     held = tmp_path / "held"
     env = subprocess_env()
-    env.pop("GOMP_SPINCOUNT", None)  # (importing cpfcte_hf in this process set it)
-    env.pop("OMP_WAIT_POLICY", None)
+    for name in (*WAIT_NAMES, WAIT_MARKER):  # (importing cpfcte_hf in this process set them)
+        env.pop(name, None)
     holder = subprocess.Popen([PYTHON, "-c", HOLDER, str(held)], env=env, stdout=subprocess.PIPE, text=True)
     try:
-        # Idle OpenMP threads spin briefly, then sleep: the package sets GOMP_SPINCOUNT before torch loads OpenMP
-        # (GNU OpenMP's own spin made two runs side by side 5x slower, no spin a training step 1.3x slower; an
-        # OMP_WAIT_POLICY or GOMP_SPINCOUNT in the environment wins).
-        assert holder.stdout.readline().split() == ["held", OPENMP_SPIN_COUNT, "None"]
+        # Idle OpenMP threads sleep: the package sets OMP_WAIT_POLICY=PASSIVE before torch loads OpenMP (spinning
+        # threads made two runs side by side 5x slower; a value in the environment wins).
+        assert holder.stdout.readline().split() == ["held", "PASSIVE"]
         record = json.loads((held / ".cpfcte-hf.lock.json").read_text())
         assert record["pid"] == holder.pid and record["command"].endswith(str(held))
         message = rf"{held} is in use by another run \(pid {holder.pid} on [^,]+, started [0-9T:+-]+: python[0-9.]* -c"

@@ -3,9 +3,9 @@
 
     cpfcte-hf bench concurrency --output outputs/bench/concurrency.json
     cpfcte-hf bench concurrency --env GOMP_SPINCOUNT=300000          # GNU OpenMP's own spin, as before issue 19
-    cpfcte-hf bench concurrency --env OMP_WAIT_POLICY=PASSIVE        # no spin at all (issue 19 to 2026-12-03)
+    cpfcte-hf bench concurrency --env GOMP_SPINCOUNT=10000           # the training commands' short spin
     cpfcte-hf bench concurrency --label-args="--crf_workers 1"        # any `label` option, the same for every run
-    cpfcte-hf bench concurrency --python OTHER/bin/python --env PYTHONPATH=OTHER_CHECKOUT GOMP_SPINCOUNT=
+    cpfcte-hf bench concurrency --python OTHER/bin/python --env PYTHONPATH=OTHER_CHECKOUT
                                                                       # another version (`KEY=` unsets KEY)
 
 Each run is a real `python -m cpfcte_hf label` process pseudo-labelling the shapes val split (--images images at
@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from ..utils.arguments import BothSpellingsParser, parse_plain_args
+from ..utils.openmp import WAIT_MARKER, WAIT_VARIABLES
 from .common import machine_description, report_results, summarize
 
 
@@ -123,10 +124,13 @@ def main(argv=None) -> int:
     args.work_dir = str(work)
     model = os.path.abspath(args.model) if args.model else make_model(work, args.image_size)
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    if env.pop(WAIT_MARKER, None):  # importing cpfcte_hf here set them: each label run chooses its own, or --env's
+        for name in WAIT_VARIABLES:
+            env.pop(name, None)
     for key, value in (item.split("=", 1) for item in args.env):
         if value:
             env[key] = value
-        else:  # `KEY=` unsets: e.g. GOMP_SPINCOUNT, which importing cpfcte_hf here put into this environment
+        else:  # `KEY=` unsets KEY
             env.pop(key, None)
     commands = [label_command(model, work / f"run_{i}", args) for i in range(args.runs)]
     results = {"machine": machine_description(torch.device("cpu")), "runs": args.runs, "images": args.images}

@@ -12,6 +12,7 @@ TrainingArguments) is an option; a `--config` preset gives defaults and the comm
 
 from ...stage1.arguments import TRAINER_OPTIONS, DataArguments, ModelArguments, check_data_and_model
 from ...utils.arguments import parse_args_with_presets, print_error
+from ...utils.openmp import set_openmp_wait
 
 
 # This package's options first; Trainer's (`CPFCTETrainingArguments` = transformers' `TrainingArguments` + the
@@ -35,6 +36,7 @@ def parse_arguments(argv=None, early_check=None, light: bool = False):
 
 
 def main(argv=None) -> int:
+    set_openmp_wait(training=True)  # before anything loads torch
     try:
         model_args, data_args, training_args = parse_arguments(argv, early_check=check_data_and_model)
     except (OSError, ValueError) as error:  # the data or the model's location, checked before transformers loads

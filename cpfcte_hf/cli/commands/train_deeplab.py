@@ -15,9 +15,11 @@ The options are those of `cpfcte_hf.stage2.arguments` (`--help`), then Trainer's
 from ...stage2.arguments import parse_arguments
 from ...stage2.checks import early_check
 from ...utils.arguments import print_error
+from ...utils.openmp import set_openmp_wait
 
 
 def main(argv=None, prog: str = "cpfcte-hf train-deeplab") -> int:
+    set_openmp_wait(training=True)  # before anything loads torch
     try:  # help, misspelt options, the data, pseudo-labels and model location: before transformers is imported
         arguments = parse_arguments(argv, prog=prog, early_check=early_check)
     except (OSError, ValueError) as error:
