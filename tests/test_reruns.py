@@ -259,12 +259,26 @@ def test_openmp_wait_settings_of_the_environment_win(given, expected):
 WAIT_NAMES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
-@pytest.mark.parametrize("command", ["train", "train_deeplab", "train_segmenter"])
+@pytest.mark.parametrize(
+    "command, spins",
+    [
+        ("train", True),
+        ("train-deeplab", True),
+        ("train-segmenter", True),
+        ("run", True),  # the workflows run their trainings in their own process
+        ("demo", True),
+        ("reproduce", True),
+        ("label", False),  # the CRF workers need the cores the spinning threads would take
+        ("evaluate", False),
+    ],
+)
 @pytest.mark.parametrize("user_choice", [False, True])
-def test_training_commands_spin_briefly_before_torch_loads(monkeypatch, command, user_choice):
-    """The training commands set the short spin first thing (their `--help` imports no torch), a user's choice
-    stays; `label` keeps the package's default, sleep at once."""
+def test_training_commands_spin_briefly_before_torch_loads(monkeypatch, command, spins, user_choice):
+    """The commands that train a model set the short spin first thing (their `--help` imports no torch), a user's
+    choice stays; the others keep the package's default, sleep at once."""
     import importlib
+
+    from cpfcte_hf.cli.main import COMMANDS
 
     for name in (*WAIT_NAMES, WAIT_MARKER):
         monkeypatch.delenv(name, raising=False)
@@ -272,10 +286,10 @@ def test_training_commands_spin_briefly_before_torch_loads(monkeypatch, command,
         monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     else:
         set_openmp_wait(training=False)  # what importing cpfcte_hf did
-    module = importlib.import_module(f"cpfcte_hf.cli.commands.{command}")
+    module = importlib.import_module(COMMANDS[command][0])
     with pytest.raises(SystemExit):
         module.main(["--help"])
-    wanted = ("PASSIVE", None) if user_choice else (None, TRAINING_SPIN_COUNT)
+    wanted = (None, TRAINING_SPIN_COUNT) if spins and not user_choice else ("PASSIVE", None)
     assert (os.environ.get("OMP_WAIT_POLICY"), os.environ.get("GOMP_SPINCOUNT")) == wanted
 
 

@@ -142,8 +142,9 @@ def job_threads(state=None):
     Inside the block, torch runs on `cpu_share(state)` threads unless `OMP_NUM_THREADS` says otherwise (the user's
     choice; `accelerate launch` and torchrun set it per process). The CRF workers get the same share
     (`resolve_crf_workers`): the model and the CRF take turns on one image after another, and idle OpenMP threads
-    sleep rather than spin (`OMP_WAIT_POLICY=PASSIVE`, set when `cpfcte_hf` is imported: `utils/openmp.py`), so
-    neither the two halves of a run nor two runs side by side burn each other's cores (README, Performance).
+    sleep rather than spin (`OMP_WAIT_POLICY=PASSIVE`, set when `cpfcte_hf` is imported: `utils/openmp.py`; after
+    a short spin in the process of a command that trains, `run` and `demo` among them, whose predictions run here
+    too), so neither the two halves of a run nor two runs side by side burn each other's cores (README, Performance).
     """
     import torch
 

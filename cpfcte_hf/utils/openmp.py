@@ -8,10 +8,11 @@ imported (no effect in a process that imported torch first):
   worker processes take turns on the cores (`label`, `evaluate`, stage 2's predictions) and where runs share a
   machine, a thread that spins while it waits takes the core the CRF needs. GNU OpenMP's own spin made two `label`
   runs side by side 5x slower; a short spin made one `label` of the demo's 2,000 images 1.5x slower.
-- **spin briefly, then sleep** (`GOMP_SPINCOUNT=10000`, GNU OpenMP's), set by the training commands (`train`,
-  `train-deeplab`, `train-segmenter`) before they import torch: a training step is a few hundred small ops one
-  after the other, and a thread that sleeps after each pays a wake-up before the next (the demo's stage-2 step took
-  1.4x as long).
+- **spin briefly, then sleep** (`GOMP_SPINCOUNT=10000`, GNU OpenMP's), set by the commands that train a model
+  (`train`, `train-deeplab`, `train-segmenter`, and the workflows `run`, `demo` and `reproduce`, whose steps run in
+  their own process) before they import torch: a training step is a few hundred small ops one after the other, and
+  a thread that sleeps after each pays a wake-up before the next (the demo's stage-2 step took 1.4x as long). A
+  workflow's `label` step pays for the spin (the demo's took 83 s instead of 53 s); its trainings gain more.
 
 A value the user put in the environment (`OMP_WAIT_POLICY` or `GOMP_SPINCOUNT`) is left alone; `WAIT_MARKER` tells
 the package's own values, which a child process may change for its own kind of work, from the user's (README,

@@ -38,6 +38,7 @@ from pathlib import Path
 from ..data import check_dataset
 from ..utils.arguments import parse_args_with_presets, parse_key_values, print_error
 from ..utils.io import atomic_write_text
+from ..utils.openmp import set_openmp_wait
 from .cells import (
     RECIPES,
     TRAIN_ARGUMENTS,
@@ -259,7 +260,7 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-
+    set_openmp_wait(training=True)  # the cells' trainings run in this process (as in `run`), before torch loads
     args = build_parser().parse_args(argv)
     try:
         reproduction = Reproduction(

@@ -61,6 +61,7 @@ from ..utils.arguments import (
 )
 from ..utils.help import answer_front_door
 from ..utils.io import atomic_write_text
+from ..utils.openmp import set_openmp_wait
 from .run_checks import BF16_OFF, check_run_inputs
 from .run_plan import _shapes_write_options, plan_steps, preset_copy, resolved_run_preset
 from .run_results import collect_results, export_record, failure_line, format_summary, headline, stage2_model
@@ -316,6 +317,9 @@ def run_from_argv(
     argv=None, default_preset: str | None = None, prog: str = "cpfcte-hf run", description: str | None = None
 ) -> tuple[int, dict | None]:
     """Parses `argv` (`--config` defaults to `default_preset`), runs, prints the summary: (exit status, summary)."""
+    # The steps run in this process, and most of a run's time is its two trainings: OpenMP's short spin, set before
+    # anything loads torch (the `label` step pays for it, the trainings gain more: README, Performance).
+    set_openmp_wait(training=True)
     argv = list(sys.argv[1:] if argv is None else argv)
     if default_preset and _preset_name(argv) is None:
         argv = ["--config", default_preset, *argv]
