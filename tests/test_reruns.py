@@ -20,7 +20,7 @@ from cpfcte_hf.cli.commands import evaluate as evaluate_command
 from cpfcte_hf.cli.commands import label as label_command
 from cpfcte_hf.prediction.sources import ContentRecord, DatasetSources, ImageSource, content_key
 from cpfcte_hf.utils.distributed import cpu_share, job_threads, resolve_crf_workers
-from cpfcte_hf.utils.openmp import TRAINING_SPIN_COUNT, WAIT_MARKER, set_openmp_wait
+from cpfcte_hf.utils.openmp import TRAINING_SPIN_COUNT, WAIT_MARKER, WAIT_VARIABLES, set_openmp_wait
 from cpfcte_hf.utils.output_dir import OutputDirInUse, hold_output_dir
 
 from .test_own_photos import SHAPES, write_folder
@@ -249,14 +249,11 @@ WAIT_CODE = "import os, cpfcte_hf; print(os.environ.get('GOMP_SPINCOUNT'), os.en
 )
 def test_openmp_wait_settings_of_the_environment_win(given, expected):
     """Importing cpfcte_hf makes idle OpenMP threads sleep at once, unless the environment chose how they wait."""
-    env = {key: value for key, value in subprocess_env().items() if key not in (*WAIT_NAMES, WAIT_MARKER)}
+    env = {key: value for key, value in subprocess_env().items() if key not in (*WAIT_VARIABLES, WAIT_MARKER)}
     result = subprocess.run(
         [PYTHON, "-c", WAIT_CODE], env={**env, **given}, capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == expected
-
-
-WAIT_NAMES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
 @pytest.mark.parametrize(
@@ -280,7 +277,7 @@ def test_training_commands_spin_briefly_before_torch_loads(monkeypatch, command,
 
     from cpfcte_hf.cli.main import COMMANDS
 
-    for name in (*WAIT_NAMES, WAIT_MARKER):
+    for name in (*WAIT_VARIABLES, WAIT_MARKER):
         monkeypatch.delenv(name, raising=False)
     if user_choice:
         monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
@@ -312,7 +309,7 @@ def test_every_writer_is_refused_a_directory_another_process_holds(tmp_path, sha
 
     held = tmp_path / "held"
     env = subprocess_env()
-    for name in (*WAIT_NAMES, WAIT_MARKER):  # (importing cpfcte_hf in this process set them)
+    for name in (*WAIT_VARIABLES, WAIT_MARKER):  # (importing cpfcte_hf in this process set them)
         env.pop(name, None)
     holder = subprocess.Popen([PYTHON, "-c", HOLDER, str(held)], env=env, stdout=subprocess.PIPE, text=True)
     try:
