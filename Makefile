@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH_SPEC)
-	$(PIP) install --quiet -e ".[dev,app]"
+	$(PIP) install --quiet -e ".[dev,app,labelstudio]"
 	$(PY) -c "import torch, transformers, pydensecrf.densecrf; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 	touch $@
 

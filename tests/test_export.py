@@ -1,10 +1,10 @@
-"""`cpfcte-hf export` (issue 22): a labelled output's masks as a `datasets` dataset (save_to_disk, card, Hub folder) and
-as COCO JSON, read back pixel for pixel; the images left out by the labelling run's accounting; bad input refused in
+"""`cpfcte-hf export` (issue 22): a labelled output's masks as a `datasets` dataset (save_to_disk, card, Hub folder), as
+COCO JSON and as Label Studio tasks, read back pixel for pixel (by pycocotools, by Label Studio's own decoder); the images left out by the labelling run's accounting; bad input refused in
 one line with nothing written.
 
 One tiny `cpfcte-hf label` run of a folder of own photos is shared by the module: five tagged photos, one smaller than
 a patch (fails), then one photo replaced (its mask is stale) and one rejected in review.json; one mask gets a block of
-ignore (255) pixels. One export of it in both formats, with a Hub dry run, is shared too.
+ignore (255) pixels. One export of it in all three formats, with a Hub dry run, is shared too.
 """
 
 import contextlib
@@ -12,6 +12,7 @@ import io
 import json
 import os
 import shutil
+import sys
 
 import datasets
 import numpy as np
@@ -73,7 +74,7 @@ def labelled(tmp_path_factory):
 def exported(labelled):
     root = labelled["root"]
     status, stdout, stderr = run_export(
-        "--labels", labelled["out"], "--format", "datasets", "coco", "--output_dir", root / "export",
+        "--labels", labelled["out"], "--format", "datasets", "coco", "labelstudio", "--output_dir", root / "export",
         "--dry_run", root / "hub", "--dataset_option", f"cache_dir={labelled['cache']}",
     )  # fmt: skip
     assert status == 0, stderr
@@ -151,6 +152,69 @@ def test_the_coco_export_reads_back_into_the_same_masks_with_pycocotools(labelle
         assert np.array_equal(rebuilt[known], mask[known]), image["cpfcte_id"]
         assert not rebuilt[~known].any()  # ignore pixels are in no annotation
     assert (mask_ids := {a["category_id"] for a in coco.dataset["annotations"]}) and 0 not in mask_ids
+
+
+def test_the_labelstudio_export_decodes_into_the_same_masks_with_label_studios_own_decoder(labelled, exported):
+    from label_studio_converter.brush import decode_rle
+    from label_studio_tools.core.label_config import parse_config
+
+    folder = exported["export"]
+    interface = parse_config((folder / "labelstudio" / "config.xml").read_text())  # Label Studio's own parser
+    assert interface["label"]["type"] == "BrushLabels" and interface["label"]["to_name"] == ["image"]
+    assert interface["label"]["labels"] == SHAPES[1:]  # no background label
+    assert interface["label"]["inputs"] == [{"type": "Image", "value": "image"}]
+    tasks = json.loads((folder / "labelstudio" / "train.json").read_text())
+    assert sorted(task["data"]["cpfcte_id"] for task in tasks) == EXPORTED
+    for task in tasks:
+        image_id = task["data"]["cpfcte_id"]
+        mask = expected_mask(labelled, image_id)
+        address = task["data"]["image"]
+        assert address == f"/data/local-files/?d=images/train/{image_id}.png"  # under the export folder
+        assert (folder / address.split("?d=")[1]).read_bytes() == (labelled["photos"] / f"{image_id}.png").read_bytes()
+        (prediction,) = task["predictions"]
+        assert prediction["model_version"] == "cpfcte_hf CRF pseudo-labels"
+        rebuilt = np.zeros_like(mask)
+        regions = prediction["result"]
+        assert len({region["id"] for region in regions}) == len(regions)
+        for region in regions:
+            assert (region["type"], region["from_name"], region["to_name"]) == ("brushlabels", "label", "image")
+            assert (region["original_height"], region["original_width"]) == mask.shape
+            (name,) = region["value"]["brushlabels"]
+            pixels = np.asarray(decode_rle(region["value"]["rle"])).reshape(*mask.shape, 4)
+            assert (pixels == pixels[..., :1]).all()  # the 4 channels of one grey mask
+            binary = pixels[..., 3] == 255
+            assert binary.any() and not rebuilt[binary].any()  # regions do not overlap
+            rebuilt[binary] = SHAPES.index(name)
+        known = mask != 255
+        assert np.array_equal(rebuilt[known], mask[known]), image_id
+        assert not rebuilt[~known].any()  # ignore pixels are in no region
+    assert json.loads((folder / "export_summary.json").read_text())["splits"]["train"]["labelstudio"] == (
+        "labelstudio/train.json"
+    )
+
+
+def test_labelstudio_image_addresses_follow_the_template_and_a_bad_template_is_one_line(tmp_path, labelled):
+    common = ["--labels", labelled["out"], "--dataset_option", f"cache_dir={labelled['cache']}"]
+    status, _, stderr = run_export(*common, "--format", "labelstudio", "--output_dir", tmp_path / "a",
+                                   "--image_url", "https://bucket.example/{split}/{file_name}")  # fmt: skip
+    assert status == 0, stderr
+    tasks = json.loads((tmp_path / "a" / "labelstudio" / "train.json").read_text())
+    assert {task["data"]["image"] for task in tasks} == {f"https://bucket.example/train/{i}.png" for i in EXPORTED}
+    for bad, says in [("https://x/{name}", "unknown field name"), ("https://x/{split}", "no {file_name}")]:
+        status, _, stderr = run_export(*common, "--format", "labelstudio", "--output_dir", tmp_path / "b",
+                                       "--image_url", bad)  # fmt: skip
+        assert status == 2 and says in stderr and len(stderr.strip().splitlines()) == 1, stderr
+        assert not (tmp_path / "b").exists()
+    status, _, stderr = run_export(*common, "--format", "coco", "--output_dir", tmp_path / "c", "--image_url", "x")
+    assert status == 2 and "add --format labelstudio" in stderr and not (tmp_path / "c").exists()
+
+
+def test_labelstudio_without_its_encoder_installed_is_one_line_naming_the_extra(tmp_path, labelled, monkeypatch):
+    monkeypatch.setitem(sys.modules, "label_studio_converter", None)  # as if not installed: imports of it fail
+    status, _, stderr = run_export(
+        "--labels", labelled["out"], "--format", "labelstudio", "--output_dir", tmp_path / "x"
+    )
+    assert status == 2 and "pip install 'cpfcte_hf[labelstudio]'" in stderr and not (tmp_path / "x").exists()
 
 
 def test_the_hub_dry_run_folder_loads_with_load_dataset(labelled, exported):

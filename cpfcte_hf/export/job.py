@@ -28,7 +28,7 @@ from .records import (
 )
 
 
-FORMATS = ("datasets", "coco")
+FORMATS = ("datasets", "coco", "labelstudio")
 SUMMARY_FILE = "export_summary.json"
 SUMMARY_FORMAT = "cpfcte-hf-export"
 
@@ -99,6 +99,7 @@ def summary_record(selections: Sequence[Selection], formats: Sequence[str], seco
             "left_out_by_reason": selection.counts,
             "left_out_images": selection.left_out,
             **({"coco": f"{labelled.split}.json"} if "coco" in formats else {}),
+            **({"labelstudio": f"labelstudio/{labelled.split}.json"} if "labelstudio" in formats else {}),
         }
     return {
         "format": SUMMARY_FORMAT,
@@ -176,11 +177,13 @@ def export_labels(
     private: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    image_url: str | None = None,
 ) -> ExportResult:
     """
     Exports the complete and current masks of the labelled folders `labels` (one split each) to `output_dir` in
-    `formats` (`datasets`: `save_to_disk` + card + `id2label.json`; `coco`: `<split>.json` + `images/<split>/`),
-    with `export_summary.json`. `push_to_hub`: a dataset repo id, pushed to; `dry_run`: the Hub folder is written
+    `formats` (`datasets`: `save_to_disk` + card + `id2label.json`; `coco`: `<split>.json` + `images/<split>/`;
+    `labelstudio`: `labelstudio/<split>.json` tasks + `labelstudio/config.xml` + `images/<split>/`, the images at
+    the URL template `image_url`), with `export_summary.json`. `push_to_hub`: a dataset repo id, pushed to; `dry_run`: the Hub folder is written
     there instead of pushed. Everything is written to a staging folder next to its target and renamed into place.
 
     Raises:
@@ -194,6 +197,7 @@ def export_labels(
         raise ExportError(f"--format {' '.join(unknown) or '(none)'}: choose from {', '.join(FORMATS)}.")
     if (push_to_hub or dry_run) and "datasets" not in formats:
         raise ExportError("--push_to_hub and --dry_run share the datasets export: add --format datasets.")
+    image_url = _check_labelstudio(formats, image_url)
     if push_to_hub:
         from ..hub.folder import HubSharingError, check_repo_id
 
@@ -214,7 +218,25 @@ def export_labels(
             + ")."
         )
     with _quiet_datasets():  # datasets' own bars ("Saving the dataset", ...) would repeat ours
-        return _export(selections, output_dir, formats, push_to_hub, dry_run, private, progress, started)
+        return _export(selections, output_dir, formats, push_to_hub, dry_run, private, progress, started, image_url)
+
+
+def _check_labelstudio(formats, image_url: str | None) -> str | None:
+    """The Label Studio image URL template (checked; the default when none is given), before anything is read."""
+    if "labelstudio" not in formats:
+        if image_url is not None:
+            raise ExportError("--image_url is the Label Studio tasks' image address: add --format labelstudio.")
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("label_studio_converter") is None:
+        raise ExportError(
+            "--format labelstudio encodes the masks with label-studio-converter, which is not installed: "
+            "pip install 'cpfcte_hf[labelstudio]' (or label-studio-converter)."
+        )
+    from .to_labelstudio import DEFAULT_IMAGE_URL, check_image_url
+
+    return check_image_url(image_url) if image_url is not None else DEFAULT_IMAGE_URL
 
 
 @contextmanager
@@ -230,7 +252,9 @@ def _quiet_datasets():
             enable_progress_bars()
 
 
-def _export(selections, output_dir: Path, formats, push_to_hub, dry_run, private, progress, started) -> ExportResult:
+def _export(
+    selections, output_dir: Path, formats, push_to_hub, dry_run, private, progress, started, image_url=None
+) -> ExportResult:
     from .to_datasets import push_folder
 
     folders = _Folders(created=[])
@@ -243,6 +267,8 @@ def _export(selections, output_dir: Path, formats, push_to_hub, dry_run, private
             hub_files = _write_datasets(selections, folders, output_dir, push_to_hub, dry_run, progress)
         if "coco" in formats:
             _write_coco(selections, folders.staging, progress)
+        if "labelstudio" in formats:
+            _write_labelstudio(selections, folders.staging, progress, image_url)
         record["seconds"] = round(time.perf_counter() - started, 3)
         (folders.staging / SUMMARY_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         result = ExportResult(output_dir, record)
@@ -313,6 +339,15 @@ def _write_coco(selections, staging: Path, progress) -> None:
     bar = progress_bar(sum(len(s.images) for s in selections), 0, progress, "export: coco")
     for selection in selections:
         write_coco_split(selection, staging, bar)
+    bar.close()
+
+
+def _write_labelstudio(selections, staging: Path, progress, image_url: str) -> None:
+    from .to_labelstudio import write_labelstudio_split
+
+    bar = progress_bar(sum(len(s.images) for s in selections), 0, progress, "export: labelstudio")
+    for selection in selections:
+        write_labelstudio_split(selection, staging, bar, image_url)
     bar.close()
 
 

@@ -62,6 +62,17 @@ def mask_annotations(mask: np.ndarray, classes, image_id: int, first_id: int) ->
     return annotations
 
 
+def copy_image(item, image_dir: Path) -> str:
+    """Copies the image of `item` as it was stored (not re-encoded) to `image_dir/<id><extension>` (once, when several
+    formats share the folder); returns that file name."""
+    file_name = f"{item.id}{item.extension}"
+    target = image_dir / file_name
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(item.image_bytes())
+    return file_name
+
+
 def coco_description(selection: Selection) -> str:
     labelled = selection.labelled
     return (
@@ -78,10 +89,7 @@ def write_coco_split(selection: Selection, out_dir: Path, progress=None) -> Path
     image_dir = out_dir / COCO_IMAGES_DIR / labelled.split
     images, annotations = [], []
     for number, item in enumerate(selection.images, start=1):
-        file_name = f"{item.id}{item.extension}"
-        target = image_dir / file_name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(item.image_bytes())
+        file_name = copy_image(item, image_dir)
         images.append(
             {"id": number, "file_name": file_name, "width": item.width, "height": item.height, "cpfcte_id": item.id}
         )
@@ -105,4 +113,4 @@ def write_coco_split(selection: Selection, out_dir: Path, progress=None) -> Path
     return path
 
 
-__all__ = ["COCO_IMAGES_DIR", "coco_categories", "mask_annotations", "write_coco_split"]
+__all__ = ["COCO_IMAGES_DIR", "coco_categories", "copy_image", "mask_annotations", "write_coco_split"]

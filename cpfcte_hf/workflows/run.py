@@ -110,7 +110,7 @@ class RunArguments(DataSourceArguments):
     export: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "Export the pseudo-labels (datasets, coco) to OUTPUT_DIR/export/ (`cpfcte-hf export`).",
+            "help": "Export the pseudo-labels (datasets, coco, labelstudio) to OUTPUT_DIR/export/ (`cpfcte-hf export`).",
             "choices": EXPORT_FORMATS,
         },
     )
@@ -230,7 +230,7 @@ def plan_run(run_args: RunArguments, preset_name: str) -> tuple[RunArguments, di
         raise ValueError(f"--steps: unknown step(s) {', '.join(unknown)}; the steps are {', '.join(STEPS)}.")
     selected = set(run_args.steps) or set(STEPS)
     if "export" in run_args.steps and not run_args.export:
-        raise ValueError("--steps export: say which formats with --export (datasets, coco).")
+        raise ValueError("--steps export: say which formats with --export (datasets, coco, labelstudio).")
     steps = [step for step in plan_steps(run_args, run_dir, run_dir / "run_preset.yaml") if step.name in selected]
     return run_args, resolved_run_preset(preset, run_args), steps, data_options
 

@@ -1,5 +1,6 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
-r"""Export a labelled output's masks as a `datasets` dataset and/or COCO JSON, with a count of what was left out.
+r"""Export a labelled output's masks as a `datasets` dataset, COCO JSON and/or Label Studio tasks, with a count of what
+was left out.
 
     cpfcte-hf export --labels outputs/demo/pseudo_labels --format datasets coco --output_dir exports/demo_train
     cpfcte-hf export --labels pseudo/voc_train_aug --format datasets --output_dir exports/voc \
@@ -16,7 +17,11 @@ out and counted (printed, and in OUTPUT_DIR/export_summary.json and the dataset 
 --format datasets: `DatasetDict.save_to_disk(OUTPUT_DIR)` (`datasets.load_from_disk(OUTPUT_DIR)`), columns image,
 label (the mask PNG), id, classes, with OUTPUT_DIR/id2label.json and a dataset card, OUTPUT_DIR/README.md.
 --format coco: OUTPUT_DIR/<split>.json (one RLE annotation per class present per image; background and 255 = ignore
-are not annotated) and the images in OUTPUT_DIR/images/<split>/. --push_to_hub REPO uploads the Hub dataset folder
+are not annotated) and the images in OUTPUT_DIR/images/<split>/.
+--format labelstudio: OUTPUT_DIR/labelstudio/<split>.json, Label Studio tasks with one brush pre-annotation per class
+present per image, OUTPUT_DIR/labelstudio/config.xml (the labelling interface to paste into the project) and the
+images in OUTPUT_DIR/images/<split>/, addressed by --image_url (default: Label Studio's local files, served from
+OUTPUT_DIR). --push_to_hub REPO uploads the Hub dataset folder
 (parquet shards, card, id2label.json); --dry_run DIR writes that folder instead (`datasets.load_dataset(DIR)`).
 
 Everything is written to a temporary folder and renamed into place. Exit status: 0 exported; 2 bad arguments or
@@ -34,7 +39,7 @@ from ...utils.arguments import parse_args_with_presets, print_error, require
 
 # The export formats as options (`--format`, run's `--export`) take them: `cpfcte_hf.export.FORMATS`, written here
 # too so that the front door checks them without importing the exporters (a test holds the two equal).
-EXPORT_FORMATS = ("datasets", "coco")
+EXPORT_FORMATS = ("datasets", "coco", "labelstudio")
 
 
 @dataclass
@@ -47,7 +52,8 @@ class ExportArguments(DataSourceArguments):
         metadata={"help": "Labelled output folders (required): `label` output, or stage-2 predictions/<split>/."},
     )
     format: list[str] = field(
-        default_factory=lambda: ["datasets"], metadata={"help": "datasets and/or coco.", "choices": EXPORT_FORMATS}
+        default_factory=lambda: ["datasets"],
+        metadata={"help": "datasets, coco and/or labelstudio.", "choices": EXPORT_FORMATS},
     )
     output_dir: str | None = field(
         default=None, metadata={"help": "Folder of the export (required); alias --out.", "aliases": ["--out"]}
@@ -59,6 +65,13 @@ class ExportArguments(DataSourceArguments):
     push_to_hub: str | None = field(default=None, metadata={"help": "USER/NAME of a Hub dataset repo to push to."})
     dry_run: str | None = field(default=None, metadata={"help": "Write the Hub dataset folder here, no push."})
     private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+    image_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "Label Studio tasks: the images' URL, a template with {file_name} and {split} (default: "
+            "/data/local-files/?d=images/{split}/{file_name}, Label Studio serving the export folder)."
+        },
+    )
     overwrite: bool = field(default=False, metadata={"help": "Replace an export this command wrote."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars (--no_progress: off)."})
 
@@ -90,6 +103,7 @@ def main(argv=None) -> int:
             private=args.private,
             overwrite=args.overwrite,
             progress=args.progress,
+            image_url=args.image_url,
         )
     except HubPushError as error:  # the export on disk is complete; the push is what failed
         print_error(error)
