@@ -1,5 +1,6 @@
 # Copyright 2026 The cpfcte_hf developers. Licensed under the Apache License, Version 2.0.
-"""Masks into the ecosystem: a labelled output folder as a `datasets` dataset or as COCO JSON (`cpfcte-hf export`).
+"""Masks into the ecosystem: a labelled output folder as a `datasets` dataset, COCO JSON or Label Studio tasks
+(`cpfcte-hf export`).
 
     cpfcte-hf export --labels runs/voc/pseudo_labels --format datasets coco --output_dir exports/voc_train
 
@@ -12,7 +13,10 @@ reason (`records`). Formats:
   and `classes` columns, `OUT/id2label.json` and `OUT/README.md` (a dataset card); `--push_to_hub REPO` uploads the
   Hub folder (parquet shards in `data/`, card, `id2label.json`), `--dry_run DIR` writes it instead;
 - `coco` (`to_coco`): `OUT/<split>.json`, one compressed-RLE annotation per class present per image, and the images
-  in `OUT/images/<split>/`.
+  in `OUT/images/<split>/`;
+- `labelstudio` (`to_labelstudio`): `OUT/labelstudio/<split>.json`, Label Studio tasks with one brush pre-annotation
+  per class present per image, `OUT/labelstudio/config.xml` (the labelling interface), the images in
+  `OUT/images/<split>/`.
 
 `OUT/export_summary.json` records what was exported and what was left out, and why.
 """
