@@ -361,7 +361,7 @@ def test_run_exports_the_pseudo_labels_after_labelling_and_records_it(tmp_path):
     command = [
         sys.executable, "-m", "cpfcte_hf", "run", "--config", str(tmp_path / "tiny.yaml"), "--output_dir",
         str(tmp_path / "run"), "--crf_workers", "0", "--steps", "data", "stage1", "pseudo_labels", "export",
-        "--export", "datasets", "coco", "--override", "label.scales=[1.0]", "label.flip=false",
+        "--export", "datasets", "coco", "labelstudio", "--override", "label.scales=[1.0]", "label.flip=false",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -369,10 +369,11 @@ def test_run_exports_the_pseudo_labels_after_labelling_and_records_it(tmp_path):
     summary = json.loads((run / "run_summary.json").read_text())
     assert list(summary["steps"]) == ["data", "stage1", "pseudo_labels", "export"]
     assert summary["steps"]["export"]["status"] == "ran"
-    assert summary["export"]["formats"] == ["datasets", "coco"]
+    assert summary["export"]["formats"] == ["datasets", "coco", "labelstudio"]
     assert summary["export"]["splits"]["train"]["exported"] == 24
     loaded = datasets.load_from_disk(str(run / "export"))["train"]
     assert loaded.num_rows == 24 and (run / "export" / "train.json").is_file()
+    assert len(json.loads((run / "export" / "labelstudio" / "train.json").read_text())) == 24
     row = loaded[0]
     assert np.array_equal(np.asarray(row["label"]), read_mask(run / "pseudo_labels" / "crf" / f"{row['id']}.png"))
     assert "CRF mIoU against the ground truth (24 images)" in (run / "export" / "README.md").read_text()
