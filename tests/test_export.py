@@ -209,6 +209,15 @@ def test_labelstudio_image_addresses_follow_the_template_and_a_bad_template_is_o
     assert status == 2 and "add --format labelstudio" in stderr and not (tmp_path / "c").exists()
 
 
+def test_labelstudio_image_addresses_quote_what_would_break_a_url():
+    from cpfcte_hf.export.to_labelstudio import DEFAULT_IMAGE_URL, image_address
+
+    assert image_address(DEFAULT_IMAGE_URL, "train", "my photo #2?.jpg") == (
+        "/data/local-files/?d=images/train/my%20photo%20%232%3F.jpg"
+    )
+    assert image_address("https://x.example/{split}/{file_name}", "val", "a/b.png") == "https://x.example/val/a/b.png"
+
+
 def test_labelstudio_without_its_encoder_installed_is_one_line_naming_the_extra(tmp_path, labelled, monkeypatch):
     monkeypatch.setitem(sys.modules, "label_studio_converter", None)  # as if not installed: imports of it fail
     status, _, stderr = run_export(

@@ -183,8 +183,8 @@ def export_labels(
     Exports the complete and current masks of the labelled folders `labels` (one split each) to `output_dir` in
     `formats` (`datasets`: `save_to_disk` + card + `id2label.json`; `coco`: `<split>.json` + `images/<split>/`;
     `labelstudio`: `labelstudio/<split>.json` tasks + `labelstudio/config.xml` + `images/<split>/`, the images at
-    the URL template `image_url`), with `export_summary.json`. `push_to_hub`: a dataset repo id, pushed to; `dry_run`: the Hub folder is written
-    there instead of pushed. Everything is written to a staging folder next to its target and renamed into place.
+    the URL template `image_url`), with `export_summary.json`. `push_to_hub`: a dataset repo id, pushed to;
+    `dry_run`: the Hub folder is written there instead of pushed. Everything is written to a staging folder next to its target and renamed into place.
 
     Raises:
         ExportError: bad input (see `records`); nothing is written.

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import string
 from pathlib import Path
+from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
@@ -46,7 +47,7 @@ BRUSH_TAG, IMAGE_TAG = "label", "image"
 
 
 def check_image_url(template: str) -> str:
-    """`template` when it names only `{split}` and `{file_name}` and ends with the file name; else an ExportError."""
+    """`template` when it names `{file_name}` and no field but it and `{split}`; else an ExportError."""
     try:
         fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as error:
@@ -58,6 +59,12 @@ def check_image_url(template: str) -> str:
             f"{'unknown field ' + ', '.join(unknown) if unknown else 'no {file_name}'}."
         )
     return template
+
+
+def image_address(template: str, split: str, file_name: str) -> str:
+    """The address of an image in its task: `template` with the split and file name URL-quoted (a space, `#` or `?`
+    in a file name would otherwise end or break the address; `/` is kept)."""
+    return template.format(split=quote(split), file_name=quote(file_name))
 
 
 def labelstudio_config(class_names) -> str:
@@ -125,7 +132,7 @@ def write_labelstudio_split(
         regions = brush_regions(mask, item.classes, labelled.class_names)
         tasks.append(
             {
-                "data": {IMAGE_TAG: image_url.format(split=labelled.split, file_name=file_name), "cpfcte_id": item.id},
+                "data": {IMAGE_TAG: image_address(image_url, labelled.split, file_name), "cpfcte_id": item.id},
                 "predictions": [{"model_version": version, "result": regions}],
             }
         )
@@ -145,6 +152,7 @@ __all__ = [
     "LABELSTUDIO_DIR",
     "brush_regions",
     "check_image_url",
+    "image_address",
     "labelstudio_config",
     "write_labelstudio_split",
 ]
