@@ -6,6 +6,7 @@ was left out.
     cpfcte-hf export --labels pseudo/voc_train_aug --format datasets --output_dir exports/voc \
         --push_to_hub USER/voc-pseudo-labels                          # needs `hf auth login`
     cpfcte-hf export --labels pseudo/voc_train_aug --output_dir exports/voc --dry_run hub/voc-pseudo-labels
+    cpfcte-hf export --labels outputs/demo/pseudo_labels --format labelstudio --output_dir exports/demo_label_studio
 
 --labels takes one or more labelled output folders, one split each: a `cpfcte-hf label` folder (its CRF masks by
 default, --mask_set bpm for the others) or a stage-2 `predictions/<split>/` folder (MS+CRF by default). The split
