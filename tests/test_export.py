@@ -386,3 +386,21 @@ def test_run_exports_the_pseudo_labels_after_labelling_and_records_it(tmp_path):
     row = loaded[0]
     assert np.array_equal(np.asarray(row["label"]), read_mask(run / "pseudo_labels" / "crf" / f"{row['id']}.png"))
     assert "CRF mIoU against the ground truth (24 images)" in (run / "export" / "README.md").read_text()
+
+
+def test_the_label_studio_check_script_says_what_is_missing_in_one_line(tmp_path, exported):
+    """`scripts/check_label_studio.py` (run by hand against a real Label Studio, README) starts nothing without an
+    executable or a Label Studio export."""
+    import subprocess
+
+    from .test_demo import REPO
+    from .utils import subprocess_env
+
+    script = [sys.executable, "scripts/check_label_studio.py", "--split", "train", "--masks", str(tmp_path)]
+    cases = [
+        (["--export", str(exported["export"]), "--label_studio", str(tmp_path / "none")], "not an executable"),
+        (["--export", str(tmp_path), "--label_studio", sys.executable], "not found; --export takes"),
+    ]
+    for extra, says in cases:
+        result = subprocess.run(script + extra, capture_output=True, text=True, env=subprocess_env(), cwd=REPO)
+        assert result.returncode == 2 and says in result.stderr, result.stderr
