@@ -227,13 +227,11 @@ def _check_labelstudio(formats, image_url: str | None) -> str | None:
         if image_url is not None:
             raise ExportError("--image_url is the Label Studio tasks' image address: add --format labelstudio.")
         return None
-    import importlib.util
+    from ..cli.commands.export import missing_extra
 
-    if importlib.util.find_spec("label_studio_converter") is None:
-        raise ExportError(
-            "--format labelstudio encodes the masks with label-studio-converter, which is not installed: "
-            "pip install 'cpfcte_hf[labelstudio]' (or label-studio-converter)."
-        )
+    missing = missing_extra(formats)
+    if missing:
+        raise ExportError(missing)
     from .to_labelstudio import DEFAULT_IMAGE_URL, check_image_url
 
     return check_image_url(image_url) if image_url is not None else DEFAULT_IMAGE_URL

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import yaml
 
-from ..cli.commands.export import EXPORT_FORMATS
+from ..cli.commands.export import EXPORT_FORMATS, missing_extra
 from ..data.arguments import DataSourceArguments
 from ..utils.arguments import (
     COMMAND_ALIASES,
@@ -231,6 +231,9 @@ def plan_run(run_args: RunArguments, preset_name: str) -> tuple[RunArguments, di
     selected = set(run_args.steps) or set(STEPS)
     if "export" in run_args.steps and not run_args.export:
         raise ValueError("--steps export: say which formats with --export (datasets, coco, labelstudio).")
+    missing = missing_extra(run_args.export)
+    if missing:  # before stage 1 trains, not at the export step after it
+        raise ValueError(missing.replace("--format", "--export", 1))
     steps = [step for step in plan_steps(run_args, run_dir, run_dir / "run_preset.yaml") if step.name in selected]
     return run_args, resolved_run_preset(preset, run_args), steps, data_options
 
