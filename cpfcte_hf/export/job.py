@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..models.cpfcte.visualization import _UMASK
 from ..review import rejected_ids
+from ..utils.extras import missing_extra
 from ..utils.output_dir import create_output_dir
 from ..utils.progress import progress_bar
 from .records import (
@@ -227,8 +228,6 @@ def _check_labelstudio(formats, image_url: str | None) -> str | None:
         if image_url is not None:
             raise ExportError("--image_url is the Label Studio tasks' image address: add --format labelstudio.")
         return None
-    from ..cli.commands.export import missing_extra
-
     missing = missing_extra(formats)
     if missing:
         raise ExportError(missing)

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import yaml
 
-from ..cli.commands.export import EXPORT_FORMATS, missing_extra
+from ..cli.commands.export import EXPORT_FORMATS
 from ..data.arguments import DataSourceArguments
 from ..utils.arguments import (
     COMMAND_ALIASES,
@@ -59,6 +59,7 @@ from ..utils.arguments import (
     print_error,
     print_once,
 )
+from ..utils.extras import missing_extra
 from ..utils.help import answer_front_door
 from ..utils.io import atomic_write_text
 from ..utils.openmp import set_openmp_wait

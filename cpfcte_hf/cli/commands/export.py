@@ -43,19 +43,6 @@ from ...utils.arguments import parse_args_with_presets, print_error, require
 EXPORT_FORMATS = ("datasets", "coco", "labelstudio")
 
 
-def missing_extra(formats) -> str | None:
-    """The line to print when a format asked for needs a package that is not installed (checked without importing
-    it, before any work: `export`, and `run --export` before its first step), else None."""
-    import importlib.util
-
-    if "labelstudio" in formats and importlib.util.find_spec("label_studio_converter") is None:
-        return (
-            "--format labelstudio encodes the masks with label-studio-converter, which is not installed: "
-            "pip install 'cpfcte_hf[labelstudio]' (or label-studio-converter)."
-        )
-    return None
-
-
 @dataclass
 class ExportArguments(DataSourceArguments):
     """What to export, in which formats, and where to; the data source (`--dataset`, `--data_root`, `--split`, the
