@@ -1,6 +1,6 @@
 """`cpfcte-hf export` (issue 22): a labelled output's masks as a `datasets` dataset (save_to_disk, card, Hub folder), as
-COCO JSON and as Label Studio tasks, read back pixel for pixel (by pycocotools, by Label Studio's own decoder); the images left out by the labelling run's accounting; bad input refused in
-one line with nothing written.
+COCO JSON and as Label Studio tasks, read back pixel for pixel (by pycocotools, by Label Studio's own decoder); the
+images left out by the labelling run's accounting; bad input refused in one line with nothing written.
 
 One tiny `cpfcte-hf label` run of a folder of own photos is shared by the module: five tagged photos, one smaller than
 a patch (fails), then one photo replaced (its mask is stale) and one rejected in review.json; one mask gets a block of

@@ -111,7 +111,8 @@ class RunArguments(DataSourceArguments):
     export: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "Export the pseudo-labels (datasets, coco, labelstudio) to OUTPUT_DIR/export/ (`cpfcte-hf export`).",
+            "help": "Export the pseudo-labels (datasets, coco, labelstudio) to OUTPUT_DIR/export/ "
+            "(`cpfcte-hf export`).",
             "choices": EXPORT_FORMATS,
         },
     )
