@@ -406,14 +406,11 @@ def test_the_label_studio_check_script_says_what_is_missing_in_one_line(tmp_path
         assert result.returncode == 2 and says in result.stderr, result.stderr
 
 
-def test_run_export_labelstudio_without_its_encoder_stops_before_the_first_step(tmp_path, monkeypatch, capsys):
-    from cpfcte_hf.utils.openmp import WAIT_MARKER, WAIT_VARIABLES
+def test_run_export_labelstudio_without_its_encoder_stops_before_the_first_step(
+    tmp_path, monkeypatch, capsys, clean_openmp_environment
+):
     from cpfcte_hf.workflows.run import run_from_argv
 
-    for name in (*WAIT_VARIABLES, WAIT_MARKER):  # run sets OpenMP's wait for its process: restored after the test
-        monkeypatch.setenv(name, os.environ.get(name, ""))
-        if not os.environ[name]:
-            monkeypatch.delenv(name)
     monkeypatch.setitem(sys.modules, "label_studio_converter", None)  # as if not installed
     status, _ = run_from_argv(["--config", "demo", "--output_dir", str(tmp_path / "run"), "--export", "labelstudio"])
     assert status == 2 and "--export labelstudio encodes the masks" in capsys.readouterr().err

@@ -270,15 +270,15 @@ def test_openmp_wait_settings_of_the_environment_win(given, expected):
     ],
 )
 @pytest.mark.parametrize("user_choice", [False, True])
-def test_training_commands_spin_briefly_before_torch_loads(monkeypatch, command, spins, user_choice):
+def test_training_commands_spin_briefly_before_torch_loads(
+    monkeypatch, clean_openmp_environment, command, spins, user_choice
+):
     """The commands that train a model set the short spin first thing (their `--help` imports no torch), a user's
     choice stays; the others keep the package's default, sleep at once."""
     import importlib
 
     from cpfcte_hf.cli.main import COMMANDS
 
-    for name in (*WAIT_VARIABLES, WAIT_MARKER):
-        monkeypatch.delenv(name, raising=False)
     if user_choice:
         monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     else:
