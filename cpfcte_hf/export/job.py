@@ -263,9 +263,13 @@ def _export(
         if "datasets" in formats:
             hub_files = _write_datasets(selections, folders, output_dir, push_to_hub, dry_run, progress)
         if "coco" in formats:
-            _write_coco(selections, folders.staging, progress)
+            from .to_coco import write_coco_split
+
+            _write_splits("coco", write_coco_split, selections, folders.staging, progress)
         if "labelstudio" in formats:
-            _write_labelstudio(selections, folders.staging, progress, image_url)
+            from .to_labelstudio import write_labelstudio_split
+
+            _write_splits("labelstudio", write_labelstudio_split, selections, folders.staging, progress, image_url)
         record["seconds"] = round(time.perf_counter() - started, 3)
         (folders.staging / SUMMARY_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         result = ExportResult(output_dir, record)
@@ -330,21 +334,12 @@ def _write_datasets(selections, folders: _Folders, output_dir: Path, push_to_hub
     return hub_files
 
 
-def _write_coco(selections, staging: Path, progress) -> None:
-    from .to_coco import write_coco_split
-
-    bar = progress_bar(sum(len(s.images) for s in selections), 0, progress, "export: coco")
+def _write_splits(name: str, write_split, selections, staging: Path, progress, *options) -> None:
+    """A per-split format (`coco`, `labelstudio`): `write_split(selection, staging, bar, *options)` for each split,
+    under one progress bar."""
+    bar = progress_bar(sum(len(s.images) for s in selections), 0, progress, f"export: {name}")
     for selection in selections:
-        write_coco_split(selection, staging, bar)
-    bar.close()
-
-
-def _write_labelstudio(selections, staging: Path, progress, image_url: str) -> None:
-    from .to_labelstudio import write_labelstudio_split
-
-    bar = progress_bar(sum(len(s.images) for s in selections), 0, progress, "export: labelstudio")
-    for selection in selections:
-        write_labelstudio_split(selection, staging, bar, image_url)
+        write_split(selection, staging, bar, *options)
     bar.close()
 
 

@@ -11,14 +11,15 @@ import importlib.util
 FORMAT_EXTRAS = {"labelstudio": ("label_studio_converter", "label-studio-converter", "labelstudio")}
 
 
-def missing_extra(formats) -> str | None:
-    """The line to print when an export format of `formats` needs a package that is not installed, else None."""
+def missing_extra(formats, option: str = "--format") -> str | None:
+    """The line to print when an export format of `formats` (given with `option`) needs a package that is not
+    installed, else None."""
     for name in formats:
         if name in FORMAT_EXTRAS:
             module, requirement, extra = FORMAT_EXTRAS[name]
             if importlib.util.find_spec(module) is None:
                 return (
-                    f"--format {name} encodes the masks with {requirement}, which is not installed: "
+                    f"{option} {name} encodes the masks with {requirement}, which is not installed: "
                     f"pip install 'cpfcte_hf[{extra}]' (or {requirement})."
                 )
     return None

@@ -111,7 +111,7 @@ class RunArguments(DataSourceArguments):
     export: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "Export the pseudo-labels (datasets, coco, labelstudio) to OUTPUT_DIR/export/ "
+            "help": f"Export the pseudo-labels ({', '.join(EXPORT_FORMATS)}) to OUTPUT_DIR/export/ "
             "(`cpfcte-hf export`).",
             "choices": EXPORT_FORMATS,
         },
@@ -232,10 +232,10 @@ def plan_run(run_args: RunArguments, preset_name: str) -> tuple[RunArguments, di
         raise ValueError(f"--steps: unknown step(s) {', '.join(unknown)}; the steps are {', '.join(STEPS)}.")
     selected = set(run_args.steps) or set(STEPS)
     if "export" in run_args.steps and not run_args.export:
-        raise ValueError("--steps export: say which formats with --export (datasets, coco, labelstudio).")
-    missing = missing_extra(run_args.export)
+        raise ValueError(f"--steps export: say which formats with --export ({', '.join(EXPORT_FORMATS)}).")
+    missing = missing_extra(run_args.export, option="--export")
     if missing:  # before stage 1 trains, not at the export step after it
-        raise ValueError(missing.replace("--format", "--export", 1))
+        raise ValueError(missing)
     steps = [step for step in plan_steps(run_args, run_dir, run_dir / "run_preset.yaml") if step.name in selected]
     return run_args, resolved_run_preset(preset, run_args), steps, data_options
 

@@ -54,7 +54,7 @@ class ExportArguments(DataSourceArguments):
     )
     format: list[str] = field(
         default_factory=lambda: ["datasets"],
-        metadata={"help": "datasets, coco and/or labelstudio.", "choices": EXPORT_FORMATS},
+        metadata={"help": f"{', '.join(EXPORT_FORMATS[:-1])} and/or {EXPORT_FORMATS[-1]}.", "choices": EXPORT_FORMATS},
     )
     output_dir: str | None = field(
         default=None, metadata={"help": "Folder of the export (required); alias --out.", "aliases": ["--out"]}
