@@ -1,5 +1,7 @@
 """DeepLab-v2 (stage 2): shapes, dilation, loss and ignore index, frozen BatchNorm, config, backbone initialisation."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -294,3 +296,32 @@ def test_checkpointable_blocks_keep_the_resnet_state_dict_keys(tmp_path, layer_t
     pixel_values = torch.randn(1, 3, 33, 33)
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(pixel_values).logits, aspp(resnet(pixel_values).last_hidden_state))
+
+
+def test_bench_deeplab_times_the_stage2_model_of_a_preset_with_train_deeplab_options_on_top(tmp_path, capsys):
+    """`cpfcte-hf bench deeplab --config demo` builds the model `train-deeplab --config demo` trains (the shapes
+    classes, the preset's crop and batch); train-deeplab options after it change that model; without --config they
+    are an error, as is a misspelt one."""
+    from cpfcte_hf.benchmarks.deeplab import main
+
+    output = tmp_path / "bench.json"
+    options = ["--steps", "1", "--warmup", "0", "--batch_size", "1", "--output", str(output)]
+    assert main(["--config", "demo", *options, "--resnet_hidden_sizes", "8", "16", "24", "32"]) == 0
+    result = json.loads(output.read_text())
+    assert result["architecture"] == {
+        "model_type": "deeplab_v2",
+        "num_labels": 6,  # background + the 5 shapes of the demo's set
+        "depths": [2, 2, 2, 2],  # the demo preset's
+        "hidden_sizes": [8, 16, 24, 32],  # the option on top
+        "layer_type": "basic",
+        "output_stride": 8,
+    }
+    assert result["size"] == 81 and result["batch_size"] == 1  # the preset's crop; the batch given
+    assert result["options"] == ["--resnet_hidden_sizes", "8", "16", "24", "32"]
+    assert result["parameters"]["classifier"] == 4 * (32 * 6 * 9 + 6)
+    with pytest.raises(SystemExit):
+        main(["--resnet_hidden_sizes", "8", "16", "24", "32"])
+    assert "train-deeplab options need --config" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--config", "demo", *options, "--resnet_hidden_size", "8"])
+    assert "did you mean --resnet_hidden_sizes" in capsys.readouterr().err

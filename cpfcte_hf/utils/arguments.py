@@ -88,19 +88,21 @@ class BothSpellingsParser(argparse.ArgumentParser):
         return super().add_argument(*dict.fromkeys(spelling for group in spelt for spelling in group), **kwargs)
 
 
-def parse_plain_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_plain_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None, known_only: bool = False):
     """
     Parses `argv` with a plain argparse parser (the benchmarks': a `BothSpellingsParser`, so that every option takes
-    both spellings), with `--print_config` printing the resolved options and exiting.
+    both spellings), with `--print_config` printing the resolved options and exiting. With `known_only`, the
+    options the parser does not know are returned too, for another parser: `(args, rest)`.
     """
     parser.add_argument(
         *COMMON_OPTIONS[1:], dest="print_config", action="store_true", help="Print the resolved settings and exit"
     )
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv) if known_only else (parser.parse_args(argv), [])
     if args.print_config:
-        print(json.dumps({key: value for key, value in vars(args).items() if key != "print_config"}, indent=2))
+        settings = {key: value for key, value in vars(args).items() if key != "print_config"}
+        print(json.dumps({**settings, **({"other_options": rest} if rest else {})}, indent=2))
         raise SystemExit(0)
-    return args
+    return (args, rest) if known_only else args
 
 
 def option_fields(dataclass_types: Sequence[type]) -> set[str]:
