@@ -319,6 +319,11 @@ def test_bench_deeplab_times_the_stage2_model_of_a_preset_with_train_deeplab_opt
     assert result["size"] == 81 and result["batch_size"] == 1  # the preset's crop; the batch given
     assert result["options"] == ["--resnet_hidden_sizes", "8", "16", "24", "32"]
     assert result["parameters"]["classifier"] == 4 * (32 * 6 * 9 + 6)
+    # Another segmenter's preset: its parameters in all (no DeepLab backbone / ASPP split).
+    assert main(["--config", "segformer_shapes", *options]) == 0
+    result = json.loads(output.read_text())
+    assert result["architecture"] == {"model_type": "segformer", "num_labels": 6}
+    assert set(result["parameters"]) == {"total", "trainable"} and result["parameters"]["total"] > 0
     with pytest.raises(SystemExit):
         main(["--resnet_hidden_sizes", "8", "16", "24", "32"])
     assert "train-deeplab options need --config" in capsys.readouterr().err

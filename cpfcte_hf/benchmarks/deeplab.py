@@ -53,10 +53,7 @@ def main(argv=None) -> int:
         model, preset_batch, preset_size = DeepLabV2ForSemanticSegmentation(config), 2, 321
     args.batch_size = args.batch_size or preset_batch
     args.size = args.size or preset_size
-    if isinstance(model, DeepLabV2ForSemanticSegmentation):
-        result = {"parameters": count_parameters(model)}
-    else:  # another transformers segmenter (a preset with `model_type: segformer`, say)
-        result = {"parameters": {"total": model.num_parameters(), "trainable": model.num_parameters(True)}}
+    result = {"parameters": count_parameters(model)}
     if args.config:
         result.update(config=args.config, options=stage2_options, architecture=architecture_of(model))
     result.update(time_forward_backward(model, args.batch_size, args.size, args.steps, args.warmup, args.device))

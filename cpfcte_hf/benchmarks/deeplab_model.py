@@ -12,13 +12,12 @@ from .common import compare_interleaved, parameter_count
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:
-    """`{"total", "trainable", "backbone", "classifier"}` parameter counts (frozen BatchNorm is not trainable)."""
-    return {
-        "total": model.num_parameters(),
-        "trainable": model.num_parameters(only_trainable=True),
-        "backbone": model.resnet.num_parameters(),
-        "classifier": parameter_count(model.aspp),
-    }
+    """`{"total", "trainable", "backbone", "classifier"}` parameter counts of DeepLab-v2 (frozen BatchNorm is not
+    trainable); of another transformers segmenter (a preset's `model_type: segformer`, say) `total` and `trainable`."""
+    counts = {"total": model.num_parameters(), "trainable": model.num_parameters(only_trainable=True)}
+    if isinstance(model, DeepLabV2ForSemanticSegmentation):
+        counts.update(backbone=model.resnet.num_parameters(), classifier=parameter_count(model.aspp))
+    return counts
 
 
 def training_step_flops(model: DeepLabV2ForSemanticSegmentation, batch_size: int = 2, size: int = 321) -> int:
