@@ -37,6 +37,7 @@ from ..models.cpfcte.image_processing_cpfcte import CPFCTEImageProcessor
 from ..models.cpfcte.inference import DEFAULT_INFERENCE_SIZE
 from ..models.cpfcte.modeling_cpfcte import CPFCTEForWeaklySupervisedSegmentation
 from ..utils.arguments import describe
+from ..utils.precision import precision_line
 from ..utils.trainer_mixins import resolve_resume_checkpoint
 from .arguments import DataArguments, ModelArguments, check_data_and_model, check_one_model_source
 from .trainer import CPFCTETrainer, CPFCTETrainingArguments
@@ -330,6 +331,7 @@ def run_training(
     if training_args.should_log:
         print(f"Outputs: {os.path.abspath(training_args.output_dir)} (resolved settings: run_config.json)", flush=True)
         print(training_args.train_batch_plan.line(), flush=True)
+        print(precision_line(training_args), flush=True)
 
     # Every process says where it runs, so a multi-process launch shows all its ranks.
     print(

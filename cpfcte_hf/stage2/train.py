@@ -39,6 +39,7 @@ from ..prediction.segment import predict_split, stage2_model_info
 from ..utils.arguments import describe, print_error
 from ..utils.distributed import distributed_state, finish_distributed
 from ..utils.io import atomic_write_text
+from ..utils.precision import precision_line
 from ..utils.trainer_mixins import resolve_resume_checkpoint
 from .arguments import (
     DeepLabDataArguments,
@@ -206,6 +207,7 @@ def train_model(model, processor, train_set, eval_dataset, training_args, run_ar
     output_dir = Path(training_args.output_dir)
     if training_args.should_log:
         print(training_args.train_batch_plan.line(), flush=True)
+        print(precision_line(training_args), flush=True)
     if training_args.should_save:
         output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(output_dir / "run_args.json", run_args + "\n")

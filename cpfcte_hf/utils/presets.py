@@ -21,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from .precision import resolve_auto_bf16
+
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "presets"
 COMMAND_SECTIONS = ("train", "label", "evaluate", "train_deeplab", "train_segmenter", "run")
@@ -155,6 +157,8 @@ def preset_values_for(preset: dict, command: str | None, fields: Mapping[str, st
         values = {key: flat[key] for key in SHARED_KEYS if key in flat and key in names.values()}
     if isinstance(section, dict):
         values.update(_by_name({key: value for key, value in section.items() if key != "command"}, names))
+    if "bf16" in names.values():
+        values = resolve_auto_bf16(values)
     unknown = sorted(set(values) - set(names.values()))
     if unknown:
         where = source if command == owner or command is None else f"{source} (section {command})"
