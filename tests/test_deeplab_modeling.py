@@ -230,6 +230,9 @@ def test_benchmark_helpers_count_and_time_a_training_step():
     assert counts["classifier"] == 4 * (32 * 3 * 9 + 3)
     timing = time_forward_backward(model, batch_size=1, size=33, steps=2)
     assert timing["steps"] == 2 and 0 < timing["seconds_min"] <= timing["seconds_median"] <= timing["seconds_max"]
+    assert timing["dtype"] == "fp32" and time_forward_backward(model, 1, 33, steps=1, dtype="bf16")["dtype"] == "bf16"
+    with pytest.raises(ValueError, match="`dtype` must be fp32 or bf16"):
+        time_forward_backward(model, 1, 33, steps=1, dtype="fp16")
     # The ASPP alone: 4 branches x 2 flops x (32 x 9) x 3 outputs x 5 x 5 positions, forward; backward adds about 2x.
     assert training_step_flops(model, batch_size=1, size=33) > 3 * 4 * 2 * 32 * 9 * 3 * 25
 
@@ -319,6 +322,13 @@ def test_bench_deeplab_times_the_stage2_model_of_a_preset_with_train_deeplab_opt
     assert result["size"] == 81 and result["batch_size"] == 1  # the preset's crop; the batch given
     assert result["options"] == ["--resnet_hidden_sizes", "8", "16", "24", "32"]
     assert result["parameters"]["classifier"] == 4 * (32 * 6 * 9 + 6)
+    # The precision the preset trains with here (the demo's `bf16: auto`), unless --dtype says otherwise.
+    from cpfcte_hf.utils.precision import cpu_bf16_flags
+
+    if not torch.cuda.is_available():
+        assert result["dtype"] == ("bf16" if cpu_bf16_flags() else "fp32")
+    assert main(["--config", "demo", *options, "--dtype", "fp32"]) == 0
+    assert json.loads(output.read_text())["dtype"] == "fp32"
     # Another segmenter's preset: its parameters in all (no DeepLab backbone / ASPP split).
     assert main(["--config", "segformer_shapes", *options]) == 0
     result = json.loads(output.read_text())

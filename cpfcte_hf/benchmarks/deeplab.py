@@ -7,6 +7,7 @@ options given after it) and times it at the preset's crop size and batch.
 cpfcte-hf bench deeplab --batch_size 2 --size 321 --steps 5 [--device cuda] [--output bench.json]
 cpfcte-hf bench deeplab --config demo --steps 20                                  # the demo's stage 2
 cpfcte-hf bench deeplab --config demo --steps 20 --resnet_hidden_sizes 32 64 128 256   # another width
+cpfcte-hf bench deeplab --config demo --steps 20 --dtype fp32                     # against the preset's bf16: auto
 
 The step time is the median of --steps timed steps, with their min, max and spread (a GPU machine: see
 `scripts/bench_gpu.py`, which times the whole training step in bf16 at batch 10).
@@ -32,6 +33,13 @@ def main(argv=None) -> int:
     parser.add_argument("--num_labels", type=int, default=21, help="classes (with --config: the dataset's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument(
+        "--dtype",
+        choices=("fp32", "bf16"),
+        default=None,
+        help="fp32, or the forward in bf16 autocast (default: fp32, or with --config the preset's bf16 as it resolves "
+        "on this machine)",
+    )
     parser.add_argument("--output", default=None, help="also write the result as JSON here")
     parser.add_argument(
         "--config",
@@ -47,16 +55,21 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
 
     if args.config:
-        model, preset_batch, preset_size = preset_model(args.config, stage2_options, args.num_labels)
+        model, preset_batch, preset_size, preset_bf16 = preset_model(args.config, stage2_options, args.num_labels)
     else:
         config = DeepLabV2Config() if args.num_labels == 21 else DeepLabV2Config(num_labels=args.num_labels)
-        model, preset_batch, preset_size = DeepLabV2ForSemanticSegmentation(config), 2, 321
+        model, preset_batch, preset_size, preset_bf16 = DeepLabV2ForSemanticSegmentation(config), 2, 321, False
+    args.dtype = args.dtype or ("bf16" if preset_bf16 else "fp32")
     args.batch_size = args.batch_size or preset_batch
     args.size = args.size or preset_size
     result = {"parameters": count_parameters(model)}
     if args.config:
         result.update(config=args.config, options=stage2_options, architecture=architecture_of(model))
-    result.update(time_forward_backward(model, args.batch_size, args.size, args.steps, args.warmup, args.device))
+    result.update(
+        time_forward_backward(
+            model, args.batch_size, args.size, args.steps, args.warmup, args.device, dtype=args.dtype
+        )
+    )
     result["gflops_per_step"] = round(training_step_flops(model, args.batch_size, args.size) / 1e9, 1)
     result["achieved_gflops_per_second"] = round(result["gflops_per_step"] / result["seconds_median"], 1)
     if torch.device(args.device).type == "cuda":
@@ -68,8 +81,8 @@ def main(argv=None) -> int:
 
 def preset_model(preset: str, options: list[str], num_labels: int):
     """The stage-2 model `train-deeplab --config preset *options` would train from scratch, with the classes of the
-    preset's dataset (the shapes set's from its options; else `num_labels`), and the preset's crop size and global
-    batch."""
+    preset's dataset (the shapes set's from its options; else `num_labels`), the preset's crop size and global
+    batch, and whether it trains in bf16 (its `bf16`, `auto` resolved for this machine)."""
     from ..data.shapes import ShapesConfig
     from ..stage2.arguments import parse_arguments
     from ..stage2.train import build_model
@@ -87,7 +100,7 @@ def preset_model(preset: str, options: list[str], num_labels: int):
     else:
         class_names = [f"class_{index}" for index in range(num_labels)]
     model = build_model(model_args, class_names)
-    return model, training_args.global_train_batch_size, training_args.crop_size
+    return model, training_args.global_train_batch_size, training_args.crop_size, bool(training_args.bf16)
 
 
 def architecture_of(model) -> dict:

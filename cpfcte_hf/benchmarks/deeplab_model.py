@@ -42,12 +42,16 @@ def time_forward_backward(
     warmup: int = 1,
     device: str | torch.device = "cpu",
     seed: int = 0,
+    dtype: str = "fp32",
 ) -> dict:
     """
     Seconds per training step (forward with the loss, backward; no optimizer step) on random `size`x`size` inputs
     and labels, in training mode: the median, min, max and spread over `steps` timed steps after `warmup` untimed
-    ones (`compare_interleaved`, synchronised on CUDA).
+    ones (`compare_interleaved`, synchronised on CUDA). `dtype` "bf16": the forward in bf16 autocast on `device`, as
+    Trainer's `bf16` trains.
     """
+    if dtype not in ("fp32", "bf16"):
+        raise ValueError(f"`dtype` must be fp32 or bf16, got {dtype!r}.")
     if steps < 1:
         raise ValueError(f"`steps` must be >= 1, got {steps}.")
     generator = torch.Generator().manual_seed(seed)
@@ -57,7 +61,9 @@ def time_forward_backward(
 
     def step():
         model.zero_grad(set_to_none=True)
-        model(pixel_values, labels=labels).loss.backward()
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            loss = model(pixel_values, labels=labels).loss
+        loss.backward()
 
     timing = compare_interleaved({"step": step}, device, repeats=steps, warmup=warmup)["step"]
     return {
@@ -69,6 +75,7 @@ def time_forward_backward(
         "seconds_max": timing["max_s"],
         "spread": timing["spread"],
         "device": str(device),
+        "dtype": dtype,
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
