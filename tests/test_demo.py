@@ -10,8 +10,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from cpfcte_hf.utils.precision import cpu_bf16_flags
 from tests.utils import accelerate_launch, subprocess_env
 
 
@@ -88,6 +90,11 @@ def test_demo_prints_the_table_and_writes_results(demo_run):
     names = list(results["per_class_iou"])
     assert names[0] == "background" and len(names) == 6  # 5 procedural classes + background
     assert set(results["per_class_iou"]["disc"]) == {"BPM", "CRF", "S1 untagged", "S2", "S2 MS+CRF"}
+    flags = cpu_bf16_flags()
+    precision = (
+        f"Precision: bf16 autocast on the CPU ({', '.join(flags)})" if flags else "Precision: float32 on the CPU"
+    )
+    assert result.stdout.count(precision) == (2 if not torch.cuda.is_available() else 1), result.stdout[-3000:]
     assert list(results["seconds"]) == [*STEPS, "hub"]
     assert all(results["steps"][step] == "ran" and results["seconds"][step] > 0 for step in STEPS)
     assert results["failed_images"] == 0 and results["num_val_images"] == 6
@@ -289,6 +296,9 @@ def test_the_card_shows_the_stage_one_training_as_it_ran(card):
     assert "Epochs" not in training and "The paper's recipe" not in sections["Training"]
     assert training["Data root"] == "…/data" and run_config["DataArguments"]["data_root"] == str(card.dir / "data")
     assert training["Equivariance loss (ViT-PCM's L_ET)"] == f"weight {arguments['equivariance_loss_weight']:g}"
+    # The demo's `bf16: auto`: bf16 where this processor has bfloat16 instructions, as the run recorded and printed.
+    assert arguments["bf16"] is bool(cpu_bf16_flags()) and arguments["use_cpu"] is True
+    assert training["Mixed precision"] == ("bf16" if cpu_bf16_flags() else "off")
     data = run_config["DataArguments"]
     for key, words in (("aug_grayscale_p", "grayscale"), ("aug_hflip_p", "left-right flip"), ("aug_hue", "hue")):
         assert (words in training["Augmentation"]) == bool(data[key]), key
@@ -313,6 +323,9 @@ def test_the_card_shows_the_small_deeplab_this_run_trained_and_tested(card):
     assert stage2["Optimizer"].startswith(f"{train2['optim']}, lr {train2['learning_rate']:g}")
     assert stage2["Length"].startswith(f"{state2['global_step']} optimizer steps = {state2['epoch']:.2f} epochs")
     assert state2["global_step"] == train2["max_steps"] == 3
+    if not torch.cuda.is_available():  # the demo's stage 2 trains where a GPU is; here on the CPU, `bf16: auto`
+        assert train2["bf16"] is bool(cpu_bf16_flags()) and stage2["Optimizer"].startswith("adamw_torch_fused")
+        assert stage2["Mixed precision"] == ("bf16" if cpu_bf16_flags() else "off")
     tested = {row[0]: row[2] for row in table_rows(sections["Stage 2"]) if len(row) == 3 and row[0] != "Results file"}
     for folder in ("stage2", "eval/stage2"):
         settings = read(*folder.split("/"), "predictions", "val", "report", "metrics.json")["settings"]
