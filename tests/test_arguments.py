@@ -167,6 +167,32 @@ def test_a_table_written_for_another_transformers_is_not_used(tmp_path, monkeypa
     assert TRAINER_OPTIONS.specs()
 
 
+def test_rewriting_the_table_keeps_the_versions_whose_options_are_the_same(tmp_path, monkeypatch):
+    """`python -m cpfcte_hf.cli.options_table` after a transformers upgrade: where the new release's options and
+    facts are those of the table, the table serves both releases; where they differ, only the new one."""
+    import transformers
+
+    from cpfcte_hf.cli.options_table import stored_facts
+    from cpfcte_hf.utils import options
+
+    table = tmp_path / "lazy_options.json"
+    table.write_text(json.dumps({**json.loads(LAZY_TABLE.read_text()), "transformers": "5.0.0"}))
+    monkeypatch.setattr(options, "LAZY_TABLE", table)
+    options._lazy_table.cache_clear()
+    try:
+        options.write_lazy_table(lazy_targets(), stored_facts())
+        assert json.loads(table.read_text())["transformers"] == ["5.0.0", transformers.__version__]
+        assert options.stored_fact("segmenter_model_types") == stored_facts()["segmenter_model_types"]
+        changed = json.loads(table.read_text())
+        changed["facts"]["segmenter_model_types"] = ["deeplab_v2"]  # what another release would have mapped
+        table.write_text(json.dumps(changed))
+        options.write_lazy_table(lazy_targets(), stored_facts())
+        assert json.loads(table.read_text())["transformers"] == [transformers.__version__]
+    finally:
+        monkeypatch.undo()
+        options._lazy_table.cache_clear()
+
+
 @pytest.mark.parametrize(
     "options, config, prefixes, without",
     [

@@ -50,10 +50,16 @@ class LazyArguments:
         return {spec["name"]: spec["default"] for spec in self.specs() or [] if "default" in spec}
 
 
+def table_versions(table: dict) -> list[str]:
+    """The transformers versions a table was written for: each one whose options and facts were found the same."""
+    versions = table.get("transformers") or []
+    return [versions] if isinstance(versions, str) else list(versions)
+
+
 @functools.cache
 def _lazy_table() -> dict:
-    """The stored table; empty when it is missing or was written for another transformers than the installed one
-    (then the real parse alone checks Trainer's options)."""
+    """The stored table; empty when it is missing or was not written for the installed transformers (then the real
+    parse alone checks Trainer's options)."""
     if not LAZY_TABLE.is_file():
         return {}
     table = json.loads(LAZY_TABLE.read_text(encoding="utf-8"))
@@ -61,7 +67,7 @@ def _lazy_table() -> dict:
         installed = importlib.metadata.version("transformers")  # the package's metadata: transformers not imported
     except importlib.metadata.PackageNotFoundError:
         return {}
-    return table if table.get("transformers") == installed else {}
+    return table if installed in table_versions(table) else {}
 
 
 def is_lazy(dataclass_type) -> bool:
@@ -221,12 +227,20 @@ def stored_fact(name: str):
 
 def write_lazy_table(targets: Sequence[str], facts: dict | None = None) -> dict:
     """Writes the specs of the `LazyArguments` targets (imported: needs transformers) and the `facts` (JSON values,
-    `stored_fact`) to `lazy_options.json`."""
+    `stored_fact`) to `lazy_options.json`, for the installed transformers. Where the table there holds the same
+    options and facts for other versions, it keeps them: the table then serves each of them."""
     import transformers
 
-    table = {"transformers": transformers.__version__, "facts": dict(facts or {}), "classes": {}}
+    table = {"transformers": [transformers.__version__], "facts": dict(facts or {}), "classes": {}}
     for target in targets:
         table["classes"][target] = stored_specs(LazyArguments(target, "").load())
+    if LAZY_TABLE.is_file():
+        old = json.loads(LAZY_TABLE.read_text(encoding="utf-8"))
+        if (old.get("facts"), old.get("classes")) == (table["facts"], table["classes"]):
+            versions = set(table_versions(old)) | {transformers.__version__}
+            table["transformers"] = sorted(
+                versions, key=lambda v: [int(p) if p.isdigit() else p for p in v.split(".")]
+            )
     classes = ",\n".join(
         f"  {json.dumps(target)}: [\n" + ",\n".join(f"   {json.dumps(spec)}" for spec in specs) + "\n  ]"
         for target, specs in table["classes"].items()
