@@ -230,6 +230,7 @@ def write_lazy_table(targets: Sequence[str], facts: dict | None = None) -> dict:
     `stored_fact`) to `lazy_options.json`, for the installed transformers. Where the table there holds the same
     options and facts for other versions, it keeps them: the table then serves each of them."""
     import transformers
+    from packaging.version import Version
 
     table = {"transformers": [transformers.__version__], "facts": dict(facts or {}), "classes": {}}
     for target in targets:
@@ -238,9 +239,7 @@ def write_lazy_table(targets: Sequence[str], facts: dict | None = None) -> dict:
         old = json.loads(LAZY_TABLE.read_text(encoding="utf-8"))
         if (old.get("facts"), old.get("classes")) == (table["facts"], table["classes"]):
             versions = set(table_versions(old)) | {transformers.__version__}
-            table["transformers"] = sorted(
-                versions, key=lambda v: [int(p) if p.isdigit() else p for p in v.split(".")]
-            )
+            table["transformers"] = sorted(versions, key=Version)
     classes = ",\n".join(
         f"  {json.dumps(target)}: [\n" + ",\n".join(f"   {json.dumps(spec)}" for spec in specs) + "\n  ]"
         for target, specs in table["classes"].items()
