@@ -45,6 +45,18 @@ def test_auto_is_resolved_for_the_cpu_and_other_values_are_left_alone(cpuinfo, t
         assert resolve_auto_bf16({"bf16": value}) == {"bf16": value}
 
 
+@pytest.mark.parametrize("use_cpu", [True, "true", "yes", 1, "1"])
+def test_use_cpu_in_any_spelling_the_parser_takes_sends_auto_to_the_cpu_beside_a_gpu(cpuinfo, monkeypatch, use_cpu):
+    """On a machine with a GPU without bf16 (the GPU stood in for: none is here), `use_cpu` read as the parser reads a
+    flag (`--override use_cpu=1` is the number 1) makes `auto` ask the CPU; without it, the GPU."""
+    cpuinfo(EPYC)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert resolve_auto_bf16({"bf16": "auto", "use_cpu": use_cpu})["bf16"] is True
+    assert resolve_auto_bf16({"bf16": "auto", "use_cpu": False})["bf16"] is False
+    assert resolve_auto_bf16({"bf16": "auto"})["bf16"] is False
+
+
 @pytest.mark.parametrize("text, expected", [(EPYC, True), (LAPTOP, False)])
 def test_both_stages_parse_a_preset_with_auto_into_the_precision_of_this_cpu(cpuinfo, tmp_path, text, expected):
     """Through each command's real parse (transformers' `TrainingArguments`, which refuses bf16 on a CPU without

@@ -14,6 +14,10 @@ run (its `run_preset.yaml` values as each step parsed them, `run_config.json`, t
 
 from __future__ import annotations
 
+import argparse
+
+from .options import string_to_bool
+
 
 AUTO = "auto"
 CPUINFO = "/proc/cpuinfo"
@@ -32,8 +36,11 @@ def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str]:
 
 
 def _trains_on_gpu(values: dict) -> bool:
-    if values.get("use_cpu") is True or str(values.get("use_cpu")).lower() == "true":
-        return False
+    try:  # `use_cpu` as the parser reads a flag's value (true, yes, 1, ...)
+        if string_to_bool(str(values.get("use_cpu", False))):
+            return False
+    except argparse.ArgumentTypeError:
+        pass  # not a flag's value: the parser's error, when the command parses it
     import torch
 
     return torch.cuda.is_available()
@@ -61,8 +68,8 @@ def precision_line(training_args) -> str:
     """One log line at the start of training: the arithmetic the steps use and on what."""
     device = "CPU" if training_args.use_cpu or training_args.device.type == "cpu" else str(training_args.device.type)
     if training_args.bf16:
-        flags = f" ({', '.join(cpu_bf16_flags())})" if device == "CPU" and cpu_bf16_flags() else ""
-        return f"Precision: bf16 autocast on the {device}{flags}"
+        flags = cpu_bf16_flags() if device == "CPU" else []
+        return f"Precision: bf16 autocast on the {device}" + (f" ({', '.join(flags)})" if flags else "")
     if training_args.fp16:
         return f"Precision: fp16 autocast on the {device}"
     return f"Precision: float32 on the {device}"
