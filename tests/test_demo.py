@@ -178,15 +178,16 @@ def test_a_rerun_skips_done_steps_and_refuses_other_settings(demo_run):
 
 
 @pytest.mark.slow
-def test_run_on_two_processes_splits_every_step_and_ships_one_model(tmp_path):
-    """`accelerate launch -m cpfcte_hf run` on 2 CPU processes (gloo) without `use_cpu` in the stage-2 recipe:
-    each training is one data-parallel run, every image is labelled once, the data and Hub steps run once, and stage
-    2 is scored with the weights it saved (each rank's BatchNorm statistics differ after training)."""
+def test_the_demo_on_two_processes_splits_every_step_prints_once_and_ships_one_model(tmp_path):
+    """`accelerate launch -m cpfcte_hf demo` (= `run` plus the demo's table) on 2 CPU processes (gloo) without
+    `use_cpu` in the stage-2 recipe: each training is one data-parallel run, every image is labelled once, the data
+    and Hub steps run once, the summary and the table are printed once, and stage 2 is scored with the weights it
+    saved (each rank's BatchNorm statistics differ after training)."""
     preset = tmp_path / "tiny_demo.yaml"
     preset.write_text(TINY_PRESET)
     out = tmp_path / "out"
     command = [
-        *accelerate_launch(2), "-m", "cpfcte_hf", "run", "--config", str(preset), "--output_dir", str(out),
+        *accelerate_launch(2), "-m", "cpfcte_hf", "demo", "--config", str(preset), "--output_dir", str(out),
         "--crf_workers", "0",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), cwd=REPO, timeout=600)
@@ -197,6 +198,10 @@ def test_run_on_two_processes_splits_every_step_and_ships_one_model(tmp_path):
     for step in STEPS + ["hub"]:  # one log line per step, not one per process
         assert result.stdout.count(f"=== [run] {step}: ") == 2, step  # its start and its end
     assert result.stdout.count("Dry run: nothing pushed") == 1
+    # The run's summary, the demo's table and its file: once, by the main process.
+    assert result.stdout.count("mIoU % (background included)") == 1, result.stdout[-3000:]
+    assert result.stdout.count("CPF-CTE demo on held-out procedural images") == 1
+    assert json.loads((out / "demo_results.json").read_text())["stage2_miou"] is not None
     # 24 training images. Stage 1: 4 steps of 8 per process, 2 steps an epoch (one process alone: 3 steps, 1.33
     # epochs). Stage 2: 3 steps of 4 per process, one epoch (one process alone: half an epoch).
     for stage, epochs in (("stage1", 2.0), ("stage2", 1.0)):

@@ -352,12 +352,12 @@ def run_from_argv(
     except (OSError, ValueError) as error:  # bad arguments or inputs, or a mismatched step: one clear line
         print_error(error)
         return 2, None
-    print(format_summary(summary), flush=True)
     failure = failure_line(summary)
-    if failure:
-        print_error(failure)
-        return 3, summary
-    return 0, summary
+    if is_main_process():  # every process of a launch ran the steps; one prints what they did
+        print(format_summary(summary), flush=True)
+        if failure:
+            print_error(failure)
+    return (3 if failure else 0), summary
 
 
 def main(argv=None) -> int:

@@ -12,6 +12,7 @@ import sys
 
 from ...workflows.demo import format_demo_results, write_demo_results
 from ...workflows.run import run_from_argv
+from ...workflows.steps import is_main_process
 
 
 def main(argv=None) -> int:
@@ -19,6 +20,6 @@ def main(argv=None) -> int:
     status, summary = run_from_argv(argv, default_preset="demo", prog="cpfcte-hf demo", description=__doc__)
     # A run that stopped ends with its error line, not with a table of what it did not measure; --print_config
     # runs nothing (no summary).
-    if status == 0 and summary is not None:
+    if status == 0 and summary is not None and is_main_process():  # one table and one file under a launch
         print(format_demo_results(write_demo_results(summary)), flush=True)
     return status
