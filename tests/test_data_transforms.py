@@ -273,3 +273,38 @@ def test_clip_false_keeps_vit_pcms_unclipped_floats():
     inside = (unclipped > -1) & (unclipped < 1)
     fractional = unclipped * 127.5 + 127.5
     assert (fractional[inside] - fractional[inside].round()).abs().max() > 0.01  # not rounded
+
+
+@pytest.mark.parametrize("clip", [True, False])
+def test_neutral_colour_jitter_is_skipped_without_changing_a_pixel_or_the_flips(monkeypatch, clip):
+    """The shapes presets jitter with neutral factors (brightness 0, contrast and saturation 1, hue 0): the HSV round
+    trip is skipped, the batch is the one the full jitter gives (equal after the 8-bit rounding; within float rounding
+    unclipped), and the draws are still made, so every image gets the same flips as with the full jitter."""
+    from cpfcte_hf.data.augmentation import AugmentationConfig as Config
+    from cpfcte_hf.data.transforms import BatchAugmentation
+
+    rng = np.random.default_rng(1)
+    images = torch.from_numpy(rng.integers(0, 256, (16, 3, 12, 12), dtype=np.uint8))
+    masks = torch.from_numpy(rng.integers(0, 6, (16, 12, 12), dtype=np.uint8))
+    neutral = Config(brightness=0.0, contrast=(1.0, 1.0), saturation=(1.0, 1.0), hue=0.0, clip=clip)
+    assert neutral.colour_jitter_is_identity and not Config().colour_jitter_is_identity
+
+    def augment():
+        torch.manual_seed(11)
+        return BatchAugmentation(neutral)(images, masks)
+
+    calls = []
+    import kornia.color
+
+    original = kornia.color.hsv_to_rgb
+    monkeypatch.setattr(kornia.color, "hsv_to_rgb", lambda *a, **k: calls.append(1) or original(*a, **k))
+    skipped, skipped_masks = augment()
+    assert not calls  # the round trip did not run
+    monkeypatch.setattr(Config, "colour_jitter_is_identity", property(lambda self: False))
+    full, full_masks = augment()
+    assert calls  # ... and ran here
+    assert torch.equal(skipped_masks, full_masks)  # the same flips, image by image
+    if clip:
+        assert torch.equal(skipped, full)
+    else:
+        torch.testing.assert_close(skipped, full, rtol=0, atol=1e-5)

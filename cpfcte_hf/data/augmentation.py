@@ -67,6 +67,11 @@ class AugmentationConfig:
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be a probability, got {getattr(self, name)}.")
 
+    @property
+    def colour_jitter_is_identity(self) -> bool:
+        """True when every colour factor range is a single neutral value (the shapes presets: flips only)."""
+        return self.brightness == 0 and self.hue == 0 and self.contrast == (1, 1) and self.saturation == (1, 1)
+
 
 def _uniform(low: float, high: float, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
     return low + (high - low) * torch.rand(count, generator=generator)
@@ -141,6 +146,11 @@ class SegmentationAugmentation:
             contrast = torch.where(jitter, _uniform(*config.contrast, count, generator), 1.0)
             saturation = torch.where(jitter, _uniform(*config.saturation, count, generator), 1.0)
             hue = torch.where(jitter, _uniform(-config.hue, config.hue, count, generator), 0.0)
+        # Neutral factors change no pixel (no more than float rounding, which the 8-bit rounding of `clip` removes):
+        # the draws above are still made, so the flips below draw as before, but the HSV round trip, the costliest
+        # step of the pipeline, is skipped: a stage-1 epoch of the demo in 0.92x the time, the weights equal to the
+        # bit (README, "What the demo measures").
+        if jitter.any() and not config.colour_jitter_is_identity:
             images = adjust_brightness(images, brightness.to(device), clip_output=config.clip)
             if config.clip:
                 images = adjust_contrast_with_mean_subtraction(images, contrast.to(device)).clamp(0, 1)
