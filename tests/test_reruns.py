@@ -351,8 +351,16 @@ def test_threads_and_crf_workers_share_the_cpus_of_the_machine(monkeypatch):
         with job_threads():
             assert torch.get_num_threads() == cpus
         assert torch.get_num_threads() == cpus + 3
+        monkeypatch.setenv(WAIT_MARKER, "training")  # a process that spins (`run`, `demo`, a training command):
+        with job_threads(crf_workers=2):  # with CRF workers, the model on one thread; its spin would take their cores
+            assert torch.get_num_threads() == 1
+        with job_threads(crf_workers=0):  # without, its share
+            assert torch.get_num_threads() == cpus
+        monkeypatch.setenv(WAIT_MARKER, "prediction")  # threads that sleep at once leave the CRF its cores
+        with job_threads(crf_workers=2):
+            assert torch.get_num_threads() == cpus
         monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's (or the launcher's) choice wins
-        with job_threads():
+        with job_threads(), job_threads(crf_workers=2):
             assert torch.get_num_threads() == cpus + 3
     finally:
         torch.set_num_threads(before)

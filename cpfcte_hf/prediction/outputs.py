@@ -14,7 +14,7 @@ from ..evaluation.html_report import REPORT_FILE, report_files
 from ..evaluation.image_records import IMAGE_SCORES_FILE
 from ..models.cpfcte.class_names import names_of
 from ..utils.arguments import parse_key_values  # noqa: F401  (re-exported: scripts and stage 2 import it from here)
-from ..utils.distributed import resolve_crf_workers
+from ..utils.distributed import job_crf_workers
 from ..utils.fingerprint import FINGERPRINT_FILE
 from ..utils.io import atomic_write_text
 from .job import (
@@ -156,11 +156,11 @@ def _write_summary(
     layout, summary, model, config, checked: SplitCheck, size, dataset_name, split, state, data_root=None
 ):
     """`summary.json` (atomically): the counts, the failures and the settings of the run (the CRF workers each
-    process had: `resolve_crf_workers`, as the job)."""
+    process had: `job_crf_workers`, as the job)."""
     payload = {
         **summary.to_dict(),
         **run_origin(model, dataset_name, split, data_root, state),
-        "crf_workers_per_process": resolve_crf_workers(config.crf_workers, state) if config.crf else 0,
+        "crf_workers_per_process": job_crf_workers(config, state),
         "config": {**config.to_dict(), "size": size},
         "class_names": names_of(model.config),
         "dataset_class_mapping": dict(zip(checked.dataset_names, checked.class_mapping)),

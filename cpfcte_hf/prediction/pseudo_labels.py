@@ -66,7 +66,7 @@ from ..utils.checkpoints import (
     load_model,
     load_model_config,
 )
-from ..utils.distributed import job_threads
+from ..utils.distributed import job_crf_workers, job_threads
 from ..utils.interrupts import Interrupted, stop_on_signals
 from ..utils.output_dir import hold_output_dir, remove_temporary_files
 from .config import PseudoLabelConfig
@@ -179,7 +179,7 @@ def generate_pseudo_labels(
     checked = check_split(dataset, model.config, class_names, config.use_image_labels)
     if config.use_image_labels and not checked.use_labels:
         logger.warning("The dataset has no `labels` column: pseudo-labels are made without class masking.")
-    with hold_output_dir(out_dir, state), job_threads(state):
+    with hold_output_dir(out_dir, state), job_threads(state, job_crf_workers(config, state)):
         layout = OutputLayout(Path(out_dir))
         inference = _InferenceSettings.of(model, config, image_processor)
         prepare_resume(layout, inference.fingerprint(model, config, checked), config.overwrite, state)

@@ -23,7 +23,7 @@ from ..models.cpfcte.image_processing_cpfcte import to_rgb_array
 from ..models.deeplab_v2.modeling_deeplab import DeepLabV2ForSemanticSegmentation
 from ..models.deeplab_v2.processing import IMAGENET_MEAN, IMAGENET_STD
 from ..models.segmenters import DEEPLAB_MODEL_TYPE, segmenter_architecture
-from ..utils.distributed import job_threads
+from ..utils.distributed import job_crf_workers, job_threads
 from ..utils.fingerprint import FINGERPRINT_FILE, weights_digest
 from ..utils.io import atomic_write_text
 from ..utils.output_dir import hold_output_dir
@@ -158,7 +158,7 @@ def predict_split(
     mean, std = _image_statistics(image_processor)
     model.eval()
     out_dir = Path(out_dir)
-    with hold_output_dir(out_dir, state), job_threads(state):
+    with hold_output_dir(out_dir, state), job_threads(state, job_crf_workers(config, state)):
         _prepare_stage_two_dir(out_dir, stage_two_fingerprint(model, config, mean, std), config.overwrite, state)
         counts = run_prediction_job(**_stage_two_job(model, dataset, out_dir, config, mean, std, state))
         counts = gather_counts(state, counts)  # every process's counts: the whole split is accounted for

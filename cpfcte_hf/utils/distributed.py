@@ -12,6 +12,7 @@ import os
 from contextlib import contextmanager
 
 from ..models.cpfcte.crf import default_num_workers
+from .openmp import WAIT_MARKER
 
 
 def _torch_distributed_initialized() -> bool:
@@ -136,21 +137,40 @@ def resolve_crf_workers(crf_workers: int | None, state) -> int:
     return cpu_share(state)
 
 
+def job_crf_workers(config, state=None) -> int:
+    """CRF worker processes per process of a prediction job whose `config` has `crf` and `crf_workers` (stage 1's
+    `PseudoLabelConfig`, stage 2's `MultiScaleEvalConfig`): `resolve_crf_workers`, 0 without the CRF."""
+    return resolve_crf_workers(config.crf_workers, state) if config.crf else 0
+
+
+def prediction_threads(state=None, crf_workers: int = 0) -> int:
+    """Torch threads of a prediction job's model: `cpu_share(state)`, or 1 where the job refines with CRF worker
+    processes (`crf_workers` > 0) in a process whose idle OpenMP threads spin (the package's training setting, which
+    `run`, `demo` and `reproduce` keep for their `label` steps: `utils/openmp.py`). There the model's threads would
+    spin between its ops on the cores the CRF workers need: the demo's 2,000 pseudo-labels took 111 s with two
+    threads and 76 s with one, as long as with two threads that sleep (README, Performance, "OpenMP threads")."""
+    if crf_workers > 0 and os.environ.get(WAIT_MARKER) == "training":
+        return 1
+    return cpu_share(state)
+
+
 @contextmanager
-def job_threads(state=None):
+def job_threads(state=None, crf_workers: int = 0):
     """
-    Inside the block, torch runs on `cpu_share(state)` threads unless `OMP_NUM_THREADS` says otherwise (the user's
-    choice; `accelerate launch` and torchrun set it per process). The CRF workers get the same share
-    (`resolve_crf_workers`): the model and the CRF take turns on one image after another, and idle OpenMP threads
-    sleep rather than spin (`OMP_WAIT_POLICY=PASSIVE`, set when `cpfcte_hf` is imported: `utils/openmp.py`; after
-    a short spin in the process of a command that trains, `run` and `demo` among them, whose predictions run here
-    too), so neither the two halves of a run nor two runs side by side burn each other's cores (README, Performance).
+    Inside the block, torch runs on `prediction_threads(state, crf_workers)` threads unless `OMP_NUM_THREADS` says
+    otherwise (the user's choice; `accelerate launch` and torchrun set it per process). The CRF workers get the
+    process's share (`resolve_crf_workers`; `crf_workers` is that number, 0 without the CRF): the model and the CRF
+    take turns on one image after another, and idle OpenMP threads sleep rather than spin (`OMP_WAIT_POLICY=PASSIVE`,
+    set when `cpfcte_hf` is imported: `utils/openmp.py`), so neither the two halves of a run nor two runs side by
+    side burn each other's cores (README, Performance). In a process that spins briefly instead (a command that
+    trains, `run` and `demo` among them, whose predictions run here too) a job with CRF workers runs its model on
+    one thread.
     """
     import torch
 
     previous = torch.get_num_threads()
     if not os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(cpu_share(state))
+        torch.set_num_threads(prediction_threads(state, crf_workers))
     try:
         yield
     finally:
