@@ -22,6 +22,7 @@ from cpfcte_hf.prediction.segment import multi_scale_probabilities
 from cpfcte_hf.stage2.dataset import (
     PseudoLabelDataset,
     PseudoLabelTransform,
+    augmented_pairs,
     pseudo_label_dataset,
     random_scale_crop_flip,
     read_label,
@@ -242,6 +243,39 @@ def test_the_transform_draws_the_crops_of_one_call_per_item_and_one_seed_gives_t
     assert len(first) == 3 and first[0]["pixel_values"].shape == (3, 3, 41, 41)
     for a, b in zip(first, second):
         assert torch.equal(a["pixel_values"], b["pixel_values"]) and torch.equal(a["labels"], b["labels"])
+
+
+def test_the_training_pairs_decode_each_image_once_into_the_same_pixels_and_keep_what_the_budget_allows(
+    shapes, tmp_path
+):
+    """`augmented_pairs` gives the images stored; the transform decodes them with `datasets`' decoder and keeps the
+    decoded pairs (read-only, keyed by mask file) up to its budget: for one seed the same crops as rows decoded by
+    `datasets`, in the first epoch and in the next (from what it kept), with a full, a partial and no cache."""
+    train, _, pseudo = shapes
+    pairs = pseudo_label_dataset(train, pseudo / "crf", NUM_CLASSES, cache_dir=str(tmp_path / "cache"))
+    options = dict(crop_size=41, scale_range=(0.7, 1.3), vflip_prob=0.5, transpose_prob=0.5)
+    order = [3, 1, 6, 0, 7, 2, 5, 4]
+
+    def epochs(items, count=2):
+        torch.manual_seed(5)
+        return [items.__getitems__(order) for _ in range(count)]
+
+    expected = epochs(pairs.with_transform(PseudoLabelTransform(**options, decoded_cache_bytes=0)))
+    one_pair = 64 * 64 * 4  # a 64x64 RGB image and its mask, uint8
+    for budget, kept in ((10 * one_pair, 8), (3 * one_pair, 3), (0, 0)):
+        transform = PseudoLabelTransform(**options, decoded_cache_bytes=budget)
+        items = augmented_pairs(pairs, transform)
+        assert items.features["image"].decode is False and pairs.features["image"].decode is True
+        got = epochs(items)
+        assert len(transform._decoded) == kept and transform._decoded_bytes == kept * one_pair
+        for epoch, reference in zip(got, expected):
+            for item, wanted in zip(epoch, reference):
+                assert torch.equal(item["pixel_values"], wanted["pixel_values"])
+                assert torch.equal(item["labels"], wanted["labels"])
+        for (path, (image, mask)), index in zip(transform._decoded.items(), order):
+            assert path == pairs[index]["label"]["path"] and not image.flags.writeable and not mask.flags.writeable
+            assert np.array_equal(image, np.asarray(train[index]["image"].convert("RGB")))
+            assert np.array_equal(mask, read_label(path))
 
 
 # ------------------------------------------------------------------------------------------ optimiser, schedule

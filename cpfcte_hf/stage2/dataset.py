@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 # Bumped whenever the rows written by `_generate_pairs` change meaning, so that old caches are not reused.
 CACHE_VERSION = "cpfcte-stage2-1"
 LABEL_COLUMN = "label"
+# What `PseudoLabelTransform` keeps of the decoded pairs, per process: the demo's 2,000 pairs of 96 px take 74 MB.
+DECODED_CACHE_BYTES = 256 * 2**20
 
 
 def random_scale_crop_flip(
@@ -262,6 +264,12 @@ class PseudoLabelTransform:
     `label`) -> `{"pixel_values": [(3, crop, crop) float32], "labels": [(crop, crop) int64]}`, each row through
     `random_scale_crop_flip` in turn with torch's global generator (which `DataLoader` seeds per worker): the same
     draws, in the same order, as one call per item.
+
+    A row's image is decoded (a PIL image) or stored (`{"bytes", "path"}`, `datasets.Image(decode=False)`, as
+    `build_train_set` gives it), then decoded here by `datasets`' own decoder (the same pixels). Pairs decoded from
+    mask files are kept, keyed by the mask's path, up to `decoded_cache_bytes` per process (then the rest are decoded
+    each time), so that the epochs after the first skip the image and mask decoding: a tenth of a stage-2 step of the
+    demo (README, "What the demo measures"). The arrays kept are read-only.
     """
 
     crop_size: int = 321
@@ -272,6 +280,9 @@ class PseudoLabelTransform:
     ignore_index: int = IGNORE_INDEX
     vflip_prob: float = 0.0
     transpose_prob: float = 0.0
+    decoded_cache_bytes: int = DECODED_CACHE_BYTES
+    _decoded: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _decoded_bytes: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.crop_size = int(self.crop_size)
@@ -292,9 +303,10 @@ class PseudoLabelTransform:
     def __call__(self, batch: dict[str, list]) -> dict[str, list[torch.Tensor]]:
         output = {"pixel_values": [], "labels": []}
         for image, label in zip(batch["image"], batch[LABEL_COLUMN]):
+            rgb, mask = self.decoded_pair(image, label)
             pixel_values, labels = random_scale_crop_flip(
-                to_rgb_array(image),
-                read_label(label),
+                rgb,
+                mask,
                 self.crop_size,
                 self.scale_range,
                 self.flip_prob,
@@ -307,6 +319,31 @@ class PseudoLabelTransform:
             output["pixel_values"].append(pixel_values)
             output["labels"].append(labels)
         return output
+
+    def decoded_pair(self, image, label) -> tuple[np.ndarray, np.ndarray]:
+        """The `(H, W, 3)` uint8 image and `(H, W)` uint8 mask of a row, from the kept pairs when it is there."""
+        key = (
+            label.get("path") if isinstance(label, dict) else label if isinstance(label, (str, os.PathLike)) else None
+        )
+        pair = self._decoded.get(key) if key is not None else None
+        if pair is not None:
+            return pair
+        if isinstance(image, dict):
+            image = datasets.Image().decode_example(image)
+        pair = (to_rgb_array(image), read_label(label))
+        size = pair[0].nbytes + pair[1].nbytes
+        if key is not None and self._decoded_bytes + size <= self.decoded_cache_bytes:
+            for array in pair:
+                array.setflags(write=False)
+            self._decoded[key] = pair
+            self._decoded_bytes += size
+        return pair
+
+
+def augmented_pairs(pairs, transform: PseudoLabelTransform):
+    """`pairs` (`pseudo_label_dataset`) through `transform` (`with_transform`), its images stored rather than decoded
+    by `datasets`: the transform decodes each one once while its cache holds them."""
+    return pairs.cast_column("image", datasets.Image(decode=False)).with_transform(transform)
 
 
 # ----------------------------------------------------------------------------------------------------- 0.1.0
@@ -333,7 +370,7 @@ class PseudoLabelDataset(torch.utils.data.Dataset):
         self.num_labels = int(num_labels)
         self.pairs = pseudo_label_dataset(dataset, mask_dir, num_labels, self.transform.ignore_index, cache_dir)
         self.skipped = loader_report(self.pairs)["skipped"]
-        self._items = self.pairs.with_transform(self.transform)
+        self._items = augmented_pairs(self.pairs, self.transform)
 
     def __len__(self) -> int:
         return len(self.pairs)

@@ -50,7 +50,7 @@ from .arguments import (
     parse_arguments,
 )
 from .checks import check_stage2_inputs, resolve_pseudo_label_dir, splits_to_load
-from .dataset import PseudoLabelTransform, leave_out_rejected, pseudo_label_dataset
+from .dataset import PseudoLabelTransform, augmented_pairs, leave_out_rejected, pseudo_label_dataset
 from .trainer import DeepLabV2Trainer, DeepLabV2TrainingArguments
 
 
@@ -175,7 +175,7 @@ def build_train_set(
     data_args: DeepLabDataArguments, training_args: DeepLabV2TrainingArguments, dataset, model, processor
 ):
     """The training split's images paired with their pseudo-labels (`pseudo_label_dataset`, less the images rejected
-    in review), augmented by `PseudoLabelTransform` (`with_transform`); and how many images review rejected."""
+    in review), augmented by `PseudoLabelTransform` (`augmented_pairs`); and how many images review rejected."""
     mask_dir = resolve_pseudo_label_dir(data_args.pseudo_labels, data_args.pseudo_label_set)
     dataset, rejected = leave_out_rejected(dataset, mask_dir)
     options = data_args.loader_options()
@@ -198,7 +198,7 @@ def build_train_set(
         image_std=processor.image_std,
         ignore_index=model.config.semantic_loss_ignore_index,
     )
-    return pairs.with_transform(transform), rejected
+    return augmented_pairs(pairs, transform), rejected
 
 
 def train_model(model, processor, train_set, eval_dataset, training_args, run_args: str, resume: str | None = None):
