@@ -33,6 +33,7 @@ from cpfcte_hf.stage2.train import (
     DeepLabModelArguments,
     DeepLabTestArguments,
     DenseCRFArguments,
+    channels_last_collator,
     run_deeplab,
 )
 from cpfcte_hf.stage2.trainer import DeepLabV2Trainer, DeepLabV2TrainingArguments
@@ -276,6 +277,26 @@ def test_the_training_pairs_decode_each_image_once_into_the_same_pixels_and_keep
             assert path == pairs[index]["label"]["path"] and not image.flags.writeable and not mask.flags.writeable
             assert np.array_equal(image, np.asarray(train[index]["image"].convert("RGB")))
             assert np.array_equal(mask, read_label(path))
+
+
+def test_the_training_batches_are_channels_last_with_the_same_values_and_the_model_follows(shapes, tmp_path):
+    """Stage 2's collator gives `default_data_collator`'s batch with the images in channels-last order; a DeepLab-v2
+    fed it keeps that order through its layers and computes the same logits up to rounding."""
+    train, _, pseudo = shapes
+    pairs = pseudo_label_dataset(train, pseudo / "crf", NUM_CLASSES, cache_dir=str(tmp_path / "cache"))
+    items = augmented_pairs(pairs, PseudoLabelTransform(crop_size=41, scale_range=(0.7, 1.3)))
+    features = [items[i] for i in range(4)]
+    plain, batch = default_data_collator(features), channels_last_collator(features)
+    assert batch.keys() == plain.keys() and torch.equal(batch["labels"], plain["labels"])
+    assert torch.equal(batch["pixel_values"], plain["pixel_values"])
+    assert not plain["pixel_values"].is_contiguous(memory_format=torch.channels_last)
+    assert batch["pixel_values"].is_contiguous(memory_format=torch.channels_last)
+    model = DeepLabV2ForSemanticSegmentation(tiny_deeplab_config(NUM_CLASSES)).eval()
+    with torch.no_grad():
+        logits = model(pixel_values=batch["pixel_values"]).logits
+        reference = model(pixel_values=plain["pixel_values"]).logits
+    assert logits.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(logits, reference, rtol=1e-4, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------ optimiser, schedule

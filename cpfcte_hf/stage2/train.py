@@ -17,6 +17,7 @@ import logging
 from collections.abc import Collection
 from pathlib import Path
 
+import torch
 from transformers import AutoModelForSemanticSegmentation, default_data_collator, set_seed
 
 from ..data import load_split
@@ -55,6 +56,15 @@ from .trainer import DeepLabV2Trainer, DeepLabV2TrainingArguments
 
 
 logger = logging.getLogger(__name__)
+
+
+def channels_last_collator(features):
+    """`default_data_collator` with the images' batch in channels-last memory order: oneDNN's convolutions and max
+    pooling run faster in it on CPUs (0.96x the time of a demo stage-2 step), and the layers after the first follow the
+    input's order. The same computation; only the rounding can differ."""
+    batch = default_data_collator(features)
+    batch["pixel_values"] = batch["pixel_values"].contiguous(memory_format=torch.channels_last)
+    return batch
 
 
 def build_model(model_args: DeepLabModelArguments, class_names: list[str], new_head_allowed: bool = True):
@@ -217,7 +227,7 @@ def train_model(model, processor, train_set, eval_dataset, training_args, run_ar
         train_dataset=train_set,
         eval_dataset=eval_dataset if training_args.eval_strategy != "no" else None,
         processing_class=processor,
-        data_collator=default_data_collator,
+        data_collator=channels_last_collator,
     )
     train_output = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(output_dir))
