@@ -7,7 +7,8 @@
     cpfcte-hf demo
 
 Each module has `main(argv) -> int` (0: done, 2: bad arguments or inputs, 3: the run itself failed) and a one-line
-`SUMMARY`; modules are imported only when their command runs, so `cpfcte-hf --help` is quick.
+`SUMMARY`; modules are imported only when their command runs, so `cpfcte-hf --help` is quick. A command stopped by
+Ctrl-C ends with one line and exit status 130 (143 for a SIGTERM it turned into an interrupt), not a traceback.
 """
 
 from __future__ import annotations
@@ -59,6 +60,13 @@ COMMANDS = {
 }
 
 
+# What an interrupted command leaves to continue from (said on its one line).
+RESUME_HINTS = {
+    name: "its complete checkpoints stay in its output_dir; `--resume_from_checkpoint last` continues from the newest"
+    for name in ("train", "train-deeplab", "train-segmenter")
+}
+
+
 def usage() -> str:
     width = max(map(len, COMMANDS)) + 2
     lines = ["usage: cpfcte-hf <command> [options]   (cpfcte-hf <command> --help for its options)", "", "commands:"]
@@ -74,7 +82,14 @@ def run_command(name: str, argv: Sequence[str]) -> int:
         print(f"error: unknown command {name!r}.\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    return module.main(list(argv))
+    try:
+        return module.main(list(argv))
+    except KeyboardInterrupt as error:  # Ctrl-C in a command that does not catch it itself (the trainings)
+        from ..utils.interrupts import as_interrupted
+
+        stopped = as_interrupted(error, RESUME_HINTS.get(name, ""))
+        print(f"cpfcte-hf {name}: {stopped}", file=sys.stderr, flush=True)
+        return stopped.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

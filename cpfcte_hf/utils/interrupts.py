@@ -49,6 +49,22 @@ def interrupt_exit_code(error: BaseException) -> int:
     return getattr(error, "exit_code", 128 + signal.SIGINT)
 
 
+def as_interrupted(error: KeyboardInterrupt, detail: str = "") -> Interrupted:
+    """`error` as an `Interrupted`: itself, or a plain KeyboardInterrupt (Python's own SIGINT handler) as SIGINT's."""
+    if isinstance(error, Interrupted):
+        return Interrupted(error.signum, error.detail or detail)
+    return Interrupted(signal.SIGINT, detail)
+
+
+def interrupting_signal(exit_status: int | None) -> int | None:
+    """The signal (SIGINT or SIGTERM) of a command that ended with `exit_status` 130 or 143 (`Interrupted.exit_code`),
+    else None: how a caller that ran the command tells "stopped by the user" from "failed"."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if exit_status == 128 + signum:
+            return int(signum)
+    return None
+
+
 @contextmanager
 def stop_on_signals(signals=(signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
     """
@@ -77,4 +93,4 @@ def stop_on_signals(signals=(signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
             signal.signal(signum, old)
 
 
-__all__ = ["Interrupted", "interrupt_exit_code", "stop_on_signals"]
+__all__ = ["Interrupted", "as_interrupted", "interrupt_exit_code", "interrupting_signal", "stop_on_signals"]

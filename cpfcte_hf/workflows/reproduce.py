@@ -37,6 +37,7 @@ from pathlib import Path
 
 from ..data import check_dataset
 from ..utils.arguments import parse_args_with_presets, parse_key_values, print_error
+from ..utils.interrupts import as_interrupted, stop_on_signals
 from ..utils.io import atomic_write_text
 from ..utils.openmp import set_openmp_wait
 from .cells import (
@@ -283,13 +284,18 @@ def main(argv=None) -> int:
         if args.time_cells:
             print(json.dumps(time_cells(reproduction, args.time_cells, args.time_epochs), indent=2))
             return 0
-        report = reproduction.run()
+        with stop_on_signals():  # SIGTERM stops a cell's step as Ctrl-C does (one line, exit status 143)
+            report = reproduction.run()
     except (OSError, ValueError) as error:
         print_error(error)
         return 2
     except StepFailed as error:
         print_error(error)
         return 3
+    except KeyboardInterrupt as error:  # Ctrl-C or SIGTERM in a cell's step (one line; its command said which)
+        stopped = as_interrupted(error)
+        print_error(stopped)
+        return stopped.exit_code
     print(format_tables(report))
     print(
         f"{len(report['steps_run'])} step(s) run, {len(report['steps_reused'])} reused; "

@@ -30,6 +30,8 @@ Every step writes a record next to its folder (`stage1.step.json`, ...): its res
 includes the fingerprints of the steps it reads from. A rerun skips a step whose record is complete and whose
 fingerprint matches, resumes one that was started with the same settings, and refuses one made with other
 settings (naming the settings that differ) unless `--overwrite`, which deletes that step's folder and redoes it.
+Ctrl-C or SIGTERM stops the step at work (its command ends with one line), runs no step after it, writes the summary
+(`interrupted at STEP`) and exits with 130 / 143; the same command then resumes.
 """
 
 from __future__ import annotations
@@ -61,11 +63,20 @@ from ..utils.arguments import (
 )
 from ..utils.extras import missing_extra
 from ..utils.help import answer_front_door
+from ..utils.interrupts import stop_on_signals
 from ..utils.io import atomic_write_text
 from ..utils.openmp import set_openmp_wait
 from .run_checks import BF16_OFF, check_run_inputs
 from .run_plan import _shapes_write_options, plan_steps, preset_copy, resolved_run_preset
-from .run_results import collect_results, export_record, failure_line, format_summary, headline, stage2_model
+from .run_results import (
+    collect_results,
+    export_record,
+    failure_line,
+    format_summary,
+    headline,
+    run_exit_status,
+    stage2_model,
+)
 from .steps import (
     UNFINGERPRINTED,
     Step,
@@ -260,10 +271,15 @@ def run(run_args: RunArguments, preset_name: str) -> dict:
     summary = {"preset": str(preset_name), "output_dir": str(run_dir), "steps": {}, "status": "complete"}
     fingerprints: dict[str, str] = {}
     start = time.perf_counter()
-    with shared_process_group():
+    # SIGTERM (a scheduler, `docker stop`, torchrun passing it on) stops a step as Ctrl-C does: the step's command ends
+    # with one line and exit status 143, and the run with its summary instead of dying mid-write.
+    with shared_process_group(), stop_on_signals():
         for step in steps:
             entry = execute_step(step, run_args, run_dir, fingerprints, data_options)
             summary["steps"][step.name] = entry
+            if entry["status"] == "interrupted":  # Ctrl-C or SIGTERM: no step after it, whatever its kind
+                summary["status"] = f"interrupted at {step.name}"
+                break
             if entry["status"] == "failed":
                 if step.fatal:
                     summary["status"] = f"failed at {step.name}"
@@ -357,7 +373,7 @@ def run_from_argv(
         print(format_summary(summary), flush=True)
         if failure:
             print_error(failure)
-    return (3 if failure else 0), summary
+    return run_exit_status(summary), summary
 
 
 def main(argv=None) -> int:

@@ -10,6 +10,9 @@ from pathlib import Path
 from .steps import read_step_record
 
 
+STOPPED = ("failed", "interrupted")  # the statuses of a step that did not end
+
+
 def _metrics(path: Path) -> dict | None:
     if not path.is_file():
         return None
@@ -98,7 +101,7 @@ def format_summary(summary: dict) -> str:
 
     lines = ["", f"cpfcte-hf run: {summary['output_dir']} ({summary['status']})", ""]
     for name, entry in summary["steps"].items():
-        lines.append(f"  {name:<22}{entry['status']:<9}{entry.get('seconds', 0):8.0f} s")
+        lines.append(f"  {name:<22}{entry['status']:<12}{entry.get('seconds', 0):8.0f} s")
     if any(value is not None for value in summary["mean_iou"].values()):
         lines += ["", "mIoU % (background included):"]
         for name, value in summary["mean_iou"].items():
@@ -106,16 +109,46 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _stopped_step(summary: dict) -> tuple[str, dict] | None:
+    """The step a run stopped at (interrupted, or failed), None when it completed."""
+    stopped = [(name, entry) for name, entry in summary["steps"].items() if entry["status"] in STOPPED]
+    if summary["status"] == "complete" or not stopped:
+        return None
+    return stopped[-1]
+
+
 def failure_line(summary: dict) -> str | None:
     """The last line of a run that stopped at a step (None when it completed): which step, and what to do next."""
-    failed = [(name, entry) for name, entry in summary["steps"].items() if entry["status"] == "failed"]
-    if summary["status"] == "complete" or not failed:
+    stopped = _stopped_step(summary)
+    if stopped is None:
         return None
-    name, entry = failed[-1]
+    name, entry = stopped
+    if entry["status"] == "interrupted":
+        return (
+            f"the run was interrupted at step {name} (exit status {entry['exit_status']}). The same command resumes "
+            "it: finished steps are skipped, a training continues from its last complete checkpoint."
+        )
     return (
         f"the run stopped at step {name} (exit status {entry['exit_status']}; its error is above). The same command "
         "resumes the run once the cause is fixed."
     )
 
 
-__all__ = ["collect_results", "export_record", "failure_line", "format_summary", "headline", "stage2_model"]
+def run_exit_status(summary: dict) -> int:
+    """0 for a complete run; an interrupted one exits as its step did (130 for SIGINT, 143 for SIGTERM); 3 for a run
+    that stopped at a failed step."""
+    stopped = _stopped_step(summary)
+    if stopped is None:
+        return 0
+    return stopped[1]["exit_status"] if stopped[1]["status"] == "interrupted" else 3
+
+
+__all__ = [
+    "collect_results",
+    "export_record",
+    "failure_line",
+    "format_summary",
+    "headline",
+    "run_exit_status",
+    "stage2_model",
+]

@@ -28,6 +28,7 @@ from pathlib import Path
 from ..stage1.arguments import check_data_and_model
 from ..stage2.checks import check_stage2_inputs
 from ..utils.arguments import check_model_option
+from ..utils.interrupts import interrupting_signal
 from ..utils.io import atomic_write_text
 
 
@@ -266,7 +267,9 @@ def execute(
     Runs, resumes, skips or refuses `step` (see the module docstring) with its resolved `settings`; `fingerprints`
     holds those of the steps before it and gets this one's. `action(argv)` runs it and returns its exit status
     (default: the `cpfcte-hf` command in this process). Returns the step's entry: `directory`, `command`,
-    `fingerprint`, `status` ("ran", "skipped" or "failed"), `seconds` (and `exit_status` when it failed).
+    `fingerprint`, `status` ("ran", "skipped", "failed", or "interrupted" when it was stopped by SIGINT or SIGTERM:
+    exit status 130 / 143), `seconds` (and `exit_status` when it failed or was interrupted). Its record stays
+    "started" unless it ran to the end, so that the next run resumes or redoes it.
     """
     after = {name: fingerprints[name] for name in step.after if name in fingerprints}
     digest = fingerprints[step.name] = fingerprint(settings, after)
@@ -278,9 +281,10 @@ def execute(
         return {**entry, "status": "skipped", "seconds": 0.0}
 
     argv = list(step.argv)
-    if step.command in RESUMED_FROM_CHECKPOINT and has_complete_checkpoint(step.directory):
+    resumed = step.command in RESUMED_FROM_CHECKPOINT and has_complete_checkpoint(step.directory)
+    if resumed:
         argv += ["--resume_from_checkpoint", "last"]
-    say(f"\n=== [{tag}] {step.name}: {printable} ===")
+    say(f"\n=== [{tag}] {step.name}: {printable}{' --resume_from_checkpoint last' if resumed else ''} ===")
     base = {"step": step.name, "fingerprint": digest, "after": after, "settings": settings, "command": printable}
     write_record(step.record_path, {**base, "status": "started"})
     start = time.perf_counter()
@@ -294,7 +298,8 @@ def execute(
     seconds = round(time.perf_counter() - start, 3)
     say(f"=== [{tag}] {step.name}: {seconds:.0f} s, exit status {status} ===")
     if status != 0:
-        return {**entry, "status": "failed", "exit_status": status, "seconds": seconds}
+        stopped = "interrupted" if interrupting_signal(status) is not None else "failed"
+        return {**entry, "status": stopped, "exit_status": status, "seconds": seconds}
     write_record(step.record_path, {**base, "status": "complete", "seconds": seconds})
     return {**entry, "status": "ran", "seconds": seconds}
 
