@@ -121,7 +121,7 @@ def test_a_stopped_run_stops_at_its_step_writes_its_summary_and_resumes(tmp_path
     name = signal.Signals(expected - 128).name
     assert f"cpfcte-hf train: interrupted by {name} (exit status {expected})" in text
     assert text.strip().splitlines()[-1] == (
-        f"error: the run was interrupted at step stage1 (exit status {expected}). The same command resumes it: "
+        f"error: the run was interrupted at step stage1 (exit status {expected}). The same command resumes: "
         "finished steps are skipped, a training continues from its last complete checkpoint."
     )
     summary = json.loads((out / "run_summary.json").read_text())

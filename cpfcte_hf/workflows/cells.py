@@ -18,7 +18,7 @@ from ..stage1.arguments import TRAINER_OPTIONS, DataArguments, ModelArguments
 from ..utils.arguments import parse_args_with_presets, parse_key_values, resolve_preset
 from ..utils.interrupts import Interrupted, interrupting_signal
 from ..utils.io import atomic_write_text
-from .steps import Step, execute, read_record, step_settings
+from .steps import RESUMES, Step, execute, read_record, step_settings
 
 
 if TYPE_CHECKING:
@@ -94,11 +94,6 @@ RECIPES = {
 preset_path = resolve_preset
 
 
-RESUMES = (
-    "the same command resumes: finished steps are skipped, a training continues from its last complete checkpoint"
-)
-
-
 class StepFailed(RuntimeError):
     """A cell's command ended with a non-zero exit status (its error is above)."""
 
@@ -167,7 +162,7 @@ class Cell:
         settings = step_settings(command, argv, runner.output_dir)
         entry = execute(step, settings, self.fingerprints, overwrite=runner.overwrite, tag="reproduce")
         if entry["status"] == "interrupted":  # Ctrl-C or SIGTERM in the step: stop reproduce as well
-            raise Interrupted(interrupting_signal(entry["exit_status"]), f"in step {step.name}; {RESUMES}")
+            raise Interrupted(interrupting_signal(entry["exit_status"]), f"in step {step.name}; the same {RESUMES}")
         if entry["status"] == "failed":
             raise StepFailed(f"step {step.name} failed with exit status {entry['exit_status']}: {printable}")
         (runner.reused if entry["status"] == "skipped" else runner.ran).append(step.name)

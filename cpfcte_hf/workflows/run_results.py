@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .steps import read_step_record
+from .steps import RESUMES, read_step_record
 
 
 STOPPED = ("failed", "interrupted")  # the statuses of a step that did not end
@@ -124,10 +124,7 @@ def failure_line(summary: dict) -> str | None:
         return None
     name, entry = stopped
     if entry["status"] == "interrupted":
-        return (
-            f"the run was interrupted at step {name} (exit status {entry['exit_status']}). The same command resumes "
-            "it: finished steps are skipped, a training continues from its last complete checkpoint."
-        )
+        return f"the run was interrupted at step {name} (exit status {entry['exit_status']}). The same {RESUMES}."
     return (
         f"the run stopped at step {name} (exit status {entry['exit_status']}; its error is above). The same command "
         "resumes the run once the cause is fixed."

@@ -32,6 +32,10 @@ from ..utils.interrupts import interrupting_signal
 from ..utils.io import atomic_write_text
 
 
+# What the same command does after a stop (said by run's and reproduce's last line): "The same " + RESUMES.
+RESUMES = "command resumes: finished steps are skipped, a training continues from its last complete checkpoint"
+
+
 STEP_RECORD_SUFFIX = ".step.json"
 # Settings that do not change a step's outputs (where they go, how fast, how verbose): left out of fingerprints.
 UNFINGERPRINTED = {
@@ -305,6 +309,7 @@ def execute(
 
 
 __all__ = [
+    "RESUMES",
     "Step",
     "StepMismatchError",
     "execute",
