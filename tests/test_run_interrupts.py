@@ -28,23 +28,18 @@ pytestmark = [
 REPO = Path(__file__).resolve().parents[1]
 
 
-def descendants(pid: int) -> list[int]:
-    """Live (not zombie) processes under `pid`, children of children included."""
-    parents = {}
+def session_members(session: int) -> list[int]:
+    """Live (not zombie) processes of the session `session`: what a command started with `start` left running, even
+    after it has exited itself (its orphans keep its session)."""
+    found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if fields[0] != "Z":
-                parents[int(entry)] = int(fields[1])
-    found, frontier = [], [pid]
-    while frontier:
-        parent = frontier.pop()
-        children = [child for child, of in parents.items() if of == parent]
-        found += children
-        frontier += children
+            if fields[0] != "Z" and int(fields[3]) == session:
+                found.append(int(entry))
     return found
 
 
@@ -115,7 +110,7 @@ def test_a_stopped_run_stops_at_its_step_writes_its_summary_and_resumes(tmp_path
         os.killpg(process.pid, signal.SIGINT)
         expected = 130
     assert process.wait(timeout=60) == expected, log.read_text()[-3000:]
-    assert descendants(process.pid) == []
+    assert session_members(process.pid) == []  # start_new_session: the session's id is the command's pid
     text = log.read_text()
     assert "Traceback" not in text, text[-3000:]
     name = signal.Signals(expected - 128).name
