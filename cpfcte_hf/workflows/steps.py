@@ -284,11 +284,11 @@ def execute(
         say(f"[{tag}] {step.name}: done before with the same settings, skipped ({step.directory})")
         return {**entry, "status": "skipped", "seconds": 0.0}
 
-    argv = list(step.argv)
-    resumed = step.command in RESUMED_FROM_CHECKPOINT and has_complete_checkpoint(step.directory)
-    if resumed:
-        argv += ["--resume_from_checkpoint", "last"]
-    say(f"\n=== [{tag}] {step.name}: {printable}{' --resume_from_checkpoint last' if resumed else ''} ===")
+    resume = []
+    if step.command in RESUMED_FROM_CHECKPOINT and has_complete_checkpoint(step.directory):
+        resume = ["--resume_from_checkpoint", "last"]
+    argv = [*step.argv, *resume]
+    say(f"\n=== [{tag}] {step.name}: {' '.join([printable, *resume])} ===")
     base = {"step": step.name, "fingerprint": digest, "after": after, "settings": settings, "command": printable}
     write_record(step.record_path, {**base, "status": "started"})
     start = time.perf_counter()
